@@ -1,0 +1,1 @@
+"""DARTS-PT (ICLR 2021): perturbation-based architecture selection. Not implemented yet."""

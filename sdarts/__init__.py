@@ -1,0 +1,1 @@
+"""SDARTS (Chen & Hsieh, ICML 2020): smooth the DARTS landscape by perturbing alpha."""

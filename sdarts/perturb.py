@@ -1,0 +1,119 @@
+"""SDARTS' perturbations of the mixing weights, for the weight step only.
+
+Both act on softmax(alpha) (probabilities), not on the logits, and project each row back
+onto the simplex by clamp-and-renormalise, as the released code does (reference sdarts.md
+§3.5). The alpha step never sees them.
+
+* SDARTS-RS  (``random``):   p + Uniform(-eps, eps).
+* SDARTS-ADV (``pgd_linf``): 7-step sign-gradient ascent on the training loss inside the
+  L-inf ball of radius eps around p, random start, model in eval mode; the attack is
+  discarded when it did not raise the loss.
+
+eps rises linearly per epoch from 0.03 to ``epsilon_alpha``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from shared.errors import UserError
+
+Weights = tuple[torch.Tensor, ...]
+
+EPSILON_START = 0.03
+
+
+def epsilon_at(epoch: int, epochs: int, epsilon_alpha: float) -> float:
+    """The CNN/NB-1Shot1 schedule: 0.03 + (eps_max - 0.03) * epoch / epochs, epoch from 0."""
+    return EPSILON_START + (epsilon_alpha - EPSILON_START) * epoch / epochs
+
+
+def clip_to_simplex(p: torch.Tensor) -> torch.Tensor:
+    """Row-wise: clamp to [0, 1], give an all-zero row a 1 at its pre-clamp argmax, renormalise."""
+    top = p.argmax(dim=-1, keepdim=True)
+    q = p.clamp(0.0, 1.0)
+    dead = q.sum(dim=-1, keepdim=True) == 0
+    q = torch.where(dead, torch.zeros_like(q).scatter(-1, top, 1.0), q)
+    return q / q.sum(dim=-1, keepdim=True)
+
+
+def _uniform_like(t: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.empty_like(t).uniform_(-eps, eps)
+
+
+class RandomSmoothing:
+    """SDARTS-RS (the original's ``Random_alpha``)."""
+
+    def __init__(self, epsilon_alpha: float, epochs: int) -> None:
+        self.epsilon_alpha, self.epochs = epsilon_alpha, epochs
+
+    def epsilon(self, epoch: int) -> float:
+        return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
+
+    def __call__(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
+                 y: torch.Tensor, epoch: int) -> Weights:
+        eps = self.epsilon(epoch)
+        return tuple(clip_to_simplex(w + _uniform_like(w, eps)) for w in weights)
+
+
+class LinfPGD:
+    """SDARTS-ADV (the original's ``Linf_PGD_alpha``)."""
+
+    def __init__(self, epsilon_alpha: float, epochs: int, steps: int = 7,
+                 random_start: bool = True) -> None:
+        self.epsilon_alpha, self.epochs = epsilon_alpha, epochs
+        self.steps, self.random_start = steps, random_start
+
+    def epsilon(self, epoch: int) -> float:
+        return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
+
+    def _loss(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], x: torch.Tensor,
+              y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x, tuple(weights)), y)
+
+    def attack(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
+               y: torch.Tensor, eps: float) -> tuple[Weights, float, float]:
+        """Returns (perturbed weights, loss before, loss after)."""
+        was_training = model.training
+        model.eval()  # BN on running statistics during the attack, as the original
+        try:
+            saved = tuple(w.detach() for w in weights)
+            with torch.no_grad():
+                loss_before = self._loss(model, saved, x, y).item()
+            adv = saved
+            if self.random_start:
+                adv = tuple(clip_to_simplex(w + _uniform_like(w, eps)) for w in adv)
+            step_size = 2 * eps / self.steps
+            for _ in range(self.steps):
+                adv = tuple(w.detach().requires_grad_() for w in adv)
+                grads = torch.autograd.grad(self._loss(model, adv, x, y), adv)
+                with torch.no_grad():  # ascent on the loss, sign of the gradient (Linf_SGD)
+                    adv = tuple(s + (w + step_size * g.sign() - s).clamp(-eps, eps)
+                                for w, g, s in zip(adv, grads, saved))
+                    adv = tuple(clip_to_simplex(w) for w in adv)
+            with torch.no_grad():
+                loss_after = self._loss(model, adv, x, y).item()
+            if loss_before > loss_after:
+                return saved, loss_before, loss_before
+            return adv, loss_before, loss_after
+        finally:
+            model.train(was_training)
+
+    def __call__(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
+                 y: torch.Tensor, epoch: int) -> Weights:
+        return self.attack(model, weights, x, y, self.epsilon(epoch))[0]
+
+
+PERTURBATIONS = {"none": None, "random": RandomSmoothing, "pgd_linf": LinfPGD}
+
+
+def make_perturbation(name: str, epsilon_alpha: float, epochs: int):
+    """``--perturb_alpha`` to a perturbation (None for 'none')."""
+    if name not in PERTURBATIONS:
+        raise UserError(f"--perturb_alpha {name!r}: choose from {', '.join(PERTURBATIONS)}")
+    if epsilon_alpha < 0:
+        raise UserError("--epsilon_alpha must be >= 0")
+    cls = PERTURBATIONS[name]
+    return None if cls is None else cls(epsilon_alpha, epochs)

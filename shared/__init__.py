@@ -1,0 +1,1 @@
+"""Shared engine of the DARTS family: ops, spaces, genotypes, data, supernets, search loop."""

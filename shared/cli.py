@@ -1,0 +1,58 @@
+"""Command-line helpers shared by the paper doors (train_search.py, train.py, ...)."""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from typing import Any, Sequence
+
+from shared.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad flags through UserError (one line, exit 2, no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """Names of the flags the user actually typed (defaults excluded)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:  # same flags, every default suppressed
+        if action.option_strings and action.dest != "help":
+            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs is not None or isinstance(action, argparse._StoreAction):
+                kwargs["nargs"] = action.nargs
+            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+                kwargs.pop("nargs", None)
+            probe.add_argument(*action.option_strings, **kwargs)
+    ns, _ = probe.parse_known_args(argv)
+    return set(vars(ns))
+
+
+def apply_resumed_config(args: argparse.Namespace, saved: dict[str, Any], typed: set[str],
+                         free: set[str]) -> None:
+    """Continue a run with the flags it was started with.
+
+    A flag typed now that changes a saved setting is refused (it would silently break the
+    'resume = never stopped' promise); flags in ``free`` (device, workers, paths) may change.
+    """
+    for key in sorted(typed - free):
+        if key in saved and getattr(args, key) != saved[key]:
+            raise UserError(f"--{key} {getattr(args, key)!r} differs from the run being resumed "
+                            f"({saved[key]!r}); drop the flag to continue that run")
+    for key, value in saved.items():
+        if key not in free and hasattr(args, key):
+            setattr(args, key, value)
+
+
+def newest_run(pattern: str) -> str:
+    """The most recently modified run folder matching a glob, for ``--resume`` with no path."""
+    runs = [p for p in glob.glob(pattern) if os.path.isfile(os.path.join(p, "checkpoint.pth.tar"))]
+    if not runs:
+        raise UserError(f"--resume: no run with a checkpoint matches {pattern!r}; pass the run "
+                        f"folder explicitly (--resume PATH)")
+    return max(runs, key=os.path.getmtime)

@@ -1,0 +1,26 @@
+"""Datasets, transforms and search loaders shared by every DARTS variant."""
+from .cutout import Cutout
+from .datasets import get_dataset
+from .digits import DigitsDataset
+from .loaders import RandomBatches, search_loaders
+from .names import check_dataset
+from .split import search_split
+from .stats import DATASET_STATS, DATASETS, IMAGE_SIZE, IN_CHANNELS, NUM_CLASSES
+from .transforms import eval_transform, train_transform
+
+__all__ = [
+    "DATASETS",
+    "DATASET_STATS",
+    "IMAGE_SIZE",
+    "IN_CHANNELS",
+    "NUM_CLASSES",
+    "Cutout",
+    "DigitsDataset",
+    "RandomBatches",
+    "check_dataset",
+    "eval_transform",
+    "get_dataset",
+    "search_loaders",
+    "search_split",
+    "train_transform",
+]

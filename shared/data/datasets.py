@@ -1,0 +1,93 @@
+"""Build a dataset by name, turning missing data into one actionable UserError."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torchvision.datasets as tvd
+from torch.utils.data import Dataset
+
+from shared.errors import UserError
+
+from .digits import DigitsDataset
+from .names import check_dataset
+
+# What each downloadable dataset needs on disk, for the error message.
+_CIFAR_HINTS = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py", "cifar-10-python.tar.gz"),
+    "cifar100": ("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz"),
+}
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+_NO_DOWNLOAD_HINT = "or run with --dataset digits, which needs no download"
+
+
+def _default_class(name: str) -> type:
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "svhn": tvd.SVHN}[name]
+
+
+def get_dataset(
+    name: str,
+    root: str | Path,
+    train: bool,
+    transform: Callable | None,
+    download: bool = True,
+    dataset_cls: type | None = None,
+) -> Dataset:
+    """Return the train or test split of dataset ``name`` stored under ``root``.
+
+    CIFAR / SVHN use torchvision with ``download`` (as the original code did); if the
+    files are absent and the download fails, a UserError says which files to put
+    where. ImageNet is never downloaded. ``digits`` is built in and ignores ``root``.
+
+    ``dataset_cls`` replaces the torchvision class for CIFAR / SVHN / ImageNet; it
+    must take the same constructor arguments. Tests use it to inject a subclass
+    whose md5 checks are disabled, so the real loading code runs on tiny fake files.
+    """
+    name = check_dataset(name)
+    if name == "digits":
+        return DigitsDataset(train=train, transform=transform)
+    root = Path(root).expanduser().resolve()
+    if name == "imagenet":
+        return _imagenet(root, train, transform, dataset_cls or tvd.ImageFolder)
+    cls = dataset_cls or _default_class(name)
+    kwargs: dict[str, Any]
+    if name == "svhn":
+        kwargs = {"split": "train" if train else "test"}
+    else:
+        kwargs = {"train": train}
+    try:
+        return cls(str(root), transform=transform, download=download, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - URLError, OSError, RuntimeError("not found or corrupted"), ...
+        # Any failure here means "the files are not usable"; say how to fix it once.
+        raise UserError(_missing_message(name, root, train, download, exc)) from exc
+
+
+def _missing_message(name: str, root: Path, train: bool, download: bool, exc: Exception) -> str:
+    tried = f"download failed ({type(exc).__name__}: {exc})" if download else f"download disabled ({exc})"
+    if name == "svhn":
+        mat = "train_32x32.mat" if train else "test_32x32.mat"
+        return (
+            f"SVHN not found in {root}: expected {root / mat}; {tried}. "
+            f"Get {mat} from {_SVHN_URL} and put it in {root}, {_NO_DOWNLOAD_HINT}."
+        )
+    title, folder, archive = _CIFAR_HINTS[name]
+    return (
+        f"{title} not found in {root}: expected {root / folder}/ (or {root / archive}); {tried}. "
+        f"Get {archive} from {_CIFAR_URL} and extract it in {root}, {_NO_DOWNLOAD_HINT}."
+    )
+
+
+def _imagenet(root: Path, train: bool, transform: Callable | None, cls: type) -> Dataset:
+    folder = root / ("train" if train else "val")
+    layout = (
+        "ImageNet needs the ILSVRC2012 train/ and val/ folders in ImageFolder layout "
+        "(one sub-folder per class, e.g. train/n01440764/*.JPEG), "
+        "downloaded by hand from https://image-net.org (there is no auto-download)"
+    )
+    if not folder.is_dir():
+        raise UserError(f"ImageNet folder {folder} not found; {layout}.")
+    try:
+        return cls(str(folder), transform=transform)
+    except (OSError, RuntimeError) as exc:  # e.g. FileNotFoundError: no class folders / images
+        raise UserError(f"cannot read ImageNet folder {folder} ({exc}); {layout}.") from exc

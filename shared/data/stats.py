@@ -1,0 +1,44 @@
+"""Per-dataset constants: normalisation statistics, class counts, input shapes."""
+from __future__ import annotations
+
+# Dataset names accepted everywhere (``--dataset``); order is the one shown in errors.
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
+
+# (mean, std) per channel, applied after ToTensor, i.e. on [0, 1] pixels.
+# CIFAR-10 values are the full-precision ones used by DARTS / SDARTS.
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": (
+        (0.49139968, 0.48215827, 0.44653124),
+        (0.24703233, 0.24348505, 0.26158768),
+    ),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # Computed once over all 1797 images of sklearn's load_digits(), pixels / 16
+    # (population std over every pixel); tests/test_data.py recomputes it.
+    "digits": ((0.30526028624095713,), (0.3760492217920148,)),
+}
+
+NUM_CLASSES: dict[str, int] = {
+    "cifar10": 10,
+    "cifar100": 100,
+    "svhn": 10,
+    "imagenet": 1000,
+    "digits": 10,
+}
+
+IN_CHANNELS: dict[str, int] = {
+    "cifar10": 3,
+    "cifar100": 3,
+    "svhn": 3,
+    "imagenet": 3,
+    "digits": 1,
+}
+
+IMAGE_SIZE: dict[str, int] = {
+    "cifar10": 32,
+    "cifar100": 32,
+    "svhn": 32,
+    "imagenet": 224,
+    "digits": 8,
+}

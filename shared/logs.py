@@ -1,0 +1,62 @@
+"""Plain-text logs in DARTS' format, TensorBoard events, and meters."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Sequence
+
+import torch
+
+LOG_FORMAT = "%(asctime)s %(message)s"
+DATE_FORMAT = "%m/%d %I:%M:%S %p"
+
+
+def setup_logger(save_dir: str, filename: str = "log.txt", name: str = "darts") -> logging.Logger:
+    """Log to stdout and ``save_dir/filename`` (appending, so a resumed run keeps its history)."""
+    os.makedirs(save_dir, exist_ok=True)
+    logger = logging.getLogger(f"{name}:{os.path.abspath(save_dir)}:{filename}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter(LOG_FORMAT, datefmt=DATE_FORMAT)
+    for handler in (logging.StreamHandler(sys.stdout),
+                    logging.FileHandler(os.path.join(save_dir, filename))):
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    return logger
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
+def tensorboard_writer(save_dir: str, purge_step: int | None = None):
+    """A SummaryWriter under ``save_dir/runs``; ``purge_step`` drops events a resumed run redoes."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(os.path.join(save_dir, "runs"), purge_step=purge_step)
+
+
+class AverageMeter:
+    def __init__(self) -> None:
+        self.sum, self.cnt, self.avg = 0.0, 0, 0.0
+
+    def update(self, val: float, n: int = 1) -> None:
+        self.sum += val * n
+        self.cnt += n
+        self.avg = self.sum / self.cnt
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor,
+             topk: Sequence[int] = (1,)) -> list[float]:
+    """Top-k accuracies in percent."""
+    maxk = min(max(topk), output.size(1))
+    _, pred = output.topk(maxk, 1, True, True)
+    correct = pred.t().eq(target.view(1, -1))
+    return [correct[:min(k, maxk)].reshape(-1).float().sum().item() * 100.0 / target.size(0)
+            for k in topk]

@@ -1,0 +1,1 @@
+"""Supernets (search) and final networks (evaluation)."""

@@ -1,0 +1,167 @@
+"""Final CNNs built from a genotype: NetworkCIFAR and NetworkImageNet (DARTS' model.py)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from shared.genotypes import Genotype
+from shared.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples of an op's output with prob ``drop_prob``, rescale the rest.
+
+    Out of place (the original's in-place mul_ breaks autograd on modern PyTorch).
+    """
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x / keep * mask
+
+
+class Cell(nn.Module):
+    def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int,
+                 reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.preprocess0 = (FactorizedReduce(C_prev_prev, C) if reduction_prev
+                            else ReLUConvBN(C_prev_prev, C, 1, 1, 0))
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+        pairs, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
+                         else (genotype.normal, genotype.normal_concat))
+        self.reduction = reduction
+        self._steps = len(pairs) // 2
+        self._concat = tuple(concat)
+        self.multiplier = len(concat)
+        self._indices = tuple(j for _, j in pairs)
+        self._ops = nn.ModuleList(
+            make_op(name, C, 2 if reduction and j < 2 else 1, True) for name, j in pairs)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(self._steps):
+            h = []
+            for k in (2 * i, 2 * i + 1):
+                op = self._ops[k]
+                out = op(states[self._indices[k]])
+                if self.training and drop_prob > 0 and not isinstance(op, Identity):
+                    out = drop_path(out, drop_prob)
+                h.append(out)
+            states.append(h[0] + h[1])
+        return torch.cat([states[i] for i in self._concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Auxiliary classifier on the 8x8 output of cell 2L//3 (training only)."""
+
+    def __init__(self, C: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),  # 8x8 -> 2x2
+            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(-1) < 5:
+            # Smaller inputs than CIFAR's (the 8x8 digits reach this head at 2x2): pool to the
+            # 2x2 the head expects instead of failing; CIFAR sizes take the original path.
+            x = nn.functional.adaptive_avg_pool2d(torch.relu(x), 2)
+            x = self.features[2:](x)
+        else:
+            x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    def __init__(self, C: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            # DARTS omits the BatchNorm after this conv (a typo kept for its released models).
+            nn.Conv2d(128, 768, 2, bias=False), nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class _Network(nn.Module):
+    """The cell stack shared by the CIFAR and ImageNet networks."""
+
+    drop_path_prob: float = 0.0
+
+    def _build_cells(self, C: int, layers: int, genotype: Genotype, C_curr: int,
+                     reduction_prev: bool, C_stem: int, num_classes: int, auxiliary: bool,
+                     aux_cls: type[nn.Module]) -> None:
+        C_prev_prev, C_prev = C_stem, C_stem
+        self.cells = nn.ModuleList()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self._aux_index = 2 * layers // 3
+        C_aux = None
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            reduction_prev = reduction
+            self.cells.append(cell)
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == self._aux_index:
+                C_aux = C_prev
+        if auxiliary:
+            self.auxiliary_head = aux_cls(C_aux, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def _run_cells(self, s0: torch.Tensor, s1: torch.Tensor):
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self._aux_index and self._auxiliary and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, logits_aux
+
+
+class NetworkCIFAR(_Network):
+    """forward returns (logits, logits_aux); logits_aux is None unless training with --auxiliary."""
+
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+                 in_channels: int = 3, stem_multiplier: int = 3) -> None:
+        super().__init__()
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
+        self._build_cells(C, layers, genotype, C, False, C_curr, num_classes, auxiliary,
+                          AuxiliaryHeadCIFAR)
+
+    def forward(self, x: torch.Tensor):
+        s = self.stem(x)
+        return self._run_cells(s, s)
+
+
+class NetworkImageNet(_Network):
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool,
+                 genotype: Genotype) -> None:
+        super().__init__()
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C))
+        self._build_cells(C, layers, genotype, C, True, C, num_classes, auxiliary,
+                          AuxiliaryHeadImageNet)
+
+    def forward(self, x: torch.Tensor):
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        return self._run_cells(s0, s1)

@@ -1,0 +1,138 @@
+"""The DARTS-space supernet, for any cell space of ``shared.spaces``.
+
+The forward takes the mixing weights as an argument instead of reading alpha itself: SDARTS
+perturbs softmax(alpha) for the weight step, Lambda-DARTS needs one weight tensor per cell,
+Blank-PT keeps alpha fixed. ``mixing_weights()`` gives the plain softmax(alpha).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.genotypes import Genotype, genotype_from_alpha
+from shared.ops import FactorizedReduce, ReLUConvBN, make_op
+from shared.spaces import CellSpace, STEPS
+
+MixingWeights = tuple[torch.Tensor, torch.Tensor]  # (normal, reduce), each (edges, ops)
+
+
+class MixedOp(nn.Module):
+    """Weighted sum of the candidate ops of one edge: sum_k w_k * op_k(x)."""
+
+    def __init__(self, C: int, stride: int, op_names: Sequence[str]) -> None:
+        super().__init__()
+        self.op_names = tuple(op_names)
+        ops = []
+        for name in op_names:
+            op = make_op(name, C, stride, False)
+            if "pool" in name:  # DARTS normalises pooling outputs in search (affine-free BN)
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            ops.append(op)
+        self._ops = nn.ModuleList(ops)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return sum(w * op(x) for w, op in zip(weights, self._ops))
+
+
+class SearchCell(nn.Module):
+    def __init__(self, space: CellSpace, steps: int, multiplier: int, C_prev_prev: int,
+                 C_prev: int, C: int, reduction: bool, reduction_prev: bool) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine=False) if reduction_prev
+                            else ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False))
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        self._steps = steps
+        self._multiplier = multiplier
+        edge_ops = space.ops(reduction)
+        self._ops = nn.ModuleList()
+        e = 0
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self._ops.append(MixedOp(C, stride, edge_ops[e]))
+                e += 1
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self._steps):
+            s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self._multiplier:], dim=1)
+
+
+class Network(nn.Module):
+    """DARTS supernet: stem, ``layers`` search cells (reduction at L//3 and 2L//3), classifier.
+
+    alpha lives here as two ``nn.Parameter`` (so it is saved with the weights, unlike the
+    original), but ``weight_parameters()`` excludes it: the weight optimiser, its weight decay
+    and gradient clipping never touch alpha.
+    """
+
+    def __init__(self, C: int, num_classes: int, layers: int, space: CellSpace,
+                 steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        self.space = space
+        self._C, self._num_classes, self._layers = C, num_classes, layers
+        self._steps, self._multiplier = steps, multiplier
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C_curr))
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            self.cells.append(SearchCell(space, steps, multiplier, C_prev_prev, C_prev, C_curr,
+                                         reduction, reduction_prev))
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        num_edges = sum(2 + i for i in range(steps))
+        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(False)))
+        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(True)))
+
+    # -- parameters -------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+    # -- forward ----------------------------------------------------------------------------
+    def mixing_weights(self) -> MixingWeights:
+        """softmax(alpha) per edge, the DARTS relaxation."""
+        return F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
+
+    def forward(self, x: torch.Tensor, weights: MixingWeights | None = None,
+                cell_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits. ``weights`` = (normal, reduce) mixing weights shared by all cells of a type
+        (default softmax(alpha)); ``cell_weights`` = one tensor per cell instead."""
+        if cell_weights is None:
+            w_normal, w_reduce = weights if weights is not None else self.mixing_weights()
+            cell_weights = [w_reduce if c.reduction else w_normal for c in self.cells]
+        s0 = s1 = self.stem(x)
+        for cell, w in zip(self.cells, cell_weights):
+            s0, s1 = s1, cell(s0, s1, w)
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor,
+             weights: MixingWeights | None = None) -> torch.Tensor:
+        return F.cross_entropy(self(x, weights), y)
+
+    def genotype(self) -> Genotype:
+        w_normal, w_reduce = self.mixing_weights()
+        return genotype_from_alpha(w_normal, w_reduce, self.space, self._steps, self._multiplier)

@@ -1,0 +1,147 @@
+"""Candidate operations of the DARTS family, one registry.
+
+Every op maps ``C`` channels to ``C`` channels; ``stride=2`` halves the spatial size.
+``affine=False`` in search (DARTS keeps BN parameter-free so that alpha alone scales an op)
+and ``affine=True`` in the final networks.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from shared.errors import UserError
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv -> BN, the DARTS preprocessing block."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU -> dilated depthwise conv -> pointwise conv -> BN."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride, padding, dilation=dilation, groups=C_in,
+                      bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked DilConv(dilation=1): DARTS applies the separable conv twice."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True) -> None:
+        super().__init__(
+            DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine),
+        )
+
+
+class FactorizedConv(nn.Sequential):
+    """ReLU -> Conv(1 x k) -> Conv(k x 1) -> BN (AmoebaNet's 7x1/1x7, AutoDL's 3x1/1x3)."""
+
+    def __init__(self, C: int, k: int, stride: int, affine: bool = True) -> None:
+        p = k // 2
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, k), stride=(1, stride), padding=(0, p), bias=False),
+            nn.Conv2d(C, C, (k, 1), stride=(stride, 1), padding=(p, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+
+class Identity(nn.Module):
+    """skip_connect at stride 1. Its own class: drop-path exempts exactly this op."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Zero(nn.Module):
+    """The 'none' op: zeros, subsampled at stride 2."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class NoiseOp(nn.Module):
+    """RobustDARTS S4's 'noise' op: ignores x's values, returns fresh N(mean, std) noise.
+
+    Stays stochastic in eval mode, as in the original (reference sdarts.md §8.13).
+    """
+
+    def __init__(self, stride: int, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        self.stride, self.mean, self.std = stride, mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return torch.randn_like(x).mul_(self.std).add_(self.mean)
+
+
+class FactorizedReduce(nn.Module):
+    """ReLU, two offset 1x1 stride-2 convs concatenated, BN: halves H and W without losing pixels."""
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
+        super().__init__()
+        assert C_out % 2 == 0, "FactorizedReduce needs an even number of output channels"
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
+        return self.bn(out)
+
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+
+OPS: dict[str, OpFactory] = {
+    "none": lambda C, stride, affine: Zero(stride),
+    "noise": lambda C, stride, affine: NoiseOp(stride),
+    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1,
+                                                           count_include_pad=False),
+    "max_pool_3x3": lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "skip_connect": lambda C, stride, affine: (Identity() if stride == 1
+                                               else FactorizedReduce(C, C, affine=affine)),
+    "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine=affine),
+    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine=affine),
+    "sep_conv_7x7": lambda C, stride, affine: SepConv(C, C, 7, stride, 3, affine=affine),
+    "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
+    "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
+    "conv_7x1_1x7": lambda C, stride, affine: FactorizedConv(C, 7, stride, affine=affine),
+    "conv_3x1_1x3": lambda C, stride, affine: FactorizedConv(C, 3, stride, affine=affine),
+}
+
+
+def make_op(name: str, C: int, stride: int, affine: bool) -> nn.Module:
+    """Build candidate op ``name``; an unknown name is a user error naming the known ones."""
+    try:
+        factory = OPS[name]
+    except KeyError:
+        raise UserError(f"unknown operation {name!r}; known: {', '.join(sorted(OPS))}") from None
+    return factory(C, stride, affine)
+

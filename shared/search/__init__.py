@@ -1,0 +1,1 @@
+"""The bilevel search: the Architect (alpha step) and the loop with its hook moments."""

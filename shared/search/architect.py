@@ -1,0 +1,100 @@
+"""The DARTS Architect: one alpha step on a validation batch, first or second order.
+
+Second order (``--unrolled``) follows DARTS' architect.py (reference sdarts.md §3.3):
+w' = w - eta (momentum_buffer * momentum + dL_trn/dw + wd w), then
+grad_alpha = dL_val(w', alpha)/dalpha - eta * H v, where v = dL_val(w')/dw' and the
+Hessian-vector product H v = d^2 L_trn / dalpha dw . v is a central finite difference with
+R = 0.01 / ||v||.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+from torch.func import functional_call
+
+
+class SupernetLike(Protocol):
+    def arch_parameters(self) -> list[torch.nn.Parameter]: ...
+    def named_weight_parameters(self): ...
+    def loss(self, x: torch.Tensor, y: torch.Tensor, weights=None) -> torch.Tensor: ...
+
+
+class Architect:
+    def __init__(self, model: torch.nn.Module, arch_learning_rate: float = 3e-4,
+                 arch_weight_decay: float = 1e-3, momentum: float = 0.9,
+                 weight_decay: float = 3e-4, unrolled: bool = False,
+                 betas: tuple[float, float] = (0.5, 0.999)) -> None:
+        self.model = model
+        self.network_momentum = momentum
+        self.network_weight_decay = weight_decay
+        self.unrolled = unrolled
+        # Coupled L2 (Adam's weight_decay), as DARTS; not AdamW.
+        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_learning_rate,
+                                          betas=betas, weight_decay=arch_weight_decay)
+
+    def step(self, x_trn: torch.Tensor, y_trn: torch.Tensor, x_val: torch.Tensor,
+             y_val: torch.Tensor, eta: float, network_optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer.zero_grad()
+        if self.unrolled:
+            grads = self.unrolled_gradient(x_trn, y_trn, x_val, y_val, eta, network_optimizer)
+            for a, g in zip(self.model.arch_parameters(), grads):
+                a.grad = g
+        else:
+            self.model.loss(x_val, y_val).backward()
+        self.optimizer.step()
+
+    # -- second order -----------------------------------------------------------------------
+    def unrolled_gradient(self, x_trn, y_trn, x_val, y_val, eta: float,
+                          network_optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        model = self.model
+        names, weights = zip(*model.named_weight_parameters())
+        alphas = model.arch_parameters()
+
+        loss = model.loss(x_trn, y_trn)
+        dtheta = torch.autograd.grad(loss, weights)
+        unrolled = []
+        for p, g in zip(weights, dtheta):
+            buf = network_optimizer.state.get(p, {}).get("momentum_buffer")
+            moment = buf * self.network_momentum if buf is not None else torch.zeros_like(p)
+            w = p.detach() - eta * (moment + g + self.network_weight_decay * p.detach())
+            unrolled.append(w.requires_grad_())
+
+        # The unrolled model is a copy in DARTS: its BN running statistics must not leak into
+        # the real model, so it gets cloned buffers.
+        params = dict(zip(names, unrolled))
+        params.update({n: b.clone() for n, b in model.named_buffers()})
+        logits = functional_call(model, params, (x_val,))
+        unrolled_loss = torch.nn.functional.cross_entropy(logits, y_val)
+        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled)
+        dalpha, vector = grads[:len(alphas)], grads[len(alphas):]
+
+        implicit = self.hessian_vector_product(vector, x_trn, y_trn)
+        return [g - eta * ig for g, ig in zip(dalpha, implicit)]
+
+    def hessian_vector_product(self, vector: Sequence[torch.Tensor], x: torch.Tensor,
+                               y: torch.Tensor, r: float = 1e-2) -> list[torch.Tensor]:
+        """(dL/dalpha at w + R v  -  dL/dalpha at w - R v) / 2R, R = r / ||v||."""
+        weights = self.model.weight_parameters()
+        alphas = self.model.arch_parameters()
+        R = (r / torch.cat([v.reshape(-1) for v in vector]).norm()).item()
+        saved = [p.detach().clone() for p in weights]
+        with torch.no_grad():
+            for p, v in zip(weights, vector):
+                p.add_(v, alpha=R)
+        grads_p = torch.autograd.grad(self.model.loss(x, y), alphas)
+        with torch.no_grad():
+            for p, w, v in zip(weights, saved, vector):
+                p.copy_(w).sub_(v, alpha=R)
+        grads_n = torch.autograd.grad(self.model.loss(x, y), alphas)
+        with torch.no_grad():  # restore w exactly, not by adding R v back (rounding drift)
+            for p, w in zip(weights, saved):
+                p.copy_(w)
+        return [(gp - gn) / (2 * R) for gp, gn in zip(grads_p, grads_n)]
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)

@@ -1,0 +1,167 @@
+"""Compose a DARTS-space CNN search from a config: data, supernet, optimisers, loop, outputs.
+
+The paper doors (``sdarts/sota/cnn/train_search.py`` and later DARTS-PT, Lambda-DARTS) parse
+their flags into a ``CNNSearchConfig`` and hand in what their paper adds (a perturbation, a
+gradient hook); the rest is here once.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from shared import data as D
+from shared.checkpoint import load_checkpoint
+from shared.genotypes import Genotype, save_genotype
+from shared.logs import close_logger, setup_logger, tensorboard_writer
+from shared.models.search_cnn import Network
+from shared.runtime import Precision, choose_device, seed_everything
+from shared.search.architect import Architect
+from shared.search.loop import EpochResult, Perturbation, SearchLoop
+from shared.spaces import get_space
+
+CHECKPOINT = "checkpoint.pth.tar"
+
+
+@dataclass
+class CNNSearchConfig:
+    data: str = "../../data"
+    dataset: str = "cifar10"
+    batch_size: int = 64
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    report_freq: int = 50
+    gpu: int = 0
+    epochs: int = 50
+    init_channels: int = 16
+    layers: int = 8
+    cutout: bool = False
+    cutout_length: int = 16
+    cutout_prob: float = 1.0
+    seed: int = 2
+    grad_clip: float = 5.0
+    train_portion: float = 0.5
+    unrolled: bool = False
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    search_space: str = "s1"
+    warm_start_epochs: int = 0
+    num_workers: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    debug: bool = False  # one step per epoch, as the original's 'debug' in --save
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
+                   perturbation: Perturbation | None = None,
+                   weight_grad_hooks: list[Callable] | None = None,
+                   epoch_end_hooks: list[Callable] | None = None) -> Genotype:
+    """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype."""
+    space = get_space(cfg.search_space)
+    logger = setup_logger(save_dir)
+    try:
+        device = choose_device(cfg.gpu)
+        seed_everything(cfg.seed)
+        logger.info("device = %s", device)
+        logger.info("args = %s", asdict(cfg))
+
+        train_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
+                                   transform=D.train_transform(cfg.dataset, cfg.cutout,
+                                                               cfg.cutout_length, cfg.cutout_prob))
+        g_train, g_valid = _generator(cfg.seed), _generator(cfg.seed + 1)
+        train_queue, valid_queue, valid_eval_queue = D.search_loaders(
+            train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers, g_train, g_valid,
+            pin_memory=device.type == "cuda")
+        if cfg.debug:
+            train_queue = [next(iter(train_queue))]
+            valid_queue.batch_sampler.num_batches = 1
+
+        precision = Precision(cfg.amp, cfg.channels_last)
+        model = Network(cfg.init_channels, D.NUM_CLASSES[cfg.dataset], cfg.layers, space,
+                        in_channels=D.IN_CHANNELS[cfg.dataset])
+        model = precision.prepare_model(model.to(device))
+        logger.info("param size = %fMB",
+                    sum(p.numel() for p in model.weight_parameters()) / 1e6)
+        optimizer = torch.optim.SGD(model.weight_parameters(), cfg.learning_rate,
+                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        # Stepped at the END of each epoch: epoch e trains with the closed-form DARTS lr_e
+        # (0.3.1 semantics), and the same lr is the unrolled step's eta.
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, float(cfg.epochs), eta_min=cfg.learning_rate_min)
+        architect = Architect(model, cfg.arch_learning_rate, cfg.arch_weight_decay,
+                              cfg.momentum, cfg.weight_decay, cfg.unrolled)
+
+        writer = None
+        loop = SearchLoop(
+            model=model, optimizer=optimizer, scheduler=scheduler, architect=architect,
+            train_queue=train_queue, valid_queue=valid_queue, valid_eval_queue=valid_eval_queue,
+            epochs=cfg.epochs, device=device, logger=logger,
+            checkpoint_path=os.path.join(save_dir, CHECKPOINT), grad_clip=cfg.grad_clip,
+            report_freq=cfg.report_freq, warm_start_epochs=cfg.warm_start_epochs,
+            perturbation=perturbation, weight_grad_hooks=list(weight_grad_hooks or []),
+            generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
+            progress=cfg.progress)
+        if resume:
+            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=device))
+            logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
+        writer = tensorboard_writer(save_dir, purge_step=loop.start_epoch)
+        loop.epoch_end_hooks = [_tensorboard_hook(writer), _outputs_hook(save_dir, space),
+                                *(epoch_end_hooks or [])]
+        genotype = loop.run()
+        save_genotype(genotype, os.path.join(save_dir, "genotype.json"),
+                      search_space=cfg.search_space, dataset=cfg.dataset)
+        _write_plots(save_dir, space, loop.history, genotype)
+        logger.info("outputs in %s", os.path.abspath(save_dir))
+        return genotype
+    finally:
+        if "writer" in locals() and writer is not None:
+            writer.close()
+        close_logger(logger)
+
+
+def _tensorboard_hook(writer) -> Callable[[SearchLoop, EpochResult], None]:
+    def hook(loop: SearchLoop, r: EpochResult) -> None:
+        writer.add_scalar("Acc/train", r.train_acc, r.epoch)
+        writer.add_scalar("Obj/train", r.train_loss, r.epoch)
+        writer.add_scalar("Acc/valid", r.valid_acc, r.epoch)
+        writer.add_scalar("Obj/valid", r.valid_loss, r.epoch)
+        writer.add_scalar("lr", r.lr, r.epoch)
+        for name, w in zip(("normal", "reduce"), r.alphas):
+            t = torch.tensor(w)
+            writer.add_histogram(f"alpha/{name}", t, r.epoch)
+            # Entropy per edge: collapse to one op shows as entropy -> 0.
+            ent = -(t.clamp_min(1e-12).log() * t).sum(-1).mean()
+            writer.add_scalar(f"alpha_entropy/{name}", ent.item(), r.epoch)
+        writer.flush()
+    return hook
+
+
+def _outputs_hook(save_dir: str, space) -> Callable[[SearchLoop, EpochResult], None]:
+    def hook(loop: SearchLoop, r: EpochResult) -> None:
+        path = os.path.join(save_dir, "history.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(loop.history, f)
+        os.replace(path + ".tmp", path)
+        _write_plots(save_dir, space, loop.history, r.genotype)
+    return hook
+
+
+def _write_plots(save_dir: str, space, history: list[dict], genotype: Genotype) -> None:
+    from shared.plots import plot_alpha_trajectories, plot_curves, plot_genotype
+
+    plot_alpha_trajectories(history, space, os.path.join(save_dir, "alpha_trajectories.png"))
+    plot_curves(history, os.path.join(save_dir, "accuracy.png"))
+    plot_genotype(genotype, os.path.join(save_dir, "genotype"))

@@ -1,0 +1,101 @@
+"""Search spaces as data.
+
+A DARTS-style cell space is two tables (normal and reduction cell) listing, for each of
+the 14 edges in DARTS edge order, the candidate op names on that edge. One supernet class
+(`shared.models.search_cnn.Network`) reads any of them.
+
+Edge order (reference sdarts.md §4.1): node 0 takes inputs 0, 1 (edges 0-1); node 1 takes
+0, 1, 2 (edges 2-4); node 2: edges 5-8; node 3: edges 9-13. Input 0 is c_{k-2}, input 1 is
+c_{k-1}, input 2+m is intermediate node m.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.errors import UserError
+
+STEPS = 4
+NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14
+
+# DARTS' 8 primitives, in the order of quark0/darts cnn/genotypes.py.
+DARTS_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+
+def edge_inputs(steps: int = STEPS) -> list[tuple[int, int]]:
+    """(node, input) of every edge, in DARTS edge order."""
+    return [(node, j) for node in range(steps) for j in range(2 + node)]
+
+
+@dataclass(frozen=True)
+class CellSpace:
+    """Candidate ops per edge for the normal and the reduction cell."""
+
+    name: str
+    normal: tuple[tuple[str, ...], ...]
+    reduce: tuple[tuple[str, ...], ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for cell, rows in (("normal", self.normal), ("reduce", self.reduce)):
+            if len(rows) != NUM_EDGES:
+                raise ValueError(f"space {self.name}: {cell} has {len(rows)} edges, not {NUM_EDGES}")
+            if len({len(r) for r in rows}) != 1:
+                # alpha is one (edges x ops) tensor per cell type, so rows must be equally long.
+                raise ValueError(f"space {self.name}: {cell} edges have unequal op counts")
+
+    def ops(self, reduction: bool) -> tuple[tuple[str, ...], ...]:
+        return self.reduce if reduction else self.normal
+
+    def num_ops(self, reduction: bool) -> int:
+        return len(self.ops(reduction)[0])
+
+    @property
+    def has_none(self) -> bool:
+        return any("none" in row for row in self.normal + self.reduce)
+
+
+def _uniform(name: str, ops: tuple[str, ...], description: str) -> CellSpace:
+    rows = tuple(ops for _ in range(NUM_EDGES))
+    return CellSpace(name, rows, rows, description)
+
+
+# RobustDARTS S1: per-edge pairs (reference sdarts.md §4.2), in edge order.
+_S1_NORMAL = (
+    ("skip_connect", "dil_conv_3x3"), ("skip_connect", "dil_conv_5x5"),
+    ("skip_connect", "dil_conv_5x5"), ("skip_connect", "sep_conv_3x3"),
+    ("skip_connect", "dil_conv_3x3"),
+    ("max_pool_3x3", "skip_connect"), ("skip_connect", "sep_conv_3x3"),
+    ("skip_connect", "sep_conv_3x3"), ("skip_connect", "dil_conv_3x3"),
+    ("skip_connect", "sep_conv_3x3"), ("max_pool_3x3", "skip_connect"),
+    ("skip_connect", "dil_conv_3x3"), ("dil_conv_3x3", "dil_conv_5x5"),
+    ("dil_conv_3x3", "dil_conv_5x5"),
+)
+_S1_REDUCE = (
+    ("max_pool_3x3", "avg_pool_3x3"), ("max_pool_3x3", "dil_conv_3x3"),
+    ("max_pool_3x3", "avg_pool_3x3"), ("max_pool_3x3", "avg_pool_3x3"),
+    ("skip_connect", "dil_conv_5x5"),
+    ("max_pool_3x3", "avg_pool_3x3"), ("max_pool_3x3", "sep_conv_3x3"),
+    ("skip_connect", "dil_conv_3x3"), ("skip_connect", "dil_conv_5x5"),
+    ("max_pool_3x3", "avg_pool_3x3"), ("max_pool_3x3", "avg_pool_3x3"),
+    ("skip_connect", "dil_conv_5x5"), ("skip_connect", "dil_conv_5x5"),
+    ("skip_connect", "dil_conv_5x5"),
+)
+
+SPACES: dict[str, CellSpace] = {
+    "s1": CellSpace("s1", _S1_NORMAL, _S1_REDUCE, "RobustDARTS S1: two ops per edge"),
+    "s2": _uniform("s2", ("skip_connect", "sep_conv_3x3"), "RobustDARTS S2"),
+    "s3": _uniform("s3", ("none", "skip_connect", "sep_conv_3x3"), "RobustDARTS S3"),
+    "s4": _uniform("s4", ("noise", "sep_conv_3x3"), "RobustDARTS S4"),
+    # SmoothDARTS/DARTS-PT s5 comment out 'none' (reference sdarts.md §4.1, §8.7).
+    "s5": _uniform("s5", DARTS_PRIMITIVES[1:], "DARTS space without 'none' (SDARTS s5)"),
+    "darts": _uniform("darts", DARTS_PRIMITIVES, "original DARTS space, 8 ops with 'none'"),
+}
+
+
+def get_space(name: str) -> CellSpace:
+    """Look up a space by name; unknown names are a user error listing the choices."""
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise UserError(f"unknown search space {name!r}; choose from {', '.join(SPACES)}") from None

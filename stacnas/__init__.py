@@ -1,0 +1,1 @@
+"""StacNAS: two-stage search (categories, then operations). Not implemented yet."""
