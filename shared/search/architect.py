@@ -24,8 +24,9 @@ class Architect:
     def __init__(self, model: torch.nn.Module, arch_learning_rate: float = 3e-4,
                  arch_weight_decay: float = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 3e-4, unrolled: bool = False,
-                 betas: tuple[float, float] = (0.5, 0.999)) -> None:
+                 betas: tuple[float, float] = (0.5, 0.999), fd_step: float = 1e-2) -> None:
         self.model = model
+        self.fd_step = fd_step  # DARTS' r in R = r / ||v||
         self.network_momentum = momentum
         self.network_weight_decay = weight_decay
         self.unrolled = unrolled
@@ -69,7 +70,7 @@ class Architect:
         grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled)
         dalpha, vector = grads[:len(alphas)], grads[len(alphas):]
 
-        implicit = self.hessian_vector_product(vector, x_trn, y_trn)
+        implicit = self.hessian_vector_product(vector, x_trn, y_trn, self.fd_step)
         return [g - eta * ig for g, ig in zip(dalpha, implicit)]
 
     def hessian_vector_product(self, vector: Sequence[torch.Tensor], x: torch.Tensor,

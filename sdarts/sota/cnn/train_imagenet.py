@@ -1,0 +1,113 @@
+"""Train a genotype from scratch on ImageNet (DARTS cnn/train_imagenet.py, with SDARTS'
+cosine/linear schedules and large-batch warm-up).
+
+    cd sdarts/sota/cnn && torchrun --nproc_per_node 8 train_imagenet.py --arch c10_s3_pgd \
+        --auxiliary --batch_size 1024 --learning_rate 0.5 --lr_scheduler linear
+
+``--data`` holds ILSVRC2012 as ImageFolder ``train/`` and ``val/`` (no auto-download).
+Label-smoothed cross-entropy for training, plain cross-entropy for validation, top-1 and
+top-5 on ``val/`` after every epoch; the last epoch is the result (no best-on-val pick).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+from shared.cli import ArgumentParser, explicit_flags  # noqa: E402
+from shared.distributed import env_world_size  # noqa: E402
+from shared.errors import cli_entry  # noqa: E402
+from shared.evaluation import (LR_SCHEDULERS, EvalConfig, eval_run_dir,  # noqa: E402
+                               eval_run_pattern, resolve_genotype, resolve_run,
+                               run_evaluation)
+
+FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress", "save",
+                  "experiments", "parallel"}
+# SDARTS warms up only large-batch runs (the linear-scaling recipe of Goyal et al.).
+WARMUP_MIN_BATCH = 256
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser("imagenet")
+    p.add_argument("--data", type=str, default="../../data/imagenet",
+                   help="folder with ImageNet train/ and val/ (ImageFolder layout)")
+    p.add_argument("--batch_size", type=int, default=128,
+                   help="batch size (global: split across torchrun processes)")
+    p.add_argument("--learning_rate", type=float, default=0.1, help="init learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="momentum")
+    p.add_argument("--weight_decay", type=float, default=3e-5, help="weight decay")
+    p.add_argument("--report_freq", type=int, default=100, help="report frequency (steps)")
+    p.add_argument("--gpu", type=int, default=0, help="gpu device id (-1: CPU)")
+    p.add_argument("--epochs", type=int, default=250, help="num of training epochs")
+    p.add_argument("--init_channels", type=int, default=48, help="num of init channels")
+    p.add_argument("--layers", type=int, default=14, help="total number of layers")
+    p.add_argument("--auxiliary", action="store_true", default=False, help="use auxiliary tower")
+    p.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight for auxiliary loss")
+    p.add_argument("--drop_path_prob", type=float, default=0, help="drop path probability")
+    p.add_argument("--save", type=str, default="EXP", help="experiment name")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--arch", type=str, default="DARTS",
+                   help="registered genotype name or a genotype .json written by a search")
+    p.add_argument("--grad_clip", type=float, default=5., help="gradient clipping")
+    p.add_argument("--label_smooth", type=float, default=0.1, help="label smoothing")
+    p.add_argument("--gamma", type=float, default=0.97, help="learning rate decay (step)")
+    p.add_argument("--decay_period", type=int, default=1,
+                   help="epochs between two learning rate decays (step)")
+    p.add_argument("--parallel", action="store_true", default=False,
+                   help="data parallelism (accepted; multi-GPU runs use torchrun here)")
+    p.add_argument("--lr_scheduler", type=str, default="step", choices=LR_SCHEDULERS,
+                   help="step (DARTS), cosine or linear (PC-DARTS/SDARTS)")
+    p.add_argument("--warmup_epochs", type=int, default=5,
+                   help=f"linear warm-up epochs, applied when --batch_size > {WARMUP_MIN_BATCH}")
+    # Additions of this repository.
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (default: the newest run "
+                        "with the same --save/--arch/--seed)")
+    p.add_argument("--experiments", type=str, default="../../experiments",
+                   help="root of the output folders")
+    p.add_argument("--num_workers", type=int, default=4, help="DataLoader workers")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
+    p.add_argument("--channels_last", action="store_true", help="channels-last memory format")
+    p.add_argument("--no_progress", dest="progress", action="store_false",
+                   help="no tqdm progress bars")
+    return p
+
+
+def run_dir(args) -> str:
+    suffix = f"-auxiliary-{args.auxiliary_weight}" if args.auxiliary else ""
+    return eval_run_dir(args.experiments, "imagenet", args.save, args.arch, args.seed, suffix)
+
+
+def to_config(args) -> EvalConfig:
+    warmup = args.warmup_epochs if args.batch_size > WARMUP_MIN_BATCH else 0
+    return EvalConfig(
+        data=args.data, dataset="imagenet", batch_size=args.batch_size,
+        learning_rate=args.learning_rate, momentum=args.momentum,
+        weight_decay=args.weight_decay, report_freq=args.report_freq, gpu=args.gpu,
+        epochs=args.epochs, init_channels=args.init_channels, layers=args.layers,
+        auxiliary=args.auxiliary, auxiliary_weight=args.auxiliary_weight,
+        drop_path_prob=args.drop_path_prob, seed=args.seed, arch=args.arch,
+        grad_clip=args.grad_clip, label_smooth=args.label_smooth,
+        lr_scheduler=args.lr_scheduler, gamma=args.gamma, decay_period=args.decay_period,
+        warmup_epochs=warmup, top5=True, num_workers=args.num_workers, amp=args.amp,
+        channels_last=args.channels_last, progress=args.progress,
+        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
+    pattern = eval_run_pattern(args.experiments, "imagenet", args.save, args.arch, args.seed)
+    save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, pattern, lambda: run_dir(args))
+    if args.parallel and env_world_size() == 1:
+        print("note: --parallel runs on one device here; for several GPUs launch "
+              "`torchrun --nproc_per_node N train_imagenet.py ...`", file=sys.stderr)
+    genotype = resolve_genotype(args.arch, saved)
+    run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
+
+
+if __name__ == "__main__":
+    main()
