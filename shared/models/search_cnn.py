@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.genotypes import Genotype, genotype_from_alpha
+from shared.models import fast_mixed
 from shared.ops import FactorizedReduce, ReLUConvBN, make_op
 from shared.spaces import CellSpace, STEPS
 
@@ -76,9 +77,10 @@ class Network(nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, space: CellSpace,
                  steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3, fast: bool = False) -> None:
         super().__init__()
         self.space = space
+        self.fast = fast
         self._C, self._num_classes, self._layers = C, num_classes, layers
         self._steps, self._multiplier = steps, multiplier
         C_curr = stem_multiplier * C
@@ -124,6 +126,8 @@ class Network(nn.Module):
         if cell_weights is None:
             w_normal, w_reduce = weights if weights is not None else self.mixing_weights()
             cell_weights = [w_reduce if c.reduction else w_normal for c in self.cells]
+        if self.fast:
+            return fast_mixed.network_forward(self, x, cell_weights)
         s0 = s1 = self.stem(x)
         for cell, w in zip(self.cells, cell_weights):
             s0, s1 = s1, cell(s0, s1, w)

@@ -1,0 +1,154 @@
+"""SDARTS CNN search through its door, as a user runs it: cd sdarts/sota/cnn && python train_search.py."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, door_env
+
+DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "cnn")
+TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
+        "--gpu", "-1", "--no_progress"]
+
+
+def run_door(args, tmp_path, timeout=600):
+    return subprocess.run([sys.executable, "train_search.py", *args, "--experiments",
+                           str(tmp_path)], cwd=DOOR_DIR, env=door_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def only_run(tmp_path):
+    runs = [os.path.join(dp, d) for dp, dirs, _ in os.walk(tmp_path) for d in dirs
+            if d.startswith("search-")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_sdarts_adv_search_on_digits_end_to_end(tmp_path):
+    out = run_door([*TINY, "--search_space", "s5", "--perturb_alpha", "pgd_linf", "--epochs", "2",
+                    "--save", "e2e"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = only_run(tmp_path)
+    name = os.path.basename(run)
+    assert name.startswith("search-e2e-") and "-s5-2-alpha-pgd_linf-0.3-" in name
+    log = open(os.path.join(run, "log.txt")).read()
+    for line in ("epoch 0 lr", "epoch 1 epsilon_alpha", "genotype = Genotype(", "train_acc",
+                 "valid_acc", "softmax(alphas_normal)", "final genotype"):
+        assert line in log, line
+    assert "genotype = Genotype(normal=" in out.stdout
+    genotype = json.load(open(os.path.join(run, "genotype.json")))["genotype"]
+    assert len(genotype["normal"]) == 8 and genotype["normal_concat"] == [2, 3, 4, 5]
+    history = json.load(open(os.path.join(run, "history.json")))
+    assert [h["epoch"] for h in history] == [0, 1]
+    for png in ("alpha_trajectories.png", "accuracy.png", "genotype_normal.png",
+                "genotype_reduce.png"):
+        with open(os.path.join(run, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run, "runs")))
+    ckpt = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert ckpt["epoch"] == 2 and "alphas_normal" in ckpt["state_dict"]
+
+
+def _wait_for_epoch(path, epoch, proc, timeout=600):
+    start = time.time()
+    while time.time() - start < timeout:
+        if os.path.exists(path):
+            try:
+                if torch.load(path, weights_only=True)["epoch"] >= epoch:
+                    return
+            except Exception:  # noqa: BLE001 - mid-replace on some filesystems; poll again
+                pass
+        assert proc.poll() is None, "search ended before it could be killed"
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
+    args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "3",
+            "--save", "resume"]
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    assert run_door(args, ref_dir).returncode == 0
+    proc = subprocess.Popen([sys.executable, "train_search.py", *args, "--experiments",
+                             str(cut_dir)], cwd=DOOR_DIR, env=door_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        run = None
+        while run is None:
+            found = [os.path.join(dp, d) for dp, dirs, _ in os.walk(cut_dir) for d in dirs
+                     if d.startswith("search-")]
+            run = found[0] if found else None
+            time.sleep(0.1)
+        _wait_for_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    out = run_door([*args[:0], "--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in open(os.path.join(run, "log.txt")).read()
+    ref = torch.load(os.path.join(only_run(ref_dir), "checkpoint.pth.tar"), weights_only=True)
+    got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert got["epoch"] == ref["epoch"] == 3
+    for key in ("alphas_normal", "alphas_reduce"):
+        assert torch.equal(got["state_dict"][key], ref["state_dict"][key])
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
+    assert got["history"][-1]["genotype"] == ref["history"][-1]["genotype"]
+
+
+def test_resume_refuses_a_changed_setting(tmp_path):
+    out = run_door([*TINY, "--search_space", "s2", "--epochs", "1", "--save", "x"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = only_run(tmp_path)
+    out = run_door(["--resume", run, "--learning_rate", "0.1", "--gpu", "-1"], tmp_path)
+    assert out.returncode == 2
+    assert "--learning_rate 0.1" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--search_space", "s9"], "invalid choice: 's9'"),
+    (["--perturb_alpha", "gauss"], "invalid choice: 'gauss'"),
+    (["--train_portion", "1.5", "--dataset", "digits"], "--train_portion must be in (0, 1)"),
+    (["--resume", "/nonexistent/run"], "does not exist"),
+])
+def test_bad_input_is_one_clear_message(tmp_path, args, message):
+    out = run_door(args, tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_corrupt_checkpoint_is_one_clear_message(tmp_path):
+    run = tmp_path / "sota" / "digits" / "search-exp-x-s5-2"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pth.tar").write_bytes(b"this is not a checkpoint")
+    out = run_door(["--resume", str(run)], tmp_path, timeout=120)
+    assert out.returncode == 2
+    assert "corrupt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_cifar10_explains_where_to_get_it(tmp_path, monkeypatch, capsys):
+    """The flagship command without CIFAR-10: one message naming the folder and the source."""
+    def offline(*a, **k):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    sys.path.insert(0, DOOR_DIR)
+    try:
+        import importlib
+
+        door = importlib.import_module("train_search")
+        with pytest.raises(SystemExit) as exc:
+            door.main(["--perturb_alpha=pgd_linf", "--data", str(tmp_path / "data"), "--gpu",
+                       "-1", "--experiments", str(tmp_path / "exp")])
+    finally:
+        sys.path.remove(DOOR_DIR)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "data") in err and "cifar-10" in err.lower()
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in err
