@@ -321,15 +321,17 @@ class EvalTrainer:
         self.net.eval()
         sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1*n, top5*n, n
         with self.precision.autocast(self.device):
-            for batch in self.valid_queue:
+            for step, batch in enumerate(self.valid_queue):
                 x, y = to_device(batch, self.device, self.precision)
                 logits, _ = self.net(x)
                 logits = logits.float()
                 prec1, prec5 = accuracy(logits, y, topk=(1, 5))
                 n = x.size(0)
-                for i, v in enumerate((self.criterion_eval(logits, y).item(), prec1, prec5)):
+                for i, v in enumerate((self.criterion_eval(logits, y).item(), prec1, prec5, 1)):
                     sums[i] += v * n
-                sums[3] += n
+                if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS
+                    self.logger.info("valid %03d %e %f %f", step, sums[0] / sums[3],
+                                     sums[1] / sums[3], sums[2] / sums[3])
         loss, top1, top5, n = dist_utils.all_reduce_sum(sums, self.ctx, self.device)
         n = max(n, 1)
         return top1 / n, top5 / n, loss / n
@@ -517,9 +519,10 @@ def _finish(trainer: EvalTrainer, save_dir: str) -> None:
     trainer.logger.info("weights: %s", os.path.abspath(os.path.join(save_dir, WEIGHTS)))
 
 
-# -- test.py ---------------------------------------------------------------------------------------
+# -- test.py ----------------------------------------------------------------------------------
 @dataclass
 class TestConfig:
+    __test__ = False  # not a pytest test class, despite the name
     data: str = "../../data"
     dataset: str = "cifar10"
     batch_size: int = 96
@@ -560,9 +563,10 @@ def load_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated / foreign files raise many types
+        first_line = (str(exc).splitlines() or [""])[0][:200]
         raise UserError(f"--model_path {path!r} is corrupt or not a weights file "
-                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                        f"pass the weights.pt or checkpoint.pth.tar of a train.py run") from None
+                        f"({type(exc).__name__}: {first_line}); pass the weights.pt or "
+                        f"checkpoint.pth.tar of a train.py run") from None
     config: dict[str, Any] = {}
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         config = state.get("config") or {}
@@ -614,6 +618,9 @@ def run_test(cfg: TestConfig, genotype: Genotype) -> tuple[float, float]:
     # The auxiliary head is unused at test time; build it when the file has one so that
     # weights trained with --auxiliary load whether or not the flag is repeated here.
     has_aux = any(k.startswith("auxiliary_head.") for k in weights)
+    if cfg.auxiliary and not has_aux:
+        raise UserError(f"--auxiliary: {cfg.model_path} has no auxiliary head (it was trained "
+                        f"without --auxiliary); drop the flag")
     net = build_final_network(genotype, cfg.dataset, cfg.init_channels, cfg.layers, has_aux)
     fit_weights(net, weights, cfg.model_path, config)
     logger.info("param size = %fMB", count_parameters(net) / 1e6)

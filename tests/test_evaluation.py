@@ -26,7 +26,7 @@ from sdarts.sota.cnn import test as test_door
 from sdarts.sota.cnn import train as train_door
 from sdarts.sota.cnn import train_imagenet as imagenet_door
 from shared.evaluation import CHECKPOINT, WEIGHTS, linear_lr_factor
-from shared.genotypes import load_genotype, save_genotype, build_final_network
+from shared.genotypes import build_final_network, load_genotype, save_genotype
 
 REPO = Path(__file__).resolve().parents[1]
 DOORS = REPO / "sdarts" / "sota" / "cnn"
@@ -124,12 +124,24 @@ def test_arch_from_genotype_json(tmp_path: Path, capsys) -> None:
 
 
 # -- kill and resume ------------------------------------------------------------------------------
-def test_killed_and_resumed_run_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
-    root = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "train.py", *E2E, "--experiments", str(root)],
-                            cwd=DOORS, env=_env(), stdout=subprocess.DEVNULL,
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (torchrun's workers), read from /proc."""
+    kids = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(Path(stat).parent.name))
+    return kids
+
+
+def _kill_after_epoch_1(cmd: list[str], root: Path, snapshot: Path) -> Path:
+    """Start ``cmd``, SIGKILL it (and its workers) once its first checkpoint appears, and
+    leave its run folder as a run killed after epoch 1. Returns the run folder."""
+    proc = subprocess.Popen(cmd, cwd=DOORS, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    snapshot = tmp_path / "epoch1.pth.tar"
     deadline = time.time() + 240
     try:
         # The checkpoint is published atomically after each epoch, so the first file seen is
@@ -143,22 +155,36 @@ def test_killed_and_resumed_run_equals_uninterrupted(trained: Path, tmp_path: Pa
             else:
                 time.sleep(0.02)
     finally:
-        proc.send_signal(signal.SIGKILL)
+        for pid in [*_children(proc.pid), proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         proc.wait()
     assert torch.load(snapshot, weights_only=True)["epoch"] == 1
     run = _only_run_dir(root)
     shutil.copy(snapshot, run / CHECKPOINT)
-    assert not (run / WEIGHTS).exists()
+    (run / WEIGHTS).unlink(missing_ok=True)
+    return run
 
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, different[:5]
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
+    root = tmp_path / "killed"
+    run = _kill_after_epoch_1([sys.executable, "train.py", *E2E, "--experiments", str(root)],
+                              root, tmp_path / "epoch1.pth.tar")
     # Bare --resume finds the newest matching run; typed flags equal to the saved ones pass.
     resumed = _run("train.py", "--resume", "--experiments", str(root), "--dataset", "digits",
                    "--arch", "DARTS_V2", "--gpu", "-1", "--no_progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in (run / "log.txt").read_text()
-    final, reference = _weights(run / WEIGHTS), _weights(trained / WEIGHTS)
-    assert final.keys() == reference.keys()
-    different = [k for k in final if not torch.equal(final[k], reference[k])]
-    assert not different, different[:5]
+    _assert_same_weights(run / WEIGHTS, trained / WEIGHTS)
 
 
 def test_resume_refuses_a_changed_setting(trained: Path, capsys) -> None:
@@ -168,7 +194,7 @@ def test_resume_refuses_a_changed_setting(trained: Path, capsys) -> None:
     assert "--epochs 5 differs" in capsys.readouterr().err
 
 
-# -- bad input --------------------------------------------------------------------------------------
+# -- bad input ------------------------------------------------------------------------------------
 def test_unknown_arch_is_one_line_error(tmp_path: Path) -> None:
     proc = _run("train.py", *TINY, "--arch", "NO_SUCH_CELL", "--experiments", str(tmp_path))
     assert proc.returncode == 2
@@ -223,7 +249,7 @@ def test_missing_cifar_without_network(tmp_path: Path, monkeypatch, capsys) -> N
     assert not (tmp_path / "exp").exists()  # data is checked before the run folder is made
 
 
-# -- ImageNet door ----------------------------------------------------------------------------------
+# -- ImageNet door --------------------------------------------------------------------------------
 def _fake_imagenet(root: Path) -> None:
     from PIL import Image
 
@@ -285,17 +311,28 @@ def test_warmup_scales_only_the_warmup_epochs(tmp_path: Path) -> None:
     assert lrs == pytest.approx([0.1 * 0.5, 0.05 * 1.0, 0.025])
 
 
-# -- data parallel ----------------------------------------------------------------------------------
-def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--standalone", "train.py", *TINY, "--arch", "DARTS_V2", "--epochs", "1",
-         "--experiments", str(tmp_path)],
-        cwd=DOORS, env=_env(), capture_output=True, text=True, timeout=240)
+# -- data parallel --------------------------------------------------------------------------------
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+DDP_RUN = ["train.py", *TINY, "--arch", "DARTS_V2", "--epochs", "2", "--cutout",
+           "--cutout_length", "4"]
+
+
+def test_torchrun_two_cpu_processes_and_resume(tmp_path: Path) -> None:
+    """DDP over gloo: rank 0 alone writes; a killed DDP run resumes bit-identically."""
+    proc = subprocess.run([*TORCHRUN, *DDP_RUN, "--experiments", str(tmp_path / "full")],
+                          cwd=DOORS, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = _only_run_dir(tmp_path)  # rank 0 alone named and wrote the folder
+    run = _only_run_dir(tmp_path / "full")  # one folder: rank 0's name was broadcast
     log = (run / "log.txt").read_text()
-    assert "processes = 2" in log and len(re.findall(r"(?m)M valid_acc [\d.]+$", log)) == 1
+    assert "processes = 2" in log and len(re.findall(r"(?m)M valid_acc [\d.]+$", log)) == 2
     state = torch.load(run / CHECKPOINT, weights_only=True)
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert not any(k.startswith("module.") for k in _weights(run / WEIGHTS))
+
+    killed = _kill_after_epoch_1([*TORCHRUN, *DDP_RUN, "--experiments", str(tmp_path / "k")],
+                                 tmp_path / "k", tmp_path / "epoch1.pth.tar")
+    resumed = subprocess.run([*TORCHRUN, "train.py", "--resume", str(killed)], cwd=DOORS,
+                             env=_env(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in (killed / "log.txt").read_text()
+    _assert_same_weights(killed / WEIGHTS, run / WEIGHTS)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.ops import DilConv, FactorizedReduce, Identity, SepConv, Zero
+from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
 CFG = dict(channels_last=True, share=True, dil_s2_sub=True, dil3="embed", dil5="poly",
@@ -18,6 +18,8 @@ def _kind(op: nn.Module, stride: int) -> str:
         return "none"
     if isinstance(op, Identity):
         return "skip"
+    if isinstance(op, NoiseOp):
+        return "noise"
     if isinstance(op, FactorizedReduce):
         return "fr"
     if isinstance(op, SepConv):
@@ -185,10 +187,27 @@ def _sep(inp: _Input, op: SepConv, scale):
     return bn(pw(y, b[2]), b[3], scale)
 
 
-def _fr(inp: _Input, op: FactorizedReduce, scale):
+def _fr(inp: _Input, op: FactorizedReduce, scale=None):
+    # A 1x1 stride-2 conv is a 1x1 conv of the even pixels. Done that way on purpose: oneDNN's
+    # channels-last 1x1 stride-2 weight gradient corrupts the heap on small inputs (torch 2.14).
     r = inp.relu()
-    out = torch.cat([conv(r, op.conv_1), conv(r[:, :, 1:, 1:], op.conv_2)], dim=1)
+    fmt = CL if CFG["channels_last"] else torch.contiguous_format
+    a = r[:, :, ::2, ::2].contiguous(memory_format=fmt)
+    b = r[:, :, 1::2, 1::2].contiguous(memory_format=fmt)
+    c1, c2 = op.conv_1, op.conv_2
+    assert c1.kernel_size == (1, 1) and c1.stride == (2, 2) and c1.padding == (0, 0)
+    out = torch.cat([F.conv2d(a, c1.weight, c1.bias), F.conv2d(b, c2.weight, c2.bias)], dim=1)
     return bn(out, op.bn, scale)
+
+
+def _preprocess(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(m, FactorizedReduce):
+        return _fr(_Input(x, 2), m)
+    if (isinstance(m, nn.Sequential) and len(m) == 3 and isinstance(m[0], nn.ReLU)
+            and isinstance(m[1], nn.Conv2d) and isinstance(m[2], nn.BatchNorm2d)
+            and m[1].stride == (1, 1)):
+        return bn(conv(F.relu(x), m[1]), m[2])
+    return m(x)
 
 
 def _accumulate(acc, term):
@@ -202,9 +221,20 @@ def _accumulate(acc, term):
     return term if acc is None else acc + term
 
 
-def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _noise(op: NoiseOp, x: torch.Tensor, memory_format) -> torch.Tensor:
+    """NoiseOp, drawn in the memory format the plain path would see, so the same RNG state
+    gives the same values."""
+    if op.stride != 1:
+        x = x[:, :, :: op.stride, :: op.stride]
+    return torch.randn(x.shape, dtype=x.dtype, device=x.device).contiguous(
+        memory_format=memory_format).mul_(op.std).add_(op.mean) if memory_format == CL else \
+        torch.randn(x.shape, dtype=x.dtype, device=x.device).mul_(op.std).add_(op.mean)
+
+
+def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                 noise_format=torch.contiguous_format) -> torch.Tensor:
     plan = cell_plan(cell)
-    states = [cell.preprocess0(s0), cell.preprocess1(s1)]
+    states = [_preprocess(cell.preprocess0, s0), _preprocess(cell.preprocess1, s1)]
     inputs = [_Input(states[0], 2 if cell.reduction else 1),
               _Input(states[1], 2 if cell.reduction else 1)]
     offset = 0
@@ -229,6 +259,8 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     term = _dil(inp, op, w, poly_terms)
                     if term is None:
                         continue
+                elif kind == "noise":
+                    term = ("mul", w, _noise(op, inp.x, noise_format))
                 elif kind == "fr":
                     term = _fr(inp, op, w)
                 else:
@@ -250,9 +282,11 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
 
 
 def network_forward(net, x: torch.Tensor, cell_weights) -> torch.Tensor:
+    noise_format = CL if x.dim() == 4 and x.is_contiguous(memory_format=CL) \
+        and not x.is_contiguous() else torch.contiguous_format
     if CFG["channels_last"] and x.dim() == 4:
         x = x.contiguous(memory_format=CL)
     s0 = s1 = net.stem(x)
     for cell, w in zip(net.cells, cell_weights):
-        s0, s1 = s1, cell_forward(cell, s0, s1, w)
+        s0, s1 = s1, cell_forward(cell, s0, s1, w, noise_format)
     return net.classifier(net.global_pooling(s1).flatten(1))

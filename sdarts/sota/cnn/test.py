@@ -34,8 +34,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--model_path", type=str, default="EXP/model.pt",
                    help="weights.pt or checkpoint.pth.tar of a train.py run")
     p.add_argument("--auxiliary", action="store_true", default=False,
-                   help="use auxiliary tower (accepted for the original commands; the head "
-                        "is built whenever the weights have one, and unused at test time)")
+                   help="the weights have an auxiliary tower (checked; the head is built "
+                        "whenever the weights have one and is unused at test time)")
     p.add_argument("--cutout", action="store_true", default=False,
                    help="unused at test time; kept so the original commands parse")
     p.add_argument("--drop_path_prob", type=float, default=0.2, help="drop path probability")

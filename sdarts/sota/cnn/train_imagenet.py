@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from shared.cli import ArgumentParser, explicit_flags  # noqa: E402
 from shared.distributed import env_world_size  # noqa: E402
-from shared.errors import cli_entry  # noqa: E402
+from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation import (LR_SCHEDULERS, EvalConfig, eval_run_dir,  # noqa: E402
                                eval_run_pattern, resolve_genotype, resolve_run,
                                run_evaluation)
@@ -55,7 +55,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--decay_period", type=int, default=1,
                    help="epochs between two learning rate decays (step)")
     p.add_argument("--parallel", action="store_true", default=False,
-                   help="data parallelism (accepted; multi-GPU runs use torchrun here)")
+                   help="data parallelism: only valid under torchrun (DDP replaces DataParallel)")
     p.add_argument("--lr_scheduler", type=str, default="step", choices=LR_SCHEDULERS,
                    help="step (DARTS), cosine or linear (PC-DARTS/SDARTS)")
     p.add_argument("--warmup_epochs", type=int, default=5,
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     pattern = eval_run_pattern(args.experiments, "imagenet", args.save, args.arch, args.seed)
     save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, pattern, lambda: run_dir(args))
     if args.parallel and env_world_size() == 1:
-        print("note: --parallel runs on one device here; for several GPUs launch "
-              "`torchrun --nproc_per_node N train_imagenet.py ...`", file=sys.stderr)
+        raise UserError("--parallel (DataParallel) is replaced by DDP here: launch "
+                        "`torchrun --nproc_per_node N train_imagenet.py ...` instead")
     genotype = resolve_genotype(args.arch, saved)
     run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
 
