@@ -285,6 +285,24 @@ def test_train_imagenet_missing_folder(tmp_path: Path, capsys) -> None:
     assert "ImageNet folder" in capsys.readouterr().err
 
 
+def test_train_imagenet_parallel_outside_torchrun_is_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        imagenet_door.main(["--parallel", "--gpu", "-1", "--experiments", str(tmp_path)])
+    assert info.value.code == 2
+    assert "torchrun" in capsys.readouterr().err
+
+
+def test_test_py_auxiliary_flag_is_checked(tmp_path: Path, capsys) -> None:
+    net = build_final_network(load_genotype("DARTS_V2"), "digits", 8, 3, auxiliary=False)
+    path = tmp_path / "weights.pt"
+    torch.save(net.state_dict(), path)
+    with pytest.raises(SystemExit) as info:
+        test_door.main(["--dataset", "digits", "--arch", "DARTS_V2", "--init_channels", "8",
+                        "--layers", "3", "--model_path", str(path), "--auxiliary", "--gpu", "-1"])
+    assert info.value.code == 2
+    assert "no auxiliary head" in capsys.readouterr().err
+
+
 def test_imagenet_schedules_and_warmup() -> None:
     # Linear (PC-DARTS/SDARTS): to ~0 at epochs-5, then a gentler slope to exactly 0.
     assert linear_lr_factor(0, 250) == 1.0
