@@ -56,3 +56,19 @@ def newest_run(pattern: str) -> str:
         raise UserError(f"--resume: no run with a checkpoint matches {pattern!r}; pass the run "
                         f"folder explicitly (--resume PATH)")
     return max(runs, key=os.path.getmtime)
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,
+                      num_workers: int) -> None:
+    """The flags every long-running door adds to its paper's: resume, outputs, speed switches."""
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                        help="continue a run from its last checkpoint (default: the newest run "
+                             f"with the same {resume_default_run})")
+    parser.add_argument("--experiments", type=str, default="../../experiments",
+                        help="root of the output folders")
+    parser.add_argument("--num_workers", type=int, default=num_workers, help="DataLoader workers")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
+    parser.add_argument("--channels_last", action="store_true",
+                        help="channels-last memory format")
+    parser.add_argument("--no_progress", dest="progress", action="store_false",
+                        help="no tqdm progress bars")

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
-CFG = dict(channels_last=True, share=True, dil_s2_sub=True, dil3="embed", dil5="poly",
-           pw_linear=False, addcmul=True)
+CFG = dict(channels_last=True, share=True, dil_s2_sub=True, dil3="poly", dil5="poly",
+           pw_linear=True, addcmul=True, poly_min3=0, poly_min5=0, small3="embed", small5="embed")
 
 
 # -- plan -------------------------------------------------------------------------------------
@@ -167,6 +167,8 @@ def _dil(inp: _Input, op: DilConv, scale, poly_terms: list):
         return bn(pw(y, pwc), m, scale)
     if same and d == 2 and s == 1:
         mode = CFG["dil3"] if k == 3 else CFG["dil5"]
+        if mode == "poly" and min(x.shape[-2:]) < CFG["poly_min3" if k == 3 else "poly_min5"]:
+            mode = CFG["small3" if k == 3 else "small5"]
         if mode == "poly" and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
             y = F.conv2d(inp.relu_poly(), dw.weight, None, 1, k // 2, 1, dw.groups)
             poly_terms.append(bn(pw(y, pwc), m, scale))

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser, explicit_flags  # noqa: E402
+from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.evaluation import (EvalConfig, eval_run_dir, eval_run_pattern,  # noqa: E402
                                resolve_genotype, resolve_run, run_evaluation)
@@ -55,16 +55,7 @@ def build_parser() -> ArgumentParser:
                    help="registered genotype name or a genotype .json written by a search")
     p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
     # Additions of this repository.
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                   help="continue a run from its last checkpoint (default: the newest run "
-                        "with the same --save/--arch/--seed/--dataset)")
-    p.add_argument("--experiments", type=str, default="../../experiments",
-                   help="root of the output folders")
-    p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
-    p.add_argument("--channels_last", action="store_true", help="channels-last memory format")
-    p.add_argument("--no_progress", dest="progress", action="store_false",
-                   help="no tqdm progress bars")
+    add_runtime_flags(p, "--save/--arch/--seed/--dataset", num_workers=2)
     return p
 
 

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser, explicit_flags  # noqa: E402
+from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
 from shared.distributed import env_world_size  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation import (LR_SCHEDULERS, EvalConfig, eval_run_dir,  # noqa: E402
@@ -61,16 +61,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--warmup_epochs", type=int, default=5,
                    help=f"linear warm-up epochs, applied when --batch_size > {WARMUP_MIN_BATCH}")
     # Additions of this repository.
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                   help="continue a run from its last checkpoint (default: the newest run "
-                        "with the same --save/--arch/--seed)")
-    p.add_argument("--experiments", type=str, default="../../experiments",
-                   help="root of the output folders")
-    p.add_argument("--num_workers", type=int, default=4, help="DataLoader workers")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
-    p.add_argument("--channels_last", action="store_true", help="channels-last memory format")
-    p.add_argument("--no_progress", dest="progress", action="store_false",
-                   help="no tqdm progress bars")
+    add_runtime_flags(p, "--save/--arch/--seed", num_workers=4)
     return p
 
 

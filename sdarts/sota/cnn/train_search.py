@@ -13,7 +13,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser, apply_resumed_config, explicit_flags, newest_run  # noqa: E402
+from shared.cli import (ArgumentParser, add_runtime_flags, apply_resumed_config,  # noqa: E402
+                        explicit_flags, newest_run)
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.search.cnn_search import CNNSearchConfig, run_cnn_search  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
@@ -56,16 +57,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--perturb_alpha", type=str, default="none", choices=list(PERTURBATIONS))
     p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
     # Additions of this repository.
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                   help="continue a run from its last checkpoint (default: the newest run "
-                        "with the same --save/--search_space/--seed/--dataset)")
-    p.add_argument("--experiments", type=str, default="../../experiments",
-                   help="root of the output folders")
-    p.add_argument("--num_workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU)")
-    p.add_argument("--channels_last", action="store_true", help="channels-last memory format")
-    p.add_argument("--no_progress", dest="progress", action="store_false",
-                   help="no tqdm progress bars")
+    add_runtime_flags(p, "--save/--search_space/--seed/--dataset", num_workers=0)
     return p
 
 
