@@ -1,5 +1,43 @@
-"""Fast evaluation of the search cell (experimental v1 — being measured)."""
+"""The fast evaluation of the search supernet: same modules, same parameters, fewer and
+cheaper kernels.
+
+``Network(..., fast=True)`` runs its cells through :func:`cell_forward` instead of
+``SearchCell.forward``. Nothing here owns a parameter or a buffer: every weight, every BN
+running statistic is read from (and updated in) the plain modules of ``search_cnn``
+(``cells.k._ops.e._ops.i...``), so the two paths share one ``state_dict`` layout, a
+checkpoint of one loads into the other, and ``torch.func.functional_call`` substitutes
+parameters in both. The plain per-candidate path (``fast=False``) is the reference the tests
+compare this one to (outputs, weight gradients, mixing-weight gradients, running statistics).
+
+What it does differently, each an exact rewrite (equal in exact arithmetic; fp32 results
+agree to rounding, float64 to ~1e-14):
+
+* on CPU activations run channels-last (the input is converted once): oneDNN's depthwise
+  kernels, above all the weight gradient, are several times faster in that layout (on CUDA
+  they run NCHW, see ``DEVICE_FORMAT``);
+* 'none' (``w * 0``) is skipped: its output and its mixing-weight gradient are zero;
+* work shared by every edge that reads the same cell state is done once per state, not
+  once per edge and op: the ReLU in front of every conv op, the pooling, and (training) the
+  batch-normalised pooling, whose batch statistics are the same for every edge; each edge's
+  own BN running statistics still get their update;
+* the mixing weight is folded into the op's last (affine-free) BN as its per-channel scale,
+  and ``skip``/pooling terms are accumulated with ``addcmul``;
+* dilated depthwise convs (DARTS ``dil_conv``, dilation 2), whose oneDNN kernels are slow:
+  at stride 2 a dilation-2 conv only reads the even pixels, so it is an undilated conv of
+  ``x[:, :, ::2, ::2]``; at stride 1 it is an undilated conv of each of the four 2x2
+  polyphase components (stacked on the batch axis, transformed once per state); the 1x1
+  conv and the BN after it act per pixel, so they run on the polyphase layout too (BN batch
+  statistics are over the same set of values) and only the weighted sum is transformed
+  back, once per node. Where a polyphase component would be too small for a fast kernel the
+  dilated kernel is embedded in a dense one (3x3 at dilation 2 = 5x5 with zeros);
+* 1x1 convs are matrix products over the channels-last pixels (``F.linear``);
+* FactorizedReduce's 1x1 stride-2 convs are 1x1 convs of the even / odd pixels.
+
+Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
+"""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -8,23 +46,33 @@ import torch.nn.functional as F
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
-CFG = dict(channels_last=True, share=True, dil_s2_sub=True, dil3="poly", dil5="poly",
-           pw_linear=True, addcmul=True, poly_min3=0, poly_min5=0, small3="embed", small5="embed")
+# The memory format the fast path runs in, per device type (default: contiguous NCHW).
+# On CPU oneDNN's depthwise kernels, above all their weight gradient, are several times faster
+# channels-last. On CUDA (H200, cuDNN, torch 2.11) the fast path ran slower channels-last
+# than NCHW (fwd+bwd, batch 64: 428 vs 309 ms, plain 365 ms), and in one channels-last run its
+# float64 gradients on the spaces with pooling and dilated convs disagreed with the plain
+# path (not reproduced op by op, not root-caused), so it runs NCHW there whatever the input.
+DEVICE_FORMAT = {"cpu": CL}
+
+# A stride-1 dilated conv goes polyphase when each component is at least this many pixels on
+# a side (smaller: oneDNN's 5x5 weight-gradient kernel drops to a slow GEMM path), except 3x3
+# kernels, which keep oneDNN's fast depthwise kernels at every size.
+POLY_MIN_SIDE = {3: 1, 5: 8}
 
 
 # -- plan -------------------------------------------------------------------------------------
-def _kind(op: nn.Module, stride: int) -> str:
+def _kind(op: nn.Module) -> str:
     if isinstance(op, Zero):
         return "none"
     if isinstance(op, Identity):
         return "skip"
     if isinstance(op, NoiseOp):
         return "noise"
-    if isinstance(op, FactorizedReduce):
+    if isinstance(op, FactorizedReduce) and _is_1x1_s2(op.conv_1) and _is_1x1_s2(op.conv_2):
         return "fr"
-    if isinstance(op, SepConv):
+    if isinstance(op, SepConv) and _is_dil(op[0]) and _is_dil(op[1]):
         return "sep"
-    if isinstance(op, DilConv):
+    if isinstance(op, DilConv) and _is_dil(op):
         return "dil"
     if (isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[1], nn.BatchNorm2d)
             and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))):
@@ -32,263 +80,299 @@ def _kind(op: nn.Module, stride: int) -> str:
     return "generic"
 
 
-def cell_plan(cell) -> list[list[tuple[int, str]]]:
-    plan = cell.__dict__.get("_fast_plan")
-    if plan is None:
-        plan = []
-        e = 0
-        for i in range(cell._steps):
-            for j in range(2 + i):
-                mixed = cell._ops[e]
-                stride = 2 if cell.reduction and j < 2 else 1
-                plan.append([(k, _kind(op, stride)) for k, op in enumerate(mixed._ops)])
-                e += 1
-        cell.__dict__["_fast_plan"] = plan
-    return plan
+def _is_1x1_s2(c: nn.Conv2d) -> bool:
+    return (c.kernel_size == (1, 1) and c.stride == (2, 2) and c.padding == (0, 0)
+            and c.dilation == (1, 1) and c.groups == 1)
+
+
+def _is_dil(op: nn.Sequential) -> bool:
+    """ReLU -> square depthwise conv with 'same' padding -> 1x1 conv -> BN."""
+    if len(op) != 4 or not isinstance(op[0], nn.ReLU):
+        return False
+    dw, pw_, bn_ = op[1], op[2], op[3]
+    k, d, s, p = dw.kernel_size, dw.dilation, dw.stride, dw.padding
+    return (isinstance(dw, nn.Conv2d) and isinstance(pw_, nn.Conv2d)
+            and isinstance(bn_, nn.BatchNorm2d) and isinstance(p, tuple)
+            and k[0] == k[1] and k[0] % 2 == 1 and d[0] == d[1] and s[0] == s[1]
+            and p == (d[0] * (k[0] // 2),) * 2 and dw.groups == dw.in_channels == dw.out_channels
+            and dw.bias is None and pw_.kernel_size == (1, 1) and pw_.stride == (1, 1)
+            and pw_.groups == 1)
 
 
 # -- kernels ----------------------------------------------------------------------------------
-def bn(y: torch.Tensor, m: nn.BatchNorm2d, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``scale * m(y)`` in one batch_norm call (scale: 0-d tensor or None)."""
+class _Ctx:
+    """Per-forward bookkeeping: BN counters and running-statistic updates, applied in batches."""
+
+    def __init__(self, noise_format: torch.memory_format) -> None:
+        self.noise_format = noise_format
+        self.counters: list[torch.Tensor] = []
+        self.updates: dict[float, tuple[list, list, list, list]] = {}
+
+    def count(self, m: nn.BatchNorm2d) -> float:
+        """Count one training-mode call of ``m``; returns its running-average factor."""
+        if m.momentum is None:  # cumulative average: needs the count now
+            m.num_batches_tracked.add_(1)
+            return 1.0 / float(m.num_batches_tracked)
+        if m.num_batches_tracked is not None:
+            self.counters.append(m.num_batches_tracked)
+        return m.momentum
+
+    def update(self, m: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
+        factor = self.count(m)
+        rm, rv, ms, vs = self.updates.setdefault(factor, ([], [], [], []))
+        rm.append(m.running_mean)
+        rv.append(m.running_var)
+        ms.append(mean)
+        vs.append(var)
+
+    def flush(self) -> None:
+        with torch.no_grad():
+            if self.counters:
+                torch._foreach_add_(self.counters, 1)
+            for factor, (rm, rv, ms, vs) in self.updates.items():
+                torch._foreach_mul_(rm, 1.0 - factor)
+                torch._foreach_add_(rm, ms, alpha=factor)
+                torch._foreach_mul_(rv, 1.0 - factor)
+                torch._foreach_add_(rv, vs, alpha=factor)
+        self.counters, self.updates = [], {}
+
+
+def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,
+        scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale * m(y)`` as one batch_norm call (``scale``: a 0-d tensor or None)."""
     weight, bias = m.weight, m.bias
     if scale is not None:
+        # a real (C,) tensor, not a stride-0 view: cheap, and no kernel has to handle that
         s = scale.expand(y.shape[1]).contiguous()
-        if weight is None:
-            weight = s
-        else:
-            weight, bias = weight * s, bias * s
-    factor = 0.0
-    if m.training and m.track_running_stats and m.num_batches_tracked is not None:
-        m.num_batches_tracked.add_(1)
-        factor = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked)
-    use_batch = m.training or (m.running_mean is None and m.running_var is None)
+        weight, bias = (s, None) if weight is None else (weight * s, bias * s)
+    training = m.training or (m.running_mean is None and m.running_var is None)
     track = not m.training or m.track_running_stats
+    factor = ctx.count(m) if m.training and m.track_running_stats else 0.0
     return F.batch_norm(y, m.running_mean if track else None, m.running_var if track else None,
-                        weight, bias, use_batch, factor, m.eps)
+                        weight, bias, training, factor, m.eps)
 
 
-def conv(x: torch.Tensor, c: nn.Conv2d, stride=None) -> torch.Tensor:
-    return F.conv2d(x, c.weight, c.bias, c.stride if stride is None else stride, c.padding,
-                    c.dilation, c.groups)
-
-
-def pw(x: torch.Tensor, c: nn.Conv2d) -> torch.Tensor:
-    if CFG["pw_linear"] and x.is_contiguous(memory_format=CL) and c.bias is None:
-        return F.linear(x.permute(0, 2, 3, 1), c.weight.flatten(1)).permute(0, 3, 1, 2)
+def _pw(x: torch.Tensor, c: nn.Conv2d) -> torch.Tensor:
+    """1x1 conv; on channels-last input a matrix product over the pixels."""
+    if x.is_contiguous(memory_format=CL):
+        return F.linear(x.permute(0, 2, 3, 1), c.weight.flatten(1), c.bias).permute(0, 3, 1, 2)
     return F.conv2d(x, c.weight, c.bias)
 
 
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """The memory format ``t`` is in (or, for a strided slice, was sliced from)."""
+    return CL if t.dim() == 4 and t.stride(1) == 1 and t.shape[1] > 1 else torch.contiguous_format
+
+
 def poly_in(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (4N, C, H/2, W/2): the four 2x2 polyphase components stacked on batch."""
+    """(N, C, H, W) -> (4N, C, H/2, W/2), in x's memory format: the 2x2 polyphase components
+    ``x[:, :, a::2, b::2]`` stacked on the batch axis (component-major)."""
     n, c, h, w = x.shape
-    return (x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
-            .permute(2, 4, 0, 1, 3, 5).reshape(4 * n, h // 2, w // 2, c).permute(0, 3, 1, 2))
+    if _layout(x) == CL:
+        return (x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2, c)
+                .permute(2, 4, 0, 1, 3, 5).reshape(4 * n, h // 2, w // 2, c).permute(0, 3, 1, 2))
+    return (x.reshape(n, c, h // 2, 2, w // 2, 2).permute(3, 5, 0, 1, 2, 4)
+            .reshape(4 * n, c, h // 2, w // 2))
 
 
 def poly_out(y: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`poly_in`."""
     n4, c, h2, w2 = y.shape
-    n = n4 // 4
-    return (y.permute(0, 2, 3, 1).reshape(2, 2, n, h2, w2, c).permute(2, 3, 0, 4, 1, 5)
-            .reshape(n, 2 * h2, 2 * w2, c).permute(0, 3, 1, 2))
+    if _layout(y) == CL:
+        return (y.permute(0, 2, 3, 1).reshape(2, 2, n4 // 4, h2, w2, c)
+                .permute(2, 3, 0, 4, 1, 5).reshape(n4 // 4, 2 * h2, 2 * w2, c)
+                .permute(0, 3, 1, 2))
+    return (y.reshape(2, 2, n4 // 4, c, h2, w2).permute(2, 3, 4, 0, 5, 1)
+            .reshape(n4 // 4, c, 2 * h2, 2 * w2))
 
 
 def embed_dilated(w: torch.Tensor, d: int) -> torch.Tensor:
-    """A k x k kernel at dilation d as the equivalent dense (d(k-1)+1)^2 kernel."""
-    C, g, k, _ = w.shape
-    full = F.pad(w.reshape(C, g, k, 1, k, 1), (0, d - 1, 0, 0, 0, d - 1))
+    """A k x k kernel at dilation d as the equal dense (d(k-1)+1)^2 kernel (zeros between)."""
+    co, ci, k, _ = w.shape
+    dense = F.pad(w.reshape(co, ci, k, 1, k, 1), (0, d - 1, 0, 0, 0, d - 1))
     K = d * (k - 1) + 1
-    return full.reshape(C, g, k * d, k * d)[:, :, :K, :K]
+    return dense.reshape(co, ci, k * d, k * d)[:, :, :K, :K]
 
 
-class _Input:
-    """Work shared by every edge that reads one cell state."""
+_POOL_ATTRS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad",
+               "divisor_override", "return_indices")
+
+
+class _State:
+    """One cell state and the work every edge reading it shares."""
 
     def __init__(self, x: torch.Tensor, stride: int) -> None:
         self.x, self.stride = x, stride
-        self._cache: dict = {}
+        self._relu = self._even = self._poly = None
+        self._pools: dict = {}
 
     def relu(self) -> torch.Tensor:
-        r = self._cache.get("relu")
-        if r is None:
-            r = self._cache["relu"] = F.relu(self.x)
-        return r
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
 
-    def relu_sub(self) -> torch.Tensor:
-        r = self._cache.get("relu_sub")
-        if r is None:
-            r = self._cache["relu_sub"] = self.relu()[:, :, ::2, ::2].contiguous(
-                memory_format=CL if CFG["channels_last"] else torch.contiguous_format)
-        return r
+    def relu_even(self) -> torch.Tensor:
+        if self._even is None:
+            r = self.relu()
+            self._even = r[:, :, ::2, ::2].contiguous(memory_format=_layout(r))
+        return self._even
 
     def relu_poly(self) -> torch.Tensor:
-        r = self._cache.get("relu_poly")
-        if r is None:
-            r = self._cache["relu_poly"] = poly_in(self.relu())
-        return r
+        if self._poly is None:
+            self._poly = poly_in(self.relu())
+        return self._poly
 
-    def pooled_bn(self, op: nn.Sequential, scale) -> torch.Tensor:
-        """scale * BN(pool(x)) for this edge's (pool, BN) pair, the pooling shared."""
+    def pooled(self, ctx: _Ctx, op: nn.Sequential, scale: torch.Tensor):
+        """This edge's ``scale * BN(pool(x))``, the pooling shared by every edge of the state;
+        in training also the normalisation (returned as a ("mul", scale, z) term)."""
         pool, m = op[0], op[1]
-        key = ("pool", type(pool), pool.kernel_size, pool.stride, pool.padding,
-               getattr(pool, "count_include_pad", None), getattr(pool, "dilation", None),
-               getattr(pool, "ceil_mode", None))
-        p = self._cache.get(key)
-        if p is None:
-            p = self._cache[key] = pool(self.x)
-        if not (m.training and m.track_running_stats and m.weight is None):
-            return bn(p, m, scale)
-        # Training: the normalised pooling is the same for every edge of this input.
-        zkey = key + ("z", m.eps)
-        z = self._cache.get(zkey)
-        if z is None:
-            z = self._cache[zkey] = F.batch_norm(p, None, None, None, None, True, 0.0, m.eps)
-            with torch.no_grad():
-                var, mean = torch.var_mean(p, dim=(0, 2, 3), correction=1)
-            self._cache[zkey + ("stats",)] = (mean, var)
-        mean, var = self._cache[zkey + ("stats",)]
-        m.num_batches_tracked.add_(1)
-        factor = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked)
-        with torch.no_grad():
-            m.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-            m.running_var.mul_(1 - factor).add_(var, alpha=factor)
+        key = (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)
+        if key not in self._pools:
+            self._pools[key] = [pool(self.x), {}]
+        p, normed = self._pools[key]
+        if not (m.training and m.track_running_stats and m.weight is None
+                and m.bias is None):
+            return _bn(ctx, p, m, scale)
+        if m.eps not in normed:
+            # momentum 1 leaves the batch mean and the unbiased batch variance in the scratch
+            # buffers, exactly what each edge's BN folds into its running statistics.
+            mean = torch.zeros(p.shape[1], dtype=m.running_mean.dtype, device=p.device)
+            var = torch.ones_like(mean)
+            z = F.batch_norm(p, mean, var, None, None, True, 1.0, m.eps)
+            normed[m.eps] = (z, mean, var)
+        z, mean, var = normed[m.eps]
+        ctx.update(m, mean, var)
         return ("mul", scale, z)
 
 
-def _dil(inp: _Input, op: DilConv, scale, poly_terms: list):
-    """DilConv (ReLU, depthwise dilated, 1x1, BN) * scale; may land in polyphase space."""
+def _dil(ctx: _Ctx, st: _State, op: DilConv, scale: torch.Tensor, poly_terms: list):
     dw, pwc, m = op[1], op[2], op[3]
-    k, d, s, p = dw.kernel_size[0], dw.dilation[0], dw.stride[0], dw.padding[0]
-    x = inp.x
-    square = dw.kernel_size[0] == dw.kernel_size[1] and dw.dilation[0] == dw.dilation[1] \
-        and dw.stride[0] == dw.stride[1] and dw.padding[0] == dw.padding[1]
-    same = square and k % 2 == 1 and p == d * (k // 2) and dw.bias is None
-    if same and d == 2 and s == 2 and CFG["dil_s2_sub"]:
-        y = F.conv2d(inp.relu_sub(), dw.weight, None, 1, k // 2, 1, dw.groups)
-        return bn(pw(y, pwc), m, scale)
-    if same and d == 2 and s == 1:
-        mode = CFG["dil3"] if k == 3 else CFG["dil5"]
-        if mode == "poly" and min(x.shape[-2:]) < CFG["poly_min3" if k == 3 else "poly_min5"]:
-            mode = CFG["small3" if k == 3 else "small5"]
-        if mode == "poly" and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0:
-            y = F.conv2d(inp.relu_poly(), dw.weight, None, 1, k // 2, 1, dw.groups)
-            poly_terms.append(bn(pw(y, pwc), m, scale))
-            return None
-        if mode == "embed":
-            K = d * (k - 1) + 1
-            y = F.conv2d(inp.relu(), embed_dilated(dw.weight, d), None, 1, K // 2, 1, dw.groups)
-            return bn(pw(y, pwc), m, scale)
-    y = conv(inp.relu(), dw)
-    return bn(pw(y, pwc), m, scale)
+    k, d, s = dw.kernel_size[0], dw.dilation[0], dw.stride[0]
+    h, w = st.x.shape[-2:]
+    if d == 2 and s == 2:  # only even pixels are read: an undilated conv of them
+        y = F.conv2d(st.relu_even(), dw.weight, None, 1, k // 2, 1, dw.groups)
+        return _bn(ctx, _pw(y, pwc), m, scale)
+    if d == 2 and s == 1 and h % 2 == 0 and w % 2 == 0 \
+            and min(h, w) // 2 >= POLY_MIN_SIDE.get(k, 1 << 30):
+        y = F.conv2d(st.relu_poly(), dw.weight, None, 1, k // 2, 1, dw.groups)
+        poly_terms.append(_bn(ctx, _pw(y, pwc), m, scale))
+        return None
+    if d > 1 and s == 1:
+        K = d * (k - 1) + 1
+        y = F.conv2d(st.relu(), embed_dilated(dw.weight, d), None, 1, K // 2, 1, dw.groups)
+    else:
+        y = F.conv2d(st.relu(), dw.weight, None, dw.stride, dw.padding, dw.dilation, dw.groups)
+    return _bn(ctx, _pw(y, pwc), m, scale)
 
 
-def _sep(inp: _Input, op: SepConv, scale):
+def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: torch.Tensor) -> torch.Tensor:
     a, b = op[0], op[1]
-    y = conv(inp.relu(), a[1])
-    y = bn(pw(y, a[2]), a[3])
-    y = conv(F.relu(y), b[1])
-    return bn(pw(y, b[2]), b[3], scale)
+    y = F.conv2d(st.relu(), a[1].weight, None, a[1].stride, a[1].padding, a[1].dilation,
+                 a[1].groups)
+    y = F.relu_(_bn(ctx, _pw(y, a[2]), a[3]))  # in place: BN's backward needs not its output
+    y = F.conv2d(y, b[1].weight, None, b[1].stride, b[1].padding, b[1].dilation, b[1].groups)
+    return _bn(ctx, _pw(y, b[2]), b[3], scale)
 
 
-def _fr(inp: _Input, op: FactorizedReduce, scale=None):
-    # A 1x1 stride-2 conv is a 1x1 conv of the even pixels. Done that way on purpose: oneDNN's
-    # channels-last 1x1 stride-2 weight gradient corrupts the heap on small inputs (torch 2.14).
-    r = inp.relu()
-    fmt = CL if CFG["channels_last"] else torch.contiguous_format
-    a = r[:, :, ::2, ::2].contiguous(memory_format=fmt)
-    b = r[:, :, 1::2, 1::2].contiguous(memory_format=fmt)
-    c1, c2 = op.conv_1, op.conv_2
-    assert c1.kernel_size == (1, 1) and c1.stride == (2, 2) and c1.padding == (0, 0)
-    out = torch.cat([F.conv2d(a, c1.weight, c1.bias), F.conv2d(b, c2.weight, c2.bias)], dim=1)
-    return bn(out, op.bn, scale)
+def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
+        scale: torch.Tensor | None = None) -> torch.Tensor:
+    # A 1x1 stride-2 conv is a 1x1 conv of the even pixels. Also a workaround: oneDNN's
+    # channels-last 1x1 stride-2 weight gradient corrupts the heap on small inputs
+    # (torch 2.14 CPU, e.g. N=4, C=4, 8x8).
+    r = st.relu()
+    even = r[:, :, ::2, ::2].contiguous(memory_format=_layout(r))
+    odd = r[:, :, 1::2, 1::2].contiguous(memory_format=_layout(r))
+    out = torch.cat([_pw(even, op.conv_1), _pw(odd, op.conv_2)], dim=1)
+    return _bn(ctx, out, op.bn, scale)
 
 
-def _preprocess(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(m, FactorizedReduce):
-        return _fr(_Input(x, 2), m)
+def _preprocess(ctx: _Ctx, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(m, FactorizedReduce) and _kind(m) == "fr":
+        return _fr(ctx, _State(x, 2), m)
     if (isinstance(m, nn.Sequential) and len(m) == 3 and isinstance(m[0], nn.ReLU)
             and isinstance(m[1], nn.Conv2d) and isinstance(m[2], nn.BatchNorm2d)
-            and m[1].stride == (1, 1)):
-        return bn(conv(F.relu(x), m[1]), m[2])
+            and m[1].kernel_size == (1, 1) and m[1].stride == (1, 1) and m[1].groups == 1
+            and m[1].padding == (0, 0)):
+        return _bn(ctx, _pw(F.relu(x), m[1]), m[2])
     return m(x)
 
 
-def _accumulate(acc, term):
-    if isinstance(term, tuple):  # ("mul", scale, z)
-        _, s, z = term
-        if acc is None:
-            return z * s
-        if CFG["addcmul"]:
-            return torch.addcmul(acc, s, z)
-        return acc + z * s
+def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """NoiseOp drawn in the layout the plain path would draw it in (same RNG stream, same
+    values): the plain path sees channels-last states only when given channels-last input."""
+    if op.stride != 1:
+        x = x[:, :, :: op.stride, :: op.stride]
+    return (torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+            .normal_().mul_(op.std).add_(op.mean))
+
+
+def _add(acc: torch.Tensor | None, term) -> torch.Tensor:
+    if isinstance(term, tuple):  # ("mul", scale, t): scale * t
+        _, s, t = term
+        return t * s if acc is None else torch.addcmul(acc, s, t)
     return term if acc is None else acc + term
 
 
-def _noise(op: NoiseOp, x: torch.Tensor, memory_format) -> torch.Tensor:
-    """NoiseOp, drawn in the memory format the plain path would see, so the same RNG state
-    gives the same values."""
-    if op.stride != 1:
-        x = x[:, :, :: op.stride, :: op.stride]
-    return torch.randn(x.shape, dtype=x.dtype, device=x.device).contiguous(
-        memory_format=memory_format).mul_(op.std).add_(op.mean) if memory_format == CL else \
-        torch.randn(x.shape, dtype=x.dtype, device=x.device).mul_(op.std).add_(op.mean)
-
-
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                 noise_format=torch.contiguous_format) -> torch.Tensor:
-    plan = cell_plan(cell)
-    states = [_preprocess(cell.preprocess0, s0), _preprocess(cell.preprocess1, s1)]
-    inputs = [_Input(states[0], 2 if cell.reduction else 1),
-              _Input(states[1], 2 if cell.reduction else 1)]
+                 ctx: _Ctx | None = None) -> torch.Tensor:
+    """``SearchCell.forward``, fast. Node-major like the plain path, so random ops draw in
+    the same order."""
+    own = ctx is None
+    ctx = ctx or _Ctx(torch.contiguous_format)
+    stride = 2 if cell.reduction else 1
+    states = [_State(_preprocess(ctx, cell.preprocess0, s0), stride),
+              _State(_preprocess(ctx, cell.preprocess1, s1), stride)]
     offset = 0
     for _ in range(cell._steps):
-        acc = None
-        poly_terms: list = []
-        for j, inp in enumerate(inputs):
-            e = offset + j
-            ops = cell._ops[e]._ops
-            ws = weights[e].unbind(0)
-            for k, kind in plan[e]:
-                op, w = ops[k], ws[k]
+        acc, poly_terms = None, []
+        for j, st in enumerate(states):
+            mixed = cell._ops[offset + j]
+            for op, w in zip(mixed._ops, weights[offset + j].unbind(0)):
+                kind = _kind(op)
                 if kind == "none":
                     continue
                 if kind == "skip":
-                    term = ("mul", w, inp.x)
+                    term = ("mul", w, st.x)
                 elif kind == "pool":
-                    term = inp.pooled_bn(op, w)
+                    term = st.pooled(ctx, op, w)
                 elif kind == "sep":
-                    term = _sep(inp, op, w)
+                    term = _sep(ctx, st, op, w)
                 elif kind == "dil":
-                    term = _dil(inp, op, w, poly_terms)
+                    term = _dil(ctx, st, op, w, poly_terms)
                     if term is None:
                         continue
-                elif kind == "noise":
-                    term = ("mul", w, _noise(op, inp.x, noise_format))
                 elif kind == "fr":
-                    term = _fr(inp, op, w)
+                    term = _fr(ctx, st, op, w)
+                elif kind == "noise":
+                    term = ("mul", w, _noise(op, st.x, ctx.noise_format))
                 else:
-                    term = ("mul", w, op(inp.x))
-                acc = _accumulate(acc, term)
+                    term = ("mul", w, op(st.x))
+                acc = _add(acc, term)
         if poly_terms:
-            ps = poly_terms[0]
+            p = poly_terms[0]
             for t in poly_terms[1:]:
-                ps = ps + t
-            ps = poly_out(ps)
-            acc = ps if acc is None else acc + ps
+                p = p + t
+            acc = _add(acc, poly_out(p))
         if acc is None:  # every op into this node is 'none'
-            s = inputs[0].stride
-            acc = inputs[0].x[:, :, ::s, ::s].mul(0.0)
-        offset += len(inputs)
-        states.append(acc)
-        inputs.append(_Input(acc, 1))
-    return torch.cat(states[-cell._multiplier:], dim=1)
+            s = states[0].stride
+            acc = states[0].x[:, :, ::s, ::s].mul(0.0)
+        offset += len(states)
+        states.append(_State(acc, 1))
+    if own:
+        ctx.flush()
+    return torch.cat([st.x for st in states[-cell._multiplier:]], dim=1)
 
 
-def network_forward(net, x: torch.Tensor, cell_weights) -> torch.Tensor:
-    noise_format = CL if x.dim() == 4 and x.is_contiguous(memory_format=CL) \
-        and not x.is_contiguous() else torch.contiguous_format
-    if CFG["channels_last"] and x.dim() == 4:
-        x = x.contiguous(memory_format=CL)
+def network_forward(net, x: torch.Tensor, cell_weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``Network.forward`` after the mixing weights are chosen, fast."""
+    ctx = _Ctx(CL if x.dim() == 4 and x.is_contiguous(memory_format=CL) and not x.is_contiguous()
+               else torch.contiguous_format)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=DEVICE_FORMAT.get(x.device.type, torch.contiguous_format))
     s0 = s1 = net.stem(x)
-    for cell, w in zip(net.cells, cell_weights):
-        s0, s1 = s1, cell_forward(cell, s0, s1, w, noise_format)
+    try:
+        for cell, w in zip(net.cells, cell_weights):
+            s0, s1 = s1, cell_forward(cell, s0, s1, w, ctx)
+    finally:
+        ctx.flush()
     return net.classifier(net.global_pooling(s1).flatten(1))

@@ -73,11 +73,15 @@ class Network(nn.Module):
     alpha lives here as two ``nn.Parameter`` (so it is saved with the weights, unlike the
     original), but ``weight_parameters()`` excludes it: the weight optimiser, its weight decay
     and gradient clipping never touch alpha.
+
+    ``fast`` (default) evaluates the cells with ``shared.models.fast_mixed``: the same modules
+    and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
+    to rounding. ``fast=False`` runs ``SearchCell.forward``, the per-candidate reference.
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, space: CellSpace,
                  steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
-                 in_channels: int = 3, fast: bool = False) -> None:
+                 in_channels: int = 3, fast: bool = True) -> None:
         super().__init__()
         self.space = space
         self.fast = fast

@@ -1,0 +1,306 @@
+"""The fast supernet path (``Network(fast=True)``, shared/models/fast_mixed.py) against the
+plain per-candidate reference (``fast=False``): same logits, same weight and mixing-weight
+gradients, same BN running statistics, same state_dict layout, on every space.
+
+Exactness is checked in float64 (agreement to ~1e-14: the rewrites are identities). In fp32
+the logits and BN statistics agree to ~1e-6, but gradients through max pooling are not
+continuous in the input: where two values of a pooling window are within rounding of each
+other, any change of summation order (the plain path itself run channels-last, say) can
+send that window's gradient to the other element, which moves weight gradients by up to
+~1e-1 relative on a tiny net. So fp32 gradients are compared on the spaces without
+max pooling (s2, s3, s4), and everything else on every space in float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
+from shared.models.search_cnn import Network
+from shared.search.architect import Architect
+from shared.spaces import NUM_EDGES, SPACES, CellSpace
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def pair(space, C=4, layers=5, in_channels=3, dtype=torch.float32):
+    """A plain and a fast supernet with identical parameters and buffers."""
+    torch.manual_seed(0)
+    plain = Network(C, 10, layers, space, in_channels=in_channels, fast=False).to(dtype)
+    fast = Network(C, 10, layers, space, in_channels=in_channels, fast=True).to(dtype)
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def data(n=4, hw=8, in_channels=3, dtype=torch.float32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, in_channels, hw, hw, generator=g, dtype=dtype),
+            torch.randint(0, 10, (n,), generator=g))
+
+
+def mixing(space, dtype=torch.float32, seed=2):
+    """Random positive mixing weights (not softmax: every op, 'none' included, counts)."""
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.rand(NUM_EDGES, space.num_ops(r), generator=g, dtype=dtype)
+                 .requires_grad_() for r in (False, True))
+
+
+def assert_close(got, want, rtol=RTOL, atol=ATOL, what=""):
+    """Norm-wise: max |got - want| <= atol + rtol * max |want| (tiny BN nets amplify fp32
+    rounding on individual near-zero entries; a wrong rewrite is off by O(1))."""
+    assert got.shape == want.shape, what
+    err = (got.double() - want.double()).abs().max().item()
+    bound = atol + rtol * want.double().abs().max().item()
+    assert err <= bound, f"{what}: max abs diff {err:.3e} > {bound:.3e}"
+
+
+def run(model, x, y, seed=3, **kwargs):
+    """Logits, weight gradients and the mixing weights' gradients of one training step."""
+    torch.manual_seed(seed)  # the S4 'noise' op draws from the global RNG
+    model.zero_grad(set_to_none=True)
+    logits = model(x, **kwargs)
+    F.cross_entropy(logits, y).backward()
+    return logits.detach(), {n: p.grad for n, p in model.named_weight_parameters()}
+
+
+def assert_same_step(plain, fast, x, y, weights_key, make_weights, **tol):
+    outs = []
+    for model in (plain, fast):
+        w = make_weights()
+        logits, grads = run(model, x, y, **{weights_key: w})
+        outs.append((logits, grads, [t.grad for t in w]))
+    (la, ga, wa), (lb, gb, wb) = outs
+    assert_close(lb, la, what="logits", **tol)
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        assert_close(gb[n], ga[n], what=f"grad {n}", **tol)
+    for i, (a, b) in enumerate(zip(wa, wb)):
+        assert_close(b, a, what=f"mixing-weight grad {i}", **tol)
+    assert_buffers_equal(plain, fast, **tol)
+
+
+def assert_buffers_equal(plain, fast, **tol):
+    bp, bf = dict(plain.named_buffers()), dict(fast.named_buffers())
+    assert bp.keys() == bf.keys()
+    for n in bp:
+        if n.endswith("num_batches_tracked"):
+            assert torch.equal(bp[n], bf[n]), n
+        else:
+            assert_close(bf[n], bp[n], what=f"buffer {n}", **tol)
+
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+# CI runs on the CPU; where a GPU is present the main exactness test runs there too.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+MAX_POOL_FREE = [n for n, s in SPACES.items()
+                 if not any("max_pool" in op for row in s.normal + s.reduce for op in row)]
+
+
+def fixed_weights(space, dtype=torch.float32):
+    w0 = mixing(space, dtype)
+    return lambda: tuple(w.detach().clone().requires_grad_() for w in w0)
+
+
+# -- exactness ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", list(SPACES))
+def test_same_logits_grads_and_running_stats_on_every_space(name, device):
+    space = SPACES[name]
+    plain, fast = pair(space, dtype=torch.float64)
+    plain, fast = plain.to(device), fast.to(device)
+    x, y = (t.to(device) for t in data(dtype=torch.float64))
+    make = fixed_weights(space, torch.float64)
+    assert_same_step(plain, fast, x, y, "weights",
+                     lambda: tuple(w.detach().to(device).requires_grad_() for w in make()),
+                     **F64)
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_fp32_logits_and_running_stats_within_float_tolerance(name):
+    space = SPACES[name]
+    plain, fast = pair(space)
+    x, y = data()
+    make = fixed_weights(space)
+    la, _ = run(plain, x, y, weights=make())
+    lb, _ = run(fast, x, y, weights=make())
+    assert_close(lb, la, what="logits")
+    assert_buffers_equal(plain, fast)
+
+
+@pytest.mark.parametrize("name", MAX_POOL_FREE)
+def test_fp32_gradients_within_float_tolerance(name):
+    space = SPACES[name]
+    plain, fast = pair(space)
+    x, y = data()
+    assert_same_step(plain, fast, x, y, "weights", fixed_weights(space))
+
+
+@pytest.mark.parametrize("name", ["s5", "darts"])
+def test_polyphase_dilated_path_at_16x16(name):
+    # 16x16 cells send dil_conv_5x5 through the polyphase rewrite (8x8 and below: dense 9x9)
+    space = SPACES[name]
+    plain, fast = pair(space, layers=3, dtype=torch.float64)
+    x, y = data(hw=16, dtype=torch.float64)
+    assert_same_step(plain, fast, x, y, "weights", fixed_weights(space, torch.float64), **F64)
+
+
+def test_odd_spatial_size_and_default_softmax_alpha():
+    # 12x12 -> 6x6 -> 3x3: the 3x3 cells fall back from the polyphase rewrite (the plain
+    # path's FactorizedReduce needs even sizes at its input, so odd ones come last)
+    space = SPACES["darts"]
+    plain, fast = pair(space, dtype=torch.float64)
+    x, y = data(hw=12, dtype=torch.float64)
+    la, ga = run(plain, x, y)
+    lb, gb = run(fast, x, y)
+    assert_close(lb, la, what="logits", **F64)
+    for n in ga:
+        assert_close(gb[n], ga[n], what=n, **F64)
+    for a, b in zip(plain.arch_parameters(), fast.arch_parameters()):
+        assert_close(b.grad, a.grad, what="alpha grad", **F64)
+
+
+def test_per_cell_weights():
+    space = SPACES["s1"]  # per-edge op lists differ, normal vs reduce differ
+    plain, fast = pair(space, dtype=torch.float64)
+    x, y = data(dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    fixed = [torch.rand(NUM_EDGES, space.num_ops(c.reduction), generator=g,
+                        dtype=torch.float64) for c in plain.cells]
+    assert_same_step(plain, fast, x, y, "cell_weights",
+                     lambda: [w.clone().requires_grad_() for w in fixed], **F64)
+
+
+def test_eval_mode_uses_each_edges_running_stats():
+    space = SPACES["darts"]
+    plain, fast = pair(space, dtype=torch.float64)
+    x, y = data(dtype=torch.float64)
+    for _ in range(2):  # move the running statistics away from their init, alike
+        run(plain, x, y)
+        run(fast, x, y)
+    assert_buffers_equal(plain, fast, **F64)
+    plain.eval()
+    fast.eval()
+    x2, y2 = data(seed=7, dtype=torch.float64)
+    assert_same_step(plain, fast, x2, y2, "weights", fixed_weights(space, torch.float64), **F64)
+    with torch.no_grad():
+        assert_close(fast(x2), plain(x2), what="no_grad eval logits", **F64)
+
+
+def test_channels_last_input_gives_the_same_result():
+    space = SPACES["s5"]
+    plain, fast = pair(space, dtype=torch.float64)
+    x, y = data(dtype=torch.float64)
+    la, ga = run(plain, x, y)
+    lb, gb = run(fast, x.contiguous(memory_format=torch.channels_last), y)
+    assert_close(lb, la, what="logits", **F64)
+    for n in ga:
+        assert_close(gb[n], ga[n], what=n, **F64)
+
+
+def test_ops_outside_the_spaces_fall_back_or_are_rewritten():
+    ops = ("sep_conv_7x7", "conv_7x1_1x7", "conv_3x1_1x3", "dil_conv_3x3", "none")
+    rows = tuple(ops for _ in range(NUM_EDGES))
+    space = CellSpace("extra", rows, rows)
+    plain, fast = pair(space, layers=3, dtype=torch.float64)
+    x, y = data(dtype=torch.float64)
+    assert_same_step(plain, fast, x, y, "weights", fixed_weights(space, torch.float64), **F64)
+
+
+# -- functional_call and the second-order architect ----------------------------------------------
+def test_functional_call_with_substituted_parameters_and_buffers():
+    space = SPACES["darts"]
+    plain, fast = pair(space, dtype=torch.float64)
+    x, y = data(dtype=torch.float64)
+    g = torch.Generator().manual_seed(9)
+    names = [n for n, _ in plain.named_weight_parameters()]
+    shift = {n: 0.05 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+             for n, p in plain.named_weight_parameters()}
+    results = []
+    for model in (plain, fast):
+        before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+        params = {n: (p.detach() + shift[n]).requires_grad_()
+                  for n, p in model.named_weight_parameters()}
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        logits = functional_call(model, {**params, **buffers}, (x,))
+        loss = F.cross_entropy(logits, y)
+        grads = torch.autograd.grad(loss, [params[n] for n in names] + model.arch_parameters())
+        results.append((logits.detach(), grads, buffers))
+        # the real model is untouched: parameters and running statistics
+        for n, t in model.state_dict().items():
+            assert torch.equal(t, before[n]), n
+    (la, ga, ba), (lb, gb, bb) = results
+    assert_close(lb, la, what="logits", **F64)
+    for i, (a, b) in enumerate(zip(ga, gb)):
+        assert_close(b, a, what=f"grad {i}", **F64)
+    for n in ba:  # the substituted buffers got the running-statistic updates
+        assert_close(bb[n], ba[n], what=n, **F64)
+
+
+def test_second_order_architect_gradient_matches():
+    space = SPACES["s3"]
+    plain, fast = pair(space, layers=3, in_channels=1, dtype=torch.float64)
+    x_trn, y_trn = data(in_channels=1, seed=11, dtype=torch.float64)
+    x_val, y_val = data(in_channels=1, seed=12, dtype=torch.float64)
+    grads = []
+    for model in (plain, fast):
+        opt = torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
+        torch.manual_seed(0)
+        model.loss(x_trn, y_trn).backward()
+        opt.step()
+        opt.zero_grad()
+        arch = Architect(model, momentum=0.9, weight_decay=3e-4, unrolled=True)
+        grads.append(arch.unrolled_gradient(x_trn, y_trn, x_val, y_val, 0.1, opt))
+    for a, b in zip(*grads):
+        assert_close(b, a, what="hypergradient", **F64)
+
+
+def test_double_backward_through_the_fast_path():
+    # the exact-hypergradient check in test_search_engine differentiates twice
+    space = SPACES["s3"]
+    plain, fast = pair(space, layers=3, in_channels=1, dtype=torch.float64)
+    x, y = data(in_channels=1, dtype=torch.float64)
+    out = []
+    for model in (plain, fast):
+        weights = list(model.weight_parameters())
+        gw = torch.autograd.grad(model.loss(x, y), weights, create_graph=True)
+        gnorm = sum((g * g).sum() for g in gw)
+        out.append(torch.autograd.grad(gnorm, model.arch_parameters()))
+    for a, b in zip(*out):
+        assert_close(b, a, rtol=1e-8, atol=1e-12, what="d|grad|^2/dalpha")
+
+
+# -- layout, checkpoints, pieces ------------------------------------------------------------------
+def test_state_dict_layout_is_shared_and_checkpoints_interchange():
+    plain, fast = pair(SPACES["s1"])
+    sp, sf = plain.state_dict(), fast.state_dict()
+    assert list(sp) == list(sf)
+    assert all(sp[k].shape == sf[k].shape for k in sp)
+    assert [n for n, _ in plain.named_weight_parameters()] == \
+        [n for n, _ in fast.named_weight_parameters()]
+    x, y = data()
+    run(fast, x, y)  # change the fast model's running statistics, then move them over
+    other = Network(4, 10, 5, SPACES["s1"], fast=False)
+    other.load_state_dict(fast.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(),
+                                                   fast.state_dict().values()))
+    assert fast.genotype() == plain.genotype()
+
+
+def test_default_is_fast_and_plain_is_a_flag():
+    assert Network(4, 10, 3, SPACES["s5"]).fast is True
+    assert Network(4, 10, 3, SPACES["s5"], fast=False).fast is False
+
+
+def test_rewrites_are_exact_identities():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 8, 6, generator=g, dtype=torch.float64)
+    assert torch.equal(poly_out(poly_in(x)), x)
+    for k in (3, 5):
+        w = torch.randn(5, 1, k, k, generator=g, dtype=torch.float64)
+        want = F.conv2d(x, w, None, 1, 2 * (k // 2), 2, 5)
+        dense = embed_dilated(w, 2)
+        assert dense.shape[-1] == 2 * (k - 1) + 1
+        assert torch.allclose(F.conv2d(x, dense, None, 1, k - 1 if k == 3 else 4, 1, 5), want)
+        poly = poly_out(F.conv2d(poly_in(x), w, None, 1, k // 2, 1, 5))
+        assert torch.allclose(poly, want)
+        strided = F.conv2d(x, w, None, 2, 2 * (k // 2), 2, 5)
+        assert torch.allclose(F.conv2d(x[:, :, ::2, ::2], w, None, 1, k // 2, 1, 5), strided)
