@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 PY="$PWD/.venv/bin/python"
 cd sdarts/sota/cnn
 "$PY" train_search.py --dataset digits --search_space s5 --perturb_alpha pgd_linf \
-    --epochs 4 --layers 5 --init_channels 8 --batch_size 96 --gpu -1 --save demo | tee /tmp/darts_demo_search.txt
+    --epochs 3 --layers 5 --init_channels 8 --batch_size 96 --gpu -1 --save demo | tee /tmp/darts_demo_search.txt
 RUN=$(sed -n 's/^experiment folder: //p' /tmp/darts_demo_search.txt | head -1)
 "$PY" train.py --dataset digits --arch "$RUN/genotype.json" --epochs 2 --layers 6 \
     --init_channels 8 --batch_size 128 --auxiliary --cutout --cutout_length 4 --gpu -1 --save demo
