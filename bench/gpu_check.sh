@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # The GPU checks of the engine, one short script (run on a CUDA machine from the repo root).
+# Each step has its own timeout so one slow step cannot eat the others' time.
 set -uo pipefail
-export PYTHONPATH="$PWD"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
-python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-echo "== bench fp32 (plain vs fast) =="
-timeout 150 python bench/supernet_step.py --device cuda --repeats 5 --warmup 2 | tee "$OUT/bench_fp32.md"
-echo "== bench amp + channels_last =="
-timeout 120 python bench/supernet_step.py --device cuda --repeats 5 --warmup 2 --amp --channels_last --rows 64:1 | tee "$OUT/bench_amp_cl.md"
-echo "== SDARTS-ADV search on digits, GPU, amp + channels_last =="
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+echo "== plain vs fast agreement per space, on CUDA =="
+timeout 60 $PY bench/supernet_step.py --device cuda --check --rows '' | tee "$OUT/check.md"
+echo "== bench fp32 (plain vs fast), first and second order =="
+timeout 120 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 \
+    --rows 16:1,64:1,16:2,64:2 | tee "$OUT/bench_fp32.md"
+echo "== bench amp + channels_last (both paths) =="
+timeout 90 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 --amp --channels_last \
+    --rows 64:1,64:2 | tee "$OUT/bench_amp_cl.md"
 cd sdarts/sota/cnn
-timeout 120 python train_search.py --dataset digits --search_space s5 --perturb_alpha pgd_linf \
-    --epochs 2 --layers 5 --init_channels 8 --batch_size 96 --gpu 0 --amp --channels_last \
-    --no_progress --experiments "$OUT/exp" --save gpu 2>&1 | grep -E "device|epoch|acc|final" | tail -12
+COMMON=(--dataset digits --search_space s5 --perturb_alpha pgd_linf --epochs 2 --layers 5
+        --init_channels 8 --batch_size 96 --gpu 0 --no_progress)
+echo "== SDARTS-ADV search on digits, GPU fp32 =="
+timeout 90 $PY train_search.py "${COMMON[@]}" --experiments "$OUT/exp" --save fp32 2>&1 \
+    | grep -E "device|epoch|acc|genotype|error" | tail -8
+echo "== same, amp + channels_last =="
+timeout 90 $PY train_search.py "${COMMON[@]}" --amp --channels_last --experiments "$OUT/exp" \
+    --save amp 2>&1 | grep -E "device|epoch|acc|genotype|error" | tail -8
+echo "== evaluation training under torchrun (NCCL, 1 process), amp + channels_last =="
+timeout 90 $PY -m torch.distributed.run --standalone --nproc_per_node 1 train.py \
+    --dataset digits --layers 6 --init_channels 8 --batch_size 128 --arch DARTS_V2 --epochs 2 \
+    --auxiliary --cutout --cutout_length 4 --amp --channels_last --no_progress \
+    --experiments "$OUT/exp" 2>&1 | grep -E "device|process|epoch|acc|error" | tail -8
