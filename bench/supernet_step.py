@@ -61,6 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--size", type=int, default=32, help="input height and width")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="cudnn.deterministic=True, benchmark=False: what the search and "
+                        "evaluation doors set (for reproducible runs); default: torch's")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after the table, profile one fast-path step of the first row and "
+                        "print the N most expensive ops (CUDA time on CUDA)")
     p.add_argument("--check", action="store_true",
                    help="first compare plain vs fast logits and gradients on every space "
                         "(C=8, 5 cells, batch 8, 16x16) on --device and print that table; "
@@ -222,6 +228,8 @@ def main(argv=None) -> None:
     if args.warmup < 1:
         sys.exit("--warmup must be >= 1 (the first warm-up step measures peak memory)")
     device = torch.device(args.device)
+    if args.deterministic:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     space = get_space(args.space)
     precision = Precision(amp=args.amp, channels_last=args.channels_last)
     rows = []
@@ -242,6 +250,7 @@ def main(argv=None) -> None:
     print(f"DARTS supernet step (alpha step + weight step), space {args.space}, "
           f"C={args.init_channels}, {args.layers} cells, {args.size}x{args.size}x3 input, "
           f"{name}, torch {torch.__version__}, amp={args.amp}, "
+          f"cudnn deterministic={torch.backends.cudnn.deterministic}, "
           f"plain channels_last={args.channels_last}; median of the row's timed steps "
           f"(n) after {args.warmup} warm-up; peak MB = peak allocation above the step's "
           f"start ({mem})")
@@ -265,6 +274,33 @@ def main(argv=None) -> None:
         print(f"  batch {r['batch']} order {r['order']}: "
               + "; ".join(f"{k} " + " ".join(f"{t * 1e3:.0f}" for t in v)
                           for k, v in r["times"].items()) + " ms")
+    if args.profile:
+        profile_step(args, space, rows[0][0], rows[0][1], device, precision)
+
+
+def profile_step(args, space, batch_size: int, order: int, device: torch.device,
+                 precision: Precision) -> None:
+    """Where one fast-path step spends its time (after two warm-up steps)."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(args.seed)
+    shape = (batch_size, 3, args.size, args.size)
+    data = [precision.prepare(torch.randn(shape, device=device)),
+            torch.randint(0, 10, (batch_size,), device=device),
+            precision.prepare(torch.randn(shape, device=device)),
+            torch.randint(0, 10, (batch_size,), device=device)]
+    runner = Runner(Network(args.init_channels, 10, args.layers, space).to(device),
+                    order == 2, precision, device)
+    for _ in range(2):
+        runner.step(*data)
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    with profile(activities=activities) as prof:
+        runner.step(*data)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\nprofile of one fast-path step (batch {batch_size}, order {order}), by {key}:")
+    print(prof.key_averages().table(sort_by=key, row_limit=args.profile, max_name_column_width=60))
 
 
 if __name__ == "__main__":
