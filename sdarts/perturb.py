@@ -9,7 +9,8 @@ onto the simplex by clamp-and-renormalise, as the released code does (reference 
   L-inf ball of radius eps around p, random start, model in eval mode; the attack is
   discarded when it did not raise the loss.
 
-eps rises linearly per epoch from 0.03 to ``epsilon_alpha``.
+eps rises linearly per epoch from 0.03 to ``epsilon_alpha`` (``ramp=False``: constant
+``epsilon_alpha``, as DARTS-PT's tuning phase uses it).
 """
 from __future__ import annotations
 
@@ -46,10 +47,12 @@ def _uniform_like(t: torch.Tensor, eps: float) -> torch.Tensor:
 class RandomSmoothing:
     """SDARTS-RS (the original's ``Random_alpha``)."""
 
-    def __init__(self, epsilon_alpha: float, epochs: int) -> None:
-        self.epsilon_alpha, self.epochs = epsilon_alpha, epochs
+    def __init__(self, epsilon_alpha: float, epochs: int, ramp: bool = True) -> None:
+        self.epsilon_alpha, self.epochs, self.ramp = epsilon_alpha, epochs, ramp
 
     def epsilon(self, epoch: int) -> float:
+        if not self.ramp:
+            return self.epsilon_alpha
         return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
 
     def __call__(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
@@ -61,12 +64,14 @@ class RandomSmoothing:
 class LinfPGD:
     """SDARTS-ADV (the original's ``Linf_PGD_alpha``)."""
 
-    def __init__(self, epsilon_alpha: float, epochs: int, steps: int = 7,
+    def __init__(self, epsilon_alpha: float, epochs: int, ramp: bool = True, steps: int = 7,
                  random_start: bool = True) -> None:
-        self.epsilon_alpha, self.epochs = epsilon_alpha, epochs
+        self.epsilon_alpha, self.epochs, self.ramp = epsilon_alpha, epochs, ramp
         self.steps, self.random_start = steps, random_start
 
     def epsilon(self, epoch: int) -> float:
+        if not self.ramp:
+            return self.epsilon_alpha
         return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
 
     def _loss(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], x: torch.Tensor,
@@ -109,11 +114,11 @@ class LinfPGD:
 PERTURBATIONS = {"none": None, "random": RandomSmoothing, "pgd_linf": LinfPGD}
 
 
-def make_perturbation(name: str, epsilon_alpha: float, epochs: int):
+def make_perturbation(name: str, epsilon_alpha: float, epochs: int, ramp: bool = True):
     """``--perturb_alpha`` to a perturbation (None for 'none')."""
     if name not in PERTURBATIONS:
         raise UserError(f"--perturb_alpha {name!r}: choose from {', '.join(PERTURBATIONS)}")
     if epsilon_alpha < 0:
         raise UserError("--epsilon_alpha must be >= 0")
     cls = PERTURBATIONS[name]
-    return None if cls is None else cls(epsilon_alpha, epochs)
+    return None if cls is None else cls(epsilon_alpha, epochs, ramp)

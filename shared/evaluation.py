@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,7 @@ from shared.runtime import (Precision, choose_device, rng_state, seed_everything
                             to_device)
 
 CHECKPOINT = "checkpoint.pth.tar"
+NUMBERED_CHECKPOINT = "checkpoint_{}.pth.tar"  # every ``ckpt_interval`` epochs; {} = epochs done
 WEIGHTS = "weights.pt"
 KIND = "evaluation"  # marks our checkpoints, so --resume refuses a search run's checkpoint
 LR_SCHEDULERS = ("step", "cosine", "linear")
@@ -78,6 +79,8 @@ class EvalConfig:
     amp: bool = False
     channels_last: bool = False
     progress: bool = True
+    steps_per_epoch: int = 0  # 0: whole loaders; N: each train/test loop stops after N batches
+    ckpt_interval: int = 0    # 0: rolling checkpoint only; N: also keep checkpoint_{N*k}.pth.tar
     extra: dict[str, Any] = field(default_factory=dict)  # the door's flags, saved for --resume
 
 
@@ -119,10 +122,17 @@ def resolve_run(args: argparse.Namespace, typed: set[str], free: set[str], patte
     if args.resume is None:
         return new_dir(), None
     save_dir = args.resume or newest_run(pattern)
-    saved = load_checkpoint(os.path.join(save_dir, CHECKPOINT))
+    return save_dir, load_resumed(args, typed, free, os.path.join(save_dir, CHECKPOINT))
+
+
+def load_resumed(args: argparse.Namespace, typed: set[str], free: set[str],
+                 path: str) -> dict[str, Any]:
+    """Load the evaluation checkpoint ``path`` and continue with the flags it was started with
+    (typed flags outside ``free`` must agree with them). Returns the checkpoint."""
+    saved = load_checkpoint(path)
     if saved.get("kind") != KIND:
-        raise UserError(f"{os.path.join(save_dir, CHECKPOINT)} is not a checkpoint of an "
-                        f"evaluation run (train.py / train_imagenet.py); pass such a run folder")
+        raise UserError(f"{path} is not a checkpoint of an evaluation run (train.py / "
+                        f"train_imagenet.py); pass such a run folder")
     flags = saved.get("config", {}).get("extra", {}).get("flags", {})
     apply_resumed_config(args, flags, typed, free)
     # Free flags not typed now keep the run's values too (not the defaults): e.g. the
@@ -131,7 +141,7 @@ def resolve_run(args: argparse.Namespace, typed: set[str], free: set[str], patte
     for key in free - typed - {"resume"}:
         if key in flags and hasattr(args, key):
             setattr(args, key, flags[key])
-    return save_dir, saved
+    return saved
 
 
 def resolve_genotype(arch: str, saved: dict[str, Any] | None) -> Genotype:
@@ -156,7 +166,9 @@ def validate_config(cfg: EvalConfig) -> None:
               ("label_smooth", 0.0 <= cfg.label_smooth < 1.0, "in [0, 1)"),
               ("auxiliary_weight", cfg.auxiliary_weight >= 0, ">= 0"),
               ("num_workers", cfg.num_workers >= 0, ">= 0"),
-              ("warmup_epochs", cfg.warmup_epochs >= 0, ">= 0")]
+              ("warmup_epochs", cfg.warmup_epochs >= 0, ">= 0"),
+              ("steps_per_epoch", cfg.steps_per_epoch >= 0, ">= 0"),
+              ("ckpt_interval", cfg.ckpt_interval >= 0, ">= 0")]
     for key, ok, rule in checks:
         if not ok:
             raise UserError(f"--{key} must be {rule}, got {getattr(cfg, key)}")
@@ -310,6 +322,8 @@ class EvalTrainer:
             if step % cfg.report_freq == 0:
                 self.logger.info("train %03d %e %f %f", step, objs.avg, top1.avg, top5.avg)
             bar.set_postfix(loss=f"{objs.avg:.3f}", acc=f"{top1.avg:.1f}")
+            if cfg.steps_per_epoch and step + 1 >= cfg.steps_per_epoch:
+                break
         loss_sum, acc_sum, n = dist_utils.all_reduce_sum(
             [objs.sum, top1.sum, top1.cnt], self.ctx, self.device)
         return acc_sum / max(n, 1), loss_sum / max(n, 1)
@@ -332,6 +346,8 @@ class EvalTrainer:
                 if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS
                     self.logger.info("valid %03d %e %f %f", step, sums[0] / sums[3],
                                      sums[1] / sums[3], sums[2] / sums[3])
+                if self.cfg.steps_per_epoch and step + 1 >= self.cfg.steps_per_epoch:
+                    break
         loss, top1, top5, n = dist_utils.all_reduce_sum(sums, self.ctx, self.device)
         n = max(n, 1)
         return top1 / n, top5 / n, loss / n
@@ -385,6 +401,9 @@ class EvalTrainer:
         state = self.state_dict(next_epoch)  # collective: every rank takes part
         if self.ctx.is_main:
             save_checkpoint(state, self.checkpoint_path)
+            if self.cfg.ckpt_interval and next_epoch % self.cfg.ckpt_interval == 0:
+                folder = os.path.dirname(self.checkpoint_path)
+                save_checkpoint(state, os.path.join(folder, NUMBERED_CHECKPOINT.format(next_epoch)))
         dist_utils.barrier(self.ctx)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -465,9 +484,16 @@ def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: to
 
 
 def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
-                   resume: bool = False) -> EpochStats | None:
+                   resume: bool = False, resume_from: str | None = None,
+                   log_file: str = "log.txt",
+                   hooks: Sequence[Callable[[EvalTrainer, EpochStats], None]] = ()
+                   ) -> EpochStats | None:
     """Train ``genotype`` from scratch in ``save_dir`` (or continue it with ``resume``).
 
+    ``resume_from`` continues from that checkpoint file instead of the run's rolling one (e.g. a
+    ``checkpoint_{N}.pth.tar``; later checkpoints are then rewritten). ``log_file`` names the
+    log in ``save_dir``; ``hooks`` run after each epoch on the main process, after the
+    TensorBoard and history hooks.
     Returns the last epoch's statistics (None when a resumed run had nothing left to do).
     Works as one process or under ``torchrun`` (DDP); only rank 0 writes files.
     """
@@ -482,20 +508,24 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
         # Data first: a missing dataset fails before an empty run folder is made.
         datasets = load_datasets(cfg)
         if ctx.is_main:
-            logger = setup_logger(save_dir)
+            logger = setup_logger(save_dir, log_file)
         logger.info("experiment folder: %s", os.path.abspath(save_dir))
         logger.info("device = %s, processes = %d", device, ctx.world_size)
         logger.info("args = %s", asdict(cfg))
         logger.info("genotype = %s", genotype)
         trainer = _make_trainer(cfg, genotype, save_dir, device, ctx, logger, datasets)
-        if resume:
-            trainer.load_state_dict(load_checkpoint(trainer.checkpoint_path))
-            logger.info("resumed from %s at epoch %d", trainer.checkpoint_path,
-                        trainer.start_epoch)
+        if cfg.steps_per_epoch:
+            logger.info("steps_per_epoch = %d: every train/test loop stops after %d batch(es) "
+                        "(a debug run, not a result)", cfg.steps_per_epoch, cfg.steps_per_epoch)
+        if resume or resume_from:
+            path = resume_from or trainer.checkpoint_path
+            trainer.load_state_dict(load_checkpoint(path))
+            logger.info("resumed from %s at epoch %d", path, trainer.start_epoch)
         if ctx.is_main:
             save_genotype(genotype, os.path.join(save_dir, "genotype.json"), arch=cfg.arch)
             writer = tensorboard_writer(save_dir, purge_step=trainer.start_epoch)
-            trainer.epoch_end_hooks = [_tensorboard_hook(writer), _history_hook(save_dir)]
+            trainer.epoch_end_hooks = [_tensorboard_hook(writer), _history_hook(save_dir),
+                                       *hooks]
         stats = trainer.run()
         _finish(trainer, save_dir)
         return stats

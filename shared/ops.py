@@ -117,6 +117,57 @@ class FactorizedReduce(nn.Module):
         return self.bn(out)
 
 
+class NorConv(nn.Module):
+    """NAS-Bench-201's ``nor_conv_kxk``: ReLU -> Conv(bias=False) -> BN (AutoDL's ReLUConvBN).
+
+    The layers sit in ``self.op`` as in AutoDL, so the state_dict keys (``op.1.weight``,
+    ``op.2.running_mean``) match AutoDL / darts-pt checkpoints. BN keeps running statistics in
+    search too (darts-pt: affine=False, track_running_stats=True).
+    """
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True, track_running_stats: bool = True) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ResNetBasicblock(nn.Module):
+    """AutoDL's residual block between NAS-Bench-201 stages (fixed, not searched).
+
+    conv_a (3x3, ``stride``) -> conv_b (3x3), both NorConv with affine BN, plus a shortcut:
+    AvgPool(2, 2) -> Conv1x1 (no BN) at stride 2, NorConv 1x1 when only the width changes.
+    It is affine in the supernet too, exactly as darts-pt builds it.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int, affine: bool = True) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"ResNetBasicblock stride must be 1 or 2, got {stride}")
+        self.conv_a = NorConv(inplanes, planes, 3, stride, 1, affine)
+        self.conv_b = NorConv(planes, planes, 3, 1, 1, affine)
+        self.downsample: nn.Module | None
+        if stride == 2:
+            self.downsample = nn.Sequential(
+                nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+                nn.Conv2d(inplanes, planes, kernel_size=1, stride=1, padding=0, bias=False))
+        elif inplanes != planes:
+            self.downsample = NorConv(inplanes, planes, 1, 1, 0, affine)
+        else:
+            self.downsample = None
+        self.in_dim, self.out_dim, self.stride = inplanes, planes, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        return residual + self.conv_b(self.conv_a(x))
+
+
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 OPS: dict[str, OpFactory] = {
@@ -134,6 +185,12 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
     "conv_7x1_1x7": lambda C, stride, affine: FactorizedConv(C, 7, stride, affine=affine),
     "conv_3x1_1x3": lambda C, stride, affine: FactorizedConv(C, 3, stride, affine=affine),
+    # NAS-Bench-201 (AutoDL cell_operations.py). Its 'none', 'skip_connect' and 'avg_pool_3x3'
+    # are the entries above: for C_in == C_out and stride 1, the only case an NB201 cell
+    # builds, AutoDL's Zero is x * 0, its skip is the identity and its POOLING('avg') is
+    # AvgPool2d(3, stride, 1, count_include_pad=False) with no BN (tests/test_nb201.py checks).
+    "nor_conv_1x1": lambda C, stride, affine: NorConv(C, C, 1, stride, 0, affine=affine),
+    "nor_conv_3x3": lambda C, stride, affine: NorConv(C, C, 3, stride, 1, affine=affine),
 }
 
 

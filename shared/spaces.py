@@ -99,3 +99,78 @@ def get_space(name: str) -> CellSpace:
         return SPACES[name]
     except KeyError:
         raise UserError(f"unknown search space {name!r}; choose from {', '.join(SPACES)}") from None
+
+
+# -- NAS-Bench-201 ----------------------------------------------------------------------------
+# A different shape from the DARTS cells above: one input node, 4 nodes in all, every pair of
+# nodes joined (6 edges), the same 5 candidates on every edge and no topology choice: 'none' on
+# an edge plays the role of removing it. So it is its own table, not a CellSpace row.
+
+NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3",
+                              "avg_pool_3x3")
+NB201_MAX_NODES = 4
+# (to_node, from_node) in AutoDL's edge order, the sorted keys '1<-0', '2<-0', '2<-1', '3<-0',
+# '3<-1', '3<-2'. Row e of the (6 x ops) alpha and of every NB201 weight tensor is edge e.
+NB201_EDGES: tuple[tuple[int, int], ...] = tuple(
+    (to, frm) for to in range(1, NB201_MAX_NODES) for frm in range(to))
+
+
+def nb201_edge_key(edge: tuple[int, int]) -> str:
+    """AutoDL's name of an edge, e.g. '2<-1' (the ModuleDict key in darts-pt's search cell)."""
+    return f"{edge[0]}<-{edge[1]}"
+
+
+@dataclass(frozen=True)
+class NB201Space:
+    """The NAS-Bench-201 cell space: candidate ops (same on every edge) and the 6 edges."""
+
+    name: str = "nas-bench-201"
+    ops: tuple[str, ...] = NB201_OPS
+    edges: tuple[tuple[int, int], ...] = NB201_EDGES
+    max_nodes: int = NB201_MAX_NODES
+    description: str = "NAS-Bench-201: 4 nodes, 6 edges, 5 ops, 15,625 cells"
+
+    def __post_init__(self) -> None:
+        if not set(self.ops) <= set(NB201_OPS):
+            # Every derived cell must be an NB201 cell, so the benchmark can be queried.
+            raise ValueError(f"space {self.name}: ops {self.ops} are not all NB201 ops")
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.edges)
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.ops)
+
+    @property
+    def edge_keys(self) -> tuple[str, ...]:
+        return tuple(nb201_edge_key(e) for e in self.edges)
+
+
+# darts-pt's nasbench201/cell_operations.py offers reduced candidate sets over the same cell
+# (its --search_space flag). Only those whose ops are all NB201 ops are kept here: their cells
+# are still NB201 cells. ('nas-bench-201-s4' with the 'noise' op and 'darts' are not.)
+NB201_SPACES: dict[str, NB201Space] = {
+    s.name: s for s in (
+        NB201Space(),
+        NB201Space("nas-bench-201-simple",
+                   ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"),
+                   description="NB201 without 'none'"),
+        NB201Space("nas-bench-201-s2", ("skip_connect", "nor_conv_3x3"),
+                   description="NB201 analogue of RobustDARTS S2"),
+        NB201Space("nas-bench-201-s10", ("none", "nor_conv_3x3"),
+                   description="'none' or conv 3x3 on every edge"),
+        NB201Space("connect-nas", ("none", "skip_connect", "nor_conv_3x3"),
+                   description="three-op connectivity space"),
+    )
+}
+
+
+def get_nb201_space(name: str = "nas-bench-201") -> NB201Space:
+    """Look up an NB201-shaped space by name; unknown names are a user error listing choices."""
+    try:
+        return NB201_SPACES[name]
+    except KeyError:
+        raise UserError(f"unknown NAS-Bench-201 search space {name!r}; choose from "
+                        f"{', '.join(NB201_SPACES)}") from None

@@ -10,6 +10,8 @@ from torch.utils.data import Dataset
 from shared.errors import UserError
 
 from .digits import DigitsDataset
+from .imagenet16 import FOLDER as IMAGENET16_FOLDER
+from .imagenet16 import ImageNet16
 from .names import check_dataset
 
 # What each downloadable dataset needs on disk, for the error message.
@@ -38,9 +40,10 @@ def get_dataset(
 
     CIFAR / SVHN use torchvision with ``download`` (as the original code did); if the
     files are absent and the download fails, a UserError says which files to put
-    where. ImageNet is never downloaded. ``digits`` is built in and ignores ``root``.
+    where. ImageNet and ImageNet16-120 (read from ``root/imagenet16``, as darts-pt) are
+    never downloaded. ``digits`` is built in and ignores ``root``.
 
-    ``dataset_cls`` replaces the torchvision class for CIFAR / SVHN / ImageNet; it
+    ``dataset_cls`` replaces the class for CIFAR / SVHN / ImageNet / ImageNet16-120; it
     must take the same constructor arguments. Tests use it to inject a subclass
     whose md5 checks are disabled, so the real loading code runs on tiny fake files.
     """
@@ -50,6 +53,10 @@ def get_dataset(
     root = Path(root).expanduser().resolve()
     if name == "imagenet":
         return _imagenet(root, train, transform, dataset_cls or tvd.ImageFolder)
+    if name == "imagenet16-120":
+        # Never downloaded (Google Drive only); ImageNet16 raises the UserError itself.
+        return (dataset_cls or ImageNet16)(root / IMAGENET16_FOLDER, train=train,
+                                           transform=transform, num_classes=120)
     cls = dataset_cls or _default_class(name)
     kwargs: dict[str, Any]
     if name == "svhn":

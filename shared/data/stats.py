@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 # Dataset names accepted everywhere (``--dataset``); order is the one shown in errors.
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "imagenet", "digits")
+DATASETS: tuple[str, ...] = (
+    "cifar10", "cifar100", "svhn", "imagenet", "imagenet16-120", "digits")
 
 # (mean, std) per channel, applied after ToTensor, i.e. on [0, 1] pixels.
 # CIFAR-10 values are the full-precision ones used by DARTS / SDARTS.
@@ -14,6 +15,12 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # AutoDL / darts-pt (get_dataset_with_transform.py): [122.68, 116.66, 104.01] / 255 and
+    # [63.22, 61.26, 65.09] / 255.
+    "imagenet16-120": (
+        (122.68 / 255, 116.66 / 255, 104.01 / 255),
+        (63.22 / 255, 61.26 / 255, 65.09 / 255),
+    ),
     # Computed once over all 1797 images of sklearn's load_digits(), pixels / 16
     # (population std over every pixel); tests/test_data.py recomputes it.
     "digits": ((0.30526028624095713,), (0.3760492217920148,)),
@@ -24,6 +31,7 @@ NUM_CLASSES: dict[str, int] = {
     "cifar100": 100,
     "svhn": 10,
     "imagenet": 1000,
+    "imagenet16-120": 120,
     "digits": 10,
 }
 
@@ -32,6 +40,7 @@ IN_CHANNELS: dict[str, int] = {
     "cifar100": 3,
     "svhn": 3,
     "imagenet": 3,
+    "imagenet16-120": 3,
     "digits": 1,
 }
 
@@ -40,5 +49,6 @@ IMAGE_SIZE: dict[str, int] = {
     "cifar100": 32,
     "svhn": 32,
     "imagenet": 224,
+    "imagenet16-120": 16,
     "digits": 8,
 }

@@ -38,6 +38,14 @@ def train_transform(
             T.ToTensor(),
             _normalize(dataset),
         ]
+    elif dataset == "imagenet16-120":
+        # AutoDL / darts-pt order: flip first, then crop with 2 pixels of padding.
+        steps = [
+            T.RandomHorizontalFlip(),
+            T.RandomCrop(size, padding=2),
+            T.ToTensor(),
+            _normalize(dataset),
+        ]
     elif dataset == "digits":
         # Tensor-in: no ToTensor. No flips: a mirrored 2 or 7 is not a 2 or 7.
         steps = [T.RandomCrop(size, padding=1), _normalize(dataset)]

@@ -6,7 +6,7 @@ Blank-PT keeps alpha fixed. ``mixing_weights()`` gives the plain softmax(alpha).
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -106,6 +106,9 @@ class Network(nn.Module):
         num_edges = sum(2 + i for i in range(steps))
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(False)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(True)))
+        # A function of the mixing weights applied by mixing_weights() (and hence by the
+        # default forward, the alpha step and genotype()); explicit weights bypass it.
+        self.mixing_transform: Callable[[MixingWeights], MixingWeights] | None = None
 
     # -- parameters -------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -120,8 +123,10 @@ class Network(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------
     def mixing_weights(self) -> MixingWeights:
-        """softmax(alpha) per edge, the DARTS relaxation."""
-        return F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
+        """softmax(alpha) per edge, the DARTS relaxation, through ``mixing_transform`` if set
+        (DARTS-PT substitutes the rows of projected edges there)."""
+        weights = F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
+        return self.mixing_transform(weights) if self.mixing_transform is not None else weights
 
     def forward(self, x: torch.Tensor, weights: MixingWeights | None = None,
                 cell_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:

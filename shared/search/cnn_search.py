@@ -65,69 +65,117 @@ def _generator(seed: int) -> torch.Generator:
     return g
 
 
+@dataclass
+class CNNSearch:
+    """Everything a CNN search run is made of, built once; methods compose phases from it
+    (DARTS-PT's projection reuses the model, queues and architect after the supernet phase)."""
+
+    cfg: CNNSearchConfig
+    space: Any
+    device: torch.device
+    logger: Any
+    precision: Precision
+    train_data: Any
+    model: Network
+    optimizer: torch.optim.Optimizer
+    architect: Architect | None
+    loop: SearchLoop
+    generators: tuple[torch.Generator, ...]
+
+
+def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
+                     perturbation: Perturbation | None = None,
+                     weight_grad_hooks: list[Callable] | None = None,
+                     fixed_alpha: bool = False, numbered_checkpoints: int = 0,
+                     max_batches: int | None = None) -> CNNSearch:
+    """Data, supernet, optimisers and the loop of a search in ``save_dir`` (nothing run yet).
+
+    ``fixed_alpha``: no alpha step at all (Blank-PT trains the weights under the initial,
+    near-uniform softmax(alpha))."""
+    space = get_space(cfg.search_space)
+    device = choose_device(cfg.gpu)
+    seed_everything(cfg.seed)
+    logger.info("device = %s", device)
+    logger.info("args = %s", asdict(cfg))
+
+    train_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
+                               transform=D.train_transform(cfg.dataset, cfg.cutout,
+                                                           cfg.cutout_length, cfg.cutout_prob))
+    g_train, g_valid = _generator(cfg.seed), _generator(cfg.seed + 1)
+    train_queue, valid_queue, valid_eval_queue = D.search_loaders(
+        train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers, g_train, g_valid,
+        pin_memory=device.type == "cuda")
+    if cfg.debug:
+        train_queue = [next(iter(train_queue))]
+        valid_queue.batch_sampler.num_batches = 1
+
+    precision = Precision(cfg.amp, cfg.channels_last)
+    model = Network(cfg.init_channels, D.NUM_CLASSES[cfg.dataset], cfg.layers, space,
+                    in_channels=D.IN_CHANNELS[cfg.dataset])
+    model = precision.prepare_model(model.to(device))
+    logger.info("param size = %fMB", sum(p.numel() for p in model.weight_parameters()) / 1e6)
+    optimizer = torch.optim.SGD(model.weight_parameters(), cfg.learning_rate,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # Stepped at the END of each epoch: epoch e trains with the closed-form DARTS lr_e
+    # (0.3.1 semantics), and the same lr is the unrolled step's eta.
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, float(cfg.epochs), eta_min=cfg.learning_rate_min)
+    architect = None if fixed_alpha else Architect(
+        model, cfg.arch_learning_rate, cfg.arch_weight_decay, cfg.momentum, cfg.weight_decay,
+        cfg.unrolled)
+    loop = SearchLoop(
+        model=model, optimizer=optimizer, scheduler=scheduler, architect=architect,
+        train_queue=train_queue, valid_queue=valid_queue, valid_eval_queue=valid_eval_queue,
+        epochs=cfg.epochs, device=device, logger=logger,
+        checkpoint_path=os.path.join(save_dir, CHECKPOINT), grad_clip=cfg.grad_clip,
+        report_freq=cfg.report_freq, warm_start_epochs=cfg.warm_start_epochs,
+        perturbation=perturbation, weight_grad_hooks=list(weight_grad_hooks or []),
+        generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
+        progress=cfg.progress, numbered_checkpoints=numbered_checkpoints,
+        max_batches=max_batches)
+    return CNNSearch(cfg, space, device, logger, precision, train_data, model, optimizer,
+                     architect, loop, (g_train, g_valid))
+
+
+def attach_outputs(loop: SearchLoop, out_dir: str, space) -> Any:
+    """TensorBoard (``out_dir/runs``), ``history.json`` and the plots, refreshed every epoch.
+    Returns the SummaryWriter (the caller closes it)."""
+    writer = tensorboard_writer(out_dir, purge_step=loop.start_epoch)
+    loop.epoch_end_hooks = [_tensorboard_hook(writer), _outputs_hook(out_dir, space),
+                            *loop.epoch_end_hooks]
+    return writer
+
+
+def write_outputs(out_dir: str, space, history: list[dict], genotype: Genotype,
+                  cfg: CNNSearchConfig) -> None:
+    """``genotype.json`` and the final plots."""
+    save_genotype(genotype, os.path.join(out_dir, "genotype.json"),
+                  search_space=cfg.search_space, dataset=cfg.dataset)
+    _write_plots(out_dir, space, history, genotype)
+
+
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    perturbation: Perturbation | None = None,
                    weight_grad_hooks: list[Callable] | None = None,
                    epoch_end_hooks: list[Callable] | None = None) -> Genotype:
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype."""
-    space = get_space(cfg.search_space)
     logger = setup_logger(save_dir)
+    writer = None
     try:
-        device = choose_device(cfg.gpu)
-        seed_everything(cfg.seed)
-        logger.info("device = %s", device)
-        logger.info("args = %s", asdict(cfg))
-
-        train_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
-                                   transform=D.train_transform(cfg.dataset, cfg.cutout,
-                                                               cfg.cutout_length, cfg.cutout_prob))
-        g_train, g_valid = _generator(cfg.seed), _generator(cfg.seed + 1)
-        train_queue, valid_queue, valid_eval_queue = D.search_loaders(
-            train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers, g_train, g_valid,
-            pin_memory=device.type == "cuda")
-        if cfg.debug:
-            train_queue = [next(iter(train_queue))]
-            valid_queue.batch_sampler.num_batches = 1
-
-        precision = Precision(cfg.amp, cfg.channels_last)
-        model = Network(cfg.init_channels, D.NUM_CLASSES[cfg.dataset], cfg.layers, space,
-                        in_channels=D.IN_CHANNELS[cfg.dataset])
-        model = precision.prepare_model(model.to(device))
-        logger.info("param size = %fMB",
-                    sum(p.numel() for p in model.weight_parameters()) / 1e6)
-        optimizer = torch.optim.SGD(model.weight_parameters(), cfg.learning_rate,
-                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        # Stepped at the END of each epoch: epoch e trains with the closed-form DARTS lr_e
-        # (0.3.1 semantics), and the same lr is the unrolled step's eta.
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, float(cfg.epochs), eta_min=cfg.learning_rate_min)
-        architect = Architect(model, cfg.arch_learning_rate, cfg.arch_weight_decay,
-                              cfg.momentum, cfg.weight_decay, cfg.unrolled)
-
-        writer = None
-        loop = SearchLoop(
-            model=model, optimizer=optimizer, scheduler=scheduler, architect=architect,
-            train_queue=train_queue, valid_queue=valid_queue, valid_eval_queue=valid_eval_queue,
-            epochs=cfg.epochs, device=device, logger=logger,
-            checkpoint_path=os.path.join(save_dir, CHECKPOINT), grad_clip=cfg.grad_clip,
-            report_freq=cfg.report_freq, warm_start_epochs=cfg.warm_start_epochs,
-            perturbation=perturbation, weight_grad_hooks=list(weight_grad_hooks or []),
-            generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
-            progress=cfg.progress)
+        search = build_cnn_search(cfg, save_dir, logger, perturbation=perturbation,
+                                  weight_grad_hooks=weight_grad_hooks)
+        loop = search.loop
+        loop.epoch_end_hooks = list(epoch_end_hooks or [])
         if resume:
-            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=device))
+            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        writer = tensorboard_writer(save_dir, purge_step=loop.start_epoch)
-        loop.epoch_end_hooks = [_tensorboard_hook(writer), _outputs_hook(save_dir, space),
-                                *(epoch_end_hooks or [])]
+        writer = attach_outputs(loop, save_dir, search.space)
         genotype = loop.run()
-        save_genotype(genotype, os.path.join(save_dir, "genotype.json"),
-                      search_space=cfg.search_space, dataset=cfg.dataset)
-        _write_plots(save_dir, space, loop.history, genotype)
+        write_outputs(save_dir, search.space, loop.history, genotype, cfg)
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return genotype
     finally:
-        if "writer" in locals() and writer is not None:
+        if writer is not None:
             writer.close()
         close_logger(logger)
 

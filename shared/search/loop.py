@@ -7,14 +7,20 @@ method may replace. The moments a method can hook:
 * ``architect``       -- the alpha step: first order, second order, or None (alpha fixed);
 * ``perturbation``    -- before the weight step: replace softmax(alpha) (SDARTS);
 * ``weight_grad_hooks`` -- after the weight backward, before clipping (Lambda-DARTS);
+* ``epoch_start_hooks`` -- start of epoch, before any step (DARTS-PT projects here);
 * ``epoch_end_hooks`` -- end of epoch: log, plot, query a benchmark;
 * ``select``          -- genotype selection (argmax by default; DARTS-PT projects instead).
 
-Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically.
+Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically
+(``extra_state`` adds a method's own state, e.g. DARTS-PT's projection decisions); with
+``numbered_checkpoints`` every N-th epoch is also kept as ``checkpoint_{epoch}.pth.tar``, the
+files DARTS-PT's projection starts from.
 """
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
@@ -73,7 +79,11 @@ class SearchLoop:
     warm_start_epochs: int = 0
     perturbation: Perturbation | None = None
     weight_grad_hooks: list[Callable[[torch.nn.Module], None]] = field(default_factory=list)
+    epoch_start_hooks: list[Callable[["SearchLoop", int], None]] = field(default_factory=list)
     epoch_end_hooks: list[Callable[["SearchLoop", EpochResult], None]] = field(default_factory=list)
+    extra_state: dict[str, Any] = field(default_factory=dict)  # name -> obj with (load_)state_dict
+    numbered_checkpoints: int = 0  # keep checkpoint_{epoch}.pth.tar every N epochs (0: never)
+    max_batches: int | None = None  # per epoch and per evaluation (DARTS-PT --fast: 1)
     select: Callable[[torch.nn.Module], Genotype] | None = None
     generators: tuple[torch.Generator, ...] = ()
     precision: Precision = field(default_factory=Precision)
@@ -95,10 +105,13 @@ class SearchLoop:
         model, amp = self.model, self.precision.autocast(self.device)
         objs, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
         update_alpha = self.architect is not None and epoch >= self.warm_start_epochs
-        steps = zip(self.train_queue, self.valid_queue)
-        bar = tqdm(steps, total=len(self.train_queue), desc=f"epoch {epoch}", leave=False,
+        total = len(self.train_queue)
+        if self.max_batches is not None:
+            total = min(total, self.max_batches)
+        steps = zip(range(total), self.train_queue, self.valid_queue)
+        bar = tqdm(steps, total=total, desc=f"epoch {epoch}", leave=False,
                    disable=not self.progress, dynamic_ncols=True)
-        for step, (batch, batch_s) in enumerate(bar):
+        for step, batch, batch_s in bar:
             model.train()
             x, y = to_device(batch, self.device, self.precision)
             x_s, y_s = to_device(batch_s, self.device, self.precision)
@@ -135,7 +148,9 @@ class SearchLoop:
         model.eval()
         objs, top1 = AverageMeter(), AverageMeter()
         with self.precision.autocast(self.device):
-            for batch in self.valid_eval_queue:
+            for i, batch in enumerate(self.valid_eval_queue):
+                if self.max_batches is not None and i >= self.max_batches:
+                    break
                 x, y = to_device(batch, self.device, self.precision)
                 logits = model(x)
                 objs.update(F.cross_entropy(logits, y).item(), x.size(0))
@@ -151,6 +166,8 @@ class SearchLoop:
         for epoch in range(self.start_epoch, self.epochs):
             lr = self.scheduler.get_last_lr()[0]
             self.logger.info("epoch %d lr %e", epoch, lr)
+            for start_hook in self.epoch_start_hooks:
+                start_hook(self, epoch)
             if self.perturbation is not None and hasattr(self.perturbation, "epsilon"):
                 self.logger.info("epoch %d epsilon_alpha %e", epoch,
                                  self.perturbation.epsilon(epoch))
@@ -186,10 +203,16 @@ class SearchLoop:
             "rng": rng_state(*self.generators),
             "history": self.history,
             "config": self.config,
+            "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
         }
 
     def save(self, next_epoch: int) -> None:
         save_checkpoint(self.state_dict(next_epoch), self.checkpoint_path)
+        if self.numbered_checkpoints and next_epoch % self.numbered_checkpoints == 0:
+            numbered = os.path.join(os.path.dirname(self.checkpoint_path),
+                                    f"checkpoint_{next_epoch}.pth.tar")
+            shutil.copyfile(self.checkpoint_path, numbered + ".tmp")
+            os.replace(numbered + ".tmp", numbered)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["state_dict"])
@@ -200,6 +223,8 @@ class SearchLoop:
         set_rng_state(state["rng"], *self.generators)
         self.history = list(state.get("history", []))
         self.start_epoch = int(state["epoch"])
+        for name, obj in self.extra_state.items():
+            obj.load_state_dict(state.get("extra", {})[name])
 
 
 def _fmt(w: torch.Tensor) -> str:

@@ -1,0 +1,216 @@
+"""Train a genotype from scratch on CIFAR-10/100 or SVHN (DARTS-PT sota/cnn/train.py).
+
+    cd darts_pt/sota/cnn && python train.py --arch darts_pt_s5_0 --auxiliary --cutout
+    python train.py --arch ../../experiments/sota/cifar10/search-.../genotype.json
+    bash exp_scripts/eval.sh --arch darts_pt_s5_0            # the paper's wrapper (--save eval)
+
+Flags and defaults are the original's; the engine (``shared/evaluation.py``) does the work.
+Output: ``../../experiments/sota/{dataset}/eval/{save}-{arch}-{seed}[-cutout-{len}-{prob}]
+[-auxiliary-{weight}]`` (no timestamp, as the original; a genotype .json is named by its file
+stem) with ``log.txt``, TensorBoard ``runs/``, ``history.json``, ``weights.pt``, the rolling
+``checkpoint.pth.tar`` (every epoch) and ``checkpoint_{N}.pth.tar`` every ``--ckpt_interval``
+epochs (N = epochs done; 0 keeps none).
+
+Differences from the original, each on purpose:
+
+* Resume: ``--resume_epoch N --resume_expid X`` continues from ``checkpoint_N.pth.tar`` of run
+  ``X`` and logs to ``log_resume_{N}.txt`` there; ``--resume_epoch -1`` takes the run's newest
+  (rolling) checkpoint and names the log after its epoch. The original looked in
+  ``experiments/sota/{dataset}/{X}``, dropping the ``eval/`` of the folders it itself creates
+  (a bug): we look in ``experiments/sota/{dataset}/eval/{X}`` first, then in
+  ``experiments/sota/{dataset}/{X}``. The engine-wide ``--resume [RUN_DIR]`` works too (bare:
+  the folder these flags name). On resume the run's saved flags apply; a typed flag that would
+  change the computation is refused.
+* An existing run folder without a resume flag is refused with the command that continues it
+  (the original asked interactively whether to delete it).
+* The result is the LAST epoch's test accuracy (``final (last epoch E) valid_acc``). The
+  original's closing ``best valid_acc`` was the maximum TEST accuracy over epochs; it is logged
+  each epoch as ``max test acc over epochs``, labelled as information only.
+* ``--gpu auto`` is the first GPU (the CPU without CUDA), not gpustat's least-used one;
+  ``--gpu -1`` forces the CPU. ``--queue`` called a helper the original never shipped and is
+  refused. ``--fast`` (one batch per train/test loop, a debug run) is the engine's
+  ``steps_per_epoch = 1``. ``--model_path`` is unused, as in the original.
+* Additions: ``--dataset digits`` (embedded data), ``--experiments``, ``--num_workers``,
+  ``--amp``, ``--channels_last``, ``--no_progress``; ``torchrun`` for data parallelism.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
+from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.evaluation import (CHECKPOINT, NUMBERED_CHECKPOINT, EpochStats,  # noqa: E402
+                               EvalConfig, EvalTrainer, arch_label, load_resumed,
+                               resolve_genotype, resolve_run, run_evaluation)
+
+DATASETS = ("cifar10", "cifar100", "svhn", "digits")
+# Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
+FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress", "save",
+                  "experiments", "model_path", "resume_epoch", "resume_expid", "ckpt_interval"}
+UNSET_EXPID = ("", "none")  # exp_scripts pass 'none' for "no resume"
+
+
+def gpu_flag(value: str) -> int:
+    """``auto`` (the original's default) -> the first GPU, or the CPU without CUDA."""
+    if value == "auto":
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a GPU index, -1 (CPU) "
+                                         f"or auto") from None
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser("cifar")
+    p.add_argument("--data", type=str, default="../../data", help="location of the data corpus")
+    p.add_argument("--dataset", type=str, default="cifar10", choices=DATASETS)
+    p.add_argument("--batch_size", type=int, default=96,
+                   help="batch size (global: split across torchrun processes)")
+    p.add_argument("--learning_rate", type=float, default=0.025, help="init learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="momentum")
+    p.add_argument("--weight_decay", type=float, default=3e-4, help="weight decay")
+    p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
+    p.add_argument("--gpu", type=gpu_flag, default="auto",
+                   help="gpu device id; auto: the first GPU (CPU without CUDA); -1: the CPU")
+    p.add_argument("--epochs", type=int, default=600, help="num of training epochs")
+    p.add_argument("--init_channels", type=int, default=36, help="num of init channels")
+    p.add_argument("--layers", type=int, default=20, help="total number of layers")
+    p.add_argument("--model_path", type=str, default="saved_models",
+                   help="unused by the original either; kept so its commands still parse")
+    p.add_argument("--auxiliary", action="store_true", default=False, help="use auxiliary tower")
+    p.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight for auxiliary loss")
+    p.add_argument("--cutout", action="store_true", default=False, help="use cutout")
+    p.add_argument("--cutout_length", type=int, default=16, help="cutout length")
+    p.add_argument("--cutout_prob", type=float, default=1.0, help="cutout probability")
+    p.add_argument("--drop_path_prob", type=float, default=0.2, help="drop path probability")
+    p.add_argument("--save", type=str, default="exp", help="experiment name")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    # The original's default; it is SDARTS-ADV's S4/CIFAR-100 cell in our registry.
+    p.add_argument("--arch", type=str, default="c100_s4_pgd",
+                   help="registered genotype name or a genotype .json written by a search")
+    p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
+    p.add_argument("--resume_epoch", type=int, default=0,
+                   help="continue run --resume_expid from its checkpoint_N.pth.tar "
+                        "(-1: its newest checkpoint)")
+    p.add_argument("--ckpt_interval", type=int, default=50,
+                   help="keep checkpoint_N.pth.tar every N epochs (0: none)")
+    p.add_argument("--resume_expid", type=str, default="",
+                   help="folder name of the run to resume (under experiments/sota/DATASET/eval)")
+    p.add_argument("--fast", action="store_true", default=False,
+                   help="debug: one batch per train/test loop")
+    p.add_argument("--queue", action="store_true", default=False,
+                   help="refused: the original's GPU queue helper never existed")
+    add_runtime_flags(p, "--save/--arch/--seed/--dataset/--cutout/--auxiliary", num_workers=2)
+    return p
+
+
+def run_dir(args) -> str:
+    """{save}-{arch}-{seed}[-cutout-{len}-{prob}][-auxiliary-{weight}] under .../eval."""
+    name = f"{args.save}-{arch_label(args.arch)}-{args.seed}"
+    if args.cutout:
+        name += f"-cutout-{args.cutout_length}-{args.cutout_prob}"
+    if args.auxiliary:
+        name += f"-auxiliary-{args.auxiliary_weight}"
+    return os.path.join(args.experiments, "sota", args.dataset, "eval", name)
+
+
+def new_run_dir(args) -> str:
+    path = run_dir(args)
+    if os.path.exists(path):
+        raise UserError(f"run folder {path} already exists; continue it with --resume_epoch -1 "
+                        f"--resume_expid {os.path.basename(path)} (or --resume), or start "
+                        f"another run with a different --save or --seed")
+    return path
+
+
+def check_flags(args) -> str:
+    """Refuse contradictory or dead flags; returns the resume expid ('' for none)."""
+    if args.queue:
+        raise UserError("--queue waited for a free GPU through a helper the original never "
+                        "shipped (ig_utils.queue_gpu); drop it and choose the GPU with --gpu N")
+    expid = "" if args.resume_expid in UNSET_EXPID else args.resume_expid
+    if args.resume_epoch < -1:
+        raise UserError(f"--resume_epoch {args.resume_epoch}: pass N >= 1 (checkpoint_N.pth.tar)"
+                        f", -1 (the newest checkpoint) or 0 (a new run)")
+    if args.resume_epoch and not expid:
+        raise UserError(f"--resume_epoch {args.resume_epoch} needs --resume_expid NAME, the "
+                        f"folder of the run to continue (under experiments/sota/DATASET/eval)")
+    if expid and not args.resume_epoch:
+        raise UserError(f"--resume_expid {expid} needs --resume_epoch N (its "
+                        f"checkpoint_N.pth.tar) or --resume_epoch -1 (its newest checkpoint)")
+    if expid and args.resume is not None:
+        raise UserError("pass either --resume [RUN_DIR] or --resume_epoch/--resume_expid")
+    return expid
+
+
+def resume_checkpoint(experiments: str, dataset: str, expid: str, epoch: int) -> str:
+    """The checkpoint ``--resume_epoch epoch --resume_expid expid`` names: in ``eval/{expid}``
+    (where runs are), else in ``{expid}`` (where the original looked)."""
+    name = CHECKPOINT if epoch == -1 else NUMBERED_CHECKPOINT.format(epoch)
+    folders = [os.path.join(experiments, "sota", dataset, "eval", expid),
+               os.path.join(experiments, "sota", dataset, expid)]
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    existing = [f for f in folders if os.path.isdir(f)]
+    if not existing:
+        raise UserError(f"--resume_expid {expid}: no run folder {folders[0]} (nor {folders[1]}); "
+                        f"pass the folder name of a run of --dataset {dataset}")
+    have = sorted(os.path.basename(p) for p in glob.glob(os.path.join(existing[0], "checkpoint*"
+                                                                      ".pth.tar")))
+    raise UserError(f"--resume_epoch {epoch}: {existing[0]} has no {name} (it has: "
+                    f"{', '.join(have) or 'no checkpoint'}; --resume_epoch -1 takes the "
+                    f"newest, checkpoint.pth.tar)")
+
+
+def log_max_test_acc(trainer: EvalTrainer, stats: EpochStats) -> None:
+    """What the original logged as 'best valid_acc' (its valid queue is the test split)."""
+    best = max(h["valid_acc"] for h in trainer.history)
+    trainer.logger.info("max test acc over epochs %f (information only; the result is the "
+                        "last epoch's valid_acc)", best)
+
+
+def to_config(args) -> EvalConfig:
+    return EvalConfig(
+        data=args.data, dataset=args.dataset, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, momentum=args.momentum,
+        weight_decay=args.weight_decay, report_freq=args.report_freq, gpu=args.gpu,
+        epochs=args.epochs, init_channels=args.init_channels, layers=args.layers,
+        auxiliary=args.auxiliary, auxiliary_weight=args.auxiliary_weight, cutout=args.cutout,
+        cutout_length=args.cutout_length, cutout_prob=args.cutout_prob,
+        drop_path_prob=args.drop_path_prob, seed=args.seed, arch=args.arch,
+        grad_clip=args.grad_clip, lr_scheduler="cosine", num_workers=args.num_workers,
+        amp=args.amp, channels_last=args.channels_last, progress=args.progress,
+        steps_per_epoch=1 if args.fast else 0, ckpt_interval=args.ckpt_interval,
+        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
+    expid = check_flags(args)
+    resume_from, log_file = None, "log.txt"
+    if expid:
+        resume_from = resume_checkpoint(args.experiments, args.dataset, expid, args.resume_epoch)
+        saved = load_resumed(args, typed, FREE_ON_RESUME, resume_from)
+        save_dir = os.path.dirname(resume_from)
+        epoch = args.resume_epoch if args.resume_epoch > 0 else int(saved.get("epoch", 0))
+        log_file = f"log_resume_{epoch}.txt"
+    else:
+        save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, glob.escape(run_dir(args)),
+                                      lambda: new_run_dir(args))
+    genotype = resolve_genotype(args.arch, saved)
+    run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None,
+                   resume_from=resume_from, log_file=log_file, hooks=[log_max_test_acc])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Train a genotype from scratch on CIFAR-100 (DARTS-PT's exp_scripts/eval-c100.sh):
+#   bash exp_scripts/eval-c100.sh --arch darts_pt_s1_c100_1 [--seed 2] [--gpu 0]
+#   bash exp_scripts/eval-c100.sh --arch darts_pt_s1_c100_1 --resume_epoch 50 \
+#       --resume_expid eval-c100-darts_pt_s1_c100_1-2-cutout-16-1.0-auxiliary-0.4
+# Original names: dataset seed gpu arch batch_size learning_rate resume_expid resume_epoch.
+# Additions for small/CPU runs, passed to train.py only when given: epochs init_channels
+# layers data cutout_length num_workers experiments, and the switches --fast 1, --no_progress 1.
+# C=16, 8 cells (--init_channels 16 --layers 8, as the original; overridable);
+# --auxiliary --cutout always. --help lists the names.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_args.sh"
+
+dataset=${dataset:-cifar100}
+seed=${seed:-2}
+gpu=${gpu:-auto}
+arch=${arch:-none}
+batch_size=${batch_size:-96}
+learning_rate=${learning_rate:-0.025}
+resume_expid=${resume_expid:-none}
+resume_epoch=${resume_epoch:-0}
+init_channels=${init_channels:-16}
+layers=${layers:-8}
+
+parse_args "dataset seed gpu arch batch_size learning_rate resume_expid resume_epoch
+            epochs init_channels layers data cutout_length num_workers experiments
+            fast no_progress" -- "$@"
+require arch none "pass --arch NAME: a genotype name (python -m shared.genotypes list)" \
+    "or a genotype .json"
+
+add_flags epochs init_channels layers data cutout_length num_workers experiments
+add_switches fast no_progress
+show_vars id seed dataset gpu arch batch_size learning_rate
+run_door darts_pt/sota/cnn train.py \
+    --arch "$arch" \
+    --dataset "$dataset" \
+    --auxiliary --cutout \
+    --seed "$seed" --save "$id" --gpu "$gpu" \
+    --batch_size "$batch_size" --learning_rate "$learning_rate" \
+    --resume_expid "$resume_expid" --resume_epoch "$resume_epoch"

@@ -1,0 +1,128 @@
+"""The NAS-Bench-201 supernet, darts-pt's ``TinyNetworkDarts`` (AutoDL's ``TinyNetwork`` search).
+
+Stem (Conv3x3 + BN), N search cells at C, ResNetBasicblock(C, 2C, stride 2), N cells at 2C,
+ResNetBasicblock(2C, 4C, 2), N cells at 4C, BN + ReLU, global average pooling, linear
+classifier. Each search cell is the complete 4-node DAG; node j = sum over i < j of the mixed
+op of edge j<-i. ONE alpha (6 x ops), 1e-3 * N(0, 1), is shared by all 3N cells.
+
+The interface is the one of the DARTS supernet (``shared.models.search_cnn.Network``), so the
+Architect, the search loop and its hooks drive it unchanged: ``arch_parameters()``,
+``weight_parameters()`` (alpha excluded), ``mixing_weights()`` -> a 1-tuple (softmax(alpha),),
+``forward(x, weights=None)``, ``loss`` and ``genotype()`` (here an ``NB201Arch``).
+
+``mixing_transform`` is the hook DARTS-PT needs: when set, ``mixing_weights()`` returns
+``mixing_transform((softmax(alpha),))``, e.g. softmax(alpha) with the projected edges replaced
+by one-hot rows, and forward, loss, the Architect and genotype() all see those weights.
+
+Every candidate is evaluated even at weight 0, as in darts-pt: a masked op in train-mode BN
+still updates its running statistics, which the projection's later evaluations see.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.nb201_arch import NB201Arch
+from shared.ops import ResNetBasicblock, make_op
+from shared.spaces import NB201Space, get_nb201_space, nb201_edge_key
+
+NB201MixingWeights = tuple[torch.Tensor]  # (weights,), weights: (6 edges, ops)
+MixingTransform = Callable[[NB201MixingWeights], NB201MixingWeights]
+
+
+class NB201SearchCell(nn.Module):
+    """darts-pt's NAS201SearchCell: every edge holds every candidate op, mixed by weights.
+
+    ``edges`` is a ModuleDict keyed '1<-0', '2<-0', ... of ModuleLists (one op per candidate),
+    the layout of darts-pt / AutoDL checkpoints.
+    """
+
+    def __init__(self, C: int, space: NB201Space, affine: bool = False) -> None:
+        super().__init__()
+        self.space = space
+        self.in_dim = self.out_dim = C
+        # NB201 search ops: BN affine-free but tracking running stats, and no extra BN after
+        # pooling (unlike the DARTS supernet's MixedOp).
+        self.edges = nn.ModuleDict({
+            key: nn.ModuleList(make_op(name, C, 1, affine) for name in space.ops)
+            for key in space.edge_keys
+        })
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for to in range(1, self.space.max_nodes):
+            terms = []
+            for e, (edge_to, frm) in enumerate(self.space.edges):
+                if edge_to != to:
+                    continue
+                ops = self.edges[nb201_edge_key((edge_to, frm))]
+                terms.append(sum(op(nodes[frm]) * w for op, w in zip(ops, weights[e])))
+            nodes.append(sum(terms))
+        return nodes[-1]
+
+
+class TinyNetworkDarts(nn.Module):
+    """The NB201 supernet (C=16, N=5 in DARTS-PT) with one shared (6 x ops) alpha."""
+
+    def __init__(self, C: int = 16, num_classes: int = 10, N: int = 5,
+                 space: NB201Space | None = None, in_channels: int = 3) -> None:
+        super().__init__()
+        self.space = space if space is not None else get_nb201_space()
+        self._C, self._N, self._num_classes = C, N, num_classes
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        C_prev = C
+        for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
+            if stage > 0:
+                self.cells.append(ResNetBasicblock(C_prev, C_curr, 2))
+            for _ in range(N):
+                self.cells.append(NB201SearchCell(C_curr, self.space))
+            C_prev = C_curr
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        self.alpha = nn.Parameter(1e-3 * torch.randn(self.space.num_edges, self.space.num_ops))
+        self.mixing_transform: MixingTransform | None = None
+
+    # -- parameters -------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+    # -- forward ----------------------------------------------------------------------------
+    def mixing_weights(self) -> NB201MixingWeights:
+        """(softmax(alpha),), or what ``mixing_transform`` makes of it."""
+        plain = (F.softmax(self.alpha, dim=-1),)
+        if self.mixing_transform is None:
+            return plain
+        return tuple(self.mixing_transform(plain))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None
+                ) -> torch.Tensor:
+        """Logits; ``weights`` = the 1-tuple of (6 x ops) mixing weights shared by all cells."""
+        if isinstance(weights, torch.Tensor):  # a bare (6 x ops) tensor would unpack by rows
+            raise TypeError("weights must be the 1-tuple (w,) that mixing_weights() returns")
+        (w,) = weights if weights is not None else self.mixing_weights()
+        feature = self.stem(x)
+        for cell in self.cells:
+            feature = cell(feature, w) if isinstance(cell, NB201SearchCell) else cell(feature)
+        out = self.global_pooling(self.lastact(feature)).flatten(1)
+        return self.classifier(out)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor,
+             weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        return F.cross_entropy(self(x, weights), y)
+
+    def genotype(self) -> NB201Arch:
+        """Argmax op per edge of the current mixing weights ('none' included)."""
+        return NB201Arch.from_weights(self.mixing_weights()[0], self.space.ops)
