@@ -1,8 +1,10 @@
 """Figures for searches and genotypes (PNG files, headless).
 
 * ``plot_genotype``: the normal and the reduction cell as DAGs, like DARTS' ``visualize.py``
-  (graphviz when the ``graphviz`` package and the ``dot`` executable exist, matplotlib otherwise),
-* ``plot_alpha_trajectories``: softmax(alpha) of every op on every edge versus epoch,
+  (graphviz when the ``graphviz`` package and the ``dot`` executable exist, matplotlib otherwise);
+  a NAS-Bench-201 cell (``NB201Arch``) as its 4-node DAG (matplotlib),
+* ``plot_alpha_trajectories``: softmax(alpha) of every op on every edge versus epoch (DARTS
+  spaces: normal and reduce rows of 14 edges; NB201 spaces: one row of 6 edges),
 * ``plot_curves``: accuracy (or any other logged number) versus epoch, with the best so far.
 
 Every function creates the parent directory, closes its figure and returns the path(s) written.
@@ -27,13 +29,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from shared.genotypes import Genotype  # noqa: E402
-from shared.spaces import DARTS_PRIMITIVES, CellSpace, edge_inputs, get_space  # noqa: E402
+from shared.nb201_arch import NB201Arch  # noqa: E402
+from shared.spaces import (DARTS_PRIMITIVES, NB201_EDGES, NB201_SPACES,  # noqa: E402
+                           CellSpace, NB201Space, edge_inputs, get_space)
 
 Point = tuple[float, float]
 
 # Fixed colour per known op name, so every figure agrees; other names get the next free colours.
 _KNOWN_OPS = DARTS_PRIMITIVES + ("noise", "sep_conv_7x7", "conv_7x1_1x7", "conv_1x1",
                                  "conv_3x3", "avg_pool_5x5", "max_pool_5x5")
+# NB201's convolutions borrow the strong colours of DARTS ops they never share a figure with.
+_BORROWED = {"nor_conv_3x3": "sep_conv_3x3", "nor_conv_1x1": "max_pool_3x3"}
 _NODE_COLORS = {"input": "#b4dcb4", "inner": "#add8e6", "output": "#eee8aa"}
 _NODE_RADIUS = 0.5
 _SMALL_AXES = {"xtick.labelsize": 7, "ytick.labelsize": 7, "axes.titlesize": 8,
@@ -65,9 +71,11 @@ def _op_colors(names: Iterable[str]) -> dict[str, Any]:
     fixed = [palette[2 * i % 20 + 2 * i // 20] for i in range(len(_KNOWN_OPS))]
     spare = [c for c in palette if c not in fixed]
     unique = list(dict.fromkeys(names))
-    known = sorted((n for n in unique if n in _KNOWN_OPS), key=_KNOWN_OPS.index)
-    other = [n for n in unique if n not in _KNOWN_OPS]
-    colors = {n: fixed[_KNOWN_OPS.index(n)] for n in known}
+    index = {n: _KNOWN_OPS.index(_BORROWED.get(n, n)) for n in unique
+             if _BORROWED.get(n, n) in _KNOWN_OPS}
+    known = sorted(index, key=index.__getitem__)
+    other = [n for n in unique if n not in index]
+    colors = {n: fixed[index[n]] for n in known}
     colors.update({n: spare[i % len(spare)] for i, n in enumerate(other)})
     return colors
 
@@ -245,10 +253,13 @@ def _place_label(ax: Axes, text: str, color: Any, curve: tuple[Point, Point, Poi
 
 
 def _draw_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence[int]) -> None:
-    steps = len(pairs) // 2
-    pos = _layout(steps)
+    _draw_graph(ax, _layout(len(pairs) // 2), _edge_list(pairs, concat))
+
+
+def _draw_graph(ax: Axes, pos: dict[str, Point],
+                edges: Sequence[tuple[str, str, str | None]]) -> None:
+    """Nodes at ``pos``; edges (source, target, op), op None drawn dashed and unlabelled."""
     circles = _draw_nodes(ax, pos)
-    edges = _edge_list(pairs, concat)
     colors = _op_colors(op for _, _, op in edges if op is not None)
     xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
     pad = 1.5 * _NODE_RADIUS
@@ -284,8 +295,37 @@ def _render_matplotlib(pairs: Sequence[tuple[str, int]], concat: Sequence[int], 
     return _save(fig, path)
 
 
-def plot_genotype(genotype: Genotype, prefix: str) -> list[str]:
-    """Draw both cells to ``{prefix}_normal.png`` and ``{prefix}_reduce.png``; return the paths."""
+def _nb201_layout() -> dict[str, Point]:
+    """NB201's 4 nodes as a diamond (convex, so no straight edge crosses a node): input left,
+    nodes 1 above and 2 below, output (node 3) right."""
+    return {"c_{k-1}": (-3.0, 0.0), "1": (0.0, 2.2), "2": (0.0, -2.2), "c_{k}": (3.0, 0.0)}
+
+
+def _nb201_node(i: int) -> str:
+    return {0: "c_{k-1}", 3: "c_{k}"}.get(i, str(i))
+
+
+def plot_nb201_cell(arch: NB201Arch, path: str) -> str:
+    """An NB201 cell: node 0 (the cell input) to node 3 (its output), one edge per op;
+    ``none`` edges (removed) are drawn dashed grey. Returns ``path``."""
+    pos = _nb201_layout()
+    edges = [(_nb201_node(frm), _nb201_node(to), None if op == "none" else op)
+             for (to, frm), op in zip(NB201_EDGES, arch.ops)]
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    try:
+        _draw_graph(ax, pos, edges)
+        ax.set_title(f"NAS-Bench-201 cell\n{arch.tostr()}", fontsize=8)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return _save(fig, path)
+
+
+def plot_genotype(genotype: Genotype | NB201Arch, prefix: str) -> list[str]:
+    """Draw both cells to ``{prefix}_normal.png`` and ``{prefix}_reduce.png`` (an NB201 cell:
+    ``{prefix}_cell.png``); return the paths."""
+    if isinstance(genotype, NB201Arch):
+        return [plot_nb201_cell(genotype, f"{prefix}_cell.png")]
     use_graphviz = _graphviz_available()
     paths = []
     for cell in ("normal", "reduce"):
@@ -305,15 +345,31 @@ def _edge_title(node: int, j: int) -> str:
     return f"node {node} ← {source}"
 
 
-def _check_alphas(history: Sequence[dict[str, Any]], space: CellSpace) -> None:
+Space = CellSpace | NB201Space
+# (cell type, candidate ops per edge, subplot title per edge), one per alpha table
+AlphaTable = tuple[str, Sequence[Sequence[str]], list[str]]
+
+
+def _alpha_tables(space: Space) -> list[AlphaTable]:
+    if isinstance(space, NB201Space):
+        titles = [f"node {to} ← {'input' if frm == 0 else f'node {frm}'}"
+                  for to, frm in space.edges]
+        return [("cell", [space.ops] * space.num_edges, titles)]
+    return [(cell, rows, [_edge_title(n, j) for n, j in edge_inputs()[:len(rows)]])
+            for cell, rows in (("normal", space.normal), ("reduce", space.reduce))]
+
+
+def _check_alphas(history: Sequence[dict[str, Any]], space: Space) -> None:
     if not history:
         raise ValueError("plot_alpha_trajectories: the history is empty")
+    tables = _alpha_tables(space)
     for h in history:
         alphas = h["alphas"]
-        if len(alphas) != 2:
-            raise ValueError(f"epoch {h.get('epoch')}: need 2 alpha tables (normal, reduce), "
-                             f"got {len(alphas)}")
-        for table, ops in zip(alphas, (space.normal, space.reduce)):
+        if len(alphas) != len(tables):
+            names = ", ".join(cell for cell, _, _ in tables)
+            raise ValueError(f"epoch {h.get('epoch')}: need {len(tables)} alpha table(s) "
+                             f"({names}), got {len(alphas)}")
+        for table, (_, ops, _) in zip(alphas, tables):
             if len(table) != len(ops) or any(len(r) != len(o) for r, o in zip(table, ops)):
                 raise ValueError(f"epoch {h.get('epoch')}: alpha table does not match space "
                                  f"{space.name} ({len(ops)} edges x {len(ops[0])} ops)")
@@ -332,18 +388,18 @@ def _plot_edge(ax: Axes, epochs: list[int], probs: list[list[float]], ops: Seque
 
 
 def _draw_trajectories(fig: Figure, axes: Any, history: Sequence[dict[str, Any]],
-                       space: CellSpace) -> None:
+                       space: Space) -> None:
     epochs = [int(h["epoch"]) for h in history]
-    cells = (("normal", space.normal), ("reduce", space.reduce))
-    colors = _op_colors(op for _, rows in cells for row in rows for op in row)
+    tables = _alpha_tables(space)
+    colors = _op_colors(op for _, rows, _ in tables for row in rows for op in row)
     axes[0][0].set_ylim(-0.02, 1.02)  # shared by all axes
     axes[0][0].set_yticks([0, 0.25, 0.5, 0.75, 1])
-    for r, (cell, rows) in enumerate(cells):
-        for e, (node, j) in enumerate(edge_inputs()[:len(rows)]):
+    for r, (cell, rows, titles) in enumerate(tables):
+        for e, title in enumerate(titles):
             ax = axes[r][e]
             _plot_edge(ax, epochs, [h["alphas"][r][e] for h in history], rows[e], colors)
-            ax.set_title(_edge_title(node, j))
-            if r == 1:
+            ax.set_title(title)
+            if r == len(tables) - 1:
                 ax.set_xlabel("epoch")
         axes[r][0].set_ylabel(f"{cell}\nsoftmax(α)", fontsize=9)
     handles = [Line2D([], [], color=c, marker="o", markersize=4, label=op)
@@ -357,15 +413,19 @@ def _draw_trajectories(fig: Figure, axes: Any, history: Sequence[dict[str, Any]]
                         bottom=1.05 / height, wspace=0.12, hspace=0.4)
 
 
-def plot_alpha_trajectories(history: list[dict], space: CellSpace | str, path: str) -> str:
-    """softmax(alpha) per op per edge versus epoch: a row of 14 edges for each cell type,
-    one colour per op name across all subplots and one legend. Returns ``path``."""
-    space = get_space(space) if isinstance(space, str) else space
+def plot_alpha_trajectories(history: list[dict], space: Space | str, path: str) -> str:
+    """softmax(alpha) per op per edge versus epoch: a row of edges for each cell type (DARTS:
+    normal and reduce, 14 edges; NB201: one row of 6), one colour per op name across all
+    subplots and one legend. Returns ``path``."""
+    if isinstance(space, str):
+        space = NB201_SPACES[space] if space in NB201_SPACES else get_space(space)
     _check_alphas(history, space)
-    n_edges = len(space.normal)
+    tables = _alpha_tables(space)
+    n_edges = len(tables[0][1])
+    width = max(1.75 * n_edges, 7.0)  # room for the legend under a short row
     with plt.rc_context(_SMALL_AXES):  # rc rather than per-axis calls: faster on 28 axes
-        fig, axes = plt.subplots(2, n_edges, figsize=(1.75 * n_edges, 5.4), sharey=True,
-                                 squeeze=False)
+        fig, axes = plt.subplots(len(tables), n_edges, figsize=(width, 0.4 + 2.5 * len(tables)),
+                                 sharey=True, squeeze=False)
         try:
             _draw_trajectories(fig, axes, history, space)
         except BaseException:

@@ -67,6 +67,8 @@ class NB201SearchCell(nn.Module):
 class TinyNetworkDarts(nn.Module):
     """The NB201 supernet (C=16, N=5 in DARTS-PT) with one shared (6 x ops) alpha."""
 
+    cell_types = ("cell",)  # names of the mixing-weight tensors (DARTS: normal, reduce)
+
     def __init__(self, C: int = 16, num_classes: int = 10, N: int = 5,
                  space: NB201Space | None = None, in_channels: int = 3) -> None:
         super().__init__()

@@ -1,13 +1,17 @@
-"""Compose a DARTS-space CNN search from a config: data, supernet, optimisers, loop, outputs.
+"""Compose a CNN search from a config: data, supernet, optimisers, loop, outputs.
 
-The paper doors (``sdarts/sota/cnn/train_search.py`` and later DARTS-PT, Lambda-DARTS) parse
-their flags into a ``CNNSearchConfig`` and hand in what their paper adds (a perturbation, a
-gradient hook); the rest is here once.
+The paper doors (``sdarts/sota/cnn/train_search.py``, DARTS-PT's two ``train_search.py``, later
+Lambda-DARTS) parse their flags into a ``CNNSearchConfig`` and hand in what their paper adds (a
+perturbation, a gradient hook); the rest is here once. ``CNNSearchConfig.supernet`` picks the
+supernet and the table of spaces it reads (``SUPERNETS``): the DARTS-space ``Network`` or the
+NAS-Bench-201 ``TinyNetworkDarts``; everything else (data, optimisers, loop, checkpoints,
+TensorBoard, history, plots) is the same for both.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -18,10 +22,12 @@ from shared.checkpoint import load_checkpoint
 from shared.genotypes import Genotype, save_genotype
 from shared.logs import close_logger, setup_logger, tensorboard_writer
 from shared.models.search_cnn import Network
+from shared.models.search_nb201 import TinyNetworkDarts
+from shared.nb201_arch import NB201Arch
 from shared.runtime import Precision, choose_device, seed_everything
 from shared.search.architect import Architect
-from shared.search.loop import EpochResult, Perturbation, SearchLoop
-from shared.spaces import get_space
+from shared.search.loop import EpochResult, Perturbation, SearchLoop, cell_types
+from shared.spaces import get_nb201_space, get_space
 
 CHECKPOINT = "checkpoint.pth.tar"
 
@@ -39,7 +45,7 @@ class CNNSearchConfig:
     gpu: int = 0
     epochs: int = 50
     init_channels: int = 16
-    layers: int = 8
+    layers: int = 8  # darts: cells in all; nb201: search cells per stage (darts-pt's N = 5)
     cutout: bool = False
     cutout_length: int = 16
     cutout_prob: float = 1.0
@@ -56,7 +62,26 @@ class CNNSearchConfig:
     channels_last: bool = False
     debug: bool = False  # one step per epoch, as the original's 'debug' in --save
     progress: bool = True
+    supernet: str = "darts"  # a key of SUPERNETS
     extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
+
+
+@dataclass(frozen=True)
+class Supernet:
+    """A supernet class and the table of spaces it reads: ``space(name)`` looks a space up
+    (a UserError for unknown names), ``build(cfg, space, num_classes, in_channels)`` makes the
+    model (alpha included; the caller moves it to the device)."""
+
+    space: Callable[[str], Any]
+    build: Callable[[CNNSearchConfig, Any, int, int], torch.nn.Module]
+
+
+SUPERNETS: dict[str, Supernet] = {
+    "darts": Supernet(get_space, lambda cfg, space, classes, in_channels: Network(
+        cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels)),
+    "nb201": Supernet(get_nb201_space, lambda cfg, space, classes, in_channels: TinyNetworkDarts(
+        cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels)),
+}
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -76,7 +101,7 @@ class CNNSearch:
     logger: Any
     precision: Precision
     train_data: Any
-    model: Network
+    model: torch.nn.Module  # Network or TinyNetworkDarts
     optimizer: torch.optim.Optimizer
     architect: Architect | None
     loop: SearchLoop
@@ -92,7 +117,10 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
 
     ``fixed_alpha``: no alpha step at all (Blank-PT trains the weights under the initial,
     near-uniform softmax(alpha))."""
-    space = get_space(cfg.search_space)
+    if cfg.supernet not in SUPERNETS:
+        raise ValueError(f"unknown supernet {cfg.supernet!r}; one of {', '.join(SUPERNETS)}")
+    supernet = SUPERNETS[cfg.supernet]
+    space = supernet.space(cfg.search_space)
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
@@ -110,8 +138,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         valid_queue.batch_sampler.num_batches = 1
 
     precision = Precision(cfg.amp, cfg.channels_last)
-    model = Network(cfg.init_channels, D.NUM_CLASSES[cfg.dataset], cfg.layers, space,
-                    in_channels=D.IN_CHANNELS[cfg.dataset])
+    model = supernet.build(cfg, space, D.NUM_CLASSES[cfg.dataset], D.IN_CHANNELS[cfg.dataset])
     model = precision.prepare_model(model.to(device))
     logger.info("param size = %fMB", sum(p.numel() for p in model.weight_parameters()) / 1e6)
     optimizer = torch.optim.SGD(model.weight_parameters(), cfg.learning_rate,
@@ -139,18 +166,30 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
 
 def attach_outputs(loop: SearchLoop, out_dir: str, space) -> Any:
     """TensorBoard (``out_dir/runs``), ``history.json`` and the plots, refreshed every epoch.
+
+    Hooks already on the loop run first, so what they add to the epoch's history entry (e.g.
+    a benchmark query's numbers under one key) reaches ``history.json`` and TensorBoard.
     Returns the SummaryWriter (the caller closes it)."""
     writer = tensorboard_writer(out_dir, purge_step=loop.start_epoch)
-    loop.epoch_end_hooks = [_tensorboard_hook(writer), _outputs_hook(out_dir, space),
-                            *loop.epoch_end_hooks]
+    loop.epoch_end_hooks = [*loop.epoch_end_hooks, _tensorboard_hook(writer),
+                            _outputs_hook(out_dir, space)]
     return writer
 
 
-def write_outputs(out_dir: str, space, history: list[dict], genotype: Genotype,
-                  cfg: CNNSearchConfig) -> None:
-    """``genotype.json`` and the final plots."""
-    save_genotype(genotype, os.path.join(out_dir, "genotype.json"),
-                  search_space=cfg.search_space, dataset=cfg.dataset)
+def write_outputs(out_dir: str, space, history: list[dict], genotype: Genotype | NB201Arch,
+                  cfg: CNNSearchConfig, extra: dict[str, Any] | None = None) -> None:
+    """``genotype.json`` (with ``extra``, e.g. benchmark numbers) and the final plots.
+
+    A DARTS genotype is stored as ``{"genotype": {...}, ...}``; an NB201 cell as
+    ``NB201Arch.to_dict()`` (``{"arch": "|...|"}``) plus the same context keys."""
+    path = os.path.join(out_dir, "genotype.json")
+    context = {"search_space": cfg.search_space, "dataset": cfg.dataset, **(extra or {})}
+    if isinstance(genotype, Genotype):
+        save_genotype(genotype, path, **context)
+    else:
+        with open(path + ".tmp", "w") as f:
+            json.dump({**genotype.to_dict(), **context}, f, indent=1)
+        os.replace(path + ".tmp", path)
     _write_plots(out_dir, space, history, genotype)
 
 
@@ -187,27 +226,45 @@ def _tensorboard_hook(writer) -> Callable[[SearchLoop, EpochResult], None]:
         writer.add_scalar("Acc/valid", r.valid_acc, r.epoch)
         writer.add_scalar("Obj/valid", r.valid_loss, r.epoch)
         writer.add_scalar("lr", r.lr, r.epoch)
-        for name, w in zip(("normal", "reduce"), r.alphas):
+        for name, w in zip(cell_types(loop.model), r.alphas):
             t = torch.tensor(w)
             writer.add_histogram(f"alpha/{name}", t, r.epoch)
             # Entropy per edge: collapse to one op shows as entropy -> 0.
             ent = -(t.clamp_min(1e-12).log() * t).sum(-1).mean()
             writer.add_scalar(f"alpha_entropy/{name}", ent.item(), r.epoch)
+        # Numbers an earlier hook added to the entry as a dict (e.g. "nasbench201").
+        entry = loop.history[-1] if loop.history else {}
+        for key, table in entry.items():
+            if isinstance(table, dict):
+                for name, value in table.items():
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        writer.add_scalar(f"{key}/{name}", value, r.epoch)
         writer.flush()
     return hook
 
 
+# Redraw the live plots at most this often: drawing them takes seconds (matplotlib), which on
+# a short epoch (a small data set, --fast) would cost more than the epoch itself.
+PLOT_INTERVAL_S = 60.0
+
+
 def _outputs_hook(save_dir: str, space) -> Callable[[SearchLoop, EpochResult], None]:
+    last_drawn = [float("-inf")]
+
     def hook(loop: SearchLoop, r: EpochResult) -> None:
         path = os.path.join(save_dir, "history.json")
         with open(path + ".tmp", "w") as f:
             json.dump(loop.history, f)
         os.replace(path + ".tmp", path)
-        _write_plots(save_dir, space, loop.history, r.genotype)
+        now = time.monotonic()
+        if now - last_drawn[0] >= PLOT_INTERVAL_S:  # the final plots: write_outputs
+            _write_plots(save_dir, space, loop.history, r.genotype)
+            last_drawn[0] = time.monotonic()
     return hook
 
 
-def _write_plots(save_dir: str, space, history: list[dict], genotype: Genotype) -> None:
+def _write_plots(save_dir: str, space, history: list[dict],
+                 genotype: Genotype | NB201Arch) -> None:
     from shared.plots import plot_alpha_trajectories, plot_curves, plot_genotype
 
     plot_alpha_trajectories(history, space, os.path.join(save_dir, "alpha_trajectories.png"))

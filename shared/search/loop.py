@@ -35,6 +35,13 @@ from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.architect import Architect
 
 MixingWeights = tuple[torch.Tensor, ...]
+DARTS_CELL_TYPES = ("normal", "reduce")
+
+
+def cell_types(model: torch.nn.Module) -> tuple[str, ...]:
+    """Names of the supernet's mixing-weight tensors, in ``mixing_weights()`` order: the
+    model's ``cell_types`` (NB201: ("cell",)), else DARTS' ("normal", "reduce")."""
+    return tuple(getattr(model, "cell_types", DARTS_CELL_TYPES))
 
 
 class Perturbation(Protocol):
@@ -172,7 +179,7 @@ class SearchLoop:
                 self.logger.info("epoch %d epsilon_alpha %e", epoch,
                                  self.perturbation.epsilon(epoch))
             self.logger.info("genotype = %s", self.genotype())
-            for name, w in zip(("normal", "reduce"), model.mixing_weights()):
+            for name, w in zip(cell_types(model), model.mixing_weights()):
                 self.logger.info("softmax(alphas_%s) =\n%s", name, _fmt(w))
 
             train_acc, train_obj = self.train_epoch(epoch, lr)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# DARTS-PT step 1 on the DARTS space / S1-S4: train the supernet with DARTS (first order)
+# (darts-pt's exp_scripts/darts-sota.sh). The paper's README:
+#   bash exp_scripts/darts-sota.sh --space [s1|s2|s3|s4|s5] --dataset [cifar10|cifar100|svhn]
+# Defaults: s5, cifar10, seed 2, 50 epochs (train_search.py's). Folder:
+#   darts_pt/experiments/sota/{dataset}/search-darts-sota-{space}-{seed}
+# Next: bash exp_scripts/darts-proj-sota.sh --space s5 --resume_expid search-darts-sota-s5-2
+# Original names: dataset seed gpu space.
+# Additions, passed to train_search.py only when given (for small/CPU runs): epochs
+# init_channels layers batch_size data experiments num_workers ckpt_interval expid_tag, and the
+# switches --fast 1, --no_progress 1, --resume 1 (continue this run). --help lists the names.
+# Fixes (all scripts, _args.sh): runs from any folder; an unknown --NAME stops it (exit 2).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_args.sh"
+
+dataset=${dataset:-cifar10}
+seed=${seed:-2}
+gpu=${gpu:-auto}
+space=${space:-s5}
+
+parse_args "dataset seed gpu space
+            epochs init_channels layers batch_size data experiments num_workers ckpt_interval
+            expid_tag fast no_progress resume" -- "$@"
+
+add_flags epochs init_channels layers batch_size data experiments num_workers ckpt_interval \
+    expid_tag
+add_switches fast no_progress resume
+show_vars id seed dataset space gpu
+run_door darts_pt/sota/cnn train_search.py \
+    --method darts \
+    --search_space "$space" --dataset "$dataset" \
+    --seed "$seed" --save "$id" --gpu "$gpu"
