@@ -20,7 +20,8 @@ SUPERNET = [*TINY, "--method", "darts", "--epochs", "2", "--ckpt_interval", "1",
             "--save", "darts-sota"]
 EXPID = "search-darts-sota-s2-2"
 PROJ = [*TINY, "--method", "darts-proj", "--dev", "proj", "--resume_epoch", "2",
-        "--resume_expid", EXPID, "--proj_intv", "1", "--save", "darts-proj-sota", "--epochs", "2"]
+        "--resume_expid", EXPID, "--proj_intv", "1", "--save", "darts-proj-sota"]
+# No --epochs: the projection takes the supernet's 2 from its checkpoint (not the default 50).
 PROJ_NAME = "log_resume-2_dev-proj_intv-1_ED-random_PCN-acc_PCR-acc_seed-2"
 
 
@@ -62,6 +63,7 @@ def test_projection_makes_14_op_and_3_edge_decisions_per_cell(projected):
     run = run_dir(exp)
     log = open(os.path.join(run, PROJ_NAME + ".txt")).read()
     assert log.count("project op") == 14 and log.count("project edge") == 3
+    assert "epoch 2 lr" not in log.split("loaded supernet checkpoint")[1].split("epoch 0 lr")[0]
     assert log.count("selected edge:") == 28 and log.count("selected node:") == 6
     assert "projection finished" in log and "param size = " in log
     proj = os.path.join(run, PROJ_NAME)
@@ -137,6 +139,8 @@ def test_dev_resume_restarts_from_a_projection_checkpoint(projected):
     (["--method", "darts-proj", "--dev", "proj", "--resume_epoch", "7", "--resume_expid", EXPID],
      "checkpoint_7.pth.tar"),
     (["--method", "darts-proj", "--dev", "proj"], "--resume_epoch"),
+    (["--method", "darts-proj", "--dev", "proj", "--resume_epoch", "2", "--resume_expid", EXPID,
+      "--layers", "5"], "--layers 5 differs from the supernet"),
     (["--perturb_alpha", "random", "--method", "darts"], "sdarts"),
     ([], "--method is required"),
 ])

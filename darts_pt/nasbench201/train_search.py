@@ -56,24 +56,24 @@ Differences from the released code, each on purpose:
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
+from darts_pt.doors import (Run, gpu_index, resolve,  # noqa: E402
+                            supernet_checkpoint)
 from darts_pt.projection import ProjectionState, projection_schedule  # noqa: E402
 from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
 from sdarts.perturb import PERTURBATIONS, make_perturbation  # noqa: E402
 from shared import data as D  # noqa: E402
-from shared.checkpoint import load_checkpoint  # noqa: E402
-from shared.cli import (ArgumentParser, add_runtime_flags, apply_resumed_config,  # noqa: E402
+from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
                         explicit_flags)
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.logs import close_logger, setup_logger  # noqa: E402
 from shared.models.nb201 import TinyNetwork, count_parameters  # noqa: E402
 from shared.nb201_api import BENCHMARK_FILE, BENCHMARK_URL, NB201Benchmark  # noqa: E402
 from shared.nb201_arch import NB201Arch  # noqa: E402
-from shared.search.cnn_search import (CHECKPOINT, CNNSearchConfig,  # noqa: E402
+from shared.search.cnn_search import (CNNSearchConfig,  # noqa: E402
                                       attach_outputs, build_cnn_search, write_outputs)
 from shared.spaces import NB201_EDGES, NB201_SPACES  # noqa: E402
 
@@ -191,10 +191,6 @@ def validate(args) -> None:
             raise UserError(f"--gpu {args.gpu!r}: an integer, 'auto' or -1") from None
 
 
-def gpu_index(gpu: str) -> int:
-    return 0 if gpu == "auto" else int(gpu)
-
-
 def folders(args) -> tuple[str, str | None, str]:
     """(supernet folder, projection folder or None, log file name)."""
     root = os.path.join(args.experiments, "nasbench201")
@@ -211,16 +207,6 @@ def folders(args) -> tuple[str, str | None, str]:
     return os.path.join(root, supernet_name(args)), None, log
 
 
-def refuse_existing(run_dir: str, args) -> None:
-    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
-        return
-    if args.dev == "proj" and args.log_tag == "debug":
-        shutil.rmtree(run_dir)
-        return
-    raise UserError(f"{run_dir} already holds a run: add --resume to continue it, or change "
-                    f"--save/--seed/--expid_tag (or --log_tag for a projection)")
-
-
 def to_config(args) -> CNNSearchConfig:
     return CNNSearchConfig(
         data=args.data, dataset=args.dataset, batch_size=args.batch_size,
@@ -235,11 +221,6 @@ def to_config(args) -> CNNSearchConfig:
         channels_last=args.channels_last, progress=args.progress, supernet="nb201",
         extra={"method": args.method,
                "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
-
-
-def supernet_checkpoint(save_dir: str, resume_epoch: int) -> str:
-    name = CHECKPOINT if resume_epoch < 0 else f"checkpoint_{resume_epoch}.pth.tar"
-    return os.path.join(save_dir, name)
 
 
 # -- the benchmark --------------------------------------------------------------------------
@@ -284,38 +265,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
-    saved = None
-    if args.resume is not None:
-        if args.resume:  # a folder: its checkpoint says what it was
-            target = args.resume
-            saved = load_checkpoint(os.path.join(target, CHECKPOINT))
-            apply_resumed_config(args, saved.get("config", {}).get("extra", {}).get("flags", {}),
-                                 typed, FREE_ON_RESUME)
-        else:
-            validate(args)
-            save_dir, proj_dir, _ = folders(args)
-            target = proj_dir or save_dir
-            saved = load_checkpoint(os.path.join(target, CHECKPOINT))
-    validate(args)
-    save_dir, proj_dir, log_name = folders(args)
-    if args.resume:
-        if proj_dir is not None:
-            save_dir, proj_dir = os.path.dirname(os.path.abspath(args.resume)), args.resume
-        else:
-            save_dir = args.resume
-    if saved is None:
-        refuse_existing(proj_dir or save_dir, args)
-
-    print(f"experiment folder: {proj_dir or save_dir}")
-    logger = setup_logger(save_dir, log_name)
+    run_ = resolve(args, typed, validate, folders, FREE_ON_RESUME, dev_resume=False)
+    print(f"experiment folder: {run_.proj_dir or run_.save_dir}")
+    logger = setup_logger(run_.save_dir, run_.log_name)
     try:
-        arch = run(args, save_dir, proj_dir, saved, logger)
+        arch = run(args, run_, logger)
     finally:
         close_logger(logger)
     print(f"genotype = {arch}")
 
 
-def run(args, save_dir: str, proj_dir: str | None, saved: dict | None, logger) -> NB201Arch:
+def run(args, run_: Run, logger) -> NB201Arch:
+    save_dir, proj_dir, saved, source = run_.save_dir, run_.proj_dir, run_.saved, run_.source
     cfg = to_config(args)
     if args.cutout:
         logger.info("cutout: length %d, prob %f (constant; the released ramp never took effect)",
@@ -339,19 +300,19 @@ def run(args, save_dir: str, proj_dir: str | None, saved: dict | None, logger) -
     try:
         if proj_dir is not None:
             if saved is None:  # a fresh projection
-                path = supernet_checkpoint(save_dir, args.resume_epoch)
-                loop.load_state_dict(load_checkpoint(path, map_location=search.device))
-                logger.info("loaded supernet checkpoint %s (epoch %d)", path, loop.start_epoch)
+                loop.load_state_dict(source)
+                logger.info("loaded supernet checkpoint %s (epoch %d)",
+                            supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
                 if loop.start_epoch < loop.epochs:  # the released code trains the rest first
                     train_supernet()
             return project(args, search, proj_dir, saved, writers, bench)
         if saved is not None:
             loop.load_state_dict(saved)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        elif args.resume_epoch != 0:
-            path = supernet_checkpoint(save_dir, args.resume_epoch)
-            loop.load_state_dict(load_checkpoint(path, map_location=search.device))
-            logger.info("loaded supernet checkpoint %s (epoch %d)", path, loop.start_epoch)
+        elif source is not None:
+            loop.load_state_dict(source)
+            logger.info("loaded supernet checkpoint %s (epoch %d)",
+                        supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
         return train_supernet()
     finally:
         for w in writers:

@@ -41,21 +41,21 @@ Differences from the released code, each on purpose:
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
+from darts_pt.doors import (Run, gpu_index, resolve,  # noqa: E402
+                            supernet_checkpoint)
 from darts_pt.projection import ProjectionState, darts_nid2eids, projected_genotype  # noqa: E402
 from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
 from sdarts.perturb import PERTURBATIONS, make_perturbation  # noqa: E402
-from shared.checkpoint import load_checkpoint  # noqa: E402
-from shared.cli import (ArgumentParser, add_runtime_flags, apply_resumed_config,  # noqa: E402
+from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
                         explicit_flags)
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.genotypes import build_final_network, count_parameters  # noqa: E402
 from shared.logs import close_logger, setup_logger  # noqa: E402
-from shared.search.cnn_search import (CHECKPOINT, CNNSearchConfig,  # noqa: E402
+from shared.search.cnn_search import (CNNSearchConfig,  # noqa: E402
                                       attach_outputs, build_cnn_search, write_outputs)
 from shared.spaces import NUM_EDGES, SPACES  # noqa: E402
 
@@ -179,10 +179,6 @@ def validate(args) -> None:
             raise UserError(f"--gpu {args.gpu!r}: an integer, 'auto' or -1") from None
 
 
-def gpu_index(gpu: str) -> int:
-    return 0 if gpu == "auto" else int(gpu)
-
-
 def folders(args) -> tuple[str, str | None, str]:
     """(supernet folder, projection folder or None, log file name)."""
     root = os.path.join(args.experiments, "sota", args.dataset)
@@ -201,16 +197,6 @@ def folders(args) -> tuple[str, str | None, str]:
     return save_dir, None, "log.txt"
 
 
-def refuse_existing(run_dir: str, args) -> None:
-    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
-        return
-    if "debug" in args.expid_tag and args.dev != "proj":
-        shutil.rmtree(run_dir)
-        return
-    raise UserError(f"{run_dir} already holds a run: add --resume to continue it, or change "
-                    f"--save/--seed/--expid_tag (or --log_tag for a projection)")
-
-
 def to_config(args) -> CNNSearchConfig:
     return CNNSearchConfig(
         data=args.data, dataset=args.dataset, batch_size=args.batch_size,
@@ -227,48 +213,23 @@ def to_config(args) -> CNNSearchConfig:
                "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
 
 
-def supernet_checkpoint(save_dir: str, resume_epoch: int) -> str:
-    name = CHECKPOINT if resume_epoch < 0 else f"checkpoint_{resume_epoch}.pth.tar"
-    return os.path.join(save_dir, name)
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
-    saved = None
-    if args.resume is not None:
-        if args.resume:  # a folder: its checkpoint says what it was
-            target = args.resume
-            saved = load_checkpoint(os.path.join(target, CHECKPOINT))
-            apply_resumed_config(args, saved.get("config", {}).get("extra", {}).get("flags", {}),
-                                 typed, FREE_ON_RESUME)
-        else:
-            validate(args)
-            save_dir, proj_dir, _ = folders(args)
-            target = proj_dir or save_dir
-            saved = load_checkpoint(os.path.join(target, CHECKPOINT))
-    validate(args)
-    save_dir, proj_dir, log_name = folders(args)
-    if args.resume:
-        if proj_dir is not None:
-            save_dir, proj_dir = os.path.dirname(os.path.abspath(args.resume)), args.resume
-        else:
-            save_dir = args.resume
-    if saved is None:
-        refuse_existing(proj_dir or save_dir, args)
-
-    print(f"experiment folder: {proj_dir or save_dir}")
-    logger = setup_logger(save_dir, log_name)
+    run_ = resolve(args, typed, validate, folders, FREE_ON_RESUME)
+    print(f"experiment folder: {run_.proj_dir or run_.save_dir}")
+    logger = setup_logger(run_.save_dir, run_.log_name)
     try:
-        genotype = run(args, save_dir, proj_dir, saved, logger)
+        genotype = run(args, run_, logger)
     finally:
         close_logger(logger)
     print(f"genotype = {genotype}")
 
 
-def run(args, save_dir: str, proj_dir: str | None, saved: dict | None, logger):
+def run(args, run_: Run, logger):
+    save_dir, proj_dir, saved, source = run_.save_dir, run_.proj_dir, run_.saved, run_.source
     cfg = to_config(args)
     sdarts = args.method.startswith("sdarts")
     search = build_cnn_search(
@@ -280,20 +241,21 @@ def run(args, save_dir: str, proj_dir: str | None, saved: dict | None, logger):
     try:
         if proj_dir is not None:
             if saved is None and args.dev_resume_epoch < 0:  # a fresh projection
-                path = supernet_checkpoint(save_dir, args.resume_epoch)
-                loop.load_state_dict(load_checkpoint(path, map_location=search.device))
-                logger.info("loaded supernet checkpoint %s (epoch %d)", path, loop.start_epoch)
+                loop.load_state_dict(source)
+                logger.info("loaded supernet checkpoint %s (epoch %d)",
+                            supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
                 if loop.start_epoch < loop.epochs:  # the released code trains the rest first
                     writers.append(attach_outputs(loop, save_dir, search.space))
                     write_outputs(save_dir, search.space, loop.history, loop.run(), cfg)
-            return project(args, search, proj_dir, saved, writers)
+            return project(args, search, proj_dir, saved or source, writers,
+                           resumed=saved is not None)
         if saved is not None:
             loop.load_state_dict(saved)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        elif args.resume_epoch != 0:
-            path = supernet_checkpoint(save_dir, args.resume_epoch)
-            loop.load_state_dict(load_checkpoint(path, map_location=search.device))
-            logger.info("loaded supernet checkpoint %s (epoch %d)", path, loop.start_epoch)
+        elif source is not None:
+            loop.load_state_dict(source)
+            logger.info("loaded supernet checkpoint %s (epoch %d)",
+                        supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
         writers.append(attach_outputs(loop, save_dir, search.space))
         genotype = loop.run()
         write_outputs(save_dir, search.space, loop.history, genotype, cfg)
@@ -303,7 +265,9 @@ def run(args, save_dir: str, proj_dir: str | None, saved: dict | None, logger):
             w.close()
 
 
-def project(args, search, proj_dir: str, saved: dict | None, writers: list):
+def project(args, search, proj_dir: str, start: dict | None, writers: list, resumed: bool):
+    """The projection phase; ``start``: the tuning checkpoint it continues (``--resume``, or
+    ``--dev_resume_epoch``'s), else None (the supernet is loaded already)."""
     cfg, logger = search.cfg, search.logger
     state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
     pcfg = ProjectionConfig(proj_intv=args.proj_intv,
@@ -320,15 +284,14 @@ def project(args, search, proj_dir: str, saved: dict | None, writers: list):
                        batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                        select=lambda m: (projected_genotype(state, search.space)
                                          if state.complete() else m.genotype()))
-    if saved is not None:
-        tune.load_state_dict(saved)
+    if resumed:
+        tune.load_state_dict(start)
         logger.info("resumed projection from %s at epoch %d", tune.checkpoint_path,
                     tune.start_epoch)
     elif args.dev_resume_epoch >= 0:
-        path = os.path.join(os.path.dirname(proj_dir), args.dev_resume_log,
-                            f"checkpoint_{args.dev_resume_epoch}.pth.tar")
-        tune.load_state_dict(load_checkpoint(path, map_location=search.device))
-        logger.info("=> loaded projection checkpoint %s", path)
+        tune.load_state_dict(start)
+        logger.info("=> loaded projection checkpoint %s/checkpoint_%d.pth.tar",
+                    args.dev_resume_log, args.dev_resume_epoch)
     else:
         valid_acc, valid_obj = tune.infer()
         logger.info("valid_acc  %f", valid_acc)
