@@ -114,7 +114,7 @@ class NB201Benchmark:
             from nas_201_api import NASBench201API
         except ImportError as exc:
             raise UserError("querying NAS-Bench-201 needs the nas_201_api package: "
-                            "pip install nas-bench-201 (or pip install -e '.[nb201]')") from exc
+                            "pip install nas-bench-201 (a dependency of this project: pip install -e .)") from exc
         data = _load(path, allow_pickle)
         try:
             api = NASBench201API(_SharedDict(data), verbose=False)
