@@ -45,11 +45,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from darts_pt.doors import (Run, gpu_index, resolve,  # noqa: E402
-                            supernet_checkpoint)
+from darts_pt.doors import (Run, add_pt_flags, gpu_index, resolve,  # noqa: E402
+                            supernet_checkpoint, validate_common)
 from darts_pt.projection import ProjectionState, darts_nid2eids, projected_genotype  # noqa: E402
 from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
-from sdarts.perturb import PERTURBATIONS, make_perturbation  # noqa: E402
+from sdarts.perturb import make_perturbation  # noqa: E402
 from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
                         explicit_flags)
 from shared.errors import UserError, cli_entry  # noqa: E402
@@ -60,7 +60,6 @@ from shared.search.cnn_search import (CNNSearchConfig,  # noqa: E402
 from shared.spaces import NUM_EDGES, SPACES  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
-METHODS = ("darts", "blank", "sdarts", "darts-proj", "blank-proj", "sdarts-proj")
 # Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
 FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress",
                   "experiments"}
@@ -68,56 +67,21 @@ FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progre
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser("sota")
-    p.add_argument("--data", type=str, default="../../data", help="location of the data corpus")
-    p.add_argument("--dataset", type=str, default="cifar10", choices=DATASETS)
-    p.add_argument("--batch_size", type=int, default=64, help="batch size")
-    p.add_argument("--learning_rate", type=float, default=0.025, help="init learning rate")
-    p.add_argument("--learning_rate_min", type=float, default=0.001, help="min learning rate")
-    p.add_argument("--momentum", type=float, default=0.9, help="momentum")
-    p.add_argument("--weight_decay", type=float, default=3e-4, help="weight decay")
-    p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
-    p.add_argument("--gpu", type=str, default="auto",
-                   help="gpu id, 'auto' (the first GPU, else the CPU) or -1 (CPU)")
-    p.add_argument("--epochs", type=int, default=50, help="num of training epochs")
-    p.add_argument("--init_channels", type=int, default=16, help="num of init channels")
+    add_pt_flags(p, data="../../data", datasets=DATASETS, epochs=50, expid_tag="",
+                 proj_intv=10, fast_help="one batch per loop (a quick debugging run)")
     p.add_argument("--layers", type=int, default=8, help="total number of layers")
-    p.add_argument("--cutout", action="store_true", default=False, help="use cutout")
-    p.add_argument("--cutout_length", type=int, default=16, help="cutout length")
-    p.add_argument("--cutout_prob", type=float, default=1.0, help="cutout probability")
-    p.add_argument("--save", type=str, default="exp", help="experiment name")
-    p.add_argument("--seed", type=int, default=2, help="random seed")
-    p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
-    p.add_argument("--train_portion", type=float, default=0.5, help="portion of training data")
-    p.add_argument("--arch_learning_rate", type=float, default=3e-4)
-    p.add_argument("--arch_weight_decay", type=float, default=1e-3)
     p.add_argument("--search_space", type=str, default="s5", choices=sorted(SPACES))
     p.add_argument("--ckpt_interval", type=int, default=10,
                    help="keep checkpoint_{N}.pth.tar every N supernet epochs")
-    p.add_argument("--method", type=str, default=None, choices=METHODS)
     p.add_argument("--arch_opt", type=str, default="adam", choices=("adam",))
-    p.add_argument("--resume_epoch", type=int, default=0,
-                   help="load checkpoint_{N}.pth.tar of --resume_expid (-1: its newest)")
-    p.add_argument("--resume_expid", type=str, default="", help="supernet folder to load")
-    p.add_argument("--dev", type=str, default="", choices=("", "proj"),
-                   help="proj: run the projection after the supernet epochs")
     p.add_argument("--deter", action="store_true", default=False,
                    help="deterministic run (always on here)")
-    p.add_argument("--expid_tag", type=str, default="", help="extra tag in the folder name")
-    p.add_argument("--log_tag", type=str, default="", help="extra tag in the projection's log")
-    p.add_argument("--unrolled", action="store_true", default=False,
-                   help="second order: one-step unrolled validation loss")
-    p.add_argument("--perturb_alpha", type=str, default="none", choices=list(PERTURBATIONS))
-    p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
-    p.add_argument("--fast", action="store_true", default=False,
-                   help="one batch per loop (a quick debugging run)")
     p.add_argument("--dev_resume_epoch", type=int, default=-1,
                    help="restart the projection from its checkpoint_{k}.pth.tar")
     p.add_argument("--dev_resume_log", type=str, default="",
                    help="the projection folder (log name) holding that checkpoint")
-    p.add_argument("--edge_decision", type=str, default="random", choices=("random",))
     for cell in ("normal", "reduce", "edge"):
         p.add_argument(f"--proj_crit_{cell}", type=str, default="acc", choices=("loss", "acc"))
-    p.add_argument("--proj_intv", type=int, default=10, help="tuning epochs between projections")
     p.add_argument("--proj_mode_edge", type=str, default="reg", choices=("reg",))
     add_runtime_flags(p, "flags", num_workers=0)
     return p
@@ -150,33 +114,11 @@ def projection_name(args) -> str:
 
 
 def validate(args) -> None:
-    if args.method is None:
-        raise UserError(f"--method is required: one of {', '.join(METHODS)}")
-    for flag in ("batch_size", "epochs", "init_channels", "proj_intv"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
+    validate_common(args)
     if args.layers < 3:
         raise UserError("--layers must be >= 3 (two reduction cells at L//3 and 2L//3)")
-    if not 0.0 < args.train_portion < 1.0:
-        raise UserError("--train_portion must be in (0, 1)")
-    if args.ckpt_interval < 0:
-        raise UserError("--ckpt_interval must be >= 0")
-    if args.dev == "proj" and not args.method.endswith("-proj"):
-        raise UserError(f"--dev proj needs a projection method: --method {args.method}-proj")
-    if args.perturb_alpha != "none" and not args.method.startswith("sdarts"):
-        raise UserError("--perturb_alpha needs --method sdarts or sdarts-proj")
-    if args.resume_epoch != 0 and not args.resume_expid:
-        raise UserError("--resume_epoch needs --resume_expid (the supernet folder's name)")
     if args.dev_resume_epoch >= 0 and not (args.dev == "proj" and args.dev_resume_log):
         raise UserError("--dev_resume_epoch needs --dev proj and --dev_resume_log")
-    if args.dev == "proj" and args.resume_epoch == 0:
-        raise UserError("--dev proj projects a trained supernet: pass --resume_epoch N "
-                        "--resume_expid search-... (or -1 for its newest checkpoint)")
-    if args.gpu != "auto":
-        try:
-            int(args.gpu)
-        except ValueError:
-            raise UserError(f"--gpu {args.gpu!r}: an integer, 'auto' or -1") from None
 
 
 def folders(args) -> tuple[str, str | None, str]:
