@@ -97,10 +97,23 @@ class EpochStats:
 
 # -- run folders and --resume (shared by the doors) -----------------------------------------------
 def arch_label(arch: str) -> str:
-    """Registry name as is; a genotype file by its stem (``runs/x/genotype.json`` -> genotype)."""
+    """Registry name as is; a genotype file by its stem (``cells/mine.json`` -> mine), except
+    the ``genotype.json`` every search writes, which is named by the search folder it lies in
+    (``.../search-darts-sota-s2-2/genotype.json`` -> search-darts-sota-s2-2; a DARTS-PT
+    projection's, in ``log_resume-...`` inside it, -> search-darts-sota-s2-2-proj), so that
+    evaluations of different searches get different folders."""
     if arch in published():
         return arch
-    return os.path.splitext(os.path.basename(arch.rstrip("/\\")))[0] or "arch"
+    path = os.path.normpath(arch.rstrip("/\\"))
+    stem = os.path.splitext(os.path.basename(path))[0] or "arch"
+    if stem == "genotype":
+        parts = path.split(os.sep)[:-1]
+        searches = [p for p in parts if p.startswith("search-")]
+        if searches:
+            return searches[-1] + ("-proj" if parts[-1].startswith("log_resume") else "")
+        if parts and parts[-1] not in ("", ".", ".."):
+            return parts[-1]
+    return stem
 
 
 def eval_run_dir(experiments: str, dataset: str, save: str, arch: str, seed: int,

@@ -354,3 +354,15 @@ def test_torchrun_two_cpu_processes_and_resume(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in (killed / "log.txt").read_text()
     _assert_same_weights(killed / WEIGHTS, run / WEIGHTS)
+
+
+def test_a_search_genotype_json_is_named_by_its_search_folder() -> None:
+    from shared.evaluation import arch_label
+
+    assert arch_label("DARTS_V2") == "DARTS_V2"
+    assert arch_label("cells/my_cell.json") == "my_cell"
+    assert arch_label("exp/sota/c10/search-e2e-20261126-s5-2-7/genotype.json") == \
+        "search-e2e-20261126-s5-2-7"
+    assert arch_label("exp/sota/c10/search-darts-sota-s2-2/log_resume-50_dev-proj_intv-5"
+                      "_ED-random_PCN-acc_PCR-acc_seed-2/genotype.json") == \
+        "search-darts-sota-s2-2-proj"

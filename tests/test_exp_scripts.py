@@ -282,7 +282,7 @@ def test_darts_proj_sota_ends_with_a_genotype(sota_darts) -> None:
 
 def test_eval_trains_the_projected_genotype(sota_darts) -> None:
     run = sota_darts["exp"] / "sota" / "digits" / "eval" / (
-        "eval-genotype-2-cutout-4-1.0-auxiliary-0.4")
+        "eval-search-darts-sota-s2-2-proj-2-cutout-4-1.0-auxiliary-0.4")
     log = (run / "log.txt").read_text()
     assert str(sota_darts["arch"]) in log and "valid_acc" in log
     assert "final (last epoch 0) valid_acc" in log
