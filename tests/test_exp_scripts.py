@@ -26,7 +26,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "exp_scripts"
 SOTA, NB201 = "darts_pt/sota/cnn", "darts_pt/nasbench201"
-NB201_DOOR = REPO / NB201 / "train_search.py"
 
 SOTA_SEARCH = ["--search_space", "s5", "--dataset", "cifar10", "--seed", "2"]
 SOTA_PROJ = ["--dev", "proj", "--edge_decision", "random", "--proj_crit_normal", "acc",
@@ -110,8 +109,6 @@ def _dry(name: str, *args: str, where: str = "root", tmp: Path | None = None
          ) -> tuple[str, list[str]]:
     """(door folder, [door script, *arguments]) that ``name``.sh would run, started from the
     repository root, from exp_scripts/ or from ``tmp``."""
-    if name.endswith("-201") and not NB201_DOOR.is_file():  # run_door enters its folder
-        pytest.skip("darts_pt/nasbench201/train_search.py is not there yet")
     if name.startswith("eval") and "--arch" not in args:
         args = ("--arch", "ARCH", *args)
     if where == "root":
@@ -139,8 +136,6 @@ def test_defaults_from_anywhere(name: str, tmp_path: Path) -> None:
     assert (REPO / folder / script).is_file()
 
 
-@pytest.mark.skipif(not NB201_DOOR.is_file(),
-                    reason="darts_pt/nasbench201/train_search.py is not there yet")
 def test_the_original_breakages_are_gone() -> None:
     flat = {name: " ".join(_dry(name)[1]) for name in ALL}
     assert "blank-next" not in flat["blank-proj-sota"] and "--dev next" not in flat[
@@ -310,8 +305,6 @@ def test_blank_sota_then_blank_proj_sota(tmp_path: Path) -> None:
     assert torch.equal(first["alphas_normal"], last["state_dict"]["alphas_normal"])
 
 
-@pytest.mark.skipif(not NB201_DOOR.is_file(),
-                    reason="darts_pt/nasbench201/train_search.py is not there yet")
 def test_darts_201_then_darts_proj_201(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     _ok(_bash("exp_scripts/darts-201.sh", *TINY, "--ckpt_interval", "1",
