@@ -32,6 +32,11 @@ in the folder of that log's name.
 
 Differences from the released code, each on purpose:
 
+* A run that continues a checkpoint (``--resume_epoch``) takes the supernet's settings
+  (space, size, epochs, learning rates, ...) from it unless they are typed, so a projection of
+  a 2-epoch supernet does not first train it on to the default epoch count (the released code
+  did); a typed space or size that contradicts the checkpoint is refused
+  (``darts_pt/doors.py``).
 * ``--resume [DIR]`` continues this command's own run (supernet or projection) from its last
   epoch: the projection writes checkpoints (the original wrote none, so a killed projection
   started over); ``--resume_epoch -1`` loads the supernet's newest checkpoint (the original's
