@@ -22,19 +22,4 @@ resume_epoch=${resume_epoch:-0}
 init_channels=${init_channels:-16}
 layers=${layers:-8}
 
-parse_args "dataset seed gpu arch batch_size learning_rate resume_expid resume_epoch
-            epochs init_channels layers data cutout_length num_workers experiments
-            fast no_progress" -- "$@"
-require arch none "pass --arch NAME: a genotype name (python -m shared.genotypes list)" \
-    "or a genotype .json"
-
-add_flags epochs init_channels layers data cutout_length num_workers experiments
-add_switches fast no_progress
-show_vars id seed dataset gpu arch batch_size learning_rate
-run_door darts_pt/sota/cnn train.py \
-    --arch "$arch" \
-    --dataset "$dataset" \
-    --auxiliary --cutout \
-    --seed "$seed" --save "$id" --gpu "$gpu" \
-    --batch_size "$batch_size" --learning_rate "$learning_rate" \
-    --resume_expid "$resume_expid" --resume_epoch "$resume_epoch"
+source "$EXP_SCRIPTS/_eval.sh" "$@"
