@@ -2,9 +2,11 @@
 
 * ``plot_genotype``: the normal and the reduction cell as DAGs, like DARTS' ``visualize.py``
   (graphviz when the ``graphviz`` package and the ``dot`` executable exist, matplotlib otherwise);
-  a NAS-Bench-201 cell (``NB201Arch``) as its 4-node DAG (matplotlib),
+  a NAS-Bench-201 cell (``NB201Arch``) as its 4-node DAG, a NAS-Bench-1Shot1 cell
+  (``NB1Shot1Arch``) as its DAG of choice blocks, loose ends dashed (both matplotlib),
 * ``plot_alpha_trajectories``: softmax(alpha) of every op on every edge versus epoch (DARTS
-  spaces: normal and reduce rows of 14 edges; NB201 spaces: one row of 6 edges),
+  spaces: normal and reduce rows of 14 edges; NB201 spaces: one row of 6 edges; NB-1Shot1
+  spaces: a row of choice blocks' ops, a row of output and input-choice weights per source),
 * ``plot_curves``: accuracy (or any other logged number) versus epoch, with the best so far.
 
 Every function creates the parent directory, closes its figure and returns the path(s) written.
@@ -29,17 +31,21 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from shared.genotypes import Genotype  # noqa: E402
+from shared.nb1shot1_arch import NB1Shot1Arch  # noqa: E402
 from shared.nb201_arch import NB201Arch  # noqa: E402
 from shared.spaces import (DARTS_PRIMITIVES, NB201_EDGES, NB201_SPACES,  # noqa: E402
-                           CellSpace, NB201Space, edge_inputs, get_space)
+                           CellSpace, NB1Shot1Space, NB201Space, edge_inputs,
+                           get_nb1shot1_space, get_space)
 
 Point = tuple[float, float]
 
 # Fixed colour per known op name, so every figure agrees; other names get the next free colours.
 _KNOWN_OPS = DARTS_PRIMITIVES + ("noise", "sep_conv_7x7", "conv_7x1_1x7", "conv_1x1",
                                  "conv_3x3", "avg_pool_5x5", "max_pool_5x5")
-# NB201's convolutions borrow the strong colours of DARTS ops they never share a figure with.
-_BORROWED = {"nor_conv_3x3": "sep_conv_3x3", "nor_conv_1x1": "max_pool_3x3"}
+# NB201's and NB-101's ops borrow the strong colours of DARTS ops they never share a figure with.
+_BORROWED = {"nor_conv_3x3": "sep_conv_3x3", "nor_conv_1x1": "max_pool_3x3",
+             "conv3x3-bn-relu": "sep_conv_3x3", "conv1x1-bn-relu": "max_pool_3x3",
+             "maxpool3x3": "avg_pool_3x3"}
 _NODE_COLORS = {"input": "#b4dcb4", "inner": "#add8e6", "output": "#eee8aa"}
 _NODE_RADIUS = 0.5
 _SMALL_AXES = {"xtick.labelsize": 7, "ytick.labelsize": 7, "axes.titlesize": 8,
@@ -321,11 +327,109 @@ def plot_nb201_cell(arch: NB201Arch, path: str) -> str:
     return _save(fig, path)
 
 
-def plot_genotype(genotype: Genotype | NB201Arch, prefix: str) -> list[str]:
-    """Draw both cells to ``{prefix}_normal.png`` and ``{prefix}_reduce.png`` (an NB201 cell:
-    ``{prefix}_cell.png``); return the paths."""
+# -- NAS-Bench-1Shot1 cell ------------------------------------------------------------------------
+# NB-101 names are long; the figure shows the short form (the legend-free cell plot has room for
+# one short word under each node).
+_NB101_SHORT = {"conv3x3-bn-relu": "conv 3x3", "conv1x1-bn-relu": "conv 1x1",
+                "maxpool3x3": "max-pool 3x3"}
+_LOOSE_COLOR = "#9a9a9a"
+
+
+def _nb1shot1_node(node: int, output: int) -> str:
+    return "in" if node == 0 else "out" if node == output else str(node)
+
+
+def _nb1shot1_layout(num_nodes: int) -> dict[str, Point]:
+    """Input left, output right, the choice blocks in order between them, alternately above and
+    below the axis on an ellipse: convex position, so no straight edge runs through a node,
+    and every block has free space outside the ellipse for its op label."""
+    steps = num_nodes - 2
+    a, b = 1.45 * (steps + 1), 2.6
+    pos = {"in": (-a, 0.0), "out": (a, 0.0)}
+    for m in range(steps):
+        x = -a + (m + 1) * 2 * a / (steps + 1)
+        y = b * math.sqrt(max(0.0, 1 - (x / a) ** 2))
+        pos[str(m + 1)] = (x, y if m % 2 == 0 else -y)
+    return pos
+
+
+def _lighten(color: Any, amount: float = 0.55) -> tuple[float, float, float]:
+    r, g, b = matplotlib.colors.to_rgb(color)
+    return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
+
+
+def plot_nb1shot1_cell(arch: NB1Shot1Arch, path: str) -> str:
+    """An NB-1Shot1 cell: input, one node per choice block (filled with its op's colour, the op
+    written outside the ellipse), output. Blocks not on a path to the output (loose ends, which
+    the NB-101 cell drops) and all their edges are grey and dashed. Returns ``path``."""
+    space = arch.search_space
+    output = space.output_node
+    used = set(arch.used_blocks())
+    pos = _nb1shot1_layout(space.num_nodes)
+    edges: list[tuple[str, str, str | None]] = []
+    loose_edge: list[bool] = []
+    for node, parents in enumerate(arch.parents, start=1):
+        for p in parents:
+            edges.append((_nb1shot1_node(p, output), _nb1shot1_node(node, output), None))
+            # an edge into or out of a loose end is not part of the built cell
+            loose_edge.append(not ({p, node} - {0, output}) <= used)
+    colors = _op_colors(space.ops)
+    width = max(x for x, _ in pos.values()) - min(x for x, _ in pos.values())
+    height = max(y for _, y in pos.values()) - min(y for _, y in pos.values())
+    fig, ax = plt.subplots(figsize=(0.62 * width + 1.6, 0.62 * height + 2.4))
+    circles: dict[str, Circle] = {}
+    try:
+        for name, (x, y) in pos.items():
+            block = name not in ("in", "out")
+            loose = block and int(name) not in used
+            if not block:
+                face = _NODE_COLORS["input" if name == "in" else "output"]
+            else:
+                face = "#eeeeee" if loose else _lighten(colors[arch.ops[int(name) - 1]])
+            circle = Circle((x, y), _NODE_RADIUS, facecolor=face, zorder=3,
+                            edgecolor=_LOOSE_COLOR if loose else "black",
+                            linewidth=1.5, linestyle="--" if loose else "-")
+            circles[name] = ax.add_patch(circle)
+            ax.text(x, y, name, ha="center", va="center", fontsize=11, zorder=4,
+                    color=_LOOSE_COLOR if loose else "black")
+            if block:  # op label outside the ellipse, where no edge runs
+                op = arch.ops[int(name) - 1]
+                up = y >= 0
+                text = _NB101_SHORT.get(op, op) + ("\n(loose end)" if loose else "")
+                ax.text(x, y + (1 if up else -1) * (_NODE_RADIUS + 0.15), text,
+                        ha="center", va="bottom" if up else "top", fontsize=9, zorder=5,
+                        color=_LOOSE_COLOR if loose else "black",
+                        bbox=dict(boxstyle="round,pad=0.2", linewidth=0.8,
+                                  facecolor="white" if loose else _lighten(colors[op], 0.75),
+                                  edgecolor=_LOOSE_COLOR if loose else colors[op]))
+        for (u, v, _), rad, loose in zip(edges, _edge_rads(edges, pos), loose_edge):
+            ax.add_patch(FancyArrowPatch(
+                pos[u], pos[v], patchA=circles[u], patchB=circles[v], zorder=2, clip_on=False,
+                connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
+                linewidth=1.0 if loose else 1.6, color=_LOOSE_COLOR if loose else "#333333",
+                linestyle="--" if loose else "-"))
+        xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
+        ax.set_xlim(min(xs) - 1.5 * _NODE_RADIUS, max(xs) + 1.5 * _NODE_RADIUS)
+        ax.set_ylim(min(ys) - 4 * _NODE_RADIUS, max(ys) + 4 * _NODE_RADIUS)  # room for labels
+        ax.set_aspect("equal")
+        ax.axis("off")
+        title = f"NAS-Bench-1Shot1 cell, search space {space.name}"
+        if len(used) < space.steps:
+            title += "\ndashed grey: loose ends, dropped from the NB-101 cell"
+        ax.set_title(title, fontsize=10)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return _save(fig, path)
+
+
+def plot_genotype(genotype: Genotype | NB201Arch | NB1Shot1Arch, prefix: str) -> list[str]:
+    """Draw both cells to ``{prefix}_normal.png`` and ``{prefix}_reduce.png`` (an NB201 or an
+    NB-1Shot1 cell: ``{prefix}_cell.png``); return the paths."""
     if isinstance(genotype, NB201Arch):
         return [plot_nb201_cell(genotype, f"{prefix}_cell.png")]
+    if isinstance(genotype, NB1Shot1Arch):
+        return [plot_nb1shot1_cell(genotype, f"{prefix}_cell.png")]
     use_graphviz = _graphviz_available()
     paths = []
     for cell in ("normal", "reduce"):
@@ -413,12 +517,126 @@ def _draw_trajectories(fig: Figure, axes: Any, history: Sequence[dict[str, Any]]
                         bottom=1.05 / height, wspace=0.12, hspace=0.4)
 
 
-def plot_alpha_trajectories(history: list[dict], space: Space | str, path: str) -> str:
+# -- alpha trajectories: NAS-Bench-1Shot1 --------------------------------------------------------
+NB1SHOT1_PREFIX = "nb1shot1-"  # 'nb1shot1-1': the bare '1'..'3' would read as a DARTS space name
+
+
+def _source_name(node: int) -> str:
+    return "input" if node == 0 else f"node {node}"
+
+
+# (tensor index in the mixing-weights tuple, row, subplot title, curve labels), per subplot
+Panel = tuple[int, int, str, list[str]]
+
+
+def _nb1shot1_panels(space: NB1Shot1Space) -> list[list[Panel]]:
+    """Row 0: each choice block's ops (``alphas_mixed_op`` rows). Row 1: the output's weights,
+    then each input-choice node's, one curve per candidate source node."""
+    ops_row: list[Panel] = [(0, b, f"node {b + 1}: op", list(space.ops))
+                            for b in range(space.steps)]
+    sources_row: list[Panel] = [(1, 0, "output ← sources",
+                                 [_source_name(n) for n in range(space.steps + 1)])]
+    sources_row += [(2 + i, 0, f"node {node} ← sources", [_source_name(n) for n in range(node)])
+                    for i, node in enumerate(space.input_choice_nodes)]
+    return [ops_row, sources_row]
+
+
+def _check_nb1shot1_alphas(history: Sequence[dict[str, Any]], space: NB1Shot1Space) -> None:
+    if not history:
+        raise ValueError("plot_alpha_trajectories: the history is empty")
+    shapes = [(space.steps, len(space.ops)), (1, space.steps + 1),
+              *((1, node) for node in space.input_choice_nodes)]
+    for h in history:
+        alphas = h.get("alphas")
+        if not isinstance(alphas, (list, tuple)) or len(alphas) != len(shapes):
+            got = len(alphas) if isinstance(alphas, (list, tuple)) else type(alphas).__name__
+            raise ValueError(f"epoch {h.get('epoch')}: NB-1Shot1 space {space.name} needs "
+                             f"{len(shapes)} alpha tensors (mixed_op, output, one per input-"
+                             f"choice node {list(space.input_choice_nodes)}), got {got}")
+        for k, (table, (rows, cols)) in enumerate(zip(alphas, shapes)):
+            ok = (isinstance(table, (list, tuple)) and len(table) == rows
+                  and all(isinstance(r, (list, tuple)) and len(r) == cols for r in table))
+            if not ok:
+                raise ValueError(f"epoch {h.get('epoch')}: alpha tensor {k} does not match "
+                                 f"NB-1Shot1 space {space.name}: expected {rows} x {cols}")
+
+
+def _source_colors(n: int) -> dict[str, Any]:
+    """A colour per source node (input, node 1, ...): tab10 colours that the NB-101 ops (orange,
+    green, purple) do not use, so the two legends never suggest a link."""
+    palette = plt.get_cmap("tab10").colors
+    picks = [palette[i] for i in (0, 3, 5, 6, 8, 9, 7)]
+    return {_source_name(k): picks[k % len(picks)] for k in range(n)}
+
+
+def _draw_nb1shot1_trajectories(fig: Figure, axes: Any, history: Sequence[dict[str, Any]],
+                                space: NB1Shot1Space) -> None:
+    epochs = [int(h.get("epoch", i)) for i, h in enumerate(history)]
+    rows = _nb1shot1_panels(space)
+    op_colors = _op_colors(space.ops)
+    legends = [{op: op_colors[op] for op in space.ops}, _source_colors(space.steps + 1)]
+    axes[0][0].set_ylim(-0.02, 1.02)  # shared by all axes
+    axes[0][0].set_yticks([0, 0.25, 0.5, 0.75, 1])
+    for r, (panels, colors) in enumerate(zip(rows, legends)):
+        for c, (tensor, row, title, labels) in enumerate(panels):
+            ax = axes[r][c]
+            _plot_edge(ax, epochs, [h["alphas"][tensor][row] for h in history], labels, colors)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.tick_params(labelleft=True)  # rows differ in length: every row keeps its ticks
+        for ax in axes[r][len(panels):]:
+            ax.set_visible(False)
+        axes[r][0].set_ylabel(f"{'choice blocks' if r == 0 else 'inputs'}\nsoftmax(α)",
+                              fontsize=9)
+        handles = [Line2D([], [], color=col, marker="o", markersize=4,
+                          label=_NB101_SHORT.get(name, name)) for name, col in colors.items()]
+        # each row its own legend, right of the row's last used subplot
+        axes[r][len(panels) - 1].legend(handles=handles, loc="upper left", fontsize=8,
+                                        bbox_to_anchor=(1.04, 1.0), frameon=False,
+                                        title="op" if r == 0 else "source", title_fontsize=8)
+    fig.suptitle(f"architecture weights, NAS-Bench-1Shot1 search space {space.name}",
+                 fontsize=11)
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.75 / width, right=1 - 1.35 / width, top=1 - 0.6 / height,
+                        bottom=0.5 / height, wspace=0.25, hspace=0.55)
+
+
+def _plot_nb1shot1_trajectories(history: list[dict], space: NB1Shot1Space, path: str) -> str:
+    _check_nb1shot1_alphas(history, space)
+    rows = _nb1shot1_panels(space)
+    cols = max(len(r) for r in rows)
+    with plt.rc_context(_SMALL_AXES):
+        fig, axes = plt.subplots(2, cols, figsize=(2.0 * cols + 2.1, 5.6), sharey=True,
+                                 squeeze=False)
+        try:
+            _draw_nb1shot1_trajectories(fig, axes, history, space)
+        except BaseException:
+            plt.close(fig)
+            raise
+        return _save(fig, path, tight=False)
+
+
+def _resolve_space(space: Space | NB1Shot1Space | str) -> Space | NB1Shot1Space:
+    """A space object from its name: NB201 names, 'nb1shot1-1'..'nb1shot1-3', DARTS names."""
+    if not isinstance(space, str):
+        return space
+    if space in NB201_SPACES:
+        return NB201_SPACES[space]
+    if space.startswith(NB1SHOT1_PREFIX):
+        return get_nb1shot1_space(space[len(NB1SHOT1_PREFIX):])
+    return get_space(space)
+
+
+def plot_alpha_trajectories(history: list[dict], space: Space | NB1Shot1Space | str,
+                            path: str) -> str:
     """softmax(alpha) per op per edge versus epoch: a row of edges for each cell type (DARTS:
     normal and reduce, 14 edges; NB201: one row of 6), one colour per op name across all
-    subplots and one legend. Returns ``path``."""
-    if isinstance(space, str):
-        space = NB201_SPACES[space] if space in NB201_SPACES else get_space(space)
+    subplots and one legend. An NB-1Shot1 space (the object, or 'nb1shot1-1'..'nb1shot1-3'):
+    a row of choice blocks (3 op curves each) and a row of the output's and each input-choice
+    node's weights (one curve per source node). Returns ``path``."""
+    space = _resolve_space(space)
+    if isinstance(space, NB1Shot1Space):
+        return _plot_nb1shot1_trajectories(history, space, path)
     _check_alphas(history, space)
     tables = _alpha_tables(space)
     n_edges = len(tables[0][1])

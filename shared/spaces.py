@@ -10,7 +10,9 @@ c_{k-1}, input 2+m is intermediate node m.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Iterator
 
 from shared.errors import UserError
 
@@ -174,3 +176,113 @@ def get_nb201_space(name: str = "nas-bench-201") -> NB201Space:
     except KeyError:
         raise UserError(f"unknown NAS-Bench-201 search space {name!r}; choose from "
                         f"{', '.join(NB201_SPACES)}") from None
+
+
+# -- NAS-Bench-1Shot1 ---------------------------------------------------------------------------
+# Three sub-spaces of NAS-Bench-101 (reference sdarts.md §4.3): a cell input (node 0), choice
+# blocks 1..n (one op each) and the cell output (the last node). Each node takes a fixed NUMBER
+# of parents among the nodes before it; which parents, and each block's op, are searched. Every
+# cell of these spaces is an NAS-Bench-101 cell (<= 7 vertices, <= 9 edges), so a search can be
+# scored by table look-up.
+
+# The one-shot alpha column order of nasbench-1shot1's optimizers/darts/genotypes.py (it differs
+# from NAS-Bench-101's own canonical order, which only its hash uses).
+NB1SHOT1_PRIMITIVES: tuple[str, ...] = ("maxpool3x3", "conv3x3-bn-relu", "conv1x1-bn-relu")
+
+
+@dataclass(frozen=True)
+class NB1Shot1Space:
+    """One NAS-Bench-1Shot1 search space: parents per node and the op choices.
+
+    ``num_parents[n]`` is how many parents node n takes among nodes 0..n-1 (node 0 = cell input,
+    the last node = cell output). A node with as many parents as candidates (node 1 always; SS1's
+    node 2) has none to choose: its block sums all its inputs and has no input alpha.
+    ``test_min_error``/``valid_min_error`` are the best mean NB-101 errors in the space, the
+    baseline of regret plots (constants of the released code)."""
+
+    name: str
+    num_parents: tuple[int, ...]
+    test_min_error: float
+    valid_min_error: float
+    description: str = ""
+    ops: tuple[str, ...] = NB1SHOT1_PRIMITIVES
+
+    def __post_init__(self) -> None:
+        if self.num_parents[0] != 0 or any(not 1 <= k <= n for n, k
+                                           in enumerate(self.num_parents) if n > 0):
+            raise ValueError(f"space {self.name}: node n needs 1..n parents, got "
+                             f"{self.num_parents}")
+        if sum(self.num_parents) > 9:
+            raise ValueError(f"space {self.name}: an NB-101 cell has at most 9 edges")
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.num_parents)
+
+    @property
+    def output_node(self) -> int:
+        return self.num_nodes - 1
+
+    @property
+    def steps(self) -> int:
+        """Number of choice blocks (graph nodes 1..steps)."""
+        return self.num_nodes - 2
+
+    def has_input_choice(self, node: int) -> bool:
+        return 0 < node < self.output_node and self.num_parents[node] < node
+
+    @property
+    def input_choice_nodes(self) -> tuple[int, ...]:
+        """Nodes whose parents an input alpha chooses (SS1: 3, 4; SS2: 2, 3, 4; SS3: 2..5)."""
+        return tuple(n for n in range(1, self.output_node) if self.has_input_choice(n))
+
+    def parent_choices(self, node: int) -> list[tuple[int, ...]]:
+        """Every admissible parent set of ``node`` (sorted tuples)."""
+        return list(itertools.combinations(range(node), self.num_parents[node]))
+
+    def architectures(self) -> Iterator[tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]]:
+        """Every (parents per node 1..output, op per block) of the space, loose ends included."""
+        parent_sets = itertools.product(*(self.parent_choices(n)
+                                          for n in range(1, self.num_nodes)))
+        for parents in parent_sets:
+            for ops in itertools.product(self.ops, repeat=self.steps):
+                yield parents, ops
+
+    def count(self, ops_of_loose_ends: bool = False) -> int:
+        """Number of architectures, by enumerating the parent choices.
+
+        A block that feeds no other node ("loose end") is dropped when the cell is built, so
+        its op is irrelevant: by default it is not counted (``ops_of_loose_ends=False``). This
+        gives the NAS-Bench-1Shot1 paper's sizes of spaces 1 and 3 (6,240 and 363,648). The
+        paper's 29,160 for space 2 is instead the plain product, every parent choice times
+        3^4 ops (``ops_of_loose_ends=True``); the first rule gives 16,632 there."""
+        total = 0
+        for parents in itertools.product(*(self.parent_choices(n)
+                                           for n in range(1, self.num_nodes))):
+            if ops_of_loose_ends:
+                used = self.steps
+            else:
+                used = len({p for ps in parents for p in ps} - {0})
+            total += len(self.ops) ** used
+        return total
+
+
+NB1SHOT1_SPACES: dict[str, NB1Shot1Space] = {
+    s.name: s for s in (
+        NB1Shot1Space("1", (0, 1, 2, 2, 2, 2), 0.05448716878890991, 0.049278855323791504,
+                      "NAS-Bench-1Shot1 space 1: 4 choice blocks, output takes 2 parents"),
+        NB1Shot1Space("2", (0, 1, 1, 2, 2, 3), 0.057592153549194336, 0.051582515239715576,
+                      "NAS-Bench-1Shot1 space 2: 4 choice blocks, output takes 3 parents"),
+        NB1Shot1Space("3", (0, 1, 1, 1, 2, 2, 2), 0.05338543653488159, 0.04847759008407593,
+                      "NAS-Bench-1Shot1 space 3: 5 choice blocks, output takes 2 parents"),
+    )
+}
+
+
+def get_nb1shot1_space(name: str) -> NB1Shot1Space:
+    """Look up an NB-1Shot1 space ('1', '2', '3'); unknown names are a user error."""
+    try:
+        return NB1SHOT1_SPACES[str(name)]
+    except KeyError:
+        raise UserError(f"unknown NAS-Bench-1Shot1 search space {name!r}; choose from "
+                        f"{', '.join(NB1SHOT1_SPACES)}") from None

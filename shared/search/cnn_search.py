@@ -3,9 +3,9 @@
 The paper doors (``sdarts/sota/cnn/train_search.py``, DARTS-PT's two ``train_search.py``, later
 Lambda-DARTS) parse their flags into a ``CNNSearchConfig`` and hand in what their paper adds (a
 perturbation, a gradient hook); the rest is here once. ``CNNSearchConfig.supernet`` picks the
-supernet and the table of spaces it reads (``SUPERNETS``): the DARTS-space ``Network`` or the
-NAS-Bench-201 ``TinyNetworkDarts``; everything else (data, optimisers, loop, checkpoints,
-TensorBoard, history, plots) is the same for both.
+supernet and the table of spaces it reads (``SUPERNETS``): the DARTS-space ``Network``, the
+NAS-Bench-201 ``TinyNetworkDarts`` or the NAS-Bench-1Shot1 ``NB1Shot1Network``; everything
+else (data, optimisers, loop, checkpoints, TensorBoard, history, plots) is the same for all.
 """
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ from shared.checkpoint import load_checkpoint
 from shared.genotypes import Genotype, save_genotype
 from shared.logs import close_logger, setup_logger, tensorboard_writer
 from shared.models.search_cnn import Network
+from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
 from shared.nb201_arch import NB201Arch
 from shared.runtime import Precision, choose_device, seed_everything
 from shared.search.architect import Architect
 from shared.search.loop import EpochResult, Perturbation, SearchLoop, cell_types
-from shared.spaces import get_nb201_space, get_space
+from shared.spaces import get_nb1shot1_space, get_nb201_space, get_space
 
 CHECKPOINT = "checkpoint.pth.tar"
 
@@ -81,6 +82,9 @@ SUPERNETS: dict[str, Supernet] = {
         cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels)),
     "nb201": Supernet(get_nb201_space, lambda cfg, space, classes, in_channels: TinyNetworkDarts(
         cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels)),
+    "nb1shot1": Supernet(get_nb1shot1_space, lambda cfg, space, classes, in_channels:
+                         NB1Shot1Network(cfg.init_channels, classes, cfg.layers, space,
+                                         in_channels=in_channels)),
 }
 
 
@@ -219,6 +223,13 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
         close_logger(logger)
 
 
+_RESULT_FIELDS = set(EpochResult.__dataclass_fields__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _tensorboard_hook(writer) -> Callable[[SearchLoop, EpochResult], None]:
     def hook(loop: SearchLoop, r: EpochResult) -> None:
         writer.add_scalar("Acc/train", r.train_acc, r.epoch)
@@ -232,12 +243,15 @@ def _tensorboard_hook(writer) -> Callable[[SearchLoop, EpochResult], None]:
             # Entropy per edge: collapse to one op shows as entropy -> 0.
             ent = -(t.clamp_min(1e-12).log() * t).sum(-1).mean()
             writer.add_scalar(f"alpha_entropy/{name}", ent.item(), r.epoch)
-        # Numbers an earlier hook added to the entry as a dict (e.g. "nasbench201").
+        # Numbers an earlier hook added to the entry: a dict of them (e.g. "nasbench201") or
+        # one number (e.g. "hessian_eigenvalue", under "analysis/").
         entry = loop.history[-1] if loop.history else {}
         for key, table in entry.items():
+            if key not in _RESULT_FIELDS and _is_number(table):
+                writer.add_scalar(f"analysis/{key}", table, r.epoch)
             if isinstance(table, dict):
                 for name, value in table.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    if _is_number(value):
                         writer.add_scalar(f"{key}/{name}", value, r.epoch)
         writer.flush()
     return hook

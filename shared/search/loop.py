@@ -98,6 +98,7 @@ class SearchLoop:
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     progress: bool = True
+    last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- one epoch ----------------------------------------------------------------------------
     def mixing_weights_for_weight_step(self, x: torch.Tensor, y: torch.Tensor,
@@ -122,6 +123,7 @@ class SearchLoop:
             model.train()
             x, y = to_device(batch, self.device, self.precision)
             x_s, y_s = to_device(batch_s, self.device, self.precision)
+            self.last_valid_batch = (x_s, y_s)  # end-of-epoch analyses use it (Hessian)
             if update_alpha:
                 with amp:
                     self.architect.step(x, y, x_s, y_s, lr, self.optimizer)
