@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from typing import Any, Sequence
 
 import matplotlib
@@ -109,8 +110,8 @@ def _plot_runs(runs: Sequence[Run], path: str, what: str, transform: Any, ylabel
         raise ValueError(f"{what}: none of the {len(runs)} run(s) has any {ylabel} values")
     spaces = sorted({space.name: space for _, space, _ in present}.items())
     style = _label_style(_label_order([label for label, _, _ in present]))
-    fig, axes = plt.subplots(1, len(spaces), figsize=(5.0 * len(spaces) + 0.4, 4.0),
-                             squeeze=False)
+    width = 5.0 * len(spaces) + 0.4
+    fig, axes = plt.subplots(1, len(spaces), figsize=(width, 4.3), squeeze=False)
     try:
         for ax, (name, _) in zip(axes[0], spaces):
             in_space = [c for c in present if c[1].name == name]
@@ -125,7 +126,9 @@ def _plot_runs(runs: Sequence[Run], path: str, what: str, transform: Any, ylabel
             ax.grid(alpha=0.3, which="both" if log_y else "major")
             ax.legend(fontsize=8)
         axes[0][0].set_ylabel(ylabel)
-        fig.suptitle(title, fontsize=11)
+        # wrapped to the figure's width (about 9 characters per inch at 11 pt), else a
+        # one-space figure cuts the title off at both sides
+        fig.suptitle(textwrap.fill(title, width=int(9 * width)), fontsize=11)
         fig.tight_layout()
     except BaseException:
         plt.close(fig)

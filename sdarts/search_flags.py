@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from sdarts.perturb import PERTURBATIONS
 from shared.checkpoint import load_checkpoint
 from shared.cli import ArgumentParser, add_runtime_flags, apply_resumed_config, explicit_flags
-from shared.cli import newest_run
+from shared.cli import newest_run, settings_suffix
 from shared.errors import UserError
 from shared.search.cnn_search import CNNSearchConfig
 
@@ -63,15 +63,7 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
 
 def run_name_suffix(args: argparse.Namespace) -> str:
     """The original's folder-name suffixes, in its order, then its random number."""
-    name = ""
-    if args.unrolled:
-        name += "-unrolled"
-    if args.weight_decay != 3e-4:
-        name += f"-weight_l2-{args.weight_decay}"
-    if args.arch_weight_decay != 1e-3:
-        name += f"-alpha_l2-{args.arch_weight_decay}"
-    if args.cutout:
-        name += f"-cutout-{args.cutout_length}-{args.cutout_prob}"
+    name = settings_suffix(args)
     if args.perturb_alpha != "none":
         name += f"-alpha-{args.perturb_alpha}-{args.epsilon_alpha}"
     return name + "-" + str(int.from_bytes(os.urandom(2), "little") % 10000)

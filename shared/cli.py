@@ -72,3 +72,18 @@ def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,
                         help="channels-last memory format")
     parser.add_argument("--no_progress", dest="progress", action="store_false",
                         help="no tqdm progress bars")
+
+
+def settings_suffix(args: argparse.Namespace) -> str:
+    """The folder-name suffixes the DARTS family's search scripts append for non-default
+    settings, in their order: -unrolled, -weight_l2-X, -alpha_l2-X, -cutout-L-P."""
+    name = ""
+    if args.unrolled:
+        name += "-unrolled"
+    if args.weight_decay != 3e-4:
+        name += f"-weight_l2-{args.weight_decay}"
+    if args.arch_weight_decay != 1e-3:
+        name += f"-alpha_l2-{args.arch_weight_decay}"
+    if args.cutout:
+        name += f"-cutout-{args.cutout_length}-{args.cutout_prob}"
+    return name

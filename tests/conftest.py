@@ -27,3 +27,28 @@ def door_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def wait_for_checkpoint_epoch(path: str, epoch: int, proc, timeout: float = 600,
+                              poll: float = 0.1) -> None:
+    """Block until the checkpoint at ``path`` has reached ``epoch`` (the run a test is about to
+    kill); fails when ``proc`` ended first or nothing came in time."""
+    import time
+
+    start = time.time()
+    while time.time() - start < timeout:
+        if os.path.exists(path):
+            try:
+                if torch.load(path, weights_only=True)["epoch"] >= epoch:
+                    return
+            except Exception:  # noqa: BLE001 - caught mid-replace; poll again
+                pass
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(poll)
+    raise AssertionError(f"no checkpoint of epoch {epoch} in {timeout} s: {path}")
+
+
+def search_runs(root) -> list[str]:
+    """Every ``search-*`` run folder under ``root``."""
+    return [os.path.join(dp, d) for dp, dirs, _ in os.walk(root) for d in dirs
+            if d.startswith("search-")]

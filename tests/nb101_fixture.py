@@ -22,6 +22,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+if __name__ == "__main__":  # run as a script (the README's toy file): the repo root importable
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from nasbench_analysis.nb101_spec import AVAILABLE_OPS, INPUT, OUTPUT, NB101Spec
 
 # ---- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) and TFRecord framing -------------
@@ -240,8 +246,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     main()

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import torch
 from darts_pt.nasbench201 import train_search as door
 from shared.nb201_arch import NB201Arch
 from shared.spaces import get_nb201_space
-from tests.conftest import ROOT, door_env
+from tests.conftest import ROOT, door_env, wait_for_checkpoint_epoch
 
 DOOR_DIR = os.path.join(ROOT, "darts_pt", "nasbench201")
 TINY = ["--dataset", "digits", "--init_channels", "4", "--batch_size", "64", "--gpu", "-1",
@@ -119,20 +118,6 @@ def test_projection_makes_6_op_projections_and_an_nb201_cell(projected):
         assert os.path.isfile(os.path.join(proj, f)), f
 
 
-def _wait_for_epoch(path, epoch, proc, timeout=300):
-    start = time.time()
-    while time.time() - start < timeout:
-        if os.path.exists(path):
-            try:
-                if load(path)["epoch"] >= epoch:
-                    return
-            except Exception:  # noqa: BLE001 - mid-replace; poll again
-                pass
-        assert proc.poll() is None, "projection ended before it could be killed"
-        time.sleep(0.05)
-    raise AssertionError("no checkpoint in time")
-
-
 def test_killed_projection_resumes_to_the_same_arch(projected, no_plots, capsys):
     cut_args = [*PROJ, "--log_tag", "_cut"]
     cut = os.path.join(run_dir(projected), PROJ_NAME + "_cut")
@@ -140,7 +125,8 @@ def test_killed_projection_resumes_to_the_same_arch(projected, no_plots, capsys)
                              str(projected)], cwd=DOOR_DIR, env=door_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_epoch(os.path.join(cut, "checkpoint.pth.tar"), 3, proc)
+        wait_for_checkpoint_epoch(os.path.join(cut, "checkpoint.pth.tar"), 3, proc, timeout=300,
+                                  poll=0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

@@ -6,12 +6,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env
+from tests.conftest import ROOT, door_env, wait_for_checkpoint_epoch
 
 DOOR_DIR = os.path.join(ROOT, "darts_pt", "sota", "cnn")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "64",
@@ -78,20 +77,6 @@ def test_projection_makes_14_op_and_3_edge_decisions_per_cell(projected):
     assert "genotype = Genotype(normal=" in out.stdout
 
 
-def _wait_for_epoch(path, epoch, proc, timeout=600):
-    start = time.time()
-    while time.time() - start < timeout:
-        if os.path.exists(path):
-            try:
-                if torch.load(path, weights_only=True)["epoch"] >= epoch:
-                    return
-            except Exception:  # noqa: BLE001 - mid-replace; poll again
-                pass
-        assert proc.poll() is None, "projection ended before it could be killed"
-        time.sleep(0.1)
-    raise AssertionError("no checkpoint in time")
-
-
 def test_killed_projection_resumes_to_the_same_genotype(projected, tmp_path):
     exp, _ = projected
     ref = os.path.join(run_dir(exp), PROJ_NAME)
@@ -104,7 +89,7 @@ def test_killed_projection_resumes_to_the_same_genotype(projected, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cut = os.path.join(run_dir(cut_exp), PROJ_NAME)
     try:
-        _wait_for_epoch(os.path.join(cut, "checkpoint.pth.tar"), 4, proc)
+        wait_for_checkpoint_epoch(os.path.join(cut, "checkpoint.pth.tar"), 4, proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

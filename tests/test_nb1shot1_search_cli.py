@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env
+from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "optimizers", "darts")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
@@ -25,13 +25,8 @@ def run_door(args, tmp_path, timeout=600):
                           text=True, timeout=timeout)
 
 
-def find_runs(root):
-    return [os.path.join(dp, d) for dp, dirs, _ in os.walk(root) for d in dirs
-            if d.startswith("search-")]
-
-
 def only_run(root):
-    runs = find_runs(root)
+    runs = search_runs(root)
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -71,20 +66,6 @@ def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run, "runs")))
 
 
-def _wait_for_epoch(path, epoch, proc, timeout=600):
-    start = time.time()
-    while time.time() - start < timeout:
-        if os.path.exists(path):
-            try:
-                if torch.load(path, weights_only=True)["epoch"] >= epoch:
-                    return
-            except Exception:  # noqa: BLE001 - mid-replace; poll again
-                pass
-        assert proc.poll() is None, "search ended before it could be killed"
-        time.sleep(0.1)
-    raise AssertionError("no checkpoint in time")
-
-
 def test_kill_and_resume_gives_the_same_alpha(tmp_path):
     args = [*TINY, "--search_space", "2", "--perturb_alpha", "pgd_linf", "--epochs", "3",
             "--save", "resume"]
@@ -96,11 +77,11 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
     try:
         run = None
         while run is None:
-            found = find_runs(cut_dir)
+            found = search_runs(cut_dir)
             run = found[0] if found else None
             assert proc.poll() is None or run is not None
             time.sleep(0.1)
-        _wait_for_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
+        wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

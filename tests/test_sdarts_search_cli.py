@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env
+from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "cnn")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
@@ -24,8 +24,7 @@ def run_door(args, tmp_path, timeout=600):
 
 
 def only_run(tmp_path):
-    runs = [os.path.join(dp, d) for dp, dirs, _ in os.walk(tmp_path) for d in dirs
-            if d.startswith("search-")]
+    runs = search_runs(tmp_path)
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -55,20 +54,6 @@ def test_sdarts_adv_search_on_digits_end_to_end(tmp_path):
     assert ckpt["epoch"] == 2 and "alphas_normal" in ckpt["state_dict"]
 
 
-def _wait_for_epoch(path, epoch, proc, timeout=600):
-    start = time.time()
-    while time.time() - start < timeout:
-        if os.path.exists(path):
-            try:
-                if torch.load(path, weights_only=True)["epoch"] >= epoch:
-                    return
-            except Exception:  # noqa: BLE001 - mid-replace on some filesystems; poll again
-                pass
-        assert proc.poll() is None, "search ended before it could be killed"
-        time.sleep(0.1)
-    raise AssertionError("no checkpoint in time")
-
-
 def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
     args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "3",
             "--save", "resume"]
@@ -81,11 +66,10 @@ def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
         time.sleep(0.5)
         run = None
         while run is None:
-            found = [os.path.join(dp, d) for dp, dirs, _ in os.walk(cut_dir) for d in dirs
-                     if d.startswith("search-")]
+            found = search_runs(cut_dir)
             run = found[0] if found else None
             time.sleep(0.1)
-        _wait_for_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
+        wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()

@@ -56,7 +56,7 @@ from darts_pt.projection import ProjectionState, darts_nid2eids, projected_genot
 from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
 from sdarts.perturb import make_perturbation  # noqa: E402
 from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
-                        explicit_flags)
+                        explicit_flags, settings_suffix)
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.genotypes import build_final_network, count_parameters  # noqa: E402
 from shared.logs import close_logger, setup_logger  # noqa: E402
@@ -94,16 +94,7 @@ def build_parser() -> ArgumentParser:
 
 def supernet_name(args) -> str:
     tag = f"-{args.expid_tag}" if args.expid_tag else ""
-    name = f"search-{args.save}{tag}-{args.search_space}-{args.seed}"
-    if args.unrolled:
-        name += "-unrolled"
-    if args.weight_decay != 3e-4:
-        name += f"-weight_l2-{args.weight_decay}"
-    if args.arch_weight_decay != 1e-3:
-        name += f"-alpha_l2-{args.arch_weight_decay}"
-    if args.cutout:
-        name += f"-cutout-{args.cutout_length}-{args.cutout_prob}"
-    return name
+    return f"search-{args.save}{tag}-{args.search_space}-{args.seed}" + settings_suffix(args)
 
 
 def projection_name(args) -> str:
