@@ -286,3 +286,28 @@ def get_nb1shot1_space(name: str) -> NB1Shot1Space:
     except KeyError:
         raise UserError(f"unknown NAS-Bench-1Shot1 search space {name!r}; choose from "
                         f"{', '.join(NB1SHOT1_SPACES)}") from None
+
+
+# -- the DARTS recurrent cell (PTB) ------------------------------------------------------------
+# DARTS rnn/genotypes.py: 8 nodes after the initial state s0; node i (1..8) takes ONE
+# predecessor s_j (j < i) through a highway step with one of these activations. In search
+# every node mixes all its predecessors: 1 + 2 + ... + 8 = 36 (edge, op) rows, one alpha
+# shared by the layer. 'none' takes probability mass but contributes nothing.
+RNN_PRIMITIVES: tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")
+RNN_STEPS = 8
+
+
+@dataclass(frozen=True)
+class RNNSpace:
+    name: str = "darts-rnn"
+    ops: tuple[str, ...] = RNN_PRIMITIVES
+    steps: int = RNN_STEPS
+    description: str = "DARTS recurrent cell: 8 nodes, 36 edges, 5 ops"
+
+    @property
+    def num_edges(self) -> int:
+        return self.steps * (self.steps + 1) // 2
+
+    def edges(self) -> list[tuple[int, int]]:
+        """(node, predecessor) of every alpha row, node 1..steps, predecessor 0..node-1."""
+        return [(i, j) for i in range(1, self.steps + 1) for j in range(i)]

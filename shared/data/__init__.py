@@ -6,6 +6,20 @@ from .loaders import RandomBatches, search_loaders
 from .names import check_dataset
 from .split import search_split
 from .stats import DATASET_STATS, DATASETS, IMAGE_SIZE, IN_CHANNELS, NUM_CLASSES
+from .text import (
+    EMBEDDED_REFERENCE,
+    EMBEDDED_VOCAB_SIZE,
+    EOS,
+    UNK,
+    Corpus,
+    Dictionary,
+    batchify,
+    embedded_corpus,
+    embedded_source_sha256,
+    get_batch,
+    load_corpus,
+    write_embedded_corpus,
+)
 from .transforms import eval_transform, train_transform
 
 __all__ = [
@@ -23,4 +37,17 @@ __all__ = [
     "search_loaders",
     "search_split",
     "train_transform",
+    # word-level language-model data (RNN search)
+    "EMBEDDED_REFERENCE",
+    "EMBEDDED_VOCAB_SIZE",
+    "EOS",
+    "UNK",
+    "Corpus",
+    "Dictionary",
+    "batchify",
+    "embedded_corpus",
+    "embedded_source_sha256",
+    "get_batch",
+    "load_corpus",
+    "write_embedded_corpus",
 ]
