@@ -10,14 +10,16 @@ onto the simplex by clamp-and-renormalise, as the released code does (reference 
   discarded when it did not raise the loss.
 
 eps rises linearly per epoch from 0.03 to ``epsilon_alpha`` (``ramp=False``: constant
-``epsilon_alpha``, as DARTS-PT's tuning phase uses it).
+``epsilon_alpha``, as DARTS-PT's tuning phase uses it). The loss attacked is the supernet's own
+``loss(x, y, weights)``: cross-entropy for the CNN supernets, and for the recurrent search model
+(x = (words, hidden)) the NLL from the training batch's hidden state, as the original's
+``*_RNN`` variants; the same code serves both.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from shared.errors import UserError
 
@@ -74,9 +76,12 @@ class LinfPGD:
             return self.epsilon_alpha
         return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
 
-    def _loss(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], x: torch.Tensor,
-              y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(x, tuple(weights)), y)
+    def _loss(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], x, y: torch.Tensor
+              ) -> torch.Tensor:
+        # The supernet's own training loss under the given mixing weights: cross-entropy for
+        # the CNN supernets; for the RNN search model x = (words, hidden) and it is the NLL
+        # from the training hidden state (the original's Linf_PGD_alpha_RNN).
+        return model.loss(x, y, tuple(weights))
 
     def attack(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
                y: torch.Tensor, eps: float) -> tuple[Weights, float, float]:

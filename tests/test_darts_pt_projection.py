@@ -43,6 +43,9 @@ class SignalNet(nn.Module):
         (w,) = weights if weights is not None else self.mixing_weights()
         return torch.einsum("eo,eoij,nj->ni", w, self.maps, x)
 
+    def loss(self, x, y, weights=None):  # the supernets' training loss (SDARTS' attack uses it)
+        return F.cross_entropy(self(x, weights), y)
+
 
 def signal_data(n: int = 256, classes: int = 4):
     g = torch.Generator().manual_seed(1)

@@ -93,5 +93,12 @@ class RNNModelSearch(RNNModel):
         loss = F.nll_loss(log_prob.view(-1, log_prob.size(2)), target)
         return loss, hidden_next
 
+    def loss(self, x: tuple[torch.Tensor, Sequence[torch.Tensor]], y: torch.Tensor,
+             weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The supernets' common ``loss(x, y, weights)``: x = (words, hidden), the NLL only
+        (what the Architect's Hessian-vector product and SDARTS' attack differentiate)."""
+        words, hidden = x
+        return self._loss(hidden, words, y, weights)[0]
+
     def genotype(self) -> RNNGenotype:
         return RNNGenotype.from_weights(self.mixing_weights()[0].detach(), self.space)

@@ -1,0 +1,96 @@
+"""The DARTS Architect for the recurrent search (DARTS ``rnn/architect.py``, identical in
+SmoothDARTS; reference sdarts.md §3.3).
+
+The same bilevel step as the CNN Architect (``shared.search.architect``), with what a language
+model adds: every loss starts from a hidden state and returns the next one, and the alpha step
+returns the *validation* hidden state the next step continues from. Second order differs from
+the CNN version as released:
+
+* Adam with PyTorch's default betas (0.9, 0.999), lr ``--arch_lr`` 3e-3, wd ``--arch_wdecay``;
+* no momentum term in the virtual step, and the training gradient is clipped to ``--clip``
+  (0.25) by global norm first: w' = w - eta (clip_coef * g + wd * w);
+* the vector v = dL_val(w')/dw' is norm-clipped to ``--clip`` too, and
+  grad_alpha = dL_val/dalpha - eta * clip_coef * (H v), H v by the inherited central finite
+  difference (R = 0.01 / ||v||) on the training batch and hidden state.
+
+Inputs are passed as x = (words, hidden), the RNN search model's ``loss(x, y, weights)``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.func import functional_call
+
+from shared.search.architect import Architect
+
+Hidden = Sequence[torch.Tensor]
+
+
+def _clip_coef(grads: Sequence[torch.Tensor], max_norm: float) -> float:
+    """``clip_grad_norm_``'s factor: min(1, max_norm / (||g|| + 1e-6))."""
+    norm = torch.cat([g.reshape(-1) for g in grads]).norm().item()
+    return min(1.0, max_norm / (norm + 1e-6))
+
+
+class _LossOf(torch.nn.Module):
+    """``model._loss`` as a forward, so ``functional_call`` can swap the weights in."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden: Hidden, x: torch.Tensor, y: torch.Tensor):
+        return self.model._loss(hidden, x, y)
+
+
+class RNNArchitect(Architect):
+    def __init__(self, model: torch.nn.Module, arch_lr: float = 3e-3, arch_wdecay: float = 1e-3,
+                 wdecay: float = 5e-7, clip: float = 0.25, unrolled: bool = False) -> None:
+        super().__init__(model, arch_learning_rate=arch_lr, arch_weight_decay=arch_wdecay,
+                         momentum=0.0, weight_decay=wdecay, unrolled=unrolled,
+                         betas=(0.9, 0.999))
+        self.clip = clip
+
+    def step(self, hidden_trn: Hidden, x_trn: torch.Tensor, y_trn: torch.Tensor,
+             hidden_val: Hidden, x_val: torch.Tensor, y_val: torch.Tensor, eta: float,
+             network_optimizer: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
+        """One alpha step; returns the validation hidden state after ``x_val``."""
+        self.optimizer.zero_grad()
+        if self.unrolled:
+            grads, hidden_next = self.unrolled_rnn_gradient(hidden_trn, x_trn, y_trn,
+                                                            hidden_val, x_val, y_val, eta)
+            for a, g in zip(self.model.arch_parameters(), grads):
+                a.grad = g
+        else:
+            loss, hidden_next = self.model._loss(hidden_val, x_val, y_val)
+            loss.backward()
+        self.optimizer.step()
+        return [h.detach() for h in hidden_next]
+
+    def unrolled_rnn_gradient(self, hidden_trn: Hidden, x_trn, y_trn, hidden_val: Hidden,
+                              x_val, y_val, eta: float
+                              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        model = self.model
+        names, weights = zip(*model.named_weight_parameters())
+        alphas = model.arch_parameters()
+
+        loss, _ = model._loss(hidden_trn, x_trn, y_trn)
+        dtheta = torch.autograd.grad(loss, weights)
+        coef = _clip_coef(dtheta, self.clip)
+        unrolled = [(p.detach() - eta * (coef * g + self.network_weight_decay * p.detach()))
+                    .requires_grad_() for p, g in zip(weights, dtheta)]
+
+        params = dict(zip(names, unrolled))
+        params.update({n: b.clone() for n, b in model.named_buffers()})
+        # the virtual model w' (the original builds a copy): its BN statistics are cloned too
+        unrolled_loss, hidden_next = functional_call(
+            _LossOf(model), {f"model.{k}": v for k, v in params.items()},
+            (hidden_val, x_val, y_val))
+        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled)
+        dalpha, vector = grads[:len(alphas)], list(grads[len(alphas):])
+        v_coef = _clip_coef(vector, self.clip)
+        vector = [v * v_coef for v in vector]
+
+        implicit = self.hessian_vector_product(vector, (x_trn, hidden_trn), y_trn, self.fd_step)
+        return [g - eta * coef * ig for g, ig in zip(dalpha, implicit)], list(hidden_next)
