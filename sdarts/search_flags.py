@@ -20,7 +20,8 @@ from shared.search.cnn_search import CNNSearchConfig
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 # Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
-FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress", "save"}
+# (--save is not one: it names the run, and 'debug' in it changes the steps per epoch.)
+FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress"}
 
 
 def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,

@@ -2,11 +2,14 @@
 
 * ``plot_genotype``: the normal and the reduction cell as DAGs, like DARTS' ``visualize.py``
   (graphviz when the ``graphviz`` package and the ``dot`` executable exist, matplotlib otherwise);
-  a NAS-Bench-201 cell (``NB201Arch``) as its 4-node DAG, a NAS-Bench-1Shot1 cell
-  (``NB1Shot1Arch``) as its DAG of choice blocks, loose ends dashed (both matplotlib),
+  the DARTS recurrent cell (``RNNGenotype``) likewise, x_t and h_{t-1} into s0, one activation
+  edge per node, the ``concat`` nodes into h_t; a NAS-Bench-201 cell (``NB201Arch``) as its
+  4-node DAG, a NAS-Bench-1Shot1 cell (``NB1Shot1Arch``) as its DAG of choice blocks, loose ends
+  dashed (both matplotlib),
 * ``plot_alpha_trajectories``: softmax(alpha) of every op on every edge versus epoch (DARTS
   spaces: normal and reduce rows of 14 edges; NB201 spaces: one row of 6 edges; NB-1Shot1
-  spaces: a row of choice blocks' ops, a row of output and input-choice weights per source),
+  spaces: a row of choice blocks' ops, a row of output and input-choice weights per source;
+  the DARTS RNN space: a lower-triangular grid, one row per node, one column per predecessor),
 * ``plot_curves``: accuracy (or any other logged number) versus epoch, with the best so far.
 
 Every function creates the parent directory, closes its figure and returns the path(s) written.
@@ -23,6 +26,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: never open a window, whatever MPLBACKEND says
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -33,8 +37,9 @@ from matplotlib.transforms import Bbox  # noqa: E402
 from shared.genotypes import Genotype  # noqa: E402
 from shared.nb1shot1_arch import NB1Shot1Arch  # noqa: E402
 from shared.nb201_arch import NB201Arch  # noqa: E402
+from shared.rnn_genotype import RNNGenotype  # noqa: E402
 from shared.spaces import (DARTS_PRIMITIVES, NB201_EDGES, NB201_SPACES,  # noqa: E402
-                           CellSpace, NB1Shot1Space, NB201Space, edge_inputs,
+                           CellSpace, NB1Shot1Space, NB201Space, RNNSpace, edge_inputs,
                            get_nb1shot1_space, get_space)
 
 Point = tuple[float, float]
@@ -45,7 +50,10 @@ _KNOWN_OPS = DARTS_PRIMITIVES + ("noise", "sep_conv_7x7", "conv_7x1_1x7", "conv_
 # NB201's and NB-101's ops borrow the strong colours of DARTS ops they never share a figure with.
 _BORROWED = {"nor_conv_3x3": "sep_conv_3x3", "nor_conv_1x1": "max_pool_3x3",
              "conv3x3-bn-relu": "sep_conv_3x3", "conv1x1-bn-relu": "max_pool_3x3",
-             "maxpool3x3": "avg_pool_3x3"}
+             "maxpool3x3": "avg_pool_3x3",
+             # the RNN activations: identity plays skip_connect's part, the rest strong colours
+             "tanh": "max_pool_3x3", "relu": "avg_pool_3x3", "sigmoid": "sep_conv_3x3",
+             "identity": "skip_connect"}
 _NODE_COLORS = {"input": "#b4dcb4", "inner": "#add8e6", "output": "#eee8aa"}
 _NODE_RADIUS = 0.5
 _SMALL_AXES = {"xtick.labelsize": 7, "ytick.labelsize": 7, "axes.titlesize": 8,
@@ -138,11 +146,11 @@ def _render_graphviz(pairs: Sequence[tuple[str, int]], concat: Sequence[int], pa
 
 
 # -- genotype: matplotlib ------------------------------------------------------------------------
-def _layout(steps: int) -> dict[str, Point]:
+def _layout(steps: int, spread: float = 1.5, height: float = 3.2) -> dict[str, Point]:
     """Node centres on an ellipse: inputs left, intermediate nodes in order, alternately above
     and below the axis, output right. Points in convex position, so no straight edge runs
-    through a third node."""
-    a, b = 1.5 * (steps + 2), 3.2
+    through a third node. Semi-axes ``spread * (steps + 2)`` and ``height``."""
+    a, b = spread * (steps + 2), height
     phi = math.radians(35)
     x_in, x_out = -a * math.cos(phi), a
     pos = {"c_{k-2}": (x_in, b * math.sin(phi)), "c_{k-1}": (x_in, -b * math.sin(phi)),
@@ -179,10 +187,18 @@ def _clearance(curve: tuple[Point, Point, Point], others: Sequence[Point]) -> fl
                default=math.inf)
 
 
-def _draw_nodes(ax: Axes, pos: dict[str, Point]) -> dict[str, Circle]:
+def _draw_nodes(ax: Axes, pos: dict[str, Point],
+                kinds: dict[str, str] | None = None) -> dict[str, Circle]:
+    """A circle per node; ``kinds`` maps names to 'input' / 'output' (others: 'inner'), by
+    default the CNN cell's c_{k-2}, c_{k-1} (inputs) and c_{k} (output). Input and output names
+    are typeset as math."""
     circles = {}
     for name, (x, y) in pos.items():
-        kind = "input" if name.startswith("c_{k-") else "output" if name == "c_{k}" else "inner"
+        if kinds is not None:
+            kind = kinds.get(name, "inner")
+        else:
+            kind = ("input" if name.startswith("c_{k-") else "output" if name == "c_{k}"
+                    else "inner")
         circle = Circle((x, y), _NODE_RADIUS, facecolor=_NODE_COLORS[kind], edgecolor="black",
                         linewidth=1.5, zorder=3)
         ax.add_patch(circle)
@@ -263,9 +279,11 @@ def _draw_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence[int]
 
 
 def _draw_graph(ax: Axes, pos: dict[str, Point],
-                edges: Sequence[tuple[str, str, str | None]]) -> None:
-    """Nodes at ``pos``; edges (source, target, op), op None drawn dashed and unlabelled."""
-    circles = _draw_nodes(ax, pos)
+                edges: Sequence[tuple[str, str, str | None]],
+                kinds: dict[str, str] | None = None) -> None:
+    """Nodes at ``pos`` (``kinds`` as in ``_draw_nodes``); edges (source, target, op), op None
+    drawn dashed and unlabelled."""
+    circles = _draw_nodes(ax, pos, kinds)
     colors = _op_colors(op for _, _, op in edges if op is not None)
     xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
     pad = 1.5 * _NODE_RADIUS
@@ -423,13 +441,94 @@ def plot_nb1shot1_cell(arch: NB1Shot1Arch, path: str) -> str:
     return _save(fig, path)
 
 
-def plot_genotype(genotype: Genotype | NB201Arch | NB1Shot1Arch, prefix: str) -> list[str]:
+# -- DARTS recurrent cell ------------------------------------------------------------------------
+# Node names as DARTS' rnn visualize.py has them: inputs x_{t}, h_{t-1}, the initial state "0"
+# (s0), the nodes "1".."N", the output h_{t}.
+_RNN_KINDS = {"x_{t}": "input", "h_{t-1}": "input", "h_{t}": "output"}
+_RNN_RENAME = {"c_{k-2}": "x_{t}", "c_{k-1}": "h_{t-1}", "c_{k}": "h_{t}"}
+
+
+def _rnn_layout(steps: int) -> dict[str, Point]:
+    """The CNN cell's ellipse with s0 as its first inner node: x_{t} and h_{t-1} left, s0 and
+    nodes 1..steps alternately above and below the axis, h_{t} right (convex position, so no
+    straight edge runs through a third node, and the curve/label machinery applies as is).
+    Taller and a little narrower than the CNN cell's: with 9 to 12 inner nodes the CNN
+    proportions give a flat band where the long edges to h_{t} run into the labels."""
+    spread = 1.3
+    height = max(3.2, 0.3 * spread * (steps + 3))
+    return {_RNN_RENAME.get(name, name): p
+            for name, p in _layout(steps + 1, spread, height).items()}
+
+
+def _rnn_edges(genotype: RNNGenotype) -> list[tuple[str, str, str | None]]:
+    """(source, target, activation or None): x_{t}, h_{t-1} -> s0 and the ``concat`` nodes ->
+    h_{t} unlabelled, one labelled edge per node from its predecessor."""
+    edges: list[tuple[str, str, str | None]] = [("x_{t}", "0", None), ("h_{t-1}", "0", None)]
+    edges += [(str(j), str(i), op) for i, (op, j) in enumerate(genotype.recurrent, start=1)]
+    return edges + [(str(i), "h_{t}", None) for i in genotype.concat]
+
+
+def _rnn_title(genotype: RNNGenotype) -> str:
+    title = "recurrent cell"
+    if list(genotype.concat) != list(range(1, genotype.steps + 1)):
+        title += f"\n$h_{{t}}$ = mean of nodes {', '.join(map(str, genotype.concat))}"
+    return title
+
+
+def plot_rnn_cell(genotype: RNNGenotype, path: str) -> str:
+    """The DARTS recurrent cell as a DAG, as DARTS' ``rnn/visualize.py`` draws it but with
+    matplotlib (no graphviz needed): x_{t} and h_{t-1} into node 0 (s0), an edge labelled with
+    its activation from each node's predecessor, the ``concat`` nodes (dashed) into h_{t}, whose
+    value is their mean. Returns ``path``."""
+    pos = _rnn_layout(genotype.steps)
+    width = max(p[0] for p in pos.values()) - min(p[0] for p in pos.values())
+    height = max(p[1] for p in pos.values()) - min(p[1] for p in pos.values())
+    fig, ax = plt.subplots(figsize=(0.62 * width + 1.5, 0.62 * height + 1.8))
+    try:
+        _draw_graph(ax, pos, _rnn_edges(genotype), kinds=_RNN_KINDS)
+        ax.set_title(_rnn_title(genotype), fontsize=12)
+    except BaseException:
+        plt.close(fig)
+        raise
+    return _save(fig, path)
+
+
+def _render_rnn_graphviz(genotype: RNNGenotype, path: str) -> str:
+    """DARTS' rnn/visualize.plot, but h_{t} takes only the ``concat`` nodes."""
+    import graphviz
+
+    g = graphviz.Digraph(
+        format="png", engine="dot",
+        edge_attr=dict(fontsize="20", fontname="times"),
+        node_attr=dict(style="filled", shape="rect", align="center", fontsize="20",
+                       height="0.5", width="0.5", penwidth="2", fontname="times"))
+    g.body.extend(["rankdir=LR"])
+    g.node("x_{t}", fillcolor="darkseagreen2")
+    g.node("h_{t-1}", fillcolor="darkseagreen2")
+    for i in range(genotype.steps + 1):
+        g.node(str(i), fillcolor="lightblue")
+    g.node("h_{t}", fillcolor="palegoldenrod")
+    for u, v, op in _rnn_edges(genotype):
+        g.edge(u, v, label=op, fillcolor="gray")
+    stem = path[:-4] if path.endswith(".png") else path
+    g.render(filename=stem, cleanup=True)
+    return path
+
+
+def plot_genotype(genotype: Genotype | NB201Arch | NB1Shot1Arch | RNNGenotype,
+                  prefix: str) -> list[str]:
     """Draw both cells to ``{prefix}_normal.png`` and ``{prefix}_reduce.png`` (an NB201 or an
-    NB-1Shot1 cell: ``{prefix}_cell.png``); return the paths."""
+    NB-1Shot1 cell: ``{prefix}_cell.png``; a DARTS recurrent cell: ``{prefix}_recurrent.png``,
+    graphviz when available like the CNN cells, else ``plot_rnn_cell``); return the paths."""
     if isinstance(genotype, NB201Arch):
         return [plot_nb201_cell(genotype, f"{prefix}_cell.png")]
     if isinstance(genotype, NB1Shot1Arch):
         return [plot_nb1shot1_cell(genotype, f"{prefix}_cell.png")]
+    if isinstance(genotype, RNNGenotype):
+        path = _prepare(f"{prefix}_recurrent.png")
+        if _graphviz_available():
+            return [_render_rnn_graphviz(genotype, path)]
+        return [plot_rnn_cell(genotype, path)]
     use_graphviz = _graphviz_available()
     paths = []
     for cell in ("normal", "reduce"):
@@ -616,27 +715,116 @@ def _plot_nb1shot1_trajectories(history: list[dict], space: NB1Shot1Space, path:
         return _save(fig, path, tight=False)
 
 
-def _resolve_space(space: Space | NB1Shot1Space | str) -> Space | NB1Shot1Space:
-    """A space object from its name: NB201 names, 'nb1shot1-1'..'nb1shot1-3', DARTS names."""
+# -- alpha trajectories: DARTS recurrent cell ----------------------------------------------------
+def _rnn_state(j: int) -> str:
+    return f"s{j}"
+
+
+def _check_rnn_alphas(history: Sequence[dict[str, Any]], space: RNNSpace) -> list[np.ndarray]:
+    """The one (edges x ops) table of every epoch as an array; a ValueError that names the
+    expected shape otherwise (lists, arrays and CPU tensors all pass)."""
+    if not history:
+        raise ValueError("plot_alpha_trajectories: the history is empty")
+    shape = (space.num_edges, len(space.ops))
+    expected = (f"RNN space {space.name} needs alphas = [one {shape[0]} x {shape[1]} table] "
+                f"(rows: node 1..{space.steps} x predecessor, ops {list(space.ops)})")
+    tables = []
+    for i, h in enumerate(history):
+        alphas = h.get("alphas")
+        if not isinstance(alphas, (list, tuple)) or len(alphas) != 1:
+            got = (f"{len(alphas)} tables" if isinstance(alphas, (list, tuple))
+                   else type(alphas).__name__)
+            raise ValueError(f"epoch {h.get('epoch', i)}: {expected}, got {got}")
+        try:
+            table = np.asarray(alphas[0], dtype=float)
+        except (TypeError, ValueError):  # ragged rows, non-numbers
+            table = None
+        if table is None or table.shape != shape:
+            got = "a ragged table" if table is None else " x ".join(map(str, table.shape))
+            raise ValueError(f"epoch {h.get('epoch', i)}: {expected}, got {got}")
+        tables.append(table)
+    return tables
+
+
+def _plot_rnn_trajectories(history: Sequence[dict[str, Any]], space: RNNSpace,
+                           path: str) -> str:
+    """The lower-triangular grid: row i = node i, column j = predecessor s_j, one curve per op.
+    Only the 36 used axes are created (the upper triangle stays empty, which is also where the
+    legend goes); fixed margins instead of tight_layout, which costs seconds on 36 axes."""
+    tables = _check_rnn_alphas(history, space)
+    epochs = [int(h.get("epoch", i)) for i, h in enumerate(history)]
+    probs = np.stack(tables)  # epochs x edges x ops
+    colors = _op_colors(space.ops)
+    n = space.steps
+    left, right, top, bottom = 0.75, 0.15, 0.75, 0.55  # inches
+    width, height = left + right + 1.55 * n, top + bottom + 1.25 * n
+    with plt.rc_context(_SMALL_AXES):
+        fig = plt.figure(figsize=(width, height))
+        try:
+            grid = fig.add_gridspec(n, n, left=left / width, right=1 - right / width,
+                                    top=1 - top / height, bottom=bottom / height,
+                                    wspace=0.12, hspace=0.45)
+            first: Axes | None = None
+            for e, (node, j) in enumerate(space.edges()):
+                ax = fig.add_subplot(grid[node - 1, j], sharex=first, sharey=first)
+                if first is None:
+                    first = ax
+                    ax.set_ylim(-0.02, 1.02)
+                    ax.set_yticks([0, 0.5, 1])
+                _plot_edge(ax, epochs, probs[:, e, :].tolist(), space.ops, colors)
+                ax.set_title(f"node {node} ← {_rnn_state(j)}", pad=3)
+                ax.tick_params(labelleft=j == 0, labelbottom=node == n)
+                if j == 0:
+                    ax.set_ylabel("softmax(α)", fontsize=7, labelpad=2)
+                if node == n:
+                    ax.set_xlabel("epoch")
+            handles = [Line2D([], [], color=colors[op], marker="o", markersize=4, label=op)
+                       for op in space.ops]
+            # the empty upper-right triangle holds the legend and the key to the names
+            fig.legend(handles=handles, loc="upper right", fontsize=10, frameon=False,
+                       title="op", title_fontsize=10, ncol=len(handles),
+                       bbox_to_anchor=(1 - right / width, 1 - top / height))
+            fig.text(1 - right / width, 1 - (top + 0.75) / height,
+                     f"{_rnn_state(0)}: the initial state, from $x_t$ and $h_{{t-1}}$\n"
+                     f"node i = $s_i$; each node keeps one predecessor after search",
+                     ha="right", va="top", fontsize=9)
+            fig.suptitle(f"architecture weights per edge (space {space.name}, recurrent cell)",
+                         fontsize=12, y=1 - 0.2 / height, va="top")
+        except BaseException:
+            plt.close(fig)
+            raise
+        return _save(fig, path, tight=False)
+
+
+def _resolve_space(space: Space | NB1Shot1Space | RNNSpace | str
+                   ) -> Space | NB1Shot1Space | RNNSpace:
+    """A space object from its name: NB201 names, 'nb1shot1-1'..'nb1shot1-3', 'darts-rnn',
+    DARTS names."""
     if not isinstance(space, str):
         return space
     if space in NB201_SPACES:
         return NB201_SPACES[space]
+    if space == RNNSpace.name:
+        return RNNSpace()
     if space.startswith(NB1SHOT1_PREFIX):
         return get_nb1shot1_space(space[len(NB1SHOT1_PREFIX):])
     return get_space(space)
 
 
-def plot_alpha_trajectories(history: list[dict], space: Space | NB1Shot1Space | str,
-                            path: str) -> str:
+def plot_alpha_trajectories(history: list[dict],
+                            space: Space | NB1Shot1Space | RNNSpace | str, path: str) -> str:
     """softmax(alpha) per op per edge versus epoch: a row of edges for each cell type (DARTS:
     normal and reduce, 14 edges; NB201: one row of 6), one colour per op name across all
     subplots and one legend. An NB-1Shot1 space (the object, or 'nb1shot1-1'..'nb1shot1-3'):
     a row of choice blocks (3 op curves each) and a row of the output's and each input-choice
-    node's weights (one curve per source node). Returns ``path``."""
+    node's weights (one curve per source node). The DARTS RNN space (``RNNSpace`` or
+    'darts-rnn'; ``alphas`` = [one 36 x 5 table, rows in ``RNNSpace.edges()`` order]): one row
+    per node, one column per predecessor. Returns ``path``."""
     space = _resolve_space(space)
     if isinstance(space, NB1Shot1Space):
         return _plot_nb1shot1_trajectories(history, space, path)
+    if isinstance(space, RNNSpace):
+        return _plot_rnn_trajectories(history, space, path)
     _check_alphas(history, space)
     tables = _alpha_tables(space)
     n_edges = len(tables[0][1])
@@ -660,7 +848,7 @@ def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
 
 
 def _best_so_far(values: list[float], key: str) -> list[float]:
-    better = min if ("loss" in key or "obj" in key or "err" in key) else max
+    better = min if any(k in key for k in ("loss", "obj", "err", "ppl")) else max
     out: list[float] = []
     for v in values:
         out.append(v if not out else better(out[-1], v))

@@ -187,7 +187,9 @@ def write_outputs(out_dir: str, space, history: list[dict], genotype: Genotype |
     A DARTS genotype is stored as ``{"genotype": {...}, ...}``; an NB201 cell as
     ``NB201Arch.to_dict()`` (``{"arch": "|...|"}``) plus the same context keys."""
     path = os.path.join(out_dir, "genotype.json")
-    context = {"search_space": cfg.search_space, "dataset": cfg.dataset, **(extra or {})}
+    context = {k: getattr(cfg, k) for k in ("search_space", "dataset", "data")
+               if hasattr(cfg, k) and not (k == "data" and hasattr(cfg, "dataset"))}
+    context.update(extra or {})
     if isinstance(genotype, Genotype):
         save_genotype(genotype, path, **context)
     else:
@@ -232,9 +234,10 @@ def _is_number(value: Any) -> bool:
 
 def _tensorboard_hook(writer) -> Callable[[SearchLoop, EpochResult], None]:
     def hook(loop: SearchLoop, r: EpochResult) -> None:
-        writer.add_scalar("Acc/train", r.train_acc, r.epoch)
+        name = r.metric.capitalize()  # "Acc" as the original; "Ppl" for the RNN search
+        writer.add_scalar(f"{name}/train", r.train_acc, r.epoch)
         writer.add_scalar("Obj/train", r.train_loss, r.epoch)
-        writer.add_scalar("Acc/valid", r.valid_acc, r.epoch)
+        writer.add_scalar(f"{name}/valid", r.valid_acc, r.epoch)
         writer.add_scalar("Obj/valid", r.valid_loss, r.epoch)
         writer.add_scalar("lr", r.lr, r.epoch)
         for name, w in zip(cell_types(loop.model), r.alphas):
@@ -247,7 +250,8 @@ def _tensorboard_hook(writer) -> Callable[[SearchLoop, EpochResult], None]:
         # one number (e.g. "hessian_eigenvalue", under "analysis/").
         entry = loop.history[-1] if loop.history else {}
         for key, table in entry.items():
-            if key not in _RESULT_FIELDS and _is_number(table):
+            if (key not in _RESULT_FIELDS | {f"train_{r.metric}", f"valid_{r.metric}"}
+                    and _is_number(table)):
                 writer.add_scalar(f"analysis/{key}", table, r.epoch)
             if isinstance(table, dict):
                 for name, value in table.items():
@@ -282,5 +286,9 @@ def _write_plots(save_dir: str, space, history: list[dict],
     from shared.plots import plot_alpha_trajectories, plot_curves, plot_genotype
 
     plot_alpha_trajectories(history, space, os.path.join(save_dir, "alpha_trajectories.png"))
-    plot_curves(history, os.path.join(save_dir, "accuracy.png"))
+    if history and "valid_ppl" in history[-1]:  # a language model: perplexity, lower is better
+        plot_curves(history, os.path.join(save_dir, "perplexity.png"),
+                    keys=("train_ppl", "valid_ppl"))
+    else:
+        plot_curves(history, os.path.join(save_dir, "accuracy.png"))
     plot_genotype(genotype, os.path.join(save_dir, "genotype"))

@@ -61,10 +61,13 @@ class EpochResult:
     valid_acc: float
     valid_loss: float
     alphas: list[list[list[float]]]  # softmax(alpha) per alpha tensor, after the epoch
+    metric: str = "acc"  # what train_acc / valid_acc hold: accuracy, or "ppl" for the RNN
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["genotype"] = self.genotype.to_dict()
+        metric = d.pop("metric")
+        d[f"train_{metric}"], d[f"valid_{metric}"] = d.pop("train_acc"), d.pop("valid_acc")
         return d
 
 
@@ -99,6 +102,7 @@ class SearchLoop:
     start_epoch: int = 0
     progress: bool = True
     last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    metric: str = "acc"  # the epoch's quality number (train_epoch/infer's first value)
 
     # -- one epoch ----------------------------------------------------------------------------
     def mixing_weights_for_weight_step(self, x: torch.Tensor, y: torch.Tensor,
@@ -185,14 +189,14 @@ class SearchLoop:
                 self.logger.info("softmax(alphas_%s) =\n%s", name, _fmt(w))
 
             train_acc, train_obj = self.train_epoch(epoch, lr)
-            self.logger.info("train_acc %f", train_acc)
+            self.logger.info("train_%s %f", self.metric, train_acc)
             valid_acc, valid_obj = self.infer()
-            self.logger.info("valid_acc %f", valid_acc)
+            self.logger.info("valid_%s %f", self.metric, valid_acc)
             self.scheduler.step()
 
             result = EpochResult(epoch, lr, self.genotype(), train_acc, train_obj, valid_acc,
                                  valid_obj, [w.detach().cpu().tolist()
-                                             for w in model.mixing_weights()])
+                                             for w in model.mixing_weights()], self.metric)
             self.history.append(result.to_dict())
             for hook in self.epoch_end_hooks:
                 hook(self, result)

@@ -1,0 +1,136 @@
+"""SDARTS / DARTS search of the recurrent cell on Penn Treebank (SmoothDARTS
+sota/rnn/train_search.py = DARTS rnn/train_search.py + ``--perturb_alpha``/``--epsilon_alpha``).
+
+    cd sdarts/sota/rnn && python train_search.py --perturb_alpha pgd_linf
+
+Flags and defaults are the original's (reference sdarts.md §2.4): emsize = nhid = nhidlast 300,
+SGD lr 20 (constant), clip 0.25, 50 epochs, batch 256, bptt 35, dropouts 0.75/0.25/0.75/0.2/0,
+TAR 1e-3, Adam 3e-3 for alpha, seed 3. ``--data embedded`` searches on the corpus built from
+Python's own documentation (no download). Additions: ``--resume [RUN_DIR]``,
+``--experiments``, ``--no_progress``.
+
+Refused instead of silently ignored: ``--small_batch_size`` other than the batch size (the
+original corrupted alpha then, reference §8 item 11), ``--continue_train`` (use ``--resume``).
+Kept so the original commands parse, unused by the original search as well: ``--nonmono``,
+``--max_seq_len_delta``, ``--single_gpu``. ``--cuda`` keeps the original's inverted meaning
+(``store_false``): passing it runs on the CPU, as does ``--gpu -1``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+from sdarts.perturb import PERTURBATIONS, make_perturbation  # noqa: E402
+from sdarts.search_flags import FREE_ON_RESUME, parse_or_resume  # noqa: E402
+from shared.cli import ArgumentParser  # noqa: E402
+from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.search.rnn_search import RNNSearchConfig, run_rnn_search  # noqa: E402
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser("PyTorch PennTreeBank/WikiText2 Language Model")
+    p.add_argument("--data", type=str, default="../../data/penn/",
+                   help="corpus folder (train/valid/test.txt), or 'embedded'")
+    p.add_argument("--emsize", type=int, default=300, help="size of word embeddings")
+    p.add_argument("--nhid", type=int, default=300, help="number of hidden units per layer")
+    p.add_argument("--nhidlast", type=int, default=300, help="number of hidden units, last layer")
+    p.add_argument("--lr", type=float, default=20, help="initial learning rate")
+    p.add_argument("--clip", type=float, default=0.25, help="gradient clipping")
+    p.add_argument("--epochs", type=int, default=50, help="upper epoch limit")
+    p.add_argument("--batch_size", type=int, default=256, metavar="N", help="batch size")
+    p.add_argument("--bptt", type=int, default=35, help="sequence length")
+    p.add_argument("--dropout", type=float, default=0.75, help="dropout on the RNN output")
+    p.add_argument("--dropouth", type=float, default=0.25, help="dropout on hidden nodes")
+    p.add_argument("--dropoutx", type=float, default=0.75, help="dropout on the RNN input")
+    p.add_argument("--dropouti", type=float, default=0.2, help="dropout on the embeddings")
+    p.add_argument("--dropoute", type=float, default=0, help="dropout of whole words")
+    p.add_argument("--seed", type=int, default=3, help="random seed")
+    p.add_argument("--nonmono", type=int, default=5, help="unused in search (as the original)")
+    p.add_argument("--cuda", action="store_false", default=True,
+                   help="as the original (store_false): passing --cuda runs on the CPU")
+    p.add_argument("--log-interval", type=int, default=50, metavar="N", help="report interval")
+    p.add_argument("--save", type=str, default="EXP",
+                   help="experiment name ('debug' in it: one step per epoch)")
+    p.add_argument("--alpha", type=float, default=0, help="AR: alpha * mean(output^2)")
+    p.add_argument("--beta", type=float, default=1e-3, help="TAR: beta * mean((h_t+1 - h_t)^2)")
+    p.add_argument("--wdecay", type=float, default=5e-7, help="weight decay on all weights")
+    p.add_argument("--continue_train", action="store_true", help="refused: use --resume")
+    p.add_argument("--small_batch_size", type=int, default=-1,
+                   help="must equal the batch size (or -1)")
+    p.add_argument("--max_seq_len_delta", type=int, default=20, help="unused in search")
+    p.add_argument("--single_gpu", default=True, action="store_false", help="single GPU")
+    p.add_argument("--gpu", type=int, default=0, help="GPU device to use (-1: CPU)")
+    p.add_argument("--unrolled", action="store_true", default=False,
+                   help="second order: one-step unrolled validation loss")
+    p.add_argument("--arch_wdecay", type=float, default=1e-3, help="weight decay for alpha")
+    p.add_argument("--arch_lr", type=float, default=3e-3, help="learning rate for alpha")
+    p.add_argument("--perturb_alpha", type=str, default="none", choices=list(PERTURBATIONS))
+    p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
+    # Additions of this repository.
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (default: the newest run "
+                        "with the same --save/--seed)")
+    p.add_argument("--experiments", type=str, default="../../experiments",
+                   help="root of the output folders")
+    p.add_argument("--no_progress", dest="progress", action="store_false",
+                   help="no tqdm progress bars")
+    return p
+
+
+def run_dir(args) -> str:
+    name = f"search-{args.save}-{time.strftime('%Y%m%d-%H%M%S')}-{args.seed}"
+    if args.unrolled:
+        name += "-unrolled"
+    if args.perturb_alpha != "none":
+        name += f"-alpha-{args.perturb_alpha}-{args.epsilon_alpha}"
+    name += "-" + str(int.from_bytes(os.urandom(2), "little") % 10000)
+    return os.path.join(args.experiments, "sota", "penn", name)
+
+
+def _resume_pattern(args) -> str:
+    return os.path.join(args.experiments, "sota", "penn", f"search-{args.save}-*-{args.seed}*")
+
+
+def validate(args) -> None:
+    if args.continue_train:
+        raise UserError("--continue_train: use --resume [RUN_DIR] to continue a search")
+    if args.small_batch_size not in (-1, args.batch_size):
+        raise UserError("--small_batch_size must equal --batch_size (or -1): the original "
+                        "re-softmaxed alpha per small batch, which corrupts it")
+    if not args.emsize == args.nhid == args.nhidlast:
+        raise UserError("the DARTS cell needs --emsize = --nhid = --nhidlast")
+    for flag in ("epochs", "batch_size", "bptt", "emsize"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be >= 1")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    # --data names the corpus here (what the run computes), so a resumed run keeps its own
+    args, resumed = parse_or_resume(build_parser(), argv, _resume_pattern,
+                                    FREE_ON_RESUME - {"data"})
+    validate(args)
+    save_dir = resumed or run_dir(args)
+    perturbation = make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs)
+    cfg = RNNSearchConfig(
+        data=args.data, emsize=args.emsize, nhid=args.nhid, nhidlast=args.nhidlast,
+        lr=args.lr, clip=args.clip, epochs=args.epochs, batch_size=args.batch_size,
+        bptt=args.bptt, dropout=args.dropout, dropouth=args.dropouth, dropoutx=args.dropoutx,
+        dropouti=args.dropouti, dropoute=args.dropoute, seed=args.seed,
+        log_interval=args.log_interval, alpha=args.alpha, beta=args.beta, wdecay=args.wdecay,
+        gpu=args.gpu if args.cuda else -1, unrolled=args.unrolled, arch_wdecay=args.arch_wdecay,
+        arch_lr=args.arch_lr, progress=args.progress,
+        max_batches=1 if "debug" in args.save else None,
+        extra={"perturb_alpha": args.perturb_alpha, "epsilon_alpha": args.epsilon_alpha,
+               "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+    print(f"experiment folder: {save_dir}")
+    genotype = run_rnn_search(cfg, save_dir, resume=resumed is not None,
+                              perturbation=perturbation)
+    print(f"genotype = {genotype}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Compose a recurrent-cell search from a config (the RNN counterpart of ``cnn_search``):
+corpus, search model, optimisers, ``RNNSearchLoop`` and its outputs (log, TensorBoard,
+``history.json``, ``genotype.json``, plots), run or resumed.
+
+As DARTS' ``rnn/train_search.py``: the training split is batchified at ``batch_size``, the
+validation split twice, at ``batch_size`` (the alpha batches) and at 10 (the epoch's
+perplexity); weights take plain SGD (``lr`` 20, ``wdecay``), the lr stays constant.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from shared.checkpoint import load_checkpoint
+from shared.data.text import batchify, load_corpus
+from shared.logs import close_logger, setup_logger
+from shared.models.search_rnn import RNNModelSearch
+from shared.rnn_genotype import RNNGenotype
+from shared.runtime import choose_device, seed_everything
+from shared.search.cnn_search import attach_outputs, write_outputs
+from shared.search.loop import Perturbation
+from shared.search.rnn_architect import RNNArchitect
+from shared.search.rnn_loop import RNNSearchLoop
+from shared.spaces import RNNSpace
+
+CHECKPOINT = "checkpoint.pth.tar"
+
+
+@dataclass
+class RNNSearchConfig:
+    data: str = "../../data/penn/"
+    emsize: int = 300
+    nhid: int = 300
+    nhidlast: int = 300
+    lr: float = 20.0
+    clip: float = 0.25
+    epochs: int = 50
+    batch_size: int = 256
+    bptt: int = 35
+    dropout: float = 0.75
+    dropouth: float = 0.25
+    dropoutx: float = 0.75
+    dropouti: float = 0.2
+    dropoute: float = 0.0
+    seed: int = 3
+    log_interval: int = 50
+    alpha: float = 0.0
+    beta: float = 1e-3
+    wdecay: float = 5e-7
+    gpu: int = 0
+    unrolled: bool = False
+    arch_wdecay: float = 1e-3
+    arch_lr: float = 3e-3
+    progress: bool = True
+    max_batches: int | None = None  # per epoch ('debug' runs: 1)
+    extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
+
+
+def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
+                     perturbation: Perturbation | None = None,
+                     weight_grad_hooks: list[Callable] | None = None) -> RNNSearchLoop:
+    device = choose_device(cfg.gpu)
+    seed_everything(cfg.seed)
+    logger.info("device = %s", device)
+    logger.info("args = %s", asdict(cfg))
+    corpus = load_corpus(cfg.data, os.path.dirname(os.path.normpath(cfg.data)))
+    train = batchify(corpus.train, cfg.batch_size, device)
+    search = batchify(corpus.valid, cfg.batch_size, device)
+    valid = batchify(corpus.valid, 10, device)
+    ntokens = len(corpus.dictionary)
+    logger.info("corpus %s: %d words, train %d / valid %d tokens", cfg.data, ntokens,
+                corpus.train.numel(), corpus.valid.numel())
+    model = RNNModelSearch(ntokens, cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout,
+                           cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
+    logger.info("param size: %d", sum(p.numel() for p in model.weight_parameters()))
+    optimizer = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # constant lr
+    architect = RNNArchitect(model, cfg.arch_lr, cfg.arch_wdecay, cfg.wdecay, cfg.clip,
+                             cfg.unrolled)
+    g = torch.Generator()
+    g.manual_seed(cfg.seed)
+    return RNNSearchLoop(
+        model=model, optimizer=optimizer, scheduler=scheduler, architect=architect,
+        train_queue=train, valid_queue=search, valid_eval_queue=valid, epochs=cfg.epochs,
+        device=device, logger=logger, checkpoint_path=os.path.join(save_dir, CHECKPOINT),
+        grad_clip=cfg.clip, report_freq=cfg.log_interval, perturbation=perturbation,
+        weight_grad_hooks=list(weight_grad_hooks or []), generators=(g,), config=asdict(cfg),
+        progress=cfg.progress, max_batches=cfg.max_batches, bptt=cfg.bptt,
+        ar_alpha=cfg.alpha, tar_beta=cfg.beta, batch_size=cfg.batch_size)
+
+
+def run_rnn_search(cfg: RNNSearchConfig, save_dir: str, *, resume: bool = False,
+                   perturbation: Perturbation | None = None) -> RNNGenotype:
+    """Run (or continue) a recurrent-cell search in ``save_dir``; returns the genotype."""
+    logger = setup_logger(save_dir)
+    writer = None
+    try:
+        loop = build_rnn_search(cfg, save_dir, logger, perturbation=perturbation)
+        if resume:
+            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=loop.device))
+            logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
+        space = RNNSpace()
+        writer = attach_outputs(loop, save_dir, space)
+        genotype = loop.run()
+        write_outputs(save_dir, space, loop.history, genotype, cfg)  # type: ignore[arg-type]
+        logger.info("outputs in %s", os.path.abspath(save_dir))
+        return genotype
+    finally:
+        if writer is not None:
+            writer.close()
+        close_logger(logger)

@@ -1,0 +1,177 @@
+"""Tests for the DARTS recurrent cell's figures in shared.plots: ``plot_genotype`` /
+``plot_rnn_cell`` on published cells (DARTS_V2, ENAS with 11 nodes and a concat subset,
+penn_pgd) and ``plot_alpha_trajectories`` on the 36 x 5 RNN alpha table. Every figure is a
+real, non-blank PNG and no figure stays open. Headless (Agg), CPU only, a few seconds."""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from shared import plots
+from shared.rnn_genotype import RNNGenotype, published_rnn
+from shared.spaces import RNN_PRIMITIVES, RNNSpace
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CELLS = ("DARTS_V2", "ENAS", "penn_pgd")
+
+
+def assert_png(path: str | Path, min_bytes: int = 5_000) -> None:
+    """A PNG of some size whose pixels are not all one colour (a blank figure is ~1-2 kB)."""
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert len(data) > min_bytes, f"{path} is only {len(data)} bytes"
+    pixels = mpimg.imread(str(path))[..., :3]
+    dark = (pixels.min(axis=-1) < 0.5).mean()
+    assert 0.002 < dark < 0.5, f"{path}: {dark:.4f} of the pixels are drawn"
+
+
+@pytest.fixture(autouse=True)
+def no_open_figures():
+    yield
+    assert plt.get_fignums() == [], "a plot function left a figure open"
+
+
+@pytest.fixture
+def no_graphviz(monkeypatch):
+    monkeypatch.setattr(plots, "_graphviz_available", lambda: False)
+
+
+def random_history(epochs: int, seed: int = 0) -> list[dict]:
+    space = RNNSpace()
+    rng = np.random.default_rng(seed)
+    history = []
+    for epoch in range(epochs):
+        logits = rng.normal(size=(space.num_edges, len(space.ops)))
+        probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        history.append({"epoch": epoch, "alphas": [probs.tolist()]})
+    return history
+
+
+# -- the cell ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", CELLS)
+def test_plot_genotype_rnn_matplotlib(tmp_path, no_graphviz, name):
+    prefix = str(tmp_path / "new" / "dir" / name)
+    paths = plots.plot_genotype(published_rnn()[name].genotype, prefix)
+    assert paths == [f"{prefix}_recurrent.png"]
+    assert_png(paths[0])
+
+
+def test_plot_rnn_cell_returns_path(tmp_path):
+    path = str(tmp_path / "sub" / "cell.png")
+    assert plots.plot_rnn_cell(published_rnn()["DARTS_V1"].genotype, path) == path
+    assert_png(path)
+
+
+def test_rnn_edges_follow_the_genotype():
+    enas = published_rnn()["ENAS"].genotype
+    edges = plots._rnn_edges(enas)
+    assert edges[:2] == [("x_{t}", "0", None), ("h_{t-1}", "0", None)]
+    labelled = [e for e in edges if e[2] is not None]
+    assert labelled == [(str(j), str(i), op) for i, (op, j) in enumerate(enas.recurrent, 1)]
+    assert [u for u, v, _ in edges if v == "h_{t}"] == ["2", "5", "6", "9", "10", "11"]
+    pos = plots._rnn_layout(enas.steps)
+    assert set(pos) == {"x_{t}", "h_{t-1}", "h_{t}", *map(str, range(12))}
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_rnn_curves_avoid_other_nodes(name):
+    genotype = published_rnn()[name].genotype
+    pos = plots._rnn_layout(genotype.steps)
+    edges = plots._rnn_edges(genotype)
+    for (u, v, _), rad in zip(edges, plots._edge_rads(edges, pos)):
+        curve = (pos[u], plots._control(pos[u], pos[v], rad), pos[v])
+        others = [p for n, p in pos.items() if n not in (u, v)]
+        assert plots._clearance(curve, others) > plots._NODE_RADIUS, (u, v)
+
+
+def test_rnn_activation_colours_are_fixed():
+    """The same activation has the same colour whatever the order ops first appear in."""
+    forward = plots._op_colors(RNN_PRIMITIVES)
+    backward = plots._op_colors(reversed(RNN_PRIMITIVES))
+    assert forward == backward
+    assert len(set(forward.values())) == len(RNN_PRIMITIVES)
+
+
+class FakeDigraph:
+    """Records what plot_genotype asks graphviz to draw; render writes a PNG."""
+
+    made: list["FakeDigraph"] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.body, self.nodes, self.edges = kwargs, [], [], []
+        FakeDigraph.made.append(self)
+
+    def node(self, name, **attrs):
+        self.nodes.append(name)
+
+    def edge(self, u, v, label=None, **attrs):
+        self.edges.append((u, v, label))
+
+    def render(self, filename, cleanup=False, **kwargs):
+        out = f"{filename}.png"
+        fig = plt.figure(figsize=(1, 1))
+        fig.savefig(out)
+        plt.close(fig)
+        return out
+
+
+def test_plot_genotype_rnn_graphviz_path(tmp_path, monkeypatch):
+    FakeDigraph.made = []
+    monkeypatch.setitem(sys.modules, "graphviz", types.SimpleNamespace(Digraph=FakeDigraph))
+    monkeypatch.setattr(plots.shutil, "which", lambda name: "/usr/bin/dot")
+    prefix = str(tmp_path / "sub" / "enas")
+    assert plots.plot_genotype(published_rnn()["ENAS"].genotype, prefix) == [
+        f"{prefix}_recurrent.png"]
+    assert Path(f"{prefix}_recurrent.png").read_bytes()[:8] == PNG_MAGIC
+    (g,) = FakeDigraph.made
+    assert "rankdir=LR" in g.body
+    assert g.nodes == ["x_{t}", "h_{t-1}", *map(str, range(12)), "h_{t}"]
+    assert ("8", "11", "relu") in g.edges and ("h_{t-1}", "0", None) in g.edges
+    assert [u for u, v, _ in g.edges if v == "h_{t}"] == ["2", "5", "6", "9", "10", "11"]
+
+
+# -- alpha trajectories --------------------------------------------------------------------------
+@pytest.mark.parametrize("space", [RNNSpace(), "darts-rnn"], ids=["object", "name"])
+def test_plot_alpha_trajectories_rnn(tmp_path, space):
+    path = str(tmp_path / "figs" / "alphas.png")
+    assert plots.plot_alpha_trajectories(random_history(3), space, path) == path
+    assert_png(path, min_bytes=20_000)
+
+
+def test_plot_alpha_trajectories_rnn_accepts_arrays(tmp_path):
+    history = [{"epoch": h["epoch"], "alphas": [np.asarray(h["alphas"][0])]}
+               for h in random_history(1)]
+    assert_png(plots.plot_alpha_trajectories(history, RNNSpace(), str(tmp_path / "a.png")))
+
+
+@pytest.mark.parametrize("alphas, got", [
+    (lambda t: [t[:35]], "35 x 5"),                          # a node's row missing
+    (lambda t: [[r[:4] for r in t]], "36 x 4"),              # an op missing
+    (lambda t: [t, t], "2 tables"),                          # two tables (a CNN history)
+    (lambda t: t, "36 tables"),                              # the table, not wrapped in a list
+    (lambda t: [t[:-1] + [t[-1][:3]]], "a ragged table"),    # one short row
+    (lambda t: None, "NoneType"),
+], ids=["rows", "ops", "two-tables", "unwrapped", "ragged", "missing"])
+def test_plot_alpha_trajectories_rnn_rejects_wrong_shape(tmp_path, alphas, got):
+    history = random_history(2)
+    history[1]["alphas"] = alphas(history[1]["alphas"][0])
+    with pytest.raises(ValueError, match=rf"epoch 1: .*one 36 x 5 table.*got {got}"):
+        plots.plot_alpha_trajectories(history, RNNSpace(), str(tmp_path / "a.png"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_plot_alpha_trajectories_rnn_empty(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_alpha_trajectories([], "darts-rnn", str(tmp_path / "a.png"))
+
+
+def test_rnn_genotype_still_validates():
+    """plot_genotype relies on RNNGenotype refusing malformed cells before anything is drawn."""
+    with pytest.raises(ValueError, match="predecessor"):
+        RNNGenotype((("tanh", 1),), (1,))
