@@ -120,8 +120,8 @@ def _cell_edges(pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int, int]]:
     return edges
 
 
-def _render_graphviz(pairs: Sequence[tuple[str, int]], concat: Sequence[int], path: str) -> str:
-    """DARTS' visualize.plot, but the output node takes only the ``concat`` nodes."""
+def _digraph():
+    """A left-to-right graphviz graph in the style of DARTS' visualize.py."""
     import graphviz
 
     g = graphviz.Digraph(
@@ -130,6 +130,12 @@ def _render_graphviz(pairs: Sequence[tuple[str, int]], concat: Sequence[int], pa
         node_attr=dict(style="filled", shape="rect", align="center", fontsize="20",
                        height="0.5", width="0.5", penwidth="2", fontname="times"))
     g.body.extend(["rankdir=LR"])
+    return g
+
+
+def _render_graphviz(pairs: Sequence[tuple[str, int]], concat: Sequence[int], path: str) -> str:
+    """DARTS' visualize.plot, but the output node takes only the ``concat`` nodes."""
+    g = _digraph()
     g.node("c_{k-2}", fillcolor="darkseagreen2")
     g.node("c_{k-1}", fillcolor="darkseagreen2")
     steps = len(pairs) // 2
@@ -495,14 +501,7 @@ def plot_rnn_cell(genotype: RNNGenotype, path: str) -> str:
 
 def _render_rnn_graphviz(genotype: RNNGenotype, path: str) -> str:
     """DARTS' rnn/visualize.plot, but h_{t} takes only the ``concat`` nodes."""
-    import graphviz
-
-    g = graphviz.Digraph(
-        format="png", engine="dot",
-        edge_attr=dict(fontsize="20", fontname="times"),
-        node_attr=dict(style="filled", shape="rect", align="center", fontsize="20",
-                       height="0.5", width="0.5", penwidth="2", fontname="times"))
-    g.body.extend(["rankdir=LR"])
+    g = _digraph()
     g.node("x_{t}", fillcolor="darkseagreen2")
     g.node("h_{t-1}", fillcolor="darkseagreen2")
     for i in range(genotype.steps + 1):

@@ -52,3 +52,42 @@ def search_runs(root) -> list[str]:
     """Every ``search-*`` run folder under ``root``."""
     return [os.path.join(dp, d) for dp, dirs, _ in os.walk(root) for d in dirs
             if d.startswith("search-")]
+
+
+class FakeDigraph:
+    """Records what plot_genotype asks graphviz to draw; render writes a PNG."""
+
+    made: list["FakeDigraph"] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.body, self.nodes, self.edges = kwargs, [], [], []
+        FakeDigraph.made.append(self)
+
+    def node(self, name, **attrs):
+        self.nodes.append(name)
+
+    def edge(self, u, v, label=None, **attrs):
+        self.edges.append((u, v, label))
+
+    def render(self, filename, cleanup=False, **kwargs):
+        out = f"{filename}.png"
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(1, 1))
+        fig.savefig(out)
+        plt.close(fig)
+        return out
+
+
+def wait_for_run(root, proc, timeout: float = 300) -> str:
+    """The one ``search-*`` folder a just-started door (``proc``) creates under ``root``."""
+    import time
+
+    start = time.time()
+    while time.time() - start < timeout:
+        found = search_runs(root)
+        if found:
+            return found[0]
+        assert proc.poll() is None, "the run ended before its folder appeared"
+        time.sleep(0.1)
+    raise AssertionError(f"no run folder under {root} in {timeout} s")

@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
+from tests.conftest import (ROOT, door_env, search_runs, wait_for_checkpoint_epoch,
+                            wait_for_run)
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "optimizers", "darts")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
@@ -75,12 +75,7 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
                              str(cut_dir)], cwd=DOOR_DIR, env=door_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        run = None
-        while run is None:
-            found = search_runs(cut_dir)
-            run = found[0] if found else None
-            assert proc.poll() is None or run is not None
-            time.sleep(0.1)
+        run = wait_for_run(cut_dir, proc)
         wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
         proc.send_signal(signal.SIGKILL)
     finally:

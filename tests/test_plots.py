@@ -13,6 +13,7 @@ import pytest
 from shared import plots
 from shared.genotypes import Genotype
 from shared.spaces import get_space
+from tests.conftest import FakeDigraph
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -100,29 +101,6 @@ def test_graphviz_needs_package_and_dot(monkeypatch):
     assert plots._graphviz_available()
     monkeypatch.setitem(sys.modules, "graphviz", None)  # `dot`, but the import fails
     assert not plots._graphviz_available()
-
-
-class FakeDigraph:
-    """Records what plot_genotype asks graphviz to draw; render writes a PNG."""
-
-    made: list["FakeDigraph"] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.body, self.nodes, self.edges = kwargs, [], [], []
-        FakeDigraph.made.append(self)
-
-    def node(self, name, **attrs):
-        self.nodes.append(name)
-
-    def edge(self, u, v, label=None, **attrs):
-        self.edges.append((u, v, label))
-
-    def render(self, filename, cleanup=False, **kwargs):
-        out = f"{filename}.png"
-        fig = plt.figure(figsize=(1, 1))
-        fig.savefig(out)
-        plt.close(fig)
-        return out
 
 
 def test_plot_genotype_graphviz_path(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 from shared import plots
 from shared.rnn_genotype import RNNGenotype, published_rnn
 from shared.spaces import RNN_PRIMITIVES, RNNSpace
+from tests.conftest import FakeDigraph
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CELLS = ("DARTS_V2", "ENAS", "penn_pgd")
@@ -96,29 +97,6 @@ def test_rnn_activation_colours_are_fixed():
     backward = plots._op_colors(reversed(RNN_PRIMITIVES))
     assert forward == backward
     assert len(set(forward.values())) == len(RNN_PRIMITIVES)
-
-
-class FakeDigraph:
-    """Records what plot_genotype asks graphviz to draw; render writes a PNG."""
-
-    made: list["FakeDigraph"] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.body, self.nodes, self.edges = kwargs, [], [], []
-        FakeDigraph.made.append(self)
-
-    def node(self, name, **attrs):
-        self.nodes.append(name)
-
-    def edge(self, u, v, label=None, **attrs):
-        self.edges.append((u, v, label))
-
-    def render(self, filename, cleanup=False, **kwargs):
-        out = f"{filename}.png"
-        fig = plt.figure(figsize=(1, 1))
-        fig.savefig(out)
-        plt.close(fig)
-        return out
 
 
 def test_plot_genotype_rnn_graphviz_path(tmp_path, monkeypatch):

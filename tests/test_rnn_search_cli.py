@@ -11,7 +11,8 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
+from tests.conftest import (ROOT, door_env, search_runs, wait_for_checkpoint_epoch,
+                            wait_for_run)
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "rnn")
 # 'debug' in --save: one training window per epoch, as the original's debug runs
@@ -64,11 +65,7 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
                              str(cut_dir)], cwd=DOOR_DIR, env=door_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        run = None
-        while run is None:
-            found = search_runs(cut_dir)
-            run = found[0] if found else None
-            assert proc.poll() is None or run is not None
+        run = wait_for_run(cut_dir, proc)
         wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
         proc.send_signal(signal.SIGKILL)
     finally:

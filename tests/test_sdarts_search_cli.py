@@ -10,7 +10,8 @@ import urllib.request
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
+from tests.conftest import (ROOT, door_env, search_runs, wait_for_checkpoint_epoch,
+                            wait_for_run)
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "cnn")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
@@ -64,11 +65,7 @@ def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
-        run = None
-        while run is None:
-            found = search_runs(cut_dir)
-            run = found[0] if found else None
-            time.sleep(0.1)
+        run = wait_for_run(cut_dir, proc)
         wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
         proc.send_signal(signal.SIGKILL)
     finally:
