@@ -91,3 +91,21 @@ def wait_for_run(root, proc, timeout: float = 300) -> str:
         assert proc.poll() is None, "the run ended before its folder appeared"
         time.sleep(0.1)
     raise AssertionError(f"no run folder under {root} in {timeout} s")
+
+
+def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1) -> str:
+    """Start ``python train_search.py ARGS --experiments ROOT`` in ``door_dir``, SIGKILL it once
+    its checkpoint has reached ``epoch``, and return the run folder it left (to ``--resume``)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "train_search.py", *args, "--experiments",
+                             str(root)], cwd=door_dir, env=door_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run = wait_for_run(root, proc)
+        wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), epoch, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    return run

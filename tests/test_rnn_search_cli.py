@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.conftest import (ROOT, door_env, search_runs, wait_for_checkpoint_epoch,
-                            wait_for_run)
+from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "rnn")
 # 'debug' in --save: one training window per epoch, as the original's debug runs
@@ -61,15 +59,7 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
     args = [*TINY, "--perturb_alpha", "random", "--epochs", "3", "--save", "debug-resume"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
-    proc = subprocess.Popen([sys.executable, "train_search.py", *args, "--experiments",
-                             str(cut_dir)], cwd=DOOR_DIR, env=door_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        run = wait_for_run(cut_dir, proc)
-        wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    run = kill_search_after_epoch(DOOR_DIR, args, cut_dir, epoch=1)
     out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     ref = torch.load(os.path.join(only_run(ref_dir), "checkpoint.pth.tar"), weights_only=True)

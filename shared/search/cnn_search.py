@@ -187,8 +187,7 @@ def write_outputs(out_dir: str, space, history: list[dict], genotype: Genotype |
     A DARTS genotype is stored as ``{"genotype": {...}, ...}``; an NB201 cell as
     ``NB201Arch.to_dict()`` (``{"arch": "|...|"}``) plus the same context keys."""
     path = os.path.join(out_dir, "genotype.json")
-    context = {k: getattr(cfg, k) for k in ("search_space", "dataset", "data")
-               if hasattr(cfg, k) and not (k == "data" and hasattr(cfg, "dataset"))}
+    context = {k: getattr(cfg, k) for k in ("search_space", "dataset") if hasattr(cfg, k)}
     context.update(extra or {})
     if isinstance(genotype, Genotype):
         save_genotype(genotype, path, **context)

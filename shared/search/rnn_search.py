@@ -105,7 +105,8 @@ def run_rnn_search(cfg: RNNSearchConfig, save_dir: str, *, resume: bool = False,
         space = RNNSpace()
         writer = attach_outputs(loop, save_dir, space)
         genotype = loop.run()
-        write_outputs(save_dir, space, loop.history, genotype, cfg)  # type: ignore[arg-type]
+        write_outputs(save_dir, space, loop.history, genotype, cfg,  # type: ignore[arg-type]
+                      extra={"data": cfg.data})
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return genotype
     finally:
