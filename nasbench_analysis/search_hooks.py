@@ -18,14 +18,9 @@ import os
 from typing import Any, Callable
 
 from nasbench_analysis.one_shot import arch_to_spec
+from shared.checkpoint import write_json
 
 Hook = Callable[[Any, Any], None]
-
-
-def _write_json(path: str, obj: Any, **kw: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, **kw)
-    os.replace(path + ".tmp", path)
 
 
 def architecture_hook(run_dir: str) -> Hook:
@@ -40,8 +35,8 @@ def architecture_hook(run_dir: str) -> Hook:
             "nb101": {"matrix": [list(r) for r in spec.matrix], "ops": list(spec.ops),
                       "hash": spec.hash()},
         }
-        _write_json(os.path.join(run_dir, f"one_shot_architecture_{result.epoch}.json"),
-                    record, indent=1)
+        write_json(os.path.join(run_dir, f"one_shot_architecture_{result.epoch}.json"),
+                   record)
         loop.history[-1]["nb101_hash"] = record["nb101"]["hash"]
     return hook
 

@@ -2,6 +2,7 @@
 the previous checkpoint intact. Loaded with ``weights_only=True`` (no pickled code)."""
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -31,3 +32,11 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path!r} does not hold a state dictionary")
     return state
+
+
+def write_json(path: str, obj: Any, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON, atomically (a reader never sees half a file)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(tmp, path)

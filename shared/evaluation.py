@@ -14,7 +14,6 @@ test set), so only the latest model is saved.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from shared import data as D
 from shared import distributed as dist_utils
-from shared.checkpoint import load_checkpoint, save_checkpoint
+from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
 from shared.cli import apply_resumed_config, newest_run
 from shared.distributed import DistContext
 from shared.errors import UserError
@@ -129,23 +128,26 @@ def eval_run_pattern(experiments: str, dataset: str, save: str, arch: str, seed:
 
 
 def resolve_run(args: argparse.Namespace, typed: set[str], free: set[str], pattern: str,
-                new_dir: Callable[[], str]) -> tuple[str, dict[str, Any] | None]:
+                new_dir: Callable[[], str], kind: str = KIND, what: str = ""
+                ) -> tuple[str, dict[str, Any] | None]:
     """(run folder, the checkpoint being resumed or None). On resume the saved flags replace
     the defaults; typed flags that would change the computation are refused."""
     if args.resume is None:
         return new_dir(), None
     save_dir = args.resume or newest_run(pattern)
-    return save_dir, load_resumed(args, typed, free, os.path.join(save_dir, CHECKPOINT))
+    return save_dir, load_resumed(args, typed, free, os.path.join(save_dir, CHECKPOINT),
+                                  kind, what)
 
 
 def load_resumed(args: argparse.Namespace, typed: set[str], free: set[str],
-                 path: str) -> dict[str, Any]:
-    """Load the evaluation checkpoint ``path`` and continue with the flags it was started with
-    (typed flags outside ``free`` must agree with them). Returns the checkpoint."""
+                 path: str, kind: str = KIND, what: str = "") -> dict[str, Any]:
+    """Load the checkpoint ``path`` of a run of ``kind`` (``what``: that run in words) and
+    continue with the flags it was started with (typed flags outside ``free`` must agree with
+    them). Returns the checkpoint."""
     saved = load_checkpoint(path)
-    if saved.get("kind") != KIND:
-        raise UserError(f"{path} is not a checkpoint of an evaluation run (train.py / "
-                        f"train_imagenet.py); pass such a run folder")
+    if saved.get("kind") != kind:
+        what = what or "an evaluation run (train.py / train_imagenet.py)"
+        raise UserError(f"{path} is not a checkpoint of {what}; pass such a run folder")
     flags = saved.get("config", {}).get("extra", {}).get("flags", {})
     apply_resumed_config(args, flags, typed, free)
     # Free flags not typed now keep the run's values too (not the defaults): e.g. the
@@ -450,10 +452,7 @@ def _tensorboard_hook(writer) -> Callable[[EvalTrainer, EpochStats], None]:
 
 def _history_hook(save_dir: str) -> Callable[[EvalTrainer, EpochStats], None]:
     def hook(trainer: EvalTrainer, s: EpochStats) -> None:
-        path = os.path.join(save_dir, "history.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(trainer.history, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(save_dir, "history.json"), trainer.history)
     return hook
 
 

@@ -37,6 +37,9 @@ def close_logger(logger: logging.Logger) -> None:
 
 def tensorboard_writer(save_dir: str, purge_step: int | None = None):
     """A SummaryWriter under ``save_dir/runs``; ``purge_step`` drops events a resumed run redoes."""
+    # TensorBoard imports TensorFlow when it is installed (it is: the NB-101 reader); keep
+    # TensorFlow's start-up notices about CPU instructions out of every run's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(os.path.join(save_dir, "runs"), purge_step=purge_step)

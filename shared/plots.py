@@ -855,8 +855,11 @@ def _best_so_far(values: list[float], key: str) -> list[float]:
 
 
 def plot_curves(history: list[dict], path: str,
-                keys: Sequence[str] = ("train_acc", "valid_acc")) -> str:
-    """``keys`` (those present) versus epoch, each with a dashed best-so-far (anytime) curve."""
+                keys: Sequence[str] = ("train_acc", "valid_acc"),
+                marks: Sequence[tuple[float, str]] = (), log_y: bool = False) -> str:
+    """``keys`` (those present) versus epoch, each with a dashed best-so-far (anytime) curve;
+    ``marks``: (epoch, label) events drawn as labelled vertical lines (e.g. a switch to ASGD);
+    ``log_y``: a logarithmic y axis (perplexities fall by orders of magnitude)."""
     series = {k: _series(history, k) for k in keys}
     series = {k: s for k, s in series.items() if s[0]}
     if not series:
@@ -869,6 +872,10 @@ def plot_curves(history: list[dict], path: str,
                     markersize=3.5, label=key)
             ax.plot(epochs, _best_so_far(values, key), color=color, linestyle="--",
                     linewidth=1.0, alpha=0.7, label=f"best {key} so far")
+        for epoch, label in marks:
+            ax.axvline(epoch, color="0.4", linestyle=":", linewidth=1.2, label=label)
+        if log_y:
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(", ".join(series))

@@ -48,10 +48,10 @@ def wait_for_checkpoint_epoch(path: str, epoch: int, proc, timeout: float = 600,
     raise AssertionError(f"no checkpoint of epoch {epoch} in {timeout} s: {path}")
 
 
-def search_runs(root) -> list[str]:
-    """Every ``search-*`` run folder under ``root``."""
+def search_runs(root, prefix: str = "search-") -> list[str]:
+    """Every ``search-*`` (or ``{prefix}*``) run folder under ``root``."""
     return [os.path.join(dp, d) for dp, dirs, _ in os.walk(root) for d in dirs
-            if d.startswith("search-")]
+            if d.startswith(prefix)]
 
 
 class FakeDigraph:
@@ -79,13 +79,13 @@ class FakeDigraph:
         return out
 
 
-def wait_for_run(root, proc, timeout: float = 300) -> str:
-    """The one ``search-*`` folder a just-started door (``proc``) creates under ``root``."""
+def wait_for_run(root, proc, timeout: float = 300, prefix: str = "search-") -> str:
+    """The one ``{prefix}*`` folder a just-started door (``proc``) creates under ``root``."""
     import time
 
     start = time.time()
     while time.time() - start < timeout:
-        found = search_runs(root)
+        found = search_runs(root, prefix)
         if found:
             return found[0]
         assert proc.poll() is None, "the run ended before its folder appeared"
@@ -93,17 +93,19 @@ def wait_for_run(root, proc, timeout: float = 300) -> str:
     raise AssertionError(f"no run folder under {root} in {timeout} s")
 
 
-def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1) -> str:
-    """Start ``python train_search.py ARGS --experiments ROOT`` in ``door_dir``, SIGKILL it once
-    its checkpoint has reached ``epoch``, and return the run folder it left (to ``--resume``)."""
+def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1,
+                            script: str = "train_search.py", prefix: str = "search-") -> str:
+    """Start ``python SCRIPT ARGS --experiments ROOT`` in ``door_dir``, SIGKILL it once its
+    checkpoint has reached ``epoch``, and return the run folder (``{prefix}*``) it left (to
+    ``--resume``)."""
     import signal
     import subprocess
 
-    proc = subprocess.Popen([sys.executable, "train_search.py", *args, "--experiments",
-                             str(root)], cwd=door_dir, env=door_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, script, *args, "--experiments", str(root)],
+                            cwd=door_dir, env=door_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        run = wait_for_run(root, proc)
+        run = wait_for_run(root, proc, prefix=prefix)
         wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), epoch, proc)
         proc.send_signal(signal.SIGKILL)
     finally:

@@ -9,7 +9,6 @@ else (data, optimisers, loop, checkpoints, TensorBoard, history, plots) is the s
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from shared import data as D
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import load_checkpoint, write_json
 from shared.genotypes import Genotype, save_genotype
 from shared.logs import close_logger, setup_logger, tensorboard_writer
 from shared.models.search_cnn import Network
@@ -192,9 +191,7 @@ def write_outputs(out_dir: str, space, history: list[dict], genotype: Genotype |
     if isinstance(genotype, Genotype):
         save_genotype(genotype, path, **context)
     else:
-        with open(path + ".tmp", "w") as f:
-            json.dump({**genotype.to_dict(), **context}, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_json(path, {**genotype.to_dict(), **context})
     _write_plots(out_dir, space, history, genotype)
 
 
@@ -269,10 +266,7 @@ def _outputs_hook(save_dir: str, space) -> Callable[[SearchLoop, EpochResult], N
     last_drawn = [float("-inf")]
 
     def hook(loop: SearchLoop, r: EpochResult) -> None:
-        path = os.path.join(save_dir, "history.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(loop.history, f)
-        os.replace(path + ".tmp", path)
+        write_json(os.path.join(save_dir, "history.json"), loop.history, indent=None)
         now = time.monotonic()
         if now - last_drawn[0] >= PLOT_INTERVAL_S:  # the final plots: write_outputs
             _write_plots(save_dir, space, loop.history, r.genotype)

@@ -13,7 +13,8 @@ checkpoints, ``--resume``) with the two moments a language model does differentl
   hidden state) minimises NLL + AR + TAR (``alpha`` * mean(dropped output^2) +
   ``beta`` * mean((h_{t+1} - h_t)^2) on the raw outputs), gradients clipped to ``--clip``.
 
-``infer`` is the perplexity of the validation text (batch 10), in eval mode, hidden carried.
+``infer`` is the perplexity of the validation text (batchified at 10), in eval mode, hidden
+carried (``shared.lm.evaluate_perplexity``).
 The epoch's quality number is the perplexity (``metric = "ppl"``), logged as
 ``train_ppl`` / ``valid_ppl`` like the original's ``valid ppl`` lines.
 
@@ -26,10 +27,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.data.text import get_batch
+from shared.lm import evaluate_perplexity, regularised_loss
 from shared.logs import AverageMeter
 from shared.models.rnn import repackage_hidden
 from shared.search.loop import SearchLoop
@@ -41,7 +42,6 @@ class RNNSearchLoop(SearchLoop):
     ar_alpha: float = 0.0   # --alpha: activation regularisation on the dropped-out output
     tar_beta: float = 1e-3  # --beta: temporal activation regularisation on the raw output
     batch_size: int = 256
-    eval_batch_size: int = 10
     metric: str = "ppl"
 
     def _window_length(self) -> int:
@@ -75,13 +75,8 @@ class RNNSearchLoop(SearchLoop):
             self.optimizer.zero_grad(set_to_none=True)
             weights = self.mixing_weights_for_weight_step((x, hidden), y, epoch)
             model.train()
-            log_prob, hidden, raw_outputs, outputs = model(x, hidden, return_h=True,
-                                                           weights=weights)
-            raw_loss = F.nll_loss(log_prob.view(-1, log_prob.size(2)), y)
-            loss = raw_loss
-            if self.ar_alpha:
-                loss = loss + self.ar_alpha * outputs[-1].pow(2).mean()
-            loss = loss + self.tar_beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
+            loss, raw_loss, hidden = regularised_loss(model, x, y, hidden, self.ar_alpha,
+                                                      self.tar_beta, weights=weights)
             loss.backward()
             for hook in self.weight_grad_hooks:
                 hook(model)
@@ -101,19 +96,5 @@ class RNNSearchLoop(SearchLoop):
         bar.close()
         return math.exp(objs.avg), objs.avg
 
-    @torch.no_grad()
     def infer(self) -> tuple[float, float]:
-        model, data = self.model, self.valid_eval_queue
-        model.eval()
-        hidden = model.init_hidden(self.eval_batch_size)
-        total_loss, total_len = 0.0, 0
-        for n, i in enumerate(range(0, data.size(0) - 1, self.bptt)):
-            if self.max_batches is not None and n >= self.max_batches:
-                break
-            x, y = get_batch(data, i, self.bptt)
-            log_prob, hidden = model(x, hidden)
-            total_loss += len(x) * F.nll_loss(log_prob.view(-1, log_prob.size(2)), y).item()
-            total_len += len(x)
-            hidden = repackage_hidden(hidden)
-        loss = total_loss / max(total_len, 1)
-        return math.exp(loss), loss
+        return evaluate_perplexity(self.model, self.valid_eval_queue, self.bptt, self.max_batches)

@@ -25,58 +25,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from sdarts.perturb import PERTURBATIONS, make_perturbation  # noqa: E402
 from sdarts.search_flags import FREE_ON_RESUME, parse_or_resume  # noqa: E402
+from sdarts.sota.rnn.lm_flags import build_lm_parser  # noqa: E402
 from shared.cli import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.search.rnn_search import RNNSearchConfig, run_rnn_search  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("PyTorch PennTreeBank/WikiText2 Language Model")
-    p.add_argument("--data", type=str, default="../../data/penn/",
-                   help="corpus folder (train/valid/test.txt), or 'embedded'")
-    p.add_argument("--emsize", type=int, default=300, help="size of word embeddings")
-    p.add_argument("--nhid", type=int, default=300, help="number of hidden units per layer")
-    p.add_argument("--nhidlast", type=int, default=300, help="number of hidden units, last layer")
-    p.add_argument("--lr", type=float, default=20, help="initial learning rate")
-    p.add_argument("--clip", type=float, default=0.25, help="gradient clipping")
-    p.add_argument("--epochs", type=int, default=50, help="upper epoch limit")
-    p.add_argument("--batch_size", type=int, default=256, metavar="N", help="batch size")
-    p.add_argument("--bptt", type=int, default=35, help="sequence length")
-    p.add_argument("--dropout", type=float, default=0.75, help="dropout on the RNN output")
-    p.add_argument("--dropouth", type=float, default=0.25, help="dropout on hidden nodes")
-    p.add_argument("--dropoutx", type=float, default=0.75, help="dropout on the RNN input")
-    p.add_argument("--dropouti", type=float, default=0.2, help="dropout on the embeddings")
-    p.add_argument("--dropoute", type=float, default=0, help="dropout of whole words")
-    p.add_argument("--seed", type=int, default=3, help="random seed")
-    p.add_argument("--nonmono", type=int, default=5, help="unused in search (as the original)")
-    p.add_argument("--cuda", action="store_false", default=True,
-                   help="as the original (store_false): passing --cuda runs on the CPU")
-    p.add_argument("--log-interval", type=int, default=50, metavar="N", help="report interval")
-    p.add_argument("--save", type=str, default="EXP",
-                   help="experiment name ('debug' in it: one step per epoch)")
-    p.add_argument("--alpha", type=float, default=0, help="AR: alpha * mean(output^2)")
-    p.add_argument("--beta", type=float, default=1e-3, help="TAR: beta * mean((h_t+1 - h_t)^2)")
-    p.add_argument("--wdecay", type=float, default=5e-7, help="weight decay on all weights")
-    p.add_argument("--continue_train", action="store_true", help="refused: use --resume")
-    p.add_argument("--small_batch_size", type=int, default=-1,
-                   help="must equal the batch size (or -1)")
-    p.add_argument("--max_seq_len_delta", type=int, default=20, help="unused in search")
-    p.add_argument("--single_gpu", default=True, action="store_false", help="single GPU")
-    p.add_argument("--gpu", type=int, default=0, help="GPU device to use (-1: CPU)")
+    p = build_lm_parser(
+        emsize=300, epochs=50, batch_size=256, dropoute=0, seed=3, log_interval=50, wdecay=5e-7,
+        resume_default_run="--save/--seed", helps={
+            "nonmono": "unused in search (as the original)",
+            "save": "experiment name ('debug' in it: one step per epoch)",
+            "small_batch_size": "must equal the batch size (or -1)",
+            "max_seq_len_delta": "unused in search",
+            "single_gpu": "single GPU"})
     p.add_argument("--unrolled", action="store_true", default=False,
                    help="second order: one-step unrolled validation loss")
     p.add_argument("--arch_wdecay", type=float, default=1e-3, help="weight decay for alpha")
     p.add_argument("--arch_lr", type=float, default=3e-3, help="learning rate for alpha")
     p.add_argument("--perturb_alpha", type=str, default="none", choices=list(PERTURBATIONS))
     p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
-    # Additions of this repository.
-    p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                   help="continue a run from its last checkpoint (default: the newest run "
-                        "with the same --save/--seed)")
-    p.add_argument("--experiments", type=str, default="../../experiments",
-                   help="root of the output folders")
-    p.add_argument("--no_progress", dest="progress", action="store_false",
-                   help="no tqdm progress bars")
     return p
 
 

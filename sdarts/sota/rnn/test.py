@@ -1,0 +1,81 @@
+"""Test perplexity of a trained recurrent cell (DARTS rnn/test.py; SmoothDARTS sota/rnn/test.py).
+
+    cd sdarts/sota/rnn && python test.py --model_path eval-EXP-DARTS_V2-1267-20261126-101500
+    python test.py --model_path ../../../experiments/sota/penn/eval-.../model.pt
+
+As the original: the test split, batch size 1, windows of ``--bptt`` (35), the hidden state
+carried through the whole text; it prints the test loss and perplexity. ``--model_path`` is a
+``model.pt`` written by train.py, a run folder holding one, or (SmoothDARTS' convention) the
+name of a run folder under ``../../experiments/sota/penn/``. The cell and the layer sizes are
+read from ``model.pt``; ``--emsize``/``--nhid``/``--nhidlast``, when given, are checked
+against it. ``--data`` must be the corpus the model was trained on (its vocabulary is checked).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+import torch  # noqa: E402
+
+from shared.checkpoint import load_checkpoint  # noqa: E402
+from shared.cli import ArgumentParser  # noqa: E402
+from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.rnn_evaluation import BEST, run_rnn_test  # noqa: E402
+
+SIZE_FLAGS = {"emsize": "ninp", "nhid": "nhid", "nhidlast": "nhidlast"}
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser("PyTorch PennTreeBank/WikiText2 Language Model")
+    p.add_argument("--data", type=str, default="../../data/penn/",
+                   help="corpus folder (train/valid/test.txt), or 'embedded'")
+    p.add_argument("--model_path", type=str, default="DARTS",
+                   help="model.pt, its run folder, or a run folder name under "
+                        "EXPERIMENTS/sota/penn/")
+    p.add_argument("--bptt", type=int, default=35, help="sequence length")
+    for flag in SIZE_FLAGS:
+        p.add_argument(f"--{flag}", type=int, default=None,
+                       help="checked against the model (the sizes are read from model.pt)")
+    p.add_argument("--seed", type=int, default=1267, help="random seed")
+    p.add_argument("--cuda", action="store_false", default=True,
+                   help="as the original (store_false): passing --cuda runs on the CPU")
+    p.add_argument("--gpu", type=int, default=0, help="GPU device to use (-1: CPU)")
+    p.add_argument("--experiments", type=str, default="../../experiments",
+                   help="root of the output folders (for a bare run name)")
+    return p
+
+
+def resolve_model_path(model_path: str, experiments: str) -> str:
+    candidates = [model_path, os.path.join(model_path, BEST),
+                  os.path.join(experiments, "sota", "penn", model_path, BEST)]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise UserError(f"--model_path {model_path!r}: no model.pt at {', '.join(candidates)}; "
+                    f"pass the model.pt (or the run folder) a train.py run wrote")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.bptt < 1:
+        raise UserError(f"--bptt must be >= 1, got {args.bptt}")
+    path = resolve_model_path(args.model_path, args.experiments)
+    sizes = load_checkpoint(path).get("model", {})
+    for flag, key in SIZE_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None and key in sizes and value != sizes[key]:
+            raise UserError(f"--{flag} {value}: {path} holds a model with {flag} {sizes[key]}")
+    torch.manual_seed(args.seed)
+    result = run_rnn_test(path, args.data, args.bptt, args.gpu if args.cuda else -1)
+    print(f"model {path}: epoch {result['epoch']}, {result['parameters']} parameters")
+    print("=" * 89)
+    print(f"| End of training | test loss {result['test_loss']:5.2f} | test ppl "
+          f"{result['test_ppl']:8.2f}")  # the original's line
+    print("=" * 89)
+
+
+if __name__ == "__main__":
+    main()
