@@ -198,50 +198,61 @@ class RNNTrainer:
         hidden = [model.init_hidden(small) for _ in range(cfg.batch_size // small)]
         epoch_loss, interval_loss = AverageMeter(), AverageMeter()
         start = time.time()
-        bar = tqdm(total=len(data) // cfg.bptt, desc=f"epoch {epoch}", leave=False,
-                   disable=not cfg.progress, dynamic_ncols=True)
         batch, i = 0, 0
-        while i < data.size(0) - 1 - 1:
-            seq_len = window_length(cfg.bptt, cfg.max_seq_len_delta, self.generator)
-            group = self.optimizer.param_groups[0]
-            lr = group["lr"]
-            group["lr"] = lr * seq_len / cfg.bptt
-            model.train()
-            x, y = get_batch(data, i, seq_len)
-            y = y.view(x.size(0), -1)
-            self.optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for s, col in enumerate(range(0, cfg.batch_size, small)):
-                hidden[s] = repackage_hidden(hidden[s])
-                loss, raw_loss, hidden[s] = regularised_loss(
-                    model, x[:, col:col + small], y[:, col:col + small].reshape(-1), hidden[s],
-                    cfg.alpha, cfg.beta)
-                (loss * small / cfg.batch_size).backward()
-                step_loss += raw_loss.item() * small / cfg.batch_size
-            if not math.isfinite(step_loss):
-                group["lr"] = lr
-                raise Diverged(epoch, batch, "training loss")
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            if not torch.isfinite(norm):
-                group["lr"] = lr
-                raise Diverged(epoch, batch, "gradient norm")
-            self.optimizer.step()
-            group["lr"] = lr
-            epoch_loss.update(step_loss, x.size(0))
-            interval_loss.update(step_loss)
-            if batch % cfg.log_interval == 0 and batch > 0:
-                self.logger.info(
-                    "| epoch %3d | %5d/%5d batches | lr %02.2f | ms/batch %5.2f | loss %5.2f | "
-                    "ppl %8.2f", epoch, batch, len(data) // cfg.bptt, lr,
-                    (time.time() - start) * 1000 / cfg.log_interval, interval_loss.avg,
-                    perplexity(interval_loss.avg))
-                interval_loss, start = AverageMeter(), time.time()
-            bar.update(1)
-            bar.set_postfix(ppl=f"{perplexity(epoch_loss.avg):.1f}")
-            batch += 1
-            i += seq_len
-        bar.close()
+        with tqdm(total=len(data) // cfg.bptt, desc=f"epoch {epoch}", leave=False,
+                  disable=not cfg.progress, dynamic_ncols=True) as bar:
+            while i < data.size(0) - 1 - 1:
+                seq_len = window_length(cfg.bptt, cfg.max_seq_len_delta, self.generator)
+                x, y = get_batch(data, i, seq_len)
+                step_loss = self.train_step(x, y.view(x.size(0), -1), hidden, seq_len, epoch,
+                                            batch)
+                epoch_loss.update(step_loss, x.size(0))
+                interval_loss.update(step_loss)
+                if batch % cfg.log_interval == 0 and batch > 0:
+                    self.logger.info(
+                        "| epoch %3d | %5d/%5d batches | lr %02.2f | ms/batch %5.2f | "
+                        "loss %5.2f | ppl %8.2f", epoch, batch, len(data) // cfg.bptt,
+                        self.optimizer.param_groups[0]["lr"],
+                        (time.time() - start) * 1000 / cfg.log_interval, interval_loss.avg,
+                        perplexity(interval_loss.avg))
+                    interval_loss, start = AverageMeter(), time.time()
+                bar.update(1)
+                bar.set_postfix(ppl=f"{perplexity(epoch_loss.avg):.1f}")
+                batch += 1
+                i += seq_len
         return perplexity(epoch_loss.avg), epoch_loss.avg
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, hidden: list, seq_len: int,
+                   epoch: int, batch: int) -> float:
+        """One SGD/ASGD step on the window ``x`` -> ``y`` (both T x B), the batch in slices
+        of ``small_batch_size`` whose hidden states ``hidden`` carries; the lr is scaled by
+        ``seq_len / bptt`` for this step only. Returns the window's mean NLL; raises
+        Diverged (before stepping) on a non-finite loss or gradient norm."""
+        cfg, model = self.cfg, self.model
+        small = small_batch_size(cfg)
+        group = self.optimizer.param_groups[0]
+        lr = group["lr"]
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for s, col in enumerate(range(0, cfg.batch_size, small)):
+            hidden[s] = repackage_hidden(hidden[s])
+            loss, raw_loss, hidden[s] = regularised_loss(
+                model, x[:, col:col + small], y[:, col:col + small].reshape(-1), hidden[s],
+                cfg.alpha, cfg.beta)
+            (loss * small / cfg.batch_size).backward()
+            step_loss += raw_loss.item() * small / cfg.batch_size
+        if not math.isfinite(step_loss):
+            raise Diverged(epoch, batch, "training loss")
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        if not torch.isfinite(norm):
+            raise Diverged(epoch, batch, "gradient norm")
+        group["lr"] = lr * seq_len / cfg.bptt
+        try:
+            self.optimizer.step()
+        finally:
+            group["lr"] = lr
+        return step_loss
 
     @contextlib.contextmanager
     def averaged_weights(self) -> Iterator[None]:
