@@ -29,7 +29,7 @@ from tqdm import tqdm
 from shared import data as D
 from shared import distributed as dist_utils
 from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
-from shared.cli import apply_resumed_config, newest_run
+from shared.cli import ArgumentParser, apply_resumed_config, newest_run
 from shared.distributed import DistContext
 from shared.errors import UserError
 from shared.genotypes import (Genotype, build_final_network, count_parameters, load_genotype,
@@ -166,6 +166,40 @@ def resolve_genotype(arch: str, saved: dict[str, Any] | None) -> Genotype:
         return Genotype.from_dict(saved["genotype"])
     return load_genotype(arch)
 
+
+def build_cifar_train_parser(datasets: Sequence[str],
+                             gpu: dict[str, Any] | None = None) -> ArgumentParser:
+    """DARTS ``cnn/train.py``'s flags and defaults, which SDARTS' and DARTS-PT's copies keep
+    (plus SDARTS' ``--dataset`` and ``--cutout_prob``); ``gpu``: a door's own ``--gpu``
+    declaration (DARTS-PT's takes 'auto'). The doors add their own flags after these."""
+    p = ArgumentParser("cifar")
+    p.add_argument("--data", type=str, default="../../data", help="location of the data corpus")
+    p.add_argument("--dataset", type=str, default="cifar10", choices=datasets)
+    p.add_argument("--batch_size", type=int, default=96,
+                   help="batch size (global: split across torchrun processes)")
+    p.add_argument("--learning_rate", type=float, default=0.025, help="init learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="momentum")
+    p.add_argument("--weight_decay", type=float, default=3e-4, help="weight decay")
+    p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
+    p.add_argument("--gpu", **(gpu or dict(type=int, default=0, help="gpu device id (-1: CPU)")))
+    p.add_argument("--epochs", type=int, default=600, help="num of training epochs")
+    p.add_argument("--init_channels", type=int, default=36, help="num of init channels")
+    p.add_argument("--layers", type=int, default=20, help="total number of layers")
+    p.add_argument("--model_path", type=str, default="saved_models",
+                   help="unused by the original either; kept so its commands still parse")
+    p.add_argument("--auxiliary", action="store_true", default=False, help="use auxiliary tower")
+    p.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight for auxiliary loss")
+    p.add_argument("--cutout", action="store_true", default=False, help="use cutout")
+    p.add_argument("--cutout_length", type=int, default=16, help="cutout length")
+    p.add_argument("--cutout_prob", type=float, default=1.0, help="cutout probability")
+    p.add_argument("--drop_path_prob", type=float, default=0.2, help="drop path probability")
+    p.add_argument("--save", type=str, default="exp", help="experiment name")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    # The original's default; it is SDARTS-ADV's S4/CIFAR-100 cell in our registry.
+    p.add_argument("--arch", type=str, default="c100_s4_pgd",
+                   help="registered genotype name or a genotype .json written by a search")
+    p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
+    return p
 
 def validate_config(cfg: EvalConfig) -> None:
     """Refuse settings that would fail late (after data loading) or silently misbehave."""

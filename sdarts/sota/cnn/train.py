@@ -18,8 +18,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
-from shared.evaluation import (EvalConfig, eval_run_dir, eval_run_pattern,  # noqa: E402
-                               resolve_genotype, resolve_run, run_evaluation)
+from shared.evaluation import (EvalConfig, build_cifar_train_parser, eval_run_dir,  # noqa: E402
+                               eval_run_pattern, resolve_genotype, resolve_run,
+                               run_evaluation)
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 # Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
@@ -28,32 +29,7 @@ FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progre
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("cifar")
-    p.add_argument("--data", type=str, default="../../data", help="location of the data corpus")
-    p.add_argument("--dataset", type=str, default="cifar10", choices=DATASETS)
-    p.add_argument("--batch_size", type=int, default=96,
-                   help="batch size (global: split across torchrun processes)")
-    p.add_argument("--learning_rate", type=float, default=0.025, help="init learning rate")
-    p.add_argument("--momentum", type=float, default=0.9, help="momentum")
-    p.add_argument("--weight_decay", type=float, default=3e-4, help="weight decay")
-    p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
-    p.add_argument("--gpu", type=int, default=0, help="gpu device id (-1: CPU)")
-    p.add_argument("--epochs", type=int, default=600, help="num of training epochs")
-    p.add_argument("--init_channels", type=int, default=36, help="num of init channels")
-    p.add_argument("--layers", type=int, default=20, help="total number of layers")
-    p.add_argument("--model_path", type=str, default="saved_models",
-                   help="unused by the original either; kept so its commands still parse")
-    p.add_argument("--auxiliary", action="store_true", default=False, help="use auxiliary tower")
-    p.add_argument("--auxiliary_weight", type=float, default=0.4, help="weight for auxiliary loss")
-    p.add_argument("--cutout", action="store_true", default=False, help="use cutout")
-    p.add_argument("--cutout_length", type=int, default=16, help="cutout length")
-    p.add_argument("--cutout_prob", type=float, default=1.0, help="cutout probability")
-    p.add_argument("--drop_path_prob", type=float, default=0.2, help="drop path probability")
-    p.add_argument("--save", type=str, default="exp", help="experiment name")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--arch", type=str, default="c100_s4_pgd",
-                   help="registered genotype name or a genotype .json written by a search")
-    p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
+    p = build_cifar_train_parser(DATASETS)
     # Additions of this repository.
     add_runtime_flags(p, "--save/--arch/--seed/--dataset", num_workers=2)
     return p
