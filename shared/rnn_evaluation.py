@@ -509,10 +509,19 @@ def load_best_model(path: str, device: torch.device) -> tuple[RNNModel, dict[str
     return model.to(device), best
 
 
-def run_rnn_test(model_path: str, data: str, bptt: int = 35, gpu: int = 0) -> dict[str, Any]:
-    """Test perplexity of ``model_path`` on the test split of ``data`` with batch size 1."""
+def run_rnn_test(model_path: str, data: str, bptt: int = 35, gpu: int = 0,
+                 sizes: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """Test perplexity of ``model_path`` on the test split of ``data`` with batch size 1.
+    ``sizes``: flag name -> value the user typed (emsize, nhid, nhidlast), checked against
+    the model's."""
     device = choose_device(gpu)
     model, best = load_best_model(model_path, device)
+    saved = {"emsize": best["model"]["ninp"], "nhid": best["model"]["nhid"],
+             "nhidlast": best["model"]["nhidlast"]}
+    for flag, value in (sizes or {}).items():
+        if value is not None and value != saved[flag]:
+            raise UserError(f"--{flag} {value}: {model_path} holds a model with {flag} "
+                            f"{saved[flag]}")
     corpus = open_corpus(data)
     if vocabulary_fingerprint(corpus.dictionary) != best["vocabulary"]:
         raise UserError(f"--data {data}: its vocabulary is not the one {model_path} was "

@@ -111,3 +111,21 @@ def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1
     finally:
         proc.wait()
     return run
+
+
+@pytest.fixture
+def no_open_figures():
+    """Fails a test whose plot function left a matplotlib figure open (use per module with
+    ``pytestmark = pytest.mark.usefixtures("no_open_figures")``)."""
+    import matplotlib.pyplot as plt
+
+    yield
+    assert plt.get_fignums() == [], "a plot function left a figure open"
+
+
+@pytest.fixture
+def no_graphviz(monkeypatch):
+    """Plots as on a machine without graphviz (the matplotlib fallback)."""
+    from shared import plots
+
+    monkeypatch.setattr(plots, "_graphviz_available", lambda: False)

@@ -6,7 +6,6 @@ import sys
 import types
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -45,15 +44,7 @@ def assert_png(path: str | Path) -> None:
     assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
 
 
-@pytest.fixture(autouse=True)
-def no_open_figures():
-    yield
-    assert plt.get_fignums() == [], "a plot function left a figure open"
-
-
-@pytest.fixture
-def no_graphviz(monkeypatch):
-    monkeypatch.setattr(plots, "_graphviz_available", lambda: False)
+pytestmark = pytest.mark.usefixtures("no_open_figures")
 
 
 def random_history(space_name: str, epochs: int, seed: int = 0) -> list[dict]:

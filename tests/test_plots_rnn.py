@@ -9,7 +9,6 @@ import types
 from pathlib import Path
 
 import matplotlib.image as mpimg
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -32,15 +31,7 @@ def assert_png(path: str | Path, min_bytes: int = 5_000) -> None:
     assert 0.002 < dark < 0.5, f"{path}: {dark:.4f} of the pixels are drawn"
 
 
-@pytest.fixture(autouse=True)
-def no_open_figures():
-    yield
-    assert plt.get_fignums() == [], "a plot function left a figure open"
-
-
-@pytest.fixture
-def no_graphviz(monkeypatch):
-    monkeypatch.setattr(plots, "_graphviz_available", lambda: False)
+pytestmark = pytest.mark.usefixtures("no_open_figures")
 
 
 def random_history(epochs: int, seed: int = 0) -> list[dict]:

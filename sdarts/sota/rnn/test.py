@@ -19,12 +19,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import torch  # noqa: E402
 
-from shared.checkpoint import load_checkpoint  # noqa: E402
 from shared.cli import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.rnn_evaluation import BEST, run_rnn_test  # noqa: E402
 
-SIZE_FLAGS = {"emsize": "ninp", "nhid": "nhid", "nhidlast": "nhidlast"}
+SIZE_FLAGS = ("emsize", "nhid", "nhidlast")
 
 
 def build_parser() -> ArgumentParser:
@@ -63,13 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.bptt < 1:
         raise UserError(f"--bptt must be >= 1, got {args.bptt}")
     path = resolve_model_path(args.model_path, args.experiments)
-    sizes = load_checkpoint(path).get("model", {})
-    for flag, key in SIZE_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None and key in sizes and value != sizes[key]:
-            raise UserError(f"--{flag} {value}: {path} holds a model with {flag} {sizes[key]}")
     torch.manual_seed(args.seed)
-    result = run_rnn_test(path, args.data, args.bptt, args.gpu if args.cuda else -1)
+    result = run_rnn_test(path, args.data, args.bptt, args.gpu if args.cuda else -1,
+                          sizes={flag: getattr(args, flag) for flag in SIZE_FLAGS})
     print(f"model {path}: epoch {result['epoch']}, {result['parameters']} parameters")
     print("=" * 89)
     print(f"| End of training | test loss {result['test_loss']:5.2f} | test ppl "
