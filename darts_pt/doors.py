@@ -22,10 +22,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sdarts.perturb import PERTURBATIONS
 from shared.checkpoint import load_checkpoint
 from shared.cli import apply_resumed_config
 from shared.errors import UserError
+from shared.search.perturbation import PERTURBATIONS
 
 CHECKPOINT = "checkpoint.pth.tar"
 METHODS = ("darts", "blank", "sdarts", "darts-proj", "blank-proj", "sdarts-proj")

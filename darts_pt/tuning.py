@@ -17,6 +17,7 @@ where it stopped and ends with the same genotype:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -27,7 +28,9 @@ from torch.utils.data import DataLoader, Subset
 from darts_pt.projection import (ProjectionState, Weights, evaluate, project_edge, project_op,
                                  projection_schedule)
 from shared.checkpoint import save_checkpoint
-from shared.search.loop import SearchLoop
+from shared.search.context import EpochContext, StepContext
+from shared.search.loop import SearchLoop, format_rows
+from shared.search.perturbation import make_perturbation
 
 CHECKPOINT = "checkpoint.pth.tar"
 
@@ -70,9 +73,9 @@ class ProjectedPerturbation:
     def epsilon(self, epoch: int) -> float:
         return self.inner.epsilon(epoch)
 
-    def __call__(self, model, weights: Weights, x, y, epoch: int) -> Weights:
-        return self.state.apply(self.inner(_ProjectingModel(model, self.state), weights, x, y,
-                                           epoch))
+    def __call__(self, ctx: StepContext) -> Weights:
+        seen = dataclasses.replace(ctx, model=_ProjectingModel(ctx.model, self.state))
+        return self.state.apply(self.inner(seen))
 
 
 class ProjectionHook:
@@ -83,7 +86,8 @@ class ProjectionHook:
         self.state, self.cfg, self.events = state, cfg, events
         self.proj_queue, self.rng, self.out_dir = proj_queue, rng, out_dir
 
-    def __call__(self, loop: SearchLoop, epoch: int) -> None:
+    def __call__(self, ctx: EpochContext) -> None:
+        loop, epoch = ctx.loop, ctx.epoch
         kind = self.events.get(epoch)
         if kind is None:
             return
@@ -105,11 +109,7 @@ class ProjectionHook:
                 project_edge(self.state, cell, self.cfg.crit_edge, base, score, self.rng,
                              loop.logger)
         for cell, w in zip(self.state.cell_types, model.mixing_weights()):
-            loop.logger.info("projected weights (%s) =\n%s", cell, _fmt(w))
-
-
-def _fmt(w: torch.Tensor) -> str:
-    return "\n".join(" ".join(f"{v:.4f}" for v in row) for row in w.detach().cpu().tolist())
+            loop.logger.info("projected weights (%s) =\n%s", cell, format_rows(w))
 
 
 def projection_queue(valid_eval_queue: DataLoader, batch_size: int, num_workers: int,
@@ -122,9 +122,10 @@ def projection_queue(valid_eval_queue: DataLoader, batch_size: int, num_workers:
 
 
 def tuning_loop(supernet: SearchLoop, state: ProjectionState, cfg: ProjectionConfig,
-                out_dir: str, *, perturbation=None, batch_size: int, num_workers: int = 0,
+                out_dir: str, *, batch_size: int, num_workers: int = 0,
                 select: Callable | None = None) -> SearchLoop:
-    """The tuning SearchLoop over the supernet loop's model, queues and architect."""
+    """The tuning SearchLoop over the supernet loop's model, queues and alpha update; the
+    supernet's SDARTS perturbation (if any) continues at its full ``epsilon_alpha``."""
     num_nodes = len(state.nid2eids)
     tune_epochs, events = projection_schedule(state.num_edges, num_nodes, cfg.proj_intv)
     rng = torch.Generator().manual_seed(cfg.seed + 2)
@@ -136,10 +137,14 @@ def tuning_loop(supernet: SearchLoop, state: ProjectionState, cfg: ProjectionCon
     proj_queue = projection_queue(supernet.valid_eval_queue, batch_size, num_workers, rng,
                                   supernet.device.type == "cuda")
     hook = ProjectionHook(state, cfg, events, proj_queue, rng, out_dir)
+    perturbation = make_perturbation(supernet.config["perturb_alpha"],
+                                     supernet.config["epsilon_alpha"], supernet.epochs,
+                                     ramp=False)
     if perturbation is not None:
         perturbation = ProjectedPerturbation(perturbation, state)
     return SearchLoop(
-        model=model, optimizer=optimizer, scheduler=scheduler, architect=supernet.architect,
+        model=model, optimizer=optimizer, scheduler=scheduler,
+        alpha_update=supernet.alpha_update,
         train_queue=supernet.train_queue, valid_queue=supernet.valid_queue,
         valid_eval_queue=supernet.valid_eval_queue, epochs=tune_epochs, device=supernet.device,
         logger=supernet.logger, checkpoint_path=os.path.join(out_dir, CHECKPOINT),

@@ -20,11 +20,12 @@ from typing import Any, Callable
 from nasbench_analysis.one_shot import arch_to_spec
 from shared.checkpoint import write_json
 
-Hook = Callable[[Any, Any], None]
+Hook = Callable[[Any], None]  # an epoch-end hook of shared.search.loop: hook(EpochContext)
 
 
 def architecture_hook(run_dir: str) -> Hook:
-    def hook(loop, result) -> None:
+    def hook(ctx) -> None:
+        loop, result = ctx.loop, ctx.result
         arch = result.genotype
         spec = arch_to_spec(arch)
         record = {
@@ -37,7 +38,7 @@ def architecture_hook(run_dir: str) -> Hook:
         }
         write_json(os.path.join(run_dir, f"one_shot_architecture_{result.epoch}.json"),
                    record)
-        loop.history[-1]["nb101_hash"] = record["nb101"]["hash"]
+        ctx.entry["nb101_hash"] = record["nb101"]["hash"]
     return hook
 
 
@@ -45,8 +46,9 @@ def benchmark_hook(benchmark, epochs: int = 108) -> Hook:
     """Query ``benchmark`` (an opened ``NB101Benchmark``) for the epoch's architecture."""
     from nasbench_analysis.nb101_benchmark import NotInBenchmark
 
-    def hook(loop, result) -> None:
-        spec = arch_to_spec(result.genotype)
+    def hook(ctx) -> None:
+        loop = ctx.loop
+        spec = arch_to_spec(ctx.result.genotype)
         try:
             q = benchmark.query_mean(spec, epochs=epochs)
         except NotInBenchmark:
@@ -57,7 +59,7 @@ def benchmark_hook(benchmark, epochs: int = 108) -> Hook:
         loop.logger.info("TEST ERROR: %.3f | VALID ERROR: %.3f | RUNTIME: %f | PARAMS: %d",
                          numbers["test_error"], numbers["valid_error"],
                          numbers["training_time"], numbers["trainable_parameters"])
-        loop.history[-1]["nasbench101"] = numbers
+        ctx.entry["nasbench101"] = numbers
     return hook
 
 
@@ -65,10 +67,10 @@ def jsonl_hook(run_dir: str) -> Hook:
     keys = ("epoch", "lr", "train_acc", "train_loss", "valid_acc", "valid_loss",
             "hessian_eigenvalue", "nb101_hash", "nasbench101", "genotype")
 
-    def hook(loop, result) -> None:
+    def hook(ctx) -> None:
         path = os.path.join(run_dir, "epochs.jsonl")
         with open(path + ".tmp", "w") as f:
-            for entry in loop.history:
+            for entry in ctx.loop.history:
                 f.write(json.dumps({k: entry[k] for k in keys if k in entry}) + "\n")
         os.replace(path + ".tmp", path)
     return hook

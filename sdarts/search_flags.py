@@ -11,12 +11,12 @@ import os
 import sys
 from typing import Any, Sequence
 
-from sdarts.perturb import PERTURBATIONS
 from shared.checkpoint import load_checkpoint
 from shared.cli import ArgumentParser, add_runtime_flags, apply_resumed_config, explicit_flags
 from shared.cli import newest_run, settings_suffix
 from shared.errors import UserError
 from shared.search.cnn_search import CNNSearchConfig
+from shared.search.perturbation import PERTURBATIONS
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 # Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
@@ -112,5 +112,5 @@ def search_config(args: argparse.Namespace, supernet: str, **extra: Any) -> CNNS
         warm_start_epochs=getattr(args, "warm_start_epochs", 0),
         num_workers=args.num_workers, amp=args.amp, channels_last=args.channels_last,
         debug="debug" in args.save, progress=args.progress, supernet=supernet,
-        extra={"perturb_alpha": args.perturb_alpha, "epsilon_alpha": args.epsilon_alpha,
-               **extra, "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+        perturb_alpha=args.perturb_alpha, epsilon_alpha=args.epsilon_alpha,
+        extra={**extra, "flags": {k: v for k, v in vars(args).items() if k != "resume"}})

@@ -32,7 +32,8 @@ from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
 from shared.cli import ArgumentParser, apply_resumed_config, newest_run
 from shared.distributed import DistContext
 from shared.errors import UserError
-from shared.genotypes import (Genotype, build_final_network, count_parameters, load_genotype,
+from shared.models.cnn import build_final_network, count_parameters
+from shared.genotypes import (Genotype, load_genotype,
                               published, save_genotype)
 from shared.logs import (DATE_FORMAT, LOG_FORMAT, AverageMeter, accuracy, close_logger,
                          setup_logger, tensorboard_writer)

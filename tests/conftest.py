@@ -129,3 +129,12 @@ def no_graphviz(monkeypatch):
     from shared import plots
 
     monkeypatch.setattr(plots, "_graphviz_available", lambda: False)
+
+
+def perturb(perturbation, model, weights, x, y, epoch: int = 0):
+    """Apply a perturbation moment (``perturbation(ctx)``) outside a loop, as the loop does."""
+    from shared.search.context import StepContext
+
+    ctx = StepContext(loop=None, model=model, epoch=epoch, step=0, lr=0.0, x=x, y=y,
+                      weights=tuple(weights))
+    return perturbation(ctx)

@@ -157,7 +157,7 @@ def test_blank_never_moves_alpha(tmp_path, no_plots):
     # alpha as the door initialises it (same config, same seed), before any training
     parsed = door.build_parser().parse_args([*args, "--method", "blank"])
     initial = build_cnn_search(door.to_config(parsed), str(tmp_path / "init"),
-                               logging.getLogger("blank-init"), fixed_alpha=True).model.alpha
+                               logging.getLogger("blank-init")).model.alpha
     proj = os.path.join(run, "log_resume--1_dev-proj_seed-2_intv-2")
     paths = [os.path.join(run, f) for f in ("checkpoint_1.pth.tar", "checkpoint_2.pth.tar")]
     paths += [os.path.join(proj, f) for f in ("checkpoint_0.pth.tar", "checkpoint.pth.tar")]

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from darts_pt.projection import (ProjectionState, darts_nid2eids, evaluate, project_edge,
                                  project_op, projected_genotype, projection_schedule)
 from darts_pt.tuning import ProjectedPerturbation, ProjectionConfig, tuning_loop
-from sdarts.perturb import LinfPGD, RandomSmoothing
+from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.errors import UserError
+from tests.conftest import perturb as apply_perturbation
 from shared.runtime import Precision
 from shared.spaces import NUM_EDGES, get_space
 
@@ -150,7 +151,7 @@ def test_sdarts_perturbation_cannot_move_projected_rows(inner) -> None:
     perturb = ProjectedPerturbation(inner, state)
     assert perturb.epsilon(0) == perturb.epsilon(9) == 0.3  # DARTS-PT tunes at constant eps
     x, y = queue[0]
-    (w,) = perturb(model, model.mixing_weights(), x, y, epoch=0)
+    (w,) = apply_perturbation(perturb, model, model.mixing_weights(), x, y, epoch=0)
     assert torch.equal(w[0], torch.tensor([0.0, 1.0, 0.0]))
     assert torch.allclose(w.sum(-1), torch.ones(3))
 
@@ -161,9 +162,10 @@ def _digits_search(tmp_path, fixed_alpha: bool):
     from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
 
     cfg = CNNSearchConfig(dataset="digits", epochs=1, layers=3, init_channels=4, batch_size=64,
-                          gpu=-1, search_space="s2", progress=False, seed=0)
+                          gpu=-1, search_space="s2", progress=False, seed=0,
+                          alpha_update="fixed" if fixed_alpha else "bilevel")
     logger = setup_logger(str(tmp_path), "log.txt", name="test-pt")
-    return build_cnn_search(cfg, str(tmp_path), logger, fixed_alpha=fixed_alpha, max_batches=1)
+    return build_cnn_search(cfg, str(tmp_path), logger, max_batches=1)
 
 
 def test_blank_keeps_alpha_bit_identical_through_supernet_and_tuning(tmp_path) -> None:

@@ -211,9 +211,10 @@ def test_search_split_sizes() -> None:
     data = list(range(11))
     tr, va = search_split(data, 0.5)
     assert tr == list(range(5)) and va == list(range(5, 11))
-    for bad in (0.0, 1.0, -0.1, 1.5):
+    for bad in (0.0, -0.1, 1.5, 0.01):
         with pytest.raises(UserError):
             search_split(data, bad)
+    assert search_split(data, 1.0) == (list(range(11)), [])  # one-level: no validation half
 
 
 def test_random_batches_distinct_and_reproducible() -> None:
@@ -240,6 +241,15 @@ def test_search_loaders_on_digits() -> None:
     assert x.shape == (64, 1, 8, 8) and y.shape == (64,)
     assert sum(len(b[1]) for b in eval_q) == n - n // 2
     assert sorted(train_q.sampler) == list(range(n // 2))
+
+
+def test_search_loaders_without_a_validation_half() -> None:
+    data = get_dataset("digits", "", True, train_transform("digits"))
+    train_q, valid_q, eval_q = search_loaders(
+        data, 1.0, 64, 0, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), False
+    )
+    assert valid_q is None and eval_q is None
+    assert sorted(train_q.sampler) == list(range(len(data)))
 
 
 def test_search_loaders_reproducible_from_generators() -> None:

@@ -26,7 +26,8 @@ from sdarts.sota.cnn import test as test_door
 from sdarts.sota.cnn import train as train_door
 from sdarts.sota.cnn import train_imagenet as imagenet_door
 from shared.evaluation import CHECKPOINT, WEIGHTS, linear_lr_factor
-from shared.genotypes import build_final_network, load_genotype, save_genotype
+from shared.genotypes import load_genotype, save_genotype
+from shared.models.cnn import build_final_network
 
 REPO = Path(__file__).resolve().parents[1]
 DOORS = REPO / "sdarts" / "sota" / "cnn"

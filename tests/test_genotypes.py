@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from shared.genotypes import (Genotype, build_final_network, count_parameters, load_genotype,
+from shared.models.cnn import build_final_network, count_parameters
+from shared.genotypes import (Genotype, load_genotype,
                               published)
 from shared.errors import UserError
 from tests.conftest import ROOT

@@ -10,13 +10,14 @@ import torch
 
 from nasbench_analysis.nb101_spec import CONV1X1, MAX_EDGES, MAX_VERTICES, NB101Spec
 from nasbench_analysis.one_shot import arch_to_spec, upscale_to_nasbench_format, weights_to_spec
-from sdarts.perturb import LinfPGD, RandomSmoothing
+from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.errors import UserError
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.nb1shot1_arch import NB1Shot1Arch, top_k
 from shared.search.architect import Architect
 from shared.search.hessian import alpha_hessian, dominant_eigenvalue
 from shared.spaces import NB1SHOT1_SPACES, get_nb1shot1_space
+from tests.conftest import perturb
 
 SPACES = sorted(NB1SHOT1_SPACES)
 
@@ -188,7 +189,7 @@ def test_perturbations_cover_input_and_output_alphas(attack) -> None:
     model = NB1Shot1Network(4, 10, 3, "3", in_channels=1)
     weights = tuple(w.detach() for w in model.mixing_weights())
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
-    out = attack(model, weights, x, y, epoch=9)
+    out = perturb(attack, model, weights, x, y, epoch=9)
     assert len(out) == len(weights) == 6
     for w, p in zip(weights, out):
         assert p.shape == w.shape

@@ -259,7 +259,7 @@ def test_mixing_transform_hook_reaches_forward_and_genotype():
     assert torch.equal(model(x), model(x, (projected,)))
     model.mixing_transform = None
     assert not torch.equal(model(x), model(x, (projected,)))
-    with pytest.raises(TypeError, match="1-tuple"):
+    with pytest.raises(TypeError, match="tuple that mixing_weights"):
         model(x, projected)  # type: ignore[arg-type]
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdarts.perturb import LinfPGD, RandomSmoothing
+from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.models.search_rnn import RNNModelSearch
 from shared.search.rnn_architect import RNNArchitect
+from tests.conftest import perturb
 
 NTOKEN = 30
 
@@ -86,7 +87,7 @@ def test_random_smoothing_stays_in_the_ball_on_the_simplex() -> None:
     x, y, weights = _perturbation_inputs(model)
     rs = RandomSmoothing(0.3, 10)
     eps = rs.epsilon(5)
-    (p,) = rs(model, weights, x, y, epoch=5)
+    (p,) = perturb(rs, model, weights, x, y, epoch=5)
     assert torch.allclose(p.sum(-1), torch.ones(36), atol=1e-6) and (p >= 0).all()
     # clamp-and-renormalise can move a row slightly beyond eps; before it, noise is <= eps
     assert (p - weights[0]).abs().max() <= 2 * eps

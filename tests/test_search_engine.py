@@ -4,12 +4,13 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from sdarts.perturb import LinfPGD, RandomSmoothing, clip_to_simplex, epsilon_at
+from shared.search.perturbation import LinfPGD, RandomSmoothing, clip_to_simplex, epsilon_at
 from shared.genotypes import genotype_from_alpha
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
 from shared.spaces import NUM_EDGES, SPACES, edge_inputs, get_space
 from shared.errors import UserError
+from tests.conftest import perturb
 
 
 def tiny(space="s5", C=4, layers=3, dtype=torch.float32):
@@ -161,7 +162,7 @@ def test_random_smoothing_noise_is_in_the_ball_and_rows_sum_to_one():
     for epoch in (0, 5, 9):
         eps = rs.epsilon(epoch)
         torch.manual_seed(epoch)
-        out = rs(model, weights, None, None, epoch)
+        out = perturb(rs, model, weights, None, None, epoch)
         torch.manual_seed(epoch)
         noise = [torch.empty_like(w).uniform_(-eps, eps) for w in weights]
         for w, n, o in zip(weights, noise, out):

@@ -69,7 +69,6 @@ from darts_pt.doors import (Run, add_pt_flags, gpu_index, resolve,  # noqa: E402
                             supernet_checkpoint, validate_common)
 from darts_pt.projection import ProjectionState, projection_schedule  # noqa: E402
 from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
-from sdarts.perturb import make_perturbation  # noqa: E402
 from shared import data as D  # noqa: E402
 from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
                         explicit_flags)
@@ -165,6 +164,9 @@ def to_config(args) -> CNNSearchConfig:
         arch_learning_rate=args.arch_learning_rate, arch_weight_decay=args.arch_weight_decay,
         search_space=args.search_space, num_workers=args.num_workers, amp=args.amp,
         channels_last=args.channels_last, progress=args.progress, supernet="nb201",
+        alpha_update="fixed" if args.method.startswith("blank") else "bilevel",
+        perturb_alpha=args.perturb_alpha if args.method.startswith("sdarts") else "none",
+        epsilon_alpha=args.epsilon_alpha,
         extra={"method": args.method,
                "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
 
@@ -200,8 +202,8 @@ def query(bench: NB201Benchmark, arch: NB201Arch, logger) -> dict[str, float]:
 def benchmark_hook(bench: NB201Benchmark):
     """Epoch-end hook: query the epoch's cell into its history entry (before the outputs
     hooks, which write it to history.json and TensorBoard)."""
-    def hook(loop, result) -> None:
-        loop.history[-1][BENCHMARK_KEY] = query(bench, result.genotype, loop.logger)
+    def hook(ctx) -> None:
+        ctx.entry[BENCHMARK_KEY] = query(bench, ctx.result.genotype, ctx.loop.logger)
     return hook
 
 
@@ -227,11 +229,8 @@ def run(args, run_: Run, logger) -> NB201Arch:
     if args.cutout:
         logger.info("cutout: length %d, prob %f (constant; the released ramp never took effect)",
                     args.cutout_length, args.cutout_prob)
-    search = build_cnn_search(
-        cfg, save_dir, logger, fixed_alpha=args.method.startswith("blank"),
-        perturbation=make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs)
-        if args.method.startswith("sdarts") else None,
-        numbered_checkpoints=args.ckpt_interval, max_batches=1 if args.fast else None)
+    search = build_cnn_search(cfg, save_dir, logger, numbered_checkpoints=args.ckpt_interval,
+                              max_batches=1 if args.fast else None)
     bench = open_benchmark(args, logger)
     loop, writers = search.loop, []
 
@@ -272,12 +271,8 @@ def project(args, search, proj_dir: str, saved: dict | None, writers: list,
     pcfg = ProjectionConfig(proj_intv=args.proj_intv, crit={"cell": args.proj_crit},
                             learning_rate=args.learning_rate, momentum=args.momentum,
                             weight_decay=args.weight_decay, seed=args.seed, fast=args.fast)
-    perturbation = None
-    if args.method == "sdarts-proj":
-        perturbation = make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs,
-                                         ramp=False)
-    tune = tuning_loop(search.loop, state, pcfg, proj_dir, perturbation=perturbation,
-                       batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    tune = tuning_loop(search.loop, state, pcfg, proj_dir, batch_size=cfg.batch_size,
+                       num_workers=cfg.num_workers)
     if saved is not None:
         tune.load_state_dict(saved)
         logger.info("resumed projection from %s at epoch %d", tune.checkpoint_path,

@@ -53,8 +53,9 @@ def search_loaders(
     generator_train: torch.Generator,
     generator_valid: torch.Generator,
     pin_memory: bool,
-) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """Return ``(train_queue, valid_queue, valid_eval_queue)`` over the two halves.
+) -> tuple[DataLoader, DataLoader | None, DataLoader | None]:
+    """Return ``(train_queue, valid_queue, valid_eval_queue)`` over the two halves (both
+    validation queues None when ``train_portion`` is 1: no validation half).
 
     * train_queue: the weight half, reshuffled each epoch by ``generator_train``.
     * valid_queue: one random alpha-half batch per weight step (``RandomBatches``,
@@ -74,6 +75,8 @@ def search_loaders(
         generator=generator_train,
         **common,
     )
+    if not valid_idx:
+        return train_queue, None, None
     valid_queue = DataLoader(
         train_data,
         batch_sampler=RandomBatches(

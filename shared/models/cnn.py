@@ -1,9 +1,11 @@
-"""Final CNNs built from a genotype: NetworkCIFAR and NetworkImageNet (DARTS' model.py)."""
+"""Final CNNs built from a genotype: NetworkCIFAR and NetworkImageNet (DARTS' model.py), and
+``build_final_network`` / ``count_parameters`` as the evaluation protocol uses them."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from shared.errors import UserError
 from shared.genotypes import Genotype
 from shared.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
 
@@ -165,3 +167,23 @@ class NetworkImageNet(_Network):
         s0 = self.stem0(x)
         s1 = self.stem1(s0)
         return self._run_cells(s0, s1)
+
+
+FINAL_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "digits": 10}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Parameters as DARTS counts them: everything but the auxiliary head."""
+    return sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n)
+
+
+def build_final_network(genotype: Genotype, dataset: str, init_channels: int, layers: int,
+                        auxiliary: bool = False) -> torch.nn.Module:
+    """The evaluation network for ``dataset`` (ImageNet gets NetworkImageNet)."""
+    if dataset not in FINAL_DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose from {', '.join(FINAL_DATASETS)}")
+    classes = FINAL_DATASETS[dataset]
+    if dataset == "imagenet":
+        return NetworkImageNet(init_channels, classes, layers, auxiliary, genotype)
+    in_ch = 1 if dataset == "digits" else 3
+    return NetworkCIFAR(init_channels, classes, layers, auxiliary, genotype, in_channels=in_ch)

@@ -134,14 +134,16 @@ class RNNModel(nn.Module):
         return [weight.new_zeros(1, bsz, self.nhid)]
 
     def forward(self, input: torch.Tensor, hidden: Sequence[torch.Tensor],
-                return_h: bool = False, **cell_kw):
+                return_h: bool = False, layer_weights: Sequence[torch.Tensor] | None = None):
         """input (T, B) word ids -> log-probabilities (T, B, ntoken) and the new hidden
-        state; with ``return_h`` also the raw and dropped-out layer outputs (AR / TAR)."""
+        state; with ``return_h`` also the raw and dropped-out layer outputs (AR / TAR).
+        ``layer_weights``: the mixing weights of each layer's cell (the search model only)."""
         emb = embedded_dropout(self.encoder, input, self.dropoute if self.training else 0)
         raw_output = self.lockdrop(emb, self.dropouti)
         new_hidden, raw_outputs = [], []
         for layer, rnn in enumerate(self.rnns):
-            raw_output, new_h = rnn(raw_output, hidden[layer], **cell_kw)
+            kw = {} if layer_weights is None else {"weights": layer_weights[layer]}
+            raw_output, new_h = rnn(raw_output, hidden[layer], **kw)
             new_hidden.append(new_h)
             raw_outputs.append(raw_output)
         output = self.lockdrop(raw_output, self.dropout)

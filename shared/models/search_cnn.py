@@ -2,18 +2,19 @@
 
 The forward takes the mixing weights as an argument instead of reading alpha itself: SDARTS
 perturbs softmax(alpha) for the weight step, Lambda-DARTS needs one weight tensor per cell,
-Blank-PT keeps alpha fixed. ``mixing_weights()`` gives the plain softmax(alpha).
+Blank-PT keeps alpha fixed. ``mixing_weights()`` gives the plain softmax(alpha). The interface
+is the supernet contract of ``shared.models.supernet``.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from shared.genotypes import Genotype, genotype_from_alpha
 from shared.models import fast_mixed
+from shared.models.supernet import Supernet
 from shared.ops import FactorizedReduce, ReLUConvBN, make_op
 from shared.spaces import CellSpace, STEPS
 
@@ -67,7 +68,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self._multiplier:], dim=1)
 
 
-class Network(nn.Module):
+class Network(Supernet):
     """DARTS supernet: stem, ``layers`` search cells (reduction at L//3 and 2L//3), classifier.
 
     alpha lives here as two ``nn.Parameter`` (so it is saved with the weights, unlike the
@@ -78,6 +79,8 @@ class Network(nn.Module):
     and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
     to rounding. ``fast=False`` runs ``SearchCell.forward``, the per-candidate reference.
     """
+
+    cell_types = ("normal", "reduce")
 
     def __init__(self, C: int, num_classes: int, layers: int, space: CellSpace,
                  steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
@@ -106,45 +109,25 @@ class Network(nn.Module):
         num_edges = sum(2 + i for i in range(steps))
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(False)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(True)))
-        # A function of the mixing weights applied by mixing_weights() (and hence by the
-        # default forward, the alpha step and genotype()); explicit weights bypass it.
-        self.mixing_transform: Callable[[MixingWeights], MixingWeights] | None = None
 
-    # -- parameters -------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alphas_normal, self.alphas_reduce]
 
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
+    def cell_kinds(self) -> tuple[str, ...]:
+        return tuple("reduce" if c.reduction else "normal" for c in self.cells)
 
     # -- forward ----------------------------------------------------------------------------
-    def mixing_weights(self) -> MixingWeights:
-        """softmax(alpha) per edge, the DARTS relaxation, through ``mixing_transform`` if set
-        (DARTS-PT substitutes the rows of projected edges there)."""
-        weights = F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1)
-        return self.mixing_transform(weights) if self.mixing_transform is not None else weights
-
     def forward(self, x: torch.Tensor, weights: MixingWeights | None = None,
                 cell_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits. ``weights`` = (normal, reduce) mixing weights shared by all cells of a type
         (default softmax(alpha)); ``cell_weights`` = one tensor per cell instead."""
-        if cell_weights is None:
-            w_normal, w_reduce = weights if weights is not None else self.mixing_weights()
-            cell_weights = [w_reduce if c.reduction else w_normal for c in self.cells]
+        cell_weights = self.per_cell_weights(weights, cell_weights)
         if self.fast:
             return fast_mixed.network_forward(self, x, cell_weights)
         s0 = s1 = self.stem(x)
         for cell, w in zip(self.cells, cell_weights):
             s0, s1 = s1, cell(s0, s1, w)
         return self.classifier(self.global_pooling(s1).flatten(1))
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             weights: MixingWeights | None = None) -> torch.Tensor:
-        return F.cross_entropy(self(x, weights), y)
 
     def genotype(self) -> Genotype:
         w_normal, w_reduce = self.mixing_weights()

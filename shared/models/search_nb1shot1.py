@@ -14,10 +14,11 @@ Then ReLUConvBN(1x1), global average pooling and a linear classifier. The archit
 parameters are shared by all cells: ``alphas_mixed_op`` (steps x 3), ``alphas_output``
 (1 x steps+1) and one ``alphas_inputs`` (1 x node) per node with a choice of parents.
 
-The interface is the DARTS supernet's (``shared.models.search_cnn.Network``), so the same
-Architect (first and second order), search loop and SDARTS perturbations drive it:
-``mixing_weights()`` is the tuple ``(softmax(mixed_op), softmax(output), *softmax(inputs))``
-in that order, ``forward(x, weights)`` takes such a tuple, ``genotype()`` discretises it.
+The interface is the supernet contract (``shared.models.supernet``), so the same Architect (first
+and second order), search loop and SDARTS perturbations drive it: ``mixing_weights()`` is the
+tuple ``(softmax(mixed_op), softmax(output), *softmax(inputs))`` in that order, ``forward(x,
+weights)`` takes such a tuple, ``genotype()`` discretises it. Every cell reads the whole tuple,
+so one cell's entry of ``cell_weights`` is such a tuple too.
 
 BatchNorm keeps the released ``momentum=0.997``: copied from TensorFlow's *decay*, it means the
 opposite in PyTorch, so the running statistics are almost those of the last batch. Kept because
@@ -25,12 +26,12 @@ eval-mode passes (validation, the SDARTS-ADV attack) see those statistics.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from shared.models.supernet import CellWeights, Supernet
 from shared.nb1shot1_arch import NB1Shot1Arch
 from shared.ops import ReLUConvBN
 from shared.spaces import NB1Shot1Space, get_nb1shot1_space
@@ -93,7 +94,7 @@ class NB1Shot1Cell(nn.Module):
         return out + output[0] * self.output_projection(s0)
 
 
-class NB1Shot1Network(nn.Module):
+class NB1Shot1Network(Supernet):
     """The one-shot model of an NB-1Shot1 space (C = 16, 9 cells in the papers)."""
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 9,
@@ -128,32 +129,26 @@ class NB1Shot1Network(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alphas_mixed_op, self.alphas_output, *self.alphas_inputs]
 
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+    def cell_kinds(self) -> tuple[str, ...]:
+        return tuple("cell" for c in self.cells if isinstance(c, NB1Shot1Cell))
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
+    def expand_weights(self, weights: Sequence[torch.Tensor]) -> list[CellWeights]:
+        """Every cell reads all alpha tensors: the whole tuple, once per cell."""
+        if len(weights) != len(self.cell_types):
+            raise ValueError(f"{len(weights)} mixing-weight tensors for the "
+                             f"{len(self.cell_types)} of this space ({', '.join(self.cell_types)})")
+        whole = tuple(weights)
+        return [whole for _ in self.cell_kinds()]
 
     # -- forward ----------------------------------------------------------------------------
-    def mixing_weights(self) -> tuple[torch.Tensor, ...]:
-        """softmax of every alpha tensor along its last dim: (mixed_op, output, *inputs)."""
-        return tuple(F.softmax(a, dim=-1) for a in self.arch_parameters())
-
-    def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None
-                ) -> torch.Tensor:
-        if isinstance(weights, torch.Tensor):
-            raise TypeError("weights must be the tuple that mixing_weights() returns")
-        w = tuple(weights) if weights is not None else self.mixing_weights()
+    def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None,
+                cell_weights: Sequence[CellWeights] | None = None) -> torch.Tensor:
+        per_cell = iter(self.per_cell_weights(weights, cell_weights))
         s = self.stem(x)
         for cell in self.cells:
-            s = cell(s, w) if isinstance(cell, NB1Shot1Cell) else cell(s)
+            s = cell(s, next(per_cell)) if isinstance(cell, NB1Shot1Cell) else cell(s)
         out = self.postprocess(s).mean(dim=(2, 3))
         return self.classifier(out)
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        return F.cross_entropy(self(x, weights), y)
 
     def genotype(self) -> NB1Shot1Arch:
         return NB1Shot1Arch.from_weights(self.space, [w.detach() for w in self.mixing_weights()])

@@ -5,32 +5,28 @@ ResNetBasicblock(2C, 4C, 2), N cells at 4C, BN + ReLU, global average pooling, l
 classifier. Each search cell is the complete 4-node DAG; node j = sum over i < j of the mixed
 op of edge j<-i. ONE alpha (6 x ops), 1e-3 * N(0, 1), is shared by all 3N cells.
 
-The interface is the one of the DARTS supernet (``shared.models.search_cnn.Network``), so the
-Architect, the search loop and its hooks drive it unchanged: ``arch_parameters()``,
-``weight_parameters()`` (alpha excluded), ``mixing_weights()`` -> a 1-tuple (softmax(alpha),),
-``forward(x, weights=None)``, ``loss`` and ``genotype()`` (here an ``NB201Arch``).
-
-``mixing_transform`` is the hook DARTS-PT needs: when set, ``mixing_weights()`` returns
-``mixing_transform((softmax(alpha),))``, e.g. softmax(alpha) with the projected edges replaced
-by one-hot rows, and forward, loss, the Architect and genotype() all see those weights.
+The interface is the supernet contract (``shared.models.supernet``), so the Architect, the search
+loop and its hooks drive it as they drive the DARTS supernet: ``mixing_weights()`` is the 1-tuple
+(softmax(alpha),) (or what DARTS-PT's ``mixing_transform`` makes of it), ``genotype()`` an
+``NB201Arch``. ``cell_weights`` gives each of the 3N search cells its own (6 x ops) weights
+although alpha is shared (Lambda-DARTS perturbs every cell on its own).
 
 Every candidate is evaluated even at weight 0, as in darts-pt: a masked op in train-mode BN
 still updates its running statistics, which the projection's later evaluations see.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from shared.models.supernet import Supernet
 from shared.nb201_arch import NB201Arch
 from shared.ops import ResNetBasicblock, make_op
 from shared.spaces import NB201Space, get_nb201_space, nb201_edge_key
 
 NB201MixingWeights = tuple[torch.Tensor]  # (weights,), weights: (6 edges, ops)
-MixingTransform = Callable[[NB201MixingWeights], NB201MixingWeights]
 
 
 class NB201SearchCell(nn.Module):
@@ -64,7 +60,7 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
 
-class TinyNetworkDarts(nn.Module):
+class TinyNetworkDarts(Supernet):
     """The NB201 supernet (C=16, N=5 in DARTS-PT) with one shared (6 x ops) alpha."""
 
     cell_types = ("cell",)  # names of the mixing-weight tensors (DARTS: normal, reduce)
@@ -88,42 +84,28 @@ class TinyNetworkDarts(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self.alpha = nn.Parameter(1e-3 * torch.randn(self.space.num_edges, self.space.num_ops))
-        self.mixing_transform: MixingTransform | None = None
 
     # -- parameters -------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alpha]
 
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
+    def cell_kinds(self) -> tuple[str, ...]:
+        return tuple("cell" for c in self.cells if isinstance(c, NB201SearchCell))
 
     # -- forward ----------------------------------------------------------------------------
-    def mixing_weights(self) -> NB201MixingWeights:
-        """(softmax(alpha),), or what ``mixing_transform`` makes of it."""
-        plain = (F.softmax(self.alpha, dim=-1),)
-        if self.mixing_transform is None:
-            return plain
-        return tuple(self.mixing_transform(plain))  # type: ignore[return-value]
-
-    def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None
-                ) -> torch.Tensor:
-        """Logits; ``weights`` = the 1-tuple of (6 x ops) mixing weights shared by all cells."""
-        if isinstance(weights, torch.Tensor):  # a bare (6 x ops) tensor would unpack by rows
-            raise TypeError("weights must be the 1-tuple (w,) that mixing_weights() returns")
-        (w,) = weights if weights is not None else self.mixing_weights()
+    def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None,
+                cell_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits; ``weights`` = the 1-tuple of (6 x ops) mixing weights shared by all cells,
+        ``cell_weights`` = one (6 x ops) tensor per search cell instead."""
+        per_cell = iter(self.per_cell_weights(weights, cell_weights))
         feature = self.stem(x)
         for cell in self.cells:
-            feature = cell(feature, w) if isinstance(cell, NB201SearchCell) else cell(feature)
+            if isinstance(cell, NB201SearchCell):
+                feature = cell(feature, next(per_cell))
+            else:
+                feature = cell(feature)
         out = self.global_pooling(self.lastact(feature)).flatten(1)
         return self.classifier(out)
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor,
-             weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        return F.cross_entropy(self(x, weights), y)
 
     def genotype(self) -> NB201Arch:
         """Argmax op per edge of the current mixing weights ('none' included)."""

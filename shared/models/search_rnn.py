@@ -7,20 +7,22 @@ by its predecessors). ``none`` takes probability mass and contributes nothing. A
 without affine parameters normalises s0 and every node, as released (one module reused; its
 running statistics do not matter in search). The output is the mean of the 8 nodes.
 
-One alpha (36 x 5, 1e-3 * N(0, 1)) is shared by the layer. The interface follows the CNN
-supernets: ``arch_parameters()``, ``weight_parameters()`` (alpha excluded),
-``mixing_weights()`` -> (softmax(alpha),), ``forward(input, hidden, weights=...)``,
-``genotype()``; plus the language-model pieces ``init_hidden`` and ``_loss``.
+One alpha (36 x 5, 1e-3 * N(0, 1)) is shared by the layers. The interface is the supernet
+contract (``shared.models.supernet``): ``mixing_weights()`` -> (softmax(alpha),),
+``forward(input, hidden, weights=..., cell_weights=...)`` (one entry per layer), ``loss`` with
+x = (words, hidden), ``genotype()``; plus the language-model pieces ``init_hidden`` and
+``_loss``.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.rnn import ACTIVATION, DARTSCell, RNNModel
+from shared.models.supernet import Supernet
 from shared.rnn_genotype import RNNGenotype
 from shared.spaces import RNNSpace
 
@@ -53,7 +55,7 @@ class DARTSCellSearch(DARTSCell):
         return states[-self.space.steps:].mean(dim=0)
 
 
-class RNNModelSearch(RNNModel):
+class RNNModelSearch(RNNModel, Supernet):
     cell_class = DARTSCellSearch
     cell_types = ("recurrent",)
 
@@ -67,38 +69,35 @@ class RNNModelSearch(RNNModel):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.weights]
 
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for _, p in self.named_weight_parameters()]
-
-    def mixing_weights(self) -> tuple[torch.Tensor]:
-        return (F.softmax(self.weights, dim=-1),)
+    def cell_kinds(self) -> tuple[str, ...]:
+        return tuple("recurrent" for _ in self.rnns)
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, input: torch.Tensor, hidden: Sequence[torch.Tensor],
-                return_h: bool = False, weights: Sequence[torch.Tensor] | None = None):
+                return_h: bool = False, weights: Sequence[torch.Tensor] | None = None,
+                cell_weights: Sequence[torch.Tensor] | None = None):
         """``weights``: the 1-tuple of (36 x 5) mixing weights (default softmax(alpha); the
-        SDARTS weight step passes perturbed probabilities)."""
-        (w,) = weights if weights is not None else self.mixing_weights()
-        return super().forward(input, hidden, return_h=return_h, weights=w)
+        SDARTS weight step passes perturbed probabilities); ``cell_weights``: one (36 x 5)
+        tensor per layer instead."""
+        return super().forward(input, hidden, return_h=return_h,
+                               layer_weights=self.per_cell_weights(weights, cell_weights))
 
     def _loss(self, hidden: Sequence[torch.Tensor], input: torch.Tensor, target: torch.Tensor,
-              weights: Sequence[torch.Tensor] | None = None
+              weights: Sequence[torch.Tensor] | None = None,
+              cell_weights: Sequence[torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Mean NLL of ``target`` (T*B,) and the next hidden state, as DARTS' ``_loss``."""
-        log_prob, hidden_next = self(input, hidden, weights=weights)
+        log_prob, hidden_next = self(input, hidden, weights=weights, cell_weights=cell_weights)
         loss = F.nll_loss(log_prob.view(-1, log_prob.size(2)), target)
         return loss, hidden_next
 
     def loss(self, x: tuple[torch.Tensor, Sequence[torch.Tensor]], y: torch.Tensor,
-             weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+             weights: Sequence[torch.Tensor] | None = None,
+             cell_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """The supernets' common ``loss(x, y, weights)``: x = (words, hidden), the NLL only
         (what the Architect's Hessian-vector product and SDARTS' attack differentiate)."""
         words, hidden = x
-        return self._loss(hidden, words, y, weights)[0]
+        return self._loss(hidden, words, y, weights, cell_weights)[0]
 
     def genotype(self) -> RNNGenotype:
         return RNNGenotype.from_weights(self.mixing_weights()[0].detach(), self.space)

@@ -1,26 +1,31 @@
-"""The DARTS Architect: one alpha step on a validation batch, first or second order.
+"""The DARTS Architect: one alpha step on a validation batch, first or second order (DARTS,
+Liu et al., ICLR'19, sec. 2.3; the released ``cnn/architect.py``).
 
-Second order (``--unrolled``) follows DARTS' architect.py (reference sdarts.md §3.3):
+Second order (``--unrolled``) follows DARTS' architect.py:
 w' = w - eta (momentum_buffer * momentum + dL_trn/dw + wd w), then
 grad_alpha = dL_val(w', alpha)/dalpha - eta * H v, where v = dL_val(w')/dw' and the
 Hessian-vector product H v = d^2 L_trn / dalpha dw . v is a central finite difference with
-R = 0.01 / ||v||.
+R = 0.01 / ||v|| (eq. 8).
+
+It is the bilevel strategy of ``shared.search.alpha_update``: the loop calls ``step_alpha``
+with the step's context, before the weight step (DARTS' order) or after it (AutoDL's).
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch.func import functional_call
 
+from shared.search.alpha_update import AlphaUpdate, arch_adam
 
-class SupernetLike(Protocol):
-    def arch_parameters(self) -> list[torch.nn.Parameter]: ...
-    def named_weight_parameters(self): ...
-    def loss(self, x: torch.Tensor, y: torch.Tensor, weights=None) -> torch.Tensor: ...
+if TYPE_CHECKING:
+    from shared.search.context import StepContext
 
 
-class Architect:
+class Architect(AlphaUpdate):
+    moves_alpha = True
+
     def __init__(self, model: torch.nn.Module, arch_learning_rate: float = 3e-4,
                  arch_weight_decay: float = 1e-3, momentum: float = 0.9,
                  weight_decay: float = 3e-4, unrolled: bool = False,
@@ -30,9 +35,11 @@ class Architect:
         self.network_momentum = momentum
         self.network_weight_decay = weight_decay
         self.unrolled = unrolled
-        # Coupled L2 (Adam's weight_decay), as DARTS; not AdamW.
-        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_learning_rate,
-                                          betas=betas, weight_decay=arch_weight_decay)
+        self.name = "second_order" if unrolled else "first_order"
+        self.optimizer = arch_adam(model, arch_learning_rate, arch_weight_decay, betas)
+
+    def step_alpha(self, ctx: "StepContext") -> None:
+        self.step(ctx.x, ctx.y, ctx.x_val, ctx.y_val, ctx.lr, ctx.loop.optimizer)
 
     def step(self, x_trn: torch.Tensor, y_trn: torch.Tensor, x_val: torch.Tensor,
              y_val: torch.Tensor, eta: float, network_optimizer: torch.optim.Optimizer) -> None:
@@ -92,10 +99,3 @@ class Architect:
             for p, w in zip(weights, saved):
                 p.copy_(w)
         return [(gp - gn) / (2 * R) for gp, gn in zip(grads_p, grads_n)]
-
-    # -- checkpointing ----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)

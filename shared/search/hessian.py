@@ -51,7 +51,8 @@ def eigenvalue_hook(arch_weight_decay: float):
     batch, in train mode as the original measures it (right after the epoch's last step),
     logged and stored in the epoch's history entry as ``hessian_eigenvalue``."""
 
-    def hook(loop, result) -> None:
+    def hook(ctx) -> None:
+        loop = ctx.loop
         if loop.last_valid_batch is None:  # no step ran this epoch
             return
         x, y = loop.last_valid_batch
@@ -62,5 +63,5 @@ def eigenvalue_hook(arch_weight_decay: float):
         finally:
             loop.model.train(was_training)
         loop.logger.info("eigenvalue %f", ev)
-        loop.history[-1]["hessian_eigenvalue"] = ev
+        ctx.entry["hessian_eigenvalue"] = ev
     return hook

@@ -1,65 +1,78 @@
-"""The bilevel search loop, written once for every method.
+"""The search loop, written once for every method of the DARTS family.
 
-Per step (SDARTS order, reference sdarts.md §3.4): alpha step on a validation batch with the
-unperturbed alpha, then a weight step on the training batch with mixing weights that a
-method may replace. The moments a method can hook:
+One step (``SearchLoop.step``), in the order DARTS and SDARTS use (``step_order="alpha_first"``;
+AutoDL's DARTS-V1 on NAS-Bench-201, which Lambda-DARTS builds on, uses ``"weights_first"``):
 
-* ``architect``       -- the alpha step: first order, second order, or None (alpha fixed);
-* ``perturbation``    -- before the weight step: replace softmax(alpha) (SDARTS);
-* ``weight_grad_hooks`` -- after the weight backward, before clipping (Lambda-DARTS);
-* ``epoch_start_hooks`` -- start of epoch, before any step (DARTS-PT projects here);
-* ``epoch_end_hooks`` -- end of epoch: log, plot, query a benchmark;
-* ``select``          -- genotype selection (argmax by default; DARTS-PT projects instead).
+1. the **alpha update** (``alpha_update``, a strategy of ``shared.search.alpha_update``):
+   ``step_alpha`` on the validation batch for bilevel first/second order (``Architect``),
+   nothing for a fixed alpha (Blank-PT) or before ``warm_start_epochs``; one-level updates
+   act in the weight step instead (7.);
+2. the **weight step** (``weight_step``): mixing weights = softmax(alpha), through the
+   supernet's **mixing_transform** when a method set one (DARTS-PT's projected edges),
+   detached unless the update is one-level;
+3. **perturbation** (one callable, ``perturbation(ctx) -> weights``): replaces those mixing
+   weights for the weight step only (SDARTS' random smoothing / PGD, selected by name);
+4. the forward and backward of the training loss (``forward_loss``; the recurrent loop adds
+   AR/TAR and carries the hidden state); with a hook that asks for it (``needs_cell_grads``),
+   every search cell gets its own leaf copy of its mixing weights, whose gradient is
+   dL/dA_l, and ``needs_rng_state`` records the RNG state the forward drew from;
+5. **weight_grad_hooks** (``hook(ctx)``): after the backward, before clipping; may add to the
+   weights' gradients (Lambda-DARTS);
+6. gradient clipping of the weights and the weight optimiser's step;
+7. ``alpha_update.after_weight_backward`` (one-level: alpha steps on the same backward);
+8. **step_end_hooks** (``hook(ctx)``): after both updates.
 
-Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically
-(``extra_state`` adds a method's own state, e.g. DARTS-PT's projection decisions); with
-``numbered_checkpoints`` every N-th epoch is also kept as ``checkpoint_{epoch}.pth.tar``, the
-files DARTS-PT's projection starts from.
+Around the epochs: **epoch_start_hooks** (``hook(EpochContext)``, before any step: DARTS-PT
+projects here), **epoch_end_hooks** (``hook(EpochContext)`` with ``ctx.result``: log, plot,
+query a benchmark, Hessian eigenvalue; they may add numbers to ``ctx.entry``), and **select**
+(``select(model) -> genotype``: argmax by default, DARTS-PT's projection instead).
+
+Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically:
+model, both optimisers, scheduler, RNG states, history and ``extra_state`` (a method's own
+state, e.g. DARTS-PT's projection decisions); with ``numbered_checkpoints`` every N-th epoch is
+also kept as ``checkpoint_{epoch}.pth.tar``, the files DARTS-PT's projection starts from.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.checkpoint import save_checkpoint
-from shared.genotypes import Genotype
 from shared.logs import AverageMeter, accuracy
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
-from shared.search.architect import Architect
+from shared.search.alpha_update import AlphaUpdate, FixedAlpha
+from shared.search.context import EpochContext, MixingWeights, StepContext, capture_rng
 
-MixingWeights = tuple[torch.Tensor, ...]
-DARTS_CELL_TYPES = ("normal", "reduce")
-
-
-def cell_types(model: torch.nn.Module) -> tuple[str, ...]:
-    """Names of the supernet's mixing-weight tensors, in ``mixing_weights()`` order: the
-    model's ``cell_types`` (NB201: ("cell",)), else DARTS' ("normal", "reduce")."""
-    return tuple(getattr(model, "cell_types", DARTS_CELL_TYPES))
+STEP_ORDERS = ("alpha_first", "weights_first")
 
 
 class Perturbation(Protocol):
-    """Returns the mixing weights the weight step uses instead of ``weights``."""
+    """Returns the mixing weights the weight step uses instead of ``ctx.weights``."""
 
-    def __call__(self, model: torch.nn.Module, weights: MixingWeights, x: torch.Tensor,
-                 y: torch.Tensor, epoch: int) -> MixingWeights: ...
+    def __call__(self, ctx: StepContext) -> MixingWeights: ...
+
+
+StepHook = Callable[[StepContext], None]
+EpochHook = Callable[[EpochContext], None]
 
 
 @dataclass
 class EpochResult:
     epoch: int
     lr: float
-    genotype: Genotype
+    genotype: Any
     train_acc: float
     train_loss: float
-    valid_acc: float
-    valid_loss: float
+    valid_acc: float | None   # None: no validation split (one-level search on all data)
+    valid_loss: float | None
     alphas: list[list[list[float]]]  # softmax(alpha) per alpha tensor, after the epoch
     metric: str = "acc"  # what train_acc / valid_acc hold: accuracy, or "ppl" for the RNN
 
@@ -71,15 +84,26 @@ class EpochResult:
         return d
 
 
+def _leaf(w: Any, keep_graph: bool) -> Any:
+    """A per-cell copy of mixing weights whose ``.grad`` the backward fills (tuple-aware)."""
+    if isinstance(w, (tuple, list)):
+        return tuple(_leaf(t, keep_graph) for t in w)
+    if keep_graph:  # one-level: alpha's gradient still flows through the copy
+        copy = w.clone()
+        copy.retain_grad()
+        return copy
+    return w.detach().clone().requires_grad_()
+
+
 @dataclass
 class SearchLoop:
-    model: torch.nn.Module
+    model: torch.nn.Module          # a shared.models.supernet.Supernet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    architect: Architect | None
+    alpha_update: AlphaUpdate | None
     train_queue: Iterable
-    valid_queue: Iterable       # one random alpha batch per weight step
-    valid_eval_queue: Iterable  # the whole alpha half, for the epoch's valid accuracy
+    valid_queue: Iterable | None       # one random alpha batch per weight step
+    valid_eval_queue: Iterable | None  # the whole alpha half, for the epoch's valid accuracy
     epochs: int
     device: torch.device
     logger: logging.Logger
@@ -87,14 +111,16 @@ class SearchLoop:
     grad_clip: float = 5.0
     report_freq: int = 50
     warm_start_epochs: int = 0
+    step_order: str = "alpha_first"
     perturbation: Perturbation | None = None
-    weight_grad_hooks: list[Callable[[torch.nn.Module], None]] = field(default_factory=list)
-    epoch_start_hooks: list[Callable[["SearchLoop", int], None]] = field(default_factory=list)
-    epoch_end_hooks: list[Callable[["SearchLoop", EpochResult], None]] = field(default_factory=list)
+    weight_grad_hooks: list[StepHook] = field(default_factory=list)
+    step_end_hooks: list[StepHook] = field(default_factory=list)
+    epoch_start_hooks: list[EpochHook] = field(default_factory=list)
+    epoch_end_hooks: list[EpochHook] = field(default_factory=list)
     extra_state: dict[str, Any] = field(default_factory=dict)  # name -> obj with (load_)state_dict
     numbered_checkpoints: int = 0  # keep checkpoint_{epoch}.pth.tar every N epochs (0: never)
     max_batches: int | None = None  # per epoch and per evaluation (DARTS-PT --fast: 1)
-    select: Callable[[torch.nn.Module], Genotype] | None = None
+    select: Callable[[torch.nn.Module], Any] | None = None
     generators: tuple[torch.Generator, ...] = ()
     precision: Precision = field(default_factory=Precision)
     config: dict[str, Any] = field(default_factory=dict)
@@ -104,59 +130,131 @@ class SearchLoop:
     last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
     metric: str = "acc"  # the epoch's quality number (train_epoch/infer's first value)
 
-    # -- one epoch ----------------------------------------------------------------------------
-    def mixing_weights_for_weight_step(self, x: torch.Tensor, y: torch.Tensor,
-                                       epoch: int) -> MixingWeights:
-        # Detached: the weight step never moves alpha (SDARTS discards those grads too).
-        weights = tuple(w.detach() for w in self.model.mixing_weights())
+    def __post_init__(self) -> None:
+        if self.alpha_update is None:
+            self.alpha_update = FixedAlpha()
+        if self.step_order not in STEP_ORDERS:
+            raise ValueError(f"step_order {self.step_order!r}: one of {', '.join(STEP_ORDERS)}")
+        if self.alpha_update.one_level and self.perturbation is not None:
+            raise ValueError("a perturbation of the mixing weights needs a bilevel alpha update: "
+                             "in one-level search alpha's gradient would pass through it")
+        if self.alpha_update.needs_valid_batch and self.valid_queue is None:
+            raise ValueError(f"the {self.alpha_update.name} alpha update needs a validation "
+                             f"queue")
+
+    # -- one step ------------------------------------------------------------------------------
+    def step(self, ctx: StepContext) -> None:
+        """One search step: the alpha and weight updates in ``step_order``, then the hooks."""
+        self.model.train()
+        if self.step_order == "alpha_first":
+            self.alpha_step(ctx)
+        self.weight_step(ctx)
+        if self.step_order == "weights_first":
+            self.alpha_step(ctx)
+        for hook in self.step_end_hooks:
+            hook(ctx)
+
+    def alpha_step(self, ctx: StepContext) -> None:
+        if ctx.update_alpha and not self.alpha_update.one_level:
+            self.model.train()
+            with self.precision.autocast(self.device):
+                self.alpha_update.step_alpha(ctx)
+
+    def weight_step(self, ctx: StepContext) -> None:
+        model = self.model
+        one_level = ctx.update_alpha and self.alpha_update.one_level
+        self.optimizer.zero_grad(set_to_none=True)
+        ctx.weights = self.mixing_weights_for_weight_step(ctx, one_level)
+        model.train()
+        if any(getattr(h, "needs_cell_grads", False) for h in self.weight_grad_hooks):
+            ctx.cell_weights = [_leaf(w, one_level) for w in model.expand_weights(ctx.weights)]
+        if any(getattr(h, "needs_rng_state", False) for h in self.weight_grad_hooks):
+            ctx.rng_state = capture_rng(self.device)
+        with self.precision.autocast(self.device):
+            ctx.loss = self.forward_loss(ctx)
+        ctx.loss.backward()
+        for hook in self.weight_grad_hooks:
+            hook(ctx)
+        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), self.grad_clip)
+        self.optimizer.step()
+        if one_level:
+            self.alpha_update.after_weight_backward(ctx)
+        for a in model.arch_parameters():  # grads the weight step left on alpha, if any
+            a.grad = None
+
+    def mixing_weights_for_weight_step(self, ctx: StepContext, one_level: bool = False
+                                       ) -> MixingWeights:
+        weights = self.model.mixing_weights()
+        if not one_level:  # the bilevel weight step never moves alpha (SDARTS drops its grads)
+            weights = tuple(w.detach() for w in weights)
         if self.perturbation is not None:
-            weights = self.perturbation(self.model, weights, x, y, epoch)
+            ctx.weights = weights
+            weights = self.perturbation(ctx)
         return weights
 
-    def train_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
-        model, amp = self.model, self.precision.autocast(self.device)
-        objs, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
-        update_alpha = self.architect is not None and epoch >= self.warm_start_epochs
-        total = len(self.train_queue)
-        if self.max_batches is not None:
-            total = min(total, self.max_batches)
-        steps = zip(range(total), self.train_queue, self.valid_queue)
-        bar = tqdm(steps, total=total, desc=f"epoch {epoch}", leave=False,
-                   disable=not self.progress, dynamic_ncols=True)
-        for step, batch, batch_s in bar:
-            model.train()
-            x, y = to_device(batch, self.device, self.precision)
-            x_s, y_s = to_device(batch_s, self.device, self.precision)
-            self.last_valid_batch = (x_s, y_s)  # end-of-epoch analyses use it (Hessian)
-            if update_alpha:
-                with amp:
-                    self.architect.step(x, y, x_s, y_s, lr, self.optimizer)
-            self.optimizer.zero_grad(set_to_none=True)
-            weights = self.mixing_weights_for_weight_step(x, y, epoch)
-            model.train()
-            with amp:
-                logits = model(x, weights)
-                loss = F.cross_entropy(logits, y)
-            loss.backward()
-            for hook in self.weight_grad_hooks:
-                hook(model)
-            torch.nn.utils.clip_grad_norm_(model.weight_parameters(), self.grad_clip)
-            self.optimizer.step()
-            for a in model.arch_parameters():  # grads the weight step left on alpha, if any
-                a.grad = None
+    def forward_loss(self, ctx: StepContext) -> torch.Tensor:
+        """The weight step's training loss (cross-entropy of the logits, kept in ``ctx``)."""
+        if ctx.cell_weights is not None:
+            ctx.logits = ctx.model(ctx.x, cell_weights=ctx.cell_weights)
+        else:
+            ctx.logits = ctx.model(ctx.x, ctx.weights)
+        return F.cross_entropy(ctx.logits, ctx.y)
 
-            prec1, prec5 = accuracy(logits.detach(), y, topk=(1, 5))
-            n = x.size(0)
-            objs.update(loss.item(), n)
-            top1.update(prec1, n)
-            top5.update(prec5, n)
-            if step % self.report_freq == 0:
-                self.logger.info("train %03d %e %f %f", step, objs.avg, top1.avg, top5.avg)
-            bar.set_postfix(loss=f"{objs.avg:.3f}", acc=f"{top1.avg:.1f}")
-        return top1.avg, objs.avg
+    # -- one epoch -----------------------------------------------------------------------------
+    def batches(self, epoch: int, lr: float, update_alpha: bool) -> Iterator[StepContext]:
+        """The epoch's steps: a training batch and, where the alpha update needs one, a random
+        validation batch."""
+        total = self.steps_per_epoch()
+        valid = (self.valid_queue if self.alpha_update.needs_valid_batch
+                 else itertools.repeat(None))
+        for step, batch, batch_s in zip(range(total), self.train_queue, valid):
+            x, y = to_device(batch, self.device, self.precision)
+            x_s = y_s = None
+            if batch_s is not None:
+                x_s, y_s = to_device(batch_s, self.device, self.precision)
+                self.last_valid_batch = (x_s, y_s)  # end-of-epoch analyses use it (Hessian)
+            yield StepContext(self, self.model, epoch, step, lr, x, y, x_s, y_s, update_alpha)
+
+    def steps_per_epoch(self) -> int:
+        total = len(self.train_queue)
+        return total if self.max_batches is None else min(total, self.max_batches)
+
+    def new_meters(self) -> dict[str, AverageMeter]:
+        return {"objs": AverageMeter(), "top1": AverageMeter(), "top5": AverageMeter()}
+
+    def report(self, ctx: StepContext, meters: dict[str, AverageMeter]) -> dict[str, str]:
+        """Accumulate the step's numbers, log every ``report_freq`` steps; the bar's postfix."""
+        prec1, prec5 = accuracy(ctx.logits.detach(), ctx.y, topk=(1, 5))
+        n = ctx.y.size(0)
+        meters["objs"].update(ctx.loss.item(), n)
+        meters["top1"].update(prec1, n)
+        meters["top5"].update(prec5, n)
+        if ctx.step % self.report_freq == 0:
+            self.logger.info("train %03d %e %f %f", ctx.step, meters["objs"].avg,
+                             meters["top1"].avg, meters["top5"].avg)
+        return {"loss": f"{meters['objs'].avg:.3f}", "acc": f"{meters['top1'].avg:.1f}"}
+
+    def summarize(self, meters: dict[str, AverageMeter]) -> tuple[float, float]:
+        """(the epoch's quality number, its mean loss)."""
+        return meters["top1"].avg, meters["objs"].avg
+
+    def train_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
+        update_alpha = self.alpha_update.moves_alpha and epoch >= self.warm_start_epochs
+        meters = self.new_meters()
+        bar = tqdm(self.batches(epoch, lr, update_alpha), total=self.steps_per_epoch(),
+                   desc=f"epoch {epoch}", leave=False, disable=not self.progress,
+                   dynamic_ncols=True)
+        for ctx in bar:
+            self.step(ctx)
+            bar.set_postfix(self.report(ctx, meters))
+        bar.close()
+        return self.summarize(meters)
 
     @torch.no_grad()
-    def infer(self) -> tuple[float, float]:
+    def infer(self) -> tuple[float | None, float | None]:
+        """The epoch's validation numbers; (None, None) without a validation split."""
+        if self.valid_eval_queue is None:
+            return None, None
         model = self.model
         model.eval()
         objs, top1 = AverageMeter(), AverageMeter()
@@ -170,28 +268,31 @@ class SearchLoop:
                 top1.update(accuracy(logits, y)[0], x.size(0))
         return top1.avg, objs.avg
 
-    # -- the whole search ---------------------------------------------------------------------
-    def genotype(self) -> Genotype:
+    # -- the whole search ----------------------------------------------------------------------
+    def genotype(self) -> Any:
         return self.select(self.model) if self.select is not None else self.model.genotype()
 
-    def run(self) -> Genotype:
+    def run(self) -> Any:
         model = self.model
         for epoch in range(self.start_epoch, self.epochs):
             lr = self.scheduler.get_last_lr()[0]
             self.logger.info("epoch %d lr %e", epoch, lr)
             for start_hook in self.epoch_start_hooks:
-                start_hook(self, epoch)
+                start_hook(EpochContext(self, epoch, lr))
             if self.perturbation is not None and hasattr(self.perturbation, "epsilon"):
                 self.logger.info("epoch %d epsilon_alpha %e", epoch,
                                  self.perturbation.epsilon(epoch))
             self.logger.info("genotype = %s", self.genotype())
-            for name, w in zip(cell_types(model), model.mixing_weights()):
-                self.logger.info("softmax(alphas_%s) =\n%s", name, _fmt(w))
+            for name, w in zip(model.cell_types, model.mixing_weights()):
+                self.logger.info("softmax(alphas_%s) =\n%s", name, format_rows(w))
 
             train_acc, train_obj = self.train_epoch(epoch, lr)
             self.logger.info("train_%s %f", self.metric, train_acc)
             valid_acc, valid_obj = self.infer()
-            self.logger.info("valid_%s %f", self.metric, valid_acc)
+            if valid_acc is None:
+                self.logger.info("valid_%s skipped (no validation split)", self.metric)
+            else:
+                self.logger.info("valid_%s %f", self.metric, valid_acc)
             self.scheduler.step()
 
             result = EpochResult(epoch, lr, self.genotype(), train_acc, train_obj, valid_acc,
@@ -199,19 +300,19 @@ class SearchLoop:
                                              for w in model.mixing_weights()], self.metric)
             self.history.append(result.to_dict())
             for hook in self.epoch_end_hooks:
-                hook(self, result)
+                hook(EpochContext(self, epoch, lr, result))
             self.save(epoch + 1)
         genotype = self.genotype()
         self.logger.info("final genotype = %s", genotype)
         return genotype
 
-    # -- checkpoints --------------------------------------------------------------------------
+    # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self, next_epoch: int) -> dict[str, Any]:
         return {
             "epoch": next_epoch,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "arch_optimizer": self.architect.state_dict() if self.architect else None,
+            "arch_optimizer": self.alpha_update.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(*self.generators),
             "history": self.history,
@@ -230,8 +331,7 @@ class SearchLoop:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.architect is not None and state.get("arch_optimizer") is not None:
-            self.architect.load_state_dict(state["arch_optimizer"])
+        self.alpha_update.load_state_dict(state.get("arch_optimizer"))
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"], *self.generators)
         self.history = list(state.get("history", []))
@@ -240,5 +340,6 @@ class SearchLoop:
             obj.load_state_dict(state.get("extra", {})[name])
 
 
-def _fmt(w: torch.Tensor) -> str:
+def format_rows(w: torch.Tensor) -> str:
+    """A matrix of mixing weights as the logs print it: one row per edge, 4 decimals."""
     return "\n".join(" ".join(f"{v:.4f}" for v in row) for row in w.detach().cpu().tolist())

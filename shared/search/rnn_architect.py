@@ -17,12 +17,15 @@ Inputs are passed as x = (words, hidden), the RNN search model's ``loss(x, y, we
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch.func import functional_call
 
 from shared.search.architect import Architect
+
+if TYPE_CHECKING:
+    from shared.search.context import StepContext
 
 Hidden = Sequence[torch.Tensor]
 
@@ -51,6 +54,13 @@ class RNNArchitect(Architect):
                          momentum=0.0, weight_decay=wdecay, unrolled=unrolled,
                          betas=(0.9, 0.999))
         self.clip = clip
+
+    def step_alpha(self, ctx: "StepContext") -> None:
+        """The step's x = (words, hidden), x_val likewise; the validation hidden state the next
+        step continues from goes to ``ctx.extra["hidden_valid"]``."""
+        (words, hidden), (words_val, hidden_val) = ctx.x, ctx.x_val
+        ctx.extra["hidden_valid"] = self.step(hidden, words, ctx.y, hidden_val, words_val,
+                                              ctx.y_val, ctx.lr, ctx.loop.optimizer)
 
     def step(self, hidden_trn: Hidden, x_trn: torch.Tensor, y_trn: torch.Tensor,
              hidden_val: Hidden, x_val: torch.Tensor, y_val: torch.Tensor, eta: float,

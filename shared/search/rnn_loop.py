@@ -1,8 +1,9 @@
-"""The bilevel search loop for the recurrent cell (DARTS / SDARTS ``rnn/train_search.py``;
-reference sdarts.md §3.8): the engine's ``SearchLoop`` (epochs, hooks, genotype, atomic
-checkpoints, ``--resume``) with the two moments a language model does differently.
+"""The search loop for the recurrent cell (DARTS / SDARTS ``rnn/train_search.py``): the engine's
+``SearchLoop`` (the step, its hooks and alpha updates, epochs, genotype, atomic checkpoints,
+``--resume``) with what a language model does differently: how it batches (``batches``), its
+loss (``forward_loss``) and what it reports.
 
-``train_epoch`` walks the batchified training text in truncated-BPTT windows:
+``batches`` walks the batchified training text in truncated-BPTT windows:
 * the window is ``bptt`` (35) long with probability 0.95, else ``bptt / 2``, and the step's lr
   is scaled by ``seq_len / bptt`` (then restored);
 * the alpha batch is the window of the search text (PTB's valid split, batchified at the
@@ -25,14 +26,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
-from tqdm import tqdm
 
 from shared.data.text import get_batch
 from shared.lm import evaluate_perplexity, regularised_loss
 from shared.logs import AverageMeter
 from shared.models.rnn import repackage_hidden
+from shared.search.context import StepContext
 from shared.search.loop import SearchLoop
 
 
@@ -49,52 +51,59 @@ class RNNSearchLoop(SearchLoop):
         bptt = self.bptt if torch.rand(1, generator=g).item() < 0.95 else self.bptt / 2.0
         return int(bptt)
 
-    def train_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
+    def steps_per_epoch(self) -> int:
+        return (self.train_queue.size(0) - 2 + self.bptt - 1) // self.bptt  # the bar's estimate
+
+    def batches(self, epoch: int, lr: float, update_alpha: bool) -> Iterator[StepContext]:
+        """BPTT windows of the training text with the search text's window at the same place;
+        the hidden states go from step to step (detached), the lr is scaled by the length."""
         model, train, search = self.model, self.train_queue, self.valid_queue
-        update_alpha = self.architect is not None and epoch >= self.warm_start_epochs
         hidden = model.init_hidden(self.batch_size)
         hidden_valid = model.init_hidden(self.batch_size)
-        objs = AverageMeter()
-        total = (train.size(0) - 2 + self.bptt - 1) // self.bptt  # the bar's estimate
-        bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=not self.progress,
-                   dynamic_ncols=True)
+        group = self.optimizer.param_groups[0]
         i, step = 0, 0
         while i < train.size(0) - 1 - 1:
             if self.max_batches is not None and step >= self.max_batches:
                 break
             seq_len = self._window_length()
-            group = self.optimizer.param_groups[0]
             group["lr"] = lr * seq_len / self.bptt
             x, y = get_batch(train, i, seq_len)
             x_val, y_val = get_batch(search, i % (search.size(0) - 1), self.bptt)
             hidden, hidden_valid = repackage_hidden(hidden), repackage_hidden(hidden_valid)
-            model.train()
-            if update_alpha:
-                hidden_valid = self.architect.step(hidden, x, y, hidden_valid, x_val, y_val,
-                                                   group["lr"], self.optimizer)
-            self.optimizer.zero_grad(set_to_none=True)
-            weights = self.mixing_weights_for_weight_step((x, hidden), y, epoch)
-            model.train()
-            loss, raw_loss, hidden = regularised_loss(model, x, y, hidden, self.ar_alpha,
-                                                      self.tar_beta, weights=weights)
-            loss.backward()
-            for hook in self.weight_grad_hooks:
-                hook(model)
-            torch.nn.utils.clip_grad_norm_(model.weight_parameters(), self.grad_clip)
-            self.optimizer.step()
+            ctx = StepContext(self, model, epoch, step, group["lr"], (x, hidden), y,
+                              (x_val, hidden_valid), y_val, update_alpha,
+                              extra={"seq_len": seq_len, "epoch_lr": lr})
+            yield ctx
+            hidden = ctx.extra["hidden"]
+            hidden_valid = ctx.extra.get("hidden_valid", hidden_valid)
             group["lr"] = lr
-            for a in model.arch_parameters():
-                a.grad = None
-            objs.update(raw_loss.item(), seq_len)
-            if step % self.report_freq == 0:
-                self.logger.info("| epoch %3d | %5d batches | lr %02.2f | loss %5.2f | ppl %8.2f",
-                                 epoch, step, lr, objs.avg, math.exp(objs.avg))
-            bar.update(1)
-            bar.set_postfix(ppl=f"{math.exp(objs.avg):.1f}")
             i += seq_len
             step += 1
-        bar.close()
-        return math.exp(objs.avg), objs.avg
+
+    def forward_loss(self, ctx: StepContext) -> torch.Tensor:
+        """NLL + AR + TAR of the window; the next hidden state and the NLL go to ``ctx.extra``."""
+        words, hidden = ctx.x
+        kw = ({"cell_weights": ctx.cell_weights} if ctx.cell_weights is not None
+              else {"weights": ctx.weights})
+        loss, raw_loss, hidden = regularised_loss(ctx.model, words, ctx.y, hidden,
+                                                  self.ar_alpha, self.tar_beta, **kw)
+        ctx.extra["hidden"], ctx.extra["raw_loss"] = hidden, raw_loss
+        return loss
+
+    def new_meters(self) -> dict[str, AverageMeter]:
+        return {"objs": AverageMeter()}
+
+    def report(self, ctx: StepContext, meters: dict[str, AverageMeter]) -> dict[str, str]:
+        objs = meters["objs"]
+        objs.update(ctx.extra["raw_loss"].item(), ctx.extra["seq_len"])
+        if ctx.step % self.report_freq == 0:
+            self.logger.info("| epoch %3d | %5d batches | lr %02.2f | loss %5.2f | ppl %8.2f",
+                             ctx.epoch, ctx.step, ctx.extra["epoch_lr"], objs.avg,
+                             math.exp(objs.avg))
+        return {"ppl": f"{math.exp(objs.avg):.1f}"}
+
+    def summarize(self, meters: dict[str, AverageMeter]) -> tuple[float, float]:
+        return math.exp(meters["objs"].avg), meters["objs"].avg
 
     def infer(self) -> tuple[float, float]:
         return evaluate_perplexity(self.model, self.valid_eval_queue, self.bptt, self.max_batches)

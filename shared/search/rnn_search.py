@@ -20,8 +20,8 @@ from shared.logs import close_logger, setup_logger
 from shared.models.search_rnn import RNNModelSearch
 from shared.rnn_genotype import RNNGenotype
 from shared.runtime import choose_device, seed_everything
-from shared.search.cnn_search import attach_outputs, write_outputs
-from shared.search.loop import Perturbation
+from shared.search.outputs import attach_outputs, write_outputs
+from shared.search.perturbation import make_perturbation
 from shared.search.rnn_architect import RNNArchitect
 from shared.search.rnn_loop import RNNSearchLoop
 from shared.spaces import RNNSpace
@@ -56,11 +56,12 @@ class RNNSearchConfig:
     arch_lr: float = 3e-3
     progress: bool = True
     max_batches: int | None = None  # per epoch ('debug' runs: 1)
+    perturb_alpha: str = "none"  # SDARTS: none | random | pgd_linf (shared.search.perturbation)
+    epsilon_alpha: float = 0.3
     extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
 
 
 def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
-                     perturbation: Perturbation | None = None,
                      weight_grad_hooks: list[Callable] | None = None) -> RNNSearchLoop:
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
@@ -83,22 +84,23 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
     g = torch.Generator()
     g.manual_seed(cfg.seed)
     return RNNSearchLoop(
-        model=model, optimizer=optimizer, scheduler=scheduler, architect=architect,
+        model=model, optimizer=optimizer, scheduler=scheduler, alpha_update=architect,
         train_queue=train, valid_queue=search, valid_eval_queue=valid, epochs=cfg.epochs,
         device=device, logger=logger, checkpoint_path=os.path.join(save_dir, CHECKPOINT),
-        grad_clip=cfg.clip, report_freq=cfg.log_interval, perturbation=perturbation,
+        grad_clip=cfg.clip, report_freq=cfg.log_interval,
+        perturbation=make_perturbation(cfg.perturb_alpha, cfg.epsilon_alpha, cfg.epochs),
         weight_grad_hooks=list(weight_grad_hooks or []), generators=(g,), config=asdict(cfg),
         progress=cfg.progress, max_batches=cfg.max_batches, bptt=cfg.bptt,
         ar_alpha=cfg.alpha, tar_beta=cfg.beta, batch_size=cfg.batch_size)
 
 
 def run_rnn_search(cfg: RNNSearchConfig, save_dir: str, *, resume: bool = False,
-                   perturbation: Perturbation | None = None) -> RNNGenotype:
+                   weight_grad_hooks: list[Callable] | None = None) -> RNNGenotype:
     """Run (or continue) a recurrent-cell search in ``save_dir``; returns the genotype."""
     logger = setup_logger(save_dir)
     writer = None
     try:
-        loop = build_rnn_search(cfg, save_dir, logger, perturbation=perturbation)
+        loop = build_rnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
         if resume:
             loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=loop.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)

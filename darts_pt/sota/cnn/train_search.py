@@ -54,11 +54,10 @@ from darts_pt.doors import (Run, add_pt_flags, gpu_index, resolve,  # noqa: E402
                             supernet_checkpoint, validate_common)
 from darts_pt.projection import ProjectionState, darts_nid2eids, projected_genotype  # noqa: E402
 from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
-from sdarts.perturb import make_perturbation  # noqa: E402
 from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
                         explicit_flags, settings_suffix)
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.genotypes import build_final_network, count_parameters  # noqa: E402
+from shared.models.cnn import build_final_network, count_parameters  # noqa: E402
 from shared.logs import close_logger, setup_logger  # noqa: E402
 from shared.search.cnn_search import (CNNSearchConfig,  # noqa: E402
                                       attach_outputs, build_cnn_search, write_outputs)
@@ -147,6 +146,9 @@ def to_config(args) -> CNNSearchConfig:
         arch_learning_rate=args.arch_learning_rate, arch_weight_decay=args.arch_weight_decay,
         search_space=args.search_space, num_workers=args.num_workers, amp=args.amp,
         channels_last=args.channels_last, progress=args.progress,
+        alpha_update="fixed" if args.method.startswith("blank") else "bilevel",
+        perturb_alpha=args.perturb_alpha if args.method.startswith("sdarts") else "none",
+        epsilon_alpha=args.epsilon_alpha,
         extra={"method": args.method,
                "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
 
@@ -169,12 +171,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(args, run_: Run, logger):
     save_dir, proj_dir, saved, source = run_.save_dir, run_.proj_dir, run_.saved, run_.source
     cfg = to_config(args)
-    sdarts = args.method.startswith("sdarts")
-    search = build_cnn_search(
-        cfg, save_dir, logger, fixed_alpha=args.method.startswith("blank"),
-        perturbation=make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs)
-        if sdarts else None,
-        numbered_checkpoints=args.ckpt_interval, max_batches=1 if args.fast else None)
+    search = build_cnn_search(cfg, save_dir, logger, numbered_checkpoints=args.ckpt_interval,
+                              max_batches=1 if args.fast else None)
     loop, writers = search.loop, []
     try:
         if proj_dir is not None:
@@ -214,12 +212,8 @@ def project(args, search, proj_dir: str, start: dict | None, writers: list, resu
                             crit_edge=args.proj_crit_edge, learning_rate=args.learning_rate,
                             momentum=args.momentum, weight_decay=args.weight_decay,
                             seed=args.seed, fast=args.fast)
-    perturbation = None
-    if args.method == "sdarts-proj":
-        perturbation = make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs,
-                                         ramp=False)
-    tune = tuning_loop(search.loop, state, pcfg, proj_dir, perturbation=perturbation,
-                       batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+    tune = tuning_loop(search.loop, state, pcfg, proj_dir, batch_size=cfg.batch_size,
+                       num_workers=cfg.num_workers,
                        select=lambda m: (projected_genotype(state, search.space)
                                          if state.complete() else m.genotype()))
     if resumed:

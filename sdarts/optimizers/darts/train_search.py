@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from nasbench_analysis.search_hooks import (architecture_hook, benchmark_hook,  # noqa: E402
                                             jsonl_hook)
-from sdarts.perturb import make_perturbation  # noqa: E402
 from sdarts.search_flags import (FREE_ON_RESUME, build_search_parser,  # noqa: E402
                                  parse_or_resume, run_name_suffix, search_config,
                                  validate_search_args)
@@ -92,7 +91,6 @@ def main(argv: list[str] | None = None) -> None:
                                     FREE_ON_RESUME | {"nasbench_file"})
     save_dir = resumed or run_dir(args)
     validate_search_args(args, min_layers=3)
-    perturbation = make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs)
     benchmark = _open_benchmark(args)  # before any training: a bad file costs nothing
     cfg = search_config(args, "nb1shot1")
     os.makedirs(save_dir, exist_ok=True)
@@ -103,8 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         hooks.append(benchmark_hook(benchmark))
     hooks.append(jsonl_hook(save_dir))
     print(f"experiment folder: {save_dir}")
-    arch = run_cnn_search(cfg, save_dir, resume=resumed is not None, perturbation=perturbation,
-                          epoch_end_hooks=hooks)
+    arch = run_cnn_search(cfg, save_dir, resume=resumed is not None, epoch_end_hooks=hooks)
     print(f"architecture = {arch}")
 
 

@@ -14,7 +14,6 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.perturb import make_perturbation  # noqa: E402
 from sdarts.search_flags import (build_search_parser, parse_or_resume,  # noqa: E402
                                  run_name_suffix, search_config, validate_search_args)
 from shared.errors import cli_entry  # noqa: E402
@@ -44,11 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     args, resumed = parse_or_resume(build_parser(), argv, _resume_pattern)
     save_dir = resumed or run_dir(args)
     validate_search_args(args, min_layers=3)
-    perturbation = make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs)
     cfg = search_config(args, "darts")
     print(f"experiment folder: {save_dir}")
-    genotype = run_cnn_search(cfg, save_dir, resume=resumed is not None,
-                              perturbation=perturbation)
+    genotype = run_cnn_search(cfg, save_dir, resume=resumed is not None)
     print(f"genotype = {genotype}")
 
 

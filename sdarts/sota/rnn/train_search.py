@@ -23,11 +23,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.perturb import PERTURBATIONS, make_perturbation  # noqa: E402
 from sdarts.search_flags import FREE_ON_RESUME, parse_or_resume  # noqa: E402
 from sdarts.sota.rnn.lm_flags import build_lm_parser  # noqa: E402
 from shared.cli import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.search.perturbation import PERTURBATIONS  # noqa: E402
 from shared.search.rnn_search import RNNSearchConfig, run_rnn_search  # noqa: E402
 
 
@@ -83,7 +83,6 @@ def main(argv: list[str] | None = None) -> None:
                                     FREE_ON_RESUME - {"data"})
     validate(args)
     save_dir = resumed or run_dir(args)
-    perturbation = make_perturbation(args.perturb_alpha, args.epsilon_alpha, args.epochs)
     cfg = RNNSearchConfig(
         data=args.data, emsize=args.emsize, nhid=args.nhid, nhidlast=args.nhidlast,
         lr=args.lr, clip=args.clip, epochs=args.epochs, batch_size=args.batch_size,
@@ -93,11 +92,10 @@ def main(argv: list[str] | None = None) -> None:
         gpu=args.gpu if args.cuda else -1, unrolled=args.unrolled, arch_wdecay=args.arch_wdecay,
         arch_lr=args.arch_lr, progress=args.progress,
         max_batches=1 if "debug" in args.save else None,
-        extra={"perturb_alpha": args.perturb_alpha, "epsilon_alpha": args.epsilon_alpha,
-               "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+        perturb_alpha=args.perturb_alpha, epsilon_alpha=args.epsilon_alpha,
+        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
     print(f"experiment folder: {save_dir}")
-    genotype = run_rnn_search(cfg, save_dir, resume=resumed is not None,
-                              perturbation=perturbation)
+    genotype = run_rnn_search(cfg, save_dir, resume=resumed is not None)
     print(f"genotype = {genotype}")
 
 

@@ -1,8 +1,14 @@
-"""SDARTS' perturbations of the mixing weights, for the weight step only.
+"""SDARTS' perturbations of the mixing weights, for the weight step only (Chen & Hsieh,
+"Stabilizing Differentiable Architecture Search via Perturbation-based Regularization",
+ICML'20, sec. 3; the released SmoothDARTS ``sota/cnn/train_search.py`` and ``utils.py``).
+
+The loop's ``perturbation`` moment: selected by name (``--perturb_alpha``) from a search's
+config, so the flag goes door -> config -> this hook, and every method that perturbs (SDARTS,
+DARTS-PT's ``sdarts`` and ``sdarts-proj``) uses the one implementation here.
 
 Both act on softmax(alpha) (probabilities), not on the logits, and project each row back
-onto the simplex by clamp-and-renormalise, as the released code does (reference sdarts.md
-§3.5). The alpha step never sees them.
+onto the simplex by clamp-and-renormalise, as the released code does. The alpha step never
+sees them.
 
 * SDARTS-RS  (``random``):   p + Uniform(-eps, eps).
 * SDARTS-ADV (``pgd_linf``): 7-step sign-gradient ascent on the training loss inside the
@@ -17,11 +23,14 @@ eps rises linearly per epoch from 0.03 to ``epsilon_alpha`` (``ramp=False``: con
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from shared.errors import UserError
+
+if TYPE_CHECKING:
+    from shared.search.context import StepContext
 
 Weights = tuple[torch.Tensor, ...]
 
@@ -46,8 +55,8 @@ def _uniform_like(t: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.empty_like(t).uniform_(-eps, eps)
 
 
-class RandomSmoothing:
-    """SDARTS-RS (the original's ``Random_alpha``)."""
+class _Perturbation:
+    """The epsilon both perturbations share: ramped per epoch (SDARTS' search) or constant."""
 
     def __init__(self, epsilon_alpha: float, epochs: int, ramp: bool = True) -> None:
         self.epsilon_alpha, self.epochs, self.ramp = epsilon_alpha, epochs, ramp
@@ -57,24 +66,22 @@ class RandomSmoothing:
             return self.epsilon_alpha
         return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
 
-    def __call__(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
-                 y: torch.Tensor, epoch: int) -> Weights:
-        eps = self.epsilon(epoch)
-        return tuple(clip_to_simplex(w + _uniform_like(w, eps)) for w in weights)
+
+class RandomSmoothing(_Perturbation):
+    """SDARTS-RS (the original's ``Random_alpha``)."""
+
+    def __call__(self, ctx: "StepContext") -> Weights:
+        eps = self.epsilon(ctx.epoch)
+        return tuple(clip_to_simplex(w + _uniform_like(w, eps)) for w in ctx.weights)
 
 
-class LinfPGD:
+class LinfPGD(_Perturbation):
     """SDARTS-ADV (the original's ``Linf_PGD_alpha``)."""
 
     def __init__(self, epsilon_alpha: float, epochs: int, ramp: bool = True, steps: int = 7,
                  random_start: bool = True) -> None:
-        self.epsilon_alpha, self.epochs, self.ramp = epsilon_alpha, epochs, ramp
+        super().__init__(epsilon_alpha, epochs, ramp)
         self.steps, self.random_start = steps, random_start
-
-    def epsilon(self, epoch: int) -> float:
-        if not self.ramp:
-            return self.epsilon_alpha
-        return epsilon_at(epoch, self.epochs, self.epsilon_alpha)
 
     def _loss(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], x, y: torch.Tensor
               ) -> torch.Tensor:
@@ -111,9 +118,8 @@ class LinfPGD:
         finally:
             model.train(was_training)
 
-    def __call__(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
-                 y: torch.Tensor, epoch: int) -> Weights:
-        return self.attack(model, weights, x, y, self.epsilon(epoch))[0]
+    def __call__(self, ctx: "StepContext") -> Weights:
+        return self.attack(ctx.model, ctx.weights, ctx.x, ctx.y, self.epsilon(ctx.epoch))[0]
 
 
 PERTURBATIONS = {"none": None, "random": RandomSmoothing, "pgd_linf": LinfPGD}

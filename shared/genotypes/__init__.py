@@ -3,12 +3,13 @@
 * ``Genotype``: DARTS' (op, input) pairs per node plus the concat list, JSON (de)serialisable.
 * the registry of every published CNN genotype (``published_genotypes.json``), with source,
   search dataset/space and the numbers the paper reports,
-* ``genotype_from_alpha``: the DARTS derivation rule,
-* ``python -m shared.genotypes list|show NAME``.
+* ``genotype_from_alpha``: the DARTS derivation rule (Liu et al., ICLR'19, sec. 2.4).
+
+``python -m shared.genotypes list|show NAME`` is the command line (``__main__.py``); the final
+networks a genotype builds are in ``shared.models.cnn``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from shared.errors import UserError, cli_entry
+from shared.errors import UserError
 from shared.spaces import CellSpace, STEPS
 
 Pair = tuple[str, int]
@@ -156,79 +157,3 @@ def genotype_from_alpha(weights_normal: torch.Tensor, weights_reduce: torch.Tens
     return Genotype(
         normal=tuple(_parse_cell(weights_normal, space.normal, steps)), normal_concat=concat,
         reduce=tuple(_parse_cell(weights_reduce, space.reduce, steps)), reduce_concat=concat)
-
-
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "digits": 10}
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters as DARTS counts them: everything but the auxiliary head."""
-    return sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n)
-
-
-def build_final_network(genotype: Genotype, dataset: str, init_channels: int, layers: int,
-                        auxiliary: bool = False) -> torch.nn.Module:
-    """The evaluation network for ``dataset`` (ImageNet gets NetworkImageNet)."""
-    from shared.models.cnn import NetworkCIFAR, NetworkImageNet
-
-    if dataset not in NUM_CLASSES:
-        raise UserError(f"unknown dataset {dataset!r}; choose from {', '.join(NUM_CLASSES)}")
-    if dataset == "imagenet":
-        return NetworkImageNet(init_channels, NUM_CLASSES[dataset], layers, auxiliary, genotype)
-    in_ch = 1 if dataset == "digits" else 3
-    return NetworkCIFAR(init_channels, NUM_CLASSES[dataset], layers, auxiliary, genotype,
-                        in_channels=in_ch)
-
-
-def _cmd_list(_: argparse.Namespace) -> None:
-    rows = [("name", "method", "space", "dataset", "reported params (M)", "reported error (%)")]
-    for g in published().values():
-        rows.append((g.name, g.method or "-", g.search_space or "-", g.search_dataset or "-",
-                     str(g.reported.get("params_M", "-")),
-                     str(g.reported.get("test_error", "-")).split(" (")[0]))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
-def _cmd_show(args: argparse.Namespace) -> None:
-    genotype = load_genotype(args.name)
-    entry = published().get(args.name)
-    print(f"name: {args.name}")
-    if entry is not None:
-        print(f"source: {entry.source}")
-        for key in ("method", "search_space", "search_dataset", "alias_of", "note"):
-            if getattr(entry, key):
-                print(f"{key}: {getattr(entry, key)}")
-        for key, value in entry.reported.items():
-            print(f"reported {key}: {value}")
-    print(f"genotype: {genotype}")
-    model = build_final_network(genotype, args.dataset, args.init_channels, args.layers)
-    print(f"params: {count_parameters(model)}")
-    if args.plot:
-        from shared.plots import plot_genotype
-
-        for path in plot_genotype(genotype, args.plot):
-            print(f"cell diagram: {path}")
-
-
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.genotypes",
-                                     description="Published DARTS-family genotypes.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="table of all registered genotypes").set_defaults(func=_cmd_list)
-    show = sub.add_parser("show", help="print a genotype and its parameter count")
-    show.add_argument("name", help="registry name or a genotype .json file")
-    show.add_argument("--dataset", default="cifar10", choices=sorted(NUM_CLASSES))
-    show.add_argument("--init_channels", type=int, default=36)
-    show.add_argument("--layers", type=int, default=20)
-    show.add_argument("--plot", metavar="PREFIX", default="",
-                      help="also draw the cells to PREFIX_normal.png / PREFIX_reduce.png")
-    show.set_defaults(func=_cmd_show)
-    args = parser.parse_args(argv)
-    args.func(args)
-
-
-if __name__ == "__main__":
-    main()

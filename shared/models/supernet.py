@@ -1,0 +1,101 @@
+"""The supernet contract: what every search model offers the search loop, the alpha updates and
+the methods' hooks. The DARTS-space ``Network``, the NAS-Bench-201 ``TinyNetworkDarts``, the
+NAS-Bench-1Shot1 ``NB1Shot1Network`` and the recurrent ``RNNModelSearch`` all implement it.
+
+* **alpha**: ``arch_parameters()``, one ``nn.Parameter`` per name of ``cell_types`` (DARTS:
+  normal, reduce; NAS-Bench-201: one shared "cell"; the recurrent cell: "recurrent").
+  ``weight_parameters()`` is everything else: the weight optimiser, its weight decay and the
+  gradient clipping never touch alpha.
+* **mixing weights**: the continuous relaxation of DARTS (Liu et al., ICLR'19, eq. 2),
+  softmax(alpha) along the candidates, one tensor per ``cell_types`` entry, passed through
+  ``mixing_transform`` when a method sets it (DARTS-PT fixes projected edges there).
+* **cells**: ``cell_kinds()`` names, for every search cell in forward order, the entry of
+  ``cell_types`` it reads; ``expand_weights(weights)`` gives one mixing-weight entry per cell.
+  ``forward(x, weights=None, cell_weights=None)`` takes either the shared weights or one entry
+  per cell, so a method can perturb each cell on its own (Lambda-DARTS, Movahedi et al.,
+  ICLR'23, sec. 3) although alpha is shared, on every supernet, NAS-Bench-201's 15 cells
+  included.
+* ``loss(x, y, weights=None, cell_weights=None)``: the training objective the alpha step,
+  SDARTS' attack and the Hessian differentiate; ``genotype()``: the discrete architecture.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MixingWeights = tuple[torch.Tensor, ...]
+# One cell's mixing weights: a tensor (DARTS, NAS-Bench-201, the recurrent cell), or the whole
+# tuple where every cell reads several alpha tensors (NAS-Bench-1Shot1).
+CellWeights = Any
+MixingTransform = Callable[[MixingWeights], MixingWeights]
+
+
+class Supernet(nn.Module):
+    """Base class of the search models; subclasses define alpha, the cells and the forward."""
+
+    cell_types: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        # A function of the mixing weights applied by mixing_weights() (and hence by the
+        # default forward, the alpha step and genotype()); explicit weights bypass it.
+        self.mixing_transform: MixingTransform | None = None
+
+    # -- parameters -------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return ((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for _, p in self.named_weight_parameters()]
+
+    # -- mixing weights ---------------------------------------------------------------------
+    def mixing_weights(self) -> MixingWeights:
+        """softmax(alpha) per ``cell_types`` entry, through ``mixing_transform`` if set."""
+        weights = tuple(F.softmax(a, dim=-1) for a in self.arch_parameters())
+        if self.mixing_transform is None:
+            return weights
+        return tuple(self.mixing_transform(weights))
+
+    def cell_kinds(self) -> tuple[str, ...]:
+        """For each search cell, in forward order, the ``cell_types`` entry it reads."""
+        raise NotImplementedError
+
+    def expand_weights(self, weights: Sequence[torch.Tensor]) -> list[CellWeights]:
+        """One mixing-weight entry per search cell (the same tensor object for cells of one
+        kind, so a forward with the expansion equals one with the shared weights)."""
+        if len(weights) != len(self.cell_types):
+            raise ValueError(f"{len(weights)} mixing-weight tensors for the {len(self.cell_types)} "
+                             f"of this supernet ({', '.join(self.cell_types)})")
+        by_kind = dict(zip(self.cell_types, weights))
+        return [by_kind[kind] for kind in self.cell_kinds()]
+
+    def per_cell_weights(self, weights: Sequence[torch.Tensor] | None = None,
+                         cell_weights: Sequence[CellWeights] | None = None
+                         ) -> list[CellWeights]:
+        """What ``forward`` feeds its cells: ``cell_weights`` as given, else the expansion of
+        ``weights`` (default: ``mixing_weights()``)."""
+        if cell_weights is not None:
+            cells = list(cell_weights)
+            if len(cells) != len(self.cell_kinds()):
+                raise ValueError(f"cell_weights has {len(cells)} entries for "
+                                 f"{len(self.cell_kinds())} search cells")
+            return cells
+        if isinstance(weights, torch.Tensor):  # a bare tensor would unpack by rows
+            raise TypeError("weights must be the tuple that mixing_weights() returns")
+        return self.expand_weights(tuple(weights) if weights is not None
+                                   else self.mixing_weights())
+
+    # -- objective and result ---------------------------------------------------------------
+    def loss(self, x: Any, y: torch.Tensor, weights: Sequence[torch.Tensor] | None = None,
+             cell_weights: Sequence[CellWeights] | None = None) -> torch.Tensor:
+        return F.cross_entropy(self(x, weights, cell_weights=cell_weights), y)
+
+    def genotype(self) -> Any:
+        raise NotImplementedError
