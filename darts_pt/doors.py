@@ -22,12 +22,12 @@ import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from shared.checkpoint import load_checkpoint
-from shared.cli import apply_resumed_config
+from shared.cli.checks import check_flags
+from shared.cli.config import config_from_args
+from shared.cli.flags import add_darts_search_flags, add_perturbation_flags
+from shared.cli.resume import CHECKPOINT, FREE_ON_RESUME, apply_resumed_config, saved_flags
 from shared.errors import UserError
-from shared.search.perturbation import PERTURBATIONS
 
-CHECKPOINT = "checkpoint.pth.tar"
 METHODS = ("darts", "blank", "sdarts", "darts-proj", "blank-proj", "sdarts-proj")
 # Settings of the supernet being continued, taken from its checkpoint unless typed.
 SUPERNET_FLAGS = ("search_space", "init_channels", "layers", "epochs", "batch_size",
@@ -37,7 +37,6 @@ SUPERNET_FLAGS = ("search_space", "init_channels", "layers", "epochs", "batch_si
                   "epsilon_alpha")
 # ... of which these shape the network: typed, they must agree with the checkpoint.
 NETWORK_FLAGS = ("search_space", "init_channels", "layers")
-
 Folders = Callable[[argparse.Namespace], tuple[str, "str | None", str]]
 
 
@@ -48,10 +47,6 @@ class Run:
     log_name: str
     saved: dict[str, Any] | None   # this run's own checkpoint (``--resume``)
     source: dict[str, Any] | None  # the checkpoint a new run starts from (supernet or proj)
-
-
-def saved_flags(state: dict[str, Any]) -> dict[str, Any]:
-    return state.get("config", {}).get("extra", {}).get("flags", {})
 
 
 def supernet_checkpoint(save_dir: str, resume_epoch: int) -> str:
@@ -72,8 +67,10 @@ def inherit_supernet_flags(args: argparse.Namespace, flags: dict[str, Any], type
 
 
 def resolve(args: argparse.Namespace, typed: set[str], validate: Callable, folders: Folders,
-            free: set[str], dev_resume: bool = True) -> Run:
+            free: frozenset[str] = FREE_ON_RESUME, dev_resume: bool = True) -> Run:
     """Settle the folders and the checkpoints of this command (see the module docstring)."""
+    from shared.checkpoint import load_checkpoint
+
     saved = None
     if args.resume is not None:
         if args.resume:  # a folder: its checkpoint says what it was
@@ -119,37 +116,16 @@ def refuse_existing(run_dir: str, args: argparse.Namespace) -> None:
                     f"--save/--seed/--expid_tag (or --log_tag for a projection)")
 
 
-def gpu_index(gpu: str) -> int:
-    """``--gpu auto`` is the first GPU (the CPU without CUDA); -1 forces the CPU."""
-    return 0 if gpu == "auto" else int(gpu)
-
-
 def add_pt_flags(p: argparse.ArgumentParser, *, data: str, datasets: tuple[str, ...],
-                 epochs: int, expid_tag: str, proj_intv: int, fast_help: str) -> None:
-    """The flags both DARTS-PT search doors declare (reference §2.2, §2.3), with the defaults
-    that differ between them passed in."""
-    p.add_argument("--data", type=str, default=data, help="location of the data corpus")
-    p.add_argument("--dataset", type=str, default="cifar10", choices=datasets)
+                 epochs: int, layers: int | None, expid_tag: str, proj_intv: int,
+                 fast_help: str) -> None:
+    """DARTS' search flags (``shared.cli.flags``) with DARTS-PT's defaults, SDARTS'
+    perturbation, and the flags both DARTS-PT search doors add, with the defaults that differ
+    between them passed in."""
+    add_darts_search_flags(p, datasets=datasets, data=data, epochs=epochs, layers=layers,
+                           gpu="auto")
+    add_perturbation_flags(p)
     p.add_argument("--method", type=str, default=None, choices=METHODS)
-    p.add_argument("--batch_size", type=int, default=64, help="batch size")
-    p.add_argument("--learning_rate", type=float, default=0.025, help="init learning rate")
-    p.add_argument("--learning_rate_min", type=float, default=0.001, help="min learning rate")
-    p.add_argument("--momentum", type=float, default=0.9, help="momentum")
-    p.add_argument("--weight_decay", type=float, default=3e-4, help="weight decay")
-    p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
-    p.add_argument("--gpu", type=str, default="auto",
-                   help="gpu id, 'auto' (the first GPU, else the CPU) or -1 (CPU)")
-    p.add_argument("--epochs", type=int, default=epochs, help="num of training epochs")
-    p.add_argument("--init_channels", type=int, default=16, help="num of init channels")
-    p.add_argument("--cutout", action="store_true", default=False, help="use cutout")
-    p.add_argument("--cutout_length", type=int, default=16, help="cutout length")
-    p.add_argument("--cutout_prob", type=float, default=1.0, help="cutout probability")
-    p.add_argument("--save", type=str, default="exp", help="experiment name")
-    p.add_argument("--seed", type=int, default=2, help="random seed")
-    p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
-    p.add_argument("--train_portion", type=float, default=0.5, help="portion of training data")
-    p.add_argument("--arch_learning_rate", type=float, default=3e-4)
-    p.add_argument("--arch_weight_decay", type=float, default=1e-3)
     p.add_argument("--resume_epoch", type=int, default=0,
                    help="load checkpoint_{N}.pth.tar of --resume_expid (-1: its newest)")
     p.add_argument("--resume_expid", type=str, default="", help="supernet folder to load")
@@ -157,27 +133,29 @@ def add_pt_flags(p: argparse.ArgumentParser, *, data: str, datasets: tuple[str, 
                    help="proj: run the projection after the supernet epochs")
     p.add_argument("--expid_tag", type=str, default=expid_tag, help="extra tag in the folder name")
     p.add_argument("--log_tag", type=str, default="", help="extra tag in the projection's log")
-    p.add_argument("--unrolled", action="store_true", default=False,
-                   help="second order: one-step unrolled validation loss")
-    p.add_argument("--perturb_alpha", type=str, default="none", choices=list(PERTURBATIONS))
-    p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
     p.add_argument("--fast", action="store_true", default=False, help=fast_help)
     p.add_argument("--edge_decision", type=str, default="random", choices=("random",))
     p.add_argument("--proj_intv", type=int, default=proj_intv,
                    help="tuning epochs between projections")
 
 
+def search_config(args: argparse.Namespace, **overrides: Any):
+    """The engine's config of a DARTS-PT search: Blank-PT fixes alpha, the ``sdarts`` methods
+    perturb it; every flag is saved for ``--resume``."""
+    from shared.search.cnn_search import CNNSearchConfig
+
+    return config_from_args(
+        CNNSearchConfig, args, extra={"method": args.method},
+        alpha_update="fixed" if args.method.startswith("blank") else "bilevel",
+        perturb_alpha=args.perturb_alpha if args.method.startswith("sdarts") else "none",
+        **overrides)
+
+
 def validate_common(args: argparse.Namespace) -> None:
     """The checks both DARTS-PT search doors make."""
     if args.method is None:
         raise UserError(f"--method is required: one of {', '.join(METHODS)}")
-    for flag in ("batch_size", "epochs", "init_channels", "proj_intv"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
-    if not 0.0 < args.train_portion < 1.0:
-        raise UserError("--train_portion must be in (0, 1)")
-    if args.ckpt_interval < 0:
-        raise UserError("--ckpt_interval must be >= 0")
+    check_flags(args)
     if args.dev == "proj" and not args.method.endswith("-proj"):
         raise UserError(f"--dev proj needs a projection method: --method {args.method}-proj")
     if args.perturb_alpha != "none" and not args.method.startswith("sdarts"):
@@ -189,8 +167,3 @@ def validate_common(args: argparse.Namespace) -> None:
     if args.dev == "proj" and args.resume_epoch == 0:
         raise UserError("--dev proj projects a trained supernet: pass --resume_epoch N "
                         "--resume_expid search-... (or -1 for its newest checkpoint)")
-    if args.gpu != "auto":
-        try:
-            int(args.gpu)
-        except ValueError:
-            raise UserError(f"--gpu {args.gpu!r}: an integer, 'auto' or -1") from None

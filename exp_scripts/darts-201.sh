@@ -20,15 +20,6 @@ dataset=${dataset:-cifar10}
 seed=${seed:-0}
 gpu=${gpu:-auto}
 
-parse_args "dataset seed gpu
-            epochs init_channels batch_size data experiments num_workers ckpt_interval
-            expid_tag api_path fast no_progress resume" -- "$@"
-
-add_flags epochs init_channels batch_size data experiments num_workers ckpt_interval \
-    expid_tag api_path
-add_switches fast no_progress resume
-show_vars id seed dataset gpu
-run_door darts_pt/nasbench201 train_search.py \
-    --method darts \
-    --dataset "$dataset" \
-    --save "$id" --gpu "$gpu" --seed "$seed"
+METHOD=(--method darts)
+BENCH=201
+source "$EXP_SCRIPTS/_supernet.sh" "$@"

@@ -30,17 +30,6 @@ resume_expid=${resume_expid:-search-darts-201-0}
 crit=${crit:-acc}
 proj_intv=${proj_intv:-5}
 
-parse_args "dataset seed gpu resume_epoch resume_expid crit
-            epochs init_channels batch_size data experiments num_workers log_tag api_path
-            proj_intv fast no_progress resume" -- "$@"
-
-add_flags epochs init_channels batch_size data experiments num_workers log_tag api_path
-add_switches fast no_progress resume
-show_vars id seed dataset resume_epoch resume_expid crit gpu
-run_door darts_pt/nasbench201 train_search.py \
-    --method darts-proj \
-    --dataset "$dataset" \
-    --save "$id" --gpu "$gpu" --seed "$seed" \
-    --resume_epoch "$resume_epoch" --resume_expid "$resume_expid" --dev proj \
-    --edge_decision random --proj_crit "$crit" \
-    --proj_intv "$proj_intv"
+METHOD=(--method darts-proj)
+BENCH=201
+source "$EXP_SCRIPTS/_proj.sh" "$@"

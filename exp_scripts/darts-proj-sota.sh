@@ -31,18 +31,6 @@ resume_expid=${resume_expid:-search-darts-sota-s5-2}
 crit=${crit:-acc}
 proj_intv=${proj_intv:-5}
 
-parse_args "dataset seed gpu space resume_epoch resume_expid crit
-            epochs init_channels layers batch_size data experiments num_workers log_tag
-            proj_intv fast no_progress resume" -- "$@"
-
-add_flags epochs init_channels layers batch_size data experiments num_workers log_tag
-add_switches fast no_progress resume
-show_vars id seed dataset space resume_epoch resume_expid crit gpu
-run_door darts_pt/sota/cnn train_search.py \
-    --method darts-proj \
-    --search_space "$space" --dataset "$dataset" \
-    --seed "$seed" --save "$id" --gpu "$gpu" \
-    --resume_epoch "$resume_epoch" --resume_expid "$resume_expid" --dev proj \
-    --edge_decision random \
-    --proj_crit_normal "$crit" --proj_crit_reduce "$crit" --proj_crit_edge "$crit" \
-    --proj_intv "$proj_intv"
+METHOD=(--method darts-proj)
+BENCH=sota
+source "$EXP_SCRIPTS/_proj.sh" "$@"

@@ -22,15 +22,6 @@ seed=${seed:-2}
 gpu=${gpu:-auto}
 space=${space:-s5}
 
-parse_args "dataset seed gpu space
-            epochs init_channels layers batch_size data experiments num_workers ckpt_interval
-            expid_tag fast no_progress resume" -- "$@"
-
-add_flags epochs init_channels layers batch_size data experiments num_workers ckpt_interval \
-    expid_tag
-add_switches fast no_progress resume
-show_vars id seed dataset space gpu
-run_door darts_pt/sota/cnn train_search.py \
-    --method sdarts --perturb_alpha random \
-    --search_space "$space" --dataset "$dataset" \
-    --seed "$seed" --save "$id" --gpu "$gpu"
+METHOD=(--method sdarts --perturb_alpha random)
+BENCH=sota
+source "$EXP_SCRIPTS/_supernet.sh" "$@"

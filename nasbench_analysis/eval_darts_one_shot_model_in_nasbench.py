@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from nasbench_analysis.nb101_spec import NB101Spec  # noqa: E402
 from nasbench_analysis.one_shot import arch_to_spec  # noqa: E402
 from nasbench_analysis.plots import plot_anytime_regret, plot_eigenvalues  # noqa: E402
-from shared.cli import ArgumentParser  # noqa: E402
+from shared.cli.parser import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.nb1shot1_arch import NB1Shot1Arch  # noqa: E402
 from shared.spaces import NB1Shot1Space, get_nb1shot1_space  # noqa: E402

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from nasbench_analysis.nb101_benchmark import NB101Benchmark, NotInBenchmark
 from nasbench_analysis.nb101_spec import AVAILABLE_OPS, INPUT, OUTPUT, NB101Spec
-from shared.cli import ArgumentParser
+from shared.cli.parser import ArgumentParser
 from shared.errors import UserError, cli_entry
 
 

@@ -36,8 +36,6 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from shared.errors import UserError
 from shared.nb201_arch import NB201Arch
 
@@ -67,6 +65,8 @@ class _SharedDict(dict):
 
 
 def _load(path: Path, allow_pickle: bool) -> dict:
+    import torch
+
     try:
         try:
             data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)

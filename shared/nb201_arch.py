@@ -12,12 +12,13 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 from shared.errors import UserError
 from shared.spaces import NB201_EDGES, NB201_MAX_NODES, NB201_OPS
+
+if TYPE_CHECKING:  # the cell itself is plain data; tensors only come in and go out
+    import torch
 
 NUM_EDGES = len(NB201_EDGES)
 NUM_ARCHS = len(NB201_OPS) ** NUM_EDGES  # 15,625
@@ -120,12 +121,15 @@ class NB201Arch:
         return cls(tuple(ops[i] for i in idx))
 
     def to_weights(self, ops: Sequence[str] = NB201_OPS,
-                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The one-hot (6 x len(ops)) mixing weights selecting this cell in a supernet."""
+                   dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The one-hot (6 x len(ops)) mixing weights selecting this cell in a supernet
+        (float32 unless ``dtype``)."""
+        import torch
+
         missing = [op for op in self.ops if op not in ops]
         if missing:
             raise UserError(f"cell {self} uses {missing}, not in the space's ops {tuple(ops)}")
-        w = torch.zeros(NUM_EDGES, len(ops), dtype=dtype)
+        w = torch.zeros(NUM_EDGES, len(ops), dtype=dtype or torch.float32)
         for e, op in enumerate(self.ops):
             w[e, list(ops).index(op)] = 1.0
         return w

@@ -36,6 +36,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.deterministic = deterministic
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator of its own (data order, window lengths): saved in checkpoints with the
+    global RNGs, so a resumed run draws what an uninterrupted one would."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
 def rng_state(*generators: torch.Generator) -> dict[str, Any]:
     """Every RNG a run draws from, as tensors/ints (loadable with weights_only=True)."""
     state: dict[str, Any] = {

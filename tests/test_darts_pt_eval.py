@@ -19,7 +19,7 @@ import torch
 
 from darts_pt.sota.cnn import train as door
 from shared.errors import UserError
-from shared.evaluation import CHECKPOINT, WEIGHTS
+from shared.evaluation.config import CHECKPOINT, WEIGHTS
 from shared.genotypes import published
 
 REPO = Path(__file__).resolve().parents[1]

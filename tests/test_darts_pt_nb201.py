@@ -44,9 +44,9 @@ def run_main(args, experiments):
 @pytest.fixture
 def no_plots(monkeypatch):
     """The plots cost a second per epoch; tests that do not look at them skip them."""
-    from shared.search import cnn_search
+    from shared.search import outputs
 
-    monkeypatch.setattr(cnn_search, "_write_plots", lambda *a, **k: None)
+    monkeypatch.setattr(outputs, "_write_plots", lambda *a, **k: None)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for evaluation training (shared/evaluation.py) through the SDARTS doors
+"""Tests for evaluation training (shared/evaluation) through the SDARTS doors
 ``sdarts/sota/cnn/train.py``, ``test.py`` and ``train_imagenet.py``. CPU only, no network:
 8x8 digits, tiny networks, 1-2 epochs.
 
@@ -25,7 +25,8 @@ import torch
 from sdarts.sota.cnn import test as test_door
 from sdarts.sota.cnn import train as train_door
 from sdarts.sota.cnn import train_imagenet as imagenet_door
-from shared.evaluation import CHECKPOINT, WEIGHTS, linear_lr_factor
+from shared.evaluation.config import CHECKPOINT, WEIGHTS
+from shared.evaluation.trainer import linear_lr_factor
 from shared.genotypes import load_genotype, save_genotype
 from shared.models.cnn import build_final_network
 
@@ -358,7 +359,7 @@ def test_torchrun_two_cpu_processes_and_resume(tmp_path: Path) -> None:
 
 
 def test_a_search_genotype_json_is_named_by_its_search_folder() -> None:
-    from shared.evaluation import arch_label
+    from shared.evaluation.cli import arch_label
 
     assert arch_label("DARTS_V2") == "DARTS_V2"
     assert arch_label("cells/my_cell.json") == "my_cell"

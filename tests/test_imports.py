@@ -130,3 +130,13 @@ def test_the_walker_sees_a_planted_cross_import(tmp_path) -> None:
         assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     finally:
         path.unlink()
+
+
+def test_every_module_imports() -> None:
+    """A name a module imports that no longer exists fails here, not in a user's run."""
+    import importlib
+
+    for name in sorted(project_modules()):
+        if name.endswith("__main__"):
+            continue
+        importlib.import_module(name)

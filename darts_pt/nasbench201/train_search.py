@@ -65,34 +65,23 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from darts_pt.doors import (Run, add_pt_flags, gpu_index, resolve,  # noqa: E402
-                            supernet_checkpoint, validate_common)
-from darts_pt.projection import ProjectionState, projection_schedule  # noqa: E402
-from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
-from shared import data as D  # noqa: E402
-from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
-                        explicit_flags)
+from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common  # noqa: E402
+from shared.cli.flags import add_runtime_flags  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.logs import close_logger, setup_logger  # noqa: E402
-from shared.models.nb201 import TinyNetwork, count_parameters  # noqa: E402
-from shared.nb201_api import BENCHMARK_FILE, BENCHMARK_URL, NB201Benchmark  # noqa: E402
-from shared.nb201_arch import NB201Arch  # noqa: E402
-from shared.search.cnn_search import (CNNSearchConfig,  # noqa: E402
-                                      attach_outputs, build_cnn_search, write_outputs)
+from shared.nb201_api import BENCHMARK_FILE, BENCHMARK_URL  # noqa: E402
 from shared.spaces import NB201_EDGES, NB201_SPACES  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "imagenet16-120", "digits")
 CELLS_PER_STAGE = 5  # darts-pt's N, hard-coded there too
-# Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
-FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress",
-                  "experiments", "api_path"}
 BENCHMARK_KEY = "nasbench201"  # history entry / TensorBoard prefix of the query results
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("sota")
-    add_pt_flags(p, data="../data", datasets=DATASETS, epochs=100, expid_tag="none",
-                 proj_intv=5, fast_help="skip the benchmark API; one batch per loop (a quick "
+    p = ArgumentParser("train_search.py")
+    add_pt_flags(p, data="../data", datasets=DATASETS, epochs=100, layers=None,
+                 expid_tag="none", proj_intv=5, fast_help="skip the benchmark API; one batch per loop (a quick "
                                         "debugging run)")
     p.add_argument("--search_space", type=str, default="nas-bench-201",
                    choices=sorted(NB201_SPACES))
@@ -101,8 +90,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--proj_crit", type=str, default="acc", choices=("loss", "acc"))
     p.add_argument("--api_path", type=str, default=f"../data/{BENCHMARK_FILE}",
                    help="the NAS-Bench-201 benchmark file (queried unless --fast)")
-    add_runtime_flags(p, "flags", num_workers=0)
-    p.set_defaults(experiments="../experiments")
+    add_runtime_flags(p, "flags", num_workers=0, experiments="../experiments")
     return p
 
 
@@ -130,9 +118,9 @@ def validate(args) -> None:
         if args.dataset == "imagenet16-120":
             raise UserError("--cutout: the released NB201 search has no cutout on "
                             "imagenet16-120 (its transform never took one); drop --cutout")
-        if args.cutout_length < 0 or not 0.0 <= args.cutout_prob <= 1.0:
-            raise UserError("--cutout_length must be >= 0 and --cutout_prob in [0, 1]")
     if args.dev == "proj":
+        from darts_pt.projection import projection_schedule
+
         projection_schedule(len(NB201_EDGES), 0, args.proj_intv)  # refuses a short schedule
 
 
@@ -152,27 +140,8 @@ def folders(args) -> tuple[str, str | None, str]:
     return os.path.join(root, supernet_name(args)), None, log
 
 
-def to_config(args) -> CNNSearchConfig:
-    return CNNSearchConfig(
-        data=args.data, dataset=args.dataset, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, learning_rate_min=args.learning_rate_min,
-        momentum=args.momentum, weight_decay=args.weight_decay, report_freq=args.report_freq,
-        gpu=gpu_index(args.gpu), epochs=args.epochs, init_channels=args.init_channels,
-        layers=CELLS_PER_STAGE, cutout=args.cutout, cutout_length=args.cutout_length,
-        cutout_prob=args.cutout_prob, seed=args.seed, grad_clip=args.grad_clip,
-        train_portion=args.train_portion, unrolled=args.unrolled,
-        arch_learning_rate=args.arch_learning_rate, arch_weight_decay=args.arch_weight_decay,
-        search_space=args.search_space, num_workers=args.num_workers, amp=args.amp,
-        channels_last=args.channels_last, progress=args.progress, supernet="nb201",
-        alpha_update="fixed" if args.method.startswith("blank") else "bilevel",
-        perturb_alpha=args.perturb_alpha if args.method.startswith("sdarts") else "none",
-        epsilon_alpha=args.epsilon_alpha,
-        extra={"method": args.method,
-               "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
-
-
 # -- the benchmark --------------------------------------------------------------------------
-def open_benchmark(args, logger) -> NB201Benchmark | None:
+def open_benchmark(args, logger):
     """The benchmark, or None (``--fast``, or no file: said once, with where to get it)."""
     if args.fast:
         return None
@@ -181,11 +150,13 @@ def open_benchmark(args, logger) -> NB201Benchmark | None:
                     "%s from %s and put it there (or pass --api_path).", args.api_path,
                     BENCHMARK_FILE, BENCHMARK_URL)
         return None
+    from shared.nb201_api import NB201Benchmark
+
     logger.info("loading NAS-Bench-201 from %s", args.api_path)
     return NB201Benchmark.open(args.api_path)
 
 
-def query(bench: NB201Benchmark, arch: NB201Arch, logger) -> dict[str, float]:
+def query(bench, arch, logger) -> dict[str, float]:
     """The cell's benchmark accuracies, logged in the released code's lines (plus
     cifar10-valid); keys as ``shared.nb201_api.QUERY_KEYS``."""
     r = bench.query(arch)
@@ -199,7 +170,7 @@ def query(bench: NB201Benchmark, arch: NB201Arch, logger) -> dict[str, float]:
     return r
 
 
-def benchmark_hook(bench: NB201Benchmark):
+def benchmark_hook(bench):
     """Epoch-end hook: query the epoch's cell into its history entry (before the outputs
     hooks, which write it to history.json and TensorBoard)."""
     def hook(ctx) -> None:
@@ -207,97 +178,64 @@ def benchmark_hook(bench: NB201Benchmark):
     return hook
 
 
-# -- the run ----------------------------------------------------------------------------------
+def to_config(args):
+    return search_config(args, layers=CELLS_PER_STAGE, supernet="nb201")
+
+
+def projection_spec(args, search):
+    """One op per edge of the shared cell (no topology step: 'none' removes an edge); the
+    benchmark, when there is one, queried every supernet epoch and after the projection."""
+    from darts_pt.pipeline import ProjectionSpec
+    from darts_pt.projection import ProjectionState
+    from darts_pt.tuning import ProjectionConfig
+    from shared import data as D
+    from shared.models.nb201 import TinyNetwork, count_parameters
+
+    bench = open_benchmark(args, search.logger)
+    state = ProjectionState(("cell",), search.space.num_edges)
+    config = ProjectionConfig(proj_intv=args.proj_intv, crit={"cell": args.proj_crit},
+                              learning_rate=args.learning_rate, momentum=args.momentum,
+                              weight_decay=args.weight_decay, seed=args.seed, fast=args.fast)
+
+    def describe(arch, logger) -> None:
+        final = TinyNetwork(arch, C=16, N=CELLS_PER_STAGE,
+                            num_classes=D.NUM_CLASSES[args.dataset],
+                            in_channels=D.IN_CHANNELS[args.dataset])
+        logger.info("param size = %f (the NAS-Bench-201 network, C=16, N=5)",
+                    count_parameters(final) / 1e6)
+
+    def finish(arch, writer) -> dict:
+        if bench is None:
+            return {}
+        numbers = query(bench, arch, search.logger)
+        for key, value in numbers.items():
+            writer.add_scalar(f"{BENCHMARK_KEY}/{key}", value, search.loop.epochs)
+        writer.flush()
+        return {BENCHMARK_KEY: numbers}
+
+    return ProjectionSpec(state, config, describe, finish=finish,
+                          supernet_hooks=[benchmark_hook(bench)] if bench is not None else [])
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
-    run_ = resolve(args, typed, validate, folders, FREE_ON_RESUME, dev_resume=False)
-    print(f"experiment folder: {run_.proj_dir or run_.save_dir}")
-    logger = setup_logger(run_.save_dir, run_.log_name)
+    args, typed = parse(build_parser(), argv)
+    run = resolve(args, typed, validate, folders, FREE_ON_RESUME | {"api_path"},
+                  dev_resume=False)
+    print(f"experiment folder: {run.proj_dir or run.save_dir}")
+    from darts_pt.pipeline import run_pipeline
+    from shared.logs import close_logger, setup_logger
+
+    logger = setup_logger(run.save_dir, run.log_name)
     try:
-        arch = run(args, run_, logger)
+        if args.cutout:
+            logger.info("cutout: length %d, prob %f (constant; the released ramp never took "
+                        "effect)", args.cutout_length, args.cutout_prob)
+        arch = run_pipeline(args, run, logger, to_config(args),
+                            lambda search: projection_spec(args, search))
     finally:
         close_logger(logger)
     print(f"genotype = {arch}")
-
-
-def run(args, run_: Run, logger) -> NB201Arch:
-    save_dir, proj_dir, saved, source = run_.save_dir, run_.proj_dir, run_.saved, run_.source
-    cfg = to_config(args)
-    if args.cutout:
-        logger.info("cutout: length %d, prob %f (constant; the released ramp never took effect)",
-                    args.cutout_length, args.cutout_prob)
-    search = build_cnn_search(cfg, save_dir, logger, numbered_checkpoints=args.ckpt_interval,
-                              max_batches=1 if args.fast else None)
-    bench = open_benchmark(args, logger)
-    loop, writers = search.loop, []
-
-    def train_supernet() -> NB201Arch:
-        if bench is not None:
-            loop.epoch_end_hooks.append(benchmark_hook(bench))
-        writers.append(attach_outputs(loop, save_dir, search.space))
-        arch = loop.run()
-        write_outputs(save_dir, search.space, loop.history, arch, cfg)
-        return arch
-
-    try:
-        if proj_dir is not None:
-            if saved is None:  # a fresh projection
-                loop.load_state_dict(source)
-                logger.info("loaded supernet checkpoint %s (epoch %d)",
-                            supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
-                if loop.start_epoch < loop.epochs:  # the released code trains the rest first
-                    train_supernet()
-            return project(args, search, proj_dir, saved, writers, bench)
-        if saved is not None:
-            loop.load_state_dict(saved)
-            logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        elif source is not None:
-            loop.load_state_dict(source)
-            logger.info("loaded supernet checkpoint %s (epoch %d)",
-                        supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
-        return train_supernet()
-    finally:
-        for w in writers:
-            w.close()
-
-
-def project(args, search, proj_dir: str, saved: dict | None, writers: list,
-            bench: NB201Benchmark | None) -> NB201Arch:
-    cfg, logger = search.cfg, search.logger
-    state = ProjectionState(("cell",), search.space.num_edges)
-    pcfg = ProjectionConfig(proj_intv=args.proj_intv, crit={"cell": args.proj_crit},
-                            learning_rate=args.learning_rate, momentum=args.momentum,
-                            weight_decay=args.weight_decay, seed=args.seed, fast=args.fast)
-    tune = tuning_loop(search.loop, state, pcfg, proj_dir, batch_size=cfg.batch_size,
-                       num_workers=cfg.num_workers)
-    if saved is not None:
-        tune.load_state_dict(saved)
-        logger.info("resumed projection from %s at epoch %d", tune.checkpoint_path,
-                    tune.start_epoch)
-    else:
-        valid_acc, valid_obj = tune.infer()
-        logger.info("valid_acc  %f", valid_acc)
-        logger.info("valid_loss %f", valid_obj)
-    writer = attach_outputs(tune, proj_dir, search.space)
-    writers.append(writer)
-    arch = tune.run()
-    logger.info("projection finished")
-    final = TinyNetwork(arch, C=16, N=CELLS_PER_STAGE, num_classes=D.NUM_CLASSES[cfg.dataset],
-                        in_channels=D.IN_CHANNELS[cfg.dataset])
-    logger.info("param size = %f (the NAS-Bench-201 network, C=16, N=5)",
-                count_parameters(final) / 1e6)
-    logger.info("genotype = %s", arch)
-    extra = {}
-    if bench is not None:
-        extra[BENCHMARK_KEY] = query(bench, arch, logger)
-        for key, value in extra[BENCHMARK_KEY].items():
-            writer.add_scalar(f"{BENCHMARK_KEY}/{key}", value, tune.epochs)
-        writer.flush()
-    write_outputs(proj_dir, search.space, tune.history, arch, cfg, extra=extra)
-    return arch
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Sequence
 
 from shared.errors import UserError
 from shared.spaces import CellSpace, STEPS
+
+if TYPE_CHECKING:  # tensors come in; no torch needed to read the registry
+    import torch
 
 Pair = tuple[str, int]
 

@@ -23,11 +23,11 @@ from shared.logs import close_logger, setup_logger
 from shared.models.search_cnn import Network
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
-from shared.runtime import Precision, choose_device, seed_everything
+from shared.runtime import Precision, choose_device, seed_everything, seeded_generator
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
 from shared.search.architect import Architect
 from shared.search.loop import SearchLoop
-from shared.search.outputs import attach_outputs, write_outputs
+from shared.search.phase import run_phase
 from shared.search.perturbation import make_perturbation
 from shared.spaces import get_nb1shot1_space, get_nb201_space, get_space
 
@@ -111,11 +111,6 @@ def make_alpha_update(cfg: CNNSearchConfig, model: torch.nn.Module) -> AlphaUpda
     raise UserError(f"alpha update {cfg.alpha_update!r}: one of {', '.join(ALPHA_UPDATES)}")
 
 
-def _generator(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
 
 @dataclass
 class CNNSearch:
@@ -155,7 +150,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
     train_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
                                transform=D.train_transform(cfg.dataset, cfg.cutout,
                                                            cfg.cutout_length, cfg.cutout_prob))
-    g_train, g_valid = _generator(cfg.seed), _generator(cfg.seed + 1)
+    g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
     train_queue, valid_queue, valid_eval_queue = D.search_loaders(
         train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers, g_train, g_valid,
         pin_memory=device.type == "cuda")
@@ -196,7 +191,6 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    epoch_end_hooks: list[Callable] | None = None) -> Any:
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype."""
     logger = setup_logger(save_dir)
-    writer = None
     try:
         search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
         loop = search.loop
@@ -205,12 +199,8 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
         if resume:
             loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        writer = attach_outputs(loop, save_dir, search.space)
-        genotype = loop.run()
-        write_outputs(save_dir, search.space, loop.history, genotype, cfg)
+        genotype = run_phase(loop, save_dir, search.space, cfg)
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return genotype
     finally:
-        if writer is not None:
-            writer.close()
         close_logger(logger)

@@ -19,8 +19,8 @@ from shared.data.text import batchify, load_corpus
 from shared.logs import close_logger, setup_logger
 from shared.models.search_rnn import RNNModelSearch
 from shared.rnn_genotype import RNNGenotype
-from shared.runtime import choose_device, seed_everything
-from shared.search.outputs import attach_outputs, write_outputs
+from shared.runtime import choose_device, seed_everything, seeded_generator
+from shared.search.phase import run_phase
 from shared.search.perturbation import make_perturbation
 from shared.search.rnn_architect import RNNArchitect
 from shared.search.rnn_loop import RNNSearchLoop
@@ -81,8 +81,7 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # constant lr
     architect = RNNArchitect(model, cfg.arch_lr, cfg.arch_wdecay, cfg.wdecay, cfg.clip,
                              cfg.unrolled)
-    g = torch.Generator()
-    g.manual_seed(cfg.seed)
+    g = seeded_generator(cfg.seed)
     return RNNSearchLoop(
         model=model, optimizer=optimizer, scheduler=scheduler, alpha_update=architect,
         train_queue=train, valid_queue=search, valid_eval_queue=valid, epochs=cfg.epochs,
@@ -98,20 +97,14 @@ def run_rnn_search(cfg: RNNSearchConfig, save_dir: str, *, resume: bool = False,
                    weight_grad_hooks: list[Callable] | None = None) -> RNNGenotype:
     """Run (or continue) a recurrent-cell search in ``save_dir``; returns the genotype."""
     logger = setup_logger(save_dir)
-    writer = None
     try:
         loop = build_rnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
         if resume:
             loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=loop.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        space = RNNSpace()
-        writer = attach_outputs(loop, save_dir, space)
-        genotype = loop.run()
-        write_outputs(save_dir, space, loop.history, genotype, cfg,  # type: ignore[arg-type]
-                      extra={"data": cfg.data})
+        genotype = run_phase(loop, save_dir, RNNSpace(), cfg,
+                             finish=lambda genotype, writer: {"data": cfg.data})
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return genotype
     finally:
-        if writer is not None:
-            writer.close()
         close_logger(logger)

@@ -4,7 +4,7 @@
     python train.py --arch ../../experiments/sota/cifar10/search-.../genotype.json
     bash exp_scripts/eval.sh --arch darts_pt_s5_0            # the paper's wrapper (--save eval)
 
-Flags and defaults are the original's; the engine (``shared/evaluation.py``) does the work.
+Flags and defaults are the original's; the engine (``shared/evaluation``) does the work.
 Output: ``../../experiments/sota/{dataset}/eval/{save}-{arch}-{seed}[-cutout-{len}-{prob}]
 [-auxiliary-{weight}]`` (no timestamp, as the original; a genotype .json is named by its file
 stem) with ``log.txt``, TensorBoard ``runs/``, ``history.json``, ``weights.pt``, the rolling
@@ -35,42 +35,32 @@ Differences from the original, each on purpose:
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
+from shared.cli.checks import check_flags as check_numbers  # noqa: E402
+from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.flags import add_runtime_flags  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME, load_resumed, resolve_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.evaluation import (CHECKPOINT, NUMBERED_CHECKPOINT, EpochStats,  # noqa: E402
-                               EvalConfig, EvalTrainer, arch_label,
-                               build_cifar_train_parser, load_resumed, resolve_genotype,
-                               resolve_run, run_evaluation)
+from shared.evaluation.cli import (arch_label, build_cifar_train_parser,  # noqa: E402
+                                   resolve_genotype)
+from shared.evaluation.config import (CHECKPOINT, KIND, KIND_WHAT,  # noqa: E402
+                                      NUMBERED_CHECKPOINT, EvalConfig)
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
-# Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
-FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress", "save",
-                  "experiments", "model_path", "resume_epoch", "resume_expid", "ckpt_interval"}
+# Flags a resumed run may change, besides the engine's: where it runs, how it is named and
+# checkpointed, and the resume flags themselves.
+FREE = FREE_ON_RESUME | {"save", "model_path", "resume_epoch", "resume_expid", "ckpt_interval"}
 UNSET_EXPID = ("", "none")  # exp_scripts pass 'none' for "no resume"
 
 
-def gpu_flag(value: str) -> int:
-    """``auto`` (the original's default) -> the first GPU, or the CPU without CUDA."""
-    if value == "auto":
-        return 0
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a GPU index, -1 (CPU) "
-                                         f"or auto") from None
-
-
 def build_parser() -> ArgumentParser:
-    p = build_cifar_train_parser(DATASETS, gpu=dict(
-        type=gpu_flag, default="auto",
-        help="gpu device id; auto: the first GPU (CPU without CUDA); -1: the CPU"))
+    p = build_cifar_train_parser(DATASETS, gpu="auto")
     p.add_argument("--resume_epoch", type=int, default=0,
                    help="continue run --resume_expid from its checkpoint_N.pth.tar "
                         "(-1: its newest checkpoint)")
@@ -107,6 +97,7 @@ def new_run_dir(args) -> str:
 
 def check_flags(args) -> str:
     """Refuse contradictory or dead flags; returns the resume expid ('' for none)."""
+    check_numbers(args)
     if args.queue:
         raise UserError("--queue waited for a free GPU through a helper the original never "
                         "shipped (ig_utils.queue_gpu); drop it and choose the GPU with --gpu N")
@@ -145,7 +136,7 @@ def resume_checkpoint(experiments: str, dataset: str, expid: str, epoch: int) ->
                     f"newest, checkpoint.pth.tar)")
 
 
-def log_max_test_acc(trainer: EvalTrainer, stats: EpochStats) -> None:
+def log_max_test_acc(trainer, stats) -> None:
     """What the original logged as 'best valid_acc' (its valid queue is the test split)."""
     best = max(h["valid_acc"] for h in trainer.history)
     trainer.logger.info("max test acc over epochs %f (information only; the result is the "
@@ -153,37 +144,28 @@ def log_max_test_acc(trainer: EvalTrainer, stats: EpochStats) -> None:
 
 
 def to_config(args) -> EvalConfig:
-    return EvalConfig(
-        data=args.data, dataset=args.dataset, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, momentum=args.momentum,
-        weight_decay=args.weight_decay, report_freq=args.report_freq, gpu=args.gpu,
-        epochs=args.epochs, init_channels=args.init_channels, layers=args.layers,
-        auxiliary=args.auxiliary, auxiliary_weight=args.auxiliary_weight, cutout=args.cutout,
-        cutout_length=args.cutout_length, cutout_prob=args.cutout_prob,
-        drop_path_prob=args.drop_path_prob, seed=args.seed, arch=args.arch,
-        grad_clip=args.grad_clip, lr_scheduler="cosine", num_workers=args.num_workers,
-        amp=args.amp, channels_last=args.channels_last, progress=args.progress,
-        steps_per_epoch=1 if args.fast else 0, ckpt_interval=args.ckpt_interval,
-        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+    return config_from_args(EvalConfig, args, lr_scheduler="cosine",
+                            steps_per_epoch=1 if args.fast else 0)
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
+    args, typed = parse(build_parser(), argv)
     expid = check_flags(args)
     resume_from, log_file = None, "log.txt"
     if expid:
         resume_from = resume_checkpoint(args.experiments, args.dataset, expid, args.resume_epoch)
-        saved = load_resumed(args, typed, FREE_ON_RESUME, resume_from)
+        saved = load_resumed(args, typed, resume_from, free=FREE, kind=KIND, what=KIND_WHAT)
         save_dir = os.path.dirname(resume_from)
         epoch = args.resume_epoch if args.resume_epoch > 0 else int(saved.get("epoch", 0))
         log_file = f"log_resume_{epoch}.txt"
     else:
-        save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, glob.escape(run_dir(args)),
-                                      lambda: new_run_dir(args))
+        save_dir, saved = resolve_run(args, typed, pattern=glob.escape(run_dir(args)),
+                                      new_dir=lambda: new_run_dir(args), free=FREE, kind=KIND,
+                                      what=KIND_WHAT)
     genotype = resolve_genotype(args.arch, saved)
+    from shared.evaluation.run import run_evaluation
+
     run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None,
                    resume_from=resume_from, log_file=log_file, hooks=[log_max_test_acc])
 

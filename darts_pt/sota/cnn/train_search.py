@@ -50,30 +50,19 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from darts_pt.doors import (Run, add_pt_flags, gpu_index, resolve,  # noqa: E402
-                            supernet_checkpoint, validate_common)
-from darts_pt.projection import ProjectionState, darts_nid2eids, projected_genotype  # noqa: E402
-from darts_pt.tuning import ProjectionConfig, tuning_loop  # noqa: E402
-from shared.cli import (ArgumentParser, add_runtime_flags,  # noqa: E402
-                        explicit_flags, settings_suffix)
+from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common  # noqa: E402
+from shared.cli.flags import add_runtime_flags, settings_suffix  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.models.cnn import build_final_network, count_parameters  # noqa: E402
-from shared.logs import close_logger, setup_logger  # noqa: E402
-from shared.search.cnn_search import (CNNSearchConfig,  # noqa: E402
-                                      attach_outputs, build_cnn_search, write_outputs)
-from shared.spaces import NUM_EDGES, SPACES  # noqa: E402
+from shared.spaces import SPACES  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
-# Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
-FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress",
-                  "experiments"}
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("sota")
-    add_pt_flags(p, data="../../data", datasets=DATASETS, epochs=50, expid_tag="",
+    p = ArgumentParser("train_search.py")
+    add_pt_flags(p, data="../../data", datasets=DATASETS, epochs=50, layers=8, expid_tag="",
                  proj_intv=10, fast_help="one batch per loop (a quick debugging run)")
-    p.add_argument("--layers", type=int, default=8, help="total number of layers")
     p.add_argument("--search_space", type=str, default="s5", choices=sorted(SPACES))
     p.add_argument("--ckpt_interval", type=int, default=10,
                    help="keep checkpoint_{N}.pth.tar every N supernet epochs")
@@ -134,108 +123,45 @@ def folders(args) -> tuple[str, str | None, str]:
     return save_dir, None, "log.txt"
 
 
-def to_config(args) -> CNNSearchConfig:
-    return CNNSearchConfig(
-        data=args.data, dataset=args.dataset, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, learning_rate_min=args.learning_rate_min,
-        momentum=args.momentum, weight_decay=args.weight_decay, report_freq=args.report_freq,
-        gpu=gpu_index(args.gpu), epochs=args.epochs, init_channels=args.init_channels,
-        layers=args.layers, cutout=args.cutout, cutout_length=args.cutout_length,
-        cutout_prob=args.cutout_prob, seed=args.seed, grad_clip=args.grad_clip,
-        train_portion=args.train_portion, unrolled=args.unrolled,
-        arch_learning_rate=args.arch_learning_rate, arch_weight_decay=args.arch_weight_decay,
-        search_space=args.search_space, num_workers=args.num_workers, amp=args.amp,
-        channels_last=args.channels_last, progress=args.progress,
-        alpha_update="fixed" if args.method.startswith("blank") else "bilevel",
-        perturb_alpha=args.perturb_alpha if args.method.startswith("sdarts") else "none",
-        epsilon_alpha=args.epsilon_alpha,
-        extra={"method": args.method,
-               "flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+def projection_spec(args, search):
+    """The DARTS cell's projection: an op per edge of each cell type, then two inputs per node."""
+    from darts_pt.pipeline import ProjectionSpec
+    from darts_pt.projection import ProjectionState, darts_nid2eids, projected_genotype
+    from darts_pt.tuning import ProjectionConfig
+    from shared.models.cnn import build_final_network, count_parameters
+    from shared.spaces import NUM_EDGES
+
+    state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
+    config = ProjectionConfig(proj_intv=args.proj_intv,
+                              crit={"normal": args.proj_crit_normal,
+                                    "reduce": args.proj_crit_reduce},
+                              crit_edge=args.proj_crit_edge, learning_rate=args.learning_rate,
+                              momentum=args.momentum, weight_decay=args.weight_decay,
+                              seed=args.seed, fast=args.fast)
+
+    def describe(genotype, logger) -> None:
+        n_params = count_parameters(build_final_network(genotype, args.dataset, 36, 20))
+        logger.info("param size = %f", n_params / 1e6)
+
+    return ProjectionSpec(state, config, describe, select=lambda m: (
+        projected_genotype(state, search.space) if state.complete() else m.genotype()))
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
-    run_ = resolve(args, typed, validate, folders, FREE_ON_RESUME)
-    print(f"experiment folder: {run_.proj_dir or run_.save_dir}")
-    logger = setup_logger(run_.save_dir, run_.log_name)
+    args, typed = parse(build_parser(), argv)
+    run = resolve(args, typed, validate, folders)
+    print(f"experiment folder: {run.proj_dir or run.save_dir}")
+    from darts_pt.pipeline import run_pipeline
+    from shared.logs import close_logger, setup_logger
+
+    logger = setup_logger(run.save_dir, run.log_name)
     try:
-        genotype = run(args, run_, logger)
+        genotype = run_pipeline(args, run, logger, search_config(args),
+                                lambda search: projection_spec(args, search))
     finally:
         close_logger(logger)
     print(f"genotype = {genotype}")
-
-
-def run(args, run_: Run, logger):
-    save_dir, proj_dir, saved, source = run_.save_dir, run_.proj_dir, run_.saved, run_.source
-    cfg = to_config(args)
-    search = build_cnn_search(cfg, save_dir, logger, numbered_checkpoints=args.ckpt_interval,
-                              max_batches=1 if args.fast else None)
-    loop, writers = search.loop, []
-    try:
-        if proj_dir is not None:
-            if saved is None and args.dev_resume_epoch < 0:  # a fresh projection
-                loop.load_state_dict(source)
-                logger.info("loaded supernet checkpoint %s (epoch %d)",
-                            supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
-                if loop.start_epoch < loop.epochs:  # the released code trains the rest first
-                    writers.append(attach_outputs(loop, save_dir, search.space))
-                    write_outputs(save_dir, search.space, loop.history, loop.run(), cfg)
-            return project(args, search, proj_dir, saved or source, writers,
-                           resumed=saved is not None)
-        if saved is not None:
-            loop.load_state_dict(saved)
-            logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        elif source is not None:
-            loop.load_state_dict(source)
-            logger.info("loaded supernet checkpoint %s (epoch %d)",
-                        supernet_checkpoint(save_dir, args.resume_epoch), loop.start_epoch)
-        writers.append(attach_outputs(loop, save_dir, search.space))
-        genotype = loop.run()
-        write_outputs(save_dir, search.space, loop.history, genotype, cfg)
-        return genotype
-    finally:
-        for w in writers:
-            w.close()
-
-
-def project(args, search, proj_dir: str, start: dict | None, writers: list, resumed: bool):
-    """The projection phase; ``start``: the tuning checkpoint it continues (``--resume``, or
-    ``--dev_resume_epoch``'s), else None (the supernet is loaded already)."""
-    cfg, logger = search.cfg, search.logger
-    state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
-    pcfg = ProjectionConfig(proj_intv=args.proj_intv,
-                            crit={"normal": args.proj_crit_normal,
-                                  "reduce": args.proj_crit_reduce},
-                            crit_edge=args.proj_crit_edge, learning_rate=args.learning_rate,
-                            momentum=args.momentum, weight_decay=args.weight_decay,
-                            seed=args.seed, fast=args.fast)
-    tune = tuning_loop(search.loop, state, pcfg, proj_dir, batch_size=cfg.batch_size,
-                       num_workers=cfg.num_workers,
-                       select=lambda m: (projected_genotype(state, search.space)
-                                         if state.complete() else m.genotype()))
-    if resumed:
-        tune.load_state_dict(start)
-        logger.info("resumed projection from %s at epoch %d", tune.checkpoint_path,
-                    tune.start_epoch)
-    elif args.dev_resume_epoch >= 0:
-        tune.load_state_dict(start)
-        logger.info("=> loaded projection checkpoint %s/checkpoint_%d.pth.tar",
-                    args.dev_resume_log, args.dev_resume_epoch)
-    else:
-        valid_acc, valid_obj = tune.infer()
-        logger.info("valid_acc  %f", valid_acc)
-        logger.info("valid_loss %f", valid_obj)
-    writers.append(attach_outputs(tune, proj_dir, search.space))
-    genotype = tune.run()
-    logger.info("projection finished")
-    n_params = count_parameters(build_final_network(genotype, cfg.dataset, 36, 20))
-    logger.info("param size = %f", n_params / 1e6)
-    logger.info("genotype = %s", genotype)
-    write_outputs(proj_dir, search.space, tune.history, genotype, cfg)
-    return genotype
 
 
 if __name__ == "__main__":

@@ -21,21 +21,16 @@ Deviations from the original, each deliberate:
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from nasbench_analysis.search_hooks import (architecture_hook, benchmark_hook,  # noqa: E402
-                                            jsonl_hook)
-from sdarts.search_flags import (FREE_ON_RESUME, build_search_parser,  # noqa: E402
-                                 parse_or_resume, run_name_suffix, search_config,
-                                 validate_search_args)
+from sdarts.search_flags import (build_search_parser, parse_search,  # noqa: E402
+                                 run_name_suffix, search_config)
+from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.search.cnn_search import run_cnn_search  # noqa: E402
-from shared.search.hessian import eigenvalue_hook  # noqa: E402
 from shared.spaces import NB1SHOT1_SPACES  # noqa: E402
 
 
@@ -48,7 +43,7 @@ def _true_only(text: str) -> bool:
 
 
 def build_parser():
-    p = build_search_parser("cifar", batch_size=96, epochs=100, layers=9,
+    p = build_search_parser("train_search.py", batch_size=96, epochs=100, layers=9,
                             spaces=list(NB1SHOT1_SPACES), default_space="1")
     p.add_argument("--output_weights", type=_true_only, default=True,
                    help="weights on the output node's inputs (must stay True)")
@@ -87,21 +82,25 @@ def _open_benchmark(args):
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    args, resumed = parse_or_resume(build_parser(), argv, _resume_pattern,
-                                    FREE_ON_RESUME | {"nasbench_file"})
-    save_dir = resumed or run_dir(args)
-    validate_search_args(args, min_layers=3)
+    args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
+                                           pattern=_resume_pattern, new_dir=run_dir,
+                                           free=FREE_ON_RESUME | {"nasbench_file"})
     benchmark = _open_benchmark(args)  # before any training: a bad file costs nothing
+    from nasbench_analysis.search_hooks import architecture_hook, benchmark_hook, jsonl_hook
+    from shared.checkpoint import write_json
+    from shared.cli.config import command_flags
+    from shared.search.cnn_search import run_cnn_search
+    from shared.search.hessian import eigenvalue_hook
+
     cfg = search_config(args, "nb1shot1")
     os.makedirs(save_dir, exist_ok=True)
-    with open(os.path.join(save_dir, "config.json"), "w") as f:
-        json.dump({k: v for k, v in vars(args).items() if k != "resume"}, f, indent=1)
+    write_json(os.path.join(save_dir, "config.json"), command_flags(args))
     hooks = [architecture_hook(save_dir), eigenvalue_hook(args.arch_weight_decay)]
     if benchmark is not None:
         hooks.append(benchmark_hook(benchmark))
     hooks.append(jsonl_hook(save_dir))
     print(f"experiment folder: {save_dir}")
-    arch = run_cnn_search(cfg, save_dir, resume=resumed is not None, epoch_end_hooks=hooks)
+    arch = run_cnn_search(cfg, save_dir, resume=resumed, epoch_end_hooks=hooks)
     print(f"architecture = {arch}")
 
 

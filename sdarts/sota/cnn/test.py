@@ -14,21 +14,24 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser  # noqa: E402
-from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.evaluation import TestConfig, run_test  # noqa: E402
+from shared.cli.checks import check_flags  # noqa: E402
+from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.flags import add_gpu_flag  # noqa: E402
+from shared.cli.parser import ArgumentParser  # noqa: E402
+from shared.errors import cli_entry  # noqa: E402
+from shared.evaluation.config import TestConfig  # noqa: E402
 from shared.genotypes import load_genotype  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits", "imagenet")
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("cifar")
+    p = ArgumentParser("test.py")
     p.add_argument("--data", type=str, default="../../data", help="location of the data corpus")
     p.add_argument("--dataset", type=str, default="cifar10", choices=DATASETS)
     p.add_argument("--batch_size", type=int, default=96, help="batch size")
     p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
-    p.add_argument("--gpu", type=int, default=0, help="gpu device id (-1: CPU)")
+    add_gpu_flag(p)
     p.add_argument("--init_channels", type=int, default=36, help="num of init channels")
     p.add_argument("--layers", type=int, default=20, help="total number of layers")
     p.add_argument("--model_path", type=str, default="EXP/model.pt",
@@ -49,18 +52,11 @@ def build_parser() -> ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    for flag in ("batch_size", "init_channels", "layers", "report_freq"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    check_flags(args)
     genotype = load_genotype(args.arch)
-    cfg = TestConfig(
-        data=args.data, dataset=args.dataset, batch_size=args.batch_size,
-        report_freq=args.report_freq, gpu=args.gpu, init_channels=args.init_channels,
-        layers=args.layers, auxiliary=args.auxiliary, drop_path_prob=args.drop_path_prob,
-        seed=args.seed, arch=args.arch, model_path=args.model_path,
-        num_workers=args.num_workers)
-    run_test(cfg, genotype)
+    from shared.evaluation.test import run_test
 
+    run_test(config_from_args(TestConfig, args), genotype)
 
 if __name__ == "__main__":
     main()

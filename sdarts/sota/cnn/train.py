@@ -16,16 +16,17 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
+from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.flags import add_runtime_flags  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
-from shared.evaluation import (EvalConfig, build_cifar_train_parser, eval_run_dir,  # noqa: E402
-                               eval_run_pattern, resolve_genotype, resolve_run,
-                               run_evaluation)
+from shared.evaluation.cli import (build_cifar_train_parser, eval_run_dir,  # noqa: E402
+                                   eval_run_pattern, resolve_genotype)
+from shared.evaluation.config import KIND, KIND_WHAT, EvalConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
-# Flags that may change when a run is resumed: where and how fast it runs, not what it computes.
-FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress", "save",
-                  "experiments", "model_path"}
+FREE = FREE_ON_RESUME | {"save", "model_path"}
 
 
 def build_parser() -> ArgumentParser:
@@ -46,27 +47,18 @@ def run_dir(args) -> str:
 
 
 def to_config(args) -> EvalConfig:
-    return EvalConfig(
-        data=args.data, dataset=args.dataset, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, momentum=args.momentum,
-        weight_decay=args.weight_decay, report_freq=args.report_freq, gpu=args.gpu,
-        epochs=args.epochs, init_channels=args.init_channels, layers=args.layers,
-        auxiliary=args.auxiliary, auxiliary_weight=args.auxiliary_weight, cutout=args.cutout,
-        cutout_length=args.cutout_length, cutout_prob=args.cutout_prob,
-        drop_path_prob=args.drop_path_prob, seed=args.seed, arch=args.arch,
-        grad_clip=args.grad_clip, lr_scheduler="cosine", num_workers=args.num_workers,
-        amp=args.amp, channels_last=args.channels_last, progress=args.progress,
-        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+    return config_from_args(EvalConfig, args, lr_scheduler="cosine")
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
+    args, typed = parse(build_parser(), argv)
     pattern = eval_run_pattern(args.experiments, args.dataset, args.save, args.arch, args.seed)
-    save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, pattern, lambda: run_dir(args))
+    save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
+                                  free=FREE, kind=KIND, what=KIND_WHAT)
     genotype = resolve_genotype(args.arch, saved)
+    from shared.evaluation.run import run_evaluation
+
     run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
 
 

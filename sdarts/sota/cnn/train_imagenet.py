@@ -15,21 +15,21 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli import ArgumentParser, add_runtime_flags, explicit_flags  # noqa: E402
-from shared.distributed import env_world_size  # noqa: E402
+from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.flags import add_gpu_flag, add_runtime_flags  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.evaluation import (LR_SCHEDULERS, EvalConfig, eval_run_dir,  # noqa: E402
-                               eval_run_pattern, resolve_genotype, resolve_run,
-                               run_evaluation)
+from shared.evaluation.cli import eval_run_dir, eval_run_pattern, resolve_genotype  # noqa: E402
+from shared.evaluation.config import KIND, KIND_WHAT, LR_SCHEDULERS, EvalConfig  # noqa: E402
 
-FREE_ON_RESUME = {"resume", "gpu", "num_workers", "data", "report_freq", "progress", "save",
-                  "experiments", "parallel"}
+FREE = FREE_ON_RESUME | {"save", "parallel"}
 # SDARTS warms up only large-batch runs (the linear-scaling recipe of Goyal et al.).
 WARMUP_MIN_BATCH = 256
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("imagenet")
+    p = ArgumentParser("train_imagenet.py")
     p.add_argument("--data", type=str, default="../../data/imagenet",
                    help="folder with ImageNet train/ and val/ (ImageFolder layout)")
     p.add_argument("--batch_size", type=int, default=128,
@@ -38,7 +38,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9, help="momentum")
     p.add_argument("--weight_decay", type=float, default=3e-5, help="weight decay")
     p.add_argument("--report_freq", type=int, default=100, help="report frequency (steps)")
-    p.add_argument("--gpu", type=int, default=0, help="gpu device id (-1: CPU)")
+    add_gpu_flag(p)
     p.add_argument("--epochs", type=int, default=250, help="num of training epochs")
     p.add_argument("--init_channels", type=int, default=48, help="num of init channels")
     p.add_argument("--layers", type=int, default=14, help="total number of layers")
@@ -72,27 +72,19 @@ def run_dir(args) -> str:
 
 def to_config(args) -> EvalConfig:
     warmup = args.warmup_epochs if args.batch_size > WARMUP_MIN_BATCH else 0
-    return EvalConfig(
-        data=args.data, dataset="imagenet", batch_size=args.batch_size,
-        learning_rate=args.learning_rate, momentum=args.momentum,
-        weight_decay=args.weight_decay, report_freq=args.report_freq, gpu=args.gpu,
-        epochs=args.epochs, init_channels=args.init_channels, layers=args.layers,
-        auxiliary=args.auxiliary, auxiliary_weight=args.auxiliary_weight,
-        drop_path_prob=args.drop_path_prob, seed=args.seed, arch=args.arch,
-        grad_clip=args.grad_clip, label_smooth=args.label_smooth,
-        lr_scheduler=args.lr_scheduler, gamma=args.gamma, decay_period=args.decay_period,
-        warmup_epochs=warmup, top5=True, num_workers=args.num_workers, amp=args.amp,
-        channels_last=args.channels_last, progress=args.progress,
-        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+    return config_from_args(EvalConfig, args, dataset="imagenet", warmup_epochs=warmup,
+                            top5=True)
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
+    args, typed = parse(build_parser(), argv)
     pattern = eval_run_pattern(args.experiments, "imagenet", args.save, args.arch, args.seed)
-    save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, pattern, lambda: run_dir(args))
+    save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
+                                  free=FREE, kind=KIND, what=KIND_WHAT)
+    from shared.distributed import env_world_size
+    from shared.evaluation.run import run_evaluation
+
     if args.parallel and env_world_size() == 1:
         raise UserError("--parallel (DataParallel) is replaced by DDP here: launch "
                         "`torchrun --nproc_per_node N train_imagenet.py ...` instead")

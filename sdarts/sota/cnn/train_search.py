@@ -2,9 +2,9 @@
 
     cd sdarts/sota/cnn && python train_search.py --perturb_alpha=pgd_linf
 
-Flags and defaults are the original's (reference sdarts.md §2.2), declared once for both SDARTS
-search doors in ``sdarts/search_flags.py``, plus ``--dataset digits`` (embedded data, no
-download), ``--resume [RUN_DIR]`` and the runtime switches.
+Flags and defaults are the original's, declared once for both SDARTS search doors in
+``sdarts/search_flags.py``, plus ``--dataset digits`` (embedded data, no download),
+``--resume [RUN_DIR]`` and the runtime switches.
 """
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.search_flags import (build_search_parser, parse_or_resume,  # noqa: E402
-                                 run_name_suffix, search_config, validate_search_args)
+from sdarts.search_flags import (build_search_parser, parse_search,  # noqa: E402
+                                 run_name_suffix, search_config)
 from shared.errors import cli_entry  # noqa: E402
-from shared.search.cnn_search import run_cnn_search  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 
 
 def build_parser():
-    return build_search_parser("sota", batch_size=64, epochs=50, layers=8,
+    return build_search_parser("train_search.py", batch_size=64, epochs=50, layers=8,
                                spaces=sorted(SPACES), default_space="s1")
 
 
@@ -40,12 +39,12 @@ def _resume_pattern(args) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    args, resumed = parse_or_resume(build_parser(), argv, _resume_pattern)
-    save_dir = resumed or run_dir(args)
-    validate_search_args(args, min_layers=3)
-    cfg = search_config(args, "darts")
+    args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
+                                           pattern=_resume_pattern, new_dir=run_dir)
+    from shared.search.cnn_search import run_cnn_search
+
     print(f"experiment folder: {save_dir}")
-    genotype = run_cnn_search(cfg, save_dir, resume=resumed is not None)
+    genotype = run_cnn_search(search_config(args, "darts"), save_dir, resume=resumed)
     print(f"genotype = {genotype}")
 
 

@@ -17,17 +17,19 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-import torch  # noqa: E402
-
-from shared.cli import ArgumentParser  # noqa: E402
+from sdarts.sota.rnn.lm_flags import PROG  # noqa: E402
+from shared.cli.checks import check_flags  # noqa: E402
+from shared.cli.flags import add_gpu_flag  # noqa: E402
+from shared.cli.parser import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.rnn_evaluation import BEST, run_rnn_test  # noqa: E402
+
+BEST = "model.pt"  # shared.rnn_evaluation.BEST: the best-validation model a train.py run keeps
 
 SIZE_FLAGS = ("emsize", "nhid", "nhidlast")
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser("PyTorch PennTreeBank/WikiText2 Language Model")
+    p = ArgumentParser("test.py", description=PROG)
     p.add_argument("--data", type=str, default="../../data/penn/",
                    help="corpus folder (train/valid/test.txt), or 'embedded'")
     p.add_argument("--model_path", type=str, default="DARTS",
@@ -40,7 +42,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=1267, help="random seed")
     p.add_argument("--cuda", action="store_false", default=True,
                    help="as the original (store_false): passing --cuda runs on the CPU")
-    p.add_argument("--gpu", type=int, default=0, help="GPU device to use (-1: CPU)")
+    add_gpu_flag(p)
     p.add_argument("--experiments", type=str, default="../../experiments",
                    help="root of the output folders (for a bare run name)")
     return p
@@ -59,9 +61,12 @@ def resolve_model_path(model_path: str, experiments: str) -> str:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if args.bptt < 1:
-        raise UserError(f"--bptt must be >= 1, got {args.bptt}")
+    check_flags(args)
     path = resolve_model_path(args.model_path, args.experiments)
+    import torch
+
+    from shared.rnn_evaluation import run_rnn_test
+
     torch.manual_seed(args.seed)
     result = run_rnn_test(path, args.data, args.bptt, args.gpu if args.cuda else -1,
                           sizes={flag: getattr(args, flag) for flag in SIZE_FLAGS})

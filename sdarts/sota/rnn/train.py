@@ -33,20 +33,20 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from sdarts.sota.rnn.lm_flags import build_lm_parser  # noqa: E402
-from shared.cli import ArgumentParser, explicit_flags  # noqa: E402
+from shared.cli.checks import check_flags  # noqa: E402
+from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.evaluation import arch_label, resolve_run  # noqa: E402
-from shared.rnn_evaluation import (KIND, RNNTrainConfig, run_rnn_training,  # noqa: E402
-                                   validate_config)
-from shared.rnn_genotype import RNNGenotype, load_rnn_genotype  # noqa: E402
+from shared.evaluation.cli import arch_label  # noqa: E402
 
-# Flags that may change when a run is resumed: where and how it reports, not what it computes.
-FREE_ON_RESUME = {"resume", "gpu", "cuda", "log_interval", "progress", "experiments", "save"}
+# A resumed run keeps its corpus (--data is what it computes); it may change how it reports.
+FREE = (FREE_ON_RESUME - {"data"}) | {"cuda", "log_interval", "save"}
 
 
 def build_parser() -> ArgumentParser:
     p = build_lm_parser(
-        emsize=850, epochs=8000, batch_size=64, dropoute=0.1, seed=1267, log_interval=200,
+        "train.py", emsize=850, epochs=8000, batch_size=64, dropoute=0.1, seed=1267, log_interval=200,
         wdecay=8e-7, resume_default_run="--save/--arch/--seed", helps={
             "nonmono": "non-monotone interval (NT-ASGD)",
             "small_batch_size": "the batch is processed in slices of this size whose "
@@ -69,31 +69,27 @@ def run_pattern(args) -> str:
                         f"eval-{args.save}-{arch_label(args.arch)}-{args.seed}-*")
 
 
-def to_config(args) -> RNNTrainConfig:
-    return RNNTrainConfig(
-        data=args.data, emsize=args.emsize, nhid=args.nhid, nhidlast=args.nhidlast, lr=args.lr,
-        clip=args.clip, epochs=args.epochs, batch_size=args.batch_size, bptt=args.bptt,
-        dropout=args.dropout, dropouth=args.dropouth, dropoutx=args.dropoutx,
-        dropouti=args.dropouti, dropoute=args.dropoute, seed=args.seed, nonmono=args.nonmono,
-        log_interval=args.log_interval, alpha=args.alpha, beta=args.beta, wdecay=args.wdecay,
-        small_batch_size=args.small_batch_size, max_seq_len_delta=args.max_seq_len_delta,
-        arch=args.arch, gpu=args.gpu if args.cuda else -1, progress=args.progress,
-        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+def to_config(args):
+    from shared.rnn_evaluation import RNNTrainConfig
+
+    return config_from_args(RNNTrainConfig, args, gpu=args.gpu if args.cuda else -1)
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, typed = parse(build_parser(), argv)
     if args.continue_train:
         raise UserError("--continue_train: use --resume [RUN_DIR] to continue a run")
     if not args.single_gpu:
         raise UserError("--single_gpu (the original's multi-GPU DataParallel switch) is not "
                         "supported: the model trains on one device (--gpu N)")
+    check_flags(args)
+    from shared.rnn_evaluation import KIND, run_rnn_training, validate_config
+    from shared.rnn_genotype import RNNGenotype, load_rnn_genotype
+
     validate_config(to_config(args))  # before any folder is made
-    typed = explicit_flags(parser, argv if argv is not None else sys.argv[1:])
-    save_dir, saved = resolve_run(args, typed, FREE_ON_RESUME, run_pattern(args),
-                                  lambda: run_dir(args), kind=KIND,
+    save_dir, saved = resolve_run(args, typed, pattern=run_pattern(args),
+                                  new_dir=lambda: run_dir(args), free=FREE, kind=KIND,
                                   what="an RNN training run (sdarts/sota/rnn/train.py)")
     # a resumed run keeps its own cell, even if the genotype file has moved since
     genotype = RNNGenotype.from_dict(saved["genotype"]) if saved else load_rnn_genotype(args.arch)

@@ -23,17 +23,18 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.search_flags import FREE_ON_RESUME, parse_or_resume  # noqa: E402
 from sdarts.sota.rnn.lm_flags import build_lm_parser  # noqa: E402
-from shared.cli import ArgumentParser  # noqa: E402
+from shared.cli.checks import check_flags  # noqa: E402
+from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.flags import add_perturbation_flags  # noqa: E402
+from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.search.perturbation import PERTURBATIONS  # noqa: E402
-from shared.search.rnn_search import RNNSearchConfig, run_rnn_search  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
     p = build_lm_parser(
-        emsize=300, epochs=50, batch_size=256, dropoute=0, seed=3, log_interval=50, wdecay=5e-7,
+        "train_search.py", emsize=300, epochs=50, batch_size=256, dropoute=0, seed=3, log_interval=50, wdecay=5e-7,
         resume_default_run="--save/--seed", helps={
             "nonmono": "unused in search (as the original)",
             "save": "experiment name ('debug' in it: one step per epoch)",
@@ -44,8 +45,7 @@ def build_parser() -> ArgumentParser:
                    help="second order: one-step unrolled validation loss")
     p.add_argument("--arch_wdecay", type=float, default=1e-3, help="weight decay for alpha")
     p.add_argument("--arch_lr", type=float, default=3e-3, help="learning rate for alpha")
-    p.add_argument("--perturb_alpha", type=str, default="none", choices=list(PERTURBATIONS))
-    p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
+    add_perturbation_flags(p)
     return p
 
 
@@ -66,36 +66,28 @@ def _resume_pattern(args) -> str:
 def validate(args) -> None:
     if args.continue_train:
         raise UserError("--continue_train: use --resume [RUN_DIR] to continue a search")
+    check_flags(args)
     if args.small_batch_size not in (-1, args.batch_size):
         raise UserError("--small_batch_size must equal --batch_size (or -1): the original "
                         "re-softmaxed alpha per small batch, which corrupts it")
     if not args.emsize == args.nhid == args.nhidlast:
         raise UserError("the DARTS cell needs --emsize = --nhid = --nhidlast")
-    for flag in ("epochs", "batch_size", "bptt", "emsize"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    # --data names the corpus here (what the run computes), so a resumed run keeps its own
-    args, resumed = parse_or_resume(build_parser(), argv, _resume_pattern,
-                                    FREE_ON_RESUME - {"data"})
+    args, typed = parse(build_parser(), argv)
     validate(args)
-    save_dir = resumed or run_dir(args)
-    cfg = RNNSearchConfig(
-        data=args.data, emsize=args.emsize, nhid=args.nhid, nhidlast=args.nhidlast,
-        lr=args.lr, clip=args.clip, epochs=args.epochs, batch_size=args.batch_size,
-        bptt=args.bptt, dropout=args.dropout, dropouth=args.dropouth, dropoutx=args.dropoutx,
-        dropouti=args.dropouti, dropoute=args.dropoute, seed=args.seed,
-        log_interval=args.log_interval, alpha=args.alpha, beta=args.beta, wdecay=args.wdecay,
-        gpu=args.gpu if args.cuda else -1, unrolled=args.unrolled, arch_wdecay=args.arch_wdecay,
-        arch_lr=args.arch_lr, progress=args.progress,
-        max_batches=1 if "debug" in args.save else None,
-        perturb_alpha=args.perturb_alpha, epsilon_alpha=args.epsilon_alpha,
-        extra={"flags": {k: v for k, v in vars(args).items() if k != "resume"}})
+    # --data names the corpus here (what the run computes), so a resumed run keeps its own
+    save_dir, saved = resolve_run(args, typed, pattern=_resume_pattern(args),
+                                  new_dir=lambda: run_dir(args),
+                                  free=FREE_ON_RESUME - {"data"})
+    from shared.search.rnn_search import RNNSearchConfig, run_rnn_search
+
+    cfg = config_from_args(RNNSearchConfig, args, gpu=args.gpu if args.cuda else -1,
+                           max_batches=1 if "debug" in args.save else None)
     print(f"experiment folder: {save_dir}")
-    genotype = run_rnn_search(cfg, save_dir, resume=resumed is not None)
+    genotype = run_rnn_search(cfg, save_dir, resume=saved is not None)
     print(f"genotype = {genotype}")
 
 

@@ -1,0 +1,148 @@
+"""``run_evaluation``: train a genotype from scratch in a run folder, or continue it; data,
+network, trainer, logs, TensorBoard and ``history.json`` composed once for every door."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from shared import distributed as dist_utils
+from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
+from shared.distributed import DistContext
+from shared.errors import UserError
+from shared.evaluation.config import CHECKPOINT, WEIGHTS, EvalConfig, validate_config
+from shared.evaluation.trainer import (EpochStats, EvalTrainer, load_datasets, make_loaders,
+                                       make_scheduler)
+from shared.genotypes import Genotype, save_genotype
+from shared.logs import close_logger, setup_logger, tensorboard_writer
+from shared.models.cnn import build_final_network, count_parameters
+from shared.runtime import Precision, seed_everything, seeded_generator
+
+
+def _tensorboard_hook(writer) -> Callable[[EvalTrainer, EpochStats], None]:
+    def hook(trainer: EvalTrainer, s: EpochStats) -> None:
+        writer.add_scalar("Acc/train", s.train_acc, s.epoch)
+        writer.add_scalar("Obj/train", s.train_loss, s.epoch)
+        writer.add_scalar("Acc/valid", s.valid_acc, s.epoch)
+        writer.add_scalar("Acc/valid_top5", s.valid_top5, s.epoch)
+        writer.add_scalar("Obj/valid", s.valid_loss, s.epoch)
+        writer.add_scalar("lr", s.lr, s.epoch)
+        writer.add_scalar("drop_path_prob", trainer.net.drop_path_prob, s.epoch)
+        writer.flush()
+    return hook
+
+
+def _history_hook(save_dir: str) -> Callable[[EvalTrainer, EpochStats], None]:
+    def hook(trainer: EvalTrainer, s: EpochStats) -> None:
+        write_json(os.path.join(save_dir, "history.json"), trainer.history)
+    return hook
+
+
+def _check_world(cfg: EvalConfig, ctx: DistContext) -> None:
+    if cfg.batch_size % ctx.world_size:
+        raise UserError(f"--batch_size {cfg.batch_size} is the global batch and must divide by "
+                        f"the {ctx.world_size} processes; pick a multiple of {ctx.world_size}")
+
+
+def _build_model(cfg: EvalConfig, genotype: Genotype, device: torch.device,
+                 precision: Precision, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+    net = build_final_network(genotype, cfg.dataset, cfg.init_channels, cfg.layers,
+                              cfg.auxiliary)
+    net = precision.prepare_model(net.to(device))
+    if not ctx.enabled:
+        return net, net
+    ids = [device.index] if device.type == "cuda" else None
+    # DDP broadcasts rank 0's initial weights, so all ranks start from the same network.
+    return net, nn.parallel.DistributedDataParallel(net, device_ids=ids)
+
+
+def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: torch.device,
+                  ctx: DistContext, logger: logging.Logger,
+                  datasets: tuple[Dataset, Dataset]) -> EvalTrainer:
+    precision = Precision(cfg.amp, cfg.channels_last)
+    generator = seeded_generator(cfg.seed)
+    train_queue, valid_queue, sampler = make_loaders(cfg, *datasets, ctx, generator, device)
+    net, model = _build_model(cfg, genotype, device, precision, ctx)
+    logger.info("param size = %fMB", count_parameters(net) / 1e6)
+    optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    # A scaler only for fp16 autocast (CUDA without bf16); bf16 and fp32 need none.
+    fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return EvalTrainer(
+        cfg=cfg, net=net, model=model, optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, cfg),
+        scaler=torch.amp.GradScaler(device.type, enabled=fp16),
+        train_queue=train_queue, valid_queue=valid_queue, sampler=sampler, device=device,
+        ctx=ctx, logger=logger, checkpoint_path=os.path.join(save_dir, CHECKPOINT),
+        generator=generator, precision=precision, genotype=genotype)
+
+
+def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
+                   resume: bool = False, resume_from: str | None = None,
+                   log_file: str = "log.txt",
+                   hooks: Sequence[Callable[[EvalTrainer, EpochStats], None]] = ()
+                   ) -> EpochStats | None:
+    """Train ``genotype`` from scratch in ``save_dir`` (or continue it with ``resume``).
+
+    ``resume_from`` continues from that checkpoint file instead of the run's rolling one (e.g. a
+    ``checkpoint_{N}.pth.tar``; later checkpoints are then rewritten). ``log_file`` names the
+    log in ``save_dir``; ``hooks`` run after each epoch on the main process, after the
+    TensorBoard and history hooks.
+    Returns the last epoch's statistics (None when a resumed run had nothing left to do).
+    Works as one process or under ``torchrun`` (DDP); only rank 0 writes files.
+    """
+    validate_config(cfg)
+    ctx, device = dist_utils.setup(cfg.gpu)
+    logger, writer = dist_utils.silent_logger(), None
+    try:
+        _check_world(cfg, ctx)
+        save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's timestamped name
+        # Seed per rank: same init (DDP copies rank 0's anyway), distinct augmentation streams.
+        seed_everything(cfg.seed + ctx.rank)
+        # Data first: a missing dataset fails before an empty run folder is made.
+        datasets = load_datasets(cfg)
+        if ctx.is_main:
+            logger = setup_logger(save_dir, log_file)
+        logger.info("experiment folder: %s", os.path.abspath(save_dir))
+        logger.info("device = %s, processes = %d", device, ctx.world_size)
+        logger.info("args = %s", asdict(cfg))
+        logger.info("genotype = %s", genotype)
+        trainer = _make_trainer(cfg, genotype, save_dir, device, ctx, logger, datasets)
+        if cfg.steps_per_epoch:
+            logger.info("steps_per_epoch = %d: every train/test loop stops after %d batch(es) "
+                        "(a debug run, not a result)", cfg.steps_per_epoch, cfg.steps_per_epoch)
+        if resume or resume_from:
+            path = resume_from or trainer.checkpoint_path
+            trainer.load_state_dict(load_checkpoint(path))
+            logger.info("resumed from %s at epoch %d", path, trainer.start_epoch)
+        if ctx.is_main:
+            save_genotype(genotype, os.path.join(save_dir, "genotype.json"), arch=cfg.arch)
+            writer = tensorboard_writer(save_dir, purge_step=trainer.start_epoch)
+            trainer.epoch_end_hooks = [_tensorboard_hook(writer), _history_hook(save_dir),
+                                       *hooks]
+        stats = trainer.run()
+        _finish(trainer, save_dir)
+        return stats
+    finally:
+        if writer is not None:
+            writer.close()
+        if ctx.is_main:
+            close_logger(logger)
+        dist_utils.cleanup()
+
+
+def _finish(trainer: EvalTrainer, save_dir: str) -> None:
+    if not trainer.ctx.is_main:
+        return
+    save_checkpoint(trainer.net.state_dict(), os.path.join(save_dir, WEIGHTS))
+    if trainer.history:
+        last = trainer.history[-1]
+        # The last epoch, as the papers report; no best-on-test selection.
+        trainer.logger.info("final (last epoch %d) valid_acc %f", last["epoch"],
+                            last["valid_acc"])
+    trainer.logger.info("weights: %s", os.path.abspath(os.path.join(save_dir, WEIGHTS)))

@@ -1,0 +1,269 @@
+"""The evaluation training loop (DARTS ``cnn/train.py``): epochs, its schedules and loaders,
+atomic checkpoints with every RNG, data parallelism through ``shared.distributed``."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm import tqdm
+
+from shared import data as D
+from shared import distributed as dist_utils
+from shared.checkpoint import save_checkpoint
+from shared.distributed import DistContext
+from shared.evaluation.config import KIND, NUMBERED_CHECKPOINT, EvalConfig
+from shared.genotypes import Genotype
+from shared.logs import AverageMeter, accuracy
+from shared.runtime import Precision, rng_state, set_rng_state, to_device
+
+@dataclass
+class EpochStats:
+    epoch: int
+    lr: float
+    train_acc: float
+    train_loss: float
+    valid_acc: float
+    valid_top5: float
+    valid_loss: float
+
+
+def linear_lr_factor(epoch: int, epochs: int, tail: int = 5) -> float:
+    """PC-DARTS' linear decay (used by SDARTS' ImageNet script): to ~0 at epochs - tail, then a
+    5x gentler slope for the last ``tail`` epochs so they are not all ~0. Runs of <= tail
+    epochs decay plainly, (epochs - epoch) / epochs."""
+    if epochs <= tail:
+        return (epochs - epoch) / epochs
+    if epochs - epoch > tail:
+        return (epochs - tail - epoch) / (epochs - tail)
+    return (epochs - epoch) / ((epochs - tail) * tail)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer,
+                   cfg: EvalConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.lr_scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(cfg.epochs),
+                                                          eta_min=0.0)
+    if cfg.lr_scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, cfg.decay_period, gamma=cfg.gamma)
+    epochs = cfg.epochs
+    return torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                             lambda e: linear_lr_factor(e, epochs))
+
+
+def _loader_kwargs(cfg: EvalConfig, device: torch.device) -> dict[str, Any]:
+    return {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda",
+            "persistent_workers": False}
+
+
+def make_loaders(cfg: EvalConfig, train: Dataset, valid: Dataset, ctx: DistContext,
+                 generator: torch.Generator, device: torch.device
+                 ) -> tuple[DataLoader, DataLoader, DistributedSampler | None]:
+    """Shuffled train loader and in-order test loader; each rank gets 1/world of both.
+
+    The generator drives the shuffle and the worker seeds, and is checkpointed, so a
+    resumed run draws the same batches. Under DDP the sampler's order is a function of
+    (seed, epoch) instead. The test split is sharded without padding (rank r takes items
+    r, r+world, ...) so the summed counts are exactly the test set.
+    """
+    per_rank = cfg.batch_size // ctx.world_size
+    common = _loader_kwargs(cfg, device)
+    sampler = None
+    if ctx.enabled:
+        sampler = DistributedSampler(train, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+        train_queue = DataLoader(train, per_rank, sampler=sampler, generator=generator, **common)
+        valid = Subset(valid, range(ctx.rank, len(valid), ctx.world_size))
+    else:
+        train_queue = DataLoader(train, per_rank, shuffle=True, generator=generator, **common)
+    valid_queue = DataLoader(valid, per_rank, shuffle=False, **common)
+    return train_queue, valid_queue, sampler
+
+
+def load_datasets(cfg: EvalConfig) -> tuple[Dataset, Dataset]:
+    train = D.get_dataset(cfg.dataset, cfg.data, train=True, transform=D.train_transform(
+        cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob))
+    valid = D.get_dataset(cfg.dataset, cfg.data, train=False,
+                          transform=D.eval_transform(cfg.dataset))
+    return train, valid
+
+
+
+@dataclass
+class EvalTrainer:
+    cfg: EvalConfig
+    net: nn.Module            # the network itself: saved, evaluated, drop_path_prob set on it
+    model: nn.Module          # what the training forward runs: net, or DDP(net)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_queue: Iterable
+    valid_queue: Iterable
+    sampler: DistributedSampler | None
+    device: torch.device
+    ctx: DistContext
+    logger: logging.Logger
+    checkpoint_path: str
+    generator: torch.Generator
+    precision: Precision = field(default_factory=Precision)
+    genotype: Genotype | None = None
+    epoch_end_hooks: list[Callable[["EvalTrainer", EpochStats], None]] = field(
+        default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+    def __post_init__(self) -> None:
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smooth)
+        self.criterion_eval = nn.CrossEntropyLoss()  # DARTS: smoothing only in training
+
+    # one epoch ---------------------------------------------------------------------------
+    def _apply_warmup(self, epoch: int) -> float:
+        """The lr epoch ``epoch`` trains with; warm-up scales the scheduled lr for this epoch
+        only (restored before ``scheduler.step()`` so the schedule itself is untouched)."""
+        lr = self.scheduler.get_last_lr()[0]
+        if epoch < self.cfg.warmup_epochs:
+            factor = (epoch + 1) / self.cfg.warmup_epochs
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                group["lr"] = base * factor
+            lr *= factor
+        return lr
+
+    def _end_warmup(self) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = base
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.precision.autocast(self.device):
+            logits, logits_aux = self.model(x)
+            loss = self.criterion(logits, y)
+            if self.cfg.auxiliary:
+                loss = loss + self.cfg.auxiliary_weight * self.criterion(logits_aux, y)
+        return loss, logits
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        cfg = self.cfg
+        self.net.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.model.train()
+        objs, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+        bar = tqdm(self.train_queue, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
+                   disable=not (cfg.progress and self.ctx.is_main))
+        for step, batch in enumerate(bar):
+            x, y = to_device(batch, self.device, self.precision)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, logits = self._loss(x, y)
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+            prec1, prec5 = accuracy(logits.detach().float(), y, topk=(1, 5))
+            n = x.size(0)
+            objs.update(loss.item(), n)
+            top1.update(prec1, n)
+            top5.update(prec5, n)
+            if step % cfg.report_freq == 0:
+                self.logger.info("train %03d %e %f %f", step, objs.avg, top1.avg, top5.avg)
+            bar.set_postfix(loss=f"{objs.avg:.3f}", acc=f"{top1.avg:.1f}")
+            if cfg.steps_per_epoch and step + 1 >= cfg.steps_per_epoch:
+                break
+        loss_sum, acc_sum, n = dist_utils.all_reduce_sum(
+            [objs.sum, top1.sum, top1.cnt], self.ctx, self.device)
+        return acc_sum / max(n, 1), loss_sum / max(n, 1)
+
+    @torch.no_grad()
+    def infer(self) -> tuple[float, float, float]:
+        """Top-1, top-5 and loss on the test split (each rank its shard, summed)."""
+        dist_utils.broadcast_buffers(self.net, self.ctx)
+        self.net.eval()
+        sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1*n, top5*n, n
+        with self.precision.autocast(self.device):
+            for step, batch in enumerate(self.valid_queue):
+                x, y = to_device(batch, self.device, self.precision)
+                logits, _ = self.net(x)
+                logits = logits.float()
+                prec1, prec5 = accuracy(logits, y, topk=(1, 5))
+                n = x.size(0)
+                for i, v in enumerate((self.criterion_eval(logits, y).item(), prec1, prec5, 1)):
+                    sums[i] += v * n
+                if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS
+                    self.logger.info("valid %03d %e %f %f", step, sums[0] / sums[3],
+                                     sums[1] / sums[3], sums[2] / sums[3])
+                if self.cfg.steps_per_epoch and step + 1 >= self.cfg.steps_per_epoch:
+                    break
+        loss, top1, top5, n = dist_utils.all_reduce_sum(sums, self.ctx, self.device)
+        n = max(n, 1)
+        return top1 / n, top5 / n, loss / n
+
+    # the whole run -------------------------------------------------------------------------
+    def run_epoch(self, epoch: int) -> EpochStats:
+        lr = self._apply_warmup(epoch)
+        self.logger.info("epoch %d lr %e", epoch, lr)
+        train_acc, train_loss = self.train_epoch(epoch)
+        self.logger.info("train_acc %f", train_acc)
+        valid_acc, valid_top5, valid_loss = self.infer()
+        if self.cfg.top5:
+            self.logger.info("valid_acc_top1 %f", valid_acc)
+            self.logger.info("valid_acc_top5 %f", valid_top5)
+        else:
+            self.logger.info("valid_acc %f", valid_acc)
+        self._end_warmup()
+        self.scheduler.step()
+        return EpochStats(epoch, lr, train_acc, train_loss, valid_acc, valid_top5, valid_loss)
+
+    def run(self) -> EpochStats | None:
+        stats = None
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            stats = self.run_epoch(epoch)
+            self.history.append(asdict(stats))
+            for hook in self.epoch_end_hooks:
+                hook(self, stats)
+            self.save(epoch + 1)
+        return stats
+
+    # checkpoints ---------------------------------------------------------------------------
+    def state_dict(self, next_epoch: int) -> dict[str, Any]:
+        # Every rank's RNG (cutout, crops, drop-path draw per rank), so a resumed DDP run
+        # continues each stream; single-process runs hold one entry.
+        rngs = dist_utils.all_gather_object(rng_state(self.generator), self.ctx)
+        return {
+            "kind": KIND,
+            "epoch": next_epoch,
+            "state_dict": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rngs,
+            "world_size": self.ctx.world_size,
+            "history": self.history,
+            "genotype": self.genotype.to_dict() if self.genotype else None,
+            "config": asdict(self.cfg),
+        }
+
+    def save(self, next_epoch: int) -> None:
+        state = self.state_dict(next_epoch)  # collective: every rank takes part
+        if self.ctx.is_main:
+            save_checkpoint(state, self.checkpoint_path)
+            if self.cfg.ckpt_interval and next_epoch % self.cfg.ckpt_interval == 0:
+                folder = os.path.dirname(self.checkpoint_path)
+                save_checkpoint(state, os.path.join(folder, NUMBERED_CHECKPOINT.format(next_epoch)))
+        dist_utils.barrier(self.ctx)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        rngs = state["rng"]
+        if int(state.get("world_size", 1)) != self.ctx.world_size:
+            self.logger.info("note: resumed with %d process(es), saved with %d: the run "
+                             "continues but not bit-identically", self.ctx.world_size,
+                             state.get("world_size", 1))
+        set_rng_state(rngs[min(self.ctx.rank, len(rngs) - 1)], self.generator)
+        self.history = list(state.get("history", []))
+        self.start_epoch = int(state["epoch"])
