@@ -14,5 +14,6 @@ RUN=$(realpath "$(sed -n 's/^experiment folder: //p' "$LOG" | head -1)")
 "$PY" train.py --dataset digits --arch "$RUN/genotype.json" --epochs 10 --layers 6 \
     --init_channels 8 --batch_size 64 --auxiliary --cutout --cutout_length 4 --gpu -1 --save demo
 echo
-echo "Search outputs (log.txt, genotype.json, alpha_trajectories.png, genotype_*.png, runs/): $RUN"
+echo "Search outputs in $RUN:"
+ls -p "$RUN" | sed 's/^/  /'  # every file the search wrote (runs/: TensorBoard events)
 echo "TensorBoard: $(dirname "$PY")/tensorboard --logdir $(realpath ../../experiments)"

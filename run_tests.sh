@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite on the CPU.
+# Set up (idempotent), lint, and run the whole test suite on the CPU.
+# Arguments go to pytest, e.g. ./run_tests.sh -m "not slow" (the quick inner loop: no door runs).
 set -euo pipefail
 cd "$(dirname "$0")"
 ./setup.sh
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest -q "$@"

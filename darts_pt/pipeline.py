@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from darts_pt.doors import Run, supernet_checkpoint
 from darts_pt.projection import ProjectionState
 from darts_pt.tuning import ProjectionConfig, tuning_loop
+from shared.logs import close_logger, setup_logger
 from shared.search.cnn_search import CNNSearch, CNNSearchConfig, build_cnn_search
 from shared.search.phase import Finish, run_phase
 
@@ -33,11 +34,24 @@ class ProjectionSpec:
     supernet_hooks: list[Callable] = field(default_factory=list)
 
 
-def run_pipeline(args: argparse.Namespace, run: Run, logger: logging.Logger,
-                 cfg: CNNSearchConfig, spec: Callable[[CNNSearch], ProjectionSpec]) -> Any:
-    """The command's phases; returns the final genotype (the projection's, with ``--dev proj``).
+def run_pipeline(args: argparse.Namespace, run: Run, cfg: CNNSearchConfig,
+                 spec: Callable[[CNNSearch], ProjectionSpec],
+                 notes: Sequence[tuple[Any, ...]] = ()) -> Any:
+    """The command's phases, logged to ``run.log_name`` in the supernet's folder (``notes``:
+    log lines of the door's to write first); returns the final genotype (the projection's,
+    with ``--dev proj``). ``spec(search)`` makes the space's ``ProjectionSpec`` once the search
+    is built."""
+    logger = setup_logger(run.save_dir, run.log_name)
+    try:
+        for note in notes:
+            logger.info(*note)
+        return _phases(args, run, logger, cfg, spec)
+    finally:
+        close_logger(logger)
 
-    ``spec(search)`` makes the space's ``ProjectionSpec`` once the search is built."""
+
+def _phases(args: argparse.Namespace, run: Run, logger: logging.Logger, cfg: CNNSearchConfig,
+            spec: Callable[[CNNSearch], ProjectionSpec]) -> Any:
     search = build_cnn_search(cfg, run.save_dir, logger, numbered_checkpoints=args.ckpt_interval,
                               max_batches=1 if args.fast else None)
     projection = spec(search)

@@ -7,7 +7,7 @@ validation half, and keeps the op whose removal hurts most (lowest accuracy, or 
 loss). The edge's row becomes one-hot, the supernet is tuned for ``proj_intv`` epochs, and
 the next edge follows. On the DARTS space a topology phase then keeps, per intermediate
 node, the two input edges whose removal hurts most (``project_edge``). Everything follows
-the released code (reference dartspt_lambda.md §3.2-3.6):
+the released code (darts-pt ``sota/cnn/projection.py`` and ``nasbench201/projection.py``):
 
 * evaluation runs with BN in training mode (batch statistics) and no gradient;
 * ties: ``project_op`` keeps the first op index, ``project_edge`` removes the later edge;
@@ -131,7 +131,8 @@ class ProjectionState:
 
 
 # -- the schedule --------------------------------------------------------------------------
-def projection_schedule(num_edges: int, num_nodes: int, proj_intv: int) -> tuple[int, dict[int, str]]:
+def projection_schedule(num_edges: int, num_nodes: int, proj_intv: int
+                        ) -> tuple[int, dict[int, str]]:
     """(tune_epochs, {epoch: 'op' | 'edge'}) of the released code.
 
     With topology selection (DARTS space): tune_epochs = proj_intv * (edges + nodes - 1) + 1,

@@ -1,4 +1,4 @@
-"""The projection phase of DARTS-PT: project, tune, repeat (reference dartspt_lambda.md §3.2-3.6).
+"""The projection phase of DARTS-PT: project, tune, repeat (darts-pt's ``pt_project``).
 
 It runs on the engine's :class:`~shared.search.loop.SearchLoop`, with the projection as an
 epoch-start hook and the decisions as extra checkpoint state, so a killed projection resumes
@@ -25,8 +25,14 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from darts_pt.projection import (ProjectionState, Weights, evaluate, project_edge, project_op,
-                                 projection_schedule)
+from darts_pt.projection import (
+    ProjectionState,
+    Weights,
+    evaluate,
+    project_edge,
+    project_op,
+    projection_schedule,
+)
 from shared.checkpoint import save_checkpoint
 from shared.search.context import EpochContext, StepContext
 from shared.search.loop import SearchLoop, format_rows

@@ -7,8 +7,8 @@ eigenvalue plot.
     python -m nasbench_analysis.eval_darts_one_shot_model_in_nasbench --run_dir runs/
 
 SmoothDARTS' script of this name has no CLI: it opens a hard-coded tfrecord at import and is
-called from the search loop (reference sdarts.md §2.10, §8 item 10). Here it is a door of its
-own, run after the searches, over their run folders (the search writes
+called from the search loop (SmoothDARTS ``optimizers/darts/train_search.py``). Here it is a
+door of its own, run after the searches, over their run folders (the search writes
 ``one_shot_architecture_<epoch>.json``, ``config.json`` and ``history.json``):
 
 * every architecture file's cell is recomputed from its ``arch`` (``arch_to_spec``) and must

@@ -38,6 +38,7 @@ import numpy as np
 
 from nasbench_analysis.nb101_spec import NB101Spec
 from shared.errors import UserError
+from shared.logs import quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -360,11 +361,12 @@ class _CorruptFile(Exception):
 
 def _tf_record_batches(path: Path) -> Iterator[Sequence[bytes]]:
     """The records' payloads in file order, in batches, read by TensorFlow 2 (CRC-checked)."""
-    try:  # torch first: importing it after TensorFlow crashes in this project's environment
+    try:  # torch and torchvision first: imported after TensorFlow they crash the process
         import torch  # noqa: F401
+        import torchvision  # noqa: F401
     except ImportError:
         pass
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no C++ info lines on the console
+    quiet_tensorflow()
     try:
         import tensorflow as tf
     except ImportError as exc:

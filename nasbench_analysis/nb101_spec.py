@@ -1,6 +1,6 @@
 """NAS-Bench-101 cells: pruning, the domain check and the graph hash, as Google's ``nasbench``
 computes them (``ModelSpec._prune``, ``api._check_spec``, ``graph_util.hash_module``), without
-importing that package (it needs TensorFlow 1; reference sdarts.md §4.4).
+importing that package (it needs TensorFlow 1).
 
 A cell is an upper-triangular 0/1 adjacency matrix over V <= 7 vertices plus one label per
 vertex: ``input``, then ops from ``AVAILABLE_OPS``, then ``output``. The benchmark stores every

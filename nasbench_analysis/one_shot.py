@@ -1,5 +1,5 @@
-"""One-shot architecture -> NAS-Bench-101 cell (nasbench-1shot1's ``eval_one_shot_model``;
-reference sdarts.md §4.3).
+"""One-shot architecture -> NAS-Bench-101 cell (nasbench-1shot1's ``eval_one_shot_model`` in
+``nasbench_analysis/eval_darts_one_shot_model_in_nasbench.py``).
 
 The space's own adjacency (every chosen edge) becomes an NB-101 ``ModelSpec``-like
 ``NB101Spec``; NB-101's pruning then keeps the ancestor sub-DAG of the output, which is the

@@ -1,13 +1,15 @@
-"""What an NB-1Shot1 search records after every epoch (SmoothDARTS optimizers/darts/train_search.py):
-the discretised one-shot architecture, and its NAS-Bench-101 numbers when the benchmark is given.
+"""What an NB-1Shot1 search records after every epoch (SmoothDARTS
+``optimizers/darts/train_search.py``): the discretised one-shot architecture, and its
+NAS-Bench-101 numbers when the benchmark is given.
 
 * ``one_shot_architecture_{e}.json``: the raw alphas, the discrete cell and its NB-101 matrix,
   ops and hash. The original pickled the alphas at the *start* of epoch e and queried them after
   training epoch e, so its curve lags one epoch; here file and numbers for epoch e are both
   those of the alphas *after* epoch e. JSON instead of pickle: loading needs no trust.
-* the NB-101 look-up (mean over the 3 repeats, reference sdarts.md §4.3), logged as the
-  original's ``TEST ERROR: ... | VALID ERROR: ... | RUNTIME: ... | PARAMS: ...`` line and stored
-  in the epoch's history entry under ``nasbench101`` (TensorBoard: ``nasbench101/*``).
+* the NB-101 look-up (mean over the 3 repeats, which nasbench-1shot1's ``NasbenchWrapper`` in
+  ``nasbench_analysis/utils.py`` returns), logged as the original's
+  ``TEST ERROR: ... | VALID ERROR: ... | RUNTIME: ... | PARAMS: ...`` line and stored in the
+  epoch's history entry under ``nasbench101`` (TensorBoard: ``nasbench101/*``).
 * ``epochs.jsonl``: one JSON line per finished epoch, rewritten from the history each time so a
   resumed run never repeats or loses a line.
 """

@@ -12,8 +12,12 @@ from typing import Any, Callable, Sequence
 
 from shared.cli.checks import check_flags
 from shared.cli.config import config_from_args
-from shared.cli.flags import (add_darts_search_flags, add_perturbation_flags, add_runtime_flags,
-                              settings_suffix)
+from shared.cli.flags import (
+    add_darts_search_flags,
+    add_perturbation_flags,
+    add_runtime_flags,
+    settings_suffix,
+)
 from shared.cli.parser import ArgumentParser, parse
 from shared.cli.resume import FREE_ON_RESUME, resolve_run
 from shared.errors import UserError

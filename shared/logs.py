@@ -35,11 +35,19 @@ def close_logger(logger: logging.Logger) -> None:
         h.close()
 
 
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up notices (CPU instructions, oneDNN) out of every run's output.
+
+    TensorBoard imports TensorFlow when it is installed (it is: the NB-101 reader), so every
+    run would print them. Call before TensorFlow is first imported. oneDNN's custom TensorFlow
+    ops are what the second notice announces; nothing here computes with TensorFlow."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def tensorboard_writer(save_dir: str, purge_step: int | None = None):
     """A SummaryWriter under ``save_dir/runs``; ``purge_step`` drops events a resumed run redoes."""
-    # TensorBoard imports TensorFlow when it is installed (it is: the NB-101 reader); keep
-    # TensorFlow's start-up notices about CPU instructions out of every run's output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(os.path.join(save_dir, "runs"), purge_step=purge_step)

@@ -1,10 +1,11 @@
 """A discrete NAS-Bench-1Shot1 cell: the op of every choice block and the parents of every node.
 
-This is what the one-shot model's alphas discretise to (reference sdarts.md §4.3,
-``eval_one_shot_model``): block b's op is the argmax of its row of ``alphas_mixed_op``; a node
-with a choice of inputs keeps its top-k input weights (k = the space's parent count of that
-node), the output keeps the top-k of ``alphas_output``; nodes without a choice keep all their
-candidate parents. ``nasbench_analysis.one_shot`` turns it into an NAS-Bench-101 cell.
+This is what the one-shot model's alphas discretise to (nasbench-1shot1's
+``eval_one_shot_model`` in ``nasbench_analysis/eval_darts_one_shot_model_in_nasbench.py``):
+block b's op is the argmax of its row of ``alphas_mixed_op``; a node with a choice of inputs
+keeps its top-k input weights (k = the space's parent count of that node), the output keeps the
+top-k of ``alphas_output``; nodes without a choice keep all their candidate parents.
+``nasbench_analysis.one_shot`` turns it into an NAS-Bench-101 cell.
 
 Ties: nasbench-1shot1 takes ``np.argpartition(..)[-k:]``, whose choice among equal weights is
 unspecified; here equal weights go to the lower node index (a stable sort), and equal op

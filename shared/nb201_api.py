@@ -1,9 +1,10 @@
 """NAS-Bench-201 lookups through the real ``nas_201_api`` package (``pip install nas-bench-201``).
 
 darts-pt calls ``api.query_by_arch(genotype)`` and slices numbers out of the printed string
-(reference §3.7). Here the numbers are read structurally: ``query_index_by_arch`` then
-``get_more_info(index, dataset, iepoch=None, hp='200', is_random=False)`` per data set, i.e. the
-200-epoch results averaged over the trained seeds, final epoch.
+(``query`` and ``distill`` in its ``nasbench201/train_search.py``). Here the numbers are read
+structurally: ``query_index_by_arch`` then ``get_more_info(index, dataset, iepoch=None,
+hp='200', is_random=False)`` per data set, i.e. the 200-epoch results averaged over the trained
+seeds, final epoch.
 
 What ``get_more_info`` returns (nas-bench-201 2.1, ``api_201.py``): 'train-accuracy' always;
 'cifar10-valid' adds 'valid-accuracy' (x-valid) and, when the file has it, 'test-accuracy'
@@ -22,12 +23,12 @@ Two things the installed package needs handled here (``query`` and ``NB201Benchm
   ``weights_only=True``, which refuses any pickled object that is not a tensor or plain
   container, and whose pure-Python unpickler is slow: on a nested dict of floats shaped like
   the benchmark's it took ~9x as long as the C unpickler here, which extrapolates to many
-  minutes for the 2 GB v1_0 file (not available here to time). So the file is loaded here. With ``allow_pickle`` (default) it is unpickled in
-  full (``weights_only=False``), as the original API and darts-pt did: it is the authors'
-  benchmark, and only a file you trust should be given. ``allow_pickle=False`` loads
-  weights-only and refuses files that need more. The loaded dict is handed to
-  ``NASBench201API`` in a wrapper that makes its ``copy.deepcopy`` a no-op, so the multi-GB
-  table is not held twice in memory.
+  minutes for the 2 GB v1_0 file (not available here to time). So the file is loaded here.
+  With ``allow_pickle`` (default) it is unpickled in full (``weights_only=False``), as the
+  original API and darts-pt did: it is the authors' benchmark, and only a file you trust
+  should be given. ``allow_pickle=False`` loads weights-only and refuses files that need
+  more. The loaded dict is handed to ``NASBench201API`` in a wrapper that makes its
+  ``copy.deepcopy`` a no-op, so the multi-GB table is not held twice in memory.
 """
 from __future__ import annotations
 
@@ -114,7 +115,8 @@ class NB201Benchmark:
             from nas_201_api import NASBench201API
         except ImportError as exc:
             raise UserError("querying NAS-Bench-201 needs the nas_201_api package: "
-                            "pip install nas-bench-201 (a dependency of this project: pip install -e .)") from exc
+                            "pip install nas-bench-201 (a dependency of this project: "
+                            "pip install -e .)") from exc
         data = _load(path, allow_pickle)
         try:
             api = NASBench201API(_SharedDict(data), verbose=False)

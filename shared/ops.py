@@ -87,7 +87,7 @@ class Zero(nn.Module):
 class NoiseOp(nn.Module):
     """RobustDARTS S4's 'noise' op: ignores x's values, returns fresh N(mean, std) noise.
 
-    Stays stochastic in eval mode, as in the original (reference sdarts.md §8.13).
+    Stays stochastic in eval mode, as in the original (RobustDARTS ``src/operations.py``).
     """
 
     def __init__(self, stride: int, mean: float = 0.0, std: float = 1.0) -> None:
@@ -101,7 +101,8 @@ class NoiseOp(nn.Module):
 
 
 class FactorizedReduce(nn.Module):
-    """ReLU, two offset 1x1 stride-2 convs concatenated, BN: halves H and W without losing pixels."""
+    """ReLU, two offset 1x1 stride-2 convs concatenated, BN: halves H and W without losing
+    pixels."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
         super().__init__()

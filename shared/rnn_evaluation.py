@@ -1,5 +1,5 @@
 """Train a recurrent cell from scratch and test it: DARTS ``rnn/train.py`` and ``rnn/test.py``
-(SDARTS' copies are the same; reference sdarts.md §2.7, §2.8, §4.5, §5.2).
+(SmoothDARTS' copies, ``sota/rnn/train.py`` and ``sota/rnn/test.py``, are the same).
 
 The protocol, as the original:
 * SGD (lr 20, weight decay 8e-7) on every weight, gradients clipped to 0.25, NLL + TAR
@@ -47,7 +47,7 @@ from shared.logs import AverageMeter, close_logger, setup_logger, tensorboard_wr
 from shared.models.rnn import RNNModel, repackage_hidden
 from shared.plots import plot_curves, plot_genotype
 from shared.rnn_genotype import RNNGenotype
-from shared.runtime import choose_device, rng_state, seed_everything, set_rng_state
+from shared.runtime import choose_device, cpu_threads, rng_state, seed_everything, set_rng_state
 
 CHECKPOINT = "checkpoint.pth.tar"  # the last finished epoch, for --resume
 BEST = "model.pt"                  # the best validation loss: test.py's input, the rollback point
@@ -410,6 +410,7 @@ def build_trainer(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str,
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
+    logger.info("cpu threads = %d", cpu_threads())
     logger.info("args = %s", asdict(cfg))
     logger.info("genotype = %s", genotype)
     corpus = corpus or open_corpus(cfg.data)
@@ -515,6 +516,7 @@ def run_rnn_test(model_path: str, data: str, bptt: int = 35, gpu: int = 0,
     ``sizes``: flag name -> value the user typed (emsize, nhid, nhidlast), checked against
     the model's."""
     device = choose_device(gpu)
+    cpu_threads()
     model, best = load_best_model(model_path, device)
     saved = {"emsize": best["model"]["ninp"], "nhid": best["model"]["nhid"],
              "nhidlast": best["model"]["nhidlast"]}

@@ -1,13 +1,14 @@
 """The DARTS recurrent cell as a genotype: one (activation, predecessor) pair per node and the
-nodes whose mean is the cell output (DARTS ``rnn/genotypes.py``; reference sdarts.md §4.5).
+nodes whose mean is the cell output (DARTS ``rnn/genotypes.py``).
 
 Node i (1-based) computes s_i = s_j + c * (f(h) - s_j) from its one predecessor s_j, j < i,
 where s_0 is the cell's initial state. The published cells (``published_rnn_genotypes.json``:
 DARTS_V1, DARTS_V2 = DARTS, ENAS, SDARTS' penn_random and penn_pgd) are looked up by name.
 
-``RNNGenotype.from_weights`` is DARTS' derivation (reference §3.6): for every node, the single
-predecessor with the largest non-``none`` probability, then its argmax non-``none`` op (ties:
-the first, as the strict ``>`` of the original); ``concat`` = all 8 nodes.
+``RNNGenotype.from_weights`` is DARTS' derivation (DARTS ``rnn/model_search.py``): for every
+node, the single predecessor with the largest non-``none`` probability, then its argmax
+non-``none`` op (ties: the first, as the strict ``>`` of the original); ``concat`` = all 8
+nodes.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ A DARTS-style cell space is two tables (normal and reduction cell) listing, for 
 the 14 edges in DARTS edge order, the candidate op names on that edge. One supernet class
 (`shared.models.search_cnn.Network`) reads any of them.
 
-Edge order (reference sdarts.md §4.1): node 0 takes inputs 0, 1 (edges 0-1); node 1 takes
+Edge order (DARTS ``cnn/model_search.py``): node 0 takes inputs 0, 1 (edges 0-1); node 1 takes
 0, 1, 2 (edges 2-4); node 2: edges 5-8; node 3: edges 9-13. Input 0 is c_{k-2}, input 1 is
 c_{k-1}, input 2+m is intermediate node m.
 """
@@ -41,7 +41,8 @@ class CellSpace:
     def __post_init__(self) -> None:
         for cell, rows in (("normal", self.normal), ("reduce", self.reduce)):
             if len(rows) != NUM_EDGES:
-                raise ValueError(f"space {self.name}: {cell} has {len(rows)} edges, not {NUM_EDGES}")
+                raise ValueError(f"space {self.name}: {cell} has {len(rows)} edges, "
+                                 f"not {NUM_EDGES}")
             if len({len(r) for r in rows}) != 1:
                 # alpha is one (edges x ops) tensor per cell type, so rows must be equally long.
                 raise ValueError(f"space {self.name}: {cell} edges have unequal op counts")
@@ -62,7 +63,7 @@ def _uniform(name: str, ops: tuple[str, ...], description: str) -> CellSpace:
     return CellSpace(name, rows, rows, description)
 
 
-# RobustDARTS S1: per-edge pairs (reference sdarts.md §4.2), in edge order.
+# RobustDARTS S1: per-edge pairs (RobustDARTS ``src/spaces.py``), in edge order.
 _S1_NORMAL = (
     ("skip_connect", "dil_conv_3x3"), ("skip_connect", "dil_conv_5x5"),
     ("skip_connect", "dil_conv_5x5"), ("skip_connect", "sep_conv_3x3"),
@@ -89,7 +90,7 @@ SPACES: dict[str, CellSpace] = {
     "s2": _uniform("s2", ("skip_connect", "sep_conv_3x3"), "RobustDARTS S2"),
     "s3": _uniform("s3", ("none", "skip_connect", "sep_conv_3x3"), "RobustDARTS S3"),
     "s4": _uniform("s4", ("noise", "sep_conv_3x3"), "RobustDARTS S4"),
-    # SmoothDARTS/DARTS-PT s5 comment out 'none' (reference sdarts.md §4.1, §8.7).
+    # SmoothDARTS/DARTS-PT s5 comment out 'none' (``sota/cnn/spaces.py`` in both repositories).
     "s5": _uniform("s5", DARTS_PRIMITIVES[1:], "DARTS space without 'none' (SDARTS s5)"),
     "darts": _uniform("darts", DARTS_PRIMITIVES, "original DARTS space, 8 ops with 'none'"),
 }
@@ -179,9 +180,10 @@ def get_nb201_space(name: str = "nas-bench-201") -> NB201Space:
 
 
 # -- NAS-Bench-1Shot1 ---------------------------------------------------------------------------
-# Three sub-spaces of NAS-Bench-101 (reference sdarts.md §4.3): a cell input (node 0), choice
-# blocks 1..n (one op each) and the cell output (the last node). Each node takes a fixed NUMBER
-# of parents among the nodes before it; which parents, and each block's op, are searched. Every
+# Three sub-spaces of NAS-Bench-101 (NAS-Bench-1Shot1: Zela, Siems & Hutter, ICLR'20; code in
+# nasbench-1shot1 ``nasbench_analysis/search_spaces/``): a cell input (node 0), choice blocks
+# 1..n (one op each) and the cell output (the last node). Each node takes a fixed NUMBER of
+# parents among the nodes before it; which parents, and each block's op, are searched. Every
 # cell of these spaces is an NAS-Bench-101 cell (<= 7 vertices, <= 9 edges), so a search can be
 # scored by table look-up.
 

@@ -125,10 +125,12 @@ def no_open_figures():
 
 @pytest.fixture
 def no_graphviz(monkeypatch):
-    """Plots as on a machine without graphviz (the matplotlib fallback)."""
-    from shared import plots
+    """Plots as on a machine without graphviz (the matplotlib fallback). The cell modules look
+    ``_graphviz_available`` up in ``shared.plots.dot`` at call time, so that is where it is
+    patched."""
+    from shared.plots import dot
 
-    monkeypatch.setattr(plots, "_graphviz_available", lambda: False)
+    monkeypatch.setattr(dot, "_graphviz_available", lambda: False)
 
 
 def perturb(perturbation, model, weights, x, y, epoch: int = 0):

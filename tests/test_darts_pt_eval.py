@@ -22,6 +22,8 @@ from shared.errors import UserError
 from shared.evaluation.config import CHECKPOINT, WEIGHTS
 from shared.genotypes import published
 
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
+
 REPO = Path(__file__).resolve().parents[1]
 DOOR = REPO / "darts_pt" / "sota" / "cnn"
 SCRIPTS = REPO / "exp_scripts"

@@ -21,6 +21,8 @@ from shared.nb201_arch import NB201Arch
 from shared.spaces import get_nb201_space
 from tests.conftest import ROOT, door_env, wait_for_checkpoint_epoch
 
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
+
 DOOR_DIR = os.path.join(ROOT, "darts_pt", "nasbench201")
 TINY = ["--dataset", "digits", "--init_channels", "4", "--batch_size", "64", "--gpu", "-1",
         "--no_progress", "--epochs", "2"]

@@ -9,14 +9,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from darts_pt.projection import (ProjectionState, darts_nid2eids, evaluate, project_edge,
-                                 project_op, projected_genotype, projection_schedule)
+from darts_pt.projection import (
+    ProjectionState,
+    darts_nid2eids,
+    evaluate,
+    project_edge,
+    project_op,
+    projected_genotype,
+    projection_schedule,
+)
 from darts_pt.tuning import ProjectedPerturbation, ProjectionConfig, tuning_loop
-from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.errors import UserError
-from tests.conftest import perturb as apply_perturbation
 from shared.runtime import Precision
+from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.spaces import NUM_EDGES, get_space
+from tests.conftest import perturb as apply_perturbation
 
 LOG = logging.getLogger("test-projection")
 
@@ -197,3 +204,126 @@ def test_darts_proj_keeps_training_alpha_during_tuning(tmp_path) -> None:
     tune.run()
     assert not torch.equal(before[0], search.model.arch_parameters()[0])
     assert tune.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)  # lr / 10, constant
+
+
+# -- darts-pt's supernet skips candidates of weight exactly 0 -----------------------------------
+def _skipping_pair(space: str = "s5"):
+    """The same DARTS supernet twice, float64, one skipping candidates of weight 0."""
+    from shared.models.search_cnn import Network
+
+    torch.manual_seed(0)
+    plain = Network(4, 10, 3, get_space(space), fast=False).double()
+    skipping = Network(4, 10, 3, get_space(space), fast=False, skip_zero_weights=True).double()
+    skipping.load_state_dict(plain.state_dict())
+    return plain, skipping
+
+
+def _masked_weights(model, remove_edge: bool = True):
+    normal, reduce = (w.detach().clone() for w in model.mixing_weights())
+    normal[0, 3] = reduce[2, 0] = 0.0  # DARTS-PT's mask of one candidate ...
+    if remove_edge:
+        normal[5] = 0.0  # ... and an edge its topology step removed
+    return normal, reduce
+
+
+def _bn_stats(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+
+
+def test_released_mixed_op_skips_zero_weights_and_their_bn_statistics() -> None:
+    """darts-pt's MixedOp, ``sum(w * op(x) for w, op in zip(weights, ops) if w != 0)``, ported
+    here verbatim, against MixedOp(skip_zero=True): same output, same BN statistics."""
+    from shared.models.search_cnn import MixedOp
+
+    torch.manual_seed(0)
+    ours = MixedOp(4, 1, get_space("s5").ops(False)[0]).double()
+    released = MixedOp(4, 1, get_space("s5").ops(False)[0]).double()
+    released.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    w = torch.tensor([0.3, 0.0, 0.2, 0.0, 0.1, 0.4, 0.0], dtype=torch.float64)
+    got = ours(x, w, skip_zero=True)
+    want = sum(wi * op(x) for wi, op in zip(w, released._ops) if wi != 0)
+    assert torch.equal(got, want)
+    a, b = _bn_stats(ours), _bn_stats(released)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    untouched = MixedOp(4, 1, get_space("s5").ops(False)[0]).double()
+    for k, v in _bn_stats(untouched).items():  # op 1 (avg_pool's BN) never ran
+        if k.startswith("_ops.1."):
+            assert torch.equal(a[k], v), k
+
+
+def test_skipping_keeps_logits_and_decisions_but_not_the_masked_bn_statistics() -> None:
+    plain, skipping = _skipping_pair()
+    x, y = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
+    weights = _masked_weights(plain)
+    plain.train(), skipping.train()
+    before = _bn_stats(skipping)
+    assert torch.allclose(plain(x, weights), skipping(x, weights), rtol=0, atol=1e-12)
+    after_plain, after_skip = _bn_stats(plain), _bn_stats(skipping)
+    masked = [k for k in before if torch.equal(before[k], after_skip[k])]
+    assert masked and all(not torch.equal(before[k], after_plain[k]) for k in masked
+                          if "num_batches" not in k)
+    # the projection's scores, hence its decisions, do not depend on the skip
+    queue = [(x, y)]
+
+    def scores(model):
+        score = lambda w: evaluate(model, queue, w, torch.device("cpu"), Precision())  # noqa
+        state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
+        model.mixing_transform = state.apply
+        base = tuple(w.detach() for w in model.mixing_weights())
+        rng = torch.Generator().manual_seed(0)
+        return project_op(state, "normal", "loss", base, score, rng, LOG), state.proj_ops
+
+    assert scores(plain) == scores(skipping)
+
+
+def test_fast_path_skips_exactly_as_the_plain_path() -> None:
+    from shared.models.search_cnn import Network
+
+    plain, _ = _skipping_pair()
+    torch.manual_seed(0)
+    fast = Network(4, 10, 3, get_space("s5"), skip_zero_weights=True).double()
+    slow = Network(4, 10, 3, get_space("s5"), fast=False, skip_zero_weights=True).double()
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
+    weights = _masked_weights(fast)
+    leaves = [tuple(w.clone().requires_grad_() for w in weights) for _ in range(2)]
+    outs = [m(x, lv) for m, lv in ((fast, leaves[0]), (slow, leaves[1]))]
+    assert torch.allclose(outs[0], outs[1], rtol=0, atol=1e-12)
+    grads = [torch.autograd.grad(o.square().sum(), lv) for o, lv in zip(outs, leaves)]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert grads[0][0][0, 3] == 0 and grads[0][0][5].abs().sum() == 0  # skipped: no gradient
+    sa, sb = _bn_stats(fast), _bn_stats(slow)
+    assert all(torch.allclose(sa[k].double(), sb[k].double(), rtol=1e-10, atol=1e-12)
+               for k in sa)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_pgd_cannot_raise_a_weight_clamped_to_zero_when_skipped(skip: bool) -> None:
+    """darts-pt's SDARTS attack: an entry at exactly 0 gets no gradient, stays 0; a supernet
+    that runs every candidate lets the attack raise it again. (A row of zeros, a removed edge,
+    is not such an entry: the attack's simplex projection turns it one-hot, in the released
+    ``clip`` too.)"""
+    plain, skipping = _skipping_pair()
+    model = skipping if skip else plain
+    model.eval()
+    x, y = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
+    weights = _masked_weights(model, remove_edge=False)
+    zero = [w == 0 for w in weights]
+    adv, _, _ = LinfPGD(0.3, 10, ramp=False, steps=3, random_start=False).attack(
+        model, weights, x, y, eps=0.3)
+    stayed = all(torch.all(a[z] == 0) for a, z in zip(adv, zero))
+    assert stayed is skip
+
+
+def test_only_darts_pt_supernets_skip() -> None:
+    from darts_pt.sota.cnn import train_search as pt_door
+    from sdarts.search_flags import search_config
+    from sdarts.sota.cnn import train_search as sdarts_door
+
+    for method in ("darts", "blank", "sdarts", "darts-proj"):
+        args = pt_door.build_parser().parse_args(["--method", method])
+        assert pt_door.to_config(args).skip_zero_weights, method
+    args = sdarts_door.build_parser().parse_args([])
+    assert not search_config(args, "darts").skip_zero_weights  # SmoothDARTS runs every op

@@ -1,5 +1,5 @@
-"""DARTS-PT on the DARTS-style spaces through its door, as a user runs it:
-cd darts_pt/sota/cnn && python train_search.py --method darts ... then --method darts-proj --dev proj."""
+"""DARTS-PT on the DARTS-style spaces through its door, as a user runs it: cd darts_pt/sota/cnn
+&& python train_search.py --method darts ... then --method darts-proj --dev proj."""
 import json
 import os
 import shutil
@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, door_env, wait_for_checkpoint_epoch
+
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
 DOOR_DIR = os.path.join(ROOT, "darts_pt", "sota", "cnn")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "64",

@@ -62,7 +62,8 @@ def _fake_cifar(root: Path, n: int, hundred: bool = False) -> None:
     folder.mkdir(parents=True)
     label_key = "fine_labels" if hundred else "labels"
     classes = 100 if hundred else 10
-    files = ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    files = (["train", "test"] if hundred
+             else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
     for name in files:
         data = rng.randint(0, 256, size=(n, 3072)).astype(np.uint8)
         _dump(folder / name, {"data": data, label_key: rng.randint(0, classes, n).tolist()})
@@ -124,7 +125,8 @@ def test_digits_train_transform_is_tensor_based() -> None:
 # ---------------------------------------------------------------- CIFAR / SVHN
 
 
-@pytest.mark.parametrize("name,cls,hundred", [("cifar10", NoMd5CIFAR10, False), ("cifar100", NoMd5CIFAR100, True)])
+@pytest.mark.parametrize("name,cls,hundred", [("cifar10", NoMd5CIFAR10, False),
+                                              ("cifar100", NoMd5CIFAR100, True)])
 def test_cifar_real_loader_on_fake_files(tmp_path: Path, monkeypatch, name, cls, hundred) -> None:
     _no_network(monkeypatch)
     _fake_cifar(tmp_path, n=4, hundred=hundred)
@@ -219,7 +221,8 @@ def test_search_split_sizes() -> None:
 
 def test_random_batches_distinct_and_reproducible() -> None:
     indices = list(range(100, 130))
-    sampler = RandomBatches(indices, batch_size=8, num_batches=5, generator=torch.Generator().manual_seed(3))
+    sampler = RandomBatches(indices, batch_size=8, num_batches=5,
+                            generator=torch.Generator().manual_seed(3))
     batches = list(sampler)
     assert len(batches) == len(sampler) == 5
     for b in batches:
@@ -257,7 +260,8 @@ def test_search_loaders_reproducible_from_generators() -> None:
 
     def first_batches() -> list[torch.Tensor]:
         torch.manual_seed(7)  # transforms use the global RNG when num_workers == 0
-        qs = search_loaders(data, 0.5, 32, 0, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), False)
+        qs = search_loaders(data, 0.5, 32, 0, torch.Generator().manual_seed(0),
+                            torch.Generator().manual_seed(1), False)
         return [next(iter(q))[0] for q in qs[:2]]
 
     a, b = first_batches(), first_batches()

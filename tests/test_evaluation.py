@@ -30,6 +30,8 @@ from shared.evaluation.trainer import linear_lr_factor
 from shared.genotypes import load_genotype, save_genotype
 from shared.models.cnn import build_final_network
 
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
+
 REPO = Path(__file__).resolve().parents[1]
 DOORS = REPO / "sdarts" / "sota" / "cnn"
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "8", "--batch_size", "128",

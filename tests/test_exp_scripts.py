@@ -2,9 +2,10 @@
 
 * Dry runs (``EXP_DRY_RUN=1``) of all 13 from the repository root, from ``exp_scripts/`` and
   from elsewhere: the door, its folder and the exact flags, in the original's order, with the
-  original's defaults and the fixes (reference dartspt_lambda.md §2.5, §7); each proj script's
-  default ``--resume_expid`` is the folder its search script makes (computed by the door's own
-  naming function); bad arguments stop a script with exit 2 before anything runs.
+  original's defaults (darts-pt ``exp_scripts/*.sh``) and the fixes listed in
+  ``exp_scripts/README.md``; each proj script's default ``--resume_expid`` is the folder its
+  search script makes (computed by the door's own naming function); bad arguments stop a script
+  with exit 2 before anything runs.
 * End to end on the embedded digits, CPU, tiny: ``darts-sota.sh`` -> ``darts-proj-sota.sh`` ->
   ``eval.sh`` (a genotype.json found by the projection, trained); ``blank-sota.sh`` ->
   ``blank-proj-sota.sh`` (stopped after its first projection: the full 17-epoch projection is
@@ -255,6 +256,7 @@ def sota_darts(tmp_path_factory) -> dict[str, Path | str]:
             "eval": ev}
 
 
+@pytest.mark.slow
 def test_darts_sota_leaves_the_checkpoint_the_projection_loads(sota_darts) -> None:
     supernet = sota_darts["supernet"]
     assert (supernet / "checkpoint_1.pth.tar").is_file()
@@ -262,6 +264,7 @@ def test_darts_sota_leaves_the_checkpoint_the_projection_loads(sota_darts) -> No
     assert "'method': 'darts'" in log and "'save': 'darts-sota'" in log
 
 
+@pytest.mark.slow
 def test_darts_proj_sota_ends_with_a_genotype(sota_darts) -> None:
     from shared.genotypes import load_genotype
 
@@ -275,6 +278,7 @@ def test_darts_proj_sota_ends_with_a_genotype(sota_darts) -> None:
     assert log.count("project op") == 14 and "projection finished" in log
 
 
+@pytest.mark.slow
 def test_eval_trains_the_projected_genotype(sota_darts) -> None:
     run = sota_darts["exp"] / "sota" / "digits" / "eval" / (
         "eval-search-darts-sota-s2-2-proj-2-cutout-4-1.0-auxiliary-0.4")
@@ -283,6 +287,7 @@ def test_eval_trains_the_projected_genotype(sota_darts) -> None:
     assert "final (last epoch 0) valid_acc" in log
 
 
+@pytest.mark.slow
 def test_blank_sota_then_blank_proj_sota(tmp_path: Path) -> None:
     """The fixed blank-proj-sota.sh projects the folder blank-sota.sh made, with alpha fixed."""
     exp = tmp_path / "exp"
@@ -305,6 +310,7 @@ def test_blank_sota_then_blank_proj_sota(tmp_path: Path) -> None:
     assert torch.equal(first["alphas_normal"], last["state_dict"]["alphas_normal"])
 
 
+@pytest.mark.slow
 def test_darts_201_then_darts_proj_201(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     _ok(_bash("exp_scripts/darts-201.sh", *TINY, "--ckpt_interval", "1",

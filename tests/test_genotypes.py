@@ -6,10 +6,9 @@ import sys
 import pytest
 import torch
 
-from shared.models.cnn import build_final_network, count_parameters
-from shared.genotypes import (Genotype, load_genotype,
-                              published)
 from shared.errors import UserError
+from shared.genotypes import Genotype, load_genotype, published
+from shared.models.cnn import build_final_network, count_parameters
 from tests.conftest import ROOT
 
 REGISTRY = published()
@@ -114,6 +113,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_list_and_show():
     out = _cli("list")
     assert out.returncode == 0 and "darts_pt_s5_0" in out.stdout and "StacNAS_cifar10" in out.stdout
@@ -124,6 +124,7 @@ def test_cli_list_and_show():
     assert out.returncode == 0 and "params: 2465992" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_unknown_name():
     out = _cli("show", "NOPE")
     assert out.returncode == 2

@@ -133,10 +133,44 @@ def test_the_walker_sees_a_planted_cross_import(tmp_path) -> None:
 
 
 def test_every_module_imports() -> None:
-    """A name a module imports that no longer exists fails here, not in a user's run."""
-    import importlib
+    """A name a module imports that no longer exists fails here, not in a user's run. In a
+    fresh process, torch and torchvision first, as every door imports them (TensorFlow loaded
+    before them crashes the process in this environment)."""
+    import subprocess
+    import sys
 
-    for name in sorted(project_modules()):
-        if name.endswith("__main__"):
-            continue
-        importlib.import_module(name)
+    names = sorted(n for n in project_modules() if not n.endswith("__main__"))
+    code = ("import importlib, torch, torchvision\n"
+            f"for name in {names!r}:\n    importlib.import_module(name)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+DOORS = ["sdarts/sota/cnn/train_search.py", "sdarts/sota/cnn/train.py", "sdarts/sota/cnn/test.py",
+         "sdarts/sota/cnn/train_imagenet.py", "sdarts/optimizers/darts/train_search.py",
+         "sdarts/sota/rnn/train_search.py", "sdarts/sota/rnn/train.py", "sdarts/sota/rnn/test.py",
+         "darts_pt/sota/cnn/train_search.py", "darts_pt/sota/cnn/train.py",
+         "darts_pt/nasbench201/train_search.py"]
+
+
+def test_door_help_imports_no_engine() -> None:
+    """``--help`` (and a refused flag) answer before torch is imported: a fraction of a second
+    of CPU instead of seconds. Each door in its own folder, as a user runs it."""
+    import subprocess
+    import sys
+
+    probe = ("import runpy, sys\n"
+             "sys.argv = [sys.argv[1], '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in ('torch', 'numpy', 'tensorflow', 'matplotlib') "
+             "if m in sys.modules)\n"
+             "print('HEAVY', heavy)\n")
+    for door in DOORS:
+        folder, script = os.path.split(ROOT / door)
+        out = subprocess.run([sys.executable, "-c", probe, script], cwd=folder,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, (door, out.stderr[-2000:])
+        assert "usage:" in out.stdout and os.path.basename(door) in out.stdout.split("\n")[0]
+        assert "HEAVY []" in out.stdout, (door, out.stdout.splitlines()[-1])

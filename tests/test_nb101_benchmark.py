@@ -17,14 +17,26 @@ import pytest
 import torch  # noqa: F401  - before tensorflow, always (this environment crashes otherwise)
 
 import nasbench_analysis.nb101_benchmark as nbb
-from nasbench_analysis.nb101_benchmark import (FULL, ONLY108, NB101Benchmark, NotInBenchmark,
-                                               decode_metrics)
+from nasbench_analysis.nb101_benchmark import (
+    FULL,
+    ONLY108,
+    NB101Benchmark,
+    NotInBenchmark,
+    decode_metrics,
+)
 from nasbench_analysis.nb101_spec import CONV3X3, INPUT, MAXPOOL3X3, OUTPUT, NB101Spec
 from shared.errors import UserError
 from tests.conftest import ROOT, door_env
-from tests.nb101_fixture import (crc32c, encode_model_metrics, random_valid_specs,
-                                 record_for, toy_metrics, varint, write_toy_benchmark,
-                                 write_tfrecord)
+from tests.nb101_fixture import (
+    crc32c,
+    encode_model_metrics,
+    random_valid_specs,
+    record_for,
+    toy_metrics,
+    varint,
+    write_tfrecord,
+    write_toy_benchmark,
+)
 
 EPOCHS = (4, 108)
 CHAIN = NB101Spec.create([[0, 1, 0], [0, 0, 1], [0, 0, 0]], [INPUT, CONV3X3, OUTPUT])
@@ -315,6 +327,7 @@ def test_corrupt_file_with_another_name_lists_both_downloads(tmp_path: Path) -> 
 
 # ---- the CLI -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_prints_json_and_reports_bad_input(toy) -> None:
     path, specs = toy
     cmd = [sys.executable, "-m", "nasbench_analysis.query", "--dataset_file", str(path)]

@@ -1,6 +1,7 @@
 """NAS-Bench-101 cell pruning, validity and hashing (nasbench_analysis.nb101_spec) against an
 independent small implementation of Google's algorithm, written here from its description
-(reference sdarts.md §4.4): string-built tuples, a dict-of-sets graph, explicit rounds."""
+(google-research/nasbench ``nasbench/lib/model_spec.py``, ``nasbench/lib/graph_util.py``):
+string-built tuples, a dict-of-sets graph, explicit rounds."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,15 @@ import random
 import numpy as np
 import pytest
 
-from nasbench_analysis.nb101_spec import (AVAILABLE_OPS, CONV1X1, CONV3X3, INPUT, MAXPOOL3X3,
-                                          OUTPUT, NB101Spec)
+from nasbench_analysis.nb101_spec import (
+    AVAILABLE_OPS,
+    CONV1X1,
+    CONV3X3,
+    INPUT,
+    MAXPOOL3X3,
+    OUTPUT,
+    NB101Spec,
+)
 
 
 def reference_hash(matrix: list[list[int]], ops: list[str]) -> str:

@@ -1,5 +1,6 @@
 """NAS-Bench-1Shot1: the three spaces as data, the one-shot model, alpha -> NB-101 cell, and the
-Hessian eigenvalue (reference sdarts.md §3.7, §4.3)."""
+Hessian eigenvalue (nasbench-1shot1 ``nasbench_analysis/``, ``optimizers/darts/model_search.py``;
+SmoothDARTS ``optimizers/analyze.py``)."""
 from __future__ import annotations
 
 import itertools
@@ -10,12 +11,12 @@ import torch
 
 from nasbench_analysis.nb101_spec import CONV1X1, MAX_EDGES, MAX_VERTICES, NB101Spec
 from nasbench_analysis.one_shot import arch_to_spec, upscale_to_nasbench_format, weights_to_spec
-from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.errors import UserError
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.nb1shot1_arch import NB1Shot1Arch, top_k
 from shared.search.architect import Architect
 from shared.search.hessian import alpha_hessian, dominant_eigenvalue
+from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.spaces import NB1SHOT1_SPACES, get_nb1shot1_space
 from tests.conftest import perturb
 

@@ -155,6 +155,7 @@ def test_table_and_missing_count_are_printed(study, capsys):
     assert "test regret" in out and "eigenvalue" in out
 
 
+@pytest.mark.slow
 def test_script_form_runs_as_a_subprocess(study):
     out = study["tmp"] / "script_out"
     proc = subprocess.run(

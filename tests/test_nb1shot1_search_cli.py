@@ -12,6 +12,8 @@ import torch
 
 from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
 
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
+
 DOOR_DIR = os.path.join(ROOT, "sdarts", "optimizers", "darts")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
         "--gpu", "-1", "--no_progress"]
@@ -43,8 +45,8 @@ def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space):
     for h in history:
         assert h["hessian_eigenvalue"] > 0
         assert "nasbench101" not in h
-    from shared.nb1shot1_arch import NB1Shot1Arch
     from nasbench_analysis.one_shot import arch_to_spec
+    from shared.nb1shot1_arch import NB1Shot1Arch
     for epoch in (0, 1):
         record = json.load(open(os.path.join(run, f"one_shot_architecture_{epoch}.json")))
         arch = NB1Shot1Arch.from_dict(record["arch"])

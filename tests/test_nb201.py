@@ -5,12 +5,12 @@ Published parameter counts asserted below (NAS-Bench-201 "Params", in millions):
 * best CIFAR-10 cell |nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|
   nor_conv_3x3~1|nor_conv_3x3~2| (arch-index 9930): 1.289 (cifar10-valid, cifar10), 1.294
   (cifar100), 1.296 (ImageNet16-120), from the API printout logged in a public darts-pt style
-  genotypes.py (code index file id 35040809809).
+  genotypes.py (GitHub Jianf-l/hepnas, ``nasbench201/genotypes.py``).
 * min / max over all 15,625 cells: cifar10-valid 0.073306 / 1.531546, cifar100 0.079156 /
   1.537396, ImageNet16-120 0.080456 / 1.538696, from a public script over the
-  NAS-Bench-201-v1_1-096897 JSON (HPOBench data; code index file id 33895545711) and the same
-  bounds in an EvoXBench-based NB201 benchmark (file id 30245896565). The max is the all-conv3x3
-  cell; the min is any conv-free cell (all none / skip / pool: no parameters in the cells).
+  NAS-Bench-201-v1_1-096897 JSON (HPOBench data) and the same bounds in an EvoXBench-based NB201
+  benchmark. The max is the all-conv3x3 cell; the min is any conv-free cell (all none / skip /
+  pool: no parameters in the cells).
 """
 from __future__ import annotations
 
@@ -28,8 +28,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.data import DATASET_STATS, IMAGE_SIZE, NUM_CLASSES, eval_transform, get_dataset
-from shared.data import train_transform
+from shared.data import (
+    DATASET_STATS,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+    eval_transform,
+    get_dataset,
+    train_transform,
+)
 from shared.data.imagenet16 import IMAGENET16_URL, ImageNet16
 from shared.errors import UserError
 from shared.models.nb201 import NB201InferCell, TinyNetwork, count_parameters
@@ -37,8 +43,16 @@ from shared.models.search_nb201 import NB201SearchCell, TinyNetworkDarts
 from shared.nb201_arch import NUM_ARCHS, NB201Arch, index_space
 from shared.ops import OPS, NorConv, ResNetBasicblock, make_op
 from shared.search.architect import Architect
-from shared.spaces import (NB201_EDGES, NB201_MAX_NODES, NB201_OPS, NB201_SPACES, SPACES,
-                           NB201Space, get_nb201_space, nb201_edge_key)
+from shared.spaces import (
+    NB201_EDGES,
+    NB201_MAX_NODES,
+    NB201_OPS,
+    NB201_SPACES,
+    SPACES,
+    NB201Space,
+    get_nb201_space,
+    nb201_edge_key,
+)
 
 BEST_C10 = ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
             "+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")

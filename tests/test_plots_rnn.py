@@ -1,6 +1,7 @@
 """Tests for the DARTS recurrent cell's figures in shared.plots: ``plot_genotype`` /
 ``plot_rnn_cell`` on published cells (DARTS_V2, ENAS with 11 nodes and a concat subset,
-penn_pgd) and ``plot_alpha_trajectories`` on the 36 x 5 RNN alpha table. Every figure is a
+penn_pgd) and ``plot_alpha_trajectories`` on the 36 x 5 RNN alpha table (zoomed panels when
+the alphas barely moved). Every figure is a
 real, non-blank PNG and no figure stays open. Headless (Agg), CPU only, a few seconds."""
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import types
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from shared import plots
+from shared.plots import common, dot, graph, rnn_cell
 from shared.rnn_genotype import RNNGenotype, published_rnn
 from shared.spaces import RNN_PRIMITIVES, RNNSpace
 from tests.conftest import FakeDigraph
@@ -62,30 +65,30 @@ def test_plot_rnn_cell_returns_path(tmp_path):
 
 def test_rnn_edges_follow_the_genotype():
     enas = published_rnn()["ENAS"].genotype
-    edges = plots._rnn_edges(enas)
+    edges = rnn_cell._rnn_edges(enas)
     assert edges[:2] == [("x_{t}", "0", None), ("h_{t-1}", "0", None)]
     labelled = [e for e in edges if e[2] is not None]
     assert labelled == [(str(j), str(i), op) for i, (op, j) in enumerate(enas.recurrent, 1)]
     assert [u for u, v, _ in edges if v == "h_{t}"] == ["2", "5", "6", "9", "10", "11"]
-    pos = plots._rnn_layout(enas.steps)
+    pos = rnn_cell._rnn_layout(enas.steps)
     assert set(pos) == {"x_{t}", "h_{t-1}", "h_{t}", *map(str, range(12))}
 
 
 @pytest.mark.parametrize("name", CELLS)
 def test_rnn_curves_avoid_other_nodes(name):
     genotype = published_rnn()[name].genotype
-    pos = plots._rnn_layout(genotype.steps)
-    edges = plots._rnn_edges(genotype)
-    for (u, v, _), rad in zip(edges, plots._edge_rads(edges, pos)):
-        curve = (pos[u], plots._control(pos[u], pos[v], rad), pos[v])
+    pos = rnn_cell._rnn_layout(genotype.steps)
+    edges = rnn_cell._rnn_edges(genotype)
+    for (u, v, _), rad in zip(edges, graph._edge_rads(edges, pos)):
+        curve = (pos[u], graph._control(pos[u], pos[v], rad), pos[v])
         others = [p for n, p in pos.items() if n not in (u, v)]
-        assert plots._clearance(curve, others) > plots._NODE_RADIUS, (u, v)
+        assert graph._clearance(curve, others) > common._NODE_RADIUS, (u, v)
 
 
 def test_rnn_activation_colours_are_fixed():
     """The same activation has the same colour whatever the order ops first appear in."""
-    forward = plots._op_colors(RNN_PRIMITIVES)
-    backward = plots._op_colors(reversed(RNN_PRIMITIVES))
+    forward = common._op_colors(RNN_PRIMITIVES)
+    backward = common._op_colors(reversed(RNN_PRIMITIVES))
     assert forward == backward
     assert len(set(forward.values())) == len(RNN_PRIMITIVES)
 
@@ -93,7 +96,7 @@ def test_rnn_activation_colours_are_fixed():
 def test_plot_genotype_rnn_graphviz_path(tmp_path, monkeypatch):
     FakeDigraph.made = []
     monkeypatch.setitem(sys.modules, "graphviz", types.SimpleNamespace(Digraph=FakeDigraph))
-    monkeypatch.setattr(plots.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(dot.shutil, "which", lambda name: "/usr/bin/dot")
     prefix = str(tmp_path / "sub" / "enas")
     assert plots.plot_genotype(published_rnn()["ENAS"].genotype, prefix) == [
         f"{prefix}_recurrent.png"]
@@ -103,6 +106,16 @@ def test_plot_genotype_rnn_graphviz_path(tmp_path, monkeypatch):
     assert g.nodes == ["x_{t}", "h_{t-1}", *map(str, range(12)), "h_{t}"]
     assert ("8", "11", "relu") in g.edges and ("h_{t-1}", "0", None) in g.edges
     assert [u for u, v, _ in g.edges if v == "h_{t}"] == ["2", "5", "6", "9", "10", "11"]
+
+
+def test_no_graphviz_fixture_reaches_the_rnn_cell(tmp_path, monkeypatch, no_graphviz):
+    """With graphviz and `dot` both present, the fixture still gives the matplotlib figure."""
+    FakeDigraph.made = []
+    monkeypatch.setitem(sys.modules, "graphviz", types.SimpleNamespace(Digraph=FakeDigraph))
+    monkeypatch.setattr(dot.shutil, "which", lambda name: "/usr/bin/dot")
+    (path,) = plots.plot_genotype(published_rnn()["DARTS_V2"].genotype, str(tmp_path / "c"))
+    assert_png(path)
+    assert FakeDigraph.made == []
 
 
 # -- alpha trajectories --------------------------------------------------------------------------
@@ -133,6 +146,27 @@ def test_plot_alpha_trajectories_rnn_rejects_wrong_shape(tmp_path, alphas, got):
     with pytest.raises(ValueError, match=rf"epoch 1: .*one 36 x 5 table.*got {got}"):
         plots.plot_alpha_trajectories(history, RNNSpace(), str(tmp_path / "a.png"))
     assert not list(tmp_path.iterdir())
+
+
+def test_rnn_alpha_panels_zoom_when_alphas_barely_moved():
+    space = RNNSpace()
+    rng = np.random.default_rng(3)
+    history = [{"epoch": e, "alphas": [0.2 + rng.uniform(-0.002, 0.002, (36, 5))]}
+               for e in range(3)]
+    fig = rnn_cell.trajectories_figure(history, space)
+    try:
+        assert len(fig.axes) == 36
+        for ax in fig.axes:
+            lo, hi = ax.get_ylim()
+            assert hi - lo < 0.05 and lo < 0.198 and hi > 0.202
+            assert all(t.get_visible() for t in ax.get_yticklabels())
+    finally:
+        plt.close(fig)
+    fig = rnn_cell.trajectories_figure(random_history(3), space)  # large moves: 0..1
+    try:
+        assert all(ax.get_ylim() == pytest.approx((-0.02, 1.02)) for ax in fig.axes)
+    finally:
+        plt.close(fig)
 
 
 def test_plot_alpha_trajectories_rnn_empty(tmp_path):

@@ -1,5 +1,5 @@
 """The DARTS recurrent cell: published genotypes, the evaluation and the search model
-(reference sdarts.md §4.5)."""
+(DARTS ``rnn/genotypes.py``, ``rnn/model.py``, ``rnn/model_search.py``)."""
 from __future__ import annotations
 
 import json

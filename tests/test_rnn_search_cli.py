@@ -12,6 +12,8 @@ import torch
 
 from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
 
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
+
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "rnn")
 # 'debug' in --save: one training window per epoch, as the original's debug runs
 TINY = ["--data", "embedded", "--emsize", "8", "--nhid", "8", "--nhidlast", "8",

@@ -1,12 +1,12 @@
 """The RNN search's Architect and SDARTS' perturbations on the recurrent search model
-(reference sdarts.md §3.3, §3.5)."""
+(DARTS ``rnn/architect.py``; SmoothDARTS ``attacker/perturb.py``)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.models.search_rnn import RNNModelSearch
+from shared.search.perturbation import LinfPGD, RandomSmoothing
 from shared.search.rnn_architect import RNNArchitect
 from tests.conftest import perturb
 
@@ -54,6 +54,7 @@ def test_second_order_gradient_matches_the_exact_hypergradient() -> None:
     g = torch.autograd.grad(model._loss(h, x, y)[0], weights, create_graph=True)
     w_prime = [w - eta * (gi + wd * w) for w, gi in zip(weights, g)]
     from torch.func import functional_call
+
     from shared.search.rnn_architect import _LossOf
     params = {f"model.{n}": w for n, w in zip(names, w_prime)}
     params.update({f"model.{n}": b.clone() for n, b in model.named_buffers()})

@@ -75,7 +75,8 @@ def test_slices_of_the_batch_give_the_whole_batch_gradient(tmp_path):
         t = make_trainer(tmp_path / str(small), small_batch_size=small, dropout=0, dropouth=0,
                          dropoutx=0, dropouti=0, dropoute=0)
         steps = []
-        t.optimizer.step = lambda: steps.append([p.grad.clone() for p in t.model.parameters()])
+        t.optimizer.step = lambda t=t, steps=steps: steps.append(
+            [p.grad.clone() for p in t.model.parameters()])
         t.train_data = t.train_data[:60]
         t.train_epoch(1)
         grads.append(steps)

@@ -14,6 +14,8 @@ import torch
 
 from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
 
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
+
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "rnn")
 TINY = ["--data", "embedded", "--emsize", "8", "--nhid", "8", "--nhidlast", "8",
         "--batch_size", "64", "--bptt", "20", "--gpu", "-1", "--no_progress"]

@@ -1,4 +1,5 @@
-"""SDARTS CNN search through its door, as a user runs it: cd sdarts/sota/cnn && python train_search.py."""
+"""SDARTS CNN search through its door, as a user runs it:
+cd sdarts/sota/cnn && python train_search.py."""
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
+
+pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "sota", "cnn")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",

@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from shared.search.perturbation import LinfPGD, RandomSmoothing, clip_to_simplex, epsilon_at
+from shared.errors import UserError
 from shared.genotypes import genotype_from_alpha
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
+from shared.search.perturbation import LinfPGD, RandomSmoothing, clip_to_simplex, epsilon_at
 from shared.spaces import NUM_EDGES, SPACES, edge_inputs, get_space
-from shared.errors import UserError
 from tests.conftest import perturb
 
 

@@ -11,8 +11,9 @@ Methods: ``darts`` (first order; ``--unrolled`` second order), ``blank`` (alpha 
 updated: DARTS-PT fix-alpha), ``sdarts`` (``--perturb_alpha random|pgd_linf``), and the same
 with ``-proj``, which ``--dev proj`` needs: after the supernet epochs, the projection of
 ``darts_pt.projection`` picks one op per edge (NB201 has no topology selection: 'none' removes
-an edge), 6 projections ``--proj_intv`` tuning epochs apart (reference dartspt_lambda.md §2.2,
-§3.1-3.3, §3.5). ``--search_space`` is any NB201-shaped space of ``shared.spaces``.
+an edge), 6 projections ``--proj_intv`` tuning epochs apart (darts-pt
+``nasbench201/projection.py``). ``--search_space`` is any NB201-shaped space of
+``shared.spaces``.
 
 Every supernet epoch, and once after the projection, the cell (an ``NB201Arch``) is logged and,
 when the benchmark file ``--api_path`` exists, queried: the released code's lines
@@ -22,7 +23,7 @@ valid %f test %f`` plus ``cifar10-valid train %f valid %f``, in TensorBoard
 ``genotype.json``). Without the file the search runs and says once where to get it; ``--fast``
 skips the benchmark, as the original.
 
-Folders (reference §2.6): the supernet in ``../experiments/nasbench201/search-{save}-{seed}
+Folders (as in the released code): the supernet in ``../experiments/nasbench201/search-{save}-{seed}
 [-{dataset}][-{expid_tag}]`` with ``log.txt``, the rolling ``checkpoint.pth.tar`` and
 ``checkpoint_{N}.pth.tar`` every ``--ckpt_interval`` epochs; ``--resume_epoch N --resume_expid
 X`` works in ``../experiments/nasbench201/X`` and logs to ``log_resume-{N}_dev-{dev}_seed-{seed}
@@ -81,8 +82,8 @@ BENCHMARK_KEY = "nasbench201"  # history entry / TensorBoard prefix of the query
 def build_parser() -> ArgumentParser:
     p = ArgumentParser("train_search.py")
     add_pt_flags(p, data="../data", datasets=DATASETS, epochs=100, layers=None,
-                 expid_tag="none", proj_intv=5, fast_help="skip the benchmark API; one batch per loop (a quick "
-                                        "debugging run)")
+                 expid_tag="none", proj_intv=5,
+                 fast_help="skip the benchmark API; one batch per loop (a quick debugging run)")
     p.add_argument("--search_space", type=str, default="nas-bench-201",
                    choices=sorted(NB201_SPACES))
     p.add_argument("--ckpt_interval", type=int, default=20,
@@ -224,17 +225,11 @@ def main(argv: list[str] | None = None) -> None:
                   dev_resume=False)
     print(f"experiment folder: {run.proj_dir or run.save_dir}")
     from darts_pt.pipeline import run_pipeline
-    from shared.logs import close_logger, setup_logger
 
-    logger = setup_logger(run.save_dir, run.log_name)
-    try:
-        if args.cutout:
-            logger.info("cutout: length %d, prob %f (constant; the released ramp never took "
-                        "effect)", args.cutout_length, args.cutout_prob)
-        arch = run_pipeline(args, run, logger, to_config(args),
-                            lambda search: projection_spec(args, search))
-    finally:
-        close_logger(logger)
+    notes = [("cutout: length %d, prob %f (constant; the released ramp never took effect)",
+              args.cutout_length, args.cutout_prob)] if args.cutout else []
+    arch = run_pipeline(args, run, to_config(args), lambda search: projection_spec(args, search),
+                        notes)
     print(f"genotype = {arch}")
 
 

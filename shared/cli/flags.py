@@ -71,7 +71,8 @@ def add_darts_search_flags(p: argparse.ArgumentParser, *, datasets: Sequence[str
 
 
 def add_perturbation_flags(p: argparse.ArgumentParser) -> None:
-    """SDARTS' perturbation of softmax(alpha) in the weight step (``shared.search.perturbation``)."""
+    """SDARTS' perturbation of softmax(alpha) in the weight step
+    (``shared.search.perturbation``)."""
     p.add_argument("--perturb_alpha", type=str, default="none", choices=PERTURBATION_NAMES,
                    help="none, random (SDARTS-RS) or pgd_linf (SDARTS-ADV)")
     p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")

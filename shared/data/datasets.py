@@ -71,7 +71,8 @@ def get_dataset(
 
 
 def _missing_message(name: str, root: Path, train: bool, download: bool, exc: Exception) -> str:
-    tried = f"download failed ({type(exc).__name__}: {exc})" if download else f"download disabled ({exc})"
+    tried = (f"download failed ({type(exc).__name__}: {exc})" if download
+             else f"download disabled ({exc})")
     if name == "svhn":
         mat = "train_32x32.mat" if train else "test_32x32.mat"
         return (

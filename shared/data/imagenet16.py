@@ -12,7 +12,7 @@ so does this loader (``md5=None`` entries skip the sum, as tests do).
 Where the data sets live: darts-pt reads ``<data>/imagenet16`` (``--data ../data``), so
 ``--dataset imagenet16-120`` looks there.
 
-Splits darts-pt's ``nasbench201/train_search.py`` searches on (read in its code, reference §3.1):
+Splits darts-pt's ``nasbench201/train_search.py`` searches on (read in its code):
 for cifar10, cifar100 and imagenet16-120 alike it takes the TRAINING set (CIFAR: 50,000;
 ImageNet16-120: 151,700, asserted), splits its indices at floor(train_portion * N) with
 train_portion 0.5, unshuffled: the first half feeds the weight step (``train_queue``), the second

@@ -16,12 +16,17 @@ from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
 from shared.distributed import DistContext
 from shared.errors import UserError
 from shared.evaluation.config import CHECKPOINT, WEIGHTS, EvalConfig, validate_config
-from shared.evaluation.trainer import (EpochStats, EvalTrainer, load_datasets, make_loaders,
-                                       make_scheduler)
+from shared.evaluation.trainer import (
+    EpochStats,
+    EvalTrainer,
+    load_datasets,
+    make_loaders,
+    make_scheduler,
+)
 from shared.genotypes import Genotype, save_genotype
 from shared.logs import close_logger, setup_logger, tensorboard_writer
 from shared.models.cnn import build_final_network, count_parameters
-from shared.runtime import Precision, seed_everything, seeded_generator
+from shared.runtime import Precision, cpu_threads, seed_everything, seeded_generator
 
 
 def _tensorboard_hook(writer) -> Callable[[EvalTrainer, EpochStats], None]:
@@ -110,6 +115,7 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
             logger = setup_logger(save_dir, log_file)
         logger.info("experiment folder: %s", os.path.abspath(save_dir))
         logger.info("device = %s, processes = %d", device, ctx.world_size)
+        logger.info("cpu threads = %d", cpu_threads())
         logger.info("args = %s", asdict(cfg))
         logger.info("genotype = %s", genotype)
         trainer = _make_trainer(cfg, genotype, save_dir, device, ctx, logger, datasets)

@@ -18,7 +18,7 @@ from shared.evaluation.config import TestConfig
 from shared.genotypes import Genotype
 from shared.logs import DATE_FORMAT, LOG_FORMAT, AverageMeter, accuracy
 from shared.models.cnn import build_final_network, count_parameters
-from shared.runtime import choose_device, seed_everything, to_device
+from shared.runtime import choose_device, cpu_threads, seed_everything, to_device
 
 
 def _stdout_logger() -> logging.Logger:
@@ -96,6 +96,7 @@ def run_test(cfg: TestConfig, genotype: Genotype) -> tuple[float, float]:
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("gpu device = %s", device)
+    logger.info("cpu threads = %d", cpu_threads())
     logger.info("args = %s", asdict(cfg))
     weights, config = load_weights(cfg.model_path)
     # The auxiliary head is unused at test time; build it when the file has one so that

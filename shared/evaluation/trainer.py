@@ -21,6 +21,7 @@ from shared.genotypes import Genotype
 from shared.logs import AverageMeter, accuracy
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 
+
 @dataclass
 class EpochStats:
     epoch: int

@@ -18,7 +18,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Sequence
 
 from shared.errors import UserError
-from shared.spaces import CellSpace, STEPS
+from shared.spaces import STEPS, CellSpace
 
 if TYPE_CHECKING:  # tensors come in; no torch needed to read the registry
     import torch
@@ -38,8 +38,10 @@ class Genotype:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Genotype":
+        """A genotype from its JSON form, checked (``check``): a cell that would build a wrong
+        network or crash inside PyTorch is refused here, with what is wrong."""
         try:
-            return Genotype(
+            genotype = Genotype(
                 normal=tuple((str(op), int(j)) for op, j in d["normal"]),
                 normal_concat=tuple(int(i) for i in d["normal_concat"]),
                 reduce=tuple((str(op), int(j)) for op, j in d["reduce"]),
@@ -48,6 +50,35 @@ class Genotype:
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"not a CNN genotype (need normal, normal_concat, reduce, "
                             f"reduce_concat): {exc}") from None
+        genotype.check()
+        return genotype
+
+    def check(self) -> None:
+        """Each cell: two (op, input) pairs per node, every op a known candidate, every input an
+        earlier state (0 = c_{k-2}, 1 = c_{k-1}, 2 + m = node m before this one), and a
+        non-empty ``concat`` of distinct existing states. A negative input would otherwise
+        wrap around in Python and silently build another network."""
+        from shared.ops import OPS
+
+        for cell, pairs, concat in (("normal", self.normal, self.normal_concat),
+                                    ("reduce", self.reduce, self.reduce_concat)):
+            if not pairs or len(pairs) % 2:
+                raise UserError(f"genotype {cell} cell: {len(pairs)} (op, input) pairs; each "
+                                f"node takes two, so a cell needs an even number >= 2")
+            for p, (op, j) in enumerate(pairs):
+                node = p // 2
+                if op not in OPS:
+                    raise UserError(f"genotype {cell} cell: unknown operation {op!r} (node "
+                                    f"{node}); known: {', '.join(sorted(OPS))}")
+                if not 0 <= j < 2 + node:
+                    raise UserError(f"genotype {cell} cell: node {node} reads input {j}; it "
+                                    f"can read 0..{1 + node} (the two cell inputs and the "
+                                    f"nodes before it)")
+            states = 2 + len(pairs) // 2
+            if not concat or len(set(concat)) != len(concat) or \
+                    not all(0 <= i < states for i in concat):
+                raise UserError(f"genotype {cell}_concat {list(concat)}: needs distinct states "
+                                f"in 0..{states - 1}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"normal": [list(p) for p in self.normal], "normal_concat": list(self.normal_concat),
@@ -109,11 +140,16 @@ def load_genotype(name_or_path: str) -> Genotype:
             raise UserError(f"cannot read genotype file {name_or_path!r}: {exc}") from None
         if isinstance(data, dict) and "genotype" in data:  # search result files wrap it
             data = data["genotype"]
-        return Genotype.from_dict(data)
-    close = [n for n in reg if n.lower() == name_or_path.lower() or name_or_path.lower() in n.lower()]
+        try:
+            return Genotype.from_dict(data)
+        except UserError as exc:
+            raise UserError(f"genotype file {name_or_path!r}: {exc}") from None
+    low = name_or_path.lower()
+    close = [n for n in reg if n.lower() == low or low in n.lower()]
     hint = f" Did you mean: {', '.join(close[:5])}?" if close else ""
     raise UserError(f"unknown architecture {name_or_path!r}: not a registered genotype nor a "
-                    f"genotype .json file. `python -m shared.genotypes list` shows the names.{hint}")
+                    f"genotype .json file. `python -m shared.genotypes list` shows the "
+                    f"names.{hint}")
 
 
 def save_genotype(genotype: Genotype, path: str, **extra: Any) -> None:
@@ -127,9 +163,10 @@ def save_genotype(genotype: Genotype, path: str, **extra: Any) -> None:
 def _parse_cell(probs: torch.Tensor, ops: Sequence[Sequence[str]], steps: int) -> list[Pair]:
     """DARTS rule for one cell: per node keep the 2 strongest inputs, each with its best op.
 
-    Edge strength is the largest non-'none' probability (reference sdarts.md §3.6); the sort is
-    stable so ties keep the lower input index, and the first maximal op wins. Op names come
-    from the edge's own candidate list, so per-edge spaces (S1) parse correctly.
+    Edge strength is the largest non-'none' probability (DARTS ``cnn/model_search.py``,
+    ``genotype()``; Liu et al., ICLR'19, sec. 2.4); the sort is stable so ties keep the lower
+    input index, and the first maximal op wins. Op names come from the edge's own candidate
+    list, so per-edge spaces (S1) parse correctly.
     """
     probs = probs.detach().float().cpu()
     gene: list[Pair] = []

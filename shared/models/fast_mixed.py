@@ -15,7 +15,8 @@ agree to rounding, float64 to ~1e-14):
 * on CPU activations run channels-last (the input is converted once): oneDNN's depthwise
   kernels, above all the weight gradient, are several times faster in that layout (on CUDA
   they run NCHW, see ``DEVICE_FORMAT``);
-* 'none' (``w * 0``) is skipped: its output and its mixing-weight gradient are zero;
+* 'none' (``w * 0``) is skipped: its output and its mixing-weight gradient are zero (and with
+  ``Network.skip_zero_weights`` so is every candidate of weight exactly 0, as in the plain path);
 * work shared by every edge that reads the same cell state is done once per state, not
   once per edge and op: the ReLU in front of every conv op, the pooling, and (training) the
   batch-normalised pooling, whose batch statistics are the same for every edge; each edge's
@@ -314,10 +315,12 @@ def _add(acc: torch.Tensor | None, term) -> torch.Tensor:
 
 
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                 ctx: _Ctx | None = None) -> torch.Tensor:
+                 ctx: _Ctx | None = None, skip_zero: bool = False) -> torch.Tensor:
     """``SearchCell.forward``, fast. Node-major like the plain path, so random ops draw in
-    the same order."""
+    the same order. ``skip_zero``: candidates of weight exactly 0 do not run (one host read of
+    the cell's weights decides which)."""
     own = ctx is None
+    live = (weights != 0).tolist() if skip_zero else None
     ctx = ctx or _Ctx(torch.contiguous_format)
     stride = 2 if cell.reduction else 1
     states = [_State(_preprocess(ctx, cell.preprocess0, s0), stride),
@@ -327,9 +330,9 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
         acc, poly_terms = None, []
         for j, st in enumerate(states):
             mixed = cell._ops[offset + j]
-            for op, w in zip(mixed._ops, weights[offset + j].unbind(0)):
+            for k, (op, w) in enumerate(zip(mixed._ops, weights[offset + j].unbind(0))):
                 kind = _kind(op)
-                if kind == "none":
+                if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue
                 if kind == "skip":
                     term = ("mul", w, st.x)
@@ -372,7 +375,7 @@ def network_forward(net, x: torch.Tensor, cell_weights: Sequence[torch.Tensor]) 
     s0 = s1 = net.stem(x)
     try:
         for cell, w in zip(net.cells, cell_weights):
-            s0, s1 = s1, cell_forward(cell, s0, s1, w, ctx)
+            s0, s1 = s1, cell_forward(cell, s0, s1, w, ctx, net.skip_zero_weights)
     finally:
         ctx.flush()
     return net.classifier(net.global_pooling(s1).flatten(1))

@@ -1,5 +1,4 @@
-"""The DARTS recurrent language model built from a genotype (DARTS ``rnn/model.py``;
-reference sdarts.md §4.5).
+"""The DARTS recurrent language model built from a genotype (DARTS ``rnn/model.py``).
 
 Cell, per time step, with x_t the input and h the previous hidden state:
 [c0 | h0] = [x * m_x, h * m_h] W0, s0 = h + sigmoid(c0) * (tanh(h0) - h); then node i takes

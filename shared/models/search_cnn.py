@@ -16,7 +16,7 @@ from shared.genotypes import Genotype, genotype_from_alpha
 from shared.models import fast_mixed
 from shared.models.supernet import Supernet
 from shared.ops import FactorizedReduce, ReLUConvBN, make_op
-from shared.spaces import CellSpace, STEPS
+from shared.spaces import STEPS, CellSpace
 
 MixingWeights = tuple[torch.Tensor, torch.Tensor]  # (normal, reduce), each (edges, ops)
 
@@ -26,6 +26,7 @@ class MixedOp(nn.Module):
 
     def __init__(self, C: int, stride: int, op_names: Sequence[str]) -> None:
         super().__init__()
+        self.stride = stride
         self.op_names = tuple(op_names)
         ops = []
         for name in op_names:
@@ -35,8 +36,14 @@ class MixedOp(nn.Module):
             ops.append(op)
         self._ops = nn.ModuleList(ops)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self._ops))
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                skip_zero: bool = False) -> torch.Tensor:
+        """``skip_zero``: candidates whose weight is exactly 0 do not run (darts-pt's
+        ``MixedOp``: no output, no gradient, no BN statistics update)."""
+        terms = [w * op(x) for w, op in zip(weights, self._ops) if not (skip_zero and w == 0)]
+        if not terms:  # every candidate masked: the edge is removed
+            return torch.zeros_like(x[:, :, ::self.stride, ::self.stride])
+        return sum(terms)
 
 
 class SearchCell(nn.Module):
@@ -58,11 +65,13 @@ class SearchCell(nn.Module):
                 self._ops.append(MixedOp(C, stride, edge_ops[e]))
                 e += 1
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                skip_zero: bool = False) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
-            s = sum(self._ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            s = sum(self._ops[offset + j](h, weights[offset + j], skip_zero)
+                    for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
         return torch.cat(states[-self._multiplier:], dim=1)
@@ -78,16 +87,23 @@ class Network(Supernet):
     ``fast`` (default) evaluates the cells with ``shared.models.fast_mixed``: the same modules
     and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
     to rounding. ``fast=False`` runs ``SearchCell.forward``, the per-candidate reference.
+
+    ``skip_zero_weights``: a candidate whose mixing weight is exactly 0 is not run, as in
+    darts-pt's supernet (``sota/cnn/model_search.py``, ``if w != 0``): an op DARTS-PT masks or
+    projects away then updates no BN running statistics, and an SDARTS attack cannot move a
+    weight clamped to 0 (it gets no gradient). SmoothDARTS' supernet runs every candidate.
     """
 
     cell_types = ("normal", "reduce")
 
     def __init__(self, C: int, num_classes: int, layers: int, space: CellSpace,
                  steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
-                 in_channels: int = 3, fast: bool = True) -> None:
+                 in_channels: int = 3, fast: bool = True,
+                 skip_zero_weights: bool = False) -> None:
         super().__init__()
         self.space = space
         self.fast = fast
+        self.skip_zero_weights = skip_zero_weights
         self._C, self._num_classes, self._layers = C, num_classes, layers
         self._steps, self._multiplier = steps, multiplier
         C_curr = stem_multiplier * C
@@ -126,7 +142,7 @@ class Network(Supernet):
             return fast_mixed.network_forward(self, x, cell_weights)
         s0 = s1 = self.stem(x)
         for cell, w in zip(self.cells, cell_weights):
-            s0, s1 = s1, cell(s0, s1, w)
+            s0, s1 = s1, cell(s0, s1, w, self.skip_zero_weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self) -> Genotype:

@@ -1,5 +1,5 @@
 """The NAS-Bench-1Shot1 one-shot model (nasbench-1shot1 / SmoothDARTS
-``optimizers/darts/model_search.py``; reference sdarts.md §4.3).
+``optimizers/darts/model_search.py``).
 
 Stem ConvBnRelu(3x3), L = 9 cells in three stacks; before cells L//3 and 2L//3 the channels
 double and a ``MaxPool2d(2, 2, padding=1)`` halves the resolution (32 -> 17 -> 9, as released,

@@ -1,4 +1,4 @@
-"""The DARTS recurrent search model (DARTS ``rnn/model_search.py``; reference sdarts.md §4.5).
+"""The DARTS recurrent search model (DARTS ``rnn/model_search.py``).
 
 The search cell is the evaluation cell (``shared.models.rnn.DARTSCell``) with every node mixing
 ALL its predecessors and ALL activations: s_i = sum_j sum_{k != none} p[(i, j), k] *

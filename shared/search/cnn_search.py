@@ -23,12 +23,12 @@ from shared.logs import close_logger, setup_logger
 from shared.models.search_cnn import Network
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
-from shared.runtime import Precision, choose_device, seed_everything, seeded_generator
+from shared.runtime import Precision, choose_device, cpu_threads, seed_everything, seeded_generator
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
 from shared.search.architect import Architect
 from shared.search.loop import SearchLoop
-from shared.search.phase import run_phase
 from shared.search.perturbation import make_perturbation
+from shared.search.phase import run_phase
 from shared.spaces import get_nb1shot1_space, get_nb201_space, get_space
 
 CHECKPOINT = "checkpoint.pth.tar"
@@ -65,6 +65,7 @@ class CNNSearchConfig:
     debug: bool = False  # one step per epoch, as the original's 'debug' in --save
     progress: bool = True
     supernet: str = "darts"  # a key of SUPERNETS
+    skip_zero_weights: bool = False  # darts: candidates of weight exactly 0 not run (DARTS-PT)
     alpha_update: str = "bilevel"  # bilevel (first/second order) | fixed | one_level
     step_order: str = "alpha_first"  # alpha_first (DARTS) | weights_first (AutoDL)
     perturb_alpha: str = "none"  # SDARTS: none | random | pgd_linf (shared.search.perturbation)
@@ -84,9 +85,11 @@ class SupernetFamily:
 
 SUPERNETS: dict[str, SupernetFamily] = {
     "darts": SupernetFamily(get_space, lambda cfg, space, classes, in_channels: Network(
-        cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels)),
-    "nb201": SupernetFamily(get_nb201_space, lambda cfg, space, classes, in_channels: TinyNetworkDarts(
-        cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels)),
+        cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels,
+        skip_zero_weights=cfg.skip_zero_weights)),
+    "nb201": SupernetFamily(get_nb201_space, lambda cfg, space, classes, in_channels:
+                            TinyNetworkDarts(cfg.init_channels, classes, cfg.layers, space,
+                                             in_channels=in_channels)),
     "nb1shot1": SupernetFamily(get_nb1shot1_space, lambda cfg, space, classes, in_channels:
                          NB1Shot1Network(cfg.init_channels, classes, cfg.layers, space,
                                          in_channels=in_channels)),
@@ -145,6 +148,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
+    logger.info("cpu threads = %d", cpu_threads())
     logger.info("args = %s", asdict(cfg))
 
     train_data = D.get_dataset(cfg.dataset, cfg.data, train=True,

@@ -1,5 +1,5 @@
 """The Hessian of the validation loss with respect to all architecture parameters, and its
-dominant eigenvalue (SDARTS' ``optimizers/analyze.py``; reference sdarts.md §3.7).
+dominant eigenvalue (SmoothDARTS ``optimizers/analyze.py``).
 
 SDARTS monitors it after every NAS-Bench-1Shot1 epoch: a large dominant eigenvalue means a
 sharp validation loss in alpha, where discretising alpha costs accuracy (Zela et al.); SDARTS'

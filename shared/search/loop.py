@@ -163,7 +163,10 @@ class SearchLoop:
     def weight_step(self, ctx: StepContext) -> None:
         model = self.model
         one_level = ctx.update_alpha and self.alpha_update.one_level
-        self.optimizer.zero_grad(set_to_none=True)
+        # Zeroed, not dropped (the PyTorch 1.x zero_grad the released code ran on): a weight
+        # no forward reached (an op DARTS-PT skips at weight 0) still takes weight decay and
+        # momentum, as there; for every weight a forward reaches the two are the same.
+        self.optimizer.zero_grad(set_to_none=False)
         ctx.weights = self.mixing_weights_for_weight_step(ctx, one_level)
         model.train()
         if any(getattr(h, "needs_cell_grads", False) for h in self.weight_grad_hooks):

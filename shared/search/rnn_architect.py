@@ -1,5 +1,5 @@
 """The DARTS Architect for the recurrent search (DARTS ``rnn/architect.py``, identical in
-SmoothDARTS; reference sdarts.md §3.3).
+SmoothDARTS ``sota/rnn/architect.py``).
 
 The same bilevel step as the CNN Architect (``shared.search.architect``), with what a language
 model adds: every loss starts from a hidden state and returns the next one, and the alpha step

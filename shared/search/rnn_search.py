@@ -19,9 +19,9 @@ from shared.data.text import batchify, load_corpus
 from shared.logs import close_logger, setup_logger
 from shared.models.search_rnn import RNNModelSearch
 from shared.rnn_genotype import RNNGenotype
-from shared.runtime import choose_device, seed_everything, seeded_generator
-from shared.search.phase import run_phase
+from shared.runtime import choose_device, cpu_threads, seed_everything, seeded_generator
 from shared.search.perturbation import make_perturbation
+from shared.search.phase import run_phase
 from shared.search.rnn_architect import RNNArchitect
 from shared.search.rnn_loop import RNNSearchLoop
 from shared.spaces import RNNSpace
@@ -66,6 +66,7 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
+    logger.info("cpu threads = %d", cpu_threads())
     logger.info("args = %s", asdict(cfg))
     corpus = load_corpus(cfg.data, os.path.dirname(os.path.normpath(cfg.data)))
     train = batchify(corpus.train, cfg.batch_size, device)

@@ -47,10 +47,8 @@ from shared.cli.flags import add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, load_resumed, resolve_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.evaluation.cli import (arch_label, build_cifar_train_parser,  # noqa: E402
-                                   resolve_genotype)
-from shared.evaluation.config import (CHECKPOINT, KIND, KIND_WHAT,  # noqa: E402
-                                      NUMBERED_CHECKPOINT, EvalConfig)
+from shared.evaluation.cli import arch_label, build_cifar_train_parser, resolve_genotype  # noqa: E402
+from shared.evaluation.config import CHECKPOINT, KIND, KIND_WHAT, NUMBERED_CHECKPOINT, EvalConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 # Flags a resumed run may change, besides the engine's: where it runs, how it is named and

@@ -10,9 +10,9 @@ sota/cnn/train_search.py).
 Methods: ``darts`` (first order; ``--unrolled`` second order), ``blank`` (alpha never
 updated: DARTS-PT fix-alpha), ``sdarts`` (``--perturb_alpha random|pgd_linf``), and the same
 with ``-proj``, which ``--dev proj`` needs: after the supernet epochs, the projection of
-``darts_pt.projection`` selects the architecture (reference dartspt_lambda.md §2.3, §3).
+``darts_pt.projection`` selects the architecture (darts-pt ``sota/cnn/projection.py``).
 
-Folders (reference §2.6): the supernet in
+Folders (as in the released code): the supernet in
 ``../../experiments/sota/{dataset}/search-{save[-expid_tag]}-{space}-{seed}[-unrolled]
 [-weight_l2-{wd}][-alpha_l2-{awd}][-cutout-{len}-{prob}]`` with ``log.txt``, the rolling
 ``checkpoint.pth.tar`` and ``checkpoint_{N}.pth.tar`` every ``--ckpt_interval`` epochs; a
@@ -123,6 +123,11 @@ def folders(args) -> tuple[str, str | None, str]:
     return save_dir, None, "log.txt"
 
 
+def to_config(args):
+    """darts-pt's DARTS-space supernet skips candidates of weight exactly 0 (``MixedOp``)."""
+    return search_config(args, skip_zero_weights=True)
+
+
 def projection_spec(args, search):
     """The DARTS cell's projection: an op per edge of each cell type, then two inputs per node."""
     from darts_pt.pipeline import ProjectionSpec
@@ -153,14 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     run = resolve(args, typed, validate, folders)
     print(f"experiment folder: {run.proj_dir or run.save_dir}")
     from darts_pt.pipeline import run_pipeline
-    from shared.logs import close_logger, setup_logger
 
-    logger = setup_logger(run.save_dir, run.log_name)
-    try:
-        genotype = run_pipeline(args, run, logger, search_config(args),
-                                lambda search: projection_spec(args, search))
-    finally:
-        close_logger(logger)
+    genotype = run_pipeline(args, run, to_config(args),
+                            lambda search: projection_spec(args, search))
     print(f"genotype = {genotype}")
 
 

@@ -3,7 +3,7 @@ optimizers/darts/train_search.py).
 
     cd sdarts/optimizers/darts && python train_search.py --search_space 1 --perturb_alpha pgd_linf
 
-Flags and defaults are the original's (reference sdarts.md §2.1: 100 epochs, batch 96, C = 16,
+Flags and defaults are the original's (100 epochs, batch 96, C = 16,
 9 cells), plus ``--dataset digits`` (embedded data), ``--nasbench_file`` (the original's path
 was hard-coded), ``--resume [RUN_DIR]`` and the runtime switches. After every epoch the run
 folder gets the discretised architecture (``one_shot_architecture_{e}.json``), the dominant
@@ -27,8 +27,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.search_flags import (build_search_parser, parse_search,  # noqa: E402
-                                 run_name_suffix, search_config)
+from sdarts.search_flags import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import NB1SHOT1_SPACES  # noqa: E402

@@ -16,13 +16,18 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
+from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
-from shared.evaluation.cli import (build_cifar_train_parser, eval_run_dir,  # noqa: E402
-                                   eval_run_pattern, resolve_genotype)
+from shared.evaluation.cli import (  # noqa: E402
+    build_cifar_train_parser,
+    eval_run_dir,
+    eval_run_pattern,
+    resolve_genotype,
+)
 from shared.evaluation.config import KIND, KIND_WHAT, EvalConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
@@ -53,6 +58,7 @@ def to_config(args) -> EvalConfig:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, typed = parse(build_parser(), argv)
+    check_flags(args)
     pattern = eval_run_pattern(args.experiments, args.dataset, args.save, args.arch, args.seed)
     save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
                                   free=FREE, kind=KIND, what=KIND_WHAT)

@@ -15,6 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
+from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_gpu_flag, add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
@@ -79,6 +80,7 @@ def to_config(args) -> EvalConfig:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, typed = parse(build_parser(), argv)
+    check_flags(args)
     pattern = eval_run_pattern(args.experiments, "imagenet", args.save, args.arch, args.seed)
     save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
                                   free=FREE, kind=KIND, what=KIND_WHAT)

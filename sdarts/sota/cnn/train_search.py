@@ -14,8 +14,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.search_flags import (build_search_parser, parse_search,  # noqa: E402
-                                 run_name_suffix, search_config)
+from sdarts.search_flags import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 

@@ -10,8 +10,8 @@ from shared.cli.parser import ArgumentParser
 PROG = "PyTorch PennTreeBank/WikiText2 Language Model"
 
 
-def build_lm_parser(prog: str, *, emsize: int, epochs: int, batch_size: int, dropoute: float, seed: int,
-                    log_interval: int, wdecay: float, helps: dict[str, str],
+def build_lm_parser(prog: str, *, emsize: int, epochs: int, batch_size: int, dropoute: float,
+                    seed: int, log_interval: int, wdecay: float, helps: dict[str, str],
                     resume_default_run: str) -> ArgumentParser:
     """The original flags with a door's defaults; ``helps`` gives the door's meaning of
     ``--nonmono``, ``--small_batch_size``, ``--max_seq_len_delta`` and ``--single_gpu``."""

@@ -7,7 +7,7 @@ SmoothDARTS sota/rnn/train.py is the same).
     python train.py --data ../../data/wikitext-2 --dropouth 0.15 --emsize 700 --nhidlast 700 \
         --nhid 700 --wdecay 5e-7                                   # WikiText-2 (DARTS README)
 
-Flags and defaults are the original's (reference sdarts.md §2.7): emsize = nhid = nhidlast 850,
+Flags and defaults are the original's: emsize = nhid = nhidlast 850,
 SGD lr 20, clip 0.25, up to 8000 epochs, batch 64, bptt 35 (variable), dropouts
 0.75/0.25/0.75/0.2/0.1, seed 1267, NT-ASGD with nonmono 5, TAR 1e-3, wdecay 8e-7. The
 protocol is in ``shared/rnn_evaluation.py``. ``--arch`` is a registered RNN genotype
@@ -46,8 +46,8 @@ FREE = (FREE_ON_RESUME - {"data"}) | {"cuda", "log_interval", "save"}
 
 def build_parser() -> ArgumentParser:
     p = build_lm_parser(
-        "train.py", emsize=850, epochs=8000, batch_size=64, dropoute=0.1, seed=1267, log_interval=200,
-        wdecay=8e-7, resume_default_run="--save/--arch/--seed", helps={
+        "train.py", emsize=850, epochs=8000, batch_size=64, dropoute=0.1, seed=1267,
+        log_interval=200, wdecay=8e-7, resume_default_run="--save/--arch/--seed", helps={
             "nonmono": "non-monotone interval (NT-ASGD)",
             "small_batch_size": "the batch is processed in slices of this size whose "
                                 "gradients add up (less memory; -1: the whole batch)",

@@ -3,14 +3,15 @@ sota/rnn/train_search.py = DARTS rnn/train_search.py + ``--perturb_alpha``/``--e
 
     cd sdarts/sota/rnn && python train_search.py --perturb_alpha pgd_linf
 
-Flags and defaults are the original's (reference sdarts.md §2.4): emsize = nhid = nhidlast 300,
+Flags and defaults are the original's: emsize = nhid = nhidlast 300,
 SGD lr 20 (constant), clip 0.25, 50 epochs, batch 256, bptt 35, dropouts 0.75/0.25/0.75/0.2/0,
 TAR 1e-3, Adam 3e-3 for alpha, seed 3. ``--data embedded`` searches on the corpus built from
 Python's own documentation (no download). Additions: ``--resume [RUN_DIR]``,
 ``--experiments``, ``--no_progress``.
 
 Refused instead of silently ignored: ``--small_batch_size`` other than the batch size (the
-original corrupted alpha then, reference §8 item 11), ``--continue_train`` (use ``--resume``).
+original corrupted alpha then: its ``train()`` softmaxes alpha once per small batch but restores
+it once per batch), ``--continue_train`` (use ``--resume``).
 Kept so the original commands parse, unused by the original search as well: ``--nonmono``,
 ``--max_seq_len_delta``, ``--single_gpu``. ``--cuda`` keeps the original's inverted meaning
 (``store_false``): passing it runs on the CPU, as does ``--gpu -1``.
@@ -34,8 +35,8 @@ from shared.errors import UserError, cli_entry  # noqa: E402
 
 def build_parser() -> ArgumentParser:
     p = build_lm_parser(
-        "train_search.py", emsize=300, epochs=50, batch_size=256, dropoute=0, seed=3, log_interval=50, wdecay=5e-7,
-        resume_default_run="--save/--seed", helps={
+        "train_search.py", emsize=300, epochs=50, batch_size=256, dropoute=0, seed=3,
+        log_interval=50, wdecay=5e-7, resume_default_run="--save/--seed", helps={
             "nonmono": "unused in search (as the original)",
             "save": "experiment name ('debug' in it: one step per epoch)",
             "small_batch_size": "must equal the batch size (or -1)",
