@@ -163,10 +163,11 @@ class SearchLoop:
     def weight_step(self, ctx: StepContext) -> None:
         model = self.model
         one_level = ctx.update_alpha and self.alpha_update.one_level
-        # Zeroed, not dropped (the PyTorch 1.x zero_grad the released code ran on): a weight
-        # no forward reached (an op DARTS-PT skips at weight 0) still takes weight decay and
-        # momentum, as there; for every weight a forward reaches the two are the same.
-        self.optimizer.zero_grad(set_to_none=False)
+        # Dropped, not zeroed: a weight this step's forward does not reach (an op DARTS-PT skips
+        # at weight 0) is not stepped at all, as with darts-pt on PyTorch >= 2.0. Zeroed grads
+        # would make it take weight decay and momentum only in a process that had once given it
+        # a gradient, which a resumed run could not reproduce.
+        self.optimizer.zero_grad(set_to_none=True)
         ctx.weights = self.mixing_weights_for_weight_step(ctx, one_level)
         model.train()
         if any(getattr(h, "needs_cell_grads", False) for h in self.weight_grad_hooks):
