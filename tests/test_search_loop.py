@@ -235,6 +235,14 @@ def test_mixing_transform_reaches_alpha_step_weight_step_and_genotype(tmp_path) 
 
 
 # -- the alpha updates against hand-written steps --------------------------------------------
+def reference_optimizers(model):
+    """The loop's optimisers, as make_loop builds them: SGD on the weights, DARTS' Adam on
+    alpha."""
+    return (torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4),
+            torch.optim.Adam(model.arch_parameters(), lr=3e-2, betas=(0.5, 0.999),
+                             weight_decay=1e-3))
+
+
 def reference_weight_step(model, opt, x, y, weights, clip=5.0):
     opt.zero_grad(set_to_none=True)
     F.cross_entropy(model(x, weights), y).backward()
@@ -245,9 +253,7 @@ def reference_weight_step(model, opt, x, y, weights, clip=5.0):
 def test_bilevel_first_order_step_is_darts(tmp_path) -> None:
     loop = make_loop(tmp_path, max_batches=1)
     ref = copy.deepcopy(loop.model)
-    ref_opt = torch.optim.SGD(ref.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
-    ref_adam = torch.optim.Adam(ref.arch_parameters(), lr=3e-2, betas=(0.5, 0.999),
-                                weight_decay=1e-3)
+    ref_opt, ref_adam = reference_optimizers(ref)
     loop.train_epoch(0, 0.1)
     (x, y), (xv, yv) = TRAIN[0], VALID[0]
     ref_adam.zero_grad()
@@ -260,9 +266,7 @@ def test_bilevel_first_order_step_is_darts(tmp_path) -> None:
 def test_weights_first_order_steps_alpha_on_the_updated_weights(tmp_path) -> None:
     loop = make_loop(tmp_path, max_batches=1, step_order="weights_first")
     ref = copy.deepcopy(loop.model)
-    ref_opt = torch.optim.SGD(ref.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
-    ref_adam = torch.optim.Adam(ref.arch_parameters(), lr=3e-2, betas=(0.5, 0.999),
-                                weight_decay=1e-3)
+    ref_opt, ref_adam = reference_optimizers(ref)
     loop.train_epoch(0, 0.1)
     (x, y), (xv, yv) = TRAIN[0], VALID[0]
     reference_weight_step(ref, ref_opt, x, y, tuple(w.detach() for w in ref.mixing_weights()))
@@ -275,9 +279,7 @@ def test_weights_first_order_steps_alpha_on_the_updated_weights(tmp_path) -> Non
 def test_one_level_steps_both_from_one_training_backward(tmp_path) -> None:
     loop = make_loop(tmp_path, "one_level", max_batches=2, valid=False)
     ref = copy.deepcopy(loop.model)
-    ref_opt = torch.optim.SGD(ref.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
-    ref_adam = torch.optim.Adam(ref.arch_parameters(), lr=3e-2, betas=(0.5, 0.999),
-                                weight_decay=1e-3)
+    ref_opt, ref_adam = reference_optimizers(ref)
     forwards = []
     loop.weight_grad_hooks = [lambda ctx: forwards.append((ctx.x_val, ctx.model.forwards))]
     loop.train_epoch(0, 0.1)

@@ -2,8 +2,9 @@
 one fixed colour per op name across all figures, node colours and size, small-axes rc."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -33,6 +34,17 @@ def _prepare(path: str) -> str:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def closed_on_error(fig: Figure) -> Iterator[Figure]:
+    """Close ``fig`` when the drawing in the block raises: a failed figure stays neither open
+    nor half written."""
+    try:
+        yield fig
+    except BaseException:
+        plt.close(fig)
+        raise
 
 
 def _save(fig: Figure, path: str, tight: bool = True) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from shared.plots.common import _save
+from shared.plots.common import _save, closed_on_error
 
 
 def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -35,7 +35,7 @@ def plot_curves(history: list[dict], path: str,
     if not series:
         raise ValueError(f"plot_curves: none of {list(keys)} is in the history")
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    try:
+    with closed_on_error(fig):
         for i, (key, (epochs, values)) in enumerate(series.items()):
             color = f"C{i}"
             ax.plot(epochs, values, color=color, marker="o" if len(epochs) <= 50 else None,
@@ -52,7 +52,4 @@ def plot_curves(history: list[dict], path: str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save(fig, path)

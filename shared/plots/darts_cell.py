@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from shared.genotypes import Genotype
 from shared.plots import dot
-from shared.plots.common import _prepare, _save
+from shared.plots.common import _prepare, _save, closed_on_error
 from shared.plots.dispatch import register_cell, register_trajectories
 from shared.plots.edge_rows import AlphaTable, _plot_trajectories, _trajectories_figure
 from shared.plots.graph import _draw_graph, _figsize, _layout
@@ -70,12 +70,9 @@ def _draw_cell(ax: Axes, pairs: Sequence[tuple[str, int]], concat: Sequence[int]
 def _render_matplotlib(pairs: Sequence[tuple[str, int]], concat: Sequence[int], path: str,
                        title: str) -> str:
     fig, ax = plt.subplots(figsize=_figsize(_layout(len(pairs) // 2), 1.5, 1.8))
-    try:
+    with closed_on_error(fig):
         _draw_cell(ax, pairs, concat)
         ax.set_title(title, fontsize=12)
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save(fig, path)
 
 

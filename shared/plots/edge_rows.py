@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from shared.plots.common import _SMALL_AXES, _op_colors, _save
+from shared.plots.common import _SMALL_AXES, _op_colors, _save, closed_on_error
 from shared.plots.trajectory import YLim, _plot_edge, _set_ylim, _zoomed_ylim
 from shared.spaces import CellSpace, NB201Space
 
@@ -82,11 +82,8 @@ def _trajectories_figure(history: Sequence[dict[str, Any]], space: Space,
     with plt.rc_context(_SMALL_AXES):  # rc rather than per-axis calls: faster on 28 axes
         fig, axes = plt.subplots(len(tables), n_edges, figsize=(width, 0.4 + 2.5 * len(tables)),
                                  sharey=not zoomed, squeeze=False)
-        try:
+        with closed_on_error(fig):
             _draw_trajectories(fig, axes, history, space, tables, lims)
-        except BaseException:
-            plt.close(fig)
-            raise
     return fig
 
 

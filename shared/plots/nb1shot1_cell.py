@@ -21,6 +21,7 @@ from shared.plots.common import (
     _lighten,
     _op_colors,
     _save,
+    closed_on_error,
 )
 from shared.plots.dispatch import register_cell, register_trajectories
 from shared.plots.graph import _edge_rads, _figsize
@@ -72,7 +73,7 @@ def plot_nb1shot1_cell(arch: NB1Shot1Arch, path: str) -> str:
     colors = _op_colors(space.ops)
     fig, ax = plt.subplots(figsize=_figsize(pos, 1.6, 2.4))
     circles: dict[str, Circle] = {}
-    try:
+    with closed_on_error(fig):
         for name, (x, y) in pos.items():
             block = name not in ("in", "out")
             loose = block and int(name) not in used
@@ -111,9 +112,6 @@ def plot_nb1shot1_cell(arch: NB1Shot1Arch, path: str) -> str:
         if len(used) < space.steps:
             title += "\ndashed grey: loose ends, dropped from the NB-101 cell"
         ax.set_title(title, fontsize=10)
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save(fig, path)
 
 
@@ -226,11 +224,8 @@ def trajectories_figure(history: Sequence[dict[str, Any]], space: NB1Shot1Space)
     with plt.rc_context(_SMALL_AXES):
         fig, axes = plt.subplots(2, cols, figsize=(2.0 * cols + 2.1, 5.6), sharey=not zoomed,
                                  squeeze=False)
-        try:
+        with closed_on_error(fig):
             _draw_nb1shot1_trajectories(fig, axes, history, space, lims)
-        except BaseException:
-            plt.close(fig)
-            raise
     return fig
 
 

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from shared.nb201_arch import NB201Arch
-from shared.plots.common import Point, _save
+from shared.plots.common import Point, _save, closed_on_error
 from shared.plots.dispatch import register_cell, register_trajectories
 from shared.plots.edge_rows import AlphaTable, _plot_trajectories, _trajectories_figure
 from shared.plots.graph import _draw_graph
@@ -33,12 +33,9 @@ def plot_nb201_cell(arch: NB201Arch, path: str) -> str:
     edges = [(_nb201_node(frm), _nb201_node(to), None if op == "none" else op)
              for (to, frm), op in zip(NB201_EDGES, arch.ops)]
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
-    try:
+    with closed_on_error(fig):
         _draw_graph(ax, pos, edges)
         ax.set_title(f"NAS-Bench-201 cell\n{arch.tostr()}", fontsize=8)
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save(fig, path)
 
 

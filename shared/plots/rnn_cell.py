@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from shared.plots import dot
-from shared.plots.common import _SMALL_AXES, Point, _op_colors, _prepare, _save
+from shared.plots.common import _SMALL_AXES, Point, _op_colors, _prepare, _save, closed_on_error
 from shared.plots.dispatch import register_cell, register_trajectories
 from shared.plots.graph import _draw_graph, _figsize, _layout
 from shared.plots.trajectory import _plot_edge, _set_ylim, _zoomed_ylim
@@ -62,12 +62,9 @@ def plot_rnn_cell(genotype: RNNGenotype, path: str) -> str:
     value is their mean. Returns ``path``."""
     pos = _rnn_layout(genotype.steps)
     fig, ax = plt.subplots(figsize=_figsize(pos, 1.5, 1.8))
-    try:
+    with closed_on_error(fig):
         _draw_graph(ax, pos, _rnn_edges(genotype), kinds=_RNN_KINDS)
         ax.set_title(_rnn_title(genotype), fontsize=12)
-    except BaseException:
-        plt.close(fig)
-        raise
     return _save(fig, path)
 
 
@@ -142,7 +139,7 @@ def trajectories_figure(history: Sequence[dict[str, Any]], space: RNNSpace) -> F
     width, height = left + right + 1.55 * n, top + bottom + 1.25 * n
     with plt.rc_context(_SMALL_AXES):
         fig = plt.figure(figsize=(width, height))
-        try:
+        with closed_on_error(fig):
             grid = fig.add_gridspec(n, n, left=left / width, right=1 - right / width,
                                     top=1 - top / height, bottom=bottom / height,
                                     wspace=0.45 if zoomed else 0.12, hspace=0.45)
@@ -176,9 +173,6 @@ def trajectories_figure(history: Sequence[dict[str, Any]], space: RNNSpace) -> F
                      ha="right", va="top", fontsize=9)
             fig.suptitle(f"architecture weights per edge (space {space.name}, recurrent cell)",
                          fontsize=12, y=1 - 0.2 / height, va="top")
-        except BaseException:
-            plt.close(fig)
-            raise
     return fig
 
 

@@ -24,8 +24,9 @@ class StepContext:
 
     Filled in as the step goes: ``weights`` once the weight step chose its mixing weights
     (after any perturbation), ``cell_weights`` (one leaf per search cell; their ``.grad`` is
-    dL/dA_l after the backward) only when a hook asks for it, ``loss`` and ``logits`` after
-    the forward, ``alpha_loss`` after a bilevel alpha step.
+    dL/dA_l after the backward) and ``rng_state`` only when a weight-gradient hook asks for
+    them (``needs_cell_grads``, ``needs_rng_state``), ``loss`` and ``logits`` after the
+    forward.
     """
 
     loop: "SearchLoop"
