@@ -427,3 +427,23 @@ def test_the_recurrent_loop_reuses_the_step() -> None:
     for moment in ("step", "alpha_step", "weight_step", "mixing_weights_for_weight_step",
                    "train_epoch", "run"):
         assert getattr(RNNSearchLoop, moment) is getattr(SearchLoop, moment), moment
+
+
+def test_a_one_level_search_without_validation_split_runs_end_to_end(tmp_path) -> None:
+    """Composed from a config, as a door would: one-level alpha, every training image used
+    for training (train_portion 1), the outputs written without validation numbers."""
+    import json
+
+    from shared.search.cnn_search import CNNSearchConfig, run_cnn_search
+
+    cfg = CNNSearchConfig(dataset="digits", epochs=2, layers=3, init_channels=4, batch_size=128,
+                          gpu=-1, search_space="s3", progress=False, alpha_update="one_level",
+                          train_portion=1.0, debug=True)
+    run_cnn_search(cfg, str(tmp_path))
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["valid_acc"] for h in history] == [None, None]
+    assert history[0]["alphas"] != history[1]["alphas"]  # alpha moved, one-level
+    assert (tmp_path / "accuracy.png").is_file() and (tmp_path / "genotype.json").is_file()
+    with pytest.raises(Exception, match="unrolled"):
+        run_cnn_search(CNNSearchConfig(dataset="digits", gpu=-1, alpha_update="one_level",
+                                       unrolled=True, train_portion=1.0), str(tmp_path / "x"))

@@ -3,10 +3,11 @@
 The paper doors (``sdarts/sota/cnn/train_search.py``, DARTS-PT's two ``train_search.py``, later
 Lambda-DARTS) parse their flags into a ``CNNSearchConfig``, which also names the alpha update
 (bilevel, fixed or one-level) and SDARTS' perturbation, and hand in what their paper adds as
-hooks (a gradient hook, epoch hooks); the rest is here once. ``CNNSearchConfig.supernet`` picks the
-supernet and the table of spaces it reads (``SUPERNETS``): the DARTS-space ``Network``, the
-NAS-Bench-201 ``TinyNetworkDarts`` or the NAS-Bench-1Shot1 ``NB1Shot1Network``; everything
-else (data, optimisers, loop, checkpoints, TensorBoard, history, plots) is the same for all.
+hooks (a gradient hook, epoch hooks); the rest is here once. ``CNNSearchConfig.supernet``
+picks the supernet and the table of spaces it reads (``SUPERNETS``): the DARTS-space
+``Network``, the NAS-Bench-201 ``TinyNetworkDarts`` or the NAS-Bench-1Shot1
+``NB1Shot1Network``; everything else (data, optimisers, loop, checkpoints, TensorBoard,
+history, plots) is the same for all.
 """
 from __future__ import annotations
 
@@ -114,11 +115,10 @@ def make_alpha_update(cfg: CNNSearchConfig, model: torch.nn.Module) -> AlphaUpda
     raise UserError(f"alpha update {cfg.alpha_update!r}: one of {', '.join(ALPHA_UPDATES)}")
 
 
-
 @dataclass
 class CNNSearch:
     """Everything a CNN search run is made of, built once; methods compose phases from it
-    (DARTS-PT's projection reuses the model, queues and architect after the supernet phase)."""
+    (DARTS-PT's projection reuses the model, queues and alpha update of the supernet phase)."""
 
     cfg: CNNSearchConfig
     space: Any
@@ -160,7 +160,8 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         pin_memory=device.type == "cuda")
     if cfg.debug:
         train_queue = [next(iter(train_queue))]
-        valid_queue.batch_sampler.num_batches = 1
+        if valid_queue is not None:
+            valid_queue.batch_sampler.num_batches = 1
 
     precision = Precision(cfg.amp, cfg.channels_last)
     model = supernet.build(cfg, space, D.NUM_CLASSES[cfg.dataset], D.IN_CHANNELS[cfg.dataset])
