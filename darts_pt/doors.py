@@ -25,7 +25,7 @@ from typing import Any, Callable
 from shared.cli.checks import check_flags
 from shared.cli.config import config_from_args
 from shared.cli.flags import add_darts_search_flags, add_perturbation_flags
-from shared.cli.resume import CHECKPOINT, FREE_ON_RESUME, apply_resumed_config, saved_flags
+from shared.cli.resume import CHECKPOINT, FREE_ON_RESUME, load_resumed, saved_flags
 from shared.errors import UserError
 
 METHODS = ("darts", "blank", "sdarts", "darts-proj", "blank-proj", "sdarts-proj")
@@ -74,8 +74,7 @@ def resolve(args: argparse.Namespace, typed: set[str], validate: Callable, folde
     saved = None
     if args.resume is not None:
         if args.resume:  # a folder: its checkpoint says what it was
-            saved = load_checkpoint(os.path.join(args.resume, CHECKPOINT))
-            apply_resumed_config(args, saved_flags(saved), typed, free)
+            saved = load_resumed(args, typed, os.path.join(args.resume, CHECKPOINT), free=free)
         else:
             validate(args)
             save_dir, proj_dir, _ = folders(args)
