@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from shared.models.supernet import MixingWeights
+
 if TYPE_CHECKING:  # the loop imports this module
     from shared.search.loop import EpochResult, SearchLoop
 
-MixingWeights = tuple[torch.Tensor, ...]
 
 
 @dataclass
