@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from shared.cli.checks import check_flags
 from shared.cli.config import config_from_args
 from shared.cli.flags import add_darts_search_flags, add_perturbation_flags
-from shared.cli.resume import CHECKPOINT, FREE_ON_RESUME, load_resumed, saved_flags
+from shared.cli.resume import CHECKPOINT, FREE_ON_RESUME, check_door, load_resumed, saved_flags
 from shared.errors import UserError
 
 METHODS = ("darts", "blank", "sdarts", "darts-proj", "blank-proj", "sdarts-proj")
@@ -47,6 +46,8 @@ class Run:
     log_name: str
     saved: dict[str, Any] | None   # this run's own checkpoint (``--resume``)
     source: dict[str, Any] | None  # the checkpoint a new run starts from (supernet or proj)
+    restart: bool = False          # a 'debug' tag: a taken folder name gets a -2, -3 ... suffix
+    source_path: str = ""          # where ``source`` was read
 
 
 def supernet_checkpoint(save_dir: str, resume_epoch: int) -> str:
@@ -78,9 +79,11 @@ def resolve(args: argparse.Namespace, typed: set[str], validate: Callable, folde
         else:
             validate(args)
             save_dir, proj_dir, _ = folders(args)
-            saved = load_checkpoint(os.path.join(proj_dir or save_dir, CHECKPOINT))
+            path = os.path.join(proj_dir or save_dir, CHECKPOINT)
+            saved = load_checkpoint(path)
+            check_door(saved, path)
     validate(args)
-    source = None
+    source, source_path = None, ""
     if saved is None and args.resume_epoch != 0:
         save_dir, proj_dir, _ = folders(args)
         if dev_resume and args.dev_resume_epoch >= 0:
@@ -88,7 +91,8 @@ def resolve(args: argparse.Namespace, typed: set[str], validate: Callable, folde
                                 f"checkpoint_{args.dev_resume_epoch}.pth.tar")
         else:
             path = supernet_checkpoint(save_dir, args.resume_epoch)
-        source = load_checkpoint(path)
+        source, source_path = load_checkpoint(path), path
+        check_door(source, path)
         inherit_supernet_flags(args, saved_flags(source), typed, path)
         validate(args)
     save_dir, proj_dir, log_name = folders(args)
@@ -97,22 +101,30 @@ def resolve(args: argparse.Namespace, typed: set[str], validate: Callable, folde
             save_dir, proj_dir = os.path.dirname(os.path.abspath(args.resume)), args.resume
         else:
             save_dir = args.resume
+    restart = False
     if saved is None:
-        refuse_existing(proj_dir or save_dir, args)
-    return Run(save_dir, proj_dir, log_name, saved, source)
+        restart = debug_restart(args)
+        if os.path.exists(proj_dir or save_dir) and not restart:
+            raise UserError(taken(proj_dir or save_dir))
+    return Run(save_dir, proj_dir, log_name, saved, source, restart, source_path)
 
 
-def refuse_existing(run_dir: str, args: argparse.Namespace) -> None:
-    """Never overwrite a run silently, never prompt (the original asked with input()).
-    A 'debug' tag restarts it, as the original skipped its prompt there."""
-    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
-        return
+def debug_restart(args: argparse.Namespace) -> bool:
+    """A 'debug' tag starts the run again where the original skipped its overwrite prompt; here
+    in a new folder (``-2``, ``-3`` ...): an existing folder is never deleted."""
     tag = args.log_tag if args.dev == "proj" else args.expid_tag
-    if "debug" in (tag or ""):
-        shutil.rmtree(run_dir)
-        return
-    raise UserError(f"{run_dir} already holds a run: add --resume to continue it, or change "
-                    f"--save/--seed/--expid_tag (or --log_tag for a projection)")
+    return "debug" in (tag or "")
+
+
+def taken(run_dir: str) -> str:
+    """The refusal of a new run whose folder exists (never overwritten, never prompted for: the
+    original asked with input() whether to delete it)."""
+    what = ("already holds a run: add --resume to continue it"
+            if os.path.isfile(os.path.join(run_dir, CHECKPOINT)) else
+            "already exists but holds no checkpoint (a run stopped before its first epoch "
+            "ended?): remove it yourself")
+    return (f"{run_dir} {what}, or change --save/--seed/--expid_tag (or --log_tag for a "
+            "projection)")
 
 
 def add_pt_flags(p: argparse.ArgumentParser, *, data: str, datasets: tuple[str, ...],

@@ -9,13 +9,17 @@ answer, a ``Run``; each phase is ``shared.search.phase.run_phase`` in its own fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from darts_pt.doors import Run, supernet_checkpoint
+from darts_pt.doors import Run, taken
 from darts_pt.projection import ProjectionState
 from darts_pt.tuning import ProjectionConfig, tuning_loop
+from shared.cli.run_folder import claim_run, has_checkpoint, inside
+from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
 from shared.search.cnn_search import CNNSearch, CNNSearchConfig, build_cnn_search
 from shared.search.phase import Finish, run_phase
@@ -40,14 +44,36 @@ def run_pipeline(args: argparse.Namespace, run: Run, cfg: CNNSearchConfig,
     """The command's phases, logged to ``run.log_name`` in the supernet's folder (``notes``:
     log lines of the door's to write first); returns the final genotype (the projection's,
     with ``--dev proj``). ``spec(search)`` makes the space's ``ProjectionSpec`` once the search
-    is built."""
-    logger = setup_logger(run.save_dir, run.log_name)
-    try:
-        for note in notes:
-            logger.info(*note)
-        return _phases(args, run, logger, cfg, spec)
-    finally:
-        close_logger(logger)
+    is built.
+
+    The run's own folder (the projection's, else the supernet's) is claimed for the command
+    (``shared.cli.run_folder``): created new inside ``--experiments`` or, resumed, locked."""
+    new = run.saved is None
+    out = run.proj_dir or run.save_dir
+    with claim_run(out, root=args.experiments if new else None, new=new, unique=run.restart,
+                   taken=taken(out)) as out:
+        if run.proj_dir is None:
+            run.save_dir = out
+        elif out != run.proj_dir:  # a debug restart's new folder: its log is named after it
+            run.proj_dir, run.log_name = out, os.path.basename(out) + ".txt"
+        if new:  # the projection's log lies in the supernet's folder
+            inside(run.save_dir, args.experiments, "the supernet folder")
+        print(f"experiment folder: {out}")
+        log_path = os.path.join(run.save_dir, run.log_name)
+        fresh_log = run.proj_dir is not None and not os.path.exists(log_path)
+        logger = setup_logger(run.save_dir, run.log_name)
+        try:
+            for note in notes:
+                logger.info(*note)
+            return _phases(args, run, logger, cfg, spec)
+        except (UserError, OSError):
+            if fresh_log and new and not has_checkpoint(out):  # the start failed: no trace
+                close_logger(logger)
+                with contextlib.suppress(OSError):
+                    os.remove(log_path)
+            raise
+        finally:
+            close_logger(logger)
 
 
 def _phases(args: argparse.Namespace, run: Run, logger: logging.Logger, cfg: CNNSearchConfig,
@@ -68,14 +94,15 @@ def _phases(args: argparse.Namespace, run: Run, logger: logging.Logger, cfg: CNN
     if run.saved is None and not dev_resume:  # a fresh projection of a supernet checkpoint
         _load_supernet(loop, run, args, logger)
         if loop.start_epoch < loop.epochs:  # the released code trains the rest first
-            run_phase(loop, run.save_dir, search.space, cfg)
+            with claim_run(run.save_dir, root=None, new=False):  # it writes the supernet's
+                run_phase(loop, run.save_dir, search.space, cfg)
     return project(args, search, run, projection)
 
 
 def _load_supernet(loop, run: Run, args: argparse.Namespace, logger: logging.Logger) -> None:
     loop.load_state_dict(run.source)
     logger.info("loaded supernet checkpoint %s (epoch %d)",
-                supernet_checkpoint(run.save_dir, args.resume_epoch), loop.start_epoch)
+                run.source_path, loop.start_epoch)
 
 
 def project(args: argparse.Namespace, search: CNNSearch, run: Run, spec: ProjectionSpec) -> Any:

@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from nasbench_analysis.nb101_spec import NB101Spec  # noqa: E402
 from nasbench_analysis.one_shot import arch_to_spec  # noqa: E402
 from nasbench_analysis.plots import plot_anytime_regret, plot_eigenvalues  # noqa: E402
+from shared.checkpoint import finite_json  # noqa: E402
 from shared.cli.parser import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.nb1shot1_arch import NB1Shot1Arch  # noqa: E402
@@ -252,12 +253,13 @@ def evaluate(run: Run, bench: Any, budget: int) -> list[dict[str, Any]]:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-    """A reader (or a killed writer) never leaves a half-written file behind."""
+    """A reader (or a killed writer) never leaves a half-written file behind; non-finite
+    numbers are written as null, so the file is always valid JSON."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
                                prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
+            json.dump(finite_json(obj), f, indent=1, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

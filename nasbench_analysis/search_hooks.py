@@ -20,12 +20,18 @@ import os
 from typing import Any, Callable
 
 from nasbench_analysis.one_shot import arch_to_spec
-from shared.checkpoint import write_json
+from shared.checkpoint import finite_json, write_json
 
 Hook = Callable[[Any], None]  # an epoch-end hook of shared.search.loop: hook(EpochContext)
 
 
+def hash_hook(ctx) -> None:
+    """Epoch-end hook: the epoch's NB-101 cell hash into its history entry."""
+    ctx.entry["nb101_hash"] = arch_to_spec(ctx.result.genotype).hash()
+
+
 def architecture_hook(run_dir: str) -> Hook:
+    """Publish hook (after the epoch's checkpoint): ``one_shot_architecture_{e}.json``."""
     def hook(ctx) -> None:
         loop, result = ctx.loop, ctx.result
         arch = result.genotype
@@ -40,7 +46,6 @@ def architecture_hook(run_dir: str) -> Hook:
         }
         write_json(os.path.join(run_dir, f"one_shot_architecture_{result.epoch}.json"),
                    record)
-        ctx.entry["nb101_hash"] = record["nb101"]["hash"]
     return hook
 
 
@@ -71,8 +76,14 @@ def jsonl_hook(run_dir: str) -> Hook:
 
     def hook(ctx) -> None:
         path = os.path.join(run_dir, "epochs.jsonl")
-        with open(path + ".tmp", "w") as f:
-            for entry in ctx.loop.history:
-                f.write(json.dumps({k: entry[k] for k in keys if k in entry}) + "\n")
-        os.replace(path + ".tmp", path)
+        try:
+            with open(path + ".tmp", "w") as f:
+                for entry in ctx.loop.history:
+                    line = finite_json({k: entry[k] for k in keys if k in entry})
+                    f.write(json.dumps(line, allow_nan=False) + "\n")  # nan/inf: null
+            os.replace(path + ".tmp", path)
+        except BaseException:
+            if os.path.exists(path + ".tmp"):
+                os.remove(path + ".tmp")
+            raise
     return hook

@@ -23,6 +23,7 @@ from shared.cli.resume import FREE_ON_RESUME, resolve_run
 from shared.errors import UserError
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
+IDENTITY = ("save", "search_space", "seed", "dataset")  # what a bare --resume matches
 
 
 def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
@@ -37,7 +38,7 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
                    help="unused by the original either; kept so its commands still parse")
     p.add_argument("--search_space", type=str, default=default_space, choices=list(spaces))
     add_perturbation_flags(p)
-    add_runtime_flags(p, "--save/--search_space/--seed/--dataset", num_workers=0)
+    add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=0)
     return p
 
 
@@ -58,7 +59,7 @@ def parse_search(parser: ArgumentParser, argv: Sequence[str] | None, *, min_laye
     args, typed = parse(parser, argv)
     check_search_flags(args, min_layers)
     save_dir, saved = resolve_run(args, typed, pattern=pattern(args),
-                                  new_dir=lambda: new_dir(args), free=free)
+                                  new_dir=lambda: new_dir(args), free=free, match=IDENTITY)
     return args, save_dir, saved is not None
 
 

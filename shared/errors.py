@@ -1,6 +1,7 @@
 """User errors: one clear message and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -15,15 +16,34 @@ class UserError(Exception):
     """
 
 
+_FULL = ("the disk is full or a file-size limit was reached: free space (or raise the limit), "
+         "then continue the run with --resume")
+_DENIED = ("choose an --experiments folder you may write to, or fix its permissions, then "
+           "start again (or continue with --resume)")
+# Errors of the file system a run cannot fix itself: one line instead of a traceback.
+_WRITE_ERRORS = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EFBIG: _FULL,
+                 errno.EACCES: _DENIED, errno.EPERM: _DENIED, errno.EROFS: _DENIED}
+
+
 def cli_entry(main: Callable[..., T]) -> Callable[..., T]:
     """Wrap a script's ``main`` so a UserError prints ``error: ...`` and exits with status 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        from shared.cli import door
+
+        door.enter(main)  # checkpoints record which door wrote them
         try:
             return main(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as exc:
+            hint = _WRITE_ERRORS.get(exc.errno or 0)
+            if hint is None:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {where}{exc.strerror or exc}; {hint}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted; resume with --resume", file=sys.stderr)

@@ -12,6 +12,21 @@ LOG_FORMAT = "%(asctime)s %(message)s"
 DATE_FORMAT = "%m/%d %I:%M:%S %p"
 
 
+class _LogFile(logging.FileHandler):
+    """``log.txt``: a failed write (full disk) is said once on stderr in one line, instead of
+    logging's traceback per record; the run goes on, and its checkpoint write reports the
+    problem as the error that stops it."""
+
+    _warned = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self._warned:
+            self._warned = True
+            exc = sys.exc_info()[1]
+            sys.stderr.write(f"warning: cannot write to {self.baseFilename} ({exc}); "
+                             "its lines go to the console only\n")
+
+
 def setup_logger(save_dir: str, filename: str = "log.txt", name: str = "darts") -> logging.Logger:
     """Log to stdout and ``save_dir/filename`` (appending, so a resumed run keeps its history)."""
     os.makedirs(save_dir, exist_ok=True)
@@ -23,7 +38,7 @@ def setup_logger(save_dir: str, filename: str = "log.txt", name: str = "darts") 
         h.close()
     fmt = logging.Formatter(LOG_FORMAT, datefmt=DATE_FORMAT)
     for handler in (logging.StreamHandler(sys.stdout),
-                    logging.FileHandler(os.path.join(save_dir, filename))):
+                    _LogFile(os.path.join(save_dir, filename))):
         handler.setFormatter(fmt)
         logger.addHandler(handler)
     return logger
@@ -46,11 +61,22 @@ def quiet_tensorflow() -> None:
 
 
 def tensorboard_writer(save_dir: str, purge_step: int | None = None):
-    """A SummaryWriter under ``save_dir/runs``; ``purge_step`` drops events a resumed run redoes."""
-    quiet_tensorflow()
-    from torch.utils.tensorboard import SummaryWriter
+    """A SummaryWriter under ``save_dir/runs``; ``purge_step`` drops events a resumed run redoes.
 
-    return SummaryWriter(os.path.join(save_dir, "runs"), purge_step=purge_step)
+    Python's ``random`` state is the same after as before."""
+    import random
+
+    quiet_tensorflow()
+    # Importing torch.utils.tensorboard (and TensorFlow through it) draws from Python's global
+    # ``random`` module, so a run seeded before this call would have its Python RNG advanced
+    # by one draw (and a resumed run's saved state one draw ahead of the uninterrupted run's).
+    state = random.getstate()
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(os.path.join(save_dir, "runs"), purge_step=purge_step)
+    finally:
+        random.setstate(state)
 
 
 class AverageMeter:

@@ -19,21 +19,28 @@ Two things the installed package needs handled here (``query`` and ``NB201Benchm
   cifar10-valid only, so every query here passes hp='200' (the paper's numbers; darts-pt's old
   API call had no ``hp`` and returned the 200-epoch entries). Its ``get_more_info`` defaults,
   hp='12' and is_random=True (one random seed), are therefore never relied on.
-* Loading. The package calls ``torch.load(path)``; since PyTorch 2.6 that means
-  ``weights_only=True``, which refuses any pickled object that is not a tensor or plain
-  container, and whose pure-Python unpickler is slow: on a nested dict of floats shaped like
-  the benchmark's it took ~9x as long as the C unpickler here, which extrapolates to many
-  minutes for the 2 GB v1_0 file (not available here to time). So the file is loaded here.
-  With ``allow_pickle`` (default) it is unpickled in full (``weights_only=False``), as the
-  original API and darts-pt did: it is the authors' benchmark, and only a file you trust
-  should be given. ``allow_pickle=False`` loads weights-only and refuses files that need
-  more. The loaded dict is handed to ``NASBench201API`` in a wrapper that makes its
-  ``copy.deepcopy`` a no-op, so the multi-GB table is not held twice in memory.
+* Loading. The file is loaded here, not by the package, and only ever weights-only
+  (``torch.load(path, map_location="cpu", weights_only=True)``), never unpickled in full:
+  ``--api_path`` is a file the user supplies, and a full unpickle of a crafted one runs whatever
+  code it names (e.g. ``os.system``). The nas-bench-201 package (D-X-Y/NAS-Bench-201) publishes
+  no SHA-256 of NAS-Bench-201-v1_0-e61699.pth that could prove a file is the authors' before
+  trusting it, so full unpickling is not offered at all. The real file holds the ``state_dict``
+  of each ``ArchResults`` / ``ResultsCount`` (plain dicts, lists, tuples, floats and strings),
+  which weights-only loading accepts. Numpy scalars (a benchmark saved with numpy floats) are
+  allowed too, through ``torch.serialization.safe_globals`` around the load only: numpy's scalar
+  and dtype reconstructors rebuild a value from bytes and run no code. A file that needs
+  anything else is refused, saying which object it holds, without running any of it. The cost is
+  speed, paid for safety: the weights-only unpickler is pure Python, and on a nested dict of
+  floats shaped like the benchmark's it took ~9x as long as the C unpickler here, which
+  extrapolates to many minutes for the 2 GB v1_0 file (not available here to time). The loaded
+  dict is handed to ``NASBench201API`` in a wrapper that makes its ``copy.deepcopy`` a no-op, so
+  the multi-GB table is not held twice in memory.
 """
 from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,24 +72,74 @@ class _SharedDict(dict):
         return self
 
 
-def _load(path: Path, allow_pickle: bool) -> dict:
+def _numpy_safe_globals() -> list:
+    """What a pickled numpy scalar needs: the scalar and dtype reconstructors (they rebuild a
+    value from its bytes and run no code) and the dtype classes they build. numpy < 2 pickles
+    the scalar function as ``numpy.core.multiarray.scalar``, numpy >= 2 as
+    ``numpy._core...``; the installed one is allowed under its own name and, where torch
+    takes (object, name) pairs (2.6+), under the other name too."""
+    import numpy as np
     import torch
 
     try:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-        except pickle.UnpicklingError as exc:
-            if allow_pickle or "weights only load failed" not in str(exc).lower():
-                raise
-            raise UserError(f"{path} holds Python objects beyond tensors and plain containers, "
-                            "and allow_pickle is off; allow it only for a file you trust (the "
-                            f"official {BENCHMARK_FILE})") from None
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, EOF: all "corrupt"
-        raise UserError(f"cannot read the NAS-Bench-201 file {path} ({type(exc).__name__}: "
-                        f"{exc}); it looks corrupt or truncated, download {BENCHMARK_FILE} "
-                        f"again from {BENCHMARK_URL}") from exc
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    allowed: list = [scalar, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
+                     type(np.dtype(np.int64))]
+    own = f"{scalar.__module__}.{scalar.__qualname__}"
+    if torch.torch_version.TorchVersion(torch.__version__) >= "2.6":  # (object, name) pairs
+        allowed += [(scalar, name) for name in ("numpy.core.multiarray.scalar",
+                                                "numpy._core.multiarray.scalar") if name != own]
+    return allowed
+
+
+def _refused_object(message: str) -> str | None:
+    """The name of the object weights-only loading refused, from torch's message; None when
+    the message names none (a damaged pickle rather than a foreign object)."""
+    for pattern in (r"GLOBAL ([\w.]+)", r"but got <class '([\w.]+)'>",
+                    r"unrecognized function ([\w.<>]+)"):
+        found = re.search(pattern, message)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _short_reason(exc: BaseException) -> str:
+    """A short first-line reason for an unreadable file, without torch's load advice."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line.split(". ", 1)[0].rstrip(".")
+    if "weights" in line.lower() or "safe_globals" in line:
+        line = ""
+    reason = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return reason if len(reason) <= 120 else reason[:117] + "..."
+
+
+def _load(path: Path) -> dict:
+    """The file's contents, loaded weights-only (never a full unpickle: see the module doc)."""
+    import torch
+
+    try:
+        safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+        if safe_globals is None:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            with safe_globals(_numpy_safe_globals()):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - foreign object, truncated zip, bad pickle, EOF
+        found = _refused_object(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if found is not None:
+            raise UserError(f"{path} is not a NAS-Bench-201 benchmark file: expected "
+                            f"{BENCHMARK_FILE}, a PyTorch file of plain dicts, lists, numbers "
+                            f"and strings, but it holds the Python object {found}, which is "
+                            "never unpickled (nothing in the file was run); download the "
+                            f"official file from {BENCHMARK_URL}") from None
+        raise UserError(f"cannot read the NAS-Bench-201 file {path} (not a complete PyTorch "
+                        f"file: {_short_reason(exc)}); it is corrupt or truncated, download "
+                        f"{BENCHMARK_FILE} again from {BENCHMARK_URL}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a NAS-Bench-201 benchmark file (it holds a "
                         f"{type(data).__name__}, not the dict of meta_archs / arch2infos / "
@@ -98,15 +155,20 @@ class NB201Benchmark:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path, allow_pickle: bool = True) -> NB201Benchmark | None:
-        """Load the benchmark; None (and one logged warning) when the file is absent.
-
-        Absence is not an error because a search runs fine without the benchmark (darts-pt's
-        ``--fast`` skips it); a corrupt file or a missing ``nas_201_api`` is a UserError.
-        ``allow_pickle``: full unpickling (fast; trusted files only) or weights-only (see above).
+    def open(cls, path: str | Path, required: bool = False) -> NB201Benchmark | None:
+        """Load the benchmark. A missing file is a UserError when ``required`` (the user named
+        it), else None and one logged warning: a search runs fine without the benchmark
+        (darts-pt's ``--fast`` skips it). A directory, a corrupt file, a file holding anything
+        but plain data (see the module doc) or a missing ``nas_201_api`` is a UserError.
         """
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise UserError(f"--api_path {path} is a directory; pass the benchmark file "
+                            f"{BENCHMARK_FILE} itself")
         if not path.is_file():
+            if required:
+                raise UserError(f"NAS-Bench-201 file {path} not found; download "
+                                f"{BENCHMARK_FILE} from {BENCHMARK_URL} and pass its path")
             log.warning("NAS-Bench-201 file %s not found; benchmark queries are skipped. Download "
                         "%s from %s and put it there to get them.", path, BENCHMARK_FILE,
                         BENCHMARK_URL)
@@ -117,7 +179,7 @@ class NB201Benchmark:
             raise UserError("querying NAS-Bench-201 needs the nas_201_api package: "
                             "pip install nas-bench-201 (a dependency of this project: "
                             "pip install -e .)") from exc
-        data = _load(path, allow_pickle)
+        data = _load(path)
         try:
             api = NASBench201API(_SharedDict(data), verbose=False)
         except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -324,9 +324,9 @@ class RNNTrainer:
                       "switched_to_asgd": switched, "seconds": time.time() - start}
             self.history.append(record)
             self.epoch = epoch
-            for hook in self.epoch_end_hooks:
-                hook(self, record)
             save_checkpoint(self.state_dict(), self.checkpoint_path)
+            for hook in self.epoch_end_hooks:  # publish (history.json, plots) once saved
+                hook(self, record)
 
     def rollback(self, d: Diverged) -> None:
         """The original's ``except``: reload the best model and its optimiser, go on after it."""
@@ -500,11 +500,20 @@ def run_rnn_training(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str, 
 # -- test.py --------------------------------------------------------------------------------------
 def load_best_model(path: str, device: torch.device) -> tuple[RNNModel, dict[str, Any]]:
     """The model a train.py run saved as ``model.pt`` (architecture and sizes inside it)."""
-    best = load_checkpoint(path, map_location=device)
+    try:
+        best = load_checkpoint(path, map_location=device)
+    except UserError as exc:  # corrupt, foreign, or pickled code (never run): one line
+        raise UserError(f"--model_path: {exc}") from None
     if best.get("kind") != BEST_KIND:
-        hint = " (that is the --resume checkpoint; test the run's model.pt)" \
-            if best.get("kind") == KIND else ""
-        raise UserError(f"{path} is not a model.pt written by sdarts/sota/rnn/train.py{hint}")
+        hint = ""
+        if best.get("kind") == KIND:
+            hint = " (that is the --resume checkpoint; test the run's model.pt)"
+        elif "arch_optimizer" in best:  # what every search checkpoints
+            hint = (" (that is a search (supernet) checkpoint, not a trained cell's model: "
+                    "train its genotype.json with train.py first, then test that run's "
+                    "model.pt)")
+        raise UserError(f"--model_path {path} is not a model.pt written by "
+                        f"sdarts/sota/rnn/train.py{hint}")
     model = RNNModel(genotype=RNNGenotype.from_dict(best["genotype"]), **best["model"])
     model.load_state_dict(best["state_dict"])
     return model.to(device), best

@@ -5,6 +5,7 @@ that has a flag refuses it the same way."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -117,3 +118,121 @@ def test_the_released_genotypes_all_pass_the_check() -> None:
     from shared.genotypes import published
 
     assert len(published()) == 128  # every one built by from_dict, so checked
+
+
+# -- files a run reads or writes -------------------------------------------------------------------
+class Payload:
+    """Unpickled, it would run a shell command: a checkpoint from an untrusted source."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _refused_checkpoint(path) -> str:
+    from shared.checkpoint import load_checkpoint
+    from shared.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        load_checkpoint(str(path))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    assert "weights_only" not in message and "a checkpoint written by this project" in message
+    assert message.endswith("delete it or pass another run"), message
+    return message
+
+
+def test_a_truncated_checkpoint_is_one_line(tmp_path) -> None:
+    import torch
+
+    whole = tmp_path / "whole.pth.tar"
+    torch.save({"epoch": 3, "state_dict": {"w": torch.zeros(1000)}}, whole)
+    for cut, data in (("half", whole.read_bytes()[: whole.stat().st_size // 2]),
+                      ("empty", b""), ("text", b"this is not a checkpoint")):
+        path = tmp_path / f"{cut}.pth.tar"
+        path.write_bytes(data)
+        message = _refused_checkpoint(path)
+        assert "is not a complete PyTorch file (truncated or corrupt)" in message, message
+
+
+def test_a_checkpoint_holding_code_is_refused_unrun(tmp_path) -> None:
+    import torch
+
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "foreign.pth.tar"
+    torch.save({"epoch": 1, "payload": Payload(str(marker))}, path)
+    message = _refused_checkpoint(path)
+    assert f"holds the Python object {os.system.__module__}.system, which is never unpickled " \
+           "(nothing in it was run); it was not written by this project" in message, message
+    assert not marker.exists(), "the payload ran"
+
+
+def test_json_outputs_write_non_finite_numbers_as_null(tmp_path) -> None:
+    import numpy as np
+
+    from shared.checkpoint import write_json
+
+    path = tmp_path / "history.json"
+    write_json(str(path), {"loss": float("nan"), "rows": [{"acc": float("inf")}, (1.5, -math.inf)],
+                           "np": np.float32("nan"), "n": np.int64(3), "ok": True})
+    assert json.loads(path.read_text()) == {"loss": None, "rows": [{"acc": None}, [1.5, None]],
+                                            "np": None, "n": 3, "ok": True}
+    assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+
+
+def test_a_failed_json_write_leaves_the_old_file_and_no_temp_file(tmp_path) -> None:
+    from shared.checkpoint import write_json
+
+    path = tmp_path / "result.json"
+    write_json(str(path), {"epoch": 1})
+    with pytest.raises(TypeError):
+        write_json(str(path), {"epoch": 2, "what": object()})
+    assert json.loads(path.read_text()) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_a_saved_genotype_with_a_nan_is_valid_json(tmp_path) -> None:
+    from shared.genotypes import load_genotype, save_genotype
+
+    path = tmp_path / "genotype.json"
+    save_genotype(load_genotype("DARTS_V2"), str(path), valid_acc=float("nan"))
+    saved = json.loads(path.read_text())
+    assert saved["valid_acc"] is None and saved["genotype"]["normal"]
+
+
+def test_the_epochs_jsonl_lines_are_valid_json(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from nasbench_analysis.search_hooks import jsonl_hook
+
+    history = [{"epoch": 0, "train_loss": float("nan"), "hessian_eigenvalue": float("inf")}]
+    jsonl_hook(str(tmp_path))(SimpleNamespace(loop=SimpleNamespace(history=history)))
+    lines = (tmp_path / "epochs.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"epoch": 0, "train_loss": None,
+                                                     "hessian_eigenvalue": None}]
+
+
+TENSORBOARD_DRAW = """
+import random, sys
+from shared.logs import tensorboard_writer
+random.seed(11)
+if sys.argv[1] == "writer":
+    tensorboard_writer(sys.argv[2]).close()
+print(repr(random.random()))
+"""
+
+
+@pytest.mark.slow
+def test_creating_the_tensorboard_writer_leaves_python_random_alone(tmp_path) -> None:
+    """Importing TensorBoard (and TensorFlow through it) draws from ``random``; a fresh process,
+    so the import really happens under the writer."""
+    env = {**door_env(), "OMP_NUM_THREADS": "1"}
+    draws = [subprocess.run([sys.executable, "-c", TENSORBOARD_DRAW, how, str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+             for how in ("writer", "none")]
+    for out in draws:
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert draws[0].stdout.strip() == draws[1].stdout.strip()
+    assert (tmp_path / "runs").is_dir()

@@ -190,10 +190,12 @@ def test_benchmark_queries_each_epoch_and_after_projection(tmp_path, monkeypatch
     from tests import test_nb201 as nb201
 
     api = tmp_path / "NAS-Bench-201-v1_0-e61699.pth"
-    base = [*TINY, "--batch_size", "512", "--search_space", S10, "--api_path", str(api),
-            "--ckpt_interval", "1", "--save", "bench"]
-    # blank (no alpha step) is the cheapest method; what is tested is the query path
-    assert run_main([*base, "--method", "blank"], tmp_path) == 0  # no file yet
+    base = [*TINY, "--batch_size", "512", "--search_space", S10, "--ckpt_interval", "1",
+            "--save", "bench"]
+    # blank (no alpha step) is the cheapest method; what is tested is the query path. No file
+    # yet at the default --api_path (untyped): the run goes on without benchmark numbers.
+    monkeypatch.setattr(door, "DEFAULT_API_PATH", str(api))
+    assert run_main([*base, "--method", "blank"], tmp_path) == 0
     run = os.path.join(tmp_path, "nasbench201", "search-bench-2-digits")
     log = open(os.path.join(run, "log.txt")).read()
     assert log.count("benchmark numbers are skipped") == 1 and "drive.google.com" in log
@@ -201,7 +203,8 @@ def test_benchmark_queries_each_epoch_and_after_projection(tmp_path, monkeypatch
     archs = _benchmark(api, monkeypatch)
     # from epoch 1: the supernet trains its last epoch (queried), then projects (queried)
     assert run_main([*base, "--method", "blank-proj", "--dev", "proj", "--resume_epoch", "1",
-                     "--resume_expid", os.path.basename(run), "--proj_intv", "2"], tmp_path) == 0
+                     "--resume_expid", os.path.basename(run), "--proj_intv", "2",
+                     "--api_path", str(api)], tmp_path) == 0
     name = "log_resume-1_dev-proj_seed-2_intv-2"
     log = open(os.path.join(run, name + ".txt")).read()
     assert log.count("cifar10 train ") == 2 and log.count("imagenet16 train ") == 2
@@ -228,6 +231,21 @@ def test_benchmark_queries_each_epoch_and_after_projection(tmp_path, monkeypatch
     for folder in (run, os.path.join(run, name)):
         events = EventAccumulator(os.path.join(folder, "runs")).Reload()
         assert "nasbench201/cifar10/test" in events.Tags()["scalars"], folder
+
+
+@pytest.mark.slow
+def test_a_typed_api_path_must_be_the_file_before_any_folder_is_made(tmp_path, capsys):
+    experiments = tmp_path / "experiments"
+    missing = tmp_path / "NAS-Bench-201-v1_0-e61699.pth"
+    args = [*TINY, "--method", "darts", "--save", "api"]
+    assert run_main([*args, "--api_path", str(missing)], experiments) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --api_path ") and err.count("\n") == 1, err
+    assert str(missing) in err and "no such file" in err and "drive.google.com" in err
+    assert run_main([*args, "--api_path", str(tmp_path)], experiments) == 2  # a folder
+    err = capsys.readouterr().err
+    assert "is a directory; pass the benchmark file" in err and err.count("\n") == 1, err
+    assert not experiments.exists() or os.listdir(experiments) == []
 
 
 def test_bad_input_through_the_cli_is_one_clear_message(tmp_path):

@@ -307,6 +307,44 @@ def test_test_py_auxiliary_flag_is_checked(tmp_path: Path, capsys) -> None:
     assert "no auxiliary head" in capsys.readouterr().err
 
 
+def _refused_by_test_py(capsys, path: Path, *flags: str) -> str:
+    with pytest.raises(SystemExit) as info:
+        test_door.main(["--dataset", "digits", "--arch", "DARTS_V2", "--init_channels", "8",
+                        "--layers", "3", "--model_path", str(path), "--gpu", "-1", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights_only" not in err, err
+    return err
+
+
+def test_test_py_names_a_search_checkpoint(tmp_path: Path, capsys) -> None:
+    """A search's checkpoint (a supernet, alpha and all) is named as such, before the
+    --auxiliary check could call it weights trained without --auxiliary."""
+    from tests.test_search_loop import TinySupernet, make_loop
+
+    loop = make_loop(tmp_path)
+    loop.save(1)
+    err = _refused_by_test_py(capsys, Path(loop.checkpoint_path), "--auxiliary")
+    assert "is a search (supernet) checkpoint, not a trained network's weights: evaluate a " \
+           "genotype with train.py first" in err and "auxiliary" not in err, err
+    torch.save(TinySupernet().state_dict(), tmp_path / "supernet.pt")  # bare supernet weights
+    err = _refused_by_test_py(capsys, tmp_path / "supernet.pt", "--auxiliary")
+    assert "holds a supernet's weights" in err and "evaluate a genotype with train.py" in err
+
+
+def test_test_py_names_a_recurrent_model_and_foreign_files(tmp_path: Path, capsys) -> None:
+    torch.save({"kind": "rnn_model", "epoch": 1, "state_dict": {"w": torch.zeros(2)}},
+               tmp_path / "model.pt")
+    err = _refused_by_test_py(capsys, tmp_path / "model.pt")
+    assert "is a 'rnn_model' checkpoint (a recurrent cell's: test it with " \
+           "sdarts/sota/rnn/test.py)" in err, err
+    truncated = tmp_path / "weights.pt"
+    truncated.write_bytes(b"PK\x03\x04")
+    err = _refused_by_test_py(capsys, truncated)
+    assert err.startswith("error: --model_path: expected a checkpoint written by this project")
+    assert "not a complete PyTorch file (truncated or corrupt)" in err, err
+
+
 def test_imagenet_schedules_and_warmup() -> None:
     # Linear (PC-DARTS/SDARTS): to ~0 at epochs-5, then a gentler slope to exactly 0.
     assert linear_lr_factor(0, 250) == 1.0

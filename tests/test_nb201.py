@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pickle
 import random
 import sys
@@ -471,10 +472,8 @@ def test_benchmark_query_reads_the_package_structurally(tmp_path, caplog):
     path = tmp_path / "NAS-Bench-201-v1_0-e61699.pth"
     _write_benchmark(path)
     with caplog.at_level(logging.INFO, logger="shared.nb201_api"):
-        bench = NB201Benchmark.open(path)
-        safe = NB201Benchmark.open(path, allow_pickle=False)  # plain containers: weights-only
-    assert bench is not None and safe is not None and not caplog.records
-    assert safe.query(NB201Arch.from_str(BEST_C10)) == bench.query(NB201Arch.from_str(BEST_C10))
+        bench = NB201Benchmark.open(path, required=True)  # plain containers: weights-only
+    assert bench is not None and not caplog.records
     for index, text in enumerate(API_ARCHS):
         arch = NB201Arch.from_str(text)
         assert bench.index(arch) == index
@@ -508,18 +507,87 @@ def test_benchmark_corrupt_wrong_or_pickled_files(tmp_path, monkeypatch):
     corrupt.write_bytes(b"\x00garbage" * 10)
     with pytest.raises(UserError, match="corrupt"):
         NB201Benchmark.open(corrupt)
+    good = tmp_path / "good.pth"
+    _write_benchmark(good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"not a complete PyTorch file: .*download .* again") as e:
+        NB201Benchmark.open(truncated)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
     wrong = tmp_path / "wrong.pth"
     torch.save({"meta_archs": []}, wrong)
     with pytest.raises(UserError, match="not a NAS-Bench-201 benchmark file"):
         NB201Benchmark.open(wrong)
-    # A file holding arbitrary Python objects needs full unpickling (the default, as the
-    # original API); weights-only refuses it.
+    # A file holding arbitrary Python objects would need full unpickling, which is never done.
     pickled = tmp_path / "pickled.pth"
     _write_benchmark(pickled, extra=argparse.Namespace(note="not weights-only"))
-    with pytest.raises(UserError, match="allow_pickle"):
-        NB201Benchmark.open(pickled, allow_pickle=False)
-    bench = NB201Benchmark.open(pickled)
-    assert bench is not None and bench.index(NB201Arch.from_str(BEST_C10)) == 0
+    with pytest.raises(UserError, match="holds the Python object argparse.Namespace") as e:
+        NB201Benchmark.open(pickled)
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    assert "drive.google.com" in str(e.value)
     monkeypatch.setitem(sys.modules, "nas_201_api", None)
     with pytest.raises(UserError, match="pip install nas-bench-201"):
-        NB201Benchmark.open(pickled)
+        NB201Benchmark.open(good)
+
+
+class _Payload:
+    """Pickles as a call of ``os.system``: what a crafted benchmark file would hold."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _numpy_floats(value):
+    """``value`` with every float a numpy float64 (a benchmark saved with numpy numbers)."""
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, dict):
+        return {k: _numpy_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy_floats(v) for v in value)
+    return value
+
+
+def test_benchmark_file_is_never_unpickled(tmp_path, caplog):
+    from shared.nb201_api import BENCHMARK_FILE, BENCHMARK_URL, NB201Benchmark
+
+    # (a) a payload: refused by name, one line, and never run
+    marker = tmp_path / "marker"
+    payload = tmp_path / "payload.pth"
+    torch.save({"meta_archs": _Payload(f"touch {marker}")}, payload)
+    with pytest.raises(UserError) as e:
+        NB201Benchmark.open(payload, required=True)
+    message = str(e.value)
+    assert f"holds the Python object {os.system.__module__}.system" in message  # posix.system
+    assert "weights_only" not in message and "\n" not in message
+    assert "was run" in message and BENCHMARK_URL in message
+    assert not marker.exists()
+    probe = tmp_path / "probe"  # the payload is real: a full unpickle would run it
+    pickle.loads(pickle.dumps(_Payload(f"touch {probe}")))
+    assert probe.exists()
+    # (b) numpy floats load (numpy's scalar reconstructor is allowlisted), and query as floats
+    plain = tmp_path / "plain.pth"
+    _write_benchmark(plain)
+    numpy_file = tmp_path / "numpy.pth"
+    data = _numpy_floats(torch.load(plain, weights_only=True))
+    assert isinstance(data["arch2infos"][0]["full"]["all_results"][("cifar10", 777)]
+                      ["train_acc1es"][2], np.float64)
+    torch.save(data, numpy_file)
+    bench = NB201Benchmark.open(numpy_file, required=True)
+    arch = NB201Arch.from_str(BEST_C10)
+    assert bench is not None
+    assert bench.query(arch) == NB201Benchmark.open(plain, required=True).query(arch)
+    # (c) a directory is refused always; a missing file when required, else None and a warning
+    for required in (True, False):
+        with pytest.raises(UserError, match="is a directory; pass the benchmark file"):
+            NB201Benchmark.open(tmp_path, required=required)
+    missing = tmp_path / BENCHMARK_FILE
+    with pytest.raises(UserError, match="not found") as e:
+        NB201Benchmark.open(missing, required=True)
+    assert str(missing) in str(e.value) and BENCHMARK_URL in str(e.value)
+    with caplog.at_level(logging.INFO, logger="shared.nb201_api"):
+        assert NB201Benchmark.open(missing, required=False) is None
+    assert len(caplog.records) == 1

@@ -200,6 +200,25 @@ def test_divergence_that_keeps_coming_back_stops(tmp_path, monkeypatch):
     close_logger(t.logger)
 
 
+def test_test_py_names_its_own_flag_and_a_search_checkpoint(tmp_path):
+    """RNN test.py has no --resume: a file it cannot use is named by --model_path, and a
+    search checkpoint is called one (train its genotype first)."""
+    from tests.test_search_loop import make_loop
+
+    corrupt = tmp_path / "model.pt"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(UserError) as info:
+        RE.load_best_model(str(corrupt), torch.device("cpu"))
+    message = str(info.value)
+    assert message.startswith("--model_path: expected a checkpoint written by this project")
+    assert "--resume" not in message and "weights_only" not in message, message
+    loop = make_loop(tmp_path)
+    loop.save(1)
+    with pytest.raises(UserError, match=r"is not a model.pt written by sdarts/sota/rnn/train.py "
+                                        r"\(that is a search \(supernet\) checkpoint"):
+        RE.load_best_model(loop.checkpoint_path, torch.device("cpu"))
+
+
 def test_bad_settings_are_refused():
     for kw, message in [({"small_batch_size": 24}, "must divide --batch_size"),
                         ({"emsize": 16}, "--emsize = --nhid = --nhidlast"),

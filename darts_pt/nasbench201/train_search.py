@@ -20,8 +20,10 @@ when the benchmark file ``--api_path`` exists, queried: the released code's line
 ``cifar10 train %f test %f``, ``cifar100 train %f valid %f test %f``, ``imagenet16 train %f
 valid %f test %f`` plus ``cifar10-valid train %f valid %f``, in TensorBoard
 (``nasbench201/...``) and in the epoch's ``history.json`` entry (the final query in
-``genotype.json``). Without the file the search runs and says once where to get it; ``--fast``
-skips the benchmark, as the original.
+``genotype.json``). Without the file at the default path the search runs and says once where
+to get it; a typed ``--api_path`` that names no file, or a folder, is refused before any
+folder or log is made; ``--fast`` skips the benchmark, as the original. The file is loaded
+weights-only, never unpickled in full (``shared.nb201_api``).
 
 Folders (as in the released code): the supernet in ``../experiments/nasbench201/search-{save}-{seed}
 [-{dataset}][-{expid_tag}]`` with ``log.txt``, the rolling ``checkpoint.pth.tar`` and
@@ -54,7 +56,7 @@ Differences from the released code, each on purpose:
 * ``--gpu auto`` = the first GPU, or the CPU without CUDA (not gpustat's least-used GPU).
 * An existing folder is never deleted or prompted for: a run is refused with the command that
   continues it (a projection with ``--log_tag debug`` restarts, as the original skipped its
-  prompt there).
+  prompt there, in a new folder ``...-2``: the original deleted the old one).
 * ``--layers`` and ``--model_path`` are not accepted: the original parsed them but never used
   them for NB201 (N = 5 cells per stage is fixed); ``--method`` has no default (the
   original's ``dirichlet`` crashed).
@@ -77,6 +79,7 @@ from shared.spaces import NB201_EDGES, NB201_SPACES  # noqa: E402
 DATASETS = ("cifar10", "cifar100", "imagenet16-120", "digits")
 CELLS_PER_STAGE = 5  # darts-pt's N, hard-coded there too
 BENCHMARK_KEY = "nasbench201"  # history entry / TensorBoard prefix of the query results
+DEFAULT_API_PATH = f"../data/{BENCHMARK_FILE}"
 
 
 def build_parser() -> ArgumentParser:
@@ -89,7 +92,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--ckpt_interval", type=int, default=20,
                    help="keep checkpoint_{N}.pth.tar every N supernet epochs")
     p.add_argument("--proj_crit", type=str, default="acc", choices=("loss", "acc"))
-    p.add_argument("--api_path", type=str, default=f"../data/{BENCHMARK_FILE}",
+    p.add_argument("--api_path", type=str, default=DEFAULT_API_PATH,
                    help="the NAS-Bench-201 benchmark file (queried unless --fast)")
     add_runtime_flags(p, "flags", num_workers=0, experiments="../experiments")
     return p
@@ -113,8 +116,30 @@ def resume_log_name(args) -> str:
             f"_intv-{args.proj_intv}{args.log_tag}")
 
 
-def validate(args) -> None:
+def api_required(args, typed: set[str]) -> bool:
+    """Whether the benchmark file must exist: ``--api_path`` was typed, or (a run resumed with
+    its saved flags, which do not say what was typed) it differs from the default."""
+    return "api_path" in typed or args.api_path != DEFAULT_API_PATH
+
+
+def check_api_path(args, typed: set[str]) -> None:
+    """Refuse a benchmark path that cannot be the file before any folder or log is made (the
+    file is loaded later, once the search is built); ``--fast`` skips the benchmark."""
+    if args.fast:
+        return
+    path = os.path.expanduser(args.api_path)
+    if os.path.isdir(path):
+        raise UserError(f"--api_path {args.api_path} is a directory; pass the benchmark file "
+                        f"{BENCHMARK_FILE} itself")
+    if not os.path.exists(path) and api_required(args, typed):
+        raise UserError(f"--api_path {args.api_path}: no such file; download {BENCHMARK_FILE} "
+                        f"from {BENCHMARK_URL} and pass its path (or drop --api_path to run "
+                        "without benchmark numbers)")
+
+
+def validate(args, typed: set[str] = frozenset()) -> None:
     validate_common(args)
+    check_api_path(args, typed)
     if args.cutout:
         if args.dataset == "imagenet16-120":
             raise UserError("--cutout: the released NB201 search has no cutout on "
@@ -142,11 +167,12 @@ def folders(args) -> tuple[str, str | None, str]:
 
 
 # -- the benchmark --------------------------------------------------------------------------
-def open_benchmark(args, logger):
-    """The benchmark, or None (``--fast``, or no file: said once, with where to get it)."""
+def open_benchmark(args, logger, required: bool = False):
+    """The benchmark, or None (``--fast``, or no file at a path the user did not name: said
+    once, with where to get it); ``required``: the path was named, a missing file is refused."""
     if args.fast:
         return None
-    if not os.path.isfile(args.api_path):
+    if not required and not os.path.exists(os.path.expanduser(args.api_path)):
         logger.info("NAS-Bench-201 file %s not found: benchmark numbers are skipped. Download "
                     "%s from %s and put it there (or pass --api_path).", args.api_path,
                     BENCHMARK_FILE, BENCHMARK_URL)
@@ -154,7 +180,7 @@ def open_benchmark(args, logger):
     from shared.nb201_api import NB201Benchmark
 
     logger.info("loading NAS-Bench-201 from %s", args.api_path)
-    return NB201Benchmark.open(args.api_path)
+    return NB201Benchmark.open(args.api_path, required=required)
 
 
 def query(bench, arch, logger) -> dict[str, float]:
@@ -183,7 +209,7 @@ def to_config(args):
     return search_config(args, layers=CELLS_PER_STAGE, supernet="nb201")
 
 
-def projection_spec(args, search):
+def projection_spec(args, search, api_required: bool = False):
     """One op per edge of the shared cell (no topology step: 'none' removes an edge); the
     benchmark, when there is one, queried every supernet epoch and after the projection."""
     from darts_pt.pipeline import ProjectionSpec
@@ -192,7 +218,7 @@ def projection_spec(args, search):
     from shared import data as D
     from shared.models.nb201 import TinyNetwork, count_parameters
 
-    bench = open_benchmark(args, search.logger)
+    bench = open_benchmark(args, search.logger, required=api_required)
     state = ProjectionState(("cell",), search.space.num_edges)
     config = ProjectionConfig(proj_intv=args.proj_intv, crit={"cell": args.proj_crit},
                               learning_rate=args.learning_rate, momentum=args.momentum,
@@ -221,15 +247,15 @@ def projection_spec(args, search):
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, typed = parse(build_parser(), argv)
-    run = resolve(args, typed, validate, folders, FREE_ON_RESUME | {"api_path"},
-                  dev_resume=False)
-    print(f"experiment folder: {run.proj_dir or run.save_dir}")
+    run = resolve(args, typed, lambda a: validate(a, typed), folders,
+                  FREE_ON_RESUME | {"api_path"}, dev_resume=False)
     from darts_pt.pipeline import run_pipeline
 
     notes = [("cutout: length %d, prob %f (constant; the released ramp never took effect)",
               args.cutout_length, args.cutout_prob)] if args.cutout else []
-    arch = run_pipeline(args, run, to_config(args), lambda search: projection_spec(args, search),
-                        notes)
+    required = api_required(args, typed)
+    arch = run_pipeline(args, run, to_config(args),
+                        lambda search: projection_spec(args, search, required), notes)
     print(f"genotype = {arch}")
 
 

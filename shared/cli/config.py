@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 from typing import Any, TypeVar
 
+from shared.cli.door import current_door
+
 T = TypeVar("T")
 
 
@@ -17,7 +19,8 @@ def config_from_args(cls: type[T], args: argparse.Namespace, *,
                      extra: dict[str, Any] | None = None, **overrides: Any) -> T:
     """``cls(...)`` with every field named like a flag taken from it, ``overrides`` for the
     fields a door computes (a flag of another meaning, a derived value), and
-    ``extra = {**extra, "flags": <every flag>}`` (saved in checkpoints for ``--resume``)."""
+    ``extra = {**extra, "flags": <every flag>, "door": <the running door>}`` (saved in
+    checkpoints: ``--resume`` restores the flags, and another door refuses the checkpoint)."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(overrides) - names
     if unknown:
@@ -27,4 +30,6 @@ def config_from_args(cls: type[T], args: argparse.Namespace, *,
     values.update(overrides)
     if "extra" in names:
         values["extra"] = {**(extra or {}), "flags": command_flags(args)}
+        if current_door() is not None:
+            values["extra"]["door"] = current_door()
     return cls(**values)

@@ -82,8 +82,9 @@ def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,
                       num_workers: int, experiments: str = "../../experiments") -> None:
     """The flags every long-running door adds to its paper's: resume, outputs, speed switches."""
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-                        help="continue a run from its last checkpoint (default: the newest run "
-                             f"with the same {resume_default_run})")
+                        help="continue a run from its last checkpoint (default: the one run "
+                             f"with the same {resume_default_run}; several are listed, not "
+                             "guessed)")
     parser.add_argument("--experiments", type=str, default=experiments,
                         help="root of the output folders")
     parser.add_argument("--num_workers", type=int, default=num_workers, help="DataLoader workers")

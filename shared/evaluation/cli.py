@@ -2,6 +2,7 @@
 folders their runs go to (no torch: ``--help`` and a bad flag cost no engine import)."""
 from __future__ import annotations
 
+import glob
 import os
 import time
 from typing import Any, Sequence
@@ -38,9 +39,9 @@ def eval_run_dir(experiments: str, dataset: str, save: str, arch: str, seed: int
 
 
 def eval_run_pattern(experiments: str, dataset: str, save: str, arch: str, seed: int) -> str:
-    """Glob of the folders ``eval_run_dir`` makes for these settings (for bare ``--resume``)."""
-    return os.path.join(experiments, "sota", dataset, "eval",
-                        f"eval-{save}-{arch_label(arch)}-{seed}-*")
+    """Glob narrowing the folders ``eval_run_dir`` makes (bare ``--resume`` then matches the
+    saved flags exactly: ``shared.cli.resume.find_run``)."""
+    return os.path.join(experiments, "sota", dataset, "eval", f"eval-{glob.escape(save)}-*")
 
 
 def resolve_genotype(arch: str, saved: dict[str, Any] | None) -> Genotype:

@@ -13,8 +13,9 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from shared import data as D
+from shared.checkpoint import load_checkpoint
 from shared.errors import UserError
-from shared.evaluation.config import TestConfig
+from shared.evaluation.config import KIND, TestConfig
 from shared.genotypes import Genotype
 from shared.logs import DATE_FORMAT, LOG_FORMAT, AverageMeter, accuracy
 from shared.models.cnn import build_final_network, count_parameters
@@ -38,28 +39,51 @@ def load_weights(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state_dict, saved config or {}) from a ``weights.pt`` or a ``checkpoint.pth.tar``.
 
     The ``module.`` prefix of weights saved from (Distributed)DataParallel is dropped, so
-    DARTS-style released weights load as well.
+    DARTS-style released weights load as well. A search (supernet) checkpoint or a recurrent
+    model is named as such, never reported as weights that merely do not fit.
     """
     if not os.path.isfile(path):
         raise UserError(f"--model_path {path!r} does not exist; pass the weights.pt or "
                         f"checkpoint.pth.tar of a train.py run")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / foreign files raise many types
-        first_line = (str(exc).splitlines() or [""])[0][:200]
-        raise UserError(f"--model_path {path!r} is corrupt or not a weights file "
-                        f"({type(exc).__name__}: {first_line}); pass the weights.pt or "
-                        f"checkpoint.pth.tar of a train.py run") from None
+        state = load_checkpoint(path)
+    except UserError as exc:  # corrupt, foreign, or pickled code (never run): one line
+        raise UserError(f"--model_path: {exc}") from None
     config: dict[str, Any] = {}
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+    kind = state.get("kind")
+    if kind is None and isinstance(state.get("state_dict"), dict) and \
+            _is_search_checkpoint(state):
+        raise UserError(f"--model_path {path!r} is a search (supernet) checkpoint, not a "
+                        f"trained network's weights: evaluate a genotype with train.py first "
+                        f"(--arch RUN/genotype.json of that search), then test its weights.pt")
+    if kind is not None and kind != KIND:
+        other = " (a recurrent cell's: test it with sdarts/sota/rnn/test.py)" \
+            if str(kind).startswith("rnn") else ""
+        raise UserError(f"--model_path {path!r} is a {kind!r} checkpoint{other}, not the "
+                        f"weights.pt or checkpoint.pth.tar of a CNN train.py run")
+    if isinstance(state.get("state_dict"), dict):
         config = state.get("config") or {}
         state = state["state_dict"]
-    if not isinstance(state, dict) or not state or \
-            not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"--model_path {path!r} holds no model weights (expected a state_dict "
                         f"or a checkpoint with one)")
     weights = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    if _is_search_checkpoint({"state_dict": weights}):
+        raise UserError(f"--model_path {path!r} holds a supernet's weights (architecture "
+                        f"parameters alpha among them), not a trained network's: evaluate a "
+                        f"genotype with train.py first, then test its weights.pt")
     return weights, config
+
+
+def _is_search_checkpoint(state: dict[str, Any]) -> bool:
+    """Whether ``state`` is what a search of this project checkpoints: it has an
+    ``arch_optimizer`` entry (None for a fixed alpha), and alpha among the supernet's
+    parameters (DARTS' ``alphas_normal``/``alphas_reduce``, NAS-Bench-201's ``alpha``,
+    NAS-Bench-1Shot1's ``alphas_mixed_op``..., or an ``_arch_parameters`` list)."""
+    if "arch_optimizer" in state:
+        return True
+    keys = state.get("state_dict") or {}
+    return any(k.split(".")[0].startswith("alpha") or "_arch_parameters" in k for k in keys)
 
 
 def fit_weights(net: nn.Module, weights: dict[str, torch.Tensor], what: str,

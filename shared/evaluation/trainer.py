@@ -222,9 +222,9 @@ class EvalTrainer:
         for epoch in range(self.start_epoch, self.cfg.epochs):
             stats = self.run_epoch(epoch)
             self.history.append(asdict(stats))
-            for hook in self.epoch_end_hooks:
-                hook(self, stats)
             self.save(epoch + 1)
+            for hook in self.epoch_end_hooks:  # publish (history.json, TensorBoard) once saved
+                hook(self, stats)
         return stats
 
     # checkpoints ---------------------------------------------------------------------------

@@ -153,11 +153,11 @@ def load_genotype(name_or_path: str) -> Genotype:
 
 
 def save_genotype(genotype: Genotype, path: str, **extra: Any) -> None:
-    """Write ``{"genotype": ..., **extra}`` atomically (a killed writer leaves the old file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"genotype": genotype.to_dict(), **extra}, f, indent=1)
-    os.replace(tmp, path)
+    """Write ``{"genotype": ..., **extra}`` atomically (a killed writer leaves the old file);
+    a non-finite number in ``extra`` (a diverged run's accuracy) is written as null."""
+    from shared.checkpoint import write_json  # imports torch, which listing genotypes needs not
+
+    write_json(path, {"genotype": genotype.to_dict(), **extra}, indent=1)
 
 
 def _parse_cell(probs: torch.Tensor, ops: Sequence[Sequence[str]], steps: int) -> list[Pair]:

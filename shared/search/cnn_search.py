@@ -193,7 +193,8 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    weight_grad_hooks: list[Callable] | None = None,
                    epoch_start_hooks: list[Callable] | None = None,
-                   epoch_end_hooks: list[Callable] | None = None) -> Any:
+                   epoch_end_hooks: list[Callable] | None = None,
+                   publish_hooks: list[Callable] | None = None) -> Any:
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype."""
     logger = setup_logger(save_dir)
     try:
@@ -201,6 +202,7 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
         loop = search.loop
         loop.epoch_start_hooks = list(epoch_start_hooks or [])
         loop.epoch_end_hooks = list(epoch_end_hooks or [])
+        loop.publish_hooks = list(publish_hooks or [])
         if resume:
             loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)

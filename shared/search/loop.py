@@ -24,8 +24,11 @@ AutoDL's DARTS-V1 on NAS-Bench-201, which Lambda-DARTS builds on, uses ``"weight
 
 Around the epochs: **epoch_start_hooks** (``hook(EpochContext)``, before any step: DARTS-PT
 projects here), **epoch_end_hooks** (``hook(EpochContext)`` with ``ctx.result``: log, plot,
-query a benchmark, Hessian eigenvalue; they may add numbers to ``ctx.entry``), and **select**
-(``select(model) -> genotype``: argmax by default, DARTS-PT's projection instead).
+query a benchmark, Hessian eigenvalue; they may add numbers to ``ctx.entry``), **publish_hooks**
+(the same, after the epoch's checkpoint is written: TensorBoard, ``history.json``, plots, so no
+file ever shows an epoch a resume would redo), and **select** (``select(model) -> genotype``:
+argmax by default, DARTS-PT's projection instead). A non-finite loss or alpha stops the search
+before its epoch is checkpointed (``check_finite``): no genotype is derived from a diverged run.
 
 Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically:
 model, both optimisers, scheduler, RNG states, history and ``extra_state`` (a method's own
@@ -36,8 +39,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -45,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from shared.checkpoint import save_checkpoint
+from shared.checkpoint import copy_file, save_checkpoint
+from shared.errors import UserError
 from shared.logs import AverageMeter, accuracy
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
@@ -117,6 +121,7 @@ class SearchLoop:
     step_end_hooks: list[StepHook] = field(default_factory=list)
     epoch_start_hooks: list[EpochHook] = field(default_factory=list)
     epoch_end_hooks: list[EpochHook] = field(default_factory=list)
+    publish_hooks: list[EpochHook] = field(default_factory=list)  # after the checkpoint
     extra_state: dict[str, Any] = field(default_factory=dict)  # name -> obj with (load_)state_dict
     numbered_checkpoints: int = 0  # keep checkpoint_{epoch}.pth.tar every N epochs (0: never)
     max_batches: int | None = None  # per epoch and per evaluation (DARTS-PT --fast: 1)
@@ -297,6 +302,7 @@ class SearchLoop:
                 self.logger.info("valid_%s skipped (no validation split)", self.metric)
             else:
                 self.logger.info("valid_%s %f", self.metric, valid_acc)
+            self.check_finite(epoch, train_obj, valid_obj)
             self.scheduler.step()
 
             result = EpochResult(epoch, lr, self.genotype(), train_acc, train_obj, valid_acc,
@@ -306,9 +312,27 @@ class SearchLoop:
             for hook in self.epoch_end_hooks:
                 hook(EpochContext(self, epoch, lr, result))
             self.save(epoch + 1)
+            for hook in self.publish_hooks:
+                hook(EpochContext(self, epoch, lr, result))
         genotype = self.genotype()
         self.logger.info("final genotype = %s", genotype)
         return genotype
+
+    def check_finite(self, epoch: int, train_loss: float, valid_loss: float | None) -> None:
+        """Stop a diverged search before its epoch is saved (nothing of it is published)."""
+        bad = [f"{name} loss {value}" for name, value in (("training", train_loss),
+                                                          ("validation", valid_loss))
+               if value is not None and not math.isfinite(value)]
+        if not all(bool(torch.isfinite(w).all()) for w in self.model.mixing_weights()):
+            bad.append("alpha")
+        if not bad:
+            return
+        saved = f"the checkpoint holds epochs 0-{epoch - 1}" if epoch else "no epoch is saved"
+        message = (f"the search diverged in epoch {epoch} ({', '.join(bad)} not finite): "
+                   f"stopped before saving it ({saved}) and no genotype is written; lower the "
+                   "learning rates or check the data, then start a new run")
+        self.logger.info("error: %s", message)
+        raise UserError(message)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self, next_epoch: int) -> dict[str, Any]:
@@ -325,12 +349,15 @@ class SearchLoop:
         }
 
     def save(self, next_epoch: int) -> None:
-        save_checkpoint(self.state_dict(next_epoch), self.checkpoint_path)
-        if self.numbered_checkpoints and next_epoch % self.numbered_checkpoints == 0:
-            numbered = os.path.join(os.path.dirname(self.checkpoint_path),
-                                    f"checkpoint_{next_epoch}.pth.tar")
-            shutil.copyfile(self.checkpoint_path, numbered + ".tmp")
-            os.replace(numbered + ".tmp", numbered)
+        try:
+            save_checkpoint(self.state_dict(next_epoch), self.checkpoint_path)
+            if self.numbered_checkpoints and next_epoch % self.numbered_checkpoints == 0:
+                numbered = os.path.join(os.path.dirname(self.checkpoint_path),
+                                        f"checkpoint_{next_epoch}.pth.tar")
+                copy_file(self.checkpoint_path, numbered)
+        except UserError as exc:
+            self.logger.info("error: epoch %d was not checkpointed: %s", next_epoch - 1, exc)
+            raise
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["state_dict"])

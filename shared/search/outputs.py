@@ -20,12 +20,13 @@ from shared.search.loop import EpochResult, SearchLoop
 def attach_outputs(loop: SearchLoop, out_dir: str, space) -> Any:
     """TensorBoard (``out_dir/runs``), ``history.json`` and the plots, refreshed every epoch.
 
-    Hooks already on the loop run first, so what they add to the epoch's history entry (e.g.
-    a benchmark query's numbers under one key) reaches ``history.json`` and TensorBoard.
-    Returns the SummaryWriter (the caller closes it)."""
+    They are publish hooks: they run once the epoch's checkpoint is written, after the
+    epoch-end hooks, so what those add to the epoch's history entry (e.g. a benchmark query's
+    numbers under one key) reaches ``history.json`` and TensorBoard, and no file shows an
+    epoch that was not checkpointed. Returns the SummaryWriter (the caller closes it)."""
     writer = tensorboard_writer(out_dir, purge_step=loop.start_epoch)
-    loop.epoch_end_hooks = [*loop.epoch_end_hooks, _tensorboard_hook(writer),
-                            _outputs_hook(out_dir, space)]
+    loop.publish_hooks = [*loop.publish_hooks, _tensorboard_hook(writer),
+                          _outputs_hook(out_dir, space)]
     return writer
 
 

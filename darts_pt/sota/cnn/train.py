@@ -46,6 +46,7 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, load_resumed, resolve_run  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation.cli import arch_label, build_cifar_train_parser, resolve_genotype  # noqa: E402
 from shared.evaluation.config import CHECKPOINT, KIND, KIND_WHAT, NUMBERED_CHECKPOINT, EvalConfig  # noqa: E402
@@ -84,12 +85,17 @@ def run_dir(args) -> str:
     return os.path.join(args.experiments, "sota", args.dataset, "eval", name)
 
 
+def taken(path: str) -> str:
+    """The refusal of a new run whose (timestamp-free, as the original) folder exists."""
+    return (f"run folder {path} already exists; continue it with --resume_epoch -1 "
+            f"--resume_expid {os.path.basename(path)} (or --resume), or start another run "
+            f"with a different --save or --seed")
+
+
 def new_run_dir(args) -> str:
     path = run_dir(args)
     if os.path.exists(path):
-        raise UserError(f"run folder {path} already exists; continue it with --resume_epoch -1 "
-                        f"--resume_expid {os.path.basename(path)} (or --resume), or start "
-                        f"another run with a different --save or --seed")
+        raise UserError(taken(path))
     return path
 
 
@@ -160,12 +166,14 @@ def main(argv: list[str] | None = None) -> None:
     else:
         save_dir, saved = resolve_run(args, typed, pattern=glob.escape(run_dir(args)),
                                       new_dir=lambda: new_run_dir(args), free=FREE, kind=KIND,
-                                      what=KIND_WHAT)
+                                      what=KIND_WHAT, match=("save", "arch", "seed", "dataset"))
     genotype = resolve_genotype(args.arch, saved)
     from shared.evaluation.run import run_evaluation
 
-    run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None,
-                   resume_from=resume_from, log_file=log_file, hooks=[log_max_test_acc])
+    with claim_run(save_dir, root=args.experiments, new=saved is None, unique=False,
+                   taken=taken(save_dir)) as save_dir:
+        run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None,
+                       resume_from=resume_from, log_file=log_file, hooks=[log_max_test_acc])
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ Differences from the released code, each on purpose:
 * ``--proj_crit_edge`` is the topology criterion (parsed but unused by the original, which
   used the cell's criterion; every script passes the same value to all three).
 * ``--gpu auto`` = the first GPU, or the CPU without CUDA (not gpustat's least-used GPU).
-* An existing folder is never deleted silently and never prompted for: a run is refused with
-  the command that continues it (``debug`` in ``--expid_tag`` restarts it, as the original
-  skipped its prompt there).
+* An existing folder is never deleted and never prompted for: a run is refused with the
+  command that continues it (``debug`` in ``--expid_tag`` restarts it, as the original skipped
+  its prompt there, in a new folder ``...-2``: the original deleted the old one).
 * Dropped: ``--tune_epochs`` (unused by projection), ``--proj_mode_edge`` and ``--arch_opt``
   accept only their one implemented value; ``--deter`` is accepted because runs here are
   always deterministic (cuDNN deterministic, seeded generators).
@@ -156,7 +156,6 @@ def projection_spec(args, search):
 def main(argv: list[str] | None = None) -> None:
     args, typed = parse(build_parser(), argv)
     run = resolve(args, typed, validate, folders)
-    print(f"experiment folder: {run.proj_dir or run.save_dir}")
     from darts_pt.pipeline import run_pipeline
 
     genotype = run_pipeline(args, run, to_config(args),

@@ -21,6 +21,7 @@ Deviations from the original, each deliberate:
 """
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from sdarts.search_flags import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import NB1SHOT1_SPACES  # noqa: E402
 
@@ -65,7 +67,7 @@ def run_dir(args) -> str:
 
 def _resume_pattern(args) -> str:
     return os.path.join(args.experiments, "darts", f"search_space_{args.search_space}",
-                        f"search-{args.save}-*-{args.seed}-{args.search_space}*")
+                        f"search-{glob.escape(args.save)}-*")
 
 
 def _open_benchmark(args):
@@ -85,21 +87,27 @@ def main(argv: list[str] | None = None) -> None:
                                            pattern=_resume_pattern, new_dir=run_dir,
                                            free=FREE_ON_RESUME | {"nasbench_file"})
     benchmark = _open_benchmark(args)  # before any training: a bad file costs nothing
-    from nasbench_analysis.search_hooks import architecture_hook, benchmark_hook, jsonl_hook
+    from nasbench_analysis.search_hooks import (
+        architecture_hook,
+        benchmark_hook,
+        hash_hook,
+        jsonl_hook,
+    )
     from shared.checkpoint import write_json
     from shared.cli.config import command_flags
     from shared.search.cnn_search import run_cnn_search
     from shared.search.hessian import eigenvalue_hook
 
     cfg = search_config(args, "nb1shot1")
-    os.makedirs(save_dir, exist_ok=True)
-    write_json(os.path.join(save_dir, "config.json"), command_flags(args))
-    hooks = [architecture_hook(save_dir), eigenvalue_hook(args.arch_weight_decay)]
-    if benchmark is not None:
-        hooks.append(benchmark_hook(benchmark))
-    hooks.append(jsonl_hook(save_dir))
-    print(f"experiment folder: {save_dir}")
-    arch = run_cnn_search(cfg, save_dir, resume=resumed, epoch_end_hooks=hooks)
+    with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
+        write_json(os.path.join(save_dir, "config.json"), command_flags(args))
+        # numbers first (they go into the checkpoint), files once the checkpoint is written
+        hooks = [hash_hook, eigenvalue_hook(args.arch_weight_decay)]
+        if benchmark is not None:
+            hooks.append(benchmark_hook(benchmark))
+        print(f"experiment folder: {save_dir}")
+        arch = run_cnn_search(cfg, save_dir, resume=resumed, epoch_end_hooks=hooks,
+                              publish_hooks=[architecture_hook(save_dir), jsonl_hook(save_dir)])
     print(f"architecture = {arch}")
 
 

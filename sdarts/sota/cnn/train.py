@@ -21,6 +21,7 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.evaluation.cli import (  # noqa: E402
     build_cifar_train_parser,
@@ -31,13 +32,14 @@ from shared.evaluation.cli import (  # noqa: E402
 from shared.evaluation.config import KIND, KIND_WHAT, EvalConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
+IDENTITY = ("save", "arch", "seed", "dataset")  # what a bare --resume matches
 FREE = FREE_ON_RESUME | {"save", "model_path"}
 
 
 def build_parser() -> ArgumentParser:
     p = build_cifar_train_parser(DATASETS)
     # Additions of this repository.
-    add_runtime_flags(p, "--save/--arch/--seed/--dataset", num_workers=2)
+    add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=2)
     return p
 
 
@@ -61,11 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     check_flags(args)
     pattern = eval_run_pattern(args.experiments, args.dataset, args.save, args.arch, args.seed)
     save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
-                                  free=FREE, kind=KIND, what=KIND_WHAT)
+                                  match=IDENTITY, free=FREE, kind=KIND, what=KIND_WHAT)
     genotype = resolve_genotype(args.arch, saved)
     from shared.evaluation.run import run_evaluation
 
-    run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
+    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+        run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_gpu_flag, add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation.cli import eval_run_dir, eval_run_pattern, resolve_genotype  # noqa: E402
 from shared.evaluation.config import KIND, KIND_WHAT, LR_SCHEDULERS, EvalConfig  # noqa: E402
 
 FREE = FREE_ON_RESUME | {"save", "parallel"}
+IDENTITY = ("save", "arch", "seed")  # what a bare --resume matches
 # SDARTS warms up only large-batch runs (the linear-scaling recipe of Goyal et al.).
 WARMUP_MIN_BATCH = 256
 
@@ -62,7 +64,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--warmup_epochs", type=int, default=5,
                    help=f"linear warm-up epochs, applied when --batch_size > {WARMUP_MIN_BATCH}")
     # Additions of this repository.
-    add_runtime_flags(p, "--save/--arch/--seed", num_workers=4)
+    add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=4)
     return p
 
 
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     check_flags(args)
     pattern = eval_run_pattern(args.experiments, "imagenet", args.save, args.arch, args.seed)
     save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
-                                  free=FREE, kind=KIND, what=KIND_WHAT)
+                                  match=IDENTITY, free=FREE, kind=KIND, what=KIND_WHAT)
     from shared.distributed import env_world_size
     from shared.evaluation.run import run_evaluation
 
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--parallel (DataParallel) is replaced by DDP here: launch "
                         "`torchrun --nproc_per_node N train_imagenet.py ...` instead")
     genotype = resolve_genotype(args.arch, saved)
-    run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
+    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+        run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Flags and defaults are the original's, declared once for both SDARTS search door
 """
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from sdarts.search_flags import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 
@@ -33,7 +35,7 @@ def run_dir(args) -> str:
 
 def _resume_pattern(args) -> str:
     return os.path.join(args.experiments, "sota", args.dataset,
-                        f"search-{args.save}-*-{args.search_space}-{args.seed}*")
+                        f"search-{glob.escape(args.save)}-*")
 
 
 @cli_entry
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> None:
                                            pattern=_resume_pattern, new_dir=run_dir)
     from shared.search.cnn_search import run_cnn_search
 
-    print(f"experiment folder: {save_dir}")
-    genotype = run_cnn_search(search_config(args, "darts"), save_dir, resume=resumed)
+    with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
+        print(f"experiment folder: {save_dir}")
+        genotype = run_cnn_search(search_config(args, "darts"), save_dir, resume=resumed)
     print(f"genotype = {genotype}")
 
 

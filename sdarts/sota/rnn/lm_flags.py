@@ -48,8 +48,8 @@ def build_lm_parser(prog: str, *, emsize: int, epochs: int, batch_size: int, dro
     add("--gpu", type=int, default=0, help="GPU device to use (-1: CPU)")
     # Additions of this repository.
     add("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
-        help="continue a run from its last checkpoint (default: the newest run with the same "
-             f"{resume_default_run})")
+        help="continue a run from its last checkpoint (default: the one run with the same "
+             f"{resume_default_run}; several are listed, not guessed)")
     add("--experiments", type=str, default="../../experiments", help="root of the output folders")
     add("--no_progress", dest="progress", action="store_false", help="no tqdm progress bars")
     return p

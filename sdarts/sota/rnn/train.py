@@ -26,6 +26,7 @@ the CPU, as does ``--gpu -1``.
 """
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation.cli import arch_label  # noqa: E402
 
@@ -65,8 +67,7 @@ def run_dir(args) -> str:
 
 
 def run_pattern(args) -> str:
-    return os.path.join(args.experiments, "sota", "penn",
-                        f"eval-{args.save}-{arch_label(args.arch)}-{args.seed}-*")
+    return os.path.join(args.experiments, "sota", "penn", f"eval-{glob.escape(args.save)}-*")
 
 
 def to_config(args):
@@ -90,12 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     validate_config(to_config(args))  # before any folder is made
     save_dir, saved = resolve_run(args, typed, pattern=run_pattern(args),
                                   new_dir=lambda: run_dir(args), free=FREE, kind=KIND,
+                                  match=("save", "arch", "seed"),
                                   what="an RNN training run (sdarts/sota/rnn/train.py)")
     # a resumed run keeps its own cell, even if the genotype file has moved since
     genotype = RNNGenotype.from_dict(saved["genotype"]) if saved else load_rnn_genotype(args.arch)
     cfg = to_config(args)
-    print(f"experiment folder: {save_dir}")
-    result = run_rnn_training(cfg, genotype, save_dir, resume_state=saved)
+    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+        print(f"experiment folder: {save_dir}")
+        result = run_rnn_training(cfg, genotype, save_dir, resume_state=saved)
     print(f"test ppl {result['test_ppl']:.2f} (best epoch {result['best_epoch']}, valid ppl "
           f"{result['valid_ppl']:.2f})")
 

@@ -18,6 +18,7 @@ Kept so the original commands parse, unused by the original search as well: ``--
 """
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_perturbation_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
+from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 
 
@@ -61,7 +63,7 @@ def run_dir(args) -> str:
 
 
 def _resume_pattern(args) -> str:
-    return os.path.join(args.experiments, "sota", "penn", f"search-{args.save}-*-{args.seed}*")
+    return os.path.join(args.experiments, "sota", "penn", f"search-{glob.escape(args.save)}-*")
 
 
 def validate(args) -> None:
@@ -81,14 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     validate(args)
     # --data names the corpus here (what the run computes), so a resumed run keeps its own
     save_dir, saved = resolve_run(args, typed, pattern=_resume_pattern(args),
-                                  new_dir=lambda: run_dir(args),
+                                  new_dir=lambda: run_dir(args), match=("save", "seed"),
                                   free=FREE_ON_RESUME - {"data"})
     from shared.search.rnn_search import RNNSearchConfig, run_rnn_search
 
     cfg = config_from_args(RNNSearchConfig, args, gpu=args.gpu if args.cuda else -1,
                            max_batches=1 if "debug" in args.save else None)
-    print(f"experiment folder: {save_dir}")
-    genotype = run_rnn_search(cfg, save_dir, resume=saved is not None)
+    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+        print(f"experiment folder: {save_dir}")
+        genotype = run_rnn_search(cfg, save_dir, resume=saved is not None)
     print(f"genotype = {genotype}")
 
 
