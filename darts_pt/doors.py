@@ -119,10 +119,16 @@ def debug_restart(args: argparse.Namespace) -> bool:
 def taken(run_dir: str) -> str:
     """The refusal of a new run whose folder exists (never overwritten, never prompted for: the
     original asked with input() whether to delete it)."""
-    what = ("already holds a run: add --resume to continue it"
-            if os.path.isfile(os.path.join(run_dir, CHECKPOINT)) else
-            "already exists but holds no checkpoint (a run stopped before its first epoch "
-            "ended?): remove it yourself")
+    from shared.cli.run_folder import holder
+
+    pid = holder(run_dir)
+    if pid is not None:
+        what = f"is in use by process {pid} (the same run, started before): let it finish"
+    elif os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        what = "already holds a run: add --resume to continue it"
+    else:
+        what = ("already exists but holds no checkpoint (a run stopped before its first epoch "
+                "ended?): remove it yourself")
     return (f"{run_dir} {what}, or change --save/--seed/--expid_tag (or --log_tag for a "
             "projection)")
 

@@ -20,9 +20,11 @@ _FULL = ("the disk is full or a file-size limit was reached: free space (or rais
          "then continue the run with --resume")
 _DENIED = ("choose an --experiments folder you may write to, or fix its permissions, then "
            "start again (or continue with --resume)")
+_PATH = "a part of that path is not what it must be: pass another --experiments (or path)"
 # Errors of the file system a run cannot fix itself: one line instead of a traceback.
 _WRITE_ERRORS = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EFBIG: _FULL,
-                 errno.EACCES: _DENIED, errno.EPERM: _DENIED, errno.EROFS: _DENIED}
+                 errno.EACCES: _DENIED, errno.EPERM: _DENIED, errno.EROFS: _DENIED,
+                 errno.ENOTDIR: _PATH, errno.EISDIR: _PATH, errno.ENAMETOOLONG: _PATH}
 
 
 def cli_entry(main: Callable[..., T]) -> Callable[..., T]:

@@ -24,7 +24,7 @@ import torch
 from shared.checkpoint import save_checkpoint
 from shared.cli import door as door_module
 from shared.cli.resume import find_run
-from shared.cli.run_folder import LOCK, RunLock, claim_run, inside
+from shared.cli.run_folder import LOCK, RunLock, claim_run, holder, inside
 from shared.errors import UserError, cli_entry
 from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
 
@@ -61,10 +61,12 @@ def test_two_new_runs_of_one_name_get_two_folders_and_one_lock_each(tmp_path) ->
             claim_run(path, root=root, new=True) as second:
         assert (first, second) == (path, path + "-2")
         assert open(os.path.join(first, LOCK)).read().strip() == str(os.getpid())
+        assert holder(first) == str(os.getpid())
         with pytest.raises(UserError, match=f"in use by process {os.getpid()}"):
             with claim_run(first, root=None, new=False):
                 pass
     assert not os.path.exists(os.path.join(first, LOCK))  # released on exit
+    assert holder(first) is None
     with claim_run(first, root=None, new=False):  # and free again
         pass
 
@@ -102,6 +104,13 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:
 def test_a_failed_start_leaves_no_folder_but_a_resumable_one_stays(tmp_path) -> None:
     root = tmp_path / "exp"
     root.mkdir()
+    with pytest.raises(UserError, match="outside --experiments"):  # refused before any mkdir
+        with claim_run(str(root / "a" / ".." / ".." / "x"), root=str(root), new=True):
+            pass
+    with pytest.raises(OSError):  # a name the file system refuses: no parent left either
+        with claim_run(str(root / "sota" / ("x" * 300)), root=str(root), new=True):
+            pass
+    assert list(root.iterdir()) == []
     with pytest.raises(UserError, match="no data"):
         with claim_run(str(root / "sota" / "digits" / "run"), root=str(root), new=True) as f:
             open(os.path.join(f, "log.txt"), "w").write("started\n")

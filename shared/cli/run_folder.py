@@ -84,6 +84,21 @@ class RunLock:
         self.fd = None
 
 
+def holder(folder: str) -> str | None:
+    """The PID of the process running in ``folder`` (holding its lock), or None."""
+    try:
+        fd = os.open(os.path.join(folder, LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 32).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)  # closing drops a shared lock we may have taken
+    return None
+
+
 def remove_temp_files(folder: str) -> list[str]:
     """Delete ``*.tmp`` / ``*.tmp.PID`` files a killed or failed writer left in ``folder`` (not
     below it: a DARTS-PT projection folder inside a supernet folder is another run's).
@@ -112,9 +127,13 @@ def create(path: str, root: str | None, *, unique: bool, taken: str = "") -> tup
     if root is not None:
         inside(path, root)
     made = _missing_ancestors(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if root is not None:  # a symlink met on the way resolves only now
-        inside(path, root)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if root is not None:  # a symlink met on the way resolves only now
+            inside(path, root)
+    except (OSError, UserError):
+        _remove_empty(made)
+        raise
     candidate, n = path, 1
     while True:
         try:
@@ -128,6 +147,9 @@ def create(path: str, root: str | None, *, unique: bool, taken: str = "") -> tup
                                 "or --seed") from None
             n += 1
             candidate = f"{path}-{n}"
+        except OSError:  # a name too long, a full disk: no parent folder left behind
+            _remove_empty(made)
+            raise
 
 
 def _remove_empty(folders: list[str]) -> None:
