@@ -135,6 +135,13 @@ def model_args(cfg: RNNTrainConfig, ntoken: int) -> dict[str, Any]:
             "dropouti": cfg.dropouti, "dropoute": cfg.dropoute}
 
 
+def check_vocabulary(state: dict[str, Any], vocabulary: str) -> None:
+    """Refuse to continue a run on a corpus whose vocabulary is not the run's."""
+    if state.get("vocabulary") != vocabulary:
+        raise UserError("the corpus' vocabulary differs from the one the run was started "
+                        "with; resume with the same --data")
+
+
 def make_optimizer(kind: str, model: torch.nn.Module, cfg: RNNTrainConfig
                    ) -> torch.optim.Optimizer:
     if kind == "sgd":
@@ -376,9 +383,7 @@ class RNNTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("vocabulary") != self.vocabulary:
-            raise UserError("the corpus' vocabulary differs from the one the run was started "
-                            "with; resume with the same --data")
+        check_vocabulary(state, self.vocabulary)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer = make_optimizer(state["optimizer_kind"], self.model, self.cfg)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -464,6 +469,8 @@ def run_rnn_training(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str, 
     """Train (or continue, given the checkpoint ``resume_state``) in ``save_dir``, then test
     the best model; returns what ``result.json`` holds."""
     corpus = open_corpus(cfg.data)  # a missing corpus fails before the run folder is made
+    if resume_state is not None:  # refused before a line is appended to the run's log
+        check_vocabulary(resume_state, vocabulary_fingerprint(corpus.dictionary))
     logger = setup_logger(save_dir)
     writer = None
     try:

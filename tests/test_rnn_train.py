@@ -227,3 +227,13 @@ def test_bad_settings_are_refused():
                         ({"bptt": 0}, "--bptt must be >= 1")]:
         with pytest.raises(UserError, match=message):
             RE.validate_config(RE.RNNTrainConfig(**{**TINY, **kw}))
+
+
+def test_a_resume_on_another_vocabulary_writes_nothing(tmp_path):
+    cfg = RE.RNNTrainConfig(**TINY)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserError, match="vocabulary differs"):
+        RE.run_rnn_training(cfg, load_rnn_genotype("DARTS"), str(run),
+                            resume_state={"vocabulary": "another corpus"})
+    assert list(run.iterdir()) == []  # not even a log line
