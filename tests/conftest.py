@@ -113,6 +113,33 @@ def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1
     return run
 
 
+def kill_inside_checkpoint_write(door_dir: str, args: list[str], root, nth: int = 2,
+                                 script: str = "train_search.py") -> str:
+    """Run ``python SCRIPT ARGS --experiments ROOT`` in ``door_dir`` with its ``nth``
+    ``torch.save`` cut half-way (a few bytes written) by a SIGKILL; returns the run folder
+    (``search-*``) it left, holding the temp file of the interrupted write."""
+    import subprocess
+
+    code = ("import os, runpy, signal, sys, torch\n"
+            "real, calls = torch.save, []\n"
+            "def save(obj, f, *a, **k):\n"
+            "    calls.append(f)\n"
+            f"    if len(calls) == {nth}:\n"
+            "        open(f, 'wb').write(b'PK half a checkpoint')\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(obj, f, *a, **k)\n"
+            "torch.save = save\n"
+            f"sys.argv = [{script!r}] + sys.argv[1:]\n"
+            f"runpy.run_path({script!r}, run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", code, *args, "--experiments", str(root)],
+                         cwd=door_dir, env=door_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == -9, out.stderr[-2000:]
+    runs = search_runs(root)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 @pytest.fixture
 def no_open_figures():
     """Fails a test whose plot function left a matplotlib figure open (use per module with

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
+from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write, search_runs
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -71,9 +71,10 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
             "--save", "resume"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
-    run = kill_search_after_epoch(DOOR_DIR, args, cut_dir, epoch=1)
+    run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)  # holds epoch 0
     out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert not any(".tmp" in name for name in os.listdir(run))  # the cut write's is gone
     ref_run = only_run(ref_dir)
     ref = torch.load(os.path.join(ref_run, "checkpoint.pth.tar"), weights_only=True)
     got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)

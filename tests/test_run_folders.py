@@ -3,15 +3,14 @@ ours, never continued by the wrong command (``shared.cli.run_folder``, ``shared.
 
 The unit tests exercise the pieces; the door tests (``slow``) replay each case as it was found:
 a traversal path with a debug tag, two runs started together, two resumes at once, a seed that
-is a prefix of another, a foreign folder, a full disk, a kill inside the checkpoint write, a
-diverging search. Every door test hashes the tree before and after to show that nothing but
-the run's own folder changed."""
+is a prefix of another, a foreign folder, a crafted benchmark file, a diverging search. Every
+door test hashes the tree before and after to show that nothing but the run's own folder
+changed. A kill inside the checkpoint write and a full disk: tests/test_sdarts_search_cli.py."""
 from __future__ import annotations
 
 import argparse
 import errno
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -303,54 +302,6 @@ def test_another_doors_run_is_refused_by_name_and_left_untouched(tmp_path) -> No
                tmp_path)
     refused(nb1, "was written by sdarts/sota/cnn/train_search.py")
     assert tree(tmp_path) == before
-
-
-def _kill_in_second_checkpoint_write() -> list[str]:
-    """A door run whose second checkpoint write is killed (SIGKILL) half-way through."""
-    code = ("import os, runpy, signal, sys, torch\n"
-            "import shared.checkpoint as c\n"
-            "real, calls = torch.save, []\n"
-            "def save(obj, f, *a, **k):\n"
-            "    calls.append(f)\n"
-            "    if len(calls) == 2:\n"
-            "        open(f, 'wb').write(b'PK half a checkpoint')\n"
-            "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "    return real(obj, f, *a, **k)\n"
-            "torch.save = save\n"
-            "sys.argv = ['train_search.py'] + sys.argv[1:]\n"
-            "runpy.run_path('train_search.py', run_name='__main__')\n")
-    return [sys.executable, "-c", code]
-
-
-@pytest.mark.slow
-def test_a_kill_inside_the_checkpoint_write_and_a_full_disk_then_resume(tmp_path) -> None:
-    args = [*TINY, "--epochs", "3", "--save", "debugcut", "--search_space", "s3"]
-    ref = door(SEARCH_DIR, args, tmp_path / "ref")
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    cut = subprocess.run([*_kill_in_second_checkpoint_write(), *args,
-                          "--experiments", str(tmp_path / "cut")], cwd=SEARCH_DIR,
-                         env=door_env(), capture_output=True, text=True, timeout=600)
-    assert cut.returncode == -signal.SIGKILL, cut.stderr[-2000:]
-    run = search_runs(tmp_path / "cut")[0]
-    assert any(".tmp." in name for name in os.listdir(run))
-    assert len(json.load(open(os.path.join(run, "history.json")))) == 1
-    # a full disk (file-size limit below the checkpoint's size) while the resume writes epoch 1
-    full = door(SEARCH_DIR, ["--resume", run, "--gpu", "-1", "--no_progress"], tmp_path,
-                prefix=["bash", "-c", 'ulimit -f 128 && exec "$@"', "bash"])
-    line = refused(full, "cannot write")
-    assert "--resume" in line and "checkpoint.pth.tar" in line
-    assert not any(".tmp" in name for name in os.listdir(run)), os.listdir(run)
-    assert len(json.load(open(os.path.join(run, "history.json")))) == 1  # epoch 1 unpublished
-    assert torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["epoch"] == 1
-    out = door(SEARCH_DIR, ["--resume", run, "--gpu", "-1", "--no_progress"], tmp_path)
-    assert out.returncode == 0, out.stderr[-2000:]
-    want = torch.load(os.path.join(search_runs(tmp_path / "ref")[0], "checkpoint.pth.tar"),
-                      weights_only=True)
-    got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
-    assert got["epoch"] == want["epoch"] == 3
-    assert all(torch.equal(got["state_dict"][k], v) for k, v in want["state_dict"].items())
-    assert [h["genotype"] for h in got["history"]] == [h["genotype"] for h in want["history"]]
-    assert not any(".tmp" in name for name in os.listdir(run))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
+from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write, search_runs
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -56,14 +56,32 @@ def test_sdarts_adv_search_on_digits_end_to_end(tmp_path):
 
 
 def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
+    """Killed inside its second checkpoint write, then resumed on a full disk (a file-size
+    limit below the checkpoint's size), then resumed: the run never stopped, bit for bit."""
     args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "3",
             "--save", "resume"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
-    run = kill_search_after_epoch(DOOR_DIR, args, cut_dir, epoch=1)
-    out = run_door([*args[:0], "--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
+    run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)
+    assert any(".tmp." in name for name in os.listdir(run))
+    assert len(json.load(open(os.path.join(run, "history.json")))) == 1
+    resume = ["--resume", run, "--gpu", "-1", "--no_progress", "--experiments", str(cut_dir)]
+    full = subprocess.run(["bash", "-c", 'ulimit -f 128 && exec "$@"', "bash", sys.executable,
+                           "train_search.py", *resume], cwd=DOOR_DIR, env=door_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert full.returncode == 2, full.stderr[-2000:]
+    line = full.stderr.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith("error: cannot write ") and \
+        "checkpoint.pth.tar" in line[0] and "--resume" in line[0], full.stderr
+    assert not any(".tmp" in name for name in os.listdir(run)), os.listdir(run)
+    assert len(json.load(open(os.path.join(run, "history.json")))) == 1  # epoch 1 unpublished
+    assert torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["epoch"] == 1
+    out = subprocess.run([sys.executable, "train_search.py", *resume], cwd=DOOR_DIR,
+                         env=door_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in open(os.path.join(run, "log.txt")).read()
+    assert not any(".tmp" in name for name in os.listdir(run))
+    assert len(json.load(open(os.path.join(run, "history.json")))) == 3
     ref = torch.load(os.path.join(only_run(ref_dir), "checkpoint.pth.tar"), weights_only=True)
     got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
     assert got["epoch"] == ref["epoch"] == 3
