@@ -319,8 +319,8 @@ def test_pgd_cannot_raise_a_weight_clamped_to_zero_when_skipped(skip: bool) -> N
 
 def test_only_darts_pt_supernets_skip() -> None:
     from darts_pt.sota.cnn import train_search as pt_door
-    from sdarts.search_flags import search_config
     from sdarts.sota.cnn import train_search as sdarts_door
+    from shared.cli.search_door import search_config
 
     for method in ("darts", "blank", "sdarts", "darts-proj"):
         args = pt_door.build_parser().parse_args(["--method", method])

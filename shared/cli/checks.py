@@ -45,10 +45,10 @@ RULES: dict[str, Rule] = {
                                  "nonmono", "max_seq_len_delta", "warmup_epochs")},
     # optimisation
     **{k: POSITIVE for k in ("learning_rate", "arch_learning_rate", "lr", "arch_lr",
-                             "grad_clip", "clip")},
+                             "grad_clip", "clip", "epsilon_0")},
     **{k: NON_NEGATIVE for k in ("learning_rate_min", "weight_decay", "arch_weight_decay",
                                  "wdecay", "arch_wdecay", "alpha", "beta", "epsilon_alpha",
-                                 "auxiliary_weight")},
+                                 "auxiliary_weight", "lambda_")},
     "momentum": between(0, 1, closed_high=False),
     # data and regularisation
     "train_portion": (lambda x: _finite(x) and 0 < x < 1, "in (0, 1)"),

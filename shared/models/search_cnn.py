@@ -77,6 +77,12 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self._multiplier:], dim=1)
 
 
+def kinds_of_cells(layers: int) -> tuple[str, ...]:
+    """Each cell's kind in DARTS' network of ``layers`` cells: reduce at L//3 and 2L//3."""
+    return tuple("reduce" if i in (layers // 3, 2 * layers // 3) else "normal"
+                 for i in range(layers))
+
+
 class Network(Supernet):
     """DARTS supernet: stem, ``layers`` search cells (reduction at L//3 and 2L//3), classifier.
 
@@ -113,7 +119,7 @@ class Network(Supernet):
         self.cells = nn.ModuleList()
         reduction_prev = False
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = kinds_of_cells(layers)[i] == "reduce"
             if reduction:
                 C_curr *= 2
             self.cells.append(SearchCell(space, steps, multiplier, C_prev_prev, C_prev, C_curr,

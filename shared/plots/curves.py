@@ -26,8 +26,10 @@ def _best_so_far(values: list[float], key: str) -> list[float]:
 
 def plot_curves(history: list[dict], path: str,
                 keys: Sequence[str] = ("train_acc", "valid_acc"),
-                marks: Sequence[tuple[float, str]] = (), log_y: bool = False) -> str:
-    """``keys`` (those present) versus epoch, each with a dashed best-so-far (anytime) curve;
+                marks: Sequence[tuple[float, str]] = (), log_y: bool = False,
+                anytime: bool = True) -> str:
+    """``keys`` (those present) versus epoch, each with a dashed best-so-far (anytime) curve
+    (``anytime=False``: without, for numbers that are not a score, e.g. a correlation);
     ``marks``: (epoch, label) events drawn as labelled vertical lines (e.g. a switch to ASGD);
     ``log_y``: a logarithmic y axis (perplexities fall by orders of magnitude)."""
     series = {k: _series(history, k) for k in keys}
@@ -40,8 +42,9 @@ def plot_curves(history: list[dict], path: str,
             color = f"C{i}"
             ax.plot(epochs, values, color=color, marker="o" if len(epochs) <= 50 else None,
                     markersize=3.5, label=key)
-            ax.plot(epochs, _best_so_far(values, key), color=color, linestyle="--",
-                    linewidth=1.0, alpha=0.7, label=f"best {key} so far")
+            if anytime:
+                ax.plot(epochs, _best_so_far(values, key), color=color, linestyle="--",
+                        linewidth=1.0, alpha=0.7, label=f"best {key} so far")
         for epoch, label in marks:
             ax.axvline(epoch, color="0.4", linestyle=":", linewidth=1.2, label=label)
         if log_y:

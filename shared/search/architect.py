@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
 
 class Architect(AlphaUpdate):
+    """``record_cell_grads``: keep the validation loss's gradient w.r.t. each search cell's
+    mixing weights in ``cell_grads`` after every step (Λ-DARTS' ``valid_corr``); alpha's
+    gradient is the same (the sum of the per-cell paths)."""
+
     moves_alpha = True
+    record_cell_grads = False
+    cell_grads: list[torch.Tensor] | None = None
 
     def __init__(self, model: torch.nn.Module, arch_learning_rate: float = 3e-4,
                  arch_weight_decay: float = 1e-3, momentum: float = 0.9,
@@ -48,9 +54,20 @@ class Architect(AlphaUpdate):
             grads = self.unrolled_gradient(x_trn, y_trn, x_val, y_val, eta, network_optimizer)
             for a, g in zip(self.model.arch_parameters(), grads):
                 a.grad = g
+        elif self.record_cell_grads:
+            cells = self._cell_copies()
+            self.model.loss(x_val, y_val, cell_weights=cells).backward()
+            self.cell_grads = [c.grad for c in cells]
         else:
             self.model.loss(x_val, y_val).backward()
         self.optimizer.step()
+
+    def _cell_copies(self) -> list[torch.Tensor]:
+        """One copy of the mixing weights per search cell, its gradient kept."""
+        cells = [w.clone() for w in self.model.expand_weights(self.model.mixing_weights())]
+        for c in cells:
+            c.retain_grad()
+        return cells
 
     # -- second order -----------------------------------------------------------------------
     def unrolled_gradient(self, x_trn, y_trn, x_val, y_val, eta: float,
@@ -72,10 +89,15 @@ class Architect(AlphaUpdate):
         # the real model, so it gets cloned buffers.
         params = dict(zip(names, unrolled))
         params.update({n: b.clone() for n, b in model.named_buffers()})
-        logits = functional_call(model, params, (x_val,))
+        cells = self._cell_copies() if self.record_cell_grads else []
+        logits = functional_call(model, params, (x_val,),
+                                 {"cell_weights": cells} if cells else None)
         unrolled_loss = torch.nn.functional.cross_entropy(logits, y_val)
-        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled)
-        dalpha, vector = grads[:len(alphas)], grads[len(alphas):]
+        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells)
+        dalpha = grads[:len(alphas)]
+        vector = grads[len(alphas):len(alphas) + len(unrolled)]
+        if cells:
+            self.cell_grads = list(grads[len(alphas) + len(unrolled):])
 
         implicit = self.hessian_vector_product(vector, x_trn, y_trn, self.fd_step)
         return [g - eta * ig for g, ig in zip(dalpha, implicit)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -194,8 +194,10 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    weight_grad_hooks: list[Callable] | None = None,
                    epoch_start_hooks: list[Callable] | None = None,
                    epoch_end_hooks: list[Callable] | None = None,
-                   publish_hooks: list[Callable] | None = None) -> Any:
-    """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype."""
+                   publish_hooks: list[Callable] | None = None,
+                   methods: Sequence[Callable[[SearchLoop], None]] = ()) -> Any:
+    """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype.
+    ``methods``: what plugs itself into the loop (``attach(loop)``: Λ-DARTS' regulariser)."""
     logger = setup_logger(save_dir)
     try:
         search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
@@ -203,6 +205,8 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
         loop.epoch_start_hooks = list(epoch_start_hooks or [])
         loop.epoch_end_hooks = list(epoch_end_hooks or [])
         loop.publish_hooks = list(publish_hooks or [])
+        for attach in methods:
+            attach(loop)
         if resume:
             loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)

@@ -28,9 +28,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.search_flags import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.search_door import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import NB1SHOT1_SPACES  # noqa: E402
 

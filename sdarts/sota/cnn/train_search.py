@@ -3,7 +3,7 @@
     cd sdarts/sota/cnn && python train_search.py --perturb_alpha=pgd_linf
 
 Flags and defaults are the original's, declared once for both SDARTS search doors in
-``sdarts/search_flags.py``, plus ``--dataset digits`` (embedded data, no download),
+``shared/cli/search_door.py``, plus ``--dataset digits`` (embedded data, no download),
 ``--resume [RUN_DIR]`` and the runtime switches.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.search_flags import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.search_door import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 

@@ -1,8 +1,9 @@
-"""What SmoothDARTS' two CNN search doors share: ``sota/cnn/train_search.py`` (DARTS space,
-S1-S4) and ``optimizers/darts/train_search.py`` (NAS-Bench-1Shot1). The originals declare the
-same argparse flags twice with different defaults (batch 64 vs 96, 50 vs 100 epochs, 8 vs 9
-layers); here each door passes its defaults to the one declaration of DARTS' search flags
-(``shared.cli.flags``), and gets its run folder, resume and config the same way.
+"""What the DARTS-space search doors share: SmoothDARTS' two CNN search doors
+(``sota/cnn/train_search.py``, DARTS space and S1-S4; ``optimizers/darts/train_search.py``,
+NAS-Bench-1Shot1) and Λ-DARTS' (``lambda_darts/sota/cnn/train_search.py``). The originals
+declare the same argparse flags again and again with different defaults (batch 64 vs 96, 50 vs
+100 epochs, 8 vs 9 layers); here each door passes its defaults to the one declaration of DARTS'
+search flags (``shared.cli.flags``), and gets its run folder, resume and config the same way.
 """
 from __future__ import annotations
 

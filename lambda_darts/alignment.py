@@ -1,0 +1,177 @@
+"""Λ-DARTS' weight step: the layer-alignment regulariser added to the weights' gradient
+(Movahedi et al., ICLR'23, sec. 3-4; the released ``sota/cnn/train_search.py`` and
+``model_search.py``: ``get_perturbations``, ``get_reg_grads``), as hooks of the engine's
+search step (``shared.search.loop``), composable with any alpha update and SDARTS'
+perturbation.
+
+Per weight step, after the backward of the training loss (which gives every cell's
+g_l = dL/dA_l through its own leaf copy of the mixing weights A_l):
+
+1. ``train_corr`` = Λ_cos of the regularised cells' g_l (recorded every step);
+2. p_l = dΛ/dg_l (``lambda_darts.regularizer``), ε = ε₀ / ‖concat p‖ (unregularised cells
+   count as zeros, as in the released code);
+3. two more forward/backward passes on the same training batch, every regularised cell at
+   A_l - εp_l, then at A_l + εp_l (the others at A_l), in train mode, so BatchNorm's running
+   statistics move with them as in the released code;
+4. ``w.grad += λ_t (g₋ - g₊) / 2ε`` ≈ -λ_t dΛ/dw: the step descends on L_train - λ_t Λ, i.e.
+   it raises the alignment; then the loop clips and steps as always.
+
+λ_t = λ · e / (E - 1) at epoch e (the released linear ramp; ``schedule=False``: constant λ, the
+RNN search without ``--lambda_scheduling``). ``valid_corr`` is Λ_cos of the per-cell gradients
+of the alpha step's validation loss (the architect records them). Both are averaged per epoch
+into the history (``train_corr``, ``valid_corr``, ``lambda``) and logged as the original:
+``epoch %d lambda_ %e`` and ``train_corr %f valid_corr %f``.
+
+Randomness in the ± passes (S4's noise op, dropout): by default both replay the random state of
+the base pass, so (g₋ - g₊) / 2ε is a clean finite difference; ``fresh_noise`` draws new noise
+as the released CNN code did (a noise term of order 1/ε then enters the weight gradient).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+import torch
+
+from lambda_darts.regularizer import REGULARIZERS, corr
+from shared.errors import UserError
+from shared.search.context import EpochContext, StepContext, restore_rng
+from shared.search.outputs import PLOT_INTERVAL_S
+
+CELLS = ("normal", "all")
+
+
+def regularised_cells(kinds: Sequence[str], which: str) -> list[int]:
+    """Indices of the cells Λ aligns: ``normal`` the DARTS space's normal cells (the released
+    code zeroes the reduce cells' perturbation), or every cell where there is one kind
+    (NAS-Bench-201's 15 cells, the RNN's layers); ``all`` every search cell."""
+    if which not in CELLS:
+        raise ValueError(f"cells {which!r}: one of {', '.join(CELLS)}")
+    chosen = [i for i, k in enumerate(kinds) if which == "all" or k == "normal"
+              or len(set(kinds)) == 1]
+    if len(chosen) < 2:
+        raise UserError(f"Λ-DARTS aligns at least 2 cells; this supernet has {len(chosen)} "
+                        f"{'' if which == 'all' else 'normal '}cell(s) to align (more --layers"
+                        f"{'' if which == 'all' else ', or --lambda_cells all'})")
+    return chosen
+
+
+class LayerAlignment:
+    """The regulariser (``regularizer`` None: only ``train_corr``/``valid_corr`` are recorded,
+    the released code's ``--corr_regularization none``). ``attach(loop)`` plugs it in."""
+
+    needs_cell_grads = True
+
+    def __init__(self, regularizer: str | None, lambda_: float, epsilon_0: float, epochs: int,
+                 cells: str = "normal", fresh_noise: bool = False,
+                 schedule: bool = True) -> None:
+        if regularizer is not None and regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer {regularizer!r}: one of {', '.join(REGULARIZERS)}")
+        if regularizer is not None and schedule and epochs < 2:
+            raise UserError("Λ-DARTS' λ ramps as λ·e/(epochs-1): pass --epochs >= 2")
+        self.regularizer, self.lambda_, self.epsilon_0 = regularizer, lambda_, epsilon_0
+        self.epochs, self.cells, self.schedule = epochs, cells, schedule
+        self.needs_rng_state = regularizer is not None and not fresh_noise
+        self.lam = self.lambda_at(0) if regularizer is not None else 0.0  # epoch_start sets it
+        self._drawn = float("-inf")
+        self._cells: list[int] = []
+        self._train: list[torch.Tensor] = []
+        self._valid: list[torch.Tensor] = []
+
+    def attach(self, loop: Any) -> None:
+        """Add the hooks to ``loop`` and have its alpha update record per-cell gradients.
+        Without a regulariser and fewer than 2 cells there is nothing to record: no hooks."""
+        try:
+            self._cells = regularised_cells(loop.model.cell_kinds(), self.cells)
+        except UserError:
+            if self.regularizer is None:
+                return
+            raise
+        loop.weight_grad_hooks.append(self)
+        loop.epoch_start_hooks.append(self.epoch_start)
+        loop.step_end_hooks.append(self.step_end)
+        loop.epoch_end_hooks.append(self.epoch_end)
+        loop.publish_hooks.append(self.plot)
+        if hasattr(loop.alpha_update, "record_cell_grads"):
+            loop.alpha_update.record_cell_grads = True
+
+    # -- epochs ----------------------------------------------------------------------------------
+    def lambda_at(self, epoch: int) -> float:
+        return self.lambda_ * epoch / (self.epochs - 1) if self.schedule else self.lambda_
+
+    def epoch_start(self, ctx: EpochContext) -> None:
+        self.lam = self.lambda_at(ctx.epoch)
+        self._train, self._valid = [], []
+        if self.regularizer is not None:
+            ctx.loop.logger.info("epoch %d lambda_ %e", ctx.epoch, self.lam)
+
+    def epoch_end(self, ctx: EpochContext) -> None:
+        train = float(torch.stack(self._train).mean()) if self._train else None
+        valid = float(torch.stack(self._valid).mean()) if self._valid else None
+        ctx.entry.update(train_corr=train, valid_corr=valid)
+        if self.regularizer is not None:
+            ctx.entry["lambda"] = self.lam
+        _log_corr(ctx.loop.logger, train, valid)
+
+    def plot(self, ctx: EpochContext) -> None:
+        """``correlation.png`` next to the alpha trajectories (after the epoch's checkpoint),
+        redrawn at most every ``PLOT_INTERVAL_S`` seconds and after the last epoch."""
+        now = time.monotonic()
+        if now - self._drawn < PLOT_INTERVAL_S and ctx.epoch < ctx.loop.epochs - 1:
+            return
+        from shared.plots import plot_curves
+
+        folder = os.path.dirname(ctx.loop.checkpoint_path)
+        plot_curves(ctx.loop.history, os.path.join(folder, "correlation.png"),
+                    keys=("train_corr", "valid_corr"), anytime=False)
+        self._drawn = time.monotonic()
+
+    # -- steps -----------------------------------------------------------------------------------
+    def step_end(self, ctx: StepContext) -> None:
+        grads = getattr(ctx.loop.alpha_update, "cell_grads", None)
+        if ctx.update_alpha and grads is not None:
+            self._valid.append(corr([grads[i] for i in self._cells]).detach())
+            ctx.loop.alpha_update.cell_grads = None
+
+    def __call__(self, ctx: StepContext) -> None:
+        """The weight-gradient hook: after the training backward, before the clip."""
+        cells = self._cells or regularised_cells(ctx.model.cell_kinds(), self.cells)
+        grads = [ctx.cell_weights[i].grad for i in cells]
+        self._train.append(corr(grads).detach())
+        if self.regularizer is None:
+            return
+        directions = REGULARIZERS[self.regularizer][1](grads)
+        eps = self.epsilon_0 / torch.cat([d.reshape(-1) for d in directions]).norm()
+        base = [w.detach() for w in ctx.cell_weights]
+        pert = [torch.zeros_like(w) for w in base]
+        for i, d in zip(cells, directions):
+            pert[i] = eps * d
+        params = list(ctx.model.weight_parameters())
+        minus = self._weight_grads(ctx, [b - p for b, p in zip(base, pert)], params)
+        plus = self._weight_grads(ctx, [b + p for b, p in zip(base, pert)], params)
+        with torch.no_grad():
+            for p, g_m, g_p in zip(params, minus, plus):
+                if g_m is None and g_p is None:
+                    continue
+                g_m = torch.zeros_like(p) if g_m is None else g_m
+                g_p = torch.zeros_like(p) if g_p is None else g_p
+                reg = (g_m - g_p) / (2 * eps) * self.lam
+                p.grad = reg if p.grad is None else p.grad.add_(reg)
+
+    def _weight_grads(self, ctx: StepContext, cell_weights: list[torch.Tensor],
+                      params: list[torch.nn.Parameter]) -> tuple[torch.Tensor | None, ...]:
+        """dL_train/dw on the step's training batch with the given per-cell mixing weights."""
+        loop = ctx.loop
+        if ctx.rng_state is not None:  # the base pass's noise and masks again
+            restore_rng(ctx.rng_state, loop.device)
+        with loop.precision.autocast(loop.device):
+            loss = ctx.model.loss(ctx.x, ctx.y, cell_weights=cell_weights)
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+def _log_corr(logger: logging.Logger, train: float | None, valid: float | None) -> None:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:f}"
+    logger.info("train_corr %s valid_corr %s", fmt(train), fmt(valid))

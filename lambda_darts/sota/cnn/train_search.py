@@ -1,0 +1,116 @@
+"""Λ-DARTS search on RobustDARTS' S1-S4 and the DARTS space (Lambda-DARTS
+``sota/cnn/train_search.py``; Movahedi et al., ICLR'23).
+
+    cd lambda_darts/sota/cnn && python train_search.py --corr_regularization corr \\
+        --lambda_ 0.125 --epsilon_0 0.0001 --search_space s5 --dataset cifar10
+
+Flags and defaults are the released script's: DARTS' search flags (batch 64, 50 epochs, C=16,
+8 cells, SGD 0.025 -> 0.001 cosine, Adam 3e-4 for alpha, ``--unrolled``), ``--search_space s1``
+(its default; s1-s5 of DARTS-PT's spaces and the 8-op ``darts`` space), ``--corr_regularization
+none|corr|signcorr``, ``--lambda_ 0.125``, ``--epsilon_0 0.0001``; datasets cifar10, cifar100,
+svhn and ``digits`` (embedded, no download). The regulariser is ``lambda_darts.alignment``.
+
+Additions, each said in ``--help``:
+
+* ``--lambda_cells normal|all``: the released code aligns the normal cells only (the reduce
+  cells' perturbation is hard-coded to 0); ``all`` aligns every cell. Default: ``normal``.
+* ``--fresh_noise``: the ± passes draw new noise (S4's noise op), as the released code did; by
+  default they replay the base pass's random state, so the finite difference is clean.
+* ``--perturb_alpha random|pgd_linf`` (SDARTS-RS/ADV): the regulariser then aligns the
+  gradients at the perturbed mixing weights, the ones the weight step trains on.
+* ``--resume [RUN_DIR]`` (the original had none) and the runtime switches of every door.
+
+Differences from the released script: ``--lambda`` (argparse prefix matching made it mean
+``--lambda_``) is refused with the flag's full name; a ramp over ``--epochs 1`` (a division by
+zero there) and fewer than 2 aligned cells are refused; ``weights.pt`` every epoch is replaced
+by the engine's checkpoint. Log lines as the original (``epoch %d lambda_ %e``, ``train_corr %f
+valid_corr %f``), plus TensorBoard ``analysis/train_corr``, ``analysis/valid_corr`` and
+``correlation.png``.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.search_door import (  # noqa: E402
+    build_search_parser,
+    parse_search,
+    run_name_suffix,
+    search_config,
+)
+from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.spaces import SPACES  # noqa: E402
+
+REGULARIZATIONS = ("none", "corr", "signcorr")
+
+
+def build_parser():
+    p = build_search_parser("train_search.py", batch_size=64, epochs=50, layers=8,
+                            spaces=sorted(SPACES), default_space="s1")
+    p.allow_abbrev = False  # the released --lambda only worked by prefix matching --lambda_
+    p.add_argument("--corr_regularization", type=str, default="none", choices=REGULARIZATIONS,
+                   help="Λ-DARTS' regulariser: corr (cosine) or signcorr; none: only "
+                        "train_corr/valid_corr are recorded")
+    p.add_argument("--lambda_", type=float, default=0.125,
+                   help="regularisation strength λ (ramped as λ·epoch/(epochs-1))")
+    p.add_argument("--epsilon_0", type=float, default=1e-4,
+                   help="norm of the finite-difference perturbation of the mixing weights")
+    p.add_argument("--lambda_cells", type=str, default="normal", choices=("normal", "all"),
+                   help="cells to align: normal (the released code; reduce cells are not "
+                        "regularised) or all")
+    p.add_argument("--fresh_noise", action="store_true", default=False,
+                   help="the ± passes draw new noise (the released code); default: they replay "
+                        "the base pass's random state (a clean finite difference)")
+    return p
+
+
+def run_dir(args) -> str:
+    """The released folder name: search-{save}-{time}-{space}-{seed}[-suffixes]-{random}."""
+    name = "search-{}-{}-{}-{}".format(args.save, time.strftime("%Y%m%d-%H%M%S"),
+                                       args.search_space, args.seed)
+    return os.path.join(args.experiments, "sota", args.dataset, name + run_name_suffix(args))
+
+
+def _resume_pattern(args) -> str:
+    return os.path.join(args.experiments, "sota", args.dataset,
+                        f"search-{glob.escape(args.save)}-*")
+
+
+def alignment(args):
+    from lambda_darts.alignment import LayerAlignment
+
+    regularizer = None if args.corr_regularization == "none" else args.corr_regularization
+    return LayerAlignment(regularizer, args.lambda_, args.epsilon_0, args.epochs,
+                          cells=args.lambda_cells, fresh_noise=args.fresh_noise)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    if any(a == "--lambda" or a.startswith("--lambda=") for a in (argv or sys.argv[1:])):
+        raise UserError("--lambda: the flag is --lambda_ (the released script accepted --lambda "
+                        "only through argparse's prefix matching)")
+    args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
+                                           pattern=_resume_pattern, new_dir=run_dir)
+    # before any folder is made: a ramp over one epoch, fewer than 2 cells to align
+    hook = alignment(args)
+    from lambda_darts.alignment import regularised_cells
+    from shared.models.search_cnn import kinds_of_cells
+    from shared.search.cnn_search import run_cnn_search
+
+    if args.corr_regularization != "none":
+        regularised_cells(kinds_of_cells(args.layers), args.lambda_cells)
+
+    with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
+        print(f"experiment folder: {save_dir}")
+        genotype = run_cnn_search(search_config(args, "darts"), save_dir, resume=resumed,
+                                  methods=[hook.attach])
+    print(f"genotype = {genotype}")
+
+
+if __name__ == "__main__":
+    main()

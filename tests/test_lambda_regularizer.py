@@ -1,0 +1,183 @@
+"""Λ-DARTS' regulariser (``lambda_darts.regularizer``, ``lambda_darts.alignment``): the closed-form
+directions against autograd, the finite-difference weight gradient against the exact
+-dΛ/dw (a smooth supernet, float64), and the regulariser in the engine's loop: no change at
+λ = 0, the random state replayed in the ± passes, resume bit-identical."""
+from __future__ import annotations
+
+import copy
+import itertools
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lambda_darts.alignment import LayerAlignment, regularised_cells
+from lambda_darts.regularizer import REGULARIZERS, corr
+from shared.errors import UserError
+from shared.runtime import Precision
+from shared.search.context import StepContext
+from tests.test_search_loop import TRAIN, TinySupernet, make_loop, params
+
+
+def _grads(L: int = 4, shape=(14, 7), seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=g, dtype=torch.float64) for _ in range(L)]
+
+
+@pytest.mark.parametrize("name", list(REGULARIZERS))
+def test_directions_are_the_gradient_of_lambda(name) -> None:
+    value, directions = REGULARIZERS[name]
+    grads = [g.requires_grad_() for g in _grads()]
+    auto = torch.autograd.grad(value(grads), grads)
+    for p, a in zip(directions([g.detach() for g in grads]), auto):
+        torch.testing.assert_close(p, a, rtol=1e-12, atol=1e-14)
+
+
+def test_corr_is_the_mean_pairwise_cosine_and_needs_two_cells() -> None:
+    grads = _grads(L=5)
+    pairs = [torch.nn.functional.cosine_similarity(a.reshape(-1), b.reshape(-1), dim=0)
+             for a, b in itertools.combinations(grads, 2)]
+    torch.testing.assert_close(corr(grads), torch.stack(pairs).mean())
+    assert float(corr([grads[0], 3 * grads[0]])) == pytest.approx(1.0)
+    with pytest.raises(UserError, match="at least 2 cells"):
+        corr(grads[:1])
+    with pytest.raises(UserError, match="zero gradient"):
+        corr([grads[0], torch.zeros_like(grads[0])])
+
+
+def test_which_cells_are_aligned() -> None:
+    darts = ("normal", "normal", "reduce", "normal", "reduce", "normal")
+    assert regularised_cells(darts, "normal") == [0, 1, 3, 5]  # the released choice
+    assert regularised_cells(darts, "all") == list(range(6))
+    assert regularised_cells(("cell",) * 15, "normal") == list(range(15))  # NAS-Bench-201
+    with pytest.raises(UserError, match="--lambda_cells all"):
+        regularised_cells(("normal", "reduce", "reduce"), "normal")
+
+
+def _context(model, x, y) -> StepContext:
+    """A weight step's context after its backward, as the loop hands it to the hook."""
+    loop = SimpleNamespace(device=torch.device("cpu"), precision=Precision())
+    cells = [w.detach().clone().requires_grad_() for w in model.expand_weights(
+        tuple(w.detach() for w in model.mixing_weights()))]
+    ctx = StepContext(loop, model, 0, 0, 0.1, x, y, weights=model.mixing_weights(),
+                      cell_weights=cells)
+    ctx.loss = model.loss(x, y, cell_weights=cells)
+    ctx.loss.backward()
+    return ctx
+
+
+@pytest.mark.parametrize("name", list(REGULARIZERS))
+def test_the_finite_difference_is_minus_lambda_times_the_gradient_of_lambda(name) -> None:
+    torch.manual_seed(0)
+    model = TinySupernet().double()
+    x, y = TRAIN[0][0].double(), TRAIN[0][1]
+    # exact: -dΛ(g(w))/dw by double backward
+    cells = [w.detach().clone().requires_grad_() for w in model.expand_weights(
+        tuple(w.detach() for w in model.mixing_weights()))]
+    g = torch.autograd.grad(model.loss(x, y, cell_weights=cells), cells, create_graph=True)
+    chosen = regularised_cells(model.cell_kinds(), "normal")
+    lam = REGULARIZERS[name][0]([g[i] for i in chosen])
+    exact = torch.autograd.grad(lam, list(model.weight_parameters()), allow_unused=True)
+    # the hook: the base gradient plus λ (g₋ - g₊)/2ε
+    hook = LayerAlignment(name, lambda_=0.5, epsilon_0=1e-6, epochs=2, schedule=False)
+    ctx = _context(model, x, y)
+    base = [p.grad.clone() for p in model.weight_parameters()]
+    hook(ctx)
+    for p, b, e in zip(model.weight_parameters(), base, exact):
+        e = torch.zeros_like(p) if e is None else e
+        torch.testing.assert_close((p.grad - b) / 0.5, -e, rtol=1e-5, atol=1e-9)
+
+
+def _run(tmp_path, hook: LayerAlignment | None, **loop_kw):
+    loop = make_loop(tmp_path, epochs=2, **loop_kw)
+    if hook is not None:
+        hook.attach(loop)
+    loop.run()
+    return loop
+
+
+def test_at_lambda_zero_the_weights_move_as_without_it(tmp_path) -> None:
+    plain = _run(tmp_path / "a", None)
+    hook = LayerAlignment("corr", lambda_=0.0, epsilon_0=1e-4, epochs=2)
+    aligned = _run(tmp_path / "b", hook)
+    assert params(aligned.model).keys() == params(plain.model).keys()
+    for k, v in params(plain.model).items():
+        torch.testing.assert_close(params(aligned.model)[k], v, rtol=0, atol=1e-7)
+    for entry in aligned.history:  # recorded every step, averaged per epoch
+        assert -1 <= entry["train_corr"] <= 1 and -1 <= entry["valid_corr"] <= 1
+        assert entry["lambda"] == 0.0
+
+
+def test_a_positive_lambda_raises_the_alignment_the_weights_reach(tmp_path) -> None:
+    plain = _run(tmp_path / "a", LayerAlignment(None, 0.0, 1e-4, epochs=2))
+    aligned = _run(tmp_path / "b", LayerAlignment("corr", 50.0, 1e-4, epochs=2,
+                                                  schedule=False))
+    assert aligned.history[-1]["train_corr"] > plain.history[-1]["train_corr"]
+    assert "lambda" not in plain.history[-1]  # --corr_regularization none: only recorded
+
+
+def test_the_passes_replay_the_base_pass_noise_unless_fresh(tmp_path) -> None:
+    """With dropout, a zero perturbation must give back the base pass's gradient exactly when
+    the random state is replayed; fresh noise (the released CNN code) gives another."""
+    seen = {}
+    for fresh in (False, True):
+        torch.manual_seed(0)
+        model = TinySupernet(dropout=0.5)
+        hook = LayerAlignment("corr", 1.0, 0.0 + 1e-300, epochs=2, fresh_noise=fresh)
+        loop = make_loop(tmp_path / str(fresh), model=model)
+        hook.attach(loop)
+        original = hook._weight_grads
+
+        def spy(ctx, cell_weights, params_, original=original, fresh=fresh):
+            grads = original(ctx, [c.detach() for c in ctx.cell_weights], params_)
+            seen.setdefault(fresh, []).append(grads)
+            return original(ctx, cell_weights, params_)
+
+        hook._weight_grads = spy
+        ctx = next(loop.batches(0, 0.1, True))
+        loop.weight_step(ctx)
+        base = seen[fresh][0]
+        again = seen[fresh][1]
+        same = all(torch.equal(a, b) for a, b in zip(base, again) if a is not None)
+        assert same != fresh
+
+
+def test_a_resumed_aligned_search_is_bit_identical(tmp_path) -> None:
+    def fresh_loop(root, epochs):
+        torch.manual_seed(0)
+        loop = make_loop(root, epochs=epochs, model=TinySupernet(dropout=0.3))
+        LayerAlignment("signcorr", 0.25, 1e-3, epochs=3).attach(loop)
+        return loop
+
+    whole = fresh_loop(tmp_path / "whole", 3)
+    whole.run()
+    cut = fresh_loop(tmp_path / "cut", 3)
+    cut.epochs = 1
+    cut.run()
+    state = copy.deepcopy(torch.load(cut.checkpoint_path, weights_only=True))
+    resumed = fresh_loop(tmp_path / "cut", 3)
+    resumed.load_state_dict(state)
+    resumed.run()
+    for k, v in params(whole.model).items():
+        assert torch.equal(params(resumed.model)[k], v), k
+    assert [h["train_corr"] for h in resumed.history] == [h["train_corr"] for h in whole.history]
+
+
+@pytest.mark.parametrize("order", ["first_order", "second_order"])
+def test_recording_cell_grads_leaves_the_alpha_step_as_it_was(tmp_path, order) -> None:
+    alphas = []
+    for record in (False, True):
+        loop = make_loop(tmp_path / str(record), order)
+        loop.alpha_update.record_cell_grads = record
+        ctx = next(loop.batches(0, 0.1, True))
+        loop.alpha_step(ctx)
+        alphas.append([a.detach().clone() for a in loop.model.arch_parameters()])
+        grads = loop.alpha_update.cell_grads
+        assert (grads is not None) == record
+        if record:
+            assert len(grads) == len(loop.model.cell_kinds())
+    for a, b in zip(*alphas):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    hook = LayerAlignment("corr", 0.1, 1e-3, epochs=2)
+    history = _run(tmp_path / "run", hook, alpha_update=order).history
+    assert all(h["valid_corr"] is not None for h in history)

@@ -1,0 +1,63 @@
+"""Λ-DARTS' CNN search through its door, as a user runs it:
+cd lambda_darts/sota/cnn && python train_search.py --corr_regularization corr."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, door_env, search_runs
+
+pytestmark = pytest.mark.slow  # runs the door
+
+DOOR_DIR = os.path.join(ROOT, "lambda_darts", "sota", "cnn")
+TINY = ["--dataset", "digits", "--layers", "5", "--init_channels", "4", "--batch_size", "256",
+        "--gpu", "-1", "--no_progress"]
+
+
+def run_door(args, root):
+    return subprocess.run([sys.executable, "train_search.py", *args, "--experiments",
+                           str(root)], cwd=DOOR_DIR, env=door_env(), capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_lambda_darts_with_sdarts_rs_on_digits_end_to_end(tmp_path):
+    out = run_door([*TINY, "--search_space", "s4", "--corr_regularization", "signcorr",
+                    "--lambda_", "0.25", "--epsilon_0", "0.001", "--perturb_alpha", "random",
+                    "--epochs", "2"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = search_runs(tmp_path)
+    assert "-s4-2-alpha-random-0.3-" in os.path.basename(run)
+    log = open(os.path.join(run, "log.txt")).read()
+    for line in ("epoch 0 lambda_ 0.000000e+00", "epoch 1 lambda_ 2.500000e-01",
+                 "train_corr ", " valid_corr ", "epoch 1 epsilon_alpha", "final genotype"):
+        assert line in log, line
+    history = json.load(open(os.path.join(run, "history.json")))
+    assert [h["lambda"] for h in history] == [0.0, 0.25]
+    assert all(-1 <= h[k] <= 1 for h in history for k in ("train_corr", "valid_corr"))
+    with open(os.path.join(run, "correlation.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    flags = json.load(open(os.path.join(run, "genotype.json")))
+    assert flags["search_space"] == "s4"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lambda", "0.5"], "--lambda: the flag is --lambda_"),
+    (["--corr_regularization", "corr", "--epochs", "1"], "pass --epochs >= 2"),
+    (["--corr_regularization", "corr", "--layers", "3"], "or --lambda_cells all"),
+    (["--epsilon_0", "0"], "--epsilon_0 must be > 0"),
+    (["--lambda_", "-1"], "--lambda_ must be >= 0"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message, capsys):
+    spec = importlib.util.spec_from_file_location("lambda_cnn_train_search",
+                                                  os.path.join(DOOR_DIR, "train_search.py"))
+    door = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(door)
+    with pytest.raises(SystemExit) as exit_:
+        door.main([*TINY, *args, "--experiments", str(tmp_path / "exp")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "exp").exists()
