@@ -50,7 +50,7 @@ _accepted_list() {
 
 usage() {
     local name
-    echo "usage: bash exp_scripts/$id.sh [--NAME VALUE]..."
+    echo "usage: bash ${SCRIPT_PATH:-exp_scripts/$id.sh} [--NAME VALUE]..."
     echo "accepted names (current value):"
     for name in $ACCEPTED_NAMES; do
         printf '  --%-16s %s\n' "$name" "${!name-(unset: the door default)}"

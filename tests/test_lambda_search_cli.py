@@ -61,3 +61,27 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, args, message, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "exp").exists()
+
+
+def _dry(script, *args):
+    env = {**door_env(), "EXP_DRY_RUN": "1"}
+    out = subprocess.run(["bash", os.path.join(ROOT, "lambda_darts", script), *args], env=env,
+                         capture_output=True, text=True, timeout=60)
+    return out, next((ln for ln in out.stdout.splitlines() if ln.startswith("+ ")), "")
+
+
+def test_the_released_scripts_keep_their_defaults_and_refuse_unknown_names():
+    out, cmd = _dry("run_search.sh")
+    assert out.returncode == 0, out.stderr
+    assert cmd.startswith("+ (cd lambda_darts/sota/cnn && ")
+    for part in ("train_search.py --batch_size 96 --dataset svhn --corr_regularization corr "
+                 "--lambda_ 0.25 --epsilon_0 0.001 --epochs 50 --arch_learning_rate 0.0003 "
+                 "--gpu 0 --seed 0 --search_space s4",):
+        assert part in cmd, cmd
+    out, cmd = _dry("run_eval_cifar.sh", "--seed", "3", "--resume", "1")
+    assert out.returncode == 0, out.stderr
+    assert ("train.py --init_channels 16 --layers 8 --dataset svhn --drop_path_prob 0.2 "
+            "--auxiliary --cutout --arch svhn_s3_lambdadarts_corr --gpu 0 --seed 3 "
+            "--resume") in cmd, cmd
+    out, _ = _dry("run_search.sh", "--lambda", "0.5")
+    assert out.returncode == 2 and "unknown option --lambda" in out.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from shared.cli.flags import add_gpu_flag
 from shared.cli.parser import ArgumentParser
@@ -84,3 +84,77 @@ def build_cifar_train_parser(datasets: Sequence[str], gpu: int | str = 0) -> Arg
                    help="registered genotype name or a genotype .json written by a search")
     p.add_argument("--grad_clip", type=float, default=5, help="gradient clipping")
     return p
+
+
+def cifar_run_suffix(args: Any) -> str:
+    """[-cutout-{len}-{prob}][-auxiliary-{weight}]: the family's evaluation folder suffixes."""
+    suffix = ""
+    if args.cutout:
+        suffix += f"-cutout-{args.cutout_length}-{args.cutout_prob}"
+    if args.auxiliary:
+        suffix += f"-auxiliary-{args.auxiliary_weight}"
+    return suffix
+
+
+def train_from_scratch(argv: Sequence[str] | None, parser: ArgumentParser, *,
+                       run_dir: Callable[[Any], str], identity: Sequence[str],
+                       free: frozenset[str] | set[str]) -> None:
+    """A CIFAR/SVHN evaluation door's body (DARTS ``cnn/train.py`` and its copies): parse and
+    check, settle the run (``--resume``), claim its folder, train with the engine."""
+    from shared.cli.checks import check_flags
+    from shared.cli.config import config_from_args
+    from shared.cli.parser import parse
+    from shared.cli.resume import resolve_run
+    from shared.cli.run_folder import claim_run
+    from shared.evaluation.config import KIND, KIND_WHAT, EvalConfig
+
+    args, typed = parse(parser, argv)
+    check_flags(args)
+    pattern = os.path.join(os.path.dirname(run_dir(args)), f"eval-{glob.escape(args.save)}-*")
+    save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
+                                  match=identity, free=free, kind=KIND, what=KIND_WHAT)
+    genotype = resolve_genotype(args.arch, saved)
+    from shared.evaluation.run import run_evaluation
+
+    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+        run_evaluation(config_from_args(EvalConfig, args, lr_scheduler="cosine"), genotype,
+                       save_dir, resume=saved is not None)
+
+
+def build_test_parser(datasets: Sequence[str]) -> ArgumentParser:
+    """DARTS ``cnn/test.py``'s flags and defaults, which its copies keep."""
+    p = ArgumentParser("test.py")
+    p.add_argument("--data", type=str, default="../../data", help="location of the data corpus")
+    p.add_argument("--dataset", type=str, default="cifar10", choices=datasets)
+    p.add_argument("--batch_size", type=int, default=96, help="batch size")
+    p.add_argument("--report_freq", type=int, default=50, help="report frequency (steps)")
+    add_gpu_flag(p)
+    p.add_argument("--init_channels", type=int, default=36, help="num of init channels")
+    p.add_argument("--layers", type=int, default=20, help="total number of layers")
+    p.add_argument("--model_path", type=str, default="EXP/model.pt",
+                   help="weights.pt or checkpoint.pth.tar of a train.py run")
+    p.add_argument("--auxiliary", action="store_true", default=False,
+                   help="the weights have an auxiliary tower (checked; the head is built "
+                        "whenever the weights have one and is unused at test time)")
+    p.add_argument("--cutout", action="store_true", default=False,
+                   help="unused at test time; kept so the original commands parse")
+    p.add_argument("--drop_path_prob", type=float, default=0.2, help="drop path probability")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--arch", type=str, default="DARTS",
+                   help="registered genotype name or a genotype .json")
+    p.add_argument("--num_workers", type=int, default=2, help="DataLoader workers")
+    return p
+
+
+def run_test_door(argv: Sequence[str] | None, parser: ArgumentParser) -> None:
+    """A test door's body (DARTS ``cnn/test.py``): the test accuracy of trained weights."""
+    from shared.cli.checks import check_flags
+    from shared.cli.config import config_from_args
+    from shared.evaluation.config import TestConfig
+
+    args = parser.parse_args(argv)
+    check_flags(args)
+    genotype = load_genotype(args.arch)
+    from shared.evaluation.test import run_test
+
+    run_test(config_from_args(TestConfig, args), genotype)

@@ -16,20 +16,16 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli.checks import check_flags  # noqa: E402
-from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_runtime_flags  # noqa: E402
-from shared.cli.parser import ArgumentParser, parse  # noqa: E402
-from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.parser import ArgumentParser  # noqa: E402
+from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.evaluation.cli import (  # noqa: E402
     build_cifar_train_parser,
+    cifar_run_suffix,
     eval_run_dir,
-    eval_run_pattern,
-    resolve_genotype,
+    train_from_scratch,
 )
-from shared.evaluation.config import KIND, KIND_WHAT, EvalConfig  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 IDENTITY = ("save", "arch", "seed", "dataset")  # what a bare --resume matches
@@ -45,30 +41,13 @@ def build_parser() -> ArgumentParser:
 
 def run_dir(args) -> str:
     """eval-{save}-{arch}-{seed}-{time}[-cutout-{len}-{prob}][-auxiliary-{weight}]."""
-    suffix = ""
-    if args.cutout:
-        suffix += f"-cutout-{args.cutout_length}-{args.cutout_prob}"
-    if args.auxiliary:
-        suffix += f"-auxiliary-{args.auxiliary_weight}"
-    return eval_run_dir(args.experiments, args.dataset, args.save, args.arch, args.seed, suffix)
-
-
-def to_config(args) -> EvalConfig:
-    return config_from_args(EvalConfig, args, lr_scheduler="cosine")
+    return eval_run_dir(args.experiments, args.dataset, args.save, args.arch, args.seed,
+                        cifar_run_suffix(args))
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    args, typed = parse(build_parser(), argv)
-    check_flags(args)
-    pattern = eval_run_pattern(args.experiments, args.dataset, args.save, args.arch, args.seed)
-    save_dir, saved = resolve_run(args, typed, pattern=pattern, new_dir=lambda: run_dir(args),
-                                  match=IDENTITY, free=FREE, kind=KIND, what=KIND_WHAT)
-    genotype = resolve_genotype(args.arch, saved)
-    from shared.evaluation.run import run_evaluation
-
-    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
-        run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
+    train_from_scratch(argv, build_parser(), run_dir=run_dir, identity=IDENTITY, free=FREE)
 
 
 if __name__ == "__main__":
