@@ -82,7 +82,7 @@ def _phases(args: argparse.Namespace, run: Run, logger: logging.Logger, cfg: CNN
                               max_batches=1 if args.fast else None)
     projection = spec(search)
     loop = search.loop
-    loop.epoch_end_hooks = list(projection.supernet_hooks)
+    loop.epoch_end_hooks += list(projection.supernet_hooks)
     dev_resume = getattr(args, "dev_resume_epoch", -1) >= 0
     if run.proj_dir is None:
         if run.saved is not None:

@@ -2,7 +2,10 @@
 Selection among Cells", ICLR'23; github.com/dr-faustus/Lambda-DARTS): a regulariser that aligns
 the gradients the cells send to their shared alpha.
 
-* ``regularizer``: Λ (corr, signcorr) and its gradient w.r.t. each cell's gradient;
-* ``alignment``: the finite-difference weight gradient, as hooks of the engine's search step;
-* ``sota/cnn/train_search.py``: the released CNN search door (S1-S5, the DARTS space).
+The regulariser is part of the engine, turned on by a search's config (``corr_regularization``),
+so it composes with every alpha update, SDARTS' perturbation and DARTS-PT's supernet:
+``shared.search.alignment_terms`` (Λ and its gradient w.r.t. each cell's gradient) and
+``shared.search.alignment`` (the finite-difference weight gradient, as hooks of the search
+step). This package holds the released doors: ``sota/cnn/train_search.py``, ``train.py``,
+``test.py``, ``run_search.sh``, ``run_eval_cifar.sh``.
 """

@@ -1,5 +1,5 @@
-"""Λ-DARTS' regulariser (``lambda_darts.regularizer``, ``lambda_darts.alignment``): the closed-form
-directions against autograd, the finite-difference weight gradient against the exact
+"""Λ-DARTS' regulariser (``shared.search.alignment_terms``, ``shared.search.alignment``): the
+closed-form directions against autograd, the finite-difference weight gradient against the exact
 -dΛ/dw (a smooth supernet, float64), and the regulariser in the engine's loop: no change at
 λ = 0, the random state replayed in the ± passes, resume bit-identical."""
 from __future__ import annotations
@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lambda_darts.alignment import LayerAlignment, regularised_cells
-from lambda_darts.regularizer import REGULARIZERS, corr
 from shared.errors import UserError
 from shared.runtime import Precision
+from shared.search.alignment import LayerAlignment, regularised_cells
+from shared.search.alignment_terms import REGULARIZERS, corr
 from shared.search.context import StepContext
 from tests.test_search_loop import TRAIN, TinySupernet, make_loop, params
 

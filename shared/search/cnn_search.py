@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
@@ -25,6 +25,8 @@ from shared.models.search_cnn import Network
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
 from shared.runtime import Precision, choose_device, cpu_threads, seed_everything, seeded_generator
+from shared.search.alignment import LayerAlignment
+from shared.search.alignment_terms import REGULARIZERS
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
 from shared.search.architect import Architect
 from shared.search.loop import SearchLoop
@@ -71,6 +73,14 @@ class CNNSearchConfig:
     step_order: str = "alpha_first"  # alpha_first (DARTS) | weights_first (AutoDL)
     perturb_alpha: str = "none"  # SDARTS: none | random | pgd_linf (shared.search.perturbation)
     epsilon_alpha: float = 0.3
+    # Λ-DARTS (shared.search.alignment): none | corr | signcorr; record_corr: train_corr and
+    # valid_corr without the regulariser (the released --corr_regularization none)
+    corr_regularization: str = "none"
+    lambda_: float = 0.125
+    epsilon_0: float = 1e-4
+    lambda_cells: str = "normal"
+    fresh_noise: bool = False
+    record_corr: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
 
 
@@ -186,27 +196,39 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
         progress=cfg.progress, numbered_checkpoints=numbered_checkpoints,
         max_batches=max_batches)
+    alignment = make_alignment(cfg)
+    if alignment is not None:
+        alignment.attach(loop)
     return CNNSearch(cfg, space, device, logger, precision, train_data, model, optimizer,
                      alpha_update, loop, (g_train, g_valid))
+
+
+def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
+    """Λ-DARTS' regulariser as the config asks (None: neither it nor its records)."""
+    if cfg.corr_regularization == "none" and not cfg.record_corr:
+        return None
+    if cfg.corr_regularization not in ("none", *REGULARIZERS):
+        raise UserError(f"corr_regularization {cfg.corr_regularization!r}: none or one of "
+                        f"{', '.join(REGULARIZERS)}")
+    regularizer = None if cfg.corr_regularization == "none" else cfg.corr_regularization
+    return LayerAlignment(regularizer, cfg.lambda_, cfg.epsilon_0, cfg.epochs,
+                          cells=cfg.lambda_cells, fresh_noise=cfg.fresh_noise)
 
 
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    weight_grad_hooks: list[Callable] | None = None,
                    epoch_start_hooks: list[Callable] | None = None,
                    epoch_end_hooks: list[Callable] | None = None,
-                   publish_hooks: list[Callable] | None = None,
-                   methods: Sequence[Callable[[SearchLoop], None]] = ()) -> Any:
+                   publish_hooks: list[Callable] | None = None) -> Any:
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype.
-    ``methods``: what plugs itself into the loop (``attach(loop)``: Λ-DARTS' regulariser)."""
+    The hooks are added after those the config put on the loop (Λ-DARTS' regulariser)."""
     logger = setup_logger(save_dir)
     try:
         search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
         loop = search.loop
-        loop.epoch_start_hooks = list(epoch_start_hooks or [])
-        loop.epoch_end_hooks = list(epoch_end_hooks or [])
-        loop.publish_hooks = list(publish_hooks or [])
-        for attach in methods:
-            attach(loop)
+        loop.epoch_start_hooks += list(epoch_start_hooks or [])
+        loop.epoch_end_hooks += list(epoch_end_hooks or [])
+        loop.publish_hooks += list(publish_hooks or [])
         if resume:
             loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)

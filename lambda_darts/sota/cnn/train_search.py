@@ -8,7 +8,9 @@ Flags and defaults are the released script's: DARTS' search flags (batch 64, 50 
 8 cells, SGD 0.025 -> 0.001 cosine, Adam 3e-4 for alpha, ``--unrolled``), ``--search_space s1``
 (its default; s1-s5 of DARTS-PT's spaces and the 8-op ``darts`` space), ``--corr_regularization
 none|corr|signcorr``, ``--lambda_ 0.125``, ``--epsilon_0 0.0001``; datasets cifar10, cifar100,
-svhn and ``digits`` (embedded, no download). The regulariser is ``lambda_darts.alignment``.
+svhn and ``digits`` (embedded, no download). The regulariser is the engine's
+``shared.search.alignment`` (``corr_regularization`` in the search config), so other doors can
+turn it on too.
 
 Additions, each said in ``--help``:
 
@@ -29,6 +31,7 @@ valid_corr %f``), plus TensorBoard ``analysis/train_corr``, ``analysis/valid_cor
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import sys
@@ -81,14 +84,6 @@ def _resume_pattern(args) -> str:
                         f"search-{glob.escape(args.save)}-*")
 
 
-def alignment(args):
-    from lambda_darts.alignment import LayerAlignment
-
-    regularizer = None if args.corr_regularization == "none" else args.corr_regularization
-    return LayerAlignment(regularizer, args.lambda_, args.epsilon_0, args.epochs,
-                          cells=args.lambda_cells, fresh_noise=args.fresh_noise)
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     if any(a == "--lambda" or a.startswith("--lambda=") for a in (argv or sys.argv[1:])):
@@ -96,19 +91,18 @@ def main(argv: list[str] | None = None) -> None:
                         "only through argparse's prefix matching)")
     args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
                                            pattern=_resume_pattern, new_dir=run_dir)
-    # before any folder is made: a ramp over one epoch, fewer than 2 cells to align
-    hook = alignment(args)
-    from lambda_darts.alignment import regularised_cells
     from shared.models.search_cnn import kinds_of_cells
-    from shared.search.cnn_search import run_cnn_search
+    from shared.search.alignment import regularised_cells
+    from shared.search.cnn_search import make_alignment, run_cnn_search
 
-    if args.corr_regularization != "none":
+    # train_corr and valid_corr are recorded with --corr_regularization none too, as released
+    cfg = dataclasses.replace(search_config(args, "darts"), record_corr=True)
+    make_alignment(cfg)  # before any folder is made: a ramp over one epoch, ...
+    if args.corr_regularization != "none":  # ... fewer than 2 cells to align
         regularised_cells(kinds_of_cells(args.layers), args.lambda_cells)
-
     with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
         print(f"experiment folder: {save_dir}")
-        genotype = run_cnn_search(search_config(args, "darts"), save_dir, resume=resumed,
-                                  methods=[hook.attach])
+        genotype = run_cnn_search(cfg, save_dir, resume=resumed)
     print(f"genotype = {genotype}")
 
 

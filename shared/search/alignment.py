@@ -2,13 +2,14 @@
 (Movahedi et al., ICLR'23, sec. 3-4; the released ``sota/cnn/train_search.py`` and
 ``model_search.py``: ``get_perturbations``, ``get_reg_grads``), as hooks of the engine's
 search step (``shared.search.loop``), composable with any alpha update and SDARTS'
-perturbation.
+perturbation; a search turns it on by configuration (``corr_regularization``), so every door
+that builds a DARTS-space or NAS-Bench-201 search can (Λ-DARTS' own, DARTS-PT's supernet).
 
 Per weight step, after the backward of the training loss (which gives every cell's
 g_l = dL/dA_l through its own leaf copy of the mixing weights A_l):
 
 1. ``train_corr`` = Λ_cos of the regularised cells' g_l (recorded every step);
-2. p_l = dΛ/dg_l (``lambda_darts.regularizer``), ε = ε₀ / ‖concat p‖ (unregularised cells
+2. p_l = dΛ/dg_l (``shared.search.alignment_terms``), ε = ε₀ / ‖concat p‖ (unregularised cells
    count as zeros, as in the released code);
 3. two more forward/backward passes on the same training batch, every regularised cell at
    A_l - εp_l, then at A_l + εp_l (the others at A_l), in train mode, so BatchNorm's running
@@ -35,8 +36,8 @@ from typing import Any, Sequence
 
 import torch
 
-from lambda_darts.regularizer import REGULARIZERS, corr
 from shared.errors import UserError
+from shared.search.alignment_terms import REGULARIZERS, corr
 from shared.search.context import EpochContext, StepContext, restore_rng
 from shared.search.outputs import PLOT_INTERVAL_S
 
