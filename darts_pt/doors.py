@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from shared.cli.checks import check_flags
 from shared.cli.config import config_from_args
-from shared.cli.flags import add_darts_search_flags, add_perturbation_flags
+from shared.cli.flags import add_alignment_flags, add_darts_search_flags, add_perturbation_flags
 from shared.cli.resume import CHECKPOINT, FREE_ON_RESUME, check_door, load_resumed, saved_flags
 from shared.errors import UserError
 
@@ -33,7 +33,8 @@ SUPERNET_FLAGS = ("search_space", "init_channels", "layers", "epochs", "batch_si
                   "learning_rate", "learning_rate_min", "momentum", "weight_decay", "cutout",
                   "cutout_length", "cutout_prob", "train_portion", "arch_learning_rate",
                   "arch_weight_decay", "unrolled", "grad_clip", "perturb_alpha",
-                  "epsilon_alpha")
+                  "epsilon_alpha", "corr_regularization", "lambda_", "epsilon_0",
+                  "lambda_cells", "fresh_noise")
 # ... of which these shape the network: typed, they must agree with the checkpoint.
 NETWORK_FLAGS = ("search_space", "init_channels", "layers")
 Folders = Callable[[argparse.Namespace], tuple[str, "str | None", str]]
@@ -142,6 +143,7 @@ def add_pt_flags(p: argparse.ArgumentParser, *, data: str, datasets: tuple[str, 
     add_darts_search_flags(p, datasets=datasets, data=data, epochs=epochs, layers=layers,
                            gpu="auto")
     add_perturbation_flags(p)
+    add_alignment_flags(p)  # a Λ-DARTS supernet to project (shared.search.alignment)
     p.add_argument("--method", type=str, default=None, choices=METHODS)
     p.add_argument("--resume_epoch", type=int, default=0,
                    help="load checkpoint_{N}.pth.tar of --resume_expid (-1: its newest)")

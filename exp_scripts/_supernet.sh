@@ -3,15 +3,21 @@
 # sdarts-rs-sota.sh, {darts,blank}-201.sh). Each sources _args.sh, sets its defaults, METHOD
 # (the --method flags, an array) and BENCH (sota: the DARTS space / S1-S4; 201: NAS-Bench-201),
 # then sources this with "$@".
+# Every supernet script also takes Λ-DARTS' regulariser (a Λ supernet for the projection
+# scripts): --corr_regularization corr|signcorr --lambda_ X --epsilon_0 X --lambda_cells
+# normal|all --fresh_noise 1, passed to train_search.py only when given.
+
+LAMBDA_FLAGS="corr_regularization lambda_ epsilon_0 lambda_cells"
+LAMBDA_NAMES="$LAMBDA_FLAGS fresh_noise"
 
 case "$BENCH" in
     sota)
         parse_args "dataset seed gpu space
                     epochs init_channels layers batch_size data experiments num_workers
-                    ckpt_interval expid_tag fast no_progress resume" -- "$@"
+                    ckpt_interval expid_tag fast no_progress resume $LAMBDA_NAMES" -- "$@"
         add_flags epochs init_channels layers batch_size data experiments num_workers \
-            ckpt_interval expid_tag
-        add_switches fast no_progress resume
+            ckpt_interval expid_tag $LAMBDA_FLAGS
+        add_switches fast no_progress resume fresh_noise
         show_vars id seed dataset space gpu
         run_door darts_pt/sota/cnn train_search.py \
             "${METHOD[@]}" \
@@ -21,10 +27,10 @@ case "$BENCH" in
     201)
         parse_args "dataset seed gpu
                     epochs init_channels batch_size data experiments num_workers ckpt_interval
-                    expid_tag api_path fast no_progress resume" -- "$@"
+                    expid_tag api_path fast no_progress resume $LAMBDA_NAMES" -- "$@"
         add_flags epochs init_channels batch_size data experiments num_workers ckpt_interval \
-            expid_tag api_path
-        add_switches fast no_progress resume
+            expid_tag api_path $LAMBDA_FLAGS
+        add_switches fast no_progress resume fresh_noise
         show_vars id seed dataset gpu
         run_door darts_pt/nasbench201 train_search.py \
             "${METHOD[@]}" \

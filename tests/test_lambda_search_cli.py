@@ -85,3 +85,28 @@ def test_the_released_scripts_keep_their_defaults_and_refuse_unknown_names():
             "--resume") in cmd, cmd
     out, _ = _dry("run_search.sh", "--lambda", "0.5")
     assert out.returncode == 2 and "unknown option --lambda" in out.stderr
+
+
+def test_a_darts_pt_supernet_takes_the_regulariser_by_configuration(tmp_path):
+    """Λ in front of DARTS-PT: the supernet script passes the flags, the door turns the
+    engine's regulariser on; its checkpoint is what the projection scripts load."""
+    env = {**door_env(), "EXP_DRY_RUN": "1"}
+    script = os.path.join(ROOT, "exp_scripts", "darts-sota.sh")
+    dry = subprocess.run(["bash", script, "--corr_regularization", "signcorr", "--lambda_",
+                          "0.25", "--fresh_noise", "1"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "--corr_regularization signcorr --lambda_ 0.25 --fresh_noise" in dry.stdout
+    out = subprocess.run(["bash", script, "--dataset", "digits", "--space", "s2", "--epochs",
+                          "2", "--layers", "5", "--init_channels", "4", "--batch_size", "256",
+                          "--gpu", "-1", "--fast", "1", "--no_progress", "1", "--expid_tag",
+                          "lambda", "--corr_regularization", "corr", "--ckpt_interval", "1",
+                          "--experiments",
+                          str(tmp_path)], env=door_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "sota" / "digits" / "search-darts-sota-lambda-s2-2"
+    history = json.load(open(run / "history.json"))
+    assert [h["lambda"] for h in history] == [0.0, 0.125]
+    assert all(-1 <= h["train_corr"] <= 1 for h in history)
+    assert (run / "checkpoint_2.pth.tar").is_file()

@@ -78,6 +78,25 @@ def add_perturbation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon_alpha", type=float, default=0.3, help="max epsilon for alpha")
 
 
+def add_alignment_flags(p: argparse.ArgumentParser) -> None:
+    """Λ-DARTS' regulariser (``shared.search.alignment``), with the released
+    ``sota/cnn/train_search.py``'s defaults; any DARTS-space or NAS-Bench-201 search door can
+    offer it (the search config's fields of the same names)."""
+    p.add_argument("--corr_regularization", type=str, default="none",
+                   choices=("none", "corr", "signcorr"),
+                   help="Λ-DARTS' regulariser: corr (cosine) or signcorr; none: off")
+    p.add_argument("--lambda_", type=float, default=0.125,
+                   help="Λ-DARTS: strength λ (ramped as λ·epoch/(epochs-1))")
+    p.add_argument("--epsilon_0", type=float, default=1e-4,
+                   help="Λ-DARTS: norm of the finite-difference perturbation")
+    p.add_argument("--lambda_cells", type=str, default="normal", choices=("normal", "all"),
+                   help="Λ-DARTS: cells to align: normal (the released code; reduce cells are "
+                        "not regularised; every cell where there is one kind) or all")
+    p.add_argument("--fresh_noise", action="store_true", default=False,
+                   help="Λ-DARTS: the ± passes draw new noise (the released code); default: "
+                        "they replay the base pass's random state (a clean finite difference)")
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,
                       num_workers: int, experiments: str = "../../experiments") -> None:
     """The flags every long-running door adds to its paper's: resume, outputs, speed switches."""

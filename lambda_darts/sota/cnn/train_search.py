@@ -39,6 +39,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
+from shared.cli.flags import add_alignment_flags  # noqa: E402
 from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.cli.search_door import (  # noqa: E402
     build_search_parser,
@@ -49,26 +50,12 @@ from shared.cli.search_door import (  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 
-REGULARIZATIONS = ("none", "corr", "signcorr")
-
 
 def build_parser():
     p = build_search_parser("train_search.py", batch_size=64, epochs=50, layers=8,
                             spaces=sorted(SPACES), default_space="s1")
     p.allow_abbrev = False  # the released --lambda only worked by prefix matching --lambda_
-    p.add_argument("--corr_regularization", type=str, default="none", choices=REGULARIZATIONS,
-                   help="Λ-DARTS' regulariser: corr (cosine) or signcorr; none: only "
-                        "train_corr/valid_corr are recorded")
-    p.add_argument("--lambda_", type=float, default=0.125,
-                   help="regularisation strength λ (ramped as λ·epoch/(epochs-1))")
-    p.add_argument("--epsilon_0", type=float, default=1e-4,
-                   help="norm of the finite-difference perturbation of the mixing weights")
-    p.add_argument("--lambda_cells", type=str, default="normal", choices=("normal", "all"),
-                   help="cells to align: normal (the released code; reduce cells are not "
-                        "regularised) or all")
-    p.add_argument("--fresh_noise", action="store_true", default=False,
-                   help="the ± passes draw new noise (the released code); default: they replay "
-                        "the base pass's random state (a clean finite difference)")
+    add_alignment_flags(p)  # with --corr_regularization none, train_/valid_corr are recorded
     return p
 
 
