@@ -110,3 +110,23 @@ def test_a_darts_pt_supernet_takes_the_regulariser_by_configuration(tmp_path):
     assert [h["lambda"] for h in history] == [0.0, 0.125]
     assert all(-1 <= h["train_corr"] <= 1 for h in history)
     assert (run / "checkpoint_2.pth.tar").is_file()
+
+
+def test_killed_in_a_checkpoint_write_and_resumed_is_the_run_never_stopped(tmp_path):
+    import torch
+
+    from tests.conftest import kill_inside_checkpoint_write
+
+    args = [*TINY, "--search_space", "s4", "--corr_regularization", "corr", "--epochs", "3",
+            "--save", "debug-resume"]  # 'debug': one step per epoch, as the original
+    assert run_door(args, tmp_path / "ref").returncode == 0
+    run = kill_inside_checkpoint_write(DOOR_DIR, args, tmp_path / "cut", nth=2)
+    out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], tmp_path / "cut")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (ref,) = search_runs(tmp_path / "ref")
+    want = torch.load(os.path.join(ref, "checkpoint.pth.tar"), weights_only=True)
+    got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert got["epoch"] == want["epoch"] == 3
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in want["state_dict"].items())
+    assert [(h["train_corr"], h["valid_corr"]) for h in got["history"]] == \
+        [(h["train_corr"], h["valid_corr"]) for h in want["history"]]
