@@ -8,7 +8,9 @@ search flags (``shared.cli.flags``), and gets its run folder, resume and config 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import time
 from typing import Any, Callable, Sequence
 
 from shared.cli.checks import check_flags
@@ -49,6 +51,20 @@ def run_name_suffix(args: argparse.Namespace) -> str:
     if args.perturb_alpha != "none":
         name += f"-alpha-{args.perturb_alpha}-{args.epsilon_alpha}"
     return name + "-" + str(int.from_bytes(os.urandom(2), "little") % 10000)
+
+
+def sota_run_dir(args: argparse.Namespace) -> str:
+    """The DARTS-space search folder of SmoothDARTS' and Λ-DARTS' ``sota/cnn``:
+    ``sota/{dataset}/search-{save}-{time}-{space}-{seed}[-suffixes]-{random}``."""
+    name = "search-{}-{}-{}-{}".format(args.save, time.strftime("%Y%m%d-%H%M%S"),
+                                       args.search_space, args.seed)
+    return os.path.join(args.experiments, "sota", args.dataset, name + run_name_suffix(args))
+
+
+def sota_resume_pattern(args: argparse.Namespace) -> str:
+    """Where a bare ``--resume`` looks for ``sota_run_dir``'s folders (then matches flags)."""
+    return os.path.join(args.experiments, "sota", args.dataset,
+                        f"search-{glob.escape(args.save)}-*")
 
 
 def parse_search(parser: ArgumentParser, argv: Sequence[str] | None, *, min_layers: int,

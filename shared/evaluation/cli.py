@@ -7,8 +7,9 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from shared.cli.flags import add_gpu_flag
+from shared.cli.flags import add_gpu_flag, add_runtime_flags
 from shared.cli.parser import ArgumentParser
+from shared.cli.resume import FREE_ON_RESUME
 from shared.genotypes import Genotype, load_genotype, published
 
 
@@ -96,9 +97,23 @@ def cifar_run_suffix(args: Any) -> str:
     return suffix
 
 
+TRAIN_DATASETS = ("cifar10", "cifar100", "svhn", "digits")
+TRAIN_IDENTITY = ("save", "arch", "seed", "dataset")  # what a bare --resume matches
+TRAIN_FREE = FREE_ON_RESUME | {"save", "model_path"}  # may change on --resume
+
+
+def build_train_door_parser(datasets: Sequence[str] = TRAIN_DATASETS) -> ArgumentParser:
+    """An evaluation door's flags: DARTS ``cnn/train.py``'s, then this repository's runtime
+    switches (``--resume``, ``--experiments``, ...)."""
+    p = build_cifar_train_parser(datasets)
+    add_runtime_flags(p, "/".join(f"--{k}" for k in TRAIN_IDENTITY), num_workers=2)
+    return p
+
+
 def train_from_scratch(argv: Sequence[str] | None, parser: ArgumentParser, *,
-                       run_dir: Callable[[Any], str], identity: Sequence[str],
-                       free: frozenset[str] | set[str]) -> None:
+                       run_dir: Callable[[Any], str],
+                       identity: Sequence[str] = TRAIN_IDENTITY,
+                       free: frozenset[str] | set[str] = TRAIN_FREE) -> None:
     """A CIFAR/SVHN evaluation door's body (DARTS ``cnn/train.py`` and its copies): parse and
     check, settle the run (``--resume``), claim its folder, train with the engine."""
     from shared.cli.checks import check_flags

@@ -23,26 +23,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli.flags import add_runtime_flags  # noqa: E402
-from shared.cli.parser import ArgumentParser  # noqa: E402
-from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import cli_entry  # noqa: E402
 from shared.evaluation.cli import (  # noqa: E402
     arch_label,
-    build_cifar_train_parser,
+    build_train_door_parser,
     cifar_run_suffix,
     train_from_scratch,
 )
 
-DATASETS = ("cifar10", "cifar100", "svhn", "digits")
-IDENTITY = ("save", "arch", "seed", "dataset")  # what a bare --resume matches
-FREE = FREE_ON_RESUME | {"save", "model_path"}
-
-
-def build_parser() -> ArgumentParser:
-    p = build_cifar_train_parser(DATASETS)
-    add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=2)
-    return p
+build_parser = build_train_door_parser  # DARTS' flags and the runtime switches
 
 
 def run_dir(args) -> str:
@@ -55,7 +44,7 @@ def run_dir(args) -> str:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    train_from_scratch(argv, build_parser(), run_dir=run_dir, identity=IDENTITY, free=FREE)
+    train_from_scratch(argv, build_parser(), run_dir=run_dir)
 
 
 if __name__ == "__main__":

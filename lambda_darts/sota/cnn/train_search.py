@@ -32,10 +32,8 @@ valid_corr %f``), plus TensorBoard ``analysis/train_corr``, ``analysis/valid_cor
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
@@ -44,8 +42,9 @@ from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.cli.search_door import (  # noqa: E402
     build_search_parser,
     parse_search,
-    run_name_suffix,
     search_config,
+    sota_resume_pattern,
+    sota_run_dir,
 )
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
@@ -59,16 +58,7 @@ def build_parser():
     return p
 
 
-def run_dir(args) -> str:
-    """The released folder name: search-{save}-{time}-{space}-{seed}[-suffixes]-{random}."""
-    name = "search-{}-{}-{}-{}".format(args.save, time.strftime("%Y%m%d-%H%M%S"),
-                                       args.search_space, args.seed)
-    return os.path.join(args.experiments, "sota", args.dataset, name + run_name_suffix(args))
-
-
-def _resume_pattern(args) -> str:
-    return os.path.join(args.experiments, "sota", args.dataset,
-                        f"search-{glob.escape(args.save)}-*")
+run_dir = sota_run_dir  # the original's folder: search-{save}-{time}-{space}-{seed}...
 
 
 @cli_entry
@@ -77,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--lambda: the flag is --lambda_ (the released script accepted --lambda "
                         "only through argparse's prefix matching)")
     args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
-                                           pattern=_resume_pattern, new_dir=run_dir)
+                                           pattern=sota_resume_pattern, new_dir=run_dir)
     from shared.models.search_cnn import kinds_of_cells
     from shared.search.alignment import regularised_cells
     from shared.search.cnn_search import make_alignment, run_cnn_search

@@ -8,15 +8,19 @@ Flags and defaults are the original's, declared once for both SDARTS search door
 """
 from __future__ import annotations
 
-import glob
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from shared.cli.run_folder import claim_run  # noqa: E402
-from shared.cli.search_door import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
+from shared.cli.search_door import (  # noqa: E402
+    build_search_parser,
+    parse_search,
+    search_config,
+    sota_resume_pattern,
+    sota_run_dir,
+)
 from shared.errors import cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 
@@ -26,22 +30,13 @@ def build_parser():
                                spaces=sorted(SPACES), default_space="s1")
 
 
-def run_dir(args) -> str:
-    """The original's folder name: search-{save}-{time}-{space}-{seed}[-suffixes]-{random}."""
-    name = "search-{}-{}-{}-{}".format(args.save, time.strftime("%Y%m%d-%H%M%S"),
-                                       args.search_space, args.seed)
-    return os.path.join(args.experiments, "sota", args.dataset, name + run_name_suffix(args))
-
-
-def _resume_pattern(args) -> str:
-    return os.path.join(args.experiments, "sota", args.dataset,
-                        f"search-{glob.escape(args.save)}-*")
+run_dir = sota_run_dir  # the original's folder: search-{save}-{time}-{space}-{seed}...
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
-                                           pattern=_resume_pattern, new_dir=run_dir)
+                                           pattern=sota_resume_pattern, new_dir=run_dir)
     from shared.search.cnn_search import run_cnn_search
 
     with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
