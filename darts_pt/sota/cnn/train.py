@@ -46,7 +46,7 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, load_resumed, resolve_run  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, inside  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation.cli import arch_label, build_cifar_train_parser, resolve_genotype  # noqa: E402
 from shared.evaluation.config import CHECKPOINT, KIND, KIND_WHAT, NUMBERED_CHECKPOINT, EvalConfig  # noqa: E402
@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     if expid:
         resume_from = resume_checkpoint(args.experiments, args.dataset, expid, args.resume_epoch)
         saved = load_resumed(args, typed, resume_from, free=FREE, kind=KIND, what=KIND_WHAT)
-        save_dir = os.path.dirname(resume_from)
+        save_dir = inside(os.path.dirname(resume_from), args.experiments,
+                          f"--resume_expid {expid}'s folder")
         epoch = args.resume_epoch if args.resume_epoch > 0 else int(saved.get("epoch", 0))
         log_file = f"log_resume_{epoch}.txt"
     else:
