@@ -181,3 +181,36 @@ def test_recording_cell_grads_leaves_the_alpha_step_as_it_was(tmp_path, order) -
     hook = LayerAlignment("corr", 0.1, 1e-3, epochs=2)
     history = _run(tmp_path / "run", hook, alpha_update=order).history
     assert all(h["valid_corr"] is not None for h in history)
+
+
+def test_tensorboard_gets_the_released_tags(tmp_path) -> None:
+    from shared.search.outputs import _tensorboard_hook
+
+    loop = _run(tmp_path, LayerAlignment("corr", 0.1, 1e-4, epochs=2))
+    tags = []
+    writer = SimpleNamespace(add_scalar=lambda tag, *a: tags.append(tag),
+                             add_histogram=lambda *a: None, flush=lambda: None)
+    ctx = SimpleNamespace(loop=loop, result=SimpleNamespace(
+        metric="acc", train_acc=1.0, train_loss=0.0, valid_acc=None, valid_loss=None, lr=0.1,
+        epoch=1, alphas=loop.history[-1]["alphas"]))
+    _tensorboard_hook(writer)(ctx)
+    assert {"Corr/train", "Corr/valid", "analysis/lambda"} <= set(tags)
+    assert not any(t.startswith("analysis/") and "corr" in t for t in tags)
+
+
+def test_a_zero_direction_leaves_the_weights_alone(monkeypatch) -> None:
+    """p = 0 (nothing to align) adds nothing and runs no ± pass (the released RNN code skips
+    there; ε = ε₀/‖p‖ would be infinite)."""
+    import shared.search.alignment as alignment
+
+    monkeypatch.setitem(alignment.REGULARIZERS, "corr",
+                        (corr, lambda gs: [torch.zeros_like(g) for g in gs]))
+    model = TinySupernet()
+    g = torch.randn(3, 4)
+    ctx = SimpleNamespace(cell_weights=[SimpleNamespace(grad=g * s) for s in (1.0, 2.0, -1.0)],
+                          model=model)
+    hook = LayerAlignment("corr", 1.0, 1e-4, epochs=2)
+    hook._cells = [0, 1, 2]
+    hook(ctx)  # the ± passes would fail on this stand-in context
+    assert all(p.grad is None for p in model.parameters())
+    assert float(hook._train[-1]) == pytest.approx(-1 / 3)

@@ -42,6 +42,8 @@ from shared.search.context import EpochContext, StepContext, restore_rng
 from shared.search.outputs import PLOT_INTERVAL_S
 
 CELLS = ("normal", "all")
+# The released code's TensorBoard tags (sota/cnn/train_search.py: ``writer.add_scalar``).
+TENSORBOARD_TAGS = {"train_corr": "Corr/train", "valid_corr": "Corr/valid"}
 
 
 def regularised_cells(kinds: Sequence[str], which: str) -> list[int]:
@@ -95,6 +97,7 @@ class LayerAlignment:
         loop.step_end_hooks.append(self.step_end)
         loop.epoch_end_hooks.append(self.epoch_end)
         loop.publish_hooks.append(self.plot)
+        loop.scalar_tags.update(TENSORBOARD_TAGS)
         if hasattr(loop.alpha_update, "record_cell_grads"):
             loop.alpha_update.record_cell_grads = True
 
@@ -144,7 +147,10 @@ class LayerAlignment:
         if self.regularizer is None:
             return
         directions = REGULARIZERS[self.regularizer][1](grads)
-        eps = self.epsilon_0 / torch.cat([d.reshape(-1) for d in directions]).norm()
+        norm = torch.cat([d.reshape(-1) for d in directions]).norm()
+        if not bool(norm > 0):  # the cells' gradients are already parallel: nothing to align
+            return              # (the released RNN code skips here; ε would be infinite)
+        eps = self.epsilon_0 / norm
         base = [w.detach() for w in ctx.cell_weights]
         pert = [torch.zeros_like(w) for w in base]
         for i, d in zip(cells, directions):

@@ -123,6 +123,9 @@ class SearchLoop:
     epoch_end_hooks: list[EpochHook] = field(default_factory=list)
     publish_hooks: list[EpochHook] = field(default_factory=list)  # after the checkpoint
     extra_state: dict[str, Any] = field(default_factory=dict)  # name -> obj with (load_)state_dict
+    # history key -> TensorBoard tag, where a method keeps its paper's tag (Λ-DARTS:
+    # Corr/train); other numbers of the history go to analysis/{key}
+    scalar_tags: dict[str, str] = field(default_factory=dict)
     numbered_checkpoints: int = 0  # keep checkpoint_{epoch}.pth.tar every N epochs (0: never)
     max_batches: int | None = None  # per epoch and per evaluation (DARTS-PT --fast: 1)
     select: Callable[[torch.nn.Module], Any] | None = None

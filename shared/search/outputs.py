@@ -70,12 +70,13 @@ def _tensorboard_hook(writer) -> Callable[[EpochContext], None]:
             ent = -(t.clamp_min(1e-12).log() * t).sum(-1).mean()
             writer.add_scalar(f"alpha_entropy/{name}", ent.item(), r.epoch)
         # Numbers an earlier hook added to the entry: a dict of them (e.g. "nasbench201") or
-        # one number (e.g. "hessian_eigenvalue", under "analysis/").
+        # one number (e.g. "hessian_eigenvalue", under "analysis/" unless the loop names its
+        # tag: Λ-DARTS' "Corr/train").
         entry = loop.history[-1] if loop.history else {}
         for key, table in entry.items():
             if (key not in _RESULT_FIELDS | {f"train_{r.metric}", f"valid_{r.metric}"}
                     and _is_number(table)):
-                writer.add_scalar(f"analysis/{key}", table, r.epoch)
+                writer.add_scalar(loop.scalar_tags.get(key, f"analysis/{key}"), table, r.epoch)
             if isinstance(table, dict):
                 for name, value in table.items():
                     if _is_number(value):

@@ -26,7 +26,7 @@ Differences from the released script: ``--lambda`` (argparse prefix matching mad
 ``--lambda_``) is refused with the flag's full name; a ramp over ``--epochs 1`` (a division by
 zero there) and fewer than 2 aligned cells are refused; ``weights.pt`` every epoch is replaced
 by the engine's checkpoint. Log lines as the original (``epoch %d lambda_ %e``, ``train_corr %f
-valid_corr %f``), plus TensorBoard ``analysis/train_corr``, ``analysis/valid_corr`` and
+valid_corr %f``), plus TensorBoard ``Corr/train``, ``Corr/valid`` (the released tags) and
 ``correlation.png``.
 """
 from __future__ import annotations
