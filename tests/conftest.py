@@ -114,10 +114,12 @@ def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1
 
 
 def kill_inside_checkpoint_write(door_dir: str, args: list[str], root, nth: int = 2,
-                                 script: str = "train_search.py") -> str:
-    """Run ``python SCRIPT ARGS --experiments ROOT`` in ``door_dir`` with its ``nth``
-    ``torch.save`` cut half-way (a few bytes written) by a SIGKILL; returns the run folder
-    (``search-*``) it left, holding the temp file of the interrupted write."""
+                                 script: str = "train_search.py",
+                                 root_flag: str = "--experiments", prefix: str = "search-"
+                                 ) -> str:
+    """Run ``python SCRIPT ARGS --experiments ROOT`` (``root_flag``) in ``door_dir`` with its
+    ``nth`` ``torch.save`` cut half-way (a few bytes written) by a SIGKILL; returns the run
+    folder (``{prefix}*``) it left, holding the temp file of the interrupted write."""
     import subprocess
 
     code = ("import os, runpy, signal, sys, torch\n"
@@ -131,11 +133,11 @@ def kill_inside_checkpoint_write(door_dir: str, args: list[str], root, nth: int 
             "torch.save = save\n"
             f"sys.argv = [{script!r}] + sys.argv[1:]\n"
             f"runpy.run_path({script!r}, run_name='__main__')\n")
-    out = subprocess.run([sys.executable, "-c", code, *args, "--experiments", str(root)],
+    out = subprocess.run([sys.executable, "-c", code, *args, root_flag, str(root)],
                          cwd=door_dir, env=door_env(), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == -9, out.stderr[-2000:]
-    runs = search_runs(root)
+    runs = search_runs(root, prefix)
     assert len(runs) == 1, runs
     return runs[0]
 

@@ -73,12 +73,13 @@ from shared.cli.flags import add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
-from shared.nb201_api import BENCHMARK_FILE, BENCHMARK_URL  # noqa: E402
+from shared.nb201_api import BENCHMARK_FILE  # noqa: E402
+from shared.search import nb201_benchmark as bench_lib  # noqa: E402
+from shared.search.nb201_benchmark import check_benchmark_path  # noqa: E402
 from shared.spaces import NB201_EDGES, NB201_SPACES  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "imagenet16-120", "digits")
 CELLS_PER_STAGE = 5  # darts-pt's N, hard-coded there too
-BENCHMARK_KEY = "nasbench201"  # history entry / TensorBoard prefix of the query results
 DEFAULT_API_PATH = f"../data/{BENCHMARK_FILE}"
 
 
@@ -123,18 +124,10 @@ def api_required(args, typed: set[str]) -> bool:
 
 
 def check_api_path(args, typed: set[str]) -> None:
-    """Refuse a benchmark path that cannot be the file before any folder or log is made (the
-    file is loaded later, once the search is built); ``--fast`` skips the benchmark."""
-    if args.fast:
-        return
-    path = os.path.expanduser(args.api_path)
-    if os.path.isdir(path):
-        raise UserError(f"--api_path {args.api_path} is a directory; pass the benchmark file "
-                        f"{BENCHMARK_FILE} itself")
-    if not os.path.exists(path) and api_required(args, typed):
-        raise UserError(f"--api_path {args.api_path}: no such file; download {BENCHMARK_FILE} "
-                        f"from {BENCHMARK_URL} and pass its path (or drop --api_path to run "
-                        "without benchmark numbers)")
+    """Refuse a benchmark path that cannot be the file before any folder or log is made;
+    ``--fast`` skips the benchmark."""
+    if not args.fast:
+        check_benchmark_path(args.api_path, api_required(args, typed))
 
 
 def validate(args, typed: set[str] = frozenset()) -> None:
@@ -166,43 +159,9 @@ def folders(args) -> tuple[str, str | None, str]:
     return os.path.join(root, supernet_name(args)), None, log
 
 
-# -- the benchmark --------------------------------------------------------------------------
 def open_benchmark(args, logger, required: bool = False):
-    """The benchmark, or None (``--fast``, or no file at a path the user did not name: said
-    once, with where to get it); ``required``: the path was named, a missing file is refused."""
-    if args.fast:
-        return None
-    if not required and not os.path.exists(os.path.expanduser(args.api_path)):
-        logger.info("NAS-Bench-201 file %s not found: benchmark numbers are skipped. Download "
-                    "%s from %s and put it there (or pass --api_path).", args.api_path,
-                    BENCHMARK_FILE, BENCHMARK_URL)
-        return None
-    from shared.nb201_api import NB201Benchmark
-
-    logger.info("loading NAS-Bench-201 from %s", args.api_path)
-    return NB201Benchmark.open(args.api_path, required=required)
-
-
-def query(bench, arch, logger) -> dict[str, float]:
-    """The cell's benchmark accuracies, logged in the released code's lines (plus
-    cifar10-valid); keys as ``shared.nb201_api.QUERY_KEYS``."""
-    r = bench.query(arch)
-    logger.info("cifar10-valid train %f valid %f", r["cifar10-valid/train"],
-                r["cifar10-valid/valid"])
-    logger.info("cifar10 train %f test %f", r["cifar10/train"], r["cifar10/test"])
-    logger.info("cifar100 train %f valid %f test %f", r["cifar100/train"], r["cifar100/valid"],
-                r["cifar100/test"])
-    logger.info("imagenet16 train %f valid %f test %f", r["ImageNet16-120/train"],
-                r["ImageNet16-120/valid"], r["ImageNet16-120/test"])
-    return r
-
-
-def benchmark_hook(bench):
-    """Epoch-end hook: query the epoch's cell into its history entry (before the outputs
-    hooks, which write it to history.json and TensorBoard)."""
-    def hook(ctx) -> None:
-        ctx.entry[BENCHMARK_KEY] = query(bench, ctx.result.genotype, ctx.loop.logger)
-    return hook
+    """The benchmark, or None (``--fast``, or no file at a path the user did not name)."""
+    return None if args.fast else bench_lib.open_benchmark(args.api_path, logger, required)
 
 
 def to_config(args):
@@ -232,16 +191,10 @@ def projection_spec(args, search, api_required: bool = False):
                     count_parameters(final) / 1e6)
 
     def finish(arch, writer) -> dict:
-        if bench is None:
-            return {}
-        numbers = query(bench, arch, search.logger)
-        for key, value in numbers.items():
-            writer.add_scalar(f"{BENCHMARK_KEY}/{key}", value, search.loop.epochs)
-        writer.flush()
-        return {BENCHMARK_KEY: numbers}
+        return bench_lib.final_query(bench, arch, search.logger, writer, search.loop.epochs)
 
-    return ProjectionSpec(state, config, describe, finish=finish,
-                          supernet_hooks=[benchmark_hook(bench)] if bench is not None else [])
+    hooks = [bench_lib.benchmark_hook(bench)] if bench is not None else []
+    return ProjectionSpec(state, config, describe, finish=finish, supernet_hooks=hooks)
 
 
 @cli_entry

@@ -7,12 +7,16 @@
 * ``add_gpu_flag``: ``--gpu N``, ``-1`` for the CPU, ``auto`` (DARTS-PT's default);
 * ``add_runtime_flags``: what this repository adds to every long-running door (``--resume``,
   ``--experiments``, workers, AMP, channels-last, progress bars);
-* ``settings_suffix``: the folder-name suffixes the family's search scripts append.
+* ``settings_suffix``: the folder-name suffixes the family's search scripts append;
+* ``refuse_lambda_prefix``: the released Λ-DARTS scripts' ``--lambda``, named, not
+  prefix-matched.
 """
 from __future__ import annotations
 
 import argparse
 from typing import Sequence
+
+from shared.errors import UserError
 
 # shared.search.perturbation.PERTURBATIONS' names (tests/test_cli.py holds them equal); the
 # names alone, so declaring the flag does not import torch.
@@ -95,6 +99,14 @@ def add_alignment_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh_noise", action="store_true", default=False,
                    help="Λ-DARTS: the ± passes draw new noise (the released code); default: "
                         "they replay the base pass's random state (a clean finite difference)")
+
+
+def refuse_lambda_prefix(argv: Sequence[str]) -> None:
+    """The released Λ-DARTS scripts pass ``--lambda``, which argparse's prefix matching took
+    for ``--lambda_``; the doors turn prefix matching off and name the flag instead."""
+    if any(a == "--lambda" or a.startswith("--lambda=") for a in argv):
+        raise UserError("--lambda: the flag is --lambda_ (the released scripts passed --lambda, "
+                        "which worked only through argparse's prefix matching)")
 
 
 def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,

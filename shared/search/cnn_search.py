@@ -81,6 +81,11 @@ class CNNSearchConfig:
     lambda_cells: str = "normal"
     fresh_noise: bool = False
     record_corr: bool = False
+    # the search data: "darts" (DARTS' halves by train_portion, a random alpha batch per step)
+    # or "autodl" (AutoDL's SearchDataset: split_file's train/valid lists, or DARTS' halves
+    # without one, each weight batch paired with random valid images; shared.data.autodl)
+    search_data: str = "darts"
+    split_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
 
 
@@ -165,9 +170,8 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
                                transform=D.train_transform(cfg.dataset, cfg.cutout,
                                                            cfg.cutout_length, cfg.cutout_prob))
     g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
-    train_queue, valid_queue, valid_eval_queue = D.search_loaders(
-        train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers, g_train, g_valid,
-        pin_memory=device.type == "cuda")
+    train_queue, valid_queue, valid_eval_queue = search_queues(cfg, train_data, g_train,
+                                                               g_valid, device, logger)
     if cfg.debug:
         train_queue = [next(iter(train_queue))]
         if valid_queue is not None:
@@ -201,6 +205,33 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         alignment.attach(loop)
     return CNNSearch(cfg, space, device, logger, precision, train_data, model, optimizer,
                      alpha_update, loop, (g_train, g_valid))
+
+
+SEARCH_DATA = ("darts", "autodl")
+
+
+def search_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generator,
+                  g_valid: torch.Generator, device: torch.device, logger: Any) -> tuple:
+    """(train_queue, valid_queue, valid_eval_queue) of the config's ``search_data``."""
+    pin = device.type == "cuda"
+    if cfg.search_data == "darts":
+        return D.search_loaders(train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers,
+                                g_train, g_valid, pin_memory=pin)
+    if cfg.search_data != "autodl":
+        raise UserError(f"search data {cfg.search_data!r}: one of {', '.join(SEARCH_DATA)}")
+    from shared.data.autodl import load_split, paired_search_loaders
+
+    if cfg.split_file:
+        train_idx, valid_idx = load_split(cfg.split_file, len(train_data))
+        logger.info("Load split file from %s", cfg.split_file)
+    else:
+        train_idx, valid_idx = D.search_split(train_data, cfg.train_portion)
+        logger.info("no split file: the first %d images for the weights, the other %d for "
+                    "alpha", len(train_idx), len(valid_idx))
+    eval_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
+                              transform=D.eval_transform(cfg.dataset))
+    return paired_search_loaders(train_data, eval_data, train_idx, valid_idx, cfg.batch_size,
+                                 cfg.num_workers, g_train, g_valid, pin_memory=pin)
 
 
 def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:

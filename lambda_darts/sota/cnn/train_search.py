@@ -37,7 +37,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli.flags import add_alignment_flags  # noqa: E402
+from shared.cli.flags import add_alignment_flags, refuse_lambda_prefix  # noqa: E402
 from shared.cli.run_folder import claim_run  # noqa: E402
 from shared.cli.search_door import (  # noqa: E402
     build_search_parser,
@@ -46,7 +46,7 @@ from shared.cli.search_door import (  # noqa: E402
     sota_resume_pattern,
     sota_run_dir,
 )
-from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.errors import cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 
 
@@ -63,9 +63,7 @@ run_dir = sota_run_dir  # the original's folder: search-{save}-{time}-{space}-{s
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    if any(a == "--lambda" or a.startswith("--lambda=") for a in (argv or sys.argv[1:])):
-        raise UserError("--lambda: the flag is --lambda_ (the released script accepted --lambda "
-                        "only through argparse's prefix matching)")
+    refuse_lambda_prefix(sys.argv[1:] if argv is None else argv)
     args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
                                            pattern=sota_resume_pattern, new_dir=run_dir)
     from shared.models.search_cnn import kinds_of_cells

@@ -1,0 +1,1 @@
+"""Λ-DARTS on NAS-Bench-201, in AutoDL's layout (the doors are under ``NAS-Bench201/``)."""
