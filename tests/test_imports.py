@@ -152,7 +152,8 @@ DOORS = ["sdarts/sota/cnn/train_search.py", "sdarts/sota/cnn/train.py", "sdarts/
          "sdarts/sota/rnn/train_search.py", "sdarts/sota/rnn/train.py", "sdarts/sota/rnn/test.py",
          "darts_pt/sota/cnn/train_search.py", "darts_pt/sota/cnn/train.py",
          "darts_pt/nasbench201/train_search.py", "lambda_darts/sota/cnn/train_search.py",
-         "lambda_darts/NAS-Bench201/exps/algos/DARTS-V1.py"]
+         "lambda_darts/NAS-Bench201/exps/algos/DARTS-V1.py",
+         "lambda_darts/sota/rnn/train_search.py"]
 
 
 def test_door_help_imports_no_engine() -> None:

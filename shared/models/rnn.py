@@ -7,9 +7,17 @@ The output (the next hidden state) is the mean of the ``concat`` nodes. m_x and 
 variational dropout masks, one per sequence (not per step), in training only.
 
 Model: word embedding (dropout of whole words, ``dropoute``) -> locked dropout (``dropouti``)
--> one DARTS cell layer -> locked dropout (``dropout``) -> decoder tied to the embedding ->
-log-softmax. ``forward(..., return_h=True)`` also returns the raw and dropped-out outputs that
-the AR / TAR regularisers read. Weights are initialised U(-0.04, 0.04), the decoder bias 0.
+-> ``nlayers`` DARTS cell layers (1, as DARTS) -> locked dropout (``dropout``) -> decoder tied
+to the embedding -> log-softmax. ``forward(..., return_h=True)`` also returns the raw and
+dropped-out outputs that the AR / TAR regularisers read. Weights are initialised
+U(-0.04, 0.04), the decoder bias 0.
+
+Stacked layers (Λ-DARTS' RNN search stacks 2, Lambda-DARTS ``sota/rnn/model.py``): layer l+1
+reads layer l's raw output (the released code draws an output-dropout mask per layer but
+feeds the next layer the undropped output and discards that mask, so no dropout is put between
+layers here; each cell still drops its own input with ``dropoutx``); the model's output is the
+last layer's, output-dropped. Each layer carries its own hidden state (``init_hidden`` gives
+one per layer; the released code started both layers from the first layer's state).
 """
 from __future__ import annotations
 
@@ -105,38 +113,49 @@ class DARTSCell(nn.Module):
 
 
 class RNNModel(nn.Module):
-    """The DARTS PTB language model (one cell layer; ninp = nhid = nhidlast)."""
+    """The DARTS PTB language model (ninp = nhid = nhidlast; ``nlayers`` stacked cells, 1 as
+    DARTS, 2 in Λ-DARTS' search)."""
 
     cell_class = DARTSCell
 
     def __init__(self, ntoken: int, ninp: int, nhid: int, nhidlast: int, dropout: float = 0.5,
                  dropouth: float = 0.5, dropoutx: float = 0.5, dropouti: float = 0.5,
                  dropoute: float = 0.1, genotype: RNNGenotype | None = None,
-                 steps: int | None = None) -> None:
+                 steps: int | None = None, nlayers: int = 1) -> None:
         super().__init__()
         if not ninp == nhid == nhidlast:
             raise ValueError(f"the DARTS cell needs emsize = nhid = nhidlast, got {ninp}, "
                              f"{nhid}, {nhidlast}")
+        if nlayers < 1:
+            raise ValueError(f"nlayers must be >= 1, got {nlayers}")
         self.ntoken, self.ninp, self.nhid, self.nhidlast = ntoken, ninp, nhid, nhidlast
         self.dropout, self.dropouti, self.dropoute = dropout, dropouti, dropoute
         self.lockdrop = LockedDropout()
         self.encoder = nn.Embedding(ntoken, ninp)
-        self.rnns = nn.ModuleList([self.cell_class(ninp, nhid, dropouth, dropoutx, genotype,
-                                                   steps)])
+        # ninp = nhid, so every layer takes the same sizes; built in order, so one layer draws
+        # exactly the initial weights the one-layer model always drew
+        self.rnns = nn.ModuleList(self.cell_class(ninp, nhid, dropouth, dropoutx, genotype,
+                                                  steps) for _ in range(nlayers))
         self.decoder = nn.Linear(ninp, ntoken)
         self.decoder.weight = self.encoder.weight  # tied
         self.encoder.weight.data.uniform_(-INIT_RANGE, INIT_RANGE)
         self.decoder.bias.data.zero_()
 
     def init_hidden(self, bsz: int) -> list[torch.Tensor]:
+        """One zero state (1, bsz, nhid) per layer."""
         weight = self.encoder.weight
-        return [weight.new_zeros(1, bsz, self.nhid)]
+        return [weight.new_zeros(1, bsz, self.nhid) for _ in self.rnns]
 
     def forward(self, input: torch.Tensor, hidden: Sequence[torch.Tensor],
                 return_h: bool = False, layer_weights: Sequence[torch.Tensor] | None = None):
         """input (T, B) word ids -> log-probabilities (T, B, ntoken) and the new hidden
-        state; with ``return_h`` also the raw and dropped-out layer outputs (AR / TAR).
-        ``layer_weights``: the mixing weights of each layer's cell (the search model only)."""
+        state (one per layer); with ``return_h`` also every layer's raw output and the
+        dropped-out model output (AR / TAR read the last of each). ``hidden``: one state per
+        layer. ``layer_weights``: the mixing weights of each layer's cell (the search model
+        only)."""
+        if len(hidden) != len(self.rnns):
+            raise ValueError(f"{len(hidden)} hidden state(s) for {len(self.rnns)} layer(s): "
+                             "use init_hidden")
         emb = embedded_dropout(self.encoder, input, self.dropoute if self.training else 0)
         raw_output = self.lockdrop(emb, self.dropouti)
         new_hidden, raw_outputs = [], []

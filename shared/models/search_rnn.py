@@ -7,9 +7,13 @@ by its predecessors). ``none`` takes probability mass and contributes nothing. A
 without affine parameters normalises s0 and every node, as released (one module reused; its
 running statistics do not matter in search). The output is the mean of the 8 nodes.
 
-One alpha (36 x 5, 1e-3 * N(0, 1)) is shared by the layers. The interface is the supernet
-contract (``shared.models.supernet``): ``mixing_weights()`` -> (softmax(alpha),),
-``forward(input, hidden, weights=..., cell_weights=...)`` (one entry per layer), ``loss`` with
+One alpha (36 x 5, 1e-3 * N(0, 1)) is shared by the layers: ``nlayers`` stacked search cells
+(1, as DARTS; 2 in Λ-DARTS' search, Lambda-DARTS ``sota/rnn/model_search.py``), each with its
+own weights, BatchNorm and hidden state (``shared.models.rnn.RNNModel``). The interface is the
+supernet contract (``shared.models.supernet``): ``mixing_weights()`` -> (softmax(alpha),),
+``cell_kinds()`` one "recurrent" per layer, ``forward(input, hidden, weights=...,
+cell_weights=...)`` (``cell_weights``: one (36 x 5) tensor per layer, used at every time step,
+so the gradient a per-layer leaf collects is the sum over the window's steps), ``loss`` with
 x = (words, hidden), ``genotype()``; plus the language-model pieces ``init_hidden`` and
 ``_loss``.
 """

@@ -26,7 +26,7 @@ from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
 from shared.runtime import Precision, choose_device, cpu_threads, seed_everything, seeded_generator
 from shared.search.alignment import LayerAlignment
-from shared.search.alignment_terms import REGULARIZERS
+from shared.search.alignment_config import make_layer_alignment
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
 from shared.search.architect import Architect
 from shared.search.loop import SearchLoop
@@ -236,14 +236,10 @@ def search_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generato
 
 def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
     """Λ-DARTS' regulariser as the config asks (None: neither it nor its records)."""
-    if cfg.corr_regularization == "none" and not cfg.record_corr:
-        return None
-    if cfg.corr_regularization not in ("none", *REGULARIZERS):
-        raise UserError(f"corr_regularization {cfg.corr_regularization!r}: none or one of "
-                        f"{', '.join(REGULARIZERS)}")
-    regularizer = None if cfg.corr_regularization == "none" else cfg.corr_regularization
-    return LayerAlignment(regularizer, cfg.lambda_, cfg.epsilon_0, cfg.epochs,
-                          cells=cfg.lambda_cells, fresh_noise=cfg.fresh_noise)
+    return make_layer_alignment(cfg.corr_regularization, lambda_=cfg.lambda_,
+                                epsilon_0=cfg.epsilon_0, epochs=cfg.epochs,
+                                cells=cfg.lambda_cells, fresh_noise=cfg.fresh_noise,
+                                record_corr=cfg.record_corr)
 
 
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,

@@ -14,6 +14,13 @@ the CNN version as released:
   difference (R = 0.01 / ||v||) on the training batch and hidden state.
 
 Inputs are passed as x = (words, hidden), the RNN search model's ``loss(x, y, weights)``.
+
+``record_cell_grads`` (Λ-DARTS' ``valid_corr``, set by ``shared.search.alignment``): the step
+also keeps each layer's gradient of the validation loss w.r.t. its mixing weights in
+``cell_grads``, from one copy of softmax(alpha) per layer, so alpha's gradient is the same
+sum of the layers' paths (to rounding: the paths are added in another order); second order
+takes them from the unrolled validation loss L_val(w'), as the CNN Architect does. (The
+released Λ-DARTS RNN code records no validation correlation.)
 """
 from __future__ import annotations
 
@@ -43,8 +50,9 @@ class _LossOf(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, hidden: Hidden, x: torch.Tensor, y: torch.Tensor):
-        return self.model._loss(hidden, x, y)
+    def forward(self, hidden: Hidden, x: torch.Tensor, y: torch.Tensor,
+                cell_weights: Sequence[torch.Tensor] | None = None):
+        return self.model._loss(hidden, x, y, cell_weights=cell_weights)
 
 
 class RNNArchitect(Architect):
@@ -72,6 +80,11 @@ class RNNArchitect(Architect):
                                                             hidden_val, x_val, y_val, eta)
             for a, g in zip(self.model.arch_parameters(), grads):
                 a.grad = g
+        elif self.record_cell_grads:
+            cells = self._cell_copies()
+            loss, hidden_next = self.model._loss(hidden_val, x_val, y_val, cell_weights=cells)
+            loss.backward()
+            self.cell_grads = [c.grad for c in cells]
         else:
             loss, hidden_next = self.model._loss(hidden_val, x_val, y_val)
             loss.backward()
@@ -94,11 +107,15 @@ class RNNArchitect(Architect):
         params = dict(zip(names, unrolled))
         params.update({n: b.clone() for n, b in model.named_buffers()})
         # the virtual model w' (the original builds a copy): its BN statistics are cloned too
+        cells = self._cell_copies() if self.record_cell_grads else []
         unrolled_loss, hidden_next = functional_call(
             _LossOf(model), {f"model.{k}": v for k, v in params.items()},
-            (hidden_val, x_val, y_val))
-        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled)
-        dalpha, vector = grads[:len(alphas)], list(grads[len(alphas):])
+            (hidden_val, x_val, y_val), {"cell_weights": cells or None})
+        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells)
+        dalpha = grads[:len(alphas)]
+        vector = list(grads[len(alphas):len(alphas) + len(unrolled)])
+        if cells:  # each layer's dL_val(w')/dA_l (Λ-DARTS' valid_corr)
+            self.cell_grads = list(grads[len(alphas) + len(unrolled):])
         v_coef = _clip_coef(vector, self.clip)
         vector = [v * v_coef for v in vector]
 

@@ -5,6 +5,13 @@ corpus, search model, optimisers, ``RNNSearchLoop`` and its outputs (log, Tensor
 As DARTS' ``rnn/train_search.py``: the training split is batchified at ``batch_size``, the
 validation split twice, at ``batch_size`` (the alpha batches) and at 10 (the epoch's
 perplexity); weights take plain SGD (``lr`` 20, ``wdecay``), the lr stays constant.
+
+``nlayers`` stacks search cells that share alpha (Λ-DARTS' RNN search: 2); with
+``corr_regularization`` (``corr``/``signcorr``) or ``record_corr`` the config attaches Λ-DARTS'
+layer alignment (``shared.search.alignment``) over every layer, λ constant or, with
+``lambda_scheduling``, ramped as λ·e/(E-1) (Lambda-DARTS ``sota/rnn/train_search.py``). The
+fields' defaults are SDARTS' search (1 layer, no regulariser), so its configs and checkpoints
+run and resume as before.
 """
 from __future__ import annotations
 
@@ -16,10 +23,13 @@ import torch
 
 from shared.checkpoint import load_checkpoint
 from shared.data.text import batchify, load_corpus
+from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
 from shared.models.search_rnn import RNNModelSearch
 from shared.rnn_genotype import RNNGenotype
 from shared.runtime import choose_device, cpu_threads, seed_everything, seeded_generator
+from shared.search.alignment import LayerAlignment
+from shared.search.alignment_config import make_layer_alignment
 from shared.search.perturbation import make_perturbation
 from shared.search.phase import run_phase
 from shared.search.rnn_architect import RNNArchitect
@@ -58,7 +68,29 @@ class RNNSearchConfig:
     max_batches: int | None = None  # per epoch ('debug' runs: 1)
     perturb_alpha: str = "none"  # SDARTS: none | random | pgd_linf (shared.search.perturbation)
     epsilon_alpha: float = 0.3
+    nlayers: int = 1  # stacked search cells sharing alpha (Λ-DARTS: 2)
+    # Λ-DARTS (shared.search.alignment): none | corr | signcorr over all layers; record_corr:
+    # train_corr/valid_corr without the regulariser; lambda_scheduling: λ·e/(E-1), else constant
+    corr_regularization: str = "none"
+    lambda_: float = 0.1
+    epsilon_0: float = 0.05
+    lambda_scheduling: bool = False
+    fresh_noise: bool = False
+    record_corr: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # method flags, logged and saved
+
+
+def rnn_alignment(cfg: RNNSearchConfig) -> LayerAlignment | None:
+    """Λ-DARTS' layer alignment as the config asks (None: off); refuses, as one UserError,
+    settings it cannot run (fewer than 2 layers to align, a ramp over one epoch, λ < 0,
+    ε₀ <= 0), so a door can check them before it makes a folder."""
+    if cfg.corr_regularization != "none" and cfg.nlayers < 2:
+        raise UserError(f"Λ-DARTS aligns the gradients of at least 2 stacked cells; "
+                        f"--nlayers is {cfg.nlayers}: pass --nlayers 2 (the released search)")
+    return make_layer_alignment(cfg.corr_regularization, lambda_=cfg.lambda_,
+                                epsilon_0=cfg.epsilon_0, epochs=cfg.epochs, cells="all",
+                                fresh_noise=cfg.fresh_noise, record_corr=cfg.record_corr,
+                                schedule=cfg.lambda_scheduling)
 
 
 def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
@@ -76,14 +108,15 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
     logger.info("corpus %s: %d words, train %d / valid %d tokens", cfg.data, ntokens,
                 corpus.train.numel(), corpus.valid.numel())
     model = RNNModelSearch(ntokens, cfg.emsize, cfg.nhid, cfg.nhidlast, cfg.dropout,
-                           cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute).to(device)
+                           cfg.dropouth, cfg.dropoutx, cfg.dropouti, cfg.dropoute,
+                           nlayers=cfg.nlayers).to(device)
     logger.info("param size: %d", sum(p.numel() for p in model.weight_parameters()))
     optimizer = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, weight_decay=cfg.wdecay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)  # constant lr
     architect = RNNArchitect(model, cfg.arch_lr, cfg.arch_wdecay, cfg.wdecay, cfg.clip,
                              cfg.unrolled)
     g = seeded_generator(cfg.seed)
-    return RNNSearchLoop(
+    loop = RNNSearchLoop(
         model=model, optimizer=optimizer, scheduler=scheduler, alpha_update=architect,
         train_queue=train, valid_queue=search, valid_eval_queue=valid, epochs=cfg.epochs,
         device=device, logger=logger, checkpoint_path=os.path.join(save_dir, CHECKPOINT),
@@ -92,6 +125,10 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
         weight_grad_hooks=list(weight_grad_hooks or []), generators=(g,), config=asdict(cfg),
         progress=cfg.progress, max_batches=cfg.max_batches, bptt=cfg.bptt,
         ar_alpha=cfg.alpha, tar_beta=cfg.beta, batch_size=cfg.batch_size)
+    alignment = rnn_alignment(cfg)
+    if alignment is not None:
+        alignment.attach(loop)
+    return loop
 
 
 def run_rnn_search(cfg: RNNSearchConfig, save_dir: str, *, resume: bool = False,

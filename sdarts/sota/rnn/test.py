@@ -17,9 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.sota.rnn.lm_flags import PROG  # noqa: E402
 from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.flags import add_gpu_flag  # noqa: E402
+from shared.cli.lm_flags import PROG  # noqa: E402
 from shared.cli.parser import ArgumentParser  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 

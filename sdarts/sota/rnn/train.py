@@ -33,9 +33,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.sota.rnn.lm_flags import build_lm_parser  # noqa: E402
 from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
+from shared.cli.lm_flags import build_lm_parser  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.cli.run_folder import claim_run  # noqa: E402

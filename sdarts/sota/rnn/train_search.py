@@ -18,37 +18,28 @@ Kept so the original commands parse, unused by the original search as well: ``--
 """
 from __future__ import annotations
 
-import glob
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from sdarts.sota.rnn.lm_flags import build_lm_parser  # noqa: E402
-from shared.cli.checks import check_flags  # noqa: E402
-from shared.cli.config import config_from_args  # noqa: E402
-from shared.cli.flags import add_perturbation_flags  # noqa: E402
+from shared.cli.lm_flags import (  # noqa: E402
+    SEARCH_HELPS,
+    add_rnn_search_flags,
+    build_lm_parser,
+    check_rnn_search_flags,
+)
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
-from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
-from shared.errors import UserError, cli_entry  # noqa: E402
+from shared.cli.rnn_search_door import run_rnn_search_door  # noqa: E402
+from shared.errors import cli_entry  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
     p = build_lm_parser(
         "train_search.py", emsize=300, epochs=50, batch_size=256, dropoute=0, seed=3,
-        log_interval=50, wdecay=5e-7, resume_default_run="--save/--seed", helps={
-            "nonmono": "unused in search (as the original)",
-            "save": "experiment name ('debug' in it: one step per epoch)",
-            "small_batch_size": "must equal the batch size (or -1)",
-            "max_seq_len_delta": "unused in search",
-            "single_gpu": "single GPU"})
-    p.add_argument("--unrolled", action="store_true", default=False,
-                   help="second order: one-step unrolled validation loss")
-    p.add_argument("--arch_wdecay", type=float, default=1e-3, help="weight decay for alpha")
-    p.add_argument("--arch_lr", type=float, default=3e-3, help="learning rate for alpha")
-    add_perturbation_flags(p)
+        log_interval=50, wdecay=5e-7, resume_default_run="--save/--seed", helps=SEARCH_HELPS)
+    add_rnn_search_flags(p)
     return p
 
 
@@ -62,37 +53,14 @@ def run_dir(args) -> str:
     return os.path.join(args.experiments, "sota", "penn", name)
 
 
-def _resume_pattern(args) -> str:
-    return os.path.join(args.experiments, "sota", "penn", f"search-{glob.escape(args.save)}-*")
-
-
-def validate(args) -> None:
-    if args.continue_train:
-        raise UserError("--continue_train: use --resume [RUN_DIR] to continue a search")
-    check_flags(args)
-    if args.small_batch_size not in (-1, args.batch_size):
-        raise UserError("--small_batch_size must equal --batch_size (or -1): the original "
-                        "re-softmaxed alpha per small batch, which corrupts it")
-    if not args.emsize == args.nhid == args.nhidlast:
-        raise UserError("the DARTS cell needs --emsize = --nhid = --nhidlast")
+validate = check_rnn_search_flags
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, typed = parse(build_parser(), argv)
     validate(args)
-    # --data names the corpus here (what the run computes), so a resumed run keeps its own
-    save_dir, saved = resolve_run(args, typed, pattern=_resume_pattern(args),
-                                  new_dir=lambda: run_dir(args), match=("save", "seed"),
-                                  free=FREE_ON_RESUME - {"data"})
-    from shared.search.rnn_search import RNNSearchConfig, run_rnn_search
-
-    cfg = config_from_args(RNNSearchConfig, args, gpu=args.gpu if args.cuda else -1,
-                           max_batches=1 if "debug" in args.save else None)
-    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
-        print(f"experiment folder: {save_dir}")
-        genotype = run_rnn_search(cfg, save_dir, resume=saved is not None)
-    print(f"genotype = {genotype}")
+    run_rnn_search_door(args, typed, new_dir=run_dir)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,32 @@
-"""The flags DARTS' recurrent doors share (``rnn/train_search.py`` and ``rnn/train.py``; the
-originals declare them twice, AWD-LSTM style, with different defaults): declared once here,
-each door passing its defaults and what a flag means to it."""
+"""The flags of DARTS' recurrent doors (``rnn/train_search.py`` and ``rnn/train.py``; the
+originals declare them twice, AWD-LSTM style, with different defaults), declared once here for
+every method's RNN doors (SDARTS' ``sdarts/sota/rnn``, Λ-DARTS' ``lambda_darts/sota/rnn``):
+each door passes its defaults and what a flag means to it.
+
+* ``build_lm_parser``: the language-model flags every recurrent door has;
+* ``add_rnn_search_flags``: what the recurrent search adds (``--unrolled``, alpha's Adam,
+  SDARTS' perturbation), with ``SEARCH_HELPS`` (the search's meaning of the flags it keeps
+  only so the original commands parse);
+* ``check_rnn_search_flags``: the search's refusals, before any folder is made.
+"""
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
+from shared.cli.checks import check_flags
+from shared.cli.flags import add_perturbation_flags
 from shared.cli.parser import ArgumentParser
+from shared.errors import UserError
 
 PROG = "PyTorch PennTreeBank/WikiText2 Language Model"
+
+SEARCH_HELPS = {
+    "nonmono": "unused in search (as the original)",
+    "save": "experiment name ('debug' in it: one step per epoch)",
+    "small_batch_size": "must equal the batch size (or -1)",
+    "max_seq_len_delta": "unused in search",
+    "single_gpu": "single GPU"}
 
 
 def build_lm_parser(prog: str, *, emsize: int, epochs: int, batch_size: int, dropoute: float,
@@ -53,3 +72,24 @@ def build_lm_parser(prog: str, *, emsize: int, epochs: int, batch_size: int, dro
     add("--experiments", type=str, default="../../experiments", help="root of the output folders")
     add("--no_progress", dest="progress", action="store_false", help="no tqdm progress bars")
     return p
+
+
+def add_rnn_search_flags(p: argparse.ArgumentParser) -> None:
+    """DARTS ``rnn/train_search.py``'s alpha flags and SDARTS' ``--perturb_alpha``."""
+    p.add_argument("--unrolled", action="store_true", default=False,
+                   help="second order: one-step unrolled validation loss")
+    p.add_argument("--arch_wdecay", type=float, default=1e-3, help="weight decay for alpha")
+    p.add_argument("--arch_lr", type=float, default=3e-3, help="learning rate for alpha")
+    add_perturbation_flags(p)
+
+
+def check_rnn_search_flags(args: argparse.Namespace) -> None:
+    """Refuse, as one UserError, what the recurrent search cannot run as asked."""
+    if args.continue_train:
+        raise UserError("--continue_train: use --resume [RUN_DIR] to continue a search")
+    check_flags(args)
+    if args.small_batch_size not in (-1, args.batch_size):
+        raise UserError("--small_batch_size must equal --batch_size (or -1): the original "
+                        "re-softmaxed alpha per small batch, which corrupts it")
+    if not args.emsize == args.nhid == args.nhidlast:
+        raise UserError("the DARTS cell needs --emsize = --nhid = --nhidlast")
