@@ -214,3 +214,105 @@ def test_a_zero_direction_leaves_the_weights_alone(monkeypatch) -> None:
     hook(ctx)  # the ± passes would fail on this stand-in context
     assert all(p.grad is None for p in model.parameters())
     assert float(hook._train[-1]) == pytest.approx(-1 / 3)
+
+
+# -- parity with a literal transcription of the released formulas, on the real supernets ------
+def _literal_directions(name: str, gs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The released ``get_perturbations`` written out as it reads (Lambda-DARTS
+    ``sota/cnn/model_search.py``): corr with the explicit (I - u uᵀ)/‖g‖ matrix, signcorr with
+    the pairwise sum; weight 1/P, P = L(L-1)/2."""
+    L = len(gs)
+    weight = 1.0 / (L * (L - 1) / 2)
+    flat = [g.reshape(-1) for g in gs]
+    if name == "corr":
+        units = [g / g.norm() for g in flat]
+        total = sum(units)
+        out = []
+        for g, u in zip(flat, units):
+            matrix = (torch.eye(len(g), dtype=g.dtype) - torch.outer(u, u)) / g.norm()
+            out.append(weight * matrix @ total)
+    else:
+        out = []
+        for i, gi in enumerate(flat):
+            p = torch.zeros_like(gi)
+            for j, gj in enumerate(flat):
+                if j == i:
+                    continue
+                norm = (gi.abs() * gj.abs()).sum()
+                p += (1 - (gi @ gj) / norm * gi.sign() * gj.sign()) * gj / norm
+            out.append(weight * p)
+    return [p.reshape(g.shape) for p, g in zip(out, gs)]
+
+
+def _literal_weight_grads(model, x, y, name: str, lam: float, eps0: float, cells: list[int]):
+    """The released step: base backward, perturbations of the aligned cells (the others 0),
+    ε = ε₀/‖concat‖, ∇w CE at A - εp ("forward") and at A + εp ("backward"), w.grad +=
+    λ (forward - backward)/2ε."""
+    params = list(model.weight_parameters())
+    leaves = [w.detach().clone().requires_grad_() for w in model.expand_weights(
+        tuple(w.detach() for w in model.mixing_weights()))]
+    base = torch.autograd.grad(model.loss(x, y, cell_weights=leaves), params + leaves,
+                               allow_unused=True)
+    g_cells = base[len(params):]
+    directions = _literal_directions(name, [g_cells[i] for i in cells])
+    pert = [torch.zeros_like(w) for w in leaves]
+    for i, d in zip(cells, directions):
+        pert[i] = d
+    eps = eps0 / torch.cat([p.reshape(-1) for p in pert]).norm()
+    pert = [eps * p for p in pert]
+
+    def grads(sign: float):
+        loss = model.loss(x, y, cell_weights=[w.detach() - sign * p
+                                              for w, p in zip(leaves, pert)])
+        return torch.autograd.grad(loss, params, allow_unused=True)
+
+    forward, backward = grads(1.0), grads(-1.0)
+    out = []
+    for p, b, f, bw in zip(params, base[:len(params)], forward, backward):
+        z = torch.zeros_like(p)
+        out.append((z if b is None else b) + lam * ((z if f is None else f)
+                                                     - (z if bw is None else bw)) / (2 * eps))
+    return out, pert
+
+
+def _real_supernet(kind: str):
+    from shared.models.search_cnn import Network
+    from shared.models.search_nb201 import TinyNetworkDarts
+    from shared.spaces import get_nb201_space, get_space
+
+    torch.manual_seed(0)
+    if kind == "darts":
+        return Network(4, 10, 5, get_space("s5"), in_channels=1).double(), "normal"
+    return TinyNetworkDarts(4, 10, 1, get_nb201_space(), in_channels=1).double(), "all"
+
+
+@pytest.mark.parametrize("kind", ["darts", "nb201"])
+@pytest.mark.parametrize("name", list(REGULARIZERS))
+def test_the_hook_equals_a_literal_port_of_the_released_step(kind, name) -> None:
+    """At the paper's ε₀ on the ReLU supernets, where the finite difference legitimately
+    differs from -∇_w Λ (units cross zero), the hook must still compute exactly what the
+    released formulas do: DARTS' 3 normal cells aligned and its reduce cells unperturbed,
+    NAS-Bench-201's every cell. float64, train mode (BN running statistics move in every pass,
+    as released, so each side starts from a copy of the same model)."""
+    model, which = _real_supernet(kind)
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(
+        0, 10, (8,), generator=g)
+    cells = regularised_cells(model.cell_kinds(), which)
+    twin = copy.deepcopy(model)
+    expected, pert = _literal_weight_grads(twin, x, y, name, lam=0.25, eps0=1e-3, cells=cells)
+    if kind == "darts":
+        reduce = [i for i, k in enumerate(model.cell_kinds()) if k == "reduce"]
+        assert reduce and all(not pert[i].any() for i in reduce)  # released: reduce cells 0
+        assert len(cells) == 3
+    else:
+        assert len(cells) == 3  # N = 1: all 3 search cells
+    torch.testing.assert_close(torch.cat([p.reshape(-1) for p in pert]).norm(),
+                               torch.tensor(1e-3, dtype=torch.float64))
+    hook = LayerAlignment(name, lambda_=0.25, epsilon_0=1e-3, epochs=2, schedule=False,
+                          cells=which)
+    hook(_context(model, x, y))
+    for (n, p), e in zip(model.named_weight_parameters(), expected):
+        got = torch.zeros_like(p) if p.grad is None else p.grad
+        torch.testing.assert_close(got, e, rtol=1e-9, atol=1e-12, msg=n)
