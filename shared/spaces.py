@@ -57,6 +57,30 @@ class CellSpace:
     def has_none(self) -> bool:
         return any("none" in row for row in self.normal + self.reduce)
 
+    def to_dict(self) -> dict:
+        """The space as JSON-ready data (a space derived at run time, StacNAS' stage 2, is
+        saved with its run so a resume does not need what it was derived from)."""
+        return {"name": self.name, "description": self.description,
+                "normal": [list(r) for r in self.normal], "reduce": [list(r) for r in self.reduce]}
+
+    @staticmethod
+    def from_dict(d: dict) -> "CellSpace":
+        """A space from ``to_dict``'s form, checked: 14 edges per cell, equally many known
+        ops per edge; anything else is one UserError."""
+        from shared.ops import OPS
+
+        try:
+            rows = {cell: tuple(tuple(str(op) for op in row) for row in d[cell])
+                    for cell in ("normal", "reduce")}
+            space = CellSpace(str(d["name"]), rows["normal"], rows["reduce"],
+                              str(d.get("description", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"not a cell space: {exc}") from None
+        unknown = sorted({op for row in space.normal + space.reduce for op in row} - set(OPS))
+        if unknown:
+            raise UserError(f"space {space.name}: unknown op(s) {', '.join(unknown)}")
+        return space
+
 
 def _uniform(name: str, ops: tuple[str, ...], description: str) -> CellSpace:
     rows = tuple(ops for _ in range(NUM_EDGES))
