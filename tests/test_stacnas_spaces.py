@@ -103,3 +103,25 @@ def test_a_saved_space_is_checked_when_read() -> None:
     bad = dict(good, normal=[["sep_conv_9x9"] * 5] * NUM_EDGES)
     with pytest.raises(UserError, match="unknown op"):
         CellSpace.from_dict(bad)
+
+
+def test_a_search_runs_on_a_derived_space_saved_with_its_config(tmp_path) -> None:
+    """A one-level search on the whole training set (StacNAS' setting) over a stage-2 space
+    given as data: the checkpoint holds the space, so a resume needs nothing else."""
+    from shared.checkpoint import load_checkpoint
+    from shared.search.cnn_search import CNNSearchConfig, run_cnn_search
+
+    reps = [GROUP_OPS[e % 4] for e in range(NUM_EDGES)]
+    space = stage2_space(_alpha(reps), _alpha(reps), stage1_space())
+    cfg = CNNSearchConfig(dataset="digits", batch_size=64, epochs=2, init_channels=4, layers=5,
+                          gpu=-1, debug=True, progress=False, alpha_update="one_level",
+                          train_portion=1.0, grad_clip=3.0, space_data=space.to_dict())
+    genotype = run_cnn_search(cfg, str(tmp_path / "a"))
+    allowed = {op for row in space.normal + space.reduce for op in row}
+    assert {op for op, _ in genotype.normal + genotype.reduce} <= allowed - {"none"}
+    state = load_checkpoint(str(tmp_path / "a" / "checkpoint.pth.tar"))
+    assert CellSpace.from_dict(state["config"]["space_data"]) == space
+    assert state["history"][-1]["valid_acc"] is None  # no validation split
+    with pytest.raises(UserError, match="reads its spaces by name"):
+        run_cnn_search(CNNSearchConfig(dataset="digits", supernet="nb201", gpu=-1,
+                                       space_data=space.to_dict()), str(tmp_path / "b"))

@@ -12,7 +12,7 @@ NUMBERED_CHECKPOINT = "checkpoint_{}.pth.tar"  # every ``ckpt_interval`` epochs;
 WEIGHTS = "weights.pt"
 KIND = "evaluation"  # marks our checkpoints, so --resume refuses a search run's checkpoint
 KIND_WHAT = "an evaluation run (train.py / train_imagenet.py)"
-LR_SCHEDULERS = ("step", "cosine", "linear")
+LR_SCHEDULERS = ("step", "cosine", "linear", "cosine_power")
 
 
 @dataclass

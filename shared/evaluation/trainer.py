@@ -19,6 +19,7 @@ from shared.distributed import DistContext
 from shared.evaluation.config import KIND, NUMBERED_CHECKPOINT, EvalConfig
 from shared.genotypes import Genotype
 from shared.logs import AverageMeter, accuracy
+from shared.lr_schedules import cosine_power_scheduler
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 
 
@@ -51,6 +52,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
                                                           eta_min=0.0)
     if cfg.lr_scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg.decay_period, gamma=cfg.gamma)
+    if cfg.lr_scheduler == "cosine_power":  # StacNAS' augment --power_lr: to 0, as its cosine
+        return cosine_power_scheduler(optimizer, cfg.epochs, 0.0)
     epochs = cfg.epochs
     return torch.optim.lr_scheduler.LambdaLR(optimizer,
                                              lambda e: linear_lr_factor(e, epochs))

@@ -21,6 +21,7 @@ from shared import data as D
 from shared.checkpoint import load_checkpoint
 from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
+from shared.lr_schedules import cosine_power_scheduler
 from shared.models.search_cnn import Network
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
@@ -44,6 +45,7 @@ class CNNSearchConfig:
     batch_size: int = 64
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
+    lr_schedule: str = "cosine"  # or "cosine_power" (StacNAS' --power_lr, p = 2)
     momentum: float = 0.9
     weight_decay: float = 3e-4
     report_freq: int = 50
@@ -61,6 +63,9 @@ class CNNSearchConfig:
     arch_learning_rate: float = 3e-4
     arch_weight_decay: float = 1e-3
     search_space: str = "s1"
+    # a DARTS-space search on a space derived at run time (StacNAS' stage 2): the space's
+    # CellSpace.to_dict(), saved with the run's config, so a resume does not re-derive it
+    space_data: dict[str, Any] | None = None
     warm_start_epochs: int = 0
     num_workers: int = 0
     amp: bool = False
@@ -112,6 +117,34 @@ SUPERNETS: dict[str, SupernetFamily] = {
 }
 
 
+LR_SCHEDULES = ("cosine", "cosine_power")
+
+
+def make_lr_schedule(cfg: CNNSearchConfig, optimizer: torch.optim.Optimizer
+                     ) -> torch.optim.lr_scheduler.LRScheduler:
+    """The weights' schedule from learning_rate to learning_rate_min over the epochs:
+    DARTS' cosine, or cosine-power (``shared.lr_schedules``)."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(cfg.epochs),
+                                                          eta_min=cfg.learning_rate_min)
+    if cfg.lr_schedule == "cosine_power":
+        return cosine_power_scheduler(optimizer, cfg.epochs, cfg.learning_rate_min)
+    raise UserError(f"lr schedule {cfg.lr_schedule!r}: one of {', '.join(LR_SCHEDULES)}")
+
+
+def search_space(cfg: CNNSearchConfig, supernet: SupernetFamily) -> Any:
+    """The config's space: ``space_data`` when given (a DARTS-space supernet only), else the
+    named one of the supernet's table."""
+    if cfg.space_data is None:
+        return supernet.space(cfg.search_space)
+    if cfg.supernet != "darts":
+        raise UserError(f"space_data is a DARTS cell space; the {cfg.supernet} supernet reads "
+                        "its spaces by name")
+    from shared.spaces import CellSpace
+
+    return CellSpace.from_dict(cfg.space_data)
+
+
 ALPHA_UPDATES = ("bilevel", "fixed", "one_level")
 
 
@@ -159,7 +192,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
     if cfg.supernet not in SUPERNETS:
         raise ValueError(f"unknown supernet {cfg.supernet!r}; one of {', '.join(SUPERNETS)}")
     supernet = SUPERNETS[cfg.supernet]
-    space = supernet.space(cfg.search_space)
+    space = search_space(cfg, supernet)
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
@@ -185,8 +218,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # Stepped at the END of each epoch: epoch e trains with the closed-form DARTS lr_e
     # (0.3.1 semantics), and the same lr is the unrolled step's eta.
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, float(cfg.epochs), eta_min=cfg.learning_rate_min)
+    scheduler = make_lr_schedule(cfg, optimizer)
     alpha_update = make_alpha_update(cfg, model)
     loop = SearchLoop(
         model=model, optimizer=optimizer, scheduler=scheduler, alpha_update=alpha_update,
