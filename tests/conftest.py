@@ -169,3 +169,19 @@ def perturb(perturbation, model, weights, x, y, epoch: int = 0):
     ctx = StepContext(loop=None, model=model, epoch=epoch, step=0, lr=0.0, x=x, y=y,
                       weights=tuple(weights))
     return perturbation(ctx)
+
+
+def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float]) -> str:
+    """What every Λ-DARTS search leaves (2+ epochs): the log lines, λ per epoch and
+    train_corr/valid_corr in [-1, 1] in history.json, and correlation.png; returns the log."""
+    import json
+
+    log = open(os.path.join(run, "log.txt")).read()
+    for line in ("train_corr ", " valid_corr ", *log_lines):
+        assert line in log, line
+    history = json.load(open(os.path.join(run, "history.json")))
+    assert [h["lambda"] for h in history] == lambdas
+    assert all(-1 <= h[k] <= 1 for h in history for k in ("train_corr", "valid_corr"))
+    with open(os.path.join(run, "correlation.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    return log

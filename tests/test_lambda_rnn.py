@@ -23,7 +23,13 @@ from shared.search.alignment import LayerAlignment
 from shared.search.context import StepContext, capture_rng
 from shared.search.rnn_architect import RNNArchitect
 from shared.search.rnn_search import RNNSearchConfig, rnn_alignment
-from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write, search_runs
+from tests.conftest import (
+    ROOT,
+    assert_lambda_run,
+    door_env,
+    kill_inside_checkpoint_write,
+    search_runs,
+)
 
 NTOKEN = 30
 DOOR_DIR = os.path.join(ROOT, "lambda_darts", "sota", "rnn")
@@ -277,15 +283,8 @@ def test_run_sh_searches_the_embedded_corpus_end_to_end(tmp_path):
     assert os.path.dirname(run).endswith(os.path.join("sota", "penn"))
     name = os.path.basename(run)
     assert "-lmdaSch-" in name and name.endswith("-lmda0.25-epszero0.001"), name
-    log = open(os.path.join(run, "log.txt")).read()
-    for line in ("epoch 0 lambda_ 0.000000e+00", "epoch 1 lambda_ 2.500000e-01",
-                 "train_corr ", " valid_corr ", "final genotype = Genotype(recurrent="):
-        assert line in log, line
-    history = json.load(open(os.path.join(run, "history.json")))
-    assert [h["lambda"] for h in history] == [0.0, 0.25]
-    assert all(-1 <= h[k] <= 1 for h in history for k in ("train_corr", "valid_corr"))
-    with open(os.path.join(run, "correlation.png"), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert_lambda_run(run, ("epoch 0 lambda_ 0.000000e+00", "epoch 1 lambda_ 2.500000e-01",
+                            "final genotype = Genotype(recurrent="), [0.0, 0.25])
     saved = json.load(open(os.path.join(run, "genotype.json")))
     assert len(saved["recurrent"]) == 8
 
