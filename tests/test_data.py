@@ -266,3 +266,17 @@ def test_search_loaders_reproducible_from_generators() -> None:
 
     a, b = first_batches(), first_batches()
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_the_digits_file_is_read_as_scikit_learn_reads_it() -> None:
+    """The embedded digits are read from the file scikit-learn ships without importing it
+    (~1 s per door process); the data must equal ``sklearn.datasets.load_digits``."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from shared.data.digits import load_digits_file
+
+    pixels, labels = load_digits_file()
+    bunch = load_digits()
+    assert np.array_equal(pixels, bunch.data.astype(np.float32))
+    assert np.array_equal(labels, bunch.target) and labels.dtype == np.int64

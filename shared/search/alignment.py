@@ -78,7 +78,7 @@ class LayerAlignment:
         self.epochs, self.cells, self.schedule = epochs, cells, schedule
         self.needs_rng_state = regularizer is not None and not fresh_noise
         self.lam = self.lambda_at(0) if regularizer is not None else 0.0  # epoch_start sets it
-        self._drawn = float("-inf")
+        self._drawn = time.monotonic()  # as the other live plots (shared.search.outputs)
         self._cells: list[int] = []
         self._train: list[torch.Tensor] = []
         self._valid: list[torch.Tensor] = []
@@ -121,7 +121,7 @@ class LayerAlignment:
 
     def plot(self, ctx: EpochContext) -> None:
         """``correlation.png`` next to the alpha trajectories (after the epoch's checkpoint),
-        redrawn at most every ``PLOT_INTERVAL_S`` seconds and after the last epoch."""
+        drawn at most every ``PLOT_INTERVAL_S`` seconds and after the last epoch."""
         now = time.monotonic()
         if now - self._drawn < PLOT_INTERVAL_S and ctx.epoch < ctx.loop.epochs - 1:
             return

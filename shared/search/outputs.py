@@ -85,13 +85,14 @@ def _tensorboard_hook(writer) -> Callable[[EpochContext], None]:
     return hook
 
 
-# Redraw the live plots at most this often: drawing them takes seconds (matplotlib), which on
-# a short epoch (a small data set, --fast) would cost more than the epoch itself.
+# Draw the live plots at most this often, the first time once the run has gone this long:
+# drawing them takes seconds (matplotlib), which on a short epoch or a short run (a small data
+# set, --fast, a test) would cost more than the epochs; the final plots are drawn in any case.
 PLOT_INTERVAL_S = 60.0
 
 
 def _outputs_hook(save_dir: str, space) -> Callable[[EpochContext], None]:
-    last_drawn = [float("-inf")]
+    last_drawn = [time.monotonic()]
 
     def hook(ctx: EpochContext) -> None:
         write_json(os.path.join(save_dir, "history.json"), ctx.loop.history, indent=None)
