@@ -252,7 +252,7 @@ def test_two_evaluations_started_together_get_their_own_folders(tmp_path) -> Non
 
 @pytest.mark.slow
 def test_a_second_resume_of_a_running_search_is_refused(tmp_path) -> None:
-    args = [*TINY, "--epochs", "4", "--save", "busy"]
+    args = [*TINY, "--epochs", "500", "--save", "busy"]  # interrupted below, never finishes
     proc = subprocess.Popen([sys.executable, "train_search.py", *args, "--experiments",
                              str(tmp_path)], cwd=SEARCH_DIR, env=door_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -267,8 +267,9 @@ def test_a_second_resume_of_a_running_search_is_refused(tmp_path) -> None:
         out = door(SEARCH_DIR, ["--resume", "--save", "busy", "--dataset", "digits"], tmp_path)
         refused(out, f"is in use by process {proc.pid}")
     finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: "interrupted; resume with --resume"
         proc.wait(timeout=600)
-    assert proc.returncode == 0
+    assert proc.returncode == 130
     assert not os.path.exists(os.path.join(run, LOCK))
 
 
