@@ -255,7 +255,9 @@ def test_a_second_resume_of_a_running_search_is_refused(tmp_path) -> None:
     args = [*TINY, "--epochs", "500", "--save", "busy"]  # interrupted below, never finishes
     proc = subprocess.Popen([sys.executable, "train_search.py", *args, "--experiments",
                              str(tmp_path)], cwd=SEARCH_DIR, env=door_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            # a background job inherits SIGINT ignored; Ctrl-C must reach it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while not search_runs(tmp_path):
             assert proc.poll() is None
