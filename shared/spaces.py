@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from shared.errors import UserError
 
@@ -80,6 +80,116 @@ class CellSpace:
         if unknown:
             raise UserError(f"space {space.name}: unknown op(s) {', '.join(unknown)}")
         return space
+
+
+def kinds_of_cells(layers: int) -> tuple[str, ...]:
+    """Each cell's kind in DARTS' network of ``layers`` cells: reduce at L//3 and 2L//3
+    (DARTS ``cnn/model_search.py`` and ``cnn/model.py``)."""
+    return tuple("reduce" if i in (layers // 3, 2 * layers // 3) else "normal"
+                 for i in range(layers))
+
+
+Rows = tuple[tuple[str, ...], ...]  # candidate ops per edge of one cell, in DARTS edge order
+
+
+def _check_rows(where: str, rows: Rows) -> None:
+    if len(rows) != NUM_EDGES:
+        raise ValueError(f"{where} has {len(rows)} edges, not {NUM_EDGES}")
+    if not rows[0] or len({len(r) for r in rows}) != 1:
+        # alpha is one (edges x ops) tensor per cell, so rows must be equally long.
+        raise ValueError(f"{where}: edges have unequal (or no) op counts")
+
+
+@dataclass(frozen=True)
+class PerCellSpace:
+    """Candidate ops per edge for every search cell on its own: one alpha per cell.
+
+    StacNAS (Li et al., arXiv 1909.11926; susan0199/StacNAS ``search_cnn.py`` and
+    ``cells.py``) searches, without ``--alpha_share``, one alpha per cell and derives one
+    genotype per cell; each cell may have its own candidates (its stage 2 derives them from
+    that cell's stage-1 alpha). ``kinds`` is each cell's kind, DARTS' rule
+    (``kinds_of_cells``): the supernet places its reduction cells there, so any other layout
+    is refused. Within a cell every edge has equally many ops; cells may differ."""
+
+    name: str
+    cells: tuple[Rows, ...]
+    kinds: tuple[str, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.cells:
+            raise ValueError(f"space {self.name}: no cells")
+        if tuple(self.kinds) != kinds_of_cells(len(self.cells)):
+            raise ValueError(f"space {self.name}: cell kinds {list(self.kinds)} are not DARTS' "
+                             f"for {len(self.cells)} cells {list(kinds_of_cells(len(self.cells)))}")
+        for i, rows in enumerate(self.cells):
+            _check_rows(f"space {self.name}: cell {i}", rows)
+
+    @property
+    def layers(self) -> int:
+        return len(self.cells)
+
+    def ops_of(self, i: int) -> Rows:
+        """Candidate ops per edge of search cell ``i``."""
+        return self.cells[i]
+
+    def num_ops(self, i: int) -> int:
+        return len(self.cells[i][0])
+
+    @property
+    def has_none(self) -> bool:
+        return any("none" in row for rows in self.cells for row in rows)
+
+    @staticmethod
+    def repeat(space: CellSpace, layers: int, name: str | None = None) -> "PerCellSpace":
+        """Every cell of a ``layers``-cell network gets the rows of its kind in ``space``
+        (a per-cell search over a shared space: StacNAS without ``--alpha_share``)."""
+        kinds = kinds_of_cells(layers)
+        return PerCellSpace(name or f"{space.name}-per-cell",
+                            tuple(space.ops(k == "reduce") for k in kinds), kinds,
+                            space.description)
+
+    @staticmethod
+    def from_cells(spaces: Sequence[CellSpace], name: str | None = None,
+                   description: str = "") -> "PerCellSpace":
+        """Cell i takes the rows of its kind from ``spaces[i]`` (one space per cell, e.g.
+        StacNAS' stage-2 space derived from each cell's own stage-1 alpha)."""
+        kinds = kinds_of_cells(len(spaces))
+        return PerCellSpace(name or "per-cell", tuple(s.ops(k == "reduce")
+                                                      for s, k in zip(spaces, kinds)),
+                            kinds, description)
+
+    def to_dict(self) -> dict:
+        """JSON-ready; the "cells" key tells it from a ``CellSpace`` (``space_from_dict``)."""
+        return {"name": self.name, "description": self.description,
+                "cells": [{"kind": k, "ops": [list(r) for r in rows]}
+                          for k, rows in zip(self.kinds, self.cells)]}
+
+    @staticmethod
+    def from_dict(d: dict) -> "PerCellSpace":
+        """A space from ``to_dict``'s form, checked like ``CellSpace.from_dict``: 14 edges per
+        cell, equally many known ops per edge of a cell, DARTS' cell kinds; anything else is
+        one UserError."""
+        from shared.ops import OPS
+
+        try:
+            cells = tuple(tuple(tuple(str(op) for op in row) for row in c["ops"])
+                          for c in d["cells"])
+            kinds = tuple(str(c["kind"]) for c in d["cells"])
+            space = PerCellSpace(str(d["name"]), cells, kinds, str(d.get("description", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"not a per-cell space: {exc}") from None
+        unknown = sorted({op for rows in space.cells for row in rows for op in row} - set(OPS))
+        if unknown:
+            raise UserError(f"space {space.name}: unknown op(s) {', '.join(unknown)}")
+        return space
+
+
+def space_from_dict(d: dict) -> CellSpace | PerCellSpace:
+    """A ``CellSpace`` or, when ``d`` has "cells", a ``PerCellSpace`` (both checked)."""
+    if not isinstance(d, dict):
+        raise UserError(f"not a cell space: expected a JSON object, got {type(d).__name__}")
+    return PerCellSpace.from_dict(d) if "cells" in d else CellSpace.from_dict(d)
 
 
 def _uniform(name: str, ops: tuple[str, ...], description: str) -> CellSpace:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 from shared.cli.flags import add_gpu_flag, add_runtime_flags
 from shared.cli.parser import ArgumentParser
 from shared.cli.resume import FREE_ON_RESUME
-from shared.genotypes import Genotype, load_genotype, published
+from shared.genotypes import Genotype, PerCellGenotype, genotype_from_dict, load_genotype, published
 
 
 def arch_label(arch: str) -> str:
@@ -45,11 +45,11 @@ def eval_run_pattern(experiments: str, dataset: str, save: str, arch: str, seed:
     return os.path.join(experiments, "sota", dataset, "eval", f"eval-{glob.escape(save)}-*")
 
 
-def resolve_genotype(arch: str, saved: dict[str, Any] | None) -> Genotype:
+def resolve_genotype(arch: str, saved: dict[str, Any] | None) -> Genotype | PerCellGenotype:
     """The genotype a resumed run was started with (its .json may have moved since), else
     ``--arch`` resolved now, before any data or folder, so a typo fails at once."""
     if saved is not None and saved.get("genotype"):
-        return Genotype.from_dict(saved["genotype"])
+        return genotype_from_dict(saved["genotype"])
     return load_genotype(arch)
 
 

@@ -1,13 +1,21 @@
 """Final CNNs built from a genotype: NetworkCIFAR and NetworkImageNet (DARTS' model.py), and
-``build_final_network`` / ``count_parameters`` as the evaluation protocol uses them."""
+``build_final_network`` / ``count_parameters`` as the evaluation protocol uses them.
+
+A ``Genotype`` gives every cell of a kind the same cell (DARTS); a ``PerCellGenotype`` gives
+cell i its own (StacNAS without ``--alpha_share``: susan0199/StacNAS ``augment_cnn.py``,
+``AugmentCNN``, builds cell i from ``genotypes[cell_id]``). The rest of the network is the same
+for both."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from shared.errors import UserError
-from shared.genotypes import Genotype
+from shared.genotypes import Genotype, Pair, PerCellGenotype
 from shared.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from shared.spaces import kinds_of_cells
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -22,15 +30,24 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x / keep * mask
 
 
+CellGene = tuple[Sequence[Pair], Sequence[int]]  # one cell's (op, input) pairs and concat
+
+
 class Cell(nn.Module):
-    def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int,
+    """One cell of the final network: ``genotype``'s cell of this kind, or the (pairs, concat)
+    of this cell itself (a ``PerCellGenotype``'s cell)."""
+
+    def __init__(self, genotype: Genotype | CellGene, C_prev_prev: int, C_prev: int, C: int,
                  reduction: bool, reduction_prev: bool) -> None:
         super().__init__()
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C) if reduction_prev
                             else ReLUConvBN(C_prev_prev, C, 1, 1, 0))
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        pairs, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
-                         else (genotype.normal, genotype.normal_concat))
+        if isinstance(genotype, Genotype):
+            pairs, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
+                             else (genotype.normal, genotype.normal_concat))
+        else:
+            pairs, concat = genotype
         self.reduction = reduction
         self._steps = len(pairs) // 2
         self._concat = tuple(concat)
@@ -67,13 +84,20 @@ class AuxiliaryHeadCIFAR(nn.Module):
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.size(-1) < 5:
-            # Smaller inputs than CIFAR's (the 8x8 digits reach this head at 2x2): pool to the
-            # 2x2 the head expects instead of failing; CIFAR sizes take the original path.
-            x = nn.functional.adaptive_avg_pool2d(torch.relu(x), 2)
+        size = x.size(-1)
+        if size == 8:  # CIFAR: the original path
+            x = self.features(x)
+        elif size >= 6:
+            # MNIST's 28x28 reaches this head at 7x7: StacNAS' AuxiliaryHead pools with stride
+            # input_size // 4 - 5 (released augment_cnn.py), i.e. size - 5, to the same 2x2.
+            x = nn.functional.avg_pool2d(torch.relu(x), 5, stride=size - 5,
+                                         count_include_pad=False)
             x = self.features[2:](x)
         else:
-            x = self.features(x)
+            # Smaller inputs (the 8x8 digits reach this head at 2x2): pool to the 2x2 the head
+            # expects instead of failing.
+            x = nn.functional.adaptive_avg_pool2d(torch.relu(x), 2)
+            x = self.features[2:](x)
         return self.classifier(x.flatten(1))
 
 
@@ -98,20 +122,24 @@ class _Network(nn.Module):
 
     drop_path_prob: float = 0.0
 
-    def _build_cells(self, C: int, layers: int, genotype: Genotype, C_curr: int,
-                     reduction_prev: bool, C_stem: int, num_classes: int, auxiliary: bool,
-                     aux_cls: type[nn.Module]) -> None:
+    def _build_cells(self, C: int, layers: int, genotype: Genotype | PerCellGenotype,
+                     C_curr: int, reduction_prev: bool, C_stem: int, num_classes: int,
+                     auxiliary: bool, aux_cls: type[nn.Module]) -> None:
+        per_cell = isinstance(genotype, PerCellGenotype)
+        if per_cell:
+            check_per_cell(genotype, layers)
         C_prev_prev, C_prev = C_stem, C_stem
         self.cells = nn.ModuleList()
         self._layers = layers
         self._auxiliary = auxiliary
         self._aux_index = 2 * layers // 3
         C_aux = None
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+        for i, kind in enumerate(kinds_of_cells(layers)):
+            reduction = kind == "reduce"
             if reduction:
                 C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            gene = (genotype.cells[i], genotype.concats[i]) if per_cell else genotype
+            cell = Cell(gene, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -132,11 +160,26 @@ class _Network(nn.Module):
         return logits, logits_aux
 
 
+def check_per_cell(genotype: PerCellGenotype, layers: int) -> None:
+    """A per-cell genotype fits DARTS' ``layers``-cell network: one cell per layer, reduction
+    cells where the network reduces (L//3 and 2L//3); else a UserError saying what differs."""
+    if genotype.layers != layers:
+        raise UserError(f"the genotype has {genotype.layers} cells, the network {layers} "
+                        f"(a per-cell genotype builds a network of as many cells as it has)")
+    want = kinds_of_cells(layers)
+    if tuple(genotype.kinds) != want:
+        bad = [i for i, (k, w) in enumerate(zip(genotype.kinds, want)) if k != w]
+        raise UserError(f"the genotype's cell kinds differ from the network's at cells {bad}: "
+                        f"a {layers}-cell network reduces at cells {layers // 3} and "
+                        f"{2 * layers // 3}")
+
+
 class NetworkCIFAR(_Network):
     """forward returns (logits, logits_aux); logits_aux is None unless training with --auxiliary."""
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
-                 in_channels: int = 3, stem_multiplier: int = 3) -> None:
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool,
+                 genotype: Genotype | PerCellGenotype, in_channels: int = 3,
+                 stem_multiplier: int = 3) -> None:
         super().__init__()
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
@@ -151,7 +194,7 @@ class NetworkCIFAR(_Network):
 
 class NetworkImageNet(_Network):
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool,
-                 genotype: Genotype) -> None:
+                 genotype: Genotype | PerCellGenotype) -> None:
         super().__init__()
         self.stem0 = nn.Sequential(
             nn.Conv2d(3, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
@@ -169,7 +212,9 @@ class NetworkImageNet(_Network):
         return self._run_cells(s0, s1)
 
 
-FINAL_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "digits": 10}
+FINAL_DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10, "imagenet": 1000, "digits": 10,
+                  "mnist": 10, "fashionmnist": 10}
+GRAY = ("digits", "mnist", "fashionmnist")  # one input channel
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -177,13 +222,14 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if "auxiliary" not in n)
 
 
-def build_final_network(genotype: Genotype, dataset: str, init_channels: int, layers: int,
-                        auxiliary: bool = False) -> torch.nn.Module:
-    """The evaluation network for ``dataset`` (ImageNet gets NetworkImageNet)."""
+def build_final_network(genotype: Genotype | PerCellGenotype, dataset: str, init_channels: int,
+                        layers: int, auxiliary: bool = False) -> torch.nn.Module:
+    """The evaluation network for ``dataset`` (ImageNet gets NetworkImageNet); a per-cell
+    genotype needs ``layers`` equal to its number of cells."""
     if dataset not in FINAL_DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose from {', '.join(FINAL_DATASETS)}")
     classes = FINAL_DATASETS[dataset]
     if dataset == "imagenet":
         return NetworkImageNet(init_channels, classes, layers, auxiliary, genotype)
-    in_ch = 1 if dataset == "digits" else 3
+    in_ch = 1 if dataset in GRAY else 3
     return NetworkCIFAR(init_channels, classes, layers, auxiliary, genotype, in_channels=in_ch)

@@ -1,4 +1,6 @@
-"""The DARTS-space supernet, for any cell space of ``shared.spaces``.
+"""The DARTS-space supernet, for any cell space of ``shared.spaces``: a ``CellSpace`` (alpha
+shared by all cells of a kind, DARTS) or a ``PerCellSpace`` (one alpha per cell, StacNAS
+without ``--alpha_share``).
 
 The forward takes the mixing weights as an argument instead of reading alpha itself: SDARTS
 perturbs softmax(alpha) for the weight step, Lambda-DARTS needs one weight tensor per cell,
@@ -12,13 +14,19 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from shared.genotypes import Genotype, genotype_from_alpha
+from shared.genotypes import (
+    Genotype,
+    PerCellGenotype,
+    genotype_from_alpha,
+    per_cell_genotype_from_alpha,
+)
 from shared.models import fast_mixed
 from shared.models.supernet import Supernet
 from shared.ops import FactorizedReduce, ReLUConvBN, make_op
-from shared.spaces import STEPS, CellSpace
+from shared.spaces import STEPS, CellSpace, PerCellSpace, kinds_of_cells
 
-MixingWeights = tuple[torch.Tensor, torch.Tensor]  # (normal, reduce), each (edges, ops)
+# One (edges, ops) tensor per ``cell_types`` entry: (normal, reduce), or one per cell.
+MixingWeights = tuple[torch.Tensor, ...]
 
 
 class MixedOp(nn.Module):
@@ -47,8 +55,12 @@ class MixedOp(nn.Module):
 
 
 class SearchCell(nn.Module):
-    def __init__(self, space: CellSpace, steps: int, multiplier: int, C_prev_prev: int,
-                 C_prev: int, C: int, reduction: bool, reduction_prev: bool) -> None:
+    """One search cell; ``edge_ops`` its candidate ops per edge (a ``CellSpace`` stands for
+    the rows of this cell's kind)."""
+
+    def __init__(self, edge_ops: CellSpace | Sequence[Sequence[str]], steps: int,
+                 multiplier: int, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
+                 reduction_prev: bool) -> None:
         super().__init__()
         self.reduction = reduction
         self.preprocess0 = (FactorizedReduce(C_prev_prev, C, affine=False) if reduction_prev
@@ -56,7 +68,8 @@ class SearchCell(nn.Module):
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         self._steps = steps
         self._multiplier = multiplier
-        edge_ops = space.ops(reduction)
+        if isinstance(edge_ops, CellSpace):
+            edge_ops = edge_ops.ops(reduction)
         self._ops = nn.ModuleList()
         e = 0
         for i in range(steps):
@@ -77,18 +90,18 @@ class SearchCell(nn.Module):
         return torch.cat(states[-self._multiplier:], dim=1)
 
 
-def kinds_of_cells(layers: int) -> tuple[str, ...]:
-    """Each cell's kind in DARTS' network of ``layers`` cells: reduce at L//3 and 2L//3."""
-    return tuple("reduce" if i in (layers // 3, 2 * layers // 3) else "normal"
-                 for i in range(layers))
-
-
 class Network(Supernet):
     """DARTS supernet: stem, ``layers`` search cells (reduction at L//3 and 2L//3), classifier.
 
     alpha lives here as two ``nn.Parameter`` (so it is saved with the weights, unlike the
     original), but ``weight_parameters()`` excludes it: the weight optimiser, its weight decay
     and gradient clipping never touch alpha.
+
+    A ``PerCellSpace`` (as many cells as ``layers``) gives every cell its own candidates and
+    its own alpha, as StacNAS' supernet without ``--alpha_share`` (susan0199/StacNAS
+    ``search_cnn.py``, ``SearchCNN``: alpha types "cell_0", "cell_1", ..., each cell's alpha
+    in ``cells.py``): here ``alphas_cells[i]`` (an ``nn.ParameterList``), ``cell_types`` =
+    ("cell0", "cell1", ...) on the instance, and ``genotype()`` a ``PerCellGenotype``.
 
     ``fast`` (default) evaluates the cells with ``shared.models.fast_mixed``: the same modules
     and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
@@ -102,11 +115,15 @@ class Network(Supernet):
 
     cell_types = ("normal", "reduce")
 
-    def __init__(self, C: int, num_classes: int, layers: int, space: CellSpace,
-                 steps: int = STEPS, multiplier: int = 4, stem_multiplier: int = 3,
-                 in_channels: int = 3, fast: bool = True,
+    def __init__(self, C: int, num_classes: int, layers: int,
+                 space: CellSpace | PerCellSpace, steps: int = STEPS, multiplier: int = 4,
+                 stem_multiplier: int = 3, in_channels: int = 3, fast: bool = True,
                  skip_zero_weights: bool = False) -> None:
         super().__init__()
+        per_cell = isinstance(space, PerCellSpace)
+        if per_cell and space.layers != layers:
+            raise ValueError(f"space {space.name} has {space.layers} cells, the network "
+                             f"{layers}")
         self.space = space
         self.fast = fast
         self.skip_zero_weights = skip_zero_weights
@@ -118,31 +135,51 @@ class Network(Supernet):
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False
-        for i in range(layers):
-            reduction = kinds_of_cells(layers)[i] == "reduce"
+        for i, kind in enumerate(kinds_of_cells(layers)):
+            reduction = kind == "reduce"
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(space, steps, multiplier, C_prev_prev, C_prev, C_curr,
-                                         reduction, reduction_prev))
+            edge_ops = space.ops_of(i) if per_cell else space.ops(reduction)
+            self.cells.append(SearchCell(edge_ops, steps, multiplier, C_prev_prev, C_prev,
+                                         C_curr, reduction, reduction_prev))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         num_edges = sum(2 + i for i in range(steps))
-        self.alphas_normal = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(False)))
-        self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(True)))
+        if per_cell:
+            # Drawn after the cells' weights, cell by cell, as the shared pair is.
+            self.cell_types = tuple(f"cell{i}" for i in range(layers))
+            self.alphas_cells = nn.ParameterList(
+                nn.Parameter(1e-3 * torch.randn(num_edges, space.num_ops(i)))
+                for i in range(layers))
+        else:
+            self.alphas_normal = nn.Parameter(1e-3 * torch.randn(num_edges,
+                                                                 space.num_ops(False)))
+            self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(num_edges,
+                                                                 space.num_ops(True)))
+
+    @property
+    def per_cell(self) -> bool:
+        """Whether every cell has its own alpha (a ``PerCellSpace``)."""
+        return isinstance(self.space, PerCellSpace)
 
     def arch_parameters(self) -> list[nn.Parameter]:
+        if self.per_cell:
+            return list(self.alphas_cells)
         return [self.alphas_normal, self.alphas_reduce]
 
     def cell_kinds(self) -> tuple[str, ...]:
+        if self.per_cell:
+            return self.cell_types
         return tuple("reduce" if c.reduction else "normal" for c in self.cells)
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, weights: MixingWeights | None = None,
                 cell_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits. ``weights`` = (normal, reduce) mixing weights shared by all cells of a type
-        (default softmax(alpha)); ``cell_weights`` = one tensor per cell instead."""
+        """Logits. ``weights`` = one mixing-weight tensor per ``cell_types`` entry ((normal,
+        reduce) shared by all cells of a kind, or one per cell of a per-cell space; default
+        softmax(alpha)); ``cell_weights`` = one tensor per cell instead."""
         cell_weights = self.per_cell_weights(weights, cell_weights)
         if self.fast:
             return fast_mixed.network_forward(self, x, cell_weights)
@@ -151,6 +188,9 @@ class Network(Supernet):
             s0, s1 = s1, cell(s0, s1, w, self.skip_zero_weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
-    def genotype(self) -> Genotype:
+    def genotype(self) -> Genotype | PerCellGenotype:
+        if self.per_cell:
+            return per_cell_genotype_from_alpha(self.mixing_weights(), self.space, self._steps,
+                                                self._multiplier)
         w_normal, w_reduce = self.mixing_weights()
         return genotype_from_alpha(w_normal, w_reduce, self.space, self._steps, self._multiplier)

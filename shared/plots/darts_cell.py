@@ -85,12 +85,17 @@ def plot_darts_cells(genotype: Genotype, prefix: str) -> list[str]:
     for cell in ("normal", "reduce"):
         pairs, concat = getattr(genotype, cell), getattr(genotype, f"{cell}_concat")
         _edge_list(pairs, concat)  # a malformed cell fails here, before any file is written
-        path = _prepare(f"{prefix}_{cell}.png")
-        if use_graphviz:
-            paths.append(_render_graphviz(pairs, concat, path))
-        else:
-            paths.append(_render_matplotlib(pairs, concat, path, f"{cell} cell"))
+        paths.append(render_cell(pairs, concat, _prepare(f"{prefix}_{cell}.png"),
+                                 f"{cell} cell", use_graphviz))
     return paths
+
+
+def render_cell(pairs: Sequence[tuple[str, int]], concat: Sequence[int], path: str, title: str,
+                use_graphviz: bool) -> str:
+    """One cell's diagram: graphviz where it is installed, else matplotlib (titled)."""
+    if use_graphviz:
+        return _render_graphviz(pairs, concat, path)
+    return _render_matplotlib(pairs, concat, path, title)
 
 
 # -- alpha trajectories ------------------------------------------------------------------------

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from shared.spaces import NB201_SPACES, RNNSpace, get_nb1shot1_space, get_space
 
 if TYPE_CHECKING:
-    from shared.genotypes import Genotype
+    from shared.genotypes import Genotype, PerCellGenotype
     from shared.nb1shot1_arch import NB1Shot1Arch
     from shared.nb201_arch import NB201Arch
     from shared.plots.edge_rows import Space
     from shared.rnn_genotype import RNNGenotype
-    from shared.spaces import NB1Shot1Space
+    from shared.spaces import NB1Shot1Space, PerCellSpace
 
 NB1SHOT1_PREFIX = "nb1shot1-"  # 'nb1shot1-1': the bare '1'..'3' would read as a DARTS space name
 
@@ -56,11 +56,12 @@ def _lookup(table: dict[type, Any], obj: Any, what: str) -> Any:
     raise TypeError(f"no {what} plotter for {type(obj).__name__} (known: {known})")
 
 
-def plot_genotype(genotype: Genotype | NB201Arch | NB1Shot1Arch | RNNGenotype,
+def plot_genotype(genotype: Genotype | PerCellGenotype | NB201Arch | NB1Shot1Arch | RNNGenotype,
                   prefix: str) -> list[str]:
     """Draw both cells to ``{prefix}_normal.png`` and ``{prefix}_reduce.png`` (an NB201 or an
     NB-1Shot1 cell: ``{prefix}_cell.png``; a DARTS recurrent cell: ``{prefix}_recurrent.png``,
-    graphviz when available like the CNN cells, else ``plot_rnn_cell``); return the paths."""
+    graphviz when available like the CNN cells, else ``plot_rnn_cell``; a per-cell genotype:
+    ``{prefix}_cell{i}.png`` for every cell i); return the paths."""
     return _lookup(_CELLS, genotype, "cell")(genotype, prefix)
 
 
@@ -80,14 +81,17 @@ def _resolve_space(space: Space | NB1Shot1Space | RNNSpace | str
 
 
 def plot_alpha_trajectories(history: list[dict],
-                            space: Space | NB1Shot1Space | RNNSpace | str, path: str) -> str:
+                            space: Space | NB1Shot1Space | RNNSpace | PerCellSpace | str,
+                            path: str) -> str:
     """softmax(alpha) per op per edge versus epoch: a row of edges for each cell type (DARTS:
     normal and reduce, 14 edges; NB201: one row of 6), one colour per op name across all
     subplots and one legend. An NB-1Shot1 space (the object, or 'nb1shot1-1'..'nb1shot1-3'):
     a row of choice blocks (3 op curves each) and a row of the output's and each input-choice
     node's weights (one curve per source node). The DARTS RNN space (``RNNSpace`` or
     'darts-rnn'; ``alphas`` = [one 36 x 5 table, rows in ``RNNSpace.edges()`` order]): one row
-    per node, one column per predecessor. A panel whose values span less than a fifth of
-    [0, 1] zooms its y axis to them. Returns ``path``."""
+    per node, one column per predecessor. A ``PerCellSpace`` (``alphas`` = one table per
+    cell): one panel per cell, one curve per edge, the weight of the op it settles on
+    (``shared.plots.per_cell``). A panel whose values span less than a fifth of [0, 1] zooms
+    its y axis to them. Returns ``path``."""
     space = _resolve_space(space)
     return _lookup(_TRAJECTORIES, space, "alpha-trajectory")(history, space, path)

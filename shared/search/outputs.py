@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from shared.checkpoint import write_json
-from shared.genotypes import Genotype, save_genotype
+from shared.genotypes import Genotype, PerCellGenotype, save_genotype
 from shared.logs import tensorboard_writer
 from shared.search.context import EpochContext
 from shared.search.loop import EpochResult, SearchLoop
@@ -39,7 +39,7 @@ def write_outputs(out_dir: str, space, history: list[dict], genotype: Any, cfg: 
     path = os.path.join(out_dir, "genotype.json")
     context = {k: getattr(cfg, k) for k in ("search_space", "dataset") if hasattr(cfg, k)}
     context.update(extra or {})
-    if isinstance(genotype, Genotype):
+    if isinstance(genotype, (Genotype, PerCellGenotype)):
         save_genotype(genotype, path, **context)
     else:
         write_json(path, {**genotype.to_dict(), **context})
