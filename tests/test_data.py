@@ -171,9 +171,9 @@ def test_imagenet_missing_folder_is_user_error(tmp_path: Path) -> None:
 
 def test_unknown_dataset_lists_choices() -> None:
     with pytest.raises(UserError, match="cifar10.*digits"):
-        get_dataset("mnist", "/tmp", True, None)
+        get_dataset("tinyimagenet", "/tmp", True, None)
     with pytest.raises(UserError):
-        train_transform("mnist")
+        train_transform("tinyimagenet")
 
 
 # ---------------------------------------------------------------- cutout

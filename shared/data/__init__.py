@@ -4,7 +4,7 @@ from .datasets import get_dataset
 from .digits import DigitsDataset
 from .loaders import RandomBatches, search_loaders
 from .names import check_dataset
-from .split import search_split
+from .split import TransformedSubset, search_split
 from .stats import DATASET_STATS, DATASETS, IMAGE_SIZE, IN_CHANNELS, NUM_CLASSES
 from .text import (
     EMBEDDED_REFERENCE,
@@ -20,9 +20,10 @@ from .text import (
     load_corpus,
     write_embedded_corpus,
 )
-from .transforms import eval_transform, train_transform
+from .transforms import AUTO_AUGMENT_DATASETS, eval_transform, train_transform
 
 __all__ = [
+    "AUTO_AUGMENT_DATASETS",
     "DATASETS",
     "DATASET_STATS",
     "IMAGE_SIZE",
@@ -31,6 +32,7 @@ __all__ = [
     "Cutout",
     "DigitsDataset",
     "RandomBatches",
+    "TransformedSubset",
     "check_dataset",
     "eval_transform",
     "get_dataset",

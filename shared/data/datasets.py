@@ -22,10 +22,16 @@ _CIFAR_HINTS = {
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 _SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 _NO_DOWNLOAD_HINT = "or run with --dataset digits, which needs no download"
+# MNIST / Fashion-MNIST: torchvision's classes read four unpacked idx files from
+# ``root/<class name>/raw`` (both splits' files must be there, whichever split is asked for).
+_MNIST_TITLES = {"mnist": "MNIST", "fashionmnist": "Fashion-MNIST"}
+_MNIST_PAGES = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision's mirror)",
+                "fashionmnist": "https://github.com/zalandoresearch/fashion-mnist"}
 
 
 def _default_class(name: str) -> type:
-    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "svhn": tvd.SVHN}[name]
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "svhn": tvd.SVHN,
+            "mnist": tvd.MNIST, "fashionmnist": tvd.FashionMNIST}[name]
 
 
 def get_dataset(
@@ -41,10 +47,13 @@ def get_dataset(
     CIFAR / SVHN use torchvision with ``download`` (as the original code did); if the
     files are absent and the download fails, a UserError says which files to put
     where. ImageNet and ImageNet16-120 (read from ``root/imagenet16``, as darts-pt) are
-    never downloaded. ``digits`` is built in and ignores ``root``.
+    never downloaded. MNIST / Fashion-MNIST (StacNAS' data_loader.py) use torchvision's
+    classes, which read the unpacked idx files in ``root/MNIST/raw`` /
+    ``root/FashionMNIST/raw``; they are never downloaded (``download`` is ignored), a
+    missing file is a UserError naming it. ``digits`` is built in and ignores ``root``.
 
-    ``dataset_cls`` replaces the class for CIFAR / SVHN / ImageNet / ImageNet16-120; it
-    must take the same constructor arguments. Tests use it to inject a subclass
+    ``dataset_cls`` replaces the class for CIFAR / SVHN / MNIST / ImageNet / ImageNet16-120;
+    it must take the same constructor arguments. Tests use it to inject a subclass
     whose md5 checks are disabled, so the real loading code runs on tiny fake files.
     """
     name = check_dataset(name)
@@ -58,6 +67,8 @@ def get_dataset(
         return (dataset_cls or ImageNet16)(root / IMAGENET16_FOLDER, train=train,
                                            transform=transform, num_classes=120)
     cls = dataset_cls or _default_class(name)
+    if name in _MNIST_TITLES:
+        return _mnist(name, cls, root, train, transform)
     kwargs: dict[str, Any]
     if name == "svhn":
         kwargs = {"split": "train" if train else "test"}
@@ -99,3 +110,28 @@ def _imagenet(root: Path, train: bool, transform: Callable | None, cls: type) ->
         return cls(str(folder), transform=transform)
     except (OSError, RuntimeError) as exc:  # e.g. FileNotFoundError: no class folders / images
         raise UserError(f"cannot read ImageNet folder {folder} ({exc}); {layout}.") from exc
+
+
+def _mnist(name: str, cls: type, root: Path, train: bool, transform: Callable | None) -> Dataset:
+    """torchvision's MNIST / FashionMNIST without download, or a UserError naming the files."""
+    folder = root / cls.__name__
+    raw = folder / "raw"
+    # torchvision's _check_exists wants all four unpacked files (its resources minus ".gz"),
+    # unless the processed/ tensors of torchvision < 0.9 are there (read instead, as it does).
+    files = [Path(url).stem for url, _ in cls.resources]
+    legacy = all((folder / "processed" / f).is_file() for f in ("training.pt", "test.pt"))
+    missing = [] if legacy else [f for f in files if not (raw / f).is_file()]
+    title = _MNIST_TITLES[name]
+    get = (f"get {', '.join(f + '.gz' for f in files)} from {_MNIST_PAGES[name]} and gunzip "
+           f"them into {raw}, {_NO_DOWNLOAD_HINT}")
+    if missing:
+        more = f" (and {len(missing) - 1} more idx file(s))" if len(missing) > 1 else ""
+        packed = [f"{f}.gz" for f in missing if (raw / f"{f}.gz").is_file()]
+        found = f"; {', '.join(packed)} found: gunzip" if packed else ""
+        raise UserError(f"{title} not found in {root}: expected {raw / missing[0]}{more}"
+                        f"{found}; it is never downloaded here: {get}.")
+    try:
+        return cls(str(root), train=train, transform=transform, download=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: AssertionError, ...
+        raise UserError(f"cannot read {title} in {raw} ({type(exc).__name__}: {exc}); the idx "
+                        f"files look corrupt: {get}.") from exc

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 # Dataset names accepted everywhere (``--dataset``); order is the one shown in errors.
 DATASETS: tuple[str, ...] = (
-    "cifar10", "cifar100", "svhn", "imagenet", "imagenet16-120", "digits")
+    "cifar10", "cifar100", "svhn", "imagenet", "imagenet16-120", "mnist", "fashionmnist",
+    "digits")
 
 # (mean, std) per channel, applied after ToTensor, i.e. on [0, 1] pixels.
 # CIFAR-10 values are the full-precision ones used by DARTS / SDARTS.
@@ -21,6 +22,9 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
         (122.68 / 255, 116.66 / 255, 104.01 / 255),
         (63.22 / 255, 61.26 / 255, 65.09 / 255),
     ),
+    # StacNAS' released data_loader.py (MEAN / STD of its mnist and fashionmnist branches).
+    "mnist": ((0.13066051707548254,), (0.30810780244715075,)),
+    "fashionmnist": ((0.28604063146254594,), (0.35302426207299326,)),
     # Computed once over all 1797 images of sklearn's load_digits(), pixels / 16
     # (population std over every pixel); tests/test_data.py recomputes it.
     "digits": ((0.30526028624095713,), (0.3760492217920148,)),
@@ -32,6 +36,8 @@ NUM_CLASSES: dict[str, int] = {
     "svhn": 10,
     "imagenet": 1000,
     "imagenet16-120": 120,
+    "mnist": 10,
+    "fashionmnist": 10,
     "digits": 10,
 }
 
@@ -41,6 +47,8 @@ IN_CHANNELS: dict[str, int] = {
     "svhn": 3,
     "imagenet": 3,
     "imagenet16-120": 3,
+    "mnist": 1,
+    "fashionmnist": 1,
     "digits": 1,
 }
 
@@ -50,5 +58,7 @@ IMAGE_SIZE: dict[str, int] = {
     "svhn": 32,
     "imagenet": 224,
     "imagenet16-120": 16,
+    "mnist": 28,
+    "fashionmnist": 28,
     "digits": 8,
 }

@@ -14,6 +14,9 @@ The paper doors (``sdarts/sota/cnn/train.py``, ``train_imagenet.py``, ``test.py`
 Protocol kept from DARTS: SGD on every parameter, lr schedule stepped at the end of each epoch
 (epoch e trains with the closed-form lr_e), drop-path probability ramped linearly, auxiliary
 loss, gradient-norm clipping, evaluation on the test split after every epoch and the LAST
-epoch's accuracy reported. No epoch is ever picked by its test accuracy (that would tune on the
-test set), so only the latest model is saved.
+epoch's accuracy reported. By default no epoch is picked at all: ``weights.pt`` is the last
+epoch's. ``train_ratio`` < 1 holds out the end of the training set and keeps the best held-out
+epoch in ``best_weights.pt`` (model selection without the test set); ``select_on_test`` keeps
+the best epoch on the test set instead, only when a door asks for it explicitly (StacNAS'
+released ``augment.py`` did this), with a warning in the log, as it tunes on the test set.
 """

@@ -10,6 +10,7 @@ from shared.errors import UserError
 CHECKPOINT = "checkpoint.pth.tar"
 NUMBERED_CHECKPOINT = "checkpoint_{}.pth.tar"  # every ``ckpt_interval`` epochs; {} = epochs done
 WEIGHTS = "weights.pt"
+BEST_WEIGHTS = "best_weights.pt"  # the selected epoch's weights (train_ratio < 1 or select_on_test)
 KIND = "evaluation"  # marks our checkpoints, so --resume refuses a search run's checkpoint
 KIND_WHAT = "an evaluation run (train.py / train_imagenet.py)"
 LR_SCHEDULERS = ("step", "cosine", "linear", "cosine_power")
@@ -49,6 +50,14 @@ class EvalConfig:
     progress: bool = True
     steps_per_epoch: int = 0  # 0: whole loaders; N: each train/test loop stops after N batches
     ckpt_interval: int = 0    # 0: rolling checkpoint only; N: also keep checkpoint_{N*k}.pth.tar
+    auto_aug: bool = False    # StacNAS' --auto_aug: AutoAugment's CIFAR-10 policy in training
+    # Train on the first train_ratio of the training set; the rest (the last images, contiguous
+    # as StacNAS' search split) is a held-out split scored each epoch (holdout_acc) that picks
+    # best_weights.pt. 1: no held-out split, nothing picked (DARTS).
+    train_ratio: float = 1.0
+    # StacNAS' augment.py keeps the epoch of best TEST accuracy: explicit only, as it selects
+    # on the test set (an optimistic estimate); exclusive with train_ratio < 1.
+    select_on_test: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # the door's flags, saved for --resume
 
 
@@ -86,10 +95,15 @@ def validate_config(cfg: EvalConfig) -> None:
               ("num_workers", cfg.num_workers >= 0, ">= 0"),
               ("warmup_epochs", cfg.warmup_epochs >= 0, ">= 0"),
               ("steps_per_epoch", cfg.steps_per_epoch >= 0, ">= 0"),
-              ("ckpt_interval", cfg.ckpt_interval >= 0, ">= 0")]
+              ("ckpt_interval", cfg.ckpt_interval >= 0, ">= 0"),
+              ("train_ratio", 0.0 < cfg.train_ratio <= 1.0, "in (0, 1]")]
     for key, ok, rule in checks:
         if not ok:
             raise UserError(f"--{key} must be {rule}, got {getattr(cfg, key)}")
     if cfg.lr_scheduler not in LR_SCHEDULERS:
         raise UserError(f"--lr_scheduler {cfg.lr_scheduler!r}: choose one of "
                         f"{', '.join(LR_SCHEDULERS)}")
+    if cfg.select_on_test and cfg.train_ratio < 1.0:
+        raise UserError(f"--select_on_test with --train_ratio {cfg.train_ratio}: pick the kept "
+                        "epoch on the held-out split (--train_ratio < 1) or on the test set "
+                        "(--select_on_test), not both")

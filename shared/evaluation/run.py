@@ -9,16 +9,24 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
 
 from shared import distributed as dist_utils
 from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
 from shared.distributed import DistContext
 from shared.errors import UserError
-from shared.evaluation.config import CHECKPOINT, WEIGHTS, EvalConfig, validate_config
+from shared.evaluation.config import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    WEIGHTS,
+    EvalConfig,
+    validate_config,
+)
 from shared.evaluation.trainer import (
+    BestEpoch,
     EpochStats,
+    EvalDatasets,
     EvalTrainer,
+    eval_loader,
     load_datasets,
     make_loaders,
     make_scheduler,
@@ -36,6 +44,8 @@ def _tensorboard_hook(writer) -> Callable[[EvalTrainer, EpochStats], None]:
         writer.add_scalar("Acc/valid", s.valid_acc, s.epoch)
         writer.add_scalar("Acc/valid_top5", s.valid_top5, s.epoch)
         writer.add_scalar("Obj/valid", s.valid_loss, s.epoch)
+        if s.holdout_acc is not None:
+            writer.add_scalar("Acc/holdout", s.holdout_acc, s.epoch)
         writer.add_scalar("lr", s.lr, s.epoch)
         writer.add_scalar("drop_path_prob", trainer.net.drop_path_prob, s.epoch)
         writer.flush()
@@ -66,12 +76,36 @@ def _build_model(cfg: EvalConfig, genotype: Genotype, device: torch.device,
     return net, nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
 
+def _selection(cfg: EvalConfig, datasets: EvalDatasets, save_dir: str,
+               logger: logging.Logger) -> BestEpoch | None:
+    """What picks ``best_weights.pt``: the held-out split, the test set (said loudly), or
+    nothing (DARTS: the last epoch only)."""
+    path = os.path.join(save_dir, BEST_WEIGHTS)
+    if datasets.holdout is not None:
+        n_train, n_held = len(datasets.train), len(datasets.holdout)
+        logger.info("train_ratio %g: training on the first %d training images; the last %d "
+                    "are held out (eval transform), scored each epoch as holdout_acc; %s "
+                    "keeps the best holdout epoch", cfg.train_ratio, n_train, n_held,
+                    BEST_WEIGHTS)
+        return BestEpoch("holdout_acc", path)
+    if cfg.select_on_test:
+        logger.warning("WARNING select_on_test: %s keeps the epoch of best TEST accuracy, as "
+                       "StacNAS' augment.py does; this is selection on the test set, an "
+                       "optimistic estimate, not a clean test result", BEST_WEIGHTS)
+        return BestEpoch("valid_acc", path)
+    return None
+
+
 def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: torch.device,
                   ctx: DistContext, logger: logging.Logger,
-                  datasets: tuple[Dataset, Dataset]) -> EvalTrainer:
+                  datasets: EvalDatasets) -> EvalTrainer:
     precision = Precision(cfg.amp, cfg.channels_last)
     generator = seeded_generator(cfg.seed)
-    train_queue, valid_queue, sampler = make_loaders(cfg, *datasets, ctx, generator, device)
+    train_queue, valid_queue, sampler = make_loaders(cfg, datasets.train, datasets.test, ctx,
+                                                     generator, device)
+    holdout_queue = None
+    if datasets.holdout is not None:
+        holdout_queue = eval_loader(cfg, datasets.holdout, ctx, device)
     net, model = _build_model(cfg, genotype, device, precision, ctx)
     logger.info("param size = %fMB", count_parameters(net) / 1e6)
     optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,
@@ -84,7 +118,8 @@ def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: to
         scaler=torch.amp.GradScaler(device.type, enabled=fp16),
         train_queue=train_queue, valid_queue=valid_queue, sampler=sampler, device=device,
         ctx=ctx, logger=logger, checkpoint_path=os.path.join(save_dir, CHECKPOINT),
-        generator=generator, precision=precision, genotype=genotype)
+        generator=generator, precision=precision, genotype=genotype,
+        holdout_queue=holdout_queue, best=_selection(cfg, datasets, save_dir, logger))
 
 
 def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
@@ -98,6 +133,8 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
     ``checkpoint_{N}.pth.tar``; later checkpoints are then rewritten). ``log_file`` names the
     log in ``save_dir``; ``hooks`` run after each epoch on the main process, after the
     TensorBoard and history hooks.
+    ``weights.pt`` is the last epoch's; with ``train_ratio < 1`` (or, StacNAS' augment.py,
+    ``select_on_test``) ``best_weights.pt`` is the epoch of best held-out (test) accuracy.
     Returns the last epoch's statistics (None when a resumed run had nothing left to do).
     Works as one process or under ``torchrun`` (DDP); only rank 0 writes files.
     """
@@ -148,7 +185,22 @@ def _finish(trainer: EvalTrainer, save_dir: str) -> None:
     save_checkpoint(trainer.net.state_dict(), os.path.join(save_dir, WEIGHTS))
     if trainer.history:
         last = trainer.history[-1]
-        # The last epoch, as the papers report; no best-on-test selection.
+        # The last epoch, as the papers report; a selected epoch is named beside it, never
+        # instead of it.
         trainer.logger.info("final (last epoch %d) valid_acc %f", last["epoch"],
                             last["valid_acc"])
+        _log_best(trainer.best, trainer.logger)
     trainer.logger.info("weights: %s", os.path.abspath(os.path.join(save_dir, WEIGHTS)))
+
+
+def _log_best(best: BestEpoch | None, logger: logging.Logger) -> None:
+    if best is None or best.epoch < 0:
+        return
+    where = os.path.abspath(best.path)
+    if best.metric == "holdout_acc":
+        logger.info("best holdout epoch %d: holdout_acc %f, its test valid_acc %f (%s)",
+                    best.epoch, best.acc, best.test_acc, where)
+    else:
+        logger.warning("best test epoch %d: valid_acc %f (%s), selected ON THE TEST SET "
+                       "(select_on_test): optimistic, not a clean test result",
+                       best.epoch, best.acc, where)

@@ -1,11 +1,13 @@
 """The evaluation training loop (DARTS ``cnn/train.py``): epochs, its schedules and loaders,
-atomic checkpoints with every RNG, data parallelism through ``shared.distributed``."""
+atomic checkpoints with every RNG, data parallelism through ``shared.distributed``; optionally
+a held-out split of the training set that picks ``best_weights.pt`` (or, as StacNAS'
+``augment.py`` does, the test set: ``select_on_test``)."""
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -32,6 +34,7 @@ class EpochStats:
     valid_acc: float
     valid_top5: float
     valid_loss: float
+    holdout_acc: float | None = None  # train_ratio < 1 only: top-1 on the held-out split
 
 
 def linear_lr_factor(epoch: int, epochs: int, tail: int = 5) -> float:
@@ -80,19 +83,90 @@ def make_loaders(cfg: EvalConfig, train: Dataset, valid: Dataset, ctx: DistConte
     if ctx.enabled:
         sampler = DistributedSampler(train, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
         train_queue = DataLoader(train, per_rank, sampler=sampler, generator=generator, **common)
-        valid = Subset(valid, range(ctx.rank, len(valid), ctx.world_size))
     else:
         train_queue = DataLoader(train, per_rank, shuffle=True, generator=generator, **common)
-    valid_queue = DataLoader(valid, per_rank, shuffle=False, **common)
-    return train_queue, valid_queue, sampler
+    return train_queue, eval_loader(cfg, valid, ctx, device), sampler
 
 
-def load_datasets(cfg: EvalConfig) -> tuple[Dataset, Dataset]:
-    train = D.get_dataset(cfg.dataset, cfg.data, train=True, transform=D.train_transform(
-        cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob))
-    valid = D.get_dataset(cfg.dataset, cfg.data, train=False,
-                          transform=D.eval_transform(cfg.dataset))
-    return train, valid
+def eval_loader(cfg: EvalConfig, data: Dataset, ctx: DistContext,
+                device: torch.device) -> DataLoader:
+    """In-order loader of an evaluated split (test, held-out); under DDP rank r takes items
+    r, r+world, ... (no padding, so the summed counts are exactly the split)."""
+    if ctx.enabled:
+        data = Subset(data, range(ctx.rank, len(data), ctx.world_size))
+    return DataLoader(data, cfg.batch_size // ctx.world_size, shuffle=False,
+                      **_loader_kwargs(cfg, device))
+
+
+class EvalDatasets(NamedTuple):
+    train: Dataset             # what the network trains on (augmented)
+    test: Dataset              # the test split, scored every epoch as ``valid_acc`` (DARTS)
+    holdout: Dataset | None = None  # train_ratio < 1: the rest of the training set
+
+
+def load_datasets(cfg: EvalConfig) -> EvalDatasets:
+    """The training set (all of it, or its first ``train_ratio`` with the rest held out and
+    read with the eval transform) and the test set; ``auto_aug`` adds AutoAugment's CIFAR-10
+    policy to the training transform (StacNAS' ``--auto_aug``)."""
+    augment = D.train_transform(cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob,
+                                auto_augment=cfg.auto_aug)
+    if cfg.train_ratio == 1.0:
+        train = D.get_dataset(cfg.dataset, cfg.data, train=True, transform=augment)
+        holdout = None
+    else:
+        # One copy of the images, two views. The held-out part is the LAST images, contiguous,
+        # as StacNAS' (and DARTS') search split, so a search and its evaluation run with the
+        # same ratio hold out the same images.
+        full = D.get_dataset(cfg.dataset, cfg.data, train=True, transform=None)
+        train_idx, holdout_idx = D.search_split(full, cfg.train_ratio, flag="--train_ratio")
+        train = D.TransformedSubset(full, train_idx, augment)
+        holdout = D.TransformedSubset(full, holdout_idx, D.eval_transform(cfg.dataset))
+    test = D.get_dataset(cfg.dataset, cfg.data, train=False,
+                         transform=D.eval_transform(cfg.dataset))
+    return EvalDatasets(train, test, holdout)
+
+
+@dataclass
+class BestEpoch:
+    """The epoch whose weights ``best_weights.pt`` holds: the best ``metric`` so far
+    (``holdout_acc``, or ``valid_acc``, the test accuracy, under ``select_on_test``).
+
+    The first epoch is kept, then a later one only if strictly better (a tie keeps the
+    earlier), as StacNAS' augment.py (``epoch == 0 or best_top1 < valid_top1``). The record
+    and a CPU copy of the weights go into every checkpoint: a run killed between writing the
+    file and its checkpoint rewrites the file from the checkpoint's record when resumed.
+    """
+
+    metric: str
+    path: str
+    epoch: int = -1
+    acc: float = float("-inf")
+    test_acc: float = float("nan")
+    weights: dict[str, torch.Tensor] | None = None
+
+    def consider(self, entry: dict[str, Any], net: nn.Module | None) -> bool:
+        """Keep epoch ``entry`` if it is the best so far (its weights from ``net``, when
+        given: the main process only); True when it is."""
+        acc = entry[self.metric]
+        if self.epoch >= 0 and not acc > self.acc:
+            return False
+        self.epoch, self.acc, self.test_acc = int(entry["epoch"]), acc, entry["valid_acc"]
+        if net is not None:
+            self.weights = {k: v.detach().to("cpu", copy=True)
+                            for k, v in net.state_dict().items()}
+        return True
+
+    def write(self) -> None:
+        if self.weights is not None:
+            save_checkpoint(self.weights, self.path)  # atomic, as every checkpoint
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "epoch": self.epoch, "acc": self.acc,
+                "test_acc": self.test_acc, "weights": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.acc = int(state["epoch"]), float(state["acc"])
+        self.test_acc, self.weights = float(state["test_acc"]), state.get("weights")
 
 
 
@@ -118,6 +192,8 @@ class EvalTrainer:
         default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+    holdout_queue: Iterable | None = None  # train_ratio < 1: scored each epoch (holdout_acc)
+    best: BestEpoch | None = None           # train_ratio < 1 or select_on_test: best_weights.pt
 
     def __post_init__(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smooth)
@@ -180,14 +256,19 @@ class EvalTrainer:
             [objs.sum, top1.sum, top1.cnt], self.ctx, self.device)
         return acc_sum / max(n, 1), loss_sum / max(n, 1)
 
-    @torch.no_grad()
     def infer(self) -> tuple[float, float, float]:
         """Top-1, top-5 and loss on the test split (each rank its shard, summed)."""
+        return self.evaluate(self.valid_queue, "valid")
+
+    @torch.no_grad()
+    def evaluate(self, queue: Iterable, tag: str) -> tuple[float, float, float]:
+        """Top-1, top-5 and loss on the split ``queue`` reads (each rank its shard, summed);
+        ``tag`` starts its progress lines."""
         dist_utils.broadcast_buffers(self.net, self.ctx)
         self.net.eval()
         sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1*n, top5*n, n
         with self.precision.autocast(self.device):
-            for step, batch in enumerate(self.valid_queue):
+            for step, batch in enumerate(queue):
                 x, y = to_device(batch, self.device, self.precision)
                 logits, _ = self.net(x)
                 logits = logits.float()
@@ -196,7 +277,7 @@ class EvalTrainer:
                 for i, v in enumerate((self.criterion_eval(logits, y).item(), prec1, prec5, 1)):
                     sums[i] += v * n
                 if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS
-                    self.logger.info("valid %03d %e %f %f", step, sums[0] / sums[3],
+                    self.logger.info("%s %03d %e %f %f", tag, step, sums[0] / sums[3],
                                      sums[1] / sums[3], sums[2] / sums[3])
                 if self.cfg.steps_per_epoch and step + 1 >= self.cfg.steps_per_epoch:
                     break
@@ -216,15 +297,34 @@ class EvalTrainer:
             self.logger.info("valid_acc_top5 %f", valid_top5)
         else:
             self.logger.info("valid_acc %f", valid_acc)
+        holdout_acc = None
+        if self.holdout_queue is not None:
+            holdout_acc = self.evaluate(self.holdout_queue, "holdout")[0]
+            self.logger.info("holdout_acc %f", holdout_acc)
         self._end_warmup()
         self.scheduler.step()
-        return EpochStats(epoch, lr, train_acc, train_loss, valid_acc, valid_top5, valid_loss)
+        return EpochStats(epoch, lr, train_acc, train_loss, valid_acc, valid_top5, valid_loss,
+                          holdout_acc)
+
+    def _history_entry(self, stats: EpochStats) -> dict[str, Any]:
+        entry = asdict(stats)
+        if stats.holdout_acc is None:
+            del entry["holdout_acc"]  # without a held-out split the history keeps DARTS' keys
+        if self.best is not None:
+            # Before the checkpoint: the record it saves must include this epoch.
+            if self.best.consider(entry, self.net if self.ctx.is_main else None):
+                if self.ctx.is_main:
+                    self.best.write()
+                self.logger.info("%s <- epoch %d (%s %f)", os.path.basename(self.best.path),
+                                 self.best.epoch, self.best.metric, self.best.acc)
+            entry["best_epoch"] = self.best.epoch
+        return entry
 
     def run(self) -> EpochStats | None:
         stats = None
         for epoch in range(self.start_epoch, self.cfg.epochs):
             stats = self.run_epoch(epoch)
-            self.history.append(asdict(stats))
+            self.history.append(self._history_entry(stats))
             self.save(epoch + 1)
             for hook in self.epoch_end_hooks:  # publish (history.json, TensorBoard) once saved
                 hook(self, stats)
@@ -235,7 +335,7 @@ class EvalTrainer:
         # Every rank's RNG (cutout, crops, drop-path draw per rank), so a resumed DDP run
         # continues each stream; single-process runs hold one entry.
         rngs = dist_utils.all_gather_object(rng_state(self.generator), self.ctx)
-        return {
+        state = {
             "kind": KIND,
             "epoch": next_epoch,
             "state_dict": self.net.state_dict(),
@@ -248,6 +348,9 @@ class EvalTrainer:
             "genotype": self.genotype.to_dict() if self.genotype else None,
             "config": asdict(self.cfg),
         }
+        if self.best is not None:
+            state["best"] = self.best.state_dict()
+        return state
 
     def save(self, next_epoch: int) -> None:
         state = self.state_dict(next_epoch)  # collective: every rank takes part
@@ -271,3 +374,8 @@ class EvalTrainer:
         set_rng_state(rngs[min(self.ctx.rank, len(rngs) - 1)], self.generator)
         self.history = list(state.get("history", []))
         self.start_epoch = int(state["epoch"])
+        saved_best = state.get("best")
+        if self.best is not None and saved_best and saved_best["metric"] == self.best.metric:
+            self.best.load_state_dict(saved_best)
+            if self.ctx.is_main:
+                self.best.write()  # the file may be an epoch ahead of this record (killed between)
