@@ -150,6 +150,17 @@ def time_row(steps: dict[str, Callable[[], None]], args, device) -> dict[str, fl
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def random_batches(args: argparse.Namespace, device: torch.device) -> list[torch.Tensor]:
+    """A training and a validation batch of random images (3 x size x size, 10 classes):
+    [x, y, x_val, y_val], seeded by ``--seed``."""
+    g = torch.Generator().manual_seed(args.seed)
+    shape = (args.batch, 3, args.size, args.size)
+    return [t.to(device) for t in (torch.randn(shape, generator=g),
+                                   torch.randint(0, 10, (args.batch,), generator=g),
+                                   torch.randn(shape, generator=g),
+                                   torch.randint(0, 10, (args.batch,), generator=g))]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
@@ -159,12 +170,7 @@ def main(argv=None) -> None:
     from shared.models.search_nb201 import TinyNetworkDarts
     from shared.spaces import get_nb201_space, get_space
 
-    g = torch.Generator().manual_seed(args.seed)
-    shape = (args.batch, 3, args.size, args.size)
-    batch = [t.to(device) for t in (torch.randn(shape, generator=g),
-                                    torch.randint(0, 10, (args.batch,), generator=g),
-                                    torch.randn(shape, generator=g),
-                                    torch.randint(0, 10, (args.batch,), generator=g))]
+    batch = random_batches(args, device)
     rows = {
         "darts": (f"DARTS space s5, C={args.init_channels}, {args.layers} cells, "
                   f"{args.size}x{args.size}, batch {args.batch}",

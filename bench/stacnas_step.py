@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from bench.lambda_step import make_loop, time_row  # noqa: E402
+from bench.lambda_step import make_loop, random_batches, time_row  # noqa: E402
 
 STAGE2_NORMAL_SKIP = (1, 3, 6, 10)  # the rest of the normal cell: the sep_conv group
 STAGE2_REDUCE = {"max_pool_3x3": (0, 1, 2, 3, 5, 6, 9, 10), "dil_conv_3x3": (4, 8, 12),
@@ -122,12 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    g = torch.Generator().manual_seed(args.seed)
-    shape = (args.batch, 3, args.size, args.size)
-    batch = [t.to(device) for t in (torch.randn(shape, generator=g),
-                                    torch.randint(0, 10, (args.batch,), generator=g),
-                                    torch.randn(shape, generator=g),
-                                    torch.randint(0, 10, (args.batch,), generator=g))]
+    batch = random_batches(args, device)
     steps, info = configs(args, device, batch)
     result = time_row(steps, args, device)
     base = result["darts"]

@@ -34,6 +34,7 @@ STACNAS_RULES: dict[str, Rule] = {
     "alpha_weight_decay": RULES["arch_weight_decay"],
     "label_smooth": between(0, 1, closed_high=False),
     "total_samples": RULES["batch_size"],
+    "cutout_length": RULES["num_workers"],  # >= 0: 0 turns cutout off, as released
 }
 
 

@@ -17,8 +17,9 @@ Differences from the release, on purpose: unknown flags are refused (it ignored 
 ``--gpu -1`` runs on the CPU; the learning rate of epoch e is the closed-form cosine (the
 release stepped its scheduler before each epoch, which on PyTorch >= 1.1 shifts it by one);
 ``--aux_weight`` > 0 (an auxiliary head in search, 0 in every released command) is refused;
-search data has no cutout, as released. Not implemented yet, refused with a message: per-cell
-α (a search without ``--alpha_share``).
+search data has no cutout, as released. Without ``--alpha_share`` every cell has its own α
+and its own genotype (``genotype_best.json`` then lists one cell per cell); stage 2 must then be
+as deep as stage 1 (the release crashed there with an IndexError).
 """
 from __future__ import annotations
 
@@ -63,15 +64,9 @@ def build_parser():
 
 
 def check_search(args) -> None:
-    if not args.alpha_share:
-        raise UserError("a search without --alpha_share (one α per cell) is not implemented "
-                        "yet; pass --alpha_share, as the README and run_all.py do")
     if args.aux_weight != 0:
         raise UserError("--aux_weight: an auxiliary head in search is not implemented (every "
                         "released search command uses 0)")
-    if args.auto_aug:
-        raise UserError("--auto_aug in search is not implemented yet (every released search "
-                        "command runs without it)")
     if args.stage == "search2" and args.ops != "groups":
         raise UserError("--ops is stage 1's choice; stage 2 searches the groups stage 1 chose")
 
@@ -86,6 +81,7 @@ def search_config(args, space, device_flags):
         arch_weight_decay=args.alpha_weight_decay,
         lr_schedule="cosine_power" if args.power_lr else "cosine",
         search_space=space.name, space_data=space.to_dict(), alpha_update="one_level",
+        auto_augment=args.auto_aug,
         cutout=False, supernet="darts", **device_flags)
 
 
@@ -103,17 +99,18 @@ def main(argv: list[str] | None = None) -> None:
         space_data = saved["config"]["space_data"]
     else:
         space_data = None
-    from shared.spaces import CellSpace
-    from stacnas.search_stage import read_stage1, run_stage, stage_space
+    from shared.spaces import space_from_dict
+    from stacnas.search_stage import read_stage1, run_stage, stage2_from
     from stacnas.spaces import stage1_space
 
     if space_data is not None:
-        space = CellSpace.from_dict(space_data)
+        space = space_from_dict(space_data)
     elif args.stage == "search2":
         stage1, alphas = read_stage1(args.stage1_dir or stage_dir(args.save_dir, "search1"))
-        space = stage_space("search2", stage1, alphas, stage1_space())
+        space = stage2_from(stage1, alphas, alpha_share=args.alpha_share,
+                            layers=args.num_cells)
     else:
-        space = stage1_space(args.ops)
+        space = stage1_space(args.ops, None if args.alpha_share else args.num_cells)
     cfg = search_config(args, space, {})
     taken = (f"{out_dir} already exists: continue that stage with --resume, or pass another "
              "--name or --save_dir")

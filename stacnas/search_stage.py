@@ -35,8 +35,15 @@ from shared.logs import close_logger, setup_logger
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
 from shared.search.context import EpochContext
 from shared.search.phase import run_phase
-from shared.spaces import CellSpace
-from stacnas.spaces import stacnas_genotype, stage2_space
+from shared.spaces import CellSpace, PerCellSpace, space_from_dict
+from stacnas.spaces import (
+    stacnas_genotype,
+    stacnas_genotype_per_cell,
+    stage2_space,
+    stage2_space_per_cell,
+)
+
+Space = CellSpace | PerCellSpace  # shared α (--alpha_share) or one α per cell
 
 ALPHAS = "alphas.json"
 ALPHAS_BEST = "alphas_best.json"
@@ -79,17 +86,32 @@ class BestAlpha:
         self.alphas = {k: v.tolist() for k, v in state["alphas"].items()}
 
 
-def alpha_file(alphas: dict[str, Any], space: CellSpace, epoch: int,
+def alpha_file(alphas: dict[str, Any], space: Space, epoch: int,
                valid_acc: float | None) -> dict[str, Any]:
     return {"alphas": alphas, "space": space.to_dict(), "epoch": epoch, "valid_acc": valid_acc}
 
 
-def genotype_of(alphas: dict[str, Any], space: CellSpace):
-    return stacnas_genotype(torch.tensor(alphas["normal"]), torch.tensor(alphas["reduce"]),
-                            space)
+def alpha_tensors(alphas: dict[str, Any], space: Space) -> list[torch.Tensor]:
+    """The α logits in the supernet's order of ``cell_types``: normal, reduce (shared) or
+    cell0, cell1, ... (per cell)."""
+    names = ([f"cell{i}" for i in range(space.layers)] if isinstance(space, PerCellSpace)
+             else ["normal", "reduce"])
+    missing = [n for n in names if n not in alphas]
+    if missing:
+        raise UserError(f"the α file has no entry for {', '.join(missing)} (it does not fit "
+                        f"the space {space.name})")
+    return [torch.tensor(alphas[n]) for n in names]
 
 
-def publish_alphas(out_dir: str, space: CellSpace, best: BestAlpha, cfg: CNNSearchConfig):
+def genotype_of(alphas: dict[str, Any], space: Space):
+    """StacNAS' genotype of raw α logits: one pair of cells, or one cell per cell."""
+    tensors = alpha_tensors(alphas, space)
+    if isinstance(space, PerCellSpace):
+        return stacnas_genotype_per_cell(tensors, space)
+    return stacnas_genotype(*tensors, space)
+
+
+def publish_alphas(out_dir: str, space: Space, best: BestAlpha, cfg: CNNSearchConfig):
     """A publish hook (after the epoch's checkpoint): the last and the best epoch's α and the
     best genotype, so a reader never sees an epoch a resume would redo."""
     def hook(ctx: EpochContext) -> None:
@@ -103,7 +125,7 @@ def publish_alphas(out_dir: str, space: CellSpace, best: BestAlpha, cfg: CNNSear
     return hook
 
 
-def read_stage1(stage1_dir: str) -> tuple[CellSpace, dict[str, Any]]:
+def read_stage1(stage1_dir: str) -> tuple[Space, dict[str, Any]]:
     """The stage-1 result a stage 2 starts from: (its space, its best α)."""
     path = os.path.join(stage1_dir, ALPHAS_BEST)
     if not os.path.isfile(path):
@@ -117,7 +139,7 @@ def read_stage1(stage1_dir: str) -> tuple[CellSpace, dict[str, Any]]:
     try:
         with open(path) as f:
             data = json.load(f)
-        space = CellSpace.from_dict(data["space"])
+        space = space_from_dict(data["space"])
         alphas = data["alphas"]
         if not alphas:
             raise KeyError("alphas")
@@ -126,15 +148,19 @@ def read_stage1(stage1_dir: str) -> tuple[CellSpace, dict[str, Any]]:
     return space, alphas
 
 
-def stage_space(stage: str, stage1: CellSpace | None, stage1_alphas: dict[str, Any] | None,
-                ops_space: CellSpace) -> CellSpace:
-    """search1: ``ops_space`` (the group representatives or all ops); search2: the space the
-    stage-1 α defines (``stacnas.spaces.stage2_space``)."""
-    if stage == "search1":
-        return ops_space
-    assert stage1 is not None and stage1_alphas is not None
-    return stage2_space(torch.tensor(stage1_alphas["normal"]),
-                        torch.tensor(stage1_alphas["reduce"]), stage1)
+def stage2_from(stage1: Space, stage1_alphas: dict[str, Any], *, alpha_share: bool,
+                layers: int) -> Space:
+    """The stage-2 space a stage-1 result defines (``stacnas.spaces``); both stages share α
+    or neither does."""
+    per_cell = isinstance(stage1, PerCellSpace)
+    if per_cell == alpha_share:
+        raise UserError("stage 1 was searched " + ("with one α per cell (no --alpha_share): "
+                        "run stage 2 without --alpha_share too" if per_cell else
+                        "with --alpha_share: run stage 2 with --alpha_share too"))
+    tensors = alpha_tensors(stage1_alphas, stage1)
+    if per_cell:
+        return stage2_space_per_cell(tensors, stage1, layers)
+    return stage2_space(*tensors, stage1)
 
 
 def run_stage(cfg: CNNSearchConfig, out_dir: str, *, resume: bool) -> Any:
@@ -144,8 +170,7 @@ def run_stage(cfg: CNNSearchConfig, out_dir: str, *, resume: bool) -> Any:
         search = build_cnn_search(cfg, out_dir, logger)
         loop, space = search.loop, search.space
         best = BestAlpha()
-        loop.select = lambda model: stacnas_genotype(model.alphas_normal, model.alphas_reduce,
-                                                     space)
+        loop.select = lambda model: genotype_of(raw_alphas(model), space)
         loop.extra_state["best_alpha"] = best
         loop.epoch_end_hooks.append(best.update)
         loop.publish_hooks.append(publish_alphas(out_dir, space, best, cfg))

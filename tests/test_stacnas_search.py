@@ -166,3 +166,25 @@ def test_a_stage2_from_a_stage1_over_all_ops_is_refused(tmp_path, capsys) -> Non
         run(["--save_dir", str(tmp_path), "--stage", "search2"])
     assert "needs a stage 1 run with --ops groups" in capsys.readouterr().err
     assert not (tmp_path / "search2").exists()
+
+
+def test_without_alpha_share_every_cell_searches_alone_and_stages_keep_their_depth(
+        tmp_path, capsys) -> None:
+    per_cell = [a for a in TINY if a != "--alpha_share"]
+    search.main([*per_cell, "--save_dir", str(tmp_path), "--stage", "search1", "--epochs", "1"])
+    best = read(tmp_path / "search1" / "alphas_best.json")
+    assert sorted(best["alphas"]) == [f"cell{i}" for i in range(5)]
+    genotype = load_genotype(str(tmp_path / "search1" / "genotype_best.json"))
+    assert genotype.layers == 5 and genotype.kinds[1] == "reduce"
+    capsys.readouterr()
+    for argv, message in (([*per_cell, "--num_cells", "8"], "stage 2 needs --num_cells 5"),
+                          (TINY, "run stage 2 without --alpha_share too")):
+        with pytest.raises(SystemExit):
+            search.main([*argv, "--save_dir", str(tmp_path), "--stage", "search2"])
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "search2").exists()
+    from stacnas.augment import check_sharing
+
+    with pytest.raises(Exception, match="drop --alpha_share"):
+        check_sharing(genotype, True, "g.json")
+

@@ -125,3 +125,26 @@ def test_a_search_runs_on_a_derived_space_saved_with_its_config(tmp_path) -> Non
     with pytest.raises(UserError, match="reads its spaces by name"):
         run_cnn_search(CNNSearchConfig(dataset="digits", supernet="nb201", gpu=-1,
                                        space_data=space.to_dict()), str(tmp_path / "b"))
+
+
+def test_a_per_cell_stage2_takes_each_cells_own_groups_and_its_depth() -> None:
+    from shared.spaces import PerCellSpace
+    from stacnas.spaces import stacnas_genotype_per_cell, stage2_space_per_cell
+
+    stage1 = stage1_space("groups", per_cell_layers=5)
+    assert isinstance(stage1, PerCellSpace) and stage1.kinds == (
+        "normal", "reduce", "normal", "reduce", "normal")
+    alphas = [_alpha([GROUP_OPS[(e + i) % 4] for e in range(NUM_EDGES)]) for i in range(5)]
+    space = stage2_space_per_cell(alphas, stage1, 5)
+    for i in range(5):
+        assert space.ops_of(i) == tuple(GROUPS[GROUP_OPS[(e + i) % 4]] for e in range(NUM_EDGES))
+    # one genotype per cell: StacNAS' rule on each cell's own logits
+    logits = [torch.randn(NUM_EDGES, 3) for _ in range(5)]
+    genotype = stacnas_genotype_per_cell(logits, space)
+    for i in range(5):
+        rows = space.ops_of(i)
+        shared = stacnas_genotype(logits[i], logits[i],
+                                  CellSpace("c", rows, rows))
+        assert genotype.cells[i] == shared.normal
+    with pytest.raises(UserError, match="stage 2 needs --num_cells 5 as stage 1 had, not 8"):
+        stage2_space_per_cell(alphas, stage1, 8)

@@ -56,6 +56,7 @@ class CNNSearchConfig:
     cutout: bool = False
     cutout_length: int = 16
     cutout_prob: float = 1.0
+    auto_augment: bool = False  # AutoAugment's CIFAR-10 policy on the search data (StacNAS)
     seed: int = 2
     grad_clip: float = 5.0
     train_portion: float = 0.5  # 1.0: no validation half (one-level search only)
@@ -133,16 +134,22 @@ def make_lr_schedule(cfg: CNNSearchConfig, optimizer: torch.optim.Optimizer
 
 
 def search_space(cfg: CNNSearchConfig, supernet: SupernetFamily) -> Any:
-    """The config's space: ``space_data`` when given (a DARTS-space supernet only), else the
-    named one of the supernet's table."""
+    """The config's space: ``space_data`` when given (a DARTS-space supernet only: a
+    ``CellSpace``, or a ``PerCellSpace``, one alpha per cell as StacNAS without
+    ``--alpha_share``, with as many cells as ``layers``), else the named one of the
+    supernet's table."""
     if cfg.space_data is None:
         return supernet.space(cfg.search_space)
     if cfg.supernet != "darts":
         raise UserError(f"space_data is a DARTS cell space; the {cfg.supernet} supernet reads "
                         "its spaces by name")
-    from shared.spaces import CellSpace
+    from shared.spaces import PerCellSpace, space_from_dict
 
-    return CellSpace.from_dict(cfg.space_data)
+    space = space_from_dict(cfg.space_data)
+    if isinstance(space, PerCellSpace) and space.layers != cfg.layers:
+        raise UserError(f"space {space.name} has {space.layers} cells, the network "
+                        f"{cfg.layers} (--layers)")
+    return space
 
 
 ALPHA_UPDATES = ("bilevel", "fixed", "one_level")
@@ -201,7 +208,8 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
 
     train_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
                                transform=D.train_transform(cfg.dataset, cfg.cutout,
-                                                           cfg.cutout_length, cfg.cutout_prob))
+                                                           cfg.cutout_length, cfg.cutout_prob,
+                                                           auto_augment=cfg.auto_augment))
     g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
     train_queue, valid_queue, valid_eval_queue = search_queues(cfg, train_data, g_train,
                                                                g_valid, device, logger)
