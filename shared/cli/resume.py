@@ -56,7 +56,7 @@ def check_door(state: dict[str, Any], path: str) -> None:
                         f"{door} --resume {os.path.dirname(path) or '.'}")
 
 
-def _flags_of(folder: str) -> dict[str, Any] | None:
+def read_run_flags(folder: str) -> dict[str, Any] | None:
     """The saved flags and door of a run folder's checkpoint, read without loading its tensors
     (memory-mapped); None when it cannot be read."""
     import torch
@@ -80,7 +80,7 @@ def find_run(pattern: str, match: dict[str, Any]) -> str:
     for folder in sorted(glob.glob(pattern)):
         if not os.path.isfile(os.path.join(folder, CHECKPOINT)):
             continue
-        found = _flags_of(folder)
+        found = read_run_flags(folder)
         if found is None:
             unreadable.append(folder)
             continue
