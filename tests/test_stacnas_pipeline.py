@@ -15,7 +15,7 @@ STACNAS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = ["--dataset", "digits", "--gpu", "-1", "--num_workers", "0", "--num_cells_search1", "5",
         "--num_cells_search2", "5", "--num_cells_augment", "3", "--init_channels_search", "4",
         "--init_channels_augment", "4", "--batch_size_search", "256",
-        "--batch_size_augment", "256", "--epochs_search", "3", "--epochs_augment", "1",
+        "--batch_size_augment", "256", "--epochs_search", "2", "--epochs_augment", "1",
         "--aux_weight", "0", "--cutout_length", "0", "--no_progress"]
 
 pytestmark = pytest.mark.slow
@@ -55,8 +55,8 @@ def test_run_all_runs_every_stage_with_the_released_seeds(pipeline) -> None:
 def test_run_all_resumes_stage_2_where_a_kill_stopped_it(pipeline, tmp_path) -> None:
     root, _ = pipeline
     other = tmp_path / "r"
-    # stage 1 saves 3 checkpoints; the 5th torch.save is stage 2's second: killed inside it
-    folder = kill_inside_checkpoint_write(STACNAS, [*TINY], other, nth=5, script="run_all.py",
+    # stage 1 saves 2 checkpoints; the 4th torch.save is stage 2's second: killed inside it
+    folder = kill_inside_checkpoint_write(STACNAS, [*TINY], other, nth=4, script="run_all.py",
                                           root_flag="--save_dir", prefix="search2")
     state = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
     assert state["epoch"] == 1
