@@ -102,5 +102,5 @@ def test_pgd_does_not_lower_the_training_loss() -> None:
     adv, before, after = pgd.attack(model, weights, x, y, eps=0.3)
     assert after >= before
     with torch.no_grad():  # the attack's numbers are in eval mode (BN running statistics)
-        assert model.eval().loss(x, y, adv).item() == pytest.approx(after, rel=1e-5)
+        assert model.eval().loss(x, y, adv).item() == pytest.approx(float(after), rel=1e-5)
     assert torch.allclose(adv[0].sum(-1), torch.ones(36), atol=1e-5)

@@ -189,7 +189,7 @@ def test_pgd_never_lowers_the_loss(space):
             attacked = F.cross_entropy(model(x, adv), y).item()
         model.train()
         assert attacked >= clean - 1e-6
-        assert before == pytest.approx(clean, rel=1e-5)
+        assert float(before) == pytest.approx(clean, rel=1e-5)
         for a in adv:
             assert torch.allclose(a.sum(-1), torch.ones(a.size(0)), atol=1e-6)
         assert model.training  # train mode restored

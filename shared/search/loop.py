@@ -50,10 +50,10 @@ from tqdm import tqdm
 
 from shared.checkpoint import copy_file, save_checkpoint
 from shared.errors import UserError
-from shared.logs import AverageMeter, accuracy
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
 from shared.search.context import EpochContext, MixingWeights, StepContext, capture_rng
+from shared.search.meters import DeviceMeters
 
 STEP_ORDERS = ("alpha_first", "weights_first")
 
@@ -231,24 +231,23 @@ class SearchLoop:
         total = len(self.train_queue)
         return total if self.max_batches is None else min(total, self.max_batches)
 
-    def new_meters(self) -> dict[str, AverageMeter]:
-        return {"objs": AverageMeter(), "top1": AverageMeter(), "top5": AverageMeter()}
+    def new_meters(self) -> Any:
+        return DeviceMeters(self.device)
 
-    def report(self, ctx: StepContext, meters: dict[str, AverageMeter]) -> dict[str, str]:
-        """Accumulate the step's numbers, log every ``report_freq`` steps; the bar's postfix."""
-        prec1, prec5 = accuracy(ctx.logits.detach(), ctx.y, topk=(1, 5))
-        n = ctx.y.size(0)
-        meters["objs"].update(ctx.loss.item(), n)
-        meters["top1"].update(prec1, n)
-        meters["top5"].update(prec5, n)
-        if ctx.step % self.report_freq == 0:
-            self.logger.info("train %03d %e %f %f", ctx.step, meters["objs"].avg,
-                             meters["top1"].avg, meters["top5"].avg)
-        return {"loss": f"{meters['objs'].avg:.3f}", "acc": f"{meters['top1'].avg:.1f}"}
+    def report(self, ctx: StepContext, meters: Any) -> dict[str, str] | None:
+        """Accumulate the step's numbers (on the device: no host synchronisation), and every
+        ``report_freq`` steps read them once, log them and return the bar's postfix."""
+        meters.update(ctx.loss, ctx.logits, ctx.y)
+        if ctx.step % self.report_freq:
+            return None
+        objs, top1, top5 = meters.averages()
+        self.logger.info("train %03d %e %f %f", ctx.step, objs, top1, top5)
+        return {"loss": f"{objs:.3f}", "acc": f"{top1:.1f}"}
 
-    def summarize(self, meters: dict[str, AverageMeter]) -> tuple[float, float]:
+    def summarize(self, meters: Any) -> tuple[float, float]:
         """(the epoch's quality number, its mean loss)."""
-        return meters["top1"].avg, meters["objs"].avg
+        objs, top1, _ = meters.averages()
+        return top1, objs
 
     def train_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
         update_alpha = self.alpha_update.moves_alpha and epoch >= self.warm_start_epochs
@@ -258,7 +257,9 @@ class SearchLoop:
                    dynamic_ncols=True)
         for ctx in bar:
             self.step(ctx)
-            bar.set_postfix(self.report(ctx, meters))
+            postfix = self.report(ctx, meters)
+            if postfix is not None:
+                bar.set_postfix(postfix)
         bar.close()
         return self.summarize(meters)
 
@@ -269,16 +270,16 @@ class SearchLoop:
             return None, None
         model = self.model
         model.eval()
-        objs, top1 = AverageMeter(), AverageMeter()
+        meters = DeviceMeters(self.device, topk=(1,))
         with self.precision.autocast(self.device):
             for i, batch in enumerate(self.valid_eval_queue):
                 if self.max_batches is not None and i >= self.max_batches:
                     break
                 x, y = to_device(batch, self.device, self.precision)
                 logits = model(x)
-                objs.update(F.cross_entropy(logits, y).item(), x.size(0))
-                top1.update(accuracy(logits, y)[0], x.size(0))
-        return top1.avg, objs.avg
+                meters.update(F.cross_entropy(logits, y), logits, y)
+        objs, top1 = meters.averages()
+        return top1, objs
 
     # -- the whole search ----------------------------------------------------------------------
     def genotype(self) -> Any:

@@ -91,14 +91,16 @@ class LinfPGD(_Perturbation):
         return model.loss(x, y, tuple(weights))
 
     def attack(self, model: torch.nn.Module, weights: Weights, x: torch.Tensor,
-               y: torch.Tensor, eps: float) -> tuple[Weights, float, float]:
-        """Returns (perturbed weights, loss before, loss after)."""
+               y: torch.Tensor, eps: float) -> tuple[Weights, torch.Tensor, torch.Tensor]:
+        """Returns (perturbed weights, loss before, loss after); the losses are 0-dim tensors
+        and the original's "keep the attack only if it raised the loss" is a ``torch.where``,
+        so the attack never waits for the device (no host synchronisation)."""
         was_training = model.training
         model.eval()  # BN on running statistics during the attack, as the original
         try:
             saved = tuple(w.detach() for w in weights)
             with torch.no_grad():
-                loss_before = self._loss(model, saved, x, y).item()
+                loss_before = self._loss(model, saved, x, y).detach()
             adv = saved
             if self.random_start:
                 adv = tuple(clip_to_simplex(w + _uniform_like(w, eps)) for w in adv)
@@ -111,9 +113,10 @@ class LinfPGD(_Perturbation):
                                 for w, g, s in zip(adv, grads, saved))
                     adv = tuple(clip_to_simplex(w) for w in adv)
             with torch.no_grad():
-                loss_after = self._loss(model, adv, x, y).item()
-            if loss_before > loss_after:
-                return saved, loss_before, loss_before
+                loss_after = self._loss(model, adv, x, y).detach()
+                keep = loss_before > loss_after  # the attack lowered the loss: undo it
+                adv = tuple(torch.where(keep, s, a) for s, a in zip(saved, adv))
+                loss_after = torch.where(keep, loss_before, loss_after)
             return adv, loss_before, loss_after
         finally:
             model.train(was_training)

@@ -1,0 +1,52 @@
+"""The search's running loss and accuracies, accumulated on the device.
+
+DARTS' ``AverageMeter`` takes Python floats (``loss.item()``, ``accuracy()``), so every step
+waited for the GPU to finish before the next could be queued: a host synchronisation per step.
+``DeviceMeters`` keeps the sums as one float64 tensor on the model's device and is read only
+when a line is logged (every ``--report_freq`` steps) and at the end of the epoch.
+
+The numbers are bit-identical to ``AverageMeter``'s: the same float64 operations in the same
+order (``sum += (correct * 100.0 / batch) * n``, ``sum += float(loss) * n``, ``avg = sum /
+count``), only on a tensor; ``tests/test_search_meters.py`` holds them equal.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+TOPK = (1, 5)
+
+
+def correct_counts(logits: torch.Tensor, target: torch.Tensor,
+                   topk: Sequence[int] = TOPK) -> torch.Tensor:
+    """How many of the batch are right within each top-k (a float32 tensor, no host read)."""
+    maxk = min(max(topk), logits.size(1))
+    _, pred = logits.topk(maxk, 1, True, True)
+    correct = pred.t().eq(target.view(1, -1))
+    return torch.stack([correct[:min(k, maxk)].reshape(-1).float().sum() for k in topk])
+
+
+class DeviceMeters:
+    """Running means of the loss and the top-k accuracies (percent), weighted by batch size,
+    held on ``device`` until read."""
+
+    def __init__(self, device: torch.device, topk: Sequence[int] = TOPK) -> None:
+        self.topk = tuple(topk)
+        self.sums = torch.zeros(len(self.topk) + 1, dtype=torch.float64, device=device)
+        self.count = 0  # a host integer: batch sizes are known without the device
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        n = target.size(0)
+        # AverageMeter.update(val, n) adds val * n with val = correct * 100.0 / batch
+        accs = correct_counts(logits.detach(), target, self.topk).double() * 100.0 / n
+        values = torch.cat([loss.detach().double().reshape(1), accs])
+        self.sums += values * n
+        self.count += n
+
+    def averages(self) -> list[float]:
+        """[loss, top-k accuracies...] means so far: one read of the device (0.0 before any
+        update, as AverageMeter)."""
+        if not self.count:
+            return [0.0] * self.sums.numel()
+        return (self.sums / self.count).tolist()
