@@ -41,6 +41,23 @@ def env_world_size() -> int:
         raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
 
 
+def refuse_more_processes(what: str = "search") -> None:
+    """A run without data parallelism started under ``torchrun`` would run one independent
+    ``what`` per process (each rank its own data, α and run folder), so more than one process
+    is refused, on every rank, before any folder or data is touched."""
+    world = env_world_size()
+    if world > 1:
+        raise UserError(f"this {what} was started as {world} processes (torchrun, "
+                        f"WORLD_SIZE={world}): data-parallel {what} is not implemented yet, and "
+                        f"each process would run a {what} of its own; start it as one process "
+                        "(python ..., not torchrun)")
+
+
+def refuse_data_parallel_search() -> None:
+    """The search engine's own check (a library caller has no door that checked first)."""
+    refuse_more_processes("search")
+
+
 def setup(gpu: int) -> tuple[DistContext, torch.device]:
     """Join the process group when launched by torchrun; pick this process's device.
 

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     taken = (f"{out_dir} already exists: continue it with --resume, or pass another --name or "
              "--save_dir")
     with claim_run(out_dir, root=args.save_dir, new=not args.resume, unique=False,
+                   data_parallel=True,
                    taken=taken) as out_dir:
         print(f"stage folder: {out_dir}")
         run_evaluation(cfg, genotype, out_dir, resume=args.resume)

@@ -164,13 +164,20 @@ def has_checkpoint(folder: str) -> bool:
 
 @contextlib.contextmanager
 def claim_run(path: str, *, root: str | None, new: bool, unique: bool = True,
-              taken: str = "") -> Iterator[str]:
+              taken: str = "", data_parallel: bool = False, what: str = "search"
+              ) -> Iterator[str]:
     """Own the run folder for the ``with`` block (see the module docstring): a new one is
     created (inside ``root``), an existing one (``new=False``, a resume) must exist. Yields
     the folder (a new one may have a ``-N`` suffix).
 
     Under ``torchrun`` only rank 0 owns it: the other ranks write no file, and the engine
-    hands them rank 0's folder name (``shared.distributed.broadcast_object``)."""
+    hands them rank 0's folder name (``shared.distributed.broadcast_object``). A run that is
+    not ``data_parallel`` (every search) refuses more than one process here, on every rank,
+    before rank 0 makes a folder another rank's failure could leave behind."""
+    if not data_parallel:
+        from shared.distributed import refuse_more_processes
+
+        refuse_more_processes(what)
     if int(os.environ.get("RANK", "0")) != 0:
         yield path
         return

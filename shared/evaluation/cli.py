@@ -131,7 +131,8 @@ def train_from_scratch(argv: Sequence[str] | None, parser: ArgumentParser, *,
     genotype = resolve_genotype(args.arch, saved)
     from shared.evaluation.run import run_evaluation
 
-    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+    with claim_run(save_dir, root=args.experiments, new=saved is None,
+                   data_parallel=True) as save_dir:
         run_evaluation(config_from_args(EvalConfig, args, lr_scheduler="cosine"), genotype,
                        save_dir, resume=saved is not None)
 

@@ -19,6 +19,7 @@ import torch
 
 from shared import data as D
 from shared.checkpoint import load_checkpoint
+from shared.distributed import refuse_data_parallel_search
 from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
 from shared.lr_schedules import cosine_power_scheduler
@@ -196,6 +197,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
 
     The config names the alpha update (``alpha_update``: bilevel, Blank-PT's fixed alpha or
     one-level) and SDARTS' perturbation (``perturb_alpha``, ramped to ``epsilon_alpha``)."""
+    refuse_data_parallel_search()
     if cfg.supernet not in SUPERNETS:
         raise ValueError(f"unknown supernet {cfg.supernet!r}; one of {', '.join(SUPERNETS)}")
     supernet = SUPERNETS[cfg.supernet]

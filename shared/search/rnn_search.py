@@ -23,6 +23,7 @@ import torch
 
 from shared.checkpoint import load_checkpoint
 from shared.data.text import batchify, load_corpus
+from shared.distributed import refuse_data_parallel_search
 from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
 from shared.models.search_rnn import RNNModelSearch
@@ -95,6 +96,7 @@ def rnn_alignment(cfg: RNNSearchConfig) -> LayerAlignment | None:
 
 def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
                      weight_grad_hooks: list[Callable] | None = None) -> RNNSearchLoop:
+    refuse_data_parallel_search()
     device = choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     from shared.evaluation.run import run_evaluation
 
     with claim_run(save_dir, root=args.experiments, new=saved is None, unique=False,
+                   data_parallel=True,
                    taken=taken(save_dir)) as save_dir:
         run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None,
                        resume_from=resume_from, log_file=log_file, hooks=[log_max_test_acc])

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--parallel (DataParallel) is replaced by DDP here: launch "
                         "`torchrun --nproc_per_node N train_imagenet.py ...` instead")
     genotype = resolve_genotype(args.arch, saved)
-    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+    with claim_run(save_dir, root=args.experiments, new=saved is None,
+                   data_parallel=True) as save_dir:
         run_evaluation(to_config(args), genotype, save_dir, resume=saved is not None)
 
 

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     # a resumed run keeps its own cell, even if the genotype file has moved since
     genotype = RNNGenotype.from_dict(saved["genotype"]) if saved else load_rnn_genotype(args.arch)
     cfg = to_config(args)
-    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
+    with claim_run(save_dir, root=args.experiments, new=saved is None,
+                   what="training") as save_dir:
         print(f"experiment folder: {save_dir}")
         result = run_rnn_training(cfg, genotype, save_dir, resume_state=saved)
     print(f"test ppl {result['test_ppl']:.2f} (best epoch {result['best_epoch']}, valid ppl "
