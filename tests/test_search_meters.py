@@ -78,6 +78,7 @@ def tiny_loop(tmp_path, update: str, perturb: str = "none") -> SearchLoop:
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 4, eta_min=0.01)
     alpha = {"first_order": lambda: Architect(model, 3e-3, 1e-3, 0.9, 3e-4),
+             "second_order": lambda: Architect(model, 3e-3, 1e-3, 0.9, 3e-4, unrolled=True),
              "one_level": lambda: OneLevel(model),
              "fixed": FixedAlpha}[update]()
     g = torch.Generator().manual_seed(1)
@@ -91,7 +92,8 @@ def tiny_loop(tmp_path, update: str, perturb: str = "none") -> SearchLoop:
                       report_freq=2, perturbation=make_perturbation(perturb, 0.3, 1))
 
 
-@pytest.mark.parametrize("update, perturb", [("first_order", "none"), ("one_level", "none"),
+@pytest.mark.parametrize("update, perturb", [("first_order", "none"), ("second_order", "none"),
+                                             ("one_level", "none"),
                                              ("fixed", "none"), ("first_order", "random"),
                                              ("first_order", "pgd_linf")])
 def test_a_search_step_reads_nothing_back_from_the_device(tmp_path, update, perturb) -> None:

@@ -107,15 +107,16 @@ class Architect(AlphaUpdate):
         """(dL/dalpha at w + R v  -  dL/dalpha at w - R v) / 2R, R = r / ||v||."""
         weights = self.model.weight_parameters()
         alphas = self.model.arch_parameters()
-        R = (r / torch.cat([v.reshape(-1) for v in vector]).norm()).item()
+        # R stays a tensor (no read back to the host): the step never waits for the device
+        R = r / torch.cat([v.reshape(-1) for v in vector]).norm()
         saved = [p.detach().clone() for p in weights]
         with torch.no_grad():
             for p, v in zip(weights, vector):
-                p.add_(v, alpha=R)
+                p.add_(v * R)
         grads_p = torch.autograd.grad(self.model.loss(x, y), alphas)
         with torch.no_grad():
             for p, w, v in zip(weights, saved, vector):
-                p.copy_(w).sub_(v, alpha=R)
+                p.copy_(w).sub_(v * R)
         grads_n = torch.autograd.grad(self.model.loss(x, y), alphas)
         with torch.no_grad():  # restore w exactly, not by adding R v back (rounding drift)
             for p, w in zip(weights, saved):
