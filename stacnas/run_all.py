@@ -30,6 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from shared.cli.checks import check_flags  # noqa: E402
+from shared.cli.flags import add_data_on_device_flag  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.run_folder import holder  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
@@ -76,6 +77,7 @@ def build_parser() -> ArgumentParser:
     add("--total_samples", type=int, default=10000, help="feature.py's training images")
     add("--test", action="store_true", help="run test.py on the trained network")
     add("--resume", action="store_true", help="continue where the last run_all stopped")
+    add_data_on_device_flag(p)
     add("--no_progress", dest="progress", action="store_false")
     return p
 
@@ -100,6 +102,13 @@ def common(a: argparse.Namespace, stage: str, seed: int) -> list[str]:
     return argv
 
 
+def data_on_device(a: argparse.Namespace) -> list[str]:
+    """The searches' and augment's ``--data_on_device`` as typed (neither: their default)."""
+    if a.data_on_device is None:
+        return []
+    return ["--data_on_device" if a.data_on_device else "--no-data_on_device"]
+
+
 def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     """(stage, door module, its flags) in order."""
     s_seed = a.seed if a.seed is not None else SEED_SEARCH
@@ -107,7 +116,8 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     power = ["--power_lr"] if a.power_lr else []
     search = ["--batch_size", str(a.batch_size_search), "--init_channels",
               str(a.init_channels_search), "--epochs", str(a.epochs_search), "--grad_clip",
-              str(a.grad_clip_search), "--train_ratio", str(a.train_ratio), *power]
+              str(a.grad_clip_search), "--train_ratio", str(a.train_ratio), *power,
+              *data_on_device(a)]
     net = ["--batch_size", str(a.batch_size_augment), "--init_channels",
            str(a.init_channels_augment), "--num_cells", str(a.num_cells_augment)]
     out = [("search1", "search", [*common(a, "search1", s_seed), *search, "--num_cells",
@@ -121,7 +131,8 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     augment = [*common(a, "augment", e_seed), *net, "--epochs", str(a.epochs_augment),
                "--grad_clip", str(a.grad_clip_augment), "--aux_weight", str(a.aux_weight),
                "--cutout_length", str(a.cutout_length), "--drop_path_prob",
-               str(a.drop_path_prob), "--label_smooth", str(a.label_smooth), *power]
+               str(a.drop_path_prob), "--label_smooth", str(a.label_smooth), *power,
+               *data_on_device(a)]
     if a.auto_aug:
         augment.append("--auto_aug")
     out.append(("augment", "augment", augment))

@@ -126,6 +126,14 @@ def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,
                         help="no tqdm progress bars")
 
 
+def add_data_on_device_flag(parser: argparse.ArgumentParser) -> None:
+    """``--data_on_device`` / ``--no-data_on_device`` (shared.data.on_device); neither: on
+    for a CUDA device where the data set allows it."""
+    parser.add_argument("--data_on_device", action=argparse.BooleanOptionalAction, default=None,
+                        help="hold the data set on the device and augment whole batches there "
+                             "(default: on CUDA for CIFAR-10/100, SVHN and digits)")
+
+
 def settings_suffix(args: argparse.Namespace) -> str:
     """The folder-name suffixes the DARTS family's search scripts append for non-default
     settings, in their order: -unrolled, -weight_l2-X, -alpha_l2-X, -cutout-L-P."""

@@ -23,7 +23,8 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str] | None) 
             kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS}
             if action.nargs is not None or isinstance(action, argparse._StoreAction):
                 kwargs["nargs"] = action.nargs
-            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                   argparse.BooleanOptionalAction)):
                 kwargs["action"] = "store_const"
                 kwargs["const"] = True
                 kwargs.pop("nargs", None)

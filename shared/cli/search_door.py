@@ -17,6 +17,7 @@ from shared.cli.checks import check_flags
 from shared.cli.config import config_from_args
 from shared.cli.flags import (
     add_darts_search_flags,
+    add_data_on_device_flag,
     add_perturbation_flags,
     add_runtime_flags,
     settings_suffix,
@@ -42,6 +43,7 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
     p.add_argument("--search_space", type=str, default=default_space, choices=list(spaces))
     add_perturbation_flags(p)
     add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=0)
+    add_data_on_device_flag(p)
     return p
 
 

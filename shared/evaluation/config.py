@@ -45,6 +45,9 @@ class EvalConfig:
     warmup_epochs: int = 0    # linear warm-up factor (e+1)/warmup_epochs on the first epochs
     top5: bool = False        # ImageNet logs valid_acc_top1 / valid_acc_top5 as DARTS does
     num_workers: int = 2
+    # the data set held on the device, augmented there in batches (shared.data.on_device);
+    # None: on for a CUDA device when the data set allows it (settled once, saved)
+    data_on_device: bool | None = None
     amp: bool = False
     channels_last: bool = False
     progress: bool = True

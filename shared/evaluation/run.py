@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from shared import distributed as dist_utils
 from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
+from shared.data.on_device import device_generator, resolve_data_on_device
 from shared.distributed import DistContext
 from shared.errors import UserError
 from shared.evaluation.config import (
@@ -26,7 +27,9 @@ from shared.evaluation.trainer import (
     EpochStats,
     EvalDatasets,
     EvalTrainer,
+    device_eval_queues,
     eval_loader,
+    full_training_set,
     load_datasets,
     make_loaders,
     make_scheduler,
@@ -100,12 +103,22 @@ def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: to
                   ctx: DistContext, logger: logging.Logger,
                   datasets: EvalDatasets) -> EvalTrainer:
     precision = Precision(cfg.amp, cfg.channels_last)
-    generator = seeded_generator(cfg.seed)
-    train_queue, valid_queue, sampler = make_loaders(cfg, datasets.train, datasets.test, ctx,
-                                                     generator, device)
-    holdout_queue = None
-    if datasets.holdout is not None:
-        holdout_queue = eval_loader(cfg, datasets.holdout, ctx, device)
+    blockers = ["--auto_aug draws AutoAugment per image on the host"] if cfg.auto_aug else []
+    cfg.data_on_device = resolve_data_on_device(cfg.data_on_device, cfg.dataset,
+                                                full_training_set(datasets), device, blockers)
+    logger.info("data on device = %s", cfg.data_on_device)
+    sampler = None
+    if cfg.data_on_device:  # every rank draws the same global batches and keeps its shard
+        generator = device_generator(cfg.seed, device)
+        train_queue, valid_queue, holdout_queue = device_eval_queues(cfg, datasets, ctx,
+                                                                     generator, device)
+    else:
+        generator = seeded_generator(cfg.seed)
+        train_queue, valid_queue, sampler = make_loaders(cfg, datasets.train, datasets.test,
+                                                         ctx, generator, device)
+        holdout_queue = None
+        if datasets.holdout is not None:
+            holdout_queue = eval_loader(cfg, datasets.holdout, ctx, device)
     net, model = _build_model(cfg, genotype, device, precision, ctx)
     logger.info("param size = %fMB", count_parameters(net) / 1e6)
     optimizer = torch.optim.SGD(model.parameters(), cfg.learning_rate, momentum=cfg.momentum,

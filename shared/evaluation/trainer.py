@@ -17,12 +17,20 @@ from tqdm import tqdm
 from shared import data as D
 from shared import distributed as dist_utils
 from shared.checkpoint import save_checkpoint
+from shared.data.on_device import (
+    EpochBatches,
+    OrderedBatches,
+    Shard,
+    batch_augment,
+    to_device_images,
+)
 from shared.distributed import DistContext
+from shared.errors import UserError
 from shared.evaluation.config import KIND, NUMBERED_CHECKPOINT, EvalConfig
 from shared.genotypes import Genotype
-from shared.logs import AverageMeter, accuracy
 from shared.lr_schedules import cosine_power_scheduler
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
+from shared.search.meters import DeviceMeters
 
 
 @dataclass
@@ -124,6 +132,36 @@ def load_datasets(cfg: EvalConfig) -> EvalDatasets:
     test = D.get_dataset(cfg.dataset, cfg.data, train=False,
                          transform=D.eval_transform(cfg.dataset))
     return EvalDatasets(train, test, holdout)
+
+
+def full_training_set(datasets: EvalDatasets) -> Dataset:
+    """The training images before any split (``load_datasets`` splits with a view)."""
+    train = datasets.train
+    return train.dataset if isinstance(train, D.TransformedSubset) else train
+
+
+def device_eval_queues(cfg: EvalConfig, datasets: EvalDatasets, ctx: DistContext,
+                       generator: torch.Generator, device: torch.device
+                       ) -> tuple[EpochBatches, OrderedBatches, OrderedBatches | None]:
+    """``make_loaders`` and ``eval_loader`` with the images on the device
+    (``shared.data.on_device``): the training part reshuffled each epoch in full batches of
+    ``batch_size`` (the last partial batch of an epoch is dropped: every step has the same
+    shapes), each rank its rows of every batch; the test split and the held-out part in order,
+    rank r taking images r, r + world, ..."""
+    shard = Shard(ctx.rank, ctx.world_size)
+    full = full_training_set(datasets)
+    images = to_device_images(full, cfg.dataset, device)
+    train = datasets.train
+    train_idx = train.indices if isinstance(train, D.TransformedSubset) else range(len(full))
+    augment = batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob)
+    train_queue = EpochBatches(images, train_idx, cfg.batch_size, augment, generator, shard,
+                               what="the training set")
+    test = to_device_images(datasets.test, cfg.dataset, device)
+    valid_queue = OrderedBatches(test, range(len(test)), cfg.batch_size, shard)
+    holdout = datasets.holdout
+    holdout_queue = (None if holdout is None
+                     else OrderedBatches(images, holdout.indices, cfg.batch_size, shard))
+    return train_queue, valid_queue, holdout_queue
 
 
 @dataclass
@@ -229,7 +267,8 @@ class EvalTrainer:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.model.train()
-        objs, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+        # on the device, read once per report line: no host synchronisation per step
+        meters = DeviceMeters(self.device)
         bar = tqdm(self.train_queue, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=not (cfg.progress and self.ctx.is_main))
         for step, batch in enumerate(bar):
@@ -242,18 +281,16 @@ class EvalTrainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
 
-            prec1, prec5 = accuracy(logits.detach().float(), y, topk=(1, 5))
-            n = x.size(0)
-            objs.update(loss.item(), n)
-            top1.update(prec1, n)
-            top5.update(prec5, n)
+            meters.update(loss, logits.detach().float(), y)
             if step % cfg.report_freq == 0:
-                self.logger.info("train %03d %e %f %f", step, objs.avg, top1.avg, top5.avg)
-            bar.set_postfix(loss=f"{objs.avg:.3f}", acc=f"{top1.avg:.1f}")
+                objs, top1, top5 = meters.averages()
+                self.logger.info("train %03d %e %f %f", step, objs, top1, top5)
+                bar.set_postfix(loss=f"{objs:.3f}", acc=f"{top1:.1f}")
             if cfg.steps_per_epoch and step + 1 >= cfg.steps_per_epoch:
                 break
+        loss_sum, acc_sum = meters.sums[:2].tolist()
         loss_sum, acc_sum, n = dist_utils.all_reduce_sum(
-            [objs.sum, top1.sum, top1.cnt], self.ctx, self.device)
+            [loss_sum, acc_sum, meters.count], self.ctx, self.device)
         return acc_sum / max(n, 1), loss_sum / max(n, 1)
 
     def infer(self) -> tuple[float, float, float]:
@@ -266,22 +303,19 @@ class EvalTrainer:
         ``tag`` starts its progress lines."""
         dist_utils.broadcast_buffers(self.net, self.ctx)
         self.net.eval()
-        sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1*n, top5*n, n
+        meters = DeviceMeters(self.device)  # loss*n, top1*n, top5*n summed on the device
         with self.precision.autocast(self.device):
             for step, batch in enumerate(queue):
                 x, y = to_device(batch, self.device, self.precision)
                 logits, _ = self.net(x)
                 logits = logits.float()
-                prec1, prec5 = accuracy(logits, y, topk=(1, 5))
-                n = x.size(0)
-                for i, v in enumerate((self.criterion_eval(logits, y).item(), prec1, prec5, 1)):
-                    sums[i] += v * n
+                meters.update(self.criterion_eval(logits, y), logits, y)
                 if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS
-                    self.logger.info("%s %03d %e %f %f", tag, step, sums[0] / sums[3],
-                                     sums[1] / sums[3], sums[2] / sums[3])
+                    self.logger.info("%s %03d %e %f %f", tag, step, *meters.averages())
                 if self.cfg.steps_per_epoch and step + 1 >= self.cfg.steps_per_epoch:
                     break
-        loss, top1, top5, n = dist_utils.all_reduce_sum(sums, self.ctx, self.device)
+        loss, top1, top5, n = dist_utils.all_reduce_sum(
+            [*meters.sums.tolist(), meters.count], self.ctx, self.device)
         n = max(n, 1)
         return top1 / n, top5 / n, loss / n
 
@@ -362,6 +396,12 @@ class EvalTrainer:
         dist_utils.barrier(self.ctx)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # the two data paths draw different batches (and hold different generators)
+        saved = bool(state.get("config", {}).get("data_on_device"))
+        if saved != bool(self.cfg.data_on_device):
+            how = "held its data on the device" if saved else "read its data through DataLoaders"
+            flag = "--data_on_device" if saved else "--no-data_on_device"
+            raise UserError(f"the run being resumed {how}: resume it with {flag}")
         self.net.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -19,6 +19,13 @@ import torch
 
 from shared import data as D
 from shared.checkpoint import load_checkpoint
+from shared.data.on_device import (
+    batch_augment,
+    device_generator,
+    device_search_queues,
+    resolve_data_on_device,
+    to_device_images,
+)
 from shared.distributed import refuse_data_parallel_search
 from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
@@ -70,6 +77,10 @@ class CNNSearchConfig:
     space_data: dict[str, Any] | None = None
     warm_start_epochs: int = 0
     num_workers: int = 0
+    # the data set held on the device, augmented there in batches (shared.data.on_device);
+    # None: on for a CUDA device when the data set allows it. The search resolves it and saves
+    # the answer with its config, so a resumed run reads the data the same way.
+    data_on_device: bool | None = None
     amp: bool = False
     channels_last: bool = False
     debug: bool = False  # one step per epoch, as the original's 'debug' in --save
@@ -212,13 +223,26 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
                                transform=D.train_transform(cfg.dataset, cfg.cutout,
                                                            cfg.cutout_length, cfg.cutout_prob,
                                                            auto_augment=cfg.auto_augment))
-    g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
-    train_queue, valid_queue, valid_eval_queue = search_queues(cfg, train_data, g_train,
-                                                               g_valid, device, logger)
-    if cfg.debug:
-        train_queue = [next(iter(train_queue))]
-        if valid_queue is not None:
-            valid_queue.batch_sampler.num_batches = 1
+    cfg.data_on_device = decide_data_on_device(cfg, train_data, device, logger)
+    if cfg.data_on_device:
+        g_train, g_valid = device_generator(cfg.seed, device), device_generator(cfg.seed + 1,
+                                                                                device)
+        train_queue, valid_queue, valid_eval_queue = device_search_queues(
+            to_device_images(train_data, cfg.dataset, device), cfg.train_portion,
+            cfg.batch_size, batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length,
+                                          cfg.cutout_prob), g_train, g_valid)
+        if cfg.debug:  # one step per epoch
+            train_queue.num_batches = 1
+            if valid_queue is not None:
+                valid_queue.num_batches = 1
+    else:
+        g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
+        train_queue, valid_queue, valid_eval_queue = search_queues(cfg, train_data, g_train,
+                                                                   g_valid, device, logger)
+        if cfg.debug:
+            train_queue = [next(iter(train_queue))]
+            if valid_queue is not None:
+                valid_queue.batch_sampler.num_batches = 1
 
     precision = Precision(cfg.amp, cfg.channels_last)
     model = supernet.build(cfg, space, D.NUM_CLASSES[cfg.dataset], D.IN_CHANNELS[cfg.dataset])
@@ -250,6 +274,19 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
 
 
 SEARCH_DATA = ("darts", "autodl")
+
+
+def decide_data_on_device(cfg: CNNSearchConfig, train_data: Any, device: torch.device,
+                          logger: Any) -> bool:
+    """``cfg.data_on_device`` settled (None: on for CUDA where nothing forbids it), logged."""
+    blockers = []
+    if cfg.auto_augment:
+        blockers.append("--auto_aug draws AutoAugment per image on the host")
+    if cfg.search_data != "darts":
+        blockers.append(f"the {cfg.search_data} search data pairs per-image transforms")
+    on = resolve_data_on_device(cfg.data_on_device, cfg.dataset, train_data, device, blockers)
+    logger.info("data on device = %s", on)
+    return on
 
 
 def search_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generator,

@@ -364,6 +364,12 @@ class SearchLoop:
             raise
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # the two data paths draw different batches (and hold different generators)
+        saved = bool(state.get("config", {}).get("data_on_device"))
+        if "data_on_device" in self.config and saved != bool(self.config["data_on_device"]):
+            how = "held its data on the device" if saved else "read its data through DataLoaders"
+            flag = "--data_on_device" if saved else "--no-data_on_device"
+            raise UserError(f"the run being resumed {how}: resume it with {flag}")
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.alpha_update.load_state_dict(state.get("arch_optimizer"))

@@ -51,7 +51,11 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common  # noqa: E402
-from shared.cli.flags import add_runtime_flags, settings_suffix  # noqa: E402
+from shared.cli.flags import (  # noqa: E402
+    add_data_on_device_flag,
+    add_runtime_flags,
+    settings_suffix,
+)
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
@@ -77,6 +81,7 @@ def build_parser() -> ArgumentParser:
         p.add_argument(f"--proj_crit_{cell}", type=str, default="acc", choices=("loss", "acc"))
     p.add_argument("--proj_mode_edge", type=str, default="reg", choices=("reg",))
     add_runtime_flags(p, "flags", num_workers=0)
+    add_data_on_device_flag(p)
     return p
 
 
