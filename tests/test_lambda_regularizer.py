@@ -224,21 +224,21 @@ def test_tensorboard_gets_the_released_tags(tmp_path) -> None:
 
 
 def test_a_zero_direction_leaves_the_weights_alone(monkeypatch) -> None:
-    """p = 0 (nothing to align) adds nothing and runs no ± pass (the released RNN code skips
-    there; ε = ε₀/‖p‖ would be infinite)."""
+    """p = 0 (nothing to align) adds nothing (the released RNN code skips there; ε = ε₀/‖p‖
+    would be infinite). The ± passes still run, at A itself, and are discarded on the device
+    (``tests/test_no_host_sync.py``: bit for bit the step without the regulariser)."""
     import shared.search.alignment as alignment
 
     monkeypatch.setitem(alignment.REGULARIZERS, "corr",
-                        (corr, lambda gs: [torch.zeros_like(g) for g in gs]))
+                        (corr, lambda gs, **kw: [torch.zeros_like(g) for g in gs]))
+    torch.manual_seed(0)
     model = TinySupernet()
-    g = torch.randn(3, 4)
-    ctx = SimpleNamespace(cell_weights=[SimpleNamespace(grad=g * s) for s in (1.0, 2.0, -1.0)],
-                          model=model)
+    ctx = _context(model, *TRAIN[0])
+    before = [p.grad.clone() for p in model.weight_parameters()]
     hook = LayerAlignment("corr", 1.0, 1e-4, epochs=2)
-    hook._cells = [0, 1, 2]
-    hook(ctx)  # the ± passes would fail on this stand-in context
-    assert all(p.grad is None for p in model.parameters())
-    assert float(hook._train[-1]) == pytest.approx(-1 / 3)
+    hook(ctx)
+    assert all(torch.equal(p.grad, b) for p, b in zip(model.weight_parameters(), before))
+    assert torch.equal(hook._train[-1], corr([ctx.cell_weights[i].grad for i in (0, 2)]))
 
 
 # -- parity with a literal transcription of the released formulas, on the real supernets ------

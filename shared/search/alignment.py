@@ -26,6 +26,19 @@ into the history (``train_corr``, ``valid_corr``, ``lambda``) and logged as the 
 Randomness in the ± passes (S4's noise op, dropout): by default both replay the random state of
 the base pass, so (g₋ - g₊) / 2ε is a clean finite difference; ``fresh_noise`` draws new noise
 as the released CNN code did (a noise term of order 1/ε then enters the weight gradient).
+
+Nothing here reads a tensor back to the host inside a step (``tests/test_no_host_sync.py``):
+* whether to align at all (p = 0: the cells' gradients are already parallel, ε = ε₀/‖p‖ would
+  be infinite; the released RNN code skips the step's regulariser there) is a device flag,
+  ``apply = ‖p‖ > 0``: the ± passes always run, at A ± εp where it is set and at A exactly
+  where not, and where it is not the weights' gradients and every buffer (BatchNorm's running
+  statistics, which the two train-mode passes move) are put back as they were, so the step
+  ends as the early return it replaces ended (the RNG too: the passes replay the base pass's
+  random state; only with ``fresh_noise`` do they draw new numbers a skipped step did not);
+* a regularised cell whose gradient is zero (or NaN) has no direction (``alignment_terms``):
+  the step's Λ and p are NaN there and ``apply`` is False; the refusal (``UserError``) comes
+  at the end of the epoch, from a flag kept on the device, before the epoch is checkpointed,
+  where it used to come from the step itself.
 """
 from __future__ import annotations
 
@@ -37,7 +50,7 @@ from typing import Any, Sequence
 import torch
 
 from shared.errors import UserError
-from shared.search.alignment_terms import REGULARIZERS, corr
+from shared.search.alignment_terms import REGULARIZERS, ZERO_GRADIENT, corr, undefined
 from shared.search.context import EpochContext, StepContext, restore_rng
 from shared.search.outputs import PLOT_INTERVAL_S
 
@@ -82,6 +95,7 @@ class LayerAlignment:
         self._cells: list[int] = []
         self._train: list[torch.Tensor] = []
         self._valid: list[torch.Tensor] = []
+        self._undefined: torch.Tensor | None = None  # a zero cell gradient seen this epoch
 
     def attach(self, loop: Any) -> None:
         """Add the hooks to ``loop`` and have its alpha update record per-cell gradients.
@@ -107,11 +121,13 @@ class LayerAlignment:
 
     def epoch_start(self, ctx: EpochContext) -> None:
         self.lam = self.lambda_at(ctx.epoch)
-        self._train, self._valid = [], []
+        self._train, self._valid, self._undefined = [], [], None
         if self.regularizer is not None:
             ctx.loop.logger.info("epoch %d lambda_ %e", ctx.epoch, self.lam)
 
     def epoch_end(self, ctx: EpochContext) -> None:
+        if self._undefined is not None and bool(self._undefined):  # once per epoch
+            raise UserError(f"{ZERO_GRADIENT}; seen in epoch {ctx.epoch}, which is not saved")
         train = float(torch.stack(self._train).mean()) if self._train else None
         valid = float(torch.stack(self._valid).mean()) if self._valid else None
         ctx.entry.update(train_corr=train, valid_corr=valid)
@@ -136,36 +152,49 @@ class LayerAlignment:
     def step_end(self, ctx: StepContext) -> None:
         grads = getattr(ctx.loop.alpha_update, "cell_grads", None)
         if ctx.update_alpha and grads is not None:
-            self._valid.append(corr([grads[i] for i in self._cells]).detach())
+            chosen = [grads[i] for i in self._cells]
+            self._note_undefined(chosen)
+            self._valid.append(corr(chosen, check=False).detach())
             ctx.loop.alpha_update.cell_grads = None
 
     def __call__(self, ctx: StepContext) -> None:
         """The weight-gradient hook: after the training backward, before the clip."""
         cells = self._cells or regularised_cells(ctx.model.cell_kinds(), self.cells)
         grads = [ctx.cell_weights[i].grad for i in cells]
-        self._train.append(corr(grads).detach())
+        self._note_undefined(grads)
+        self._train.append(corr(grads, check=False).detach())
         if self.regularizer is None:
             return
-        directions = REGULARIZERS[self.regularizer][1](grads)
+        directions = REGULARIZERS[self.regularizer][1](grads, check=False)
         norm = torch.cat([d.reshape(-1) for d in directions]).norm()
-        if not bool(norm > 0):  # the cells' gradients are already parallel: nothing to align
-            return              # (the released RNN code skips here; ε would be infinite)
-        eps = self.epsilon_0 / norm
+        # False: nothing to align (p = 0: the cells' gradients are already parallel; or p
+        # undefined, NaN). Decided on the device: see the module's docstring.
+        apply = norm > 0
+        eps = self.epsilon_0 / torch.where(apply, norm, torch.ones_like(norm))
         base = [w.detach() for w in ctx.cell_weights]
         pert = [torch.zeros_like(w) for w in base]
         for i, d in zip(cells, directions):
-            pert[i] = eps * d
+            pert[i] = torch.where(apply, eps * d, 0.0)
+        buffers = _Snapshot(ctx.model.buffers())
         params = list(ctx.model.weight_parameters())
         minus = self._weight_grads(ctx, [b - p for b, p in zip(base, pert)], params)
         plus = self._weight_grads(ctx, [b + p for b, p in zip(base, pert)], params)
         with torch.no_grad():
+            buffers.restore_unless(apply)
             for p, g_m, g_p in zip(params, minus, plus):
                 if g_m is None and g_p is None:
                     continue
                 g_m = torch.zeros_like(p) if g_m is None else g_m
                 g_p = torch.zeros_like(p) if g_p is None else g_p
                 reg = (g_m - g_p) / (2 * eps) * self.lam
-                p.grad = reg if p.grad is None else p.grad.add_(reg)
+                if p.grad is None:  # reached by a ± pass only: not where ``apply`` is False,
+                    p.grad = reg    # whose passes run at the base pass's weights
+                else:
+                    torch.where(apply, p.grad + reg, p.grad, out=p.grad)  # its layout kept
+
+    def _note_undefined(self, grads: list[torch.Tensor]) -> None:
+        flag = undefined(grads)
+        self._undefined = flag if self._undefined is None else self._undefined | flag
 
     def _weight_grads(self, ctx: StepContext, cell_weights: list[torch.Tensor],
                       params: list[torch.nn.Parameter]) -> tuple[torch.Tensor | None, ...]:
@@ -176,6 +205,26 @@ class LayerAlignment:
         with loop.precision.autocast(loop.device):
             loss = ctx.model.loss(ctx.x, ctx.y, cell_weights=cell_weights)
         return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+class _Snapshot:
+    """The values of some tensors (a model's buffers), one copy per dtype, to be put back by
+    ``restore_unless(flag)`` where a device flag says so, without reading it."""
+
+    def __init__(self, tensors) -> None:
+        self.groups: dict[torch.dtype, tuple[list[torch.Tensor], torch.Tensor]] = {}
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for t in tensors:
+            by_dtype.setdefault(t.dtype, []).append(t)
+        for dtype, ts in by_dtype.items():
+            self.groups[dtype] = (ts, torch.cat([t.detach().reshape(-1) for t in ts]))
+
+    def restore_unless(self, keep: torch.Tensor) -> None:
+        """Each tensor as it is where ``keep``, else as it was (bit for bit either way)."""
+        for ts, before in self.groups.values():
+            now = torch.cat([t.detach().reshape(-1) for t in ts])
+            chosen = torch.where(keep, now, before).split([t.numel() for t in ts])
+            torch._foreach_copy_(ts, [c.view(t.shape) for c, t in zip(chosen, ts)])
 
 
 def _log_corr(logger: logging.Logger, train: float | None, valid: float | None) -> None:

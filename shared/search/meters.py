@@ -7,7 +7,8 @@ when a line is logged (every ``--report_freq`` steps) and at the end of the epoc
 
 The numbers are bit-identical to ``AverageMeter``'s: the same float64 operations in the same
 order (``sum += (correct * 100.0 / batch) * n``, ``sum += float(loss) * n``, ``avg = sum /
-count``), only on a tensor; ``tests/test_search_meters.py`` holds them equal.
+count``), only on a tensor; ``tests/test_search_meters.py`` holds them equal. ``DeviceMean``
+is the same for one number (the recurrent search's NLL per word, weighted by the window length).
 """
 from __future__ import annotations
 
@@ -50,3 +51,23 @@ class DeviceMeters:
         if not self.count:
             return [0.0] * self.sums.numel()
         return (self.sums / self.count).tolist()
+
+
+class DeviceMean:
+    """A running mean weighted by ``n``, held on ``device`` until read: ``AverageMeter``'s
+    ``update(value.item(), n)`` and ``avg`` bit for bit (``sum += value * n`` in float64,
+    ``avg = sum / count``)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0  # a host integer
+
+    def update(self, value: torch.Tensor, n: int) -> None:
+        self.sum += value.detach().double() * n
+        self.count += n
+
+    def average(self) -> float:
+        """The mean so far: one read of the device (0.0 before any update, as AverageMeter)."""
+        if not self.count:
+            return 0.0
+        return (self.sum / self.count).item()

@@ -37,10 +37,19 @@ if TYPE_CHECKING:
 Hidden = Sequence[torch.Tensor]
 
 
-def _clip_coef(grads: Sequence[torch.Tensor], max_norm: float) -> float:
-    """``clip_grad_norm_``'s factor: min(1, max_norm / (||g|| + 1e-6))."""
-    norm = torch.cat([g.reshape(-1) for g in grads]).norm().item()
-    return min(1.0, max_norm / (norm + 1e-6))
+def _clip_coef(grads: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``clip_grad_norm_``'s factor: min(1, max_norm / (||g|| + 1e-6)), a 0-dim float64 tensor
+    on the gradients' device (no host read inside the step).
+
+    Bit-identical to the Python float it replaces (``norm.item()``, then the arithmetic in
+    double): the norm is widened to float64 exactly as ``.item()`` did, the same IEEE double
+    operations follow, and ``torch.where(c < 1, c, 1)`` is ``min(1.0, c)`` (a NaN gives 1.0 in
+    both). Multiplying a float32 tensor by this 0-dim tensor rounds it to float32 first, as a
+    Python float scalar is."""
+    norm = torch.cat([g.reshape(-1) for g in grads]).norm().double()
+    # a true division (``float / tensor`` would be ``reciprocal() * float``: other rounding)
+    coef = torch.full_like(norm, max_norm) / (norm + 1e-6)
+    return torch.where(coef < 1.0, coef, torch.ones_like(coef))
 
 
 class _LossOf(torch.nn.Module):

@@ -14,6 +14,10 @@ loss (``forward_loss``) and what it reports.
   hidden state) minimises NLL + AR + TAR (``alpha`` * mean(dropped output^2) +
   ``beta`` * mean((h_{t+1} - h_t)^2) on the raw outputs), gradients clipped to ``--clip``.
 
+The training NLL is averaged on the device (``DeviceMean``, bit-identical to DARTS'
+``AverageMeter``) and read only when a line is logged (every ``--log_interval`` steps, the bar's
+postfix then too) and at the end of the epoch: the step itself reads nothing back.
+
 ``infer`` is the perplexity of the validation text (batchified at 10), in eval mode, hidden
 carried (``shared.lm.evaluate_perplexity``).
 The epoch's quality number is the perplexity (``metric = "ppl"``), logged as
@@ -32,10 +36,10 @@ import torch
 
 from shared.data.text import get_batch
 from shared.lm import evaluate_perplexity, regularised_loss
-from shared.logs import AverageMeter
 from shared.models.rnn import repackage_hidden
 from shared.search.context import StepContext
 from shared.search.loop import SearchLoop
+from shared.search.meters import DeviceMean
 
 
 @dataclass
@@ -90,20 +94,23 @@ class RNNSearchLoop(SearchLoop):
         ctx.extra["hidden"], ctx.extra["raw_loss"] = hidden, raw_loss
         return loss
 
-    def new_meters(self) -> dict[str, AverageMeter]:
-        return {"objs": AverageMeter()}
+    def new_meters(self) -> DeviceMean:
+        return DeviceMean(self.device)
 
-    def report(self, ctx: StepContext, meters: dict[str, AverageMeter]) -> dict[str, str]:
-        objs = meters["objs"]
-        objs.update(ctx.extra["raw_loss"].item(), ctx.extra["seq_len"])
-        if ctx.step % self.report_freq == 0:
-            self.logger.info("| epoch %3d | %5d batches | lr %02.2f | loss %5.2f | ppl %8.2f",
-                             ctx.epoch, ctx.step, ctx.extra["epoch_lr"], objs.avg,
-                             math.exp(objs.avg))
-        return {"ppl": f"{math.exp(objs.avg):.1f}"}
+    def report(self, ctx: StepContext, meters: DeviceMean) -> dict[str, str] | None:
+        """Accumulate the window's NLL on the device (no host synchronisation) and every
+        ``report_freq`` steps read it once, log it and return the bar's postfix."""
+        meters.update(ctx.extra["raw_loss"], ctx.extra["seq_len"])
+        if ctx.step % self.report_freq:
+            return None
+        avg = meters.average()
+        self.logger.info("| epoch %3d | %5d batches | lr %02.2f | loss %5.2f | ppl %8.2f",
+                         ctx.epoch, ctx.step, ctx.extra["epoch_lr"], avg, math.exp(avg))
+        return {"ppl": f"{math.exp(avg):.1f}"}
 
-    def summarize(self, meters: dict[str, AverageMeter]) -> tuple[float, float]:
-        return math.exp(meters["objs"].avg), meters["objs"].avg
+    def summarize(self, meters: DeviceMean) -> tuple[float, float]:
+        avg = meters.average()
+        return math.exp(avg), avg
 
     def infer(self) -> tuple[float, float]:
         return evaluate_perplexity(self.model, self.valid_eval_queue, self.bptt, self.max_batches)
