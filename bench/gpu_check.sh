@@ -29,3 +29,13 @@ timeout 90 $PY -m torch.distributed.run --standalone --nproc_per_node 1 train.py
     --dataset digits --layers 6 --init_channels 8 --batch_size 128 --arch DARTS_V2 --epochs 2 \
     --auxiliary --cutout --cutout_length 4 --amp --channels_last --no_progress \
     --experiments "$OUT/exp" 2>&1 | grep -E "device|process|epoch|acc|error" | tail -8
+cd ../../..
+echo "== data pipeline: DataLoader vs data on the device (CIFAR-10 size) =="
+timeout 120 $PY bench/data_pipeline.py --device cuda --images 50000 --workers 0,4 \
+    | tee "$OUT/data_pipeline.md"
+cd sdarts/sota/cnn
+echo "== SDARTS-ADV search on digits, data on the device vs DataLoader =="
+for flag in --data_on_device --no-data_on_device; do
+    timeout 90 $PY train_search.py "${COMMON[@]}" "$flag" --experiments "$OUT/exp" \
+        --save "dod$flag" 2>&1 | grep -E "data on device|epoch|acc|error" | tail -5
+done

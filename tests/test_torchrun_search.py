@@ -1,15 +1,29 @@
-"""A search under torchrun is refused (data-parallel search is not implemented yet): before,
-``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
-folders."""
+"""Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
+every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
+whole batch; doors whose method is not data-parallel yet refuse, on every rank, before any
+folder is made (before either, ``torchrun --nproc_per_node 2 train_search.py`` ran two
+independent searches into two folders)."""
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from shared.errors import UserError
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
-from tests.conftest import ROOT, door_env, search_runs
+from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch, wait_for_run
+
+SDARTS = os.path.join(ROOT, "sdarts", "sota", "cnn")
+TINY = ["--dataset", "digits", "--gpu", "-1", "--layers", "5", "--init_channels", "4",
+        "--batch_size", "64", "--epochs", "2", "--no_progress"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+            "2"]
+
+
+def _env() -> dict:
+    return dict(door_env(), OMP_NUM_THREADS="1")
 
 
 def test_build_refuses_more_than_one_process(tmp_path, monkeypatch) -> None:
@@ -19,13 +33,77 @@ def test_build_refuses_more_than_one_process(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_search_door_stops_every_rank_and_leaves_no_folder(tmp_path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "5",
+def test_torchrun_door_without_data_parallelism_stops_every_rank(tmp_path) -> None:
+    cmd = [*TORCHRUN, "train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "5",
            "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--experiments",
            str(tmp_path)]
-    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "sdarts", "sota", "cnn"), env=door_env(),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "lambda_darts", "sota", "cnn"),
+                         env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert out.stderr.count("data-parallel search is not implemented yet") == 2  # each rank
     assert search_runs(tmp_path) == []
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its ranks in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.slow
+def test_two_ranks_search_as_one_process_and_resume_as_one(tmp_path) -> None:
+    """``torchrun --nproc_per_node 2`` (gloo): one run folder, and after its first epoch the
+    alpha of a one-process search of the same global batch (float32: to rounding); killed then
+    and resumed as ONE process (the same global batches), it finishes. (Over further epochs
+    float32 rounding differences grow, as between any two summation orders; the float64
+    comparison of tests/test_data_parallel_search.py holds them to 1e-12.)"""
+    root = tmp_path / "dp"
+    proc = subprocess.Popen([*TORCHRUN, "train_search.py", *TINY, "--experiments", str(root)],
+                            cwd=SDARTS, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        run = wait_for_run(root, proc)
+        wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), 1, proc)
+        for pid in [proc.pid, *_descendants(proc.pid)]:  # torchrun and both ranks, at once
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert len(search_runs(root)) == 1
+    log = open(os.path.join(run, "log.txt")).read()
+    assert "data-parallel search: 2 processes, batch 64 = 32 per process" in log
+    first_epoch = _history(run)[0]
+
+    one = subprocess.run([sys.executable, "train_search.py", *TINY, "--data_on_device",
+                          "--experiments", str(tmp_path / "one")], cwd=SDARTS, env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    (single,) = search_runs(tmp_path / "one")
+    reference = _history(single)
+    assert first_epoch["train_acc"] == reference[0]["train_acc"]
+    assert first_epoch["valid_acc"] == pytest.approx(reference[0]["valid_acc"], abs=1e-9)
+    assert torch.allclose(torch.tensor(first_epoch["alphas"]),
+                          torch.tensor(reference[0]["alphas"]), rtol=0, atol=1e-5)
+
+    resumed = subprocess.run([sys.executable, "train_search.py", "--resume", run, "--gpu", "-1",
+                              "--no_progress"], cwd=SDARTS, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed with 1 process(es), saved with 2" in open(os.path.join(run, "log.txt")).read()
+    assert len(_history(run)) == 2 and os.path.isfile(os.path.join(run, "genotype.json"))
+
+
+def _history(run: str) -> list[dict]:
+    return torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["history"]

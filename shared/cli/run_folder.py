@@ -162,6 +162,11 @@ def has_checkpoint(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, name)) for name in RESUMABLE)
 
 
+def main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun launch, or not launched by torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @contextlib.contextmanager
 def claim_run(path: str, *, root: str | None, new: bool, unique: bool = True,
               taken: str = "", data_parallel: bool = False, what: str = "search"
@@ -178,7 +183,7 @@ def claim_run(path: str, *, root: str | None, new: bool, unique: bool = True,
         from shared.distributed import refuse_more_processes
 
         refuse_more_processes(what)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not main_process():
         yield path
         return
     made: list[str] = []

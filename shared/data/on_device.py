@@ -131,7 +131,7 @@ class DeviceImages:
         """The images at ``index`` as floats in [0, 1] (``ToTensor``'s scale)."""
         x = self.images[index]
         # a division, as ToTensor: the same floats bit for bit
-        return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+        return x.float().div_(255) if x.dtype == torch.uint8 else x
 
     def eval_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``eval_transform``: normalised, not augmented."""
@@ -298,3 +298,11 @@ def resolve_data_on_device(requested: bool | None, name: str, dataset: Any,
         raise UserError("--data_on_device: " + "; ".join(reasons) + "; run with "
                         "--no-data_on_device")
     return bool(requested)
+
+
+def adopt_data_path(cfg: Any, state: dict[str, Any]) -> None:
+    """A resumed run reads its data as it did (``data_on_device`` as it was settled at its
+    start) unless the flag was given: a run started on a GPU continues on the CPU, and a
+    data-parallel one as one process, with the same batches."""
+    if cfg.data_on_device is None:
+        cfg.data_on_device = state.get("config", {}).get("data_on_device")

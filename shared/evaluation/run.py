@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from shared import distributed as dist_utils
 from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
-from shared.data.on_device import device_generator, resolve_data_on_device
+from shared.data.on_device import adopt_data_path, device_generator, resolve_data_on_device
 from shared.distributed import DistContext
 from shared.errors import UserError
 from shared.evaluation.config import (
@@ -168,14 +168,18 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
         logger.info("cpu threads = %d", cpu_threads())
         logger.info("args = %s", asdict(cfg))
         logger.info("genotype = %s", genotype)
+        state = None
+        if resume or resume_from:
+            state = load_checkpoint(resume_from or os.path.join(save_dir, CHECKPOINT))
+            adopt_data_path(cfg, state)
         trainer = _make_trainer(cfg, genotype, save_dir, device, ctx, logger, datasets)
         if cfg.steps_per_epoch:
             logger.info("steps_per_epoch = %d: every train/test loop stops after %d batch(es) "
                         "(a debug run, not a result)", cfg.steps_per_epoch, cfg.steps_per_epoch)
-        if resume or resume_from:
-            path = resume_from or trainer.checkpoint_path
-            trainer.load_state_dict(load_checkpoint(path))
-            logger.info("resumed from %s at epoch %d", path, trainer.start_epoch)
+        if state is not None:
+            trainer.load_state_dict(state)
+            logger.info("resumed from %s at epoch %d", resume_from or trainer.checkpoint_path,
+                        trainer.start_epoch)
         if ctx.is_main:
             save_genotype(genotype, os.path.join(save_dir, "genotype.json"), arch=cfg.arch)
             writer = tensorboard_writer(save_dir, purge_step=trainer.start_epoch)

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.models.global_batch_norm import batch_norm
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
@@ -150,8 +151,8 @@ def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,
     training = m.training or (m.running_mean is None and m.running_var is None)
     track = not m.training or m.track_running_stats
     factor = ctx.count(m) if m.training and m.track_running_stats else 0.0
-    return F.batch_norm(y, m.running_mean if track else None, m.running_var if track else None,
-                        weight, bias, training, factor, m.eps)
+    return batch_norm(m, y, m.running_mean if track else None,
+                      m.running_var if track else None, weight, bias, training, factor, m.eps)
 
 
 def _pw(x: torch.Tensor, c: nn.Conv2d) -> torch.Tensor:
@@ -240,7 +241,7 @@ class _State:
             # buffers, exactly what each edge's BN folds into its running statistics.
             mean = torch.zeros(p.shape[1], dtype=m.running_mean.dtype, device=p.device)
             var = torch.ones_like(mean)
-            z = F.batch_norm(p, mean, var, None, None, True, 1.0, m.eps)
+            z = batch_norm(m, p, mean, var, None, None, True, 1.0, m.eps)
             normed[m.eps] = (z, mean, var)
         z, mean, var = normed[m.eps]
         ctx.update(m, mean, var)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from shared.search.data_parallel import ONE_PROCESS
+
 if TYPE_CHECKING:
     from shared.search.context import StepContext
 
@@ -33,6 +35,10 @@ class AlphaUpdate:
     needs_valid_batch = True
     one_level = False  # the weight step's forward keeps alpha in the graph
     optimizer: torch.optim.Optimizer | None = None
+    # a data-parallel search: the loop averages the weight step's gradients (one-level alpha's
+    # too); a strategy that computes gradients of its own averages them (Architect)
+    data_parallel = ONE_PROCESS
+    supports_data_parallel = True  # a strategy that computes gradients must average them
 
     def step_alpha(self, ctx: "StepContext") -> None:
         """The bilevel alpha step on ``ctx.x_val``/``ctx.y_val`` (nothing here)."""

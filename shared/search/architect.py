@@ -18,6 +18,7 @@ import torch
 from torch.func import functional_call
 
 from shared.search.alpha_update import AlphaUpdate, arch_adam
+from shared.search.data_parallel import ONE_PROCESS
 
 if TYPE_CHECKING:
     from shared.search.context import StepContext
@@ -31,6 +32,8 @@ class Architect(AlphaUpdate):
     moves_alpha = True
     record_cell_grads = False
     cell_grads: list[torch.Tensor] | None = None
+    # a data-parallel search: every gradient averaged over the ranks (the global batch's)
+    data_parallel = ONE_PROCESS
 
     def __init__(self, model: torch.nn.Module, arch_learning_rate: float = 3e-4,
                  arch_weight_decay: float = 1e-3, momentum: float = 0.9,
@@ -57,9 +60,11 @@ class Architect(AlphaUpdate):
         elif self.record_cell_grads:
             cells = self._cell_copies()
             self.model.loss(x_val, y_val, cell_weights=cells).backward()
-            self.cell_grads = [c.grad for c in cells]
+            self.cell_grads = list(self.data_parallel.averaged([c.grad for c in cells]))
+            self.data_parallel.average_grads(self.model.arch_parameters())
         else:
             self.model.loss(x_val, y_val).backward()
+            self.data_parallel.average_grads(self.model.arch_parameters())
         self.optimizer.step()
 
     def _cell_copies(self) -> list[torch.Tensor]:
@@ -77,7 +82,7 @@ class Architect(AlphaUpdate):
         alphas = model.arch_parameters()
 
         loss = model.loss(x_trn, y_trn)
-        dtheta = torch.autograd.grad(loss, weights)
+        dtheta = self.data_parallel.averaged(torch.autograd.grad(loss, weights))
         unrolled = []
         for p, g in zip(weights, dtheta):
             buf = network_optimizer.state.get(p, {}).get("momentum_buffer")
@@ -93,7 +98,8 @@ class Architect(AlphaUpdate):
         logits = functional_call(model, params, (x_val,),
                                  {"cell_weights": cells} if cells else None)
         unrolled_loss = torch.nn.functional.cross_entropy(logits, y_val)
-        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells)
+        grads = self.data_parallel.averaged(
+            torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells))
         dalpha = grads[:len(alphas)]
         vector = grads[len(alphas):len(alphas) + len(unrolled)]
         if cells:
@@ -113,11 +119,11 @@ class Architect(AlphaUpdate):
         with torch.no_grad():
             for p, v in zip(weights, vector):
                 p.add_(v * R)
-        grads_p = torch.autograd.grad(self.model.loss(x, y), alphas)
+        grads_p = self.data_parallel.averaged(torch.autograd.grad(self.model.loss(x, y), alphas))
         with torch.no_grad():
             for p, w, v in zip(weights, saved, vector):
                 p.copy_(w).sub_(v * R)
-        grads_n = torch.autograd.grad(self.model.loss(x, y), alphas)
+        grads_n = self.data_parallel.averaged(torch.autograd.grad(self.model.loss(x, y), alphas))
         with torch.no_grad():  # restore w exactly, not by adding R v back (rounding drift)
             for p, w in zip(weights, saved):
                 p.copy_(w)

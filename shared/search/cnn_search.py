@@ -18,8 +18,11 @@ from typing import Any, Callable
 import torch
 
 from shared import data as D
+from shared import distributed as dist_utils
 from shared.checkpoint import load_checkpoint
 from shared.data.on_device import (
+    Shard,
+    adopt_data_path,
     batch_augment,
     device_generator,
     device_search_queues,
@@ -38,6 +41,7 @@ from shared.search.alignment import LayerAlignment
 from shared.search.alignment_config import make_layer_alignment
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
 from shared.search.architect import Architect
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
 from shared.search.phase import run_phase
@@ -203,17 +207,26 @@ class CNNSearch:
 def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
                      weight_grad_hooks: list[Callable] | None = None,
                      numbered_checkpoints: int = 0,
-                     max_batches: int | None = None) -> CNNSearch:
+                     max_batches: int | None = None,
+                     data_parallel: DataParallel = ONE_PROCESS,
+                     device: torch.device | None = None) -> CNNSearch:
     """Data, supernet, optimisers and the loop of a search in ``save_dir`` (nothing run yet).
 
     The config names the alpha update (``alpha_update``: bilevel, Blank-PT's fixed alpha or
-    one-level) and SDARTS' perturbation (``perturb_alpha``, ramped to ``epsilon_alpha``)."""
-    refuse_data_parallel_search()
+    one-level) and SDARTS' perturbation (``perturb_alpha``, ramped to ``epsilon_alpha``).
+    ``data_parallel``: this process's rank in a data-parallel search (``run_cnn_search``
+    under torchrun; ``device`` is then the rank's); a caller that did not set one up is refused
+    under torchrun."""
+    if not data_parallel.enabled:
+        refuse_data_parallel_search()
+    elif cfg.batch_size % data_parallel.world_size:
+        raise UserError(f"--batch_size {cfg.batch_size} is the global batch of a data-parallel "
+                        f"search: it must split evenly over {data_parallel.world_size} processes")
     if cfg.supernet not in SUPERNETS:
         raise ValueError(f"unknown supernet {cfg.supernet!r}; one of {', '.join(SUPERNETS)}")
     supernet = SUPERNETS[cfg.supernet]
     space = search_space(cfg, supernet)
-    device = choose_device(cfg.gpu)
+    device = device or choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
     logger.info("cpu threads = %d", cpu_threads())
@@ -223,14 +236,16 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
                                transform=D.train_transform(cfg.dataset, cfg.cutout,
                                                            cfg.cutout_length, cfg.cutout_prob,
                                                            auto_augment=cfg.auto_augment))
-    cfg.data_on_device = decide_data_on_device(cfg, train_data, device, logger)
+    cfg.data_on_device = decide_data_on_device(cfg, train_data, device, logger,
+                                               data_parallel.enabled)
     if cfg.data_on_device:
         g_train, g_valid = device_generator(cfg.seed, device), device_generator(cfg.seed + 1,
                                                                                 device)
         train_queue, valid_queue, valid_eval_queue = device_search_queues(
             to_device_images(train_data, cfg.dataset, device), cfg.train_portion,
             cfg.batch_size, batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length,
-                                          cfg.cutout_prob), g_train, g_valid)
+                                          cfg.cutout_prob), g_train, g_valid,
+            Shard(data_parallel.rank, data_parallel.world_size))
         if cfg.debug:  # one step per epoch
             train_queue.num_batches = 1
             if valid_queue is not None:
@@ -264,8 +279,9 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         perturbation=make_perturbation(cfg.perturb_alpha, cfg.epsilon_alpha, cfg.epochs),
         weight_grad_hooks=list(weight_grad_hooks or []),
         generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
-        progress=cfg.progress, numbered_checkpoints=numbered_checkpoints,
-        max_batches=max_batches)
+        progress=cfg.progress and data_parallel.is_main,
+        numbered_checkpoints=numbered_checkpoints, max_batches=max_batches,
+        data_parallel=data_parallel)
     alignment = make_alignment(cfg)
     if alignment is not None:
         alignment.attach(loop)
@@ -277,14 +293,21 @@ SEARCH_DATA = ("darts", "autodl")
 
 
 def decide_data_on_device(cfg: CNNSearchConfig, train_data: Any, device: torch.device,
-                          logger: Any) -> bool:
-    """``cfg.data_on_device`` settled (None: on for CUDA where nothing forbids it), logged."""
+                          logger: Any, data_parallel: bool = False) -> bool:
+    """``cfg.data_on_device`` settled (None: on for CUDA where nothing forbids it, and always
+    in a data-parallel search, whose shards are rows of batches drawn on the device), logged."""
+    requested = cfg.data_on_device
+    if data_parallel:
+        if requested is False:
+            raise UserError("a data-parallel search shards batches of data held on the device: "
+                            "drop --no-data_on_device")
+        requested = True
     blockers = []
     if cfg.auto_augment:
         blockers.append("--auto_aug draws AutoAugment per image on the host")
     if cfg.search_data != "darts":
         blockers.append(f"the {cfg.search_data} search data pairs per-image transforms")
-    on = resolve_data_on_device(cfg.data_on_device, cfg.dataset, train_data, device, blockers)
+    on = resolve_data_on_device(requested, cfg.dataset, train_data, device, blockers)
     logger.info("data on device = %s", on)
     return on
 
@@ -328,18 +351,33 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    publish_hooks: list[Callable] | None = None) -> Any:
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype.
     The hooks are added after those the config put on the loop (Λ-DARTS' regulariser)."""
-    logger = setup_logger(save_dir)
+    ctx, device = dist_utils.setup(cfg.gpu)  # torchrun: join the group; one process: no-op
+    logger = dist_utils.silent_logger()
     try:
-        search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
+        save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's (timestamped) folder
+        if ctx.is_main:
+            logger = setup_logger(save_dir)
+        if ctx.enabled:
+            logger.info("data-parallel search: %d processes, batch %d = %d per process",
+                        ctx.world_size, cfg.batch_size, cfg.batch_size // ctx.world_size)
+        state = None
+        if resume:
+            state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
+            adopt_data_path(cfg, state)
+        search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks,
+                                  data_parallel=DataParallel(None, ctx.rank, ctx.world_size),
+                                  device=device)
         loop = search.loop
         loop.epoch_start_hooks += list(epoch_start_hooks or [])
         loop.epoch_end_hooks += list(epoch_end_hooks or [])
         loop.publish_hooks += list(publish_hooks or [])
-        if resume:
-            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
+        if state is not None:
+            loop.load_state_dict(state)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
         genotype = run_phase(loop, save_dir, search.space, cfg)
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return genotype
     finally:
-        close_logger(logger)
+        if ctx.is_main:
+            close_logger(logger)
+        dist_utils.cleanup()

@@ -53,6 +53,7 @@ from shared.errors import UserError
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
 from shared.search.context import EpochContext, MixingWeights, StepContext, capture_rng
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.meters import DeviceMeters
 
 STEP_ORDERS = ("alpha_first", "weights_first")
@@ -137,6 +138,9 @@ class SearchLoop:
     progress: bool = True
     last_valid_batch: tuple[torch.Tensor, torch.Tensor] | None = None
     metric: str = "acc"  # the epoch's quality number (train_epoch/infer's first value)
+    # several processes, each its shard of every batch (shared.search.data_parallel)
+    data_parallel: DataParallel = ONE_PROCESS
+    supports_data_parallel = True  # a class attribute: a loop whose step differs says False
 
     def __post_init__(self) -> None:
         if self.alpha_update is None:
@@ -149,6 +153,26 @@ class SearchLoop:
         if self.alpha_update.needs_valid_batch and self.valid_queue is None:
             raise ValueError(f"the {self.alpha_update.name} alpha update needs a validation "
                              f"queue")
+        if self.data_parallel.enabled:
+            self.share_data_parallel()
+
+    def share_data_parallel(self) -> None:
+        """Hand the process group to every part of the step that computes a gradient or a
+        BatchNorm statistic; refuse the parts that cannot take it yet."""
+        from shared.models.global_batch_norm import use_global_batch_norm
+
+        unsupported = [getattr(h, "__name__", type(h).__name__) for h in
+                       self.weight_grad_hooks + self.step_end_hooks]
+        for part in (self, self.alpha_update, self.perturbation):
+            if part is not None and not getattr(part, "supports_data_parallel", False):
+                unsupported.append(type(part).__name__)
+        if unsupported:
+            raise UserError(f"a data-parallel search does not support {', '.join(unsupported)} "
+                            "yet: run it as one process")
+        for part in (self.alpha_update, self.perturbation):
+            if part is not None:
+                part.data_parallel = self.data_parallel
+        use_global_batch_norm(self.model, self.data_parallel)
 
     # -- one step ------------------------------------------------------------------------------
     def step(self, ctx: StepContext) -> None:
@@ -185,6 +209,9 @@ class SearchLoop:
         with self.precision.autocast(self.device):
             ctx.loss = self.forward_loss(ctx)
         ctx.loss.backward()
+        # the gradient of the global batch's mean loss (one process: nothing to do)
+        self.data_parallel.average_grads(itertools.chain(
+            model.weight_parameters(), model.arch_parameters() if one_level else ()))
         for hook in self.weight_grad_hooks:
             hook(ctx)
         torch.nn.utils.clip_grad_norm_(model.weight_parameters(), self.grad_clip)
@@ -240,14 +267,23 @@ class SearchLoop:
         meters.update(ctx.loss, ctx.logits, ctx.y)
         if ctx.step % self.report_freq:
             return None
-        objs, top1, top5 = meters.averages()
+        objs, top1, top5 = self.averages(meters)
         self.logger.info("train %03d %e %f %f", ctx.step, objs, top1, top5)
         return {"loss": f"{objs:.3f}", "acc": f"{top1:.1f}"}
 
     def summarize(self, meters: Any) -> tuple[float, float]:
         """(the epoch's quality number, its mean loss)."""
-        objs, top1, _ = meters.averages()
+        objs, top1, _ = self.averages(meters)
         return top1, objs
+
+    def averages(self, meters: DeviceMeters) -> list[float]:
+        """The meters' means over every rank's batches (one process: its own)."""
+        if not self.data_parallel.enabled:
+            return meters.averages()
+        sums = torch.cat([meters.sums, meters.sums.new_tensor([meters.count])])
+        self.data_parallel.sum_(sums)
+        count = float(sums[-1])
+        return (sums[:-1] / count).tolist() if count else [0.0] * (len(sums) - 1)
 
     def train_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
         update_alpha = self.alpha_update.moves_alpha and epoch >= self.warm_start_epochs
@@ -278,7 +314,7 @@ class SearchLoop:
                 x, y = to_device(batch, self.device, self.precision)
                 logits = model(x)
                 meters.update(F.cross_entropy(logits, y), logits, y)
-        objs, top1 = meters.averages()
+        objs, top1 = self.averages(meters)
         return top1, objs
 
     # -- the whole search ----------------------------------------------------------------------
@@ -316,8 +352,9 @@ class SearchLoop:
             for hook in self.epoch_end_hooks:
                 hook(EpochContext(self, epoch, lr, result))
             self.save(epoch + 1)
-            for hook in self.publish_hooks:
-                hook(EpochContext(self, epoch, lr, result))
+            if self.data_parallel.is_main:  # rank 0 writes; every rank computed the same
+                for hook in self.publish_hooks:
+                    hook(EpochContext(self, epoch, lr, result))
         genotype = self.genotype()
         self.logger.info("final genotype = %s", genotype)
         return genotype
@@ -349,10 +386,14 @@ class SearchLoop:
             "rng": rng_state(*self.generators),
             "history": self.history,
             "config": self.config,
+            "world_size": self.data_parallel.world_size,
             "extra": {k: v.state_dict() for k, v in self.extra_state.items()},
         }
 
     def save(self, next_epoch: int) -> None:
+        if not self.data_parallel.is_main:
+            self.data_parallel.barrier()  # rank 0 writes the checkpoint every rank would write
+            return
         try:
             save_checkpoint(self.state_dict(next_epoch), self.checkpoint_path)
             if self.numbered_checkpoints and next_epoch % self.numbered_checkpoints == 0:
@@ -362,6 +403,7 @@ class SearchLoop:
         except UserError as exc:
             self.logger.info("error: epoch %d was not checkpointed: %s", next_epoch - 1, exc)
             raise
+        self.data_parallel.barrier()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # the two data paths draw different batches (and hold different generators)
@@ -370,6 +412,11 @@ class SearchLoop:
             how = "held its data on the device" if saved else "read its data through DataLoaders"
             flag = "--data_on_device" if saved else "--no-data_on_device"
             raise UserError(f"the run being resumed {how}: resume it with {flag}")
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.data_parallel.world_size:
+            self.logger.info("note: resumed with %d process(es), saved with %d: the same global "
+                             "batches, summed in another order (equal to rounding, not bit for "
+                             "bit)", self.data_parallel.world_size, saved_world)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.alpha_update.load_state_dict(state.get("arch_optimizer"))

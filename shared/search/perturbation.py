@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from shared.errors import UserError
+from shared.search.data_parallel import ONE_PROCESS
 
 if TYPE_CHECKING:
     from shared.search.context import StepContext
@@ -57,6 +58,11 @@ def _uniform_like(t: torch.Tensor, eps: float) -> torch.Tensor:
 
 class _Perturbation:
     """The epsilon both perturbations share: ramped per epoch (SDARTS' search) or constant."""
+
+    # a data-parallel search: RS draws the same noise on every rank (the global RNG); ADV
+    # averages each attack gradient and the losses it compares over the ranks
+    data_parallel = ONE_PROCESS
+    supports_data_parallel = True
 
     def __init__(self, epsilon_alpha: float, epochs: int, ramp: bool = True) -> None:
         self.epsilon_alpha, self.epochs, self.ramp = epsilon_alpha, epochs, ramp
@@ -100,20 +106,21 @@ class LinfPGD(_Perturbation):
         try:
             saved = tuple(w.detach() for w in weights)
             with torch.no_grad():
-                loss_before = self._loss(model, saved, x, y).detach()
+                loss_before = self.data_parallel.mean(self._loss(model, saved, x, y))
             adv = saved
             if self.random_start:
                 adv = tuple(clip_to_simplex(w + _uniform_like(w, eps)) for w in adv)
             step_size = 2 * eps / self.steps
             for _ in range(self.steps):
                 adv = tuple(w.detach().requires_grad_() for w in adv)
-                grads = torch.autograd.grad(self._loss(model, adv, x, y), adv)
+                grads = self.data_parallel.averaged(
+                    torch.autograd.grad(self._loss(model, adv, x, y), adv))
                 with torch.no_grad():  # ascent on the loss, sign of the gradient (Linf_SGD)
                     adv = tuple(s + (w + step_size * g.sign() - s).clamp(-eps, eps)
                                 for w, g, s in zip(adv, grads, saved))
                     adv = tuple(clip_to_simplex(w) for w in adv)
             with torch.no_grad():
-                loss_after = self._loss(model, adv, x, y).detach()
+                loss_after = self.data_parallel.mean(self._loss(model, adv, x, y))
                 keep = loss_before > loss_after  # the attack lowered the loss: undo it
                 adv = tuple(torch.where(keep, s, a) for s, a in zip(saved, adv))
                 loss_after = torch.where(keep, loss_before, loss_after)

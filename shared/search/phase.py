@@ -22,6 +22,8 @@ def run_phase(loop: SearchLoop, out_dir: str, space: Any, cfg: Any, *,
     """Run ``loop`` (from its ``start_epoch``) with its outputs in ``out_dir``; returns the
     phase's genotype. Hooks already on the loop run before the output hooks, so the numbers
     they add to an epoch's history entry reach ``history.json`` and TensorBoard."""
+    if not loop.data_parallel.is_main:  # rank 0 writes every output
+        return loop.run()
     writer = attach_outputs(loop, out_dir, space)
     try:
         genotype = loop.run()

@@ -65,6 +65,8 @@ class _LossOf(torch.nn.Module):
 
 
 class RNNArchitect(Architect):
+    supports_data_parallel = False  # its unrolled step's gradients are not averaged
+
     def __init__(self, model: torch.nn.Module, arch_lr: float = 3e-3, arch_wdecay: float = 1e-3,
                  wdecay: float = 5e-7, clip: float = 0.25, unrolled: bool = False) -> None:
         super().__init__(model, arch_learning_rate=arch_lr, arch_weight_decay=arch_wdecay,

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.cli.search_door import (  # noqa: E402
     build_search_parser,
     parse_search,
@@ -39,10 +39,14 @@ def main(argv: list[str] | None = None) -> None:
                                            pattern=sota_resume_pattern, new_dir=run_dir)
     from shared.search.cnn_search import run_cnn_search
 
-    with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
-        print(f"experiment folder: {save_dir}")
+    # under torchrun: a data-parallel search, rank 0 owns the folder (shared.search.data_parallel)
+    with claim_run(save_dir, root=args.experiments, new=not resumed,
+                   data_parallel=True) as save_dir:
+        if main_process():
+            print(f"experiment folder: {save_dir}")
         genotype = run_cnn_search(search_config(args, "darts"), save_dir, resume=resumed)
-    print(f"genotype = {genotype}")
+    if main_process():
+        print(f"genotype = {genotype}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,188 @@
+"""Data-parallel search (``shared.search.data_parallel``): two gloo processes with half of every
+batch each move alpha and the weights as one process with the whole batch does, for every
+alpha update and perturbation that supports it; BatchNorm over the global batch equals one
+BatchNorm over the concatenated shards (outputs, gradients, running statistics)."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from shared.data import get_dataset
+from shared.data.on_device import (
+    DeviceImages,
+    Shard,
+    batch_augment,
+    device_generator,
+    device_search_queues,
+    to_device_images,
+)
+from shared.errors import UserError
+from shared.models.global_batch_norm import use_global_batch_norm
+from shared.models.search_cnn import Network
+from shared.search.alpha_update import OneLevel
+from shared.search.architect import Architect
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
+from shared.search.loop import SearchLoop
+from shared.search.perturbation import make_perturbation
+from shared.spaces import get_space
+
+KINDS = ("first_order", "second_order", "one_level", "random", "pgd_linf")
+BATCH, STEPS = 32, 2
+CPU = torch.device("cpu")
+
+
+def search(kind: str, dp: DataParallel, tmp: str) -> dict:
+    """``STEPS`` search steps of a tiny DARTS supernet on digits, this process's shard."""
+    import logging
+
+    torch.manual_seed(0)
+    # float64: the ranks sum in another order than one process, and the second-order step's
+    # finite difference magnifies float32 rounding to ~1e-5; in float64 all agree to ~1e-15
+    model = Network(4, 10, 3, get_space("s5"), in_channels=1).double()
+    optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
+                                weight_decay=3e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 4, eta_min=0.01)
+    if kind == "one_level":
+        alpha = OneLevel(model, 3e-3, 1e-3)
+    else:
+        alpha = Architect(model, 3e-3, 1e-3, 0.9, 3e-4, unrolled=kind == "second_order")
+    perturb = make_perturbation(kind if kind in ("random", "pgd_linf") else "none", 0.3, 4)
+    host = to_device_images(get_dataset("digits", "", True, None), "digits", CPU)
+    data = DeviceImages(host.images.double(), host.labels, "digits")
+    train, valid, ordered = device_search_queues(
+        data, 1.0 if kind == "one_level" else 0.5, BATCH,
+        batch_augment("digits", cutout=True, cutout_length=4), device_generator(1, CPU),
+        device_generator(2, CPU), Shard(dp.rank, dp.world_size))
+    loop = SearchLoop(model=model, optimizer=optimizer, scheduler=scheduler, alpha_update=alpha,
+                      train_queue=train, valid_queue=valid, valid_eval_queue=ordered, epochs=1,
+                      device=CPU, logger=logging.getLogger("dp-test"),
+                      checkpoint_path=os.path.join(tmp, f"{kind}-{dp.rank}.pth.tar"),
+                      perturbation=perturb, max_batches=STEPS, progress=False,
+                      data_parallel=dp)
+    train_acc, train_loss = loop.train_epoch(1, 0.05)
+    valid_acc, _ = loop.infer()
+    return {"alphas": [a.detach().clone() for a in model.arch_parameters()],
+            "state": {k: v.clone() for k, v in model.state_dict().items()},
+            "train": (train_acc, train_loss), "valid_acc": valid_acc}
+
+
+def worker(rank: int, world: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank,
+                            world_size=world)
+    try:
+        dp = DataParallel(None, rank, world)
+        results = {kind: search(kind, dp, os.path.dirname(out)) for kind in KINDS}
+        results["bn"] = global_bn_case(dp)
+        if rank == 0:
+            torch.save(results, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def global_bn_case(dp: DataParallel) -> dict:
+    """A BN(affine) forward/backward on this rank's half of a fixed batch."""
+    torch.manual_seed(3)
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+    bn = nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    use_global_batch_norm(bn, dp)
+    start, stop = Shard(dp.rank, dp.world_size).rows(8)
+    part = x[start:stop].clone().requires_grad_()
+    y = bn(part)
+    (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().div(8).backward()
+    grads = [bn.weight.grad.clone(), bn.bias.grad.clone()]
+    dp.average(g for g in grads)
+    gathered = [torch.zeros_like(part) for _ in range(dp.world_size)]
+    dist.all_gather(gathered, part.grad)
+    outs = [torch.zeros_like(y) for _ in range(dp.world_size)]
+    dist.all_gather(outs, y.detach())
+    return {"y": torch.cat(outs), "dx": torch.cat(gathered), "dw": grads[0] * dp.world_size,
+            "db": grads[1] * dp.world_size, "rm": bn.running_mean, "rv": bn.running_var}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("dp")
+    out, init = str(tmp / "ranks.pt"), str(tmp / "init")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=worker, args=(r, 2, init, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_ranks_equal_one_process(two_ranks: dict, kind: str, tmp_path) -> None:
+    one = search(kind, ONE_PROCESS, str(tmp_path))
+    two = two_ranks[kind]
+    for a, b in zip(one["alphas"], two["alphas"]):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), (a - b).abs().max()
+    moved = max((a - b).abs().max() for a, b in zip(one["alphas"],
+                                                    search_start_alphas()))
+    assert moved > 1e-3  # alpha moved: the comparison means something
+    for key, value in one["state"].items():
+        if value.is_floating_point():
+            assert torch.allclose(value, two["state"][key], rtol=0, atol=1e-10), key
+    assert one["train"] == pytest.approx(two["train"], rel=1e-12)
+    if one["valid_acc"] is not None:
+        assert one["valid_acc"] == pytest.approx(two["valid_acc"], abs=1e-6)
+
+
+def search_start_alphas() -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    return [a.detach().double() for a in Network(4, 10, 3, get_space("s5"), in_channels=1)
+            .arch_parameters()]
+
+
+@pytest.mark.slow
+def test_global_batch_norm_is_one_batch_norm(two_ranks: dict) -> None:
+    torch.manual_seed(3)
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64).requires_grad_()
+    bn = nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    # each rank weighted its half by arange over the half and divided by the global batch
+    w = torch.cat([torch.arange(y_half_numel(), dtype=x.dtype).view(4, 3, 5, 5)] * 2)
+    y = bn(x)
+    (y * w).sum().div(8).backward()
+    got = two_ranks["bn"]
+    assert torch.allclose(got["y"], y, atol=1e-12)
+    assert torch.allclose(got["dx"], x.grad, atol=1e-12)
+    assert torch.allclose(got["dw"], bn.weight.grad, atol=1e-12)
+    assert torch.allclose(got["db"], bn.bias.grad, atol=1e-12)
+    assert torch.allclose(got["rm"], bn.running_mean, atol=1e-12)
+    assert torch.allclose(got["rv"], bn.running_var, atol=1e-12)
+
+
+def y_half_numel() -> int:
+    return 4 * 3 * 5 * 5
+
+
+def test_parts_that_cannot_run_data_parallel_are_refused() -> None:
+    import logging
+
+    model = Network(4, 10, 3, get_space("s5"), in_channels=1)
+    optimizer = torch.optim.SGD(model.weight_parameters(), 0.05)
+
+    def hook(ctx):
+        pass
+
+    with pytest.raises(UserError, match="does not support hook"):
+        SearchLoop(model=model, optimizer=optimizer,
+                   scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0),
+                   alpha_update=None, train_queue=[], valid_queue=[], valid_eval_queue=[],
+                   epochs=1, device=CPU, logger=logging.getLogger("x"), checkpoint_path="x",
+                   weight_grad_hooks=[hook], data_parallel=DataParallel(None, 0, 2))
