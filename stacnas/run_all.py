@@ -170,6 +170,11 @@ def run_stage(module: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args, _ = parse(build_parser(), argv)
     check_flags(args, STACNAS_RULES)
+    # its stages one after another in this process: run a data-parallel stage on its own
+    # (torchrun search.py / augment.py)
+    from shared.distributed import refuse_more_processes
+
+    refuse_more_processes("run_all")
     for key in ("num_cells_search1", "num_cells_search2", "num_cells_augment",
                 "init_channels_search", "init_channels_augment", "batch_size_search",
                 "batch_size_augment", "epochs_search", "epochs_augment"):

@@ -29,7 +29,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from shared.cli.resume import FREE_ON_RESUME, load_resumed  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from stacnas.config import (  # noqa: E402
     SEARCH_STAGES,
@@ -114,11 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     cfg = search_config(args, space, {})
     taken = (f"{out_dir} already exists: continue that stage with --resume, or pass another "
              "--name or --save_dir")
+    # under torchrun: a data-parallel search (shared.search.data_parallel), rank 0 owns the folder
     with claim_run(out_dir, root=args.save_dir, new=not args.resume, unique=False,
-                   taken=taken) as out_dir:
-        print(f"stage folder: {out_dir}")
+                   taken=taken, data_parallel=True) as out_dir:
+        if main_process():
+            print(f"stage folder: {out_dir}")
         genotype = run_stage(cfg, out_dir, resume=args.resume)
-    print(f"genotype = {genotype}")
+    if main_process():
+        print(f"genotype = {genotype}")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,15 @@ from typing import Any
 import torch
 
 from shared.checkpoint import load_checkpoint, write_json
+from shared.data.on_device import adopt_data_path
 from shared.errors import UserError
 from shared.genotypes import save_genotype
-from shared.logs import close_logger, setup_logger
-from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
+from shared.search.cnn_search import (
+    CHECKPOINT,
+    CNNSearchConfig,
+    build_cnn_search,
+    search_process,
+)
 from shared.search.context import EpochContext
 from shared.search.phase import run_phase
 from shared.spaces import CellSpace, PerCellSpace, space_from_dict
@@ -165,19 +170,23 @@ def stage2_from(stage1: Space, stage1_alphas: dict[str, Any], *, alpha_share: bo
 
 def run_stage(cfg: CNNSearchConfig, out_dir: str, *, resume: bool) -> Any:
     """Run (or continue) one stage in ``out_dir``; returns the best epoch's genotype."""
-    logger = setup_logger(out_dir)
-    try:
-        search = build_cnn_search(cfg, out_dir, logger)
+    with search_process(cfg, out_dir) as (out_dir, logger, data_parallel, device):
+        state = None
+        if resume:
+            state = load_checkpoint(os.path.join(out_dir, CHECKPOINT), map_location=device)
+            adopt_data_path(cfg, state)
+        search = build_cnn_search(cfg, out_dir, logger, data_parallel=data_parallel,
+                                  device=device)
         loop, space = search.loop, search.space
         best = BestAlpha()
         loop.select = lambda model: genotype_of(raw_alphas(model), space)
         loop.extra_state["best_alpha"] = best
         loop.epoch_end_hooks.append(best.update)
         loop.publish_hooks.append(publish_alphas(out_dir, space, best, cfg))
-        if resume:
-            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=search.device))
+        if state is not None:
+            loop.load_state_dict(state)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        else:
+        elif data_parallel.is_main:
             write_json(os.path.join(out_dir, SPACE), space.to_dict())
         run_phase(loop, out_dir, space, cfg)
         genotype = genotype_of(best.alphas, space)
@@ -186,5 +195,3 @@ def run_stage(cfg: CNNSearchConfig, out_dir: str, *, resume: bool) -> Any:
                     f"{best.valid_acc:f}", genotype)
         logger.info("outputs in %s", os.path.abspath(out_dir))
         return genotype
-    finally:
-        close_logger(logger)

@@ -11,9 +11,10 @@ history, plots) is the same for all.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -344,29 +345,44 @@ def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
                                 record_corr=cfg.record_corr)
 
 
+@contextlib.contextmanager
+def search_process(cfg: CNNSearchConfig, save_dir: str
+                   ) -> Iterator[tuple[str, Any, DataParallel, torch.device]]:
+    """One process of a search: (run folder, logger, data parallelism, device). Under torchrun
+    it joins the process group (gloo on the CPU, NCCL on GPU ``LOCAL_RANK``) and every rank gets
+    rank 0's folder; rank 0 logs to the run's ``log.txt``, the others to nowhere. One process:
+    the folder, its logger, ``ONE_PROCESS`` and ``--gpu``'s device."""
+    ctx, device = dist_utils.setup(cfg.gpu)
+    logger = dist_utils.silent_logger()
+    try:
+        save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's (timestamped) name
+        if ctx.is_main:
+            logger = setup_logger(save_dir)
+        if ctx.enabled:
+            logger.info("data-parallel search: %d processes, batch %d = %d per process",
+                        ctx.world_size, cfg.batch_size, cfg.batch_size // ctx.world_size)
+        yield save_dir, logger, DataParallel(None, ctx.rank, ctx.world_size), device
+    finally:
+        if ctx.is_main:
+            close_logger(logger)
+        dist_utils.cleanup()
+
+
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
                    weight_grad_hooks: list[Callable] | None = None,
                    epoch_start_hooks: list[Callable] | None = None,
                    epoch_end_hooks: list[Callable] | None = None,
                    publish_hooks: list[Callable] | None = None) -> Any:
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype.
-    The hooks are added after those the config put on the loop (Λ-DARTS' regulariser)."""
-    ctx, device = dist_utils.setup(cfg.gpu)  # torchrun: join the group; one process: no-op
-    logger = dist_utils.silent_logger()
-    try:
-        save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's (timestamped) folder
-        if ctx.is_main:
-            logger = setup_logger(save_dir)
-        if ctx.enabled:
-            logger.info("data-parallel search: %d processes, batch %d = %d per process",
-                        ctx.world_size, cfg.batch_size, cfg.batch_size // ctx.world_size)
+    The hooks are added after those the config put on the loop (Λ-DARTS' regulariser). Under
+    torchrun the search is data-parallel (``search_process``)."""
+    with search_process(cfg, save_dir) as (save_dir, logger, data_parallel, device):
         state = None
         if resume:
             state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
             adopt_data_path(cfg, state)
         search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks,
-                                  data_parallel=DataParallel(None, ctx.rank, ctx.world_size),
-                                  device=device)
+                                  data_parallel=data_parallel, device=device)
         loop = search.loop
         loop.epoch_start_hooks += list(epoch_start_hooks or [])
         loop.epoch_end_hooks += list(epoch_end_hooks or [])
@@ -377,7 +393,3 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
         genotype = run_phase(loop, save_dir, search.space, cfg)
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return genotype
-    finally:
-        if ctx.is_main:
-            close_logger(logger)
-        dist_utils.cleanup()
