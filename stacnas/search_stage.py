@@ -28,12 +28,10 @@ from typing import Any
 
 import torch
 
-from shared.checkpoint import load_checkpoint, write_json
-from shared.data.on_device import adopt_data_path
+from shared.checkpoint import write_json
 from shared.errors import UserError
 from shared.genotypes import save_genotype
 from shared.search.cnn_search import (
-    CHECKPOINT,
     CNNSearchConfig,
     build_cnn_search,
     search_process,
@@ -170,23 +168,20 @@ def stage2_from(stage1: Space, stage1_alphas: dict[str, Any], *, alpha_share: bo
 
 def run_stage(cfg: CNNSearchConfig, out_dir: str, *, resume: bool) -> Any:
     """Run (or continue) one stage in ``out_dir``; returns the best epoch's genotype."""
-    with search_process(cfg, out_dir) as (out_dir, logger, data_parallel, device):
-        state = None
-        if resume:
-            state = load_checkpoint(os.path.join(out_dir, CHECKPOINT), map_location=device)
-            adopt_data_path(cfg, state)
-        search = build_cnn_search(cfg, out_dir, logger, data_parallel=data_parallel,
-                                  device=device)
+    with search_process(cfg, out_dir, resume) as run:
+        out_dir, logger = run.save_dir, run.logger
+        search = build_cnn_search(cfg, out_dir, logger, data_parallel=run.data_parallel,
+                                  device=run.device)
         loop, space = search.loop, search.space
         best = BestAlpha()
         loop.select = lambda model: genotype_of(raw_alphas(model), space)
         loop.extra_state["best_alpha"] = best
         loop.epoch_end_hooks.append(best.update)
         loop.publish_hooks.append(publish_alphas(out_dir, space, best, cfg))
-        if state is not None:
-            loop.load_state_dict(state)
+        if run.state is not None:
+            loop.load_state_dict(run.state)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        elif data_parallel.is_main:
+        elif run.data_parallel.is_main:
             write_json(os.path.join(out_dir, SPACE), space.to_dict())
         run_phase(loop, out_dir, space, cfg)
         genotype = genotype_of(best.alphas, space)

@@ -76,7 +76,7 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank,
                             world_size=world)
     try:
-        dp = DataParallel(None, rank, world)
+        dp = DataParallel(rank=rank, world_size=world)
         results = {kind: search(kind, dp, os.path.dirname(out)) for kind in KINDS}
         results["bn"] = global_bn_case(dp)
         if rank == 0:
@@ -185,4 +185,4 @@ def test_parts_that_cannot_run_data_parallel_are_refused() -> None:
                    scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0),
                    alpha_update=None, train_queue=[], valid_queue=[], valid_eval_queue=[],
                    epochs=1, device=CPU, logger=logging.getLogger("x"), checkpoint_path="x",
-                   weight_grad_hooks=[hook], data_parallel=DataParallel(None, 0, 2))
+                   weight_grad_hooks=[hook], data_parallel=DataParallel(rank=0, world_size=2))

@@ -306,3 +306,13 @@ def adopt_data_path(cfg: Any, state: dict[str, Any]) -> None:
     data-parallel one as one process, with the same batches."""
     if cfg.data_on_device is None:
         cfg.data_on_device = state.get("config", {}).get("data_on_device")
+
+
+def check_data_path(saved_config: dict[str, Any], here: bool | None) -> None:
+    """Refuse to resume a run through the other data path: the two draw different batches
+    (and hold different generators), so the continuation would not be the run's."""
+    saved = bool(saved_config.get("data_on_device"))
+    if saved != bool(here):
+        how = "held its data on the device" if saved else "read its data through DataLoaders"
+        flag = "--data_on_device" if saved else "--no-data_on_device"
+        raise UserError(f"the run being resumed {how}: resume it with {flag}")

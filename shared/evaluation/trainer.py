@@ -22,10 +22,10 @@ from shared.data.on_device import (
     OrderedBatches,
     Shard,
     batch_augment,
+    check_data_path,
     to_device_images,
 )
 from shared.distributed import DistContext
-from shared.errors import UserError
 from shared.evaluation.config import KIND, NUMBERED_CHECKPOINT, EvalConfig
 from shared.genotypes import Genotype
 from shared.lr_schedules import cosine_power_scheduler
@@ -396,12 +396,7 @@ class EvalTrainer:
         dist_utils.barrier(self.ctx)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # the two data paths draw different batches (and hold different generators)
-        saved = bool(state.get("config", {}).get("data_on_device"))
-        if saved != bool(self.cfg.data_on_device):
-            how = "held its data on the device" if saved else "read its data through DataLoaders"
-            flag = "--data_on_device" if saved else "--no-data_on_device"
-            raise UserError(f"the run being resumed {how}: resume it with {flag}")
+        check_data_path(state.get("config", {}), self.cfg.data_on_device)
         self.net.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 
@@ -345,13 +345,23 @@ def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
                                 record_corr=cfg.record_corr)
 
 
+class SearchProcess(NamedTuple):
+    """What ``search_process`` gives one process of a search."""
+
+    save_dir: str                  # rank 0's run folder on every rank
+    logger: Any                    # rank 0: the run's log.txt; other ranks: nowhere
+    data_parallel: DataParallel    # ONE_PROCESS unless torchrun started several
+    device: torch.device
+    state: dict[str, Any] | None   # the checkpoint being resumed, if any
+
+
 @contextlib.contextmanager
-def search_process(cfg: CNNSearchConfig, save_dir: str
-                   ) -> Iterator[tuple[str, Any, DataParallel, torch.device]]:
-    """One process of a search: (run folder, logger, data parallelism, device). Under torchrun
-    it joins the process group (gloo on the CPU, NCCL on GPU ``LOCAL_RANK``) and every rank gets
-    rank 0's folder; rank 0 logs to the run's ``log.txt``, the others to nowhere. One process:
-    the folder, its logger, ``ONE_PROCESS`` and ``--gpu``'s device."""
+def search_process(cfg: CNNSearchConfig, save_dir: str, resume: bool = False
+                   ) -> Iterator[SearchProcess]:
+    """One process of a search. Under torchrun it joins the process group (gloo on the CPU,
+    NCCL on GPU ``LOCAL_RANK``), every rank gets rank 0's folder, and only rank 0 logs. With
+    ``resume`` the run's checkpoint is read (its data path adopted, ``adopt_data_path``) for
+    the loop to load once it is built."""
     ctx, device = dist_utils.setup(cfg.gpu)
     logger = dist_utils.silent_logger()
     try:
@@ -361,7 +371,13 @@ def search_process(cfg: CNNSearchConfig, save_dir: str
         if ctx.enabled:
             logger.info("data-parallel search: %d processes, batch %d = %d per process",
                         ctx.world_size, cfg.batch_size, cfg.batch_size // ctx.world_size)
-        yield save_dir, logger, DataParallel(None, ctx.rank, ctx.world_size), device
+        state = None
+        if resume:
+            state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
+            adopt_data_path(cfg, state)
+        yield SearchProcess(save_dir, logger,
+                            DataParallel(rank=ctx.rank, world_size=ctx.world_size), device,
+                            state)
     finally:
         if ctx.is_main:
             close_logger(logger)
@@ -376,20 +392,18 @@ def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,
     """Run (or continue, with ``resume``) a search in ``save_dir``; returns the final genotype.
     The hooks are added after those the config put on the loop (Λ-DARTS' regulariser). Under
     torchrun the search is data-parallel (``search_process``)."""
-    with search_process(cfg, save_dir) as (save_dir, logger, data_parallel, device):
-        state = None
-        if resume:
-            state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
-            adopt_data_path(cfg, state)
-        search = build_cnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks,
-                                  data_parallel=data_parallel, device=device)
+    with search_process(cfg, save_dir, resume) as run:
+        logger = run.logger
+        search = build_cnn_search(cfg, run.save_dir, logger,
+                                  weight_grad_hooks=weight_grad_hooks,
+                                  data_parallel=run.data_parallel, device=run.device)
         loop = search.loop
         loop.epoch_start_hooks += list(epoch_start_hooks or [])
         loop.epoch_end_hooks += list(epoch_end_hooks or [])
         loop.publish_hooks += list(publish_hooks or [])
-        if state is not None:
-            loop.load_state_dict(state)
+        if run.state is not None:
+            loop.load_state_dict(run.state)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        genotype = run_phase(loop, save_dir, search.space, cfg)
-        logger.info("outputs in %s", os.path.abspath(save_dir))
+        genotype = run_phase(loop, run.save_dir, search.space, cfg)
+        logger.info("outputs in %s", os.path.abspath(run.save_dir))
         return genotype

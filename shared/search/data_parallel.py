@@ -30,23 +30,16 @@ from typing import Any, Iterable, Sequence
 import torch
 import torch.distributed as dist
 
+from shared.distributed import DistContext
+
 
 @dataclass(frozen=True)
-class DataParallel:
-    """The process group a search runs in (the default: one process, where every method is a
-    no-op)."""
+class DataParallel(DistContext):
+    """This process's place in a data-parallel search (``rank`` of ``world_size``, as
+    ``DistContext``) and its process ``group`` (None: the default one). The default, one
+    process, makes every method a no-op."""
 
     group: Any = None
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
     def average(self, tensors: Iterable[torch.Tensor | None]) -> None:
         """Replace each tensor by its mean over the ranks, in place: one all-reduce of one
@@ -95,10 +88,3 @@ class DataParallel:
 
 ONE_PROCESS = DataParallel()
 
-
-def from_environment() -> DataParallel:
-    """The default process group ``torchrun`` set up (``init_process_group`` already called),
-    or one process."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return ONE_PROCESS
-    return DataParallel(None, dist.get_rank(), dist.get_world_size())

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.checkpoint import copy_file, save_checkpoint
+from shared.data.on_device import check_data_path
 from shared.errors import UserError
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
@@ -406,12 +407,8 @@ class SearchLoop:
         self.data_parallel.barrier()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # the two data paths draw different batches (and hold different generators)
-        saved = bool(state.get("config", {}).get("data_on_device"))
-        if "data_on_device" in self.config and saved != bool(self.config["data_on_device"]):
-            how = "held its data on the device" if saved else "read its data through DataLoaders"
-            flag = "--data_on_device" if saved else "--no-data_on_device"
-            raise UserError(f"the run being resumed {how}: resume it with {flag}")
+        if "data_on_device" in self.config:
+            check_data_path(state.get("config", {}), self.config["data_on_device"])
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.data_parallel.world_size:
             self.logger.info("note: resumed with %d process(es), saved with %d: the same global "
