@@ -12,6 +12,9 @@ timeout 60 $PY bench/supernet_step.py --device cuda --check --rows '' | tee "$OU
 echo "== bench fp32 (plain vs fast), first and second order =="
 timeout 120 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 \
     --rows 16:1,64:1,16:2,64:2 | tee "$OUT/bench_fp32.md"
+echo "== grouped edges against the fast path, first and second order =="
+timeout 150 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 --grouped \
+    --rows 64:1,64:2 | tee "$OUT/bench_grouped.md"
 echo "== bench amp + channels_last (both paths) =="
 timeout 90 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 --amp --channels_last \
     --rows 64:1,64:2 | tee "$OUT/bench_amp_cl.md"
@@ -38,4 +41,10 @@ echo "== SDARTS-ADV search on digits, data on the device vs DataLoader =="
 for flag in --data_on_device --no-data_on_device; do
     timeout 90 $PY train_search.py "${COMMON[@]}" "$flag" --experiments "$OUT/exp" \
         --save "dod$flag" 2>&1 | grep -E "data on device|epoch|acc|error" | tail -5
+done
+cd ../../..
+echo "== epochs per hour at the paper's search settings (DataLoader vs data on the device) =="
+for args in "--order 1" "--order 2" "--order 1 --perturb pgd_linf"; do
+    timeout 150 $PY bench/search_epoch.py --device cuda --steps 20 --warmup 5 \
+        --eval_batches 20 $args | tee -a "$OUT/search_epoch.md"
 done

@@ -67,6 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after the table, profile one fast-path step of the first row and "
                         "print the N most expensive ops (CUDA time on CUDA)")
+    p.add_argument("--grouped", action="store_true",
+                   help="a third path: the fast path with grouped_edges (the separable convs "
+                        "of the edges leaving a state as one kernel per stage), and its time "
+                        "against the fast path's")
     p.add_argument("--check", action="store_true",
                    help="first compare plain vs fast logits and gradients on every space "
                         "(C=8, 5 cells, batch 8, 16x16) on --device and print that table; "
@@ -165,6 +169,11 @@ def run_row(args, space, batch_size: int, order: int, repeats: int, device: torc
 
     runners = {"plain": Runner(plain, order == 2, precision, device),
                "fast": Runner(fast, order == 2, precision, device)}
+    if args.grouped:
+        grouped = Network(args.init_channels, 10, args.layers, space, fast=True,
+                          grouped_edges=True)
+        grouped.load_state_dict(plain.state_dict())
+        runners["grouped"] = Runner(grouped.to(device), order == 2, precision, device)
     peaks, times = {}, {k: [] for k in runners}
     for name, r in runners.items():
         torch.manual_seed(args.seed + 3)
@@ -177,7 +186,7 @@ def run_row(args, space, batch_size: int, order: int, repeats: int, device: torc
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     return dict(batch=batch_size, order=order, plain_ms=med["plain"], fast_ms=med["fast"],
                 plain_mb=peaks["plain"], fast_mb=peaks["fast"], logit_diff=logit_diff,
-                times=times)
+                times=times, grouped_ms=med.get("grouped"), grouped_mb=peaks.get("grouped"))
 
 
 def check_spaces(device: torch.device) -> None:
@@ -255,9 +264,10 @@ def main(argv=None) -> None:
           f"(n) after {args.warmup} warm-up; peak MB = peak allocation above the step's "
           f"start ({mem})")
     print()
+    extra = (" grouped ms/step | grouped vs fast | grouped peak MB |" if args.grouped else "")
     print("| batch | order | n | plain ms/step | fast ms/step | speedup | plain peak MB "
-          "| fast peak MB | max abs logit diff |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| fast peak MB | max abs logit diff |" + extra)
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if extra else ""))
     results = []
     t0 = time.perf_counter()
     for batch_size, order, repeats in rows:
@@ -266,8 +276,9 @@ def main(argv=None) -> None:
         print(f"| {r['batch']} | {'first' if order == 1 else 'second'} | {repeats} "
               f"| {r['plain_ms']:.0f} "
               f"| {r['fast_ms']:.0f} | {r['plain_ms'] / r['fast_ms']:.2f}x "
-              f"| {r['plain_mb']:.0f} | {r['fast_mb']:.0f} | {r['logit_diff']:.1e} |",
-              flush=True)
+              f"| {r['plain_mb']:.0f} | {r['fast_mb']:.0f} | {r['logit_diff']:.1e} |"
+              + (f" {r['grouped_ms']:.0f} | {r['fast_ms'] / r['grouped_ms']:.2f}x "
+                 f"| {r['grouped_mb']:.0f} |" if args.grouped else ""), flush=True)
     print()
     print(f"wall time {time.perf_counter() - t0:.0f} s; every timed step (ms):")
     for r in results:

@@ -304,3 +304,85 @@ def test_rewrites_are_exact_identities():
         assert torch.allclose(poly, want)
         strided = F.conv2d(x, w, None, 2, 2 * (k // 2), 2, 5)
         assert torch.allclose(F.conv2d(x[:, :, ::2, ::2], w, None, 1, k // 2, 1, 5), strided)
+
+
+# -- grouped edges (shared/models/grouped_edges.py) ---------------------------------------------
+def grouped_pair(space, dtype=torch.float64, **kwargs):
+    plain, fast = pair(space, dtype=dtype, **kwargs)
+    fast.grouped_edges = True
+    return plain, fast
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_grouped_edges_are_the_plain_path(name):
+    """The separable convs of every state's edges as one kernel per stage: the same logits,
+    gradients, mixing-weight gradients and running statistics as the per-candidate path."""
+    plain, fast = grouped_pair(SPACES[name])
+    x, y = data(dtype=torch.float64)
+    assert_same_step(plain, fast, x, y, "weights", fixed_weights(SPACES[name], torch.float64),
+                     **F64)
+    plain.eval()
+    fast.eval()
+    w = fixed_weights(SPACES[name], torch.float64)()
+    logits = []
+    for model in (plain, fast):
+        torch.manual_seed(3)  # S4's noise op draws in eval mode too
+        logits.append(model(x, w))
+    assert_close(logits[1], logits[0], what="eval logits", **F64)
+
+
+def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
+    """DARTS space: each separable conv is 4 convolutions and 2 BNs per edge; grouped, per
+    (state, kernel size): the kernels launched (convolutions, 1x1 products, BNs) drop."""
+    calls = []
+
+    def counting(real):
+        def call(*args, **kwargs):
+            calls.append(1)
+            return real(*args, **kwargs)
+        return call
+
+    _, fast = grouped_pair(SPACES["s5"], dtype=torch.float32)
+    x, _ = data()
+    w = fixed_weights(SPACES["s5"])()
+    for name in ("conv2d", "linear", "batch_norm"):
+        monkeypatch.setattr(F, name, counting(getattr(F, name)))
+    counts = []
+    for grouped in (False, True):
+        fast.grouped_edges = grouped
+        calls.clear()
+        fast(x, w)
+        counts.append(len(calls))
+    # per cell and kernel size: the 13 separable convs on edges from states fed to 2+ nodes
+    # (4 + 4 + 3 + 2 edges) go from 6 calls each (2 depthwise, 2 1x1, 2 BN) to 6 per state
+    cells, sizes = 5, 2
+    assert counts[0] - counts[1] == cells * sizes * 6 * ((4 + 4 + 3 + 2) - 4), counts
+
+
+def test_grouped_edges_leave_out_candidates_that_do_not_run():
+    """DARTS-PT's skip of candidates at weight 0: a dead separable conv is not in its group
+    (no output, no gradient, no BN update), as in the plain path."""
+    space = SPACES["s5"]
+    torch.manual_seed(0)
+    plain = Network(4, 10, 5, space, fast=False, skip_zero_weights=True).double()
+    fast = Network(4, 10, 5, space, fast=True, skip_zero_weights=True,
+                   grouped_edges=True).double()
+    fast.load_state_dict(plain.state_dict())
+    base = fixed_weights(space, torch.float64)()
+    sep = [i for i, op in enumerate(space.normal[0]) if op.startswith("sep_conv")]
+    masked = []
+    for w in base:
+        w = w.detach().clone()
+        w[0, sep[0]] = 0.0  # edge 0's first separable conv does not run
+        w[5, sep[-1]] = 0.0
+        masked.append(w)
+    x, y = data(dtype=torch.float64)
+    (la, ga), (lb, gb) = (run(m, x, y, weights=tuple(t.clone() for t in masked))
+                          for m in (plain, fast))
+    assert_close(lb, la, what="logits", **F64)
+    dead = [n for n, g in ga.items() if g is None]
+    assert dead and dead == [n for n, g in gb.items() if g is None]  # not run, not stepped
+    for n in ga:
+        if ga[n] is not None:
+            assert_close(gb[n], ga[n], what=f"grad {n}", **F64)
+    assert_buffers_equal(plain, fast, **F64)

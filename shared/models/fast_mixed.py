@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.global_batch_norm import batch_norm
+from shared.models.grouped_edges import Member, group_key, groupable, sep_group
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
@@ -106,8 +107,9 @@ def _is_dil(op: nn.Sequential) -> bool:
 class _Ctx:
     """Per-forward bookkeeping: BN counters and running-statistic updates, applied in batches."""
 
-    def __init__(self, noise_format: torch.memory_format) -> None:
+    def __init__(self, noise_format: torch.memory_format, grouped: bool = False) -> None:
         self.noise_format = noise_format
+        self.grouped = grouped  # separable convs of the edges leaving a state run together
         self.counters: list[torch.Tensor] = []
         self.updates: dict[float, tuple[list, list, list, list]] = {}
 
@@ -208,6 +210,20 @@ class _State:
         self.x, self.stride = x, stride
         self._relu = self._even = self._poly = None
         self._pools: dict = {}
+        self.seps: dict[tuple, list[Member]] = {}  # grouped_edges: this state's groups
+        self._sep_terms: dict[tuple[int, int], torch.Tensor] = {}
+
+    def sep(self, ctx: "_Ctx", edge: int, k: int, op: SepConv,
+            weights: torch.Tensor) -> torch.Tensor:
+        """``weights[edge, k] * op(x)``; with the edges' grouping on, computed with every
+        same-shaped separable conv on the edges leaving this state (``grouped_edges``)."""
+        members = self.seps.get(group_key(op), []) if self.seps and groupable(op) else []
+        if len(members) < 2:
+            return _sep(ctx, self, op, weights[edge, k])
+        if (edge, k) not in self._sep_terms:
+            self._sep_terms.update(sep_group(ctx, self.relu(), members, weights,
+                                             _layout(self.relu())))
+        return self._sep_terms.pop((edge, k))
 
     def relu(self) -> torch.Tensor:
         if self._relu is None:
@@ -340,6 +356,21 @@ def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool
     return out
 
 
+def _sep_groups(cell, j: int, live: list[list[bool]] | None) -> dict[tuple, list[Member]]:
+    """The separable convs on the edges leaving state ``j`` (those that run), by shape."""
+    groups: dict[tuple, list[Member]] = {}
+    offset = 0
+    for i in range(cell._steps):
+        if j < 2 + i:  # node i reads states 0 .. i+1
+            edge = offset + j
+            for k, op in enumerate(cell._ops[edge]._ops):
+                if (_kind(op) == "sep" and groupable(op)
+                        and (live is None or live[edge][k])):
+                    groups.setdefault(group_key(op), []).append((edge, k, op))
+        offset += 2 + i
+    return groups
+
+
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                  ctx: _Ctx | None = None, skip_zero: bool = False,
                  live: list[list[bool]] | None = None) -> torch.Tensor:
@@ -356,6 +387,9 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     stride = 2 if cell.reduction else 1
     states = [_State(_preprocess(ctx, cell.preprocess0, s0), stride),
               _State(_preprocess(ctx, cell.preprocess1, s1), stride)]
+    if ctx.grouped:
+        for j, st in enumerate(states):
+            st.seps = _sep_groups(cell, j, live)
     offset = 0
     for _ in range(cell._steps):
         acc, poly_terms = None, []
@@ -370,7 +404,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                 elif kind == "sep":
-                    term = _sep(ctx, st, op, w)
+                    term = st.sep(ctx, offset + j, k, op, weights)
                 elif kind == "dil":
                     term = _dil(ctx, st, op, w, poly_terms)
                     if term is None:
@@ -392,6 +426,8 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
             acc = states[0].x[:, :, ::s, ::s].mul(0.0)
         offset += len(states)
         states.append(_State(acc, 1))
+        if ctx.grouped:
+            states[-1].seps = _sep_groups(cell, len(states) - 1, live)
     if own:
         ctx.flush()
     return torch.cat([st.x for st in states[-cell._multiplier:]], dim=1)
@@ -400,7 +436,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
 def network_forward(net, x: torch.Tensor, cell_weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """``Network.forward`` after the mixing weights are chosen, fast."""
     ctx = _Ctx(CL if x.dim() == 4 and x.is_contiguous(memory_format=CL) and not x.is_contiguous()
-               else torch.contiguous_format)
+               else torch.contiguous_format, getattr(net, "grouped_edges", False))
     if x.dim() == 4:
         x = x.contiguous(memory_format=DEVICE_FORMAT.get(x.device.type, torch.contiguous_format))
     # DARTS-PT's skip of candidates at weight 0: one read for every cell (live_candidates),

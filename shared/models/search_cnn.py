@@ -107,6 +107,10 @@ class Network(Supernet):
     and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
     to rounding. ``fast=False`` runs ``SearchCell.forward``, the per-candidate reference.
 
+    ``grouped_edges`` (fast path only): the separable convs on the edges leaving a cell state
+    run as one kernel per stage (``shared.models.grouped_edges``); equal to rounding, off by
+    default until measured on a GPU.
+
     ``skip_zero_weights``: a candidate whose mixing weight is exactly 0 is not run, as in
     darts-pt's supernet (``sota/cnn/model_search.py``, ``if w != 0``): an op DARTS-PT masks or
     projects away then updates no BN running statistics, and an SDARTS attack cannot move a
@@ -118,7 +122,7 @@ class Network(Supernet):
     def __init__(self, C: int, num_classes: int, layers: int,
                  space: CellSpace | PerCellSpace, steps: int = STEPS, multiplier: int = 4,
                  stem_multiplier: int = 3, in_channels: int = 3, fast: bool = True,
-                 skip_zero_weights: bool = False) -> None:
+                 skip_zero_weights: bool = False, grouped_edges: bool = False) -> None:
         super().__init__()
         per_cell = isinstance(space, PerCellSpace)
         if per_cell and space.layers != layers:
@@ -126,6 +130,7 @@ class Network(Supernet):
                              f"{layers}")
         self.space = space
         self.fast = fast
+        self.grouped_edges = grouped_edges
         self.skip_zero_weights = skip_zero_weights
         self._C, self._num_classes, self._layers = C, num_classes, layers
         self._steps, self._multiplier = steps, multiplier
