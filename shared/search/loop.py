@@ -30,6 +30,11 @@ file ever shows an epoch a resume would redo), and **select** (``select(model) -
 argmax by default, DARTS-PT's projection instead). A non-finite loss or alpha stops the search
 before its epoch is checkpointed (``check_finite``): no genotype is derived from a diverged run.
 
+Data parallelism (``data_parallel``, ``shared.search.data_parallel``): each process computes its
+shard of every batch; the weight step's gradients (and one-level alpha's) are averaged over the
+ranks after the backward, before the hooks and the clipping, the meters are summed over the
+ranks when read, and only rank 0 writes the checkpoint and runs the publish hooks.
+
 Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically:
 model, both optimisers, scheduler, RNG states, history and ``extra_state`` (a method's own
 state, e.g. DARTS-PT's projection decisions); with ``numbered_checkpoints`` every N-th epoch is
