@@ -222,7 +222,7 @@ def test_when_the_data_goes_on_the_device() -> None:
     with pytest.raises(UserError, match="imagenet is not held on the device"):
         resolve_data_on_device(True, "imagenet", data, CPU)
     with pytest.raises(UserError, match="--auto_aug"):
-        resolve_data_on_device(True, "digits", data, CPU, ["--auto_aug draws per image"])
+        resolve_data_on_device(True, "digits", data, CPU, auto_augment=True)
     assert resolve_data_on_device(False, "imagenet", data, CPU) is False
 
 

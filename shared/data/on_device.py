@@ -19,6 +19,7 @@ the stream.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -100,9 +101,16 @@ class BatchAugment:
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
-    s = torch.tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
-    return (x - m) / s
+    return (x - _channels(tuple(mean), x.device, x.dtype)) / _channels(tuple(std), x.device,
+                                                                      x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _channels(values: tuple[float, ...], device: torch.device,
+              dtype: torch.dtype) -> torch.Tensor:
+    """Per-channel constants as a (1, C, 1, 1) tensor on ``device``, made once: not a copy
+    from the host in every batch."""
+    return torch.tensor(values, dtype=dtype, device=device)[None, :, None, None]
 
 
 def batch_augment(dataset: str, cutout: bool = False, cutout_length: int = 16,
@@ -277,13 +285,16 @@ def host_bytes(dataset: Any) -> int:
 
 
 def resolve_data_on_device(requested: bool | None, name: str, dataset: Any,
-                           device: torch.device, blockers: Sequence[str] = ()) -> bool:
+                           device: torch.device, auto_augment: bool = False,
+                           blockers: Sequence[str] = ()) -> bool:
     """Whether a run holds its data on the device: ``requested`` (``--data_on_device`` /
     ``--no-data_on_device``), or with None on a CUDA device where the data set is one of
-    ``ON_DEVICE_DATASETS``, nothing in ``blockers`` (reasons the run needs the per-image host
-    pipeline) and its images take at most half the free device memory. Asked for where it
-    cannot be: one UserError with every reason."""
+    ``ON_DEVICE_DATASETS``, neither ``auto_augment`` nor anything in ``blockers`` (reasons the
+    run needs the per-image host pipeline) asks otherwise, and its images take at most half the
+    free device memory. Asked for where it cannot be: one UserError with every reason."""
     reasons = list(blockers)
+    if auto_augment:
+        reasons.insert(0, "--auto_aug draws AutoAugment per image on the host")
     if name not in ON_DEVICE_DATASETS:
         reasons.insert(0, f"{name} is not held on the device (only "
                           f"{', '.join(ON_DEVICE_DATASETS)}: crop, flip and Cutout)")

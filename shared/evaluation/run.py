@@ -103,9 +103,9 @@ def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: to
                   ctx: DistContext, logger: logging.Logger,
                   datasets: EvalDatasets) -> EvalTrainer:
     precision = Precision(cfg.amp, cfg.channels_last)
-    blockers = ["--auto_aug draws AutoAugment per image on the host"] if cfg.auto_aug else []
     cfg.data_on_device = resolve_data_on_device(cfg.data_on_device, cfg.dataset,
-                                                full_training_set(datasets), device, blockers)
+                                                full_training_set(datasets), device,
+                                                cfg.auto_aug)
     logger.info("data on device = %s", cfg.data_on_device)
     sampler = None
     if cfg.data_on_device:  # every rank draws the same global batches and keeps its shard

@@ -242,15 +242,8 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
     if cfg.data_on_device:
         g_train, g_valid = device_generator(cfg.seed, device), device_generator(cfg.seed + 1,
                                                                                 device)
-        train_queue, valid_queue, valid_eval_queue = device_search_queues(
-            to_device_images(train_data, cfg.dataset, device), cfg.train_portion,
-            cfg.batch_size, batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length,
-                                          cfg.cutout_prob), g_train, g_valid,
-            Shard(data_parallel.rank, data_parallel.world_size))
-        if cfg.debug:  # one step per epoch
-            train_queue.num_batches = 1
-            if valid_queue is not None:
-                valid_queue.num_batches = 1
+        train_queue, valid_queue, valid_eval_queue = device_queues(
+            cfg, train_data, g_train, g_valid, device, data_parallel)
     else:
         g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
         train_queue, valid_queue, valid_eval_queue = search_queues(cfg, train_data, g_train,
@@ -303,14 +296,28 @@ def decide_data_on_device(cfg: CNNSearchConfig, train_data: Any, device: torch.d
             raise UserError("a data-parallel search shards batches of data held on the device: "
                             "drop --no-data_on_device")
         requested = True
-    blockers = []
-    if cfg.auto_augment:
-        blockers.append("--auto_aug draws AutoAugment per image on the host")
-    if cfg.search_data != "darts":
-        blockers.append(f"the {cfg.search_data} search data pairs per-image transforms")
-    on = resolve_data_on_device(requested, cfg.dataset, train_data, device, blockers)
+    blockers = ([f"the {cfg.search_data} search data pairs per-image transforms"]
+                if cfg.search_data != "darts" else [])
+    on = resolve_data_on_device(requested, cfg.dataset, train_data, device, cfg.auto_augment,
+                                blockers)
     logger.info("data on device = %s", on)
     return on
+
+
+def device_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generator,
+                  g_valid: torch.Generator, device: torch.device,
+                  data_parallel: DataParallel) -> tuple:
+    """``search_queues`` with the data set on the device (``shared.data.on_device``), each
+    rank its rows of every batch; a debug run takes one step per epoch."""
+    queues = device_search_queues(
+        to_device_images(train_data, cfg.dataset, device), cfg.train_portion, cfg.batch_size,
+        batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob), g_train,
+        g_valid, Shard(data_parallel.rank, data_parallel.world_size))
+    if cfg.debug:
+        for queue in queues[:2]:
+            if queue is not None:
+                queue.num_batches = 1
+    return queues
 
 
 def search_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generator,
