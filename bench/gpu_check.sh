@@ -43,8 +43,11 @@ for flag in --data_on_device --no-data_on_device; do
         --save "dod$flag" 2>&1 | grep -E "data on device|epoch|acc|error" | tail -5
 done
 cd ../../..
-echo "== epochs per hour at the paper's search settings (DataLoader vs data on the device) =="
+echo "== the step as a CUDA graph vs eager: agreement and speed (C=16, 8 cells, batch 64) =="
+timeout 240 $PY bench/capture_check.py --device cuda --steps 20 \
+    --kinds first_order,second_order,random,pgd_linf | tee "$OUT/capture_check.md"
+echo "== epochs per hour at the paper's search settings (DataLoader, data on the device, graph) =="
 for args in "--order 1" "--order 2" "--order 1 --perturb pgd_linf"; do
-    timeout 150 $PY bench/search_epoch.py --device cuda --steps 20 --warmup 5 \
-        --eval_batches 20 $args | tee -a "$OUT/search_epoch.md"
+    timeout 200 $PY bench/search_epoch.py --device cuda --steps 20 --warmup 5 \
+        --paths dataloader,device,graph --eval_batches 20 $args | tee -a "$OUT/search_epoch.md"
 done

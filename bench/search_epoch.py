@@ -3,15 +3,18 @@ alpha step, weight step, meters; ``SearchLoop.train_epoch`` and ``infer``) on CI
 data, timed over a few steps and extrapolated to a whole epoch, per data path, in one run.
 
     python bench/search_epoch.py [--device cpu|cuda] [--order 1|2] [--perturb none|pgd_linf]
-                                 [--steps N] [--paths dataloader,device] [--data DIR]
+                                 [--steps N] [--paths dataloader,device,graph] [--data DIR]
 
 The search is DARTS' (``sdarts/sota/cnn/train_search.py`` defaults: s5, 8 cells, C=16,
 batch 64, train_portion 0.5, so 391 weight steps and 25,000 validation images per epoch).
 Without ``--data`` the images are random uint8 arrays in CIFAR-10's files and format, read by
 torchvision's CIFAR10 class with its md5 check switched off (no download here); the speed does
-not depend on the pixels. Each path runs ``--warmup`` untimed steps, then ``--steps`` timed ones
-and ``--eval_batches`` batches of the end-of-epoch accuracy; an epoch is extrapolated as
-(ms per step x weight steps) + (ms per accuracy batch x accuracy batches).
+not depend on the pixels. The paths: ``dataloader`` (torchvision transforms in DataLoaders),
+``device`` (``--data_on_device``), ``graph`` (data on the device and ``--step_capture
+cuda_graph``: the step recorded once per epoch and replayed; CUDA only). Each path runs
+``--warmup`` untimed steps, then ``--steps`` timed ones and ``--eval_batches`` batches of the
+end-of-epoch accuracy; an epoch is extrapolated as (ms per step x weight steps) + (ms per
+accuracy batch x accuracy batches).
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import torchvision.datasets as tvd  # noqa: E402
 
 from bench.data_pipeline import write_cifar  # noqa: E402
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search  # noqa: E402
+
+PATHS = ("dataloader", "device", "graph")
 
 
 def synchronize(device: torch.device) -> None:
@@ -67,7 +72,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--eval_batches", type=int, default=3)
-    p.add_argument("--paths", default="dataloader,device")
+    p.add_argument("--paths", default="dataloader,device",
+                   help="comma-separated: dataloader, device, graph (CUDA only)")
     p.add_argument("--data", default=None, help="a folder holding cifar-10-batches-py")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--layers", type=int, default=8)
@@ -86,12 +92,15 @@ def main(argv=None) -> None:
                 setattr(tvd.CIFAR10, name, [[f, None] for f, _ in getattr(tvd.CIFAR10, name)])
             tvd.CIFAR10.meta = {**tvd.CIFAR10.meta, "md5": None}
         for path in args.paths.split(","):
+            if path not in PATHS:
+                sys.exit(f"--paths: {path!r} is not one of {', '.join(PATHS)}")
             cfg = CNNSearchConfig(data=data, dataset="cifar10", batch_size=args.batch_size,
                                   layers=args.layers, init_channels=args.init_channels,
                                   search_space="s5", unrolled=args.order == 2,
                                   perturb_alpha=args.perturb, epochs=50, progress=False,
                                   gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
-                                  data_on_device=path == "device")
+                                  data_on_device=path != "dataloader",
+                                  step_capture="cuda_graph" if path == "graph" else "off")
             folder = os.path.join(root, path)
             os.makedirs(folder)
             rows.append((path, time_path(cfg, args.steps, args.warmup, args.eval_batches,

@@ -110,13 +110,15 @@ class Precision:
 
     amp: bool = False
     channels_last: bool = False
+    # autocast's cache of cast weights: off inside a recorded CUDA graph (PyTorch requires it)
+    autocast_cache: bool = True
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if not self.amp:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() \
             else torch.float16
-        return torch.autocast(device.type, dtype=dtype)
+        return torch.autocast(device.type, dtype=dtype, cache_enabled=self.autocast_cache)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -69,7 +69,11 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common  # noqa: E402
-from shared.cli.flags import add_data_on_device_flag, add_runtime_flags  # noqa: E402
+from shared.cli.flags import (  # noqa: E402
+    add_data_on_device_flag,
+    add_runtime_flags,
+    add_step_capture_flag,
+)
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
@@ -97,6 +101,7 @@ def build_parser() -> ArgumentParser:
                    help="the NAS-Bench-201 benchmark file (queried unless --fast)")
     add_runtime_flags(p, "flags", num_workers=0, experiments="../experiments")
     add_data_on_device_flag(p)
+    add_step_capture_flag(p)
     return p
 
 

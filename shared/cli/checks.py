@@ -71,3 +71,8 @@ def check_flags(args: argparse.Namespace, rules: dict[str, Rule] | None = None) 
         ok, text = rule
         if not ok(value):
             raise UserError(f"--{name} must be {text}, got {value}")
+    if getattr(args, "step_capture", "off") == "cuda_graph":
+        from shared.capture import check_capture_device
+        from shared.runtime import choose_device
+
+        check_capture_device(choose_device(getattr(args, "gpu", 0)))

@@ -134,6 +134,15 @@ def add_data_on_device_flag(parser: argparse.ArgumentParser) -> None:
                              "(default: on CUDA for CIFAR-10/100, SVHN and digits)")
 
 
+def add_step_capture_flag(parser: argparse.ArgumentParser) -> None:
+    """``--step_capture`` (shared.capture): the training step (search or evaluation) recorded
+    as a CUDA graph and replayed; off by default."""
+    parser.add_argument("--step_capture", choices=("off", "cuda_graph"), default="off",
+                        help="cuda_graph: record the training step once per epoch as a CUDA "
+                             "graph and replay it (CUDA only); a step that cannot be recorded "
+                             "runs eagerly and the log says why")
+
+
 def settings_suffix(args: argparse.Namespace) -> str:
     """The folder-name suffixes the DARTS family's search scripts append for non-default
     settings, in their order: -unrolled, -weight_l2-X, -alpha_l2-X, -cutout-L-P."""

@@ -20,6 +20,7 @@ from shared.cli.flags import (
     add_data_on_device_flag,
     add_perturbation_flags,
     add_runtime_flags,
+    add_step_capture_flag,
     settings_suffix,
 )
 from shared.cli.parser import ArgumentParser, parse
@@ -44,6 +45,7 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
     add_perturbation_flags(p)
     add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=0)
     add_data_on_device_flag(p)
+    add_step_capture_flag(p)
     return p
 
 

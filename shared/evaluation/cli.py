@@ -7,7 +7,12 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from shared.cli.flags import add_data_on_device_flag, add_gpu_flag, add_runtime_flags
+from shared.cli.flags import (
+    add_data_on_device_flag,
+    add_gpu_flag,
+    add_runtime_flags,
+    add_step_capture_flag,
+)
 from shared.cli.parser import ArgumentParser
 from shared.cli.resume import FREE_ON_RESUME
 from shared.genotypes import Genotype, PerCellGenotype, genotype_from_dict, load_genotype, published
@@ -108,6 +113,7 @@ def build_train_door_parser(datasets: Sequence[str] = TRAIN_DATASETS) -> Argumen
     p = build_cifar_train_parser(datasets)
     add_runtime_flags(p, "/".join(f"--{k}" for k in TRAIN_IDENTITY), num_workers=2)
     add_data_on_device_flag(p)
+    add_step_capture_flag(p)
     return p
 
 

@@ -48,6 +48,8 @@ class EvalConfig:
     # the data set held on the device, augmented there in batches (shared.data.on_device);
     # None: on for a CUDA device when the data set allows it (settled once, saved)
     data_on_device: bool | None = None
+    # the training step recorded as a CUDA graph per epoch (shared.capture): off | cuda_graph
+    step_capture: str = "off"
     amp: bool = False
     channels_last: bool = False
     progress: bool = True

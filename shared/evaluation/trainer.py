@@ -27,6 +27,7 @@ from shared.data.on_device import (
 )
 from shared.distributed import DistContext
 from shared.evaluation.config import KIND, NUMBERED_CHECKPOINT, EvalConfig
+from shared.evaluation.step_capture import TrainStepCapture
 from shared.genotypes import Genotype
 from shared.lr_schedules import cosine_power_scheduler
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
@@ -236,6 +237,7 @@ class EvalTrainer:
     def __post_init__(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smooth)
         self.criterion_eval = nn.CrossEntropyLoss()  # DARTS: smoothing only in training
+        self.capture = TrainStepCapture(self) if self.cfg.step_capture != "off" else None
 
     # one epoch ---------------------------------------------------------------------------
     def _apply_warmup(self, epoch: int) -> float:
@@ -261,6 +263,17 @@ class EvalTrainer:
                 loss = loss + self.cfg.auxiliary_weight * self.criterion(logits_aux, y)
         return loss, logits
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step: forward, backward, clipping, SGD; returns (loss, logits)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logits = self._loss(x, y)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss, logits
+
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         cfg = self.cfg
         self.net.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
@@ -271,16 +284,10 @@ class EvalTrainer:
         meters = DeviceMeters(self.device)
         bar = tqdm(self.train_queue, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True,
                    disable=not (cfg.progress and self.ctx.is_main))
+        train_step = self.train_step if self.capture is None else self.capture.for_epoch()
         for step, batch in enumerate(bar):
             x, y = to_device(batch, self.device, self.precision)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, logits = self._loss(x, y)
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-
+            loss, logits = train_step(x, y)
             meters.update(loss, logits.detach().float(), y)
             if step % cfg.report_freq == 0:
                 objs, top1, top5 = meters.averages()

@@ -39,6 +39,9 @@ class AlphaUpdate:
     # too); a strategy that computes gradients of its own averages them (Architect)
     data_parallel = ONE_PROCESS
     supports_data_parallel = True  # a strategy that computes gradients must average them
+    # its step may be recorded as a CUDA graph (shared.search.step_capture): no host reads of
+    # the device, nothing but per-epoch numbers baked in; a strategy says so itself
+    graph_safe = False
 
     def step_alpha(self, ctx: "StepContext") -> None:
         """The bilevel alpha step on ``ctx.x_val``/``ctx.y_val`` (nothing here)."""
@@ -57,6 +60,8 @@ class AlphaUpdate:
 class FixedAlpha(AlphaUpdate):
     """Blank-PT's fixed alpha."""
 
+    graph_safe = True
+
 
 def arch_adam(model: torch.nn.Module, lr: float, weight_decay: float,
               betas: tuple[float, float] = (0.5, 0.999)) -> torch.optim.Adam:
@@ -74,6 +79,7 @@ class OneLevel(AlphaUpdate):
     moves_alpha = True
     needs_valid_batch = False
     one_level = True
+    graph_safe = True
 
     def __init__(self, model: torch.nn.Module, arch_learning_rate: float = 3e-4,
                  arch_weight_decay: float = 1e-3,

@@ -30,6 +30,7 @@ class Architect(AlphaUpdate):
     gradient is the same (the sum of the per-cell paths)."""
 
     moves_alpha = True
+    graph_safe = True  # R and the clip stay tensors; eta is the epoch's lr
     record_cell_grads = False
     cell_grads: list[torch.Tensor] | None = None
     # a data-parallel search: every gradient averaged over the ranks (the global batch's)

@@ -86,6 +86,8 @@ class CNNSearchConfig:
     # None: on for a CUDA device when the data set allows it. The search resolves it and saves
     # the answer with its config, so a resumed run reads the data the same way.
     data_on_device: bool | None = None
+    # the step recorded as a CUDA graph per epoch (shared.search.step_capture): off | cuda_graph
+    step_capture: str = "off"
     amp: bool = False
     channels_last: bool = False
     debug: bool = False  # one step per epoch, as the original's 'debug' in --save
@@ -275,7 +277,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
         progress=cfg.progress and data_parallel.is_main,
         numbered_checkpoints=numbered_checkpoints, max_batches=max_batches,
-        data_parallel=data_parallel)
+        data_parallel=data_parallel, step_capture=cfg.step_capture)
     alignment = make_alignment(cfg)
     if alignment is not None:
         alignment.attach(loop)

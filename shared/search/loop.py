@@ -35,6 +35,11 @@ shard of every batch; the weight step's gradients (and one-level alpha's) are av
 ranks after the backward, before the hooks and the clipping, the meters are summed over the
 ranks when read, and only rank 0 writes the checkpoint and runs the publish hooks.
 
+Recording (``step_capture``, ``shared.search.step_capture``): the whole step recorded as a
+CUDA graph once per epoch and replayed; the per-epoch numbers (lr, SDARTS' epsilon, whether alpha
+moves) are what a step may read on the host. A part of the step, or a hook, declares itself
+``graph_safe``; anything else keeps the step eager, with the reason logged.
+
 Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically:
 model, both optimisers, scheduler, RNG states, history and ``extra_state`` (a method's own
 state, e.g. DARTS-PT's projection decisions); with ``numbered_checkpoints`` every N-th epoch is
@@ -53,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from shared.capture import check_capture_device
 from shared.checkpoint import copy_file, save_checkpoint
 from shared.data.on_device import check_data_path
 from shared.errors import UserError
@@ -61,6 +67,7 @@ from shared.search.alpha_update import AlphaUpdate, FixedAlpha
 from shared.search.context import EpochContext, MixingWeights, StepContext, capture_rng
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.meters import DeviceMeters
+from shared.search.step_capture import STEP_CAPTURES, LoopStepCapture
 
 STEP_ORDERS = ("alpha_first", "weights_first")
 
@@ -147,6 +154,11 @@ class SearchLoop:
     # several processes, each its shard of every batch (shared.search.data_parallel)
     data_parallel: DataParallel = ONE_PROCESS
     supports_data_parallel = True  # a class attribute: a loop whose step differs says False
+    # the step recorded as a CUDA graph and replayed (shared.search.step_capture): "off",
+    # "cuda_graph", or "emulate" (the same bookkeeping without a graph, on any device)
+    step_capture: str = "off"
+    supports_step_capture = True  # a class attribute: a loop with host state per step says False
+    capture: LoopStepCapture | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.alpha_update is None:
@@ -161,6 +173,13 @@ class SearchLoop:
                              f"queue")
         if self.data_parallel.enabled:
             self.share_data_parallel()
+        if self.step_capture not in (*STEP_CAPTURES, "emulate"):
+            raise ValueError(f"step_capture {self.step_capture!r}: one of "
+                             f"{', '.join(STEP_CAPTURES)}")
+        if self.step_capture == "cuda_graph":
+            check_capture_device(self.device)
+        if self.step_capture != "off":
+            self.capture = LoopStepCapture(self, self.step_capture)
 
     def share_data_parallel(self) -> None:
         """Hand the process group to every part of the step that computes a gradient or a
@@ -297,8 +316,10 @@ class SearchLoop:
         bar = tqdm(self.batches(epoch, lr, update_alpha), total=self.steps_per_epoch(),
                    desc=f"epoch {epoch}", leave=False, disable=not self.progress,
                    dynamic_ncols=True)
+        step = (self.step if self.capture is None
+                else self.capture.for_epoch(epoch, lr, update_alpha))
         for ctx in bar:
-            self.step(ctx)
+            step(ctx)
             postfix = self.report(ctx, meters)
             if postfix is not None:
                 bar.set_postfix(postfix)

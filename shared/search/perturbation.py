@@ -63,6 +63,9 @@ class _Perturbation:
     # averages each attack gradient and the losses it compares over the ranks
     data_parallel = ONE_PROCESS
     supports_data_parallel = True
+    # recordable as a CUDA graph: epsilon is per epoch, the noise comes from the default
+    # generator (whose offsets a replay advances), PGD's keep-or-undo is a torch.where
+    graph_safe = True
 
     def __init__(self, epsilon_alpha: float, epochs: int, ramp: bool = True) -> None:
         self.epsilon_alpha, self.epochs, self.ramp = epsilon_alpha, epochs, ramp

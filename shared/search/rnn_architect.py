@@ -66,6 +66,7 @@ class _LossOf(torch.nn.Module):
 
 class RNNArchitect(Architect):
     supports_data_parallel = False  # its unrolled step's gradients are not averaged
+    graph_safe = False  # its loop is not recorded (the hidden state goes step to step)
 
     def __init__(self, model: torch.nn.Module, arch_lr: float = 3e-3, arch_wdecay: float = 1e-3,
                  wdecay: float = 5e-7, clip: float = 0.25, unrolled: bool = False) -> None:

@@ -45,6 +45,7 @@ from shared.search.meters import DeviceMean
 @dataclass
 class RNNSearchLoop(SearchLoop):
     supports_data_parallel = False  # its weight step carries the hidden state of one process
+    supports_step_capture = False  # ... and hands it from step to step on the host
     bptt: int = 35
     ar_alpha: float = 0.0   # --alpha: activation regularisation on the dropped-out output
     tar_beta: float = 1e-3  # --beta: temporal activation regularisation on the raw output

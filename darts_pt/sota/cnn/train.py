@@ -43,7 +43,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from shared.cli.checks import check_flags as check_numbers  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
-from shared.cli.flags import add_data_on_device_flag, add_runtime_flags  # noqa: E402
+from shared.cli.flags import (  # noqa: E402
+    add_data_on_device_flag,
+    add_runtime_flags,
+    add_step_capture_flag,
+)
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, load_resumed, resolve_run  # noqa: E402
 from shared.cli.run_folder import claim_run, inside  # noqa: E402
@@ -73,6 +77,7 @@ def build_parser() -> ArgumentParser:
                    help="refused: the original's GPU queue helper never existed")
     add_runtime_flags(p, "--save/--arch/--seed/--dataset/--cutout/--auxiliary", num_workers=2)
     add_data_on_device_flag(p)
+    add_step_capture_flag(p)
     return p
 
 

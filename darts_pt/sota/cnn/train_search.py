@@ -54,6 +54,7 @@ from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common
 from shared.cli.flags import (  # noqa: E402
     add_data_on_device_flag,
     add_runtime_flags,
+    add_step_capture_flag,
     settings_suffix,
 )
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
@@ -82,6 +83,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--proj_mode_edge", type=str, default="reg", choices=("reg",))
     add_runtime_flags(p, "flags", num_workers=0)
     add_data_on_device_flag(p)
+    add_step_capture_flag(p)
     return p
 
 

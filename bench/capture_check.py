@@ -1,0 +1,117 @@
+"""The search step recorded as a CUDA graph against the eager step: the same numbers, and how
+much faster, per alpha update and perturbation, in one run.
+
+    python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
+                                  [--steps N] [--batch_size 64] [--layers 8] [--space s5]
+
+Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
+the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
+so the only difference is eager launches vs a replayed graph. An epoch is ``--steps`` steps:
+epoch 0 warms up (3 eager steps, then the recording), and epoch 1 (1 eager step, a new
+recording, replays) is timed, so the recording's cost is in the figure as in a real epoch.
+``max |d alpha|`` / ``max |d w|`` compare the runs after both epochs. ``--device cpu`` runs
+the ``emulate`` backend (the bookkeeping without a graph: the numbers must be equal).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from shared.capture import make_capturable  # noqa: E402
+from shared.models.search_cnn import Network  # noqa: E402
+from shared.search.alpha_update import OneLevel  # noqa: E402
+from shared.search.architect import Architect  # noqa: E402
+from shared.search.loop import SearchLoop  # noqa: E402
+from shared.search.perturbation import make_perturbation  # noqa: E402
+from shared.spaces import get_space  # noqa: E402
+
+KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
+
+
+def batches(n: int, batch: int, size: int, device: torch.device, seed: int
+            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return [(torch.randn(batch, 3, size, size, generator=g).to(device),
+             torch.randint(0, 10, (batch,), generator=g).to(device)) for _ in range(n)]
+
+
+def run(kind: str, capture: str, args, device: torch.device, folder: str) -> dict:
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(args.seed)
+    model = Network(args.init_channels, 10, args.layers, get_space(args.space)).to(device)
+    optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
+                                weight_decay=3e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 50, eta_min=0.001)
+    alpha = (OneLevel(model, 3e-4, 1e-3) if kind == "one_level" else
+             Architect(model, 3e-4, 1e-3, 0.9, 3e-4, unrolled=kind == "second_order"))
+    make_capturable(alpha.optimizer)
+    loop = SearchLoop(
+        model=model, optimizer=optimizer, scheduler=scheduler, alpha_update=alpha,
+        train_queue=batches(args.steps, args.batch_size, args.size, device, 1),
+        valid_queue=None if kind == "one_level" else batches(args.steps, args.batch_size,
+                                                             args.size, device, 2),
+        valid_eval_queue=None, epochs=50, device=device, logger=logging.getLogger("bench"),
+        checkpoint_path=os.path.join(folder, f"{kind}-{capture}.pth.tar"),
+        perturbation=make_perturbation(kind if kind in ("random", "pgd_linf") else "none",
+                                       0.3, 50),
+        progress=False, step_capture=capture, report_freq=10 ** 6)
+    loop.train_epoch(0, scheduler.get_last_lr()[0])
+    scheduler.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    loop.train_epoch(1, scheduler.get_last_lr()[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    ms = (time.perf_counter() - start) * 1000 / args.steps
+    reason = loop.capture.reason if loop.capture is not None else None
+    return {"ms": ms, "alphas": [a.detach().clone() for a in model.arch_parameters()],
+            "weights": [p.detach().clone() for p in model.weight_parameters()],
+            "reason": reason}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    p.add_argument("--kinds", default=",".join(KINDS[:4]))
+    p.add_argument("--steps", type=int, default=20, help="steps per epoch (2 epochs)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--init_channels", type=int, default=16)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--space", default="s5")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device here")
+    capture = "cuda_graph" if device.type == "cuda" else "emulate"
+    print(f"search step, {args.space}, {args.layers} cells, C={args.init_channels}, batch "
+          f"{args.batch_size}, {args.size}x{args.size}, {args.device} ({capture}); epoch 1 "
+          f"of 2 timed, {args.steps} steps")
+    print(f"{'kind':<13} {'eager ms':>9} {'graph ms':>9} {'speed-up':>9} "
+          f"{'max|d alpha|':>13} {'max|d w|':>10}  note")
+    with tempfile.TemporaryDirectory() as folder:
+        for kind in args.kinds.split(","):
+            eager = run(kind, "off", args, device, folder)
+            graph = run(kind, capture, args, device, folder)
+            da = max((a - b).abs().max().item() for a, b in zip(eager["alphas"],
+                                                                graph["alphas"]))
+            dw = max((a - b).abs().max().item() for a, b in zip(eager["weights"],
+                                                                graph["weights"]))
+            note = f"eager: {graph['reason']}" if graph["reason"] else ""
+            print(f"{kind:<13} {eager['ms']:>9.1f} {graph['ms']:>9.1f} "
+                  f"{eager['ms'] / graph['ms']:>8.2f}x {da:>13.2e} {dw:>10.2e}  {note}")
+
+
+if __name__ == "__main__":
+    main()

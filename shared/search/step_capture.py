@@ -1,0 +1,112 @@
+"""The search step recorded as a CUDA graph (``--step_capture cuda_graph``; ``shared.capture``).
+
+The whole ``SearchLoop.step`` is recorded: the alpha step (first order, or second order with
+its unrolled step and both finite-difference passes), SDARTS' perturbation (random smoothing
+or the 7-step PGD attack, its keep-or-undo a ``torch.where``), the weight step's forward and
+backward, the clipping and both optimisers' steps. One graph per epoch: the learning rate (the
+unrolled step's eta too), SDARTS' epsilon and whether alpha moves are per-epoch numbers the
+graph bakes in.
+
+What cannot be recorded runs eagerly, and the log says why (``capture_blockers``): a part of
+the step that reads the device on the host (DARTS-PT's skip of zero-weight candidates), a hook
+that is not declared ``graph_safe`` (Λ-DARTS' regulariser restores the RNG state it drew
+from), a data-parallel step (its all-reduces), a loop whose step carries host state between
+steps (the recurrent search's hidden state).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
+
+from shared.capture import FIRST_WARMUP, CapturedStep, make_capturable
+from shared.search.context import StepContext
+
+if TYPE_CHECKING:
+    from shared.search.loop import SearchLoop
+
+STEP_CAPTURES = ("off", "cuda_graph")
+
+
+def _name(part: object) -> str:
+    return getattr(part, "__name__", type(part).__name__)
+
+
+def capture_blockers(loop: "SearchLoop") -> list[str]:
+    """Why this loop's step cannot be recorded (empty: it can)."""
+    reasons = []
+    if not getattr(loop, "supports_step_capture", False):
+        reasons.append(f"{type(loop).__name__} carries host state from step to step")
+    if loop.data_parallel.enabled:
+        reasons.append("a data-parallel step all-reduces outside the graph")
+    for part in (loop.alpha_update, loop.perturbation):
+        if part is not None and not getattr(part, "graph_safe", False):
+            reasons.append(f"{_name(part)} is not graph-safe")
+    for hook in loop.weight_grad_hooks + loop.step_end_hooks:
+        if not getattr(hook, "graph_safe", False):
+            reasons.append(f"the hook {_name(hook)} is not graph-safe")
+    if getattr(loop.model, "skip_zero_weights", False):
+        reasons.append("the skip of zero-weight candidates reads the device on the host")
+    return reasons
+
+
+class LoopStepCapture:
+    """The loop's steps through one ``CapturedStep`` per epoch; eager for good once a blocker
+    or a failed recording says so."""
+
+    def __init__(self, loop: "SearchLoop", backend: str) -> None:
+        self.loop, self.backend = loop, backend
+        self.reason: str | None = None
+        self.recorded_epochs = 0
+        self.checked = False
+
+    def check(self) -> None:
+        """Once, at the first epoch this process trains (after any resume has loaded the
+        optimiser states): log the decision and make alpha's Adam capturable."""
+        if self.checked:
+            return
+        self.checked = True
+        logger = self.loop.logger
+        blockers = capture_blockers(self.loop)
+        if blockers:
+            self.reason = "; ".join(blockers)
+            logger.info("step capture: eager (%s)", self.reason)
+            return
+        # autocast's weight cast cache must be off while recording (torch.cuda.graph's notes)
+        self.loop.precision = replace(self.loop.precision, autocast_cache=False)
+        optimizer = self.loop.alpha_update.optimizer
+        stepped = optimizer is not None and bool(optimizer.state)
+        if optimizer is not None and make_capturable(optimizer) and stepped:
+            logger.info("note: alpha's Adam continues fused (its step count on the device), "
+                        "as a recorded step needs: equal to rounding, not bit for bit")
+        logger.info("step capture = %s", self.backend)
+
+    def for_epoch(self, epoch: int, lr: float, update_alpha: bool
+                  ) -> Callable[[StepContext], None]:
+        """The epoch's step function: ``run(ctx)`` steps and leaves the step's weights, loss
+        and logits in ``ctx`` (a recorded step's outputs, valid until the next step)."""
+        self.check()
+        loop = self.loop
+        if self.reason is not None:
+            return loop.step
+
+        def step(x, y, x_val, y_val) -> StepContext:
+            # a recorded step is replayed for every step of the epoch: it has no step number
+            ctx = StepContext(loop, loop.model, epoch, -1, lr, x, y, x_val, y_val,
+                              update_alpha)
+            loop.step(ctx)
+            return ctx
+
+        warmup = FIRST_WARMUP if self.recorded_epochs == 0 else 1
+        self.recorded_epochs += 1
+        captured = CapturedStep(step, loop.device, self.backend, warmup, loop.logger)
+
+        def run(ctx: StepContext) -> None:
+            if self.reason is not None:
+                loop.step(ctx)
+                return
+            out = captured(ctx.x, ctx.y, ctx.x_val, ctx.y_val)
+            if captured.reason is not None:  # the recording failed: eager for the whole run
+                self.reason = captured.reason
+            ctx.weights, ctx.cell_weights = out.weights, out.cell_weights
+            ctx.loss, ctx.logits = out.loss, out.logits
+        return run
