@@ -94,6 +94,7 @@ class CapturedStep:
         self.recorded_shapes: tuple[Any, ...] | None = None
         self.replays = 0
         self.eager_calls = 0
+        self._side_stream: torch.cuda.Stream | None = None  # the warm-up's, one for all calls
 
     def __call__(self, *inputs: Any) -> Any:
         if self.reason is not None:
@@ -121,7 +122,9 @@ class CapturedStep:
         self.eager_calls += 1
         if not (side_stream and self.backend == "cuda_graph"):
             return self.fn(*inputs)
-        stream = torch.cuda.Stream(self.device)
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        stream = self._side_stream
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             out = self.fn(*inputs)
