@@ -10,7 +10,7 @@ probability), which branches ran. So
 * the inputs are copied into static buffers before every replay, and the outputs the caller
   reads (loss, logits) are the tensors the recording produced, overwritten by each replay;
 * a step may read on the host only what is constant while it is replayed: the caller makes
-  one ``CapturedStep`` per epoch (``new_epoch``), so per-epoch numbers are re-recorded;
+  one ``CapturedStep`` per epoch (``EpochCaptures``), so per-epoch numbers are re-recorded;
 * a step must never read the device on the host (``.item()``, ``bool(tensor)``): recording
   refuses it, and the step then runs eagerly from there on, with the reason logged;
 * optimisers must be capturable: SGD with a Python lr is (its update is one foreach kernel
@@ -31,6 +31,7 @@ step's graph-safe structure with it on the CPU.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -156,3 +157,55 @@ class CapturedStep:
         else:
             self.graph.replay()
         return self.static_outputs
+
+
+class EpochCaptures:
+    """A trainer's steps through one ``CapturedStep`` per epoch (per-epoch numbers are
+    re-recorded); eager for good once a blocker or a failed recording says so. ``owner`` (the
+    search loop, the evaluation trainer) has ``device``, ``logger`` and ``precision``; a
+    subclass says what blocks its step (``blockers``) and what to ready first (``prepare``)."""
+
+    def __init__(self, owner: Any, backend: str) -> None:
+        if backend == "cuda_graph":
+            check_capture_device(owner.device)
+        self.owner, self.backend = owner, backend
+        self.reason: str | None = None
+        self.recorded_epochs = 0
+        self.checked = False
+        self.current: CapturedStep | None = None
+
+    def blockers(self) -> list[str]:
+        """Why the owner's step cannot be recorded (empty: it can)."""
+        return []
+
+    def prepare(self) -> None:
+        """Ready the owner for recording (once, after any resume loaded its state)."""
+
+    def check(self) -> None:
+        """Once, at the first epoch this process trains: log the decision."""
+        if self.checked:
+            return
+        self.checked = True
+        logger = self.owner.logger
+        blockers = self.blockers()
+        if blockers:
+            self.reason = "; ".join(blockers)
+            logger.info("step capture: eager (%s)", self.reason)
+            return
+        # autocast's weight cast cache must be off while recording (torch.cuda.graph's notes)
+        self.owner.precision = replace(self.owner.precision, autocast_cache=False)
+        self.prepare()
+        logger.info("step capture = %s", self.backend)
+
+    def captured(self, fn: Callable[..., Any]) -> CapturedStep | None:
+        """This epoch's recorded ``fn``; None where the step runs eagerly."""
+        self.check()
+        if self.current is not None and self.current.reason is not None:
+            self.reason = self.current.reason  # a recording failed: eager for the whole run
+        if self.reason is not None:
+            return None
+        warmup = FIRST_WARMUP if self.recorded_epochs == 0 else 1
+        self.recorded_epochs += 1
+        self.current = CapturedStep(fn, self.owner.device, self.backend, warmup,
+                                    self.owner.logger)
+        return self.current

@@ -237,7 +237,8 @@ class EvalTrainer:
     def __post_init__(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smooth)
         self.criterion_eval = nn.CrossEntropyLoss()  # DARTS: smoothing only in training
-        self.capture = TrainStepCapture(self) if self.cfg.step_capture != "off" else None
+        self.capture = (TrainStepCapture(self, self.cfg.step_capture)
+                        if self.cfg.step_capture != "off" else None)
 
     # one epoch ---------------------------------------------------------------------------
     def _apply_warmup(self, epoch: int) -> float:

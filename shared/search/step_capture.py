@@ -15,10 +15,9 @@ steps (the recurrent search's hidden state).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
-from shared.capture import FIRST_WARMUP, CapturedStep, make_capturable
+from shared.capture import EpochCaptures, make_capturable
 from shared.search.context import StepContext
 
 if TYPE_CHECKING:
@@ -49,45 +48,26 @@ def capture_blockers(loop: "SearchLoop") -> list[str]:
     return reasons
 
 
-class LoopStepCapture:
-    """The loop's steps through one ``CapturedStep`` per epoch; eager for good once a blocker
-    or a failed recording says so."""
+class LoopStepCapture(EpochCaptures):
+    """The search loop's steps, recorded per epoch (``shared.capture.EpochCaptures``)."""
 
-    def __init__(self, loop: "SearchLoop", backend: str) -> None:
-        self.loop, self.backend = loop, backend
-        self.reason: str | None = None
-        self.recorded_epochs = 0
-        self.checked = False
+    def blockers(self) -> list[str]:
+        return capture_blockers(self.owner)
 
-    def check(self) -> None:
-        """Once, at the first epoch this process trains (after any resume has loaded the
-        optimiser states): log the decision and make alpha's Adam capturable."""
-        if self.checked:
-            return
-        self.checked = True
-        logger = self.loop.logger
-        blockers = capture_blockers(self.loop)
-        if blockers:
-            self.reason = "; ".join(blockers)
-            logger.info("step capture: eager (%s)", self.reason)
-            return
-        # autocast's weight cast cache must be off while recording (torch.cuda.graph's notes)
-        self.loop.precision = replace(self.loop.precision, autocast_cache=False)
-        optimizer = self.loop.alpha_update.optimizer
+    def prepare(self) -> None:
+        """Alpha's Adam made capturable (its step count on the device)."""
+        optimizer = self.owner.alpha_update.optimizer
         stepped = optimizer is not None and bool(optimizer.state)
         if optimizer is not None and make_capturable(optimizer) and stepped:
-            logger.info("note: alpha's Adam continues fused (its step count on the device), "
-                        "as a recorded step needs: equal to rounding, not bit for bit")
-        logger.info("step capture = %s", self.backend)
+            self.owner.logger.info("note: alpha's Adam continues fused (its step count on the "
+                                   "device), as a recorded step needs: equal to rounding, not "
+                                   "bit for bit")
 
     def for_epoch(self, epoch: int, lr: float, update_alpha: bool
                   ) -> Callable[[StepContext], None]:
         """The epoch's step function: ``run(ctx)`` steps and leaves the step's weights, loss
         and logits in ``ctx`` (a recorded step's outputs, valid until the next step)."""
-        self.check()
-        loop = self.loop
-        if self.reason is not None:
-            return loop.step
+        loop = self.owner
 
         def step(x, y, x_val, y_val) -> StepContext:
             # a recorded step is replayed for every step of the epoch: it has no step number
@@ -96,17 +76,12 @@ class LoopStepCapture:
             loop.step(ctx)
             return ctx
 
-        warmup = FIRST_WARMUP if self.recorded_epochs == 0 else 1
-        self.recorded_epochs += 1
-        captured = CapturedStep(step, loop.device, self.backend, warmup, loop.logger)
+        captured = self.captured(step)
+        if captured is None:
+            return loop.step
 
         def run(ctx: StepContext) -> None:
-            if self.reason is not None:
-                loop.step(ctx)
-                return
             out = captured(ctx.x, ctx.y, ctx.x_val, ctx.y_val)
-            if captured.reason is not None:  # the recording failed: eager for the whole run
-                self.reason = captured.reason
             ctx.weights, ctx.cell_weights = out.weights, out.cell_weights
             ctx.loss, ctx.logits = out.loss, out.logits
         return run
