@@ -39,6 +39,33 @@ Nothing here reads a tensor back to the host inside a step (``tests/test_no_host
   the step's Λ and p are NaN there and ``apply`` is False; the refusal (``UserError``) comes
   at the end of the epoch, from a flag kept on the device, before the epoch is checkpointed,
   where it used to come from the step itself.
+
+Data parallel (``shared.search.data_parallel``; the loop hands its ``DataParallel`` to the
+hooks, ``supports_data_parallel``): N ranks with b rows each step as one process with N·b rows.
+Each rank's loss is its shard's mean, and BatchNorm's statistics are the global batch's
+(``shared.models.global_batch_norm``), so a gradient of the global mean loss is the mean over
+the ranks of the per-rank gradients. Three kinds of numbers enter the regulariser:
+
+* g_l = dL/dA_l: every rank's leaf copies get its shard's share; they are averaged before Λ,
+  p_l, ε, ``apply`` and the zero-gradient flag are computed, so those are the global batch's
+  and bit-identical on every rank (an all-reduce gives every rank the same sum): the ranks
+  perturb A_l by the same εp_l and take the same decisions. Λ and p are not linear in g_l: a
+  rank-local Λ (of its shard's g_l) would be another regulariser, not a share of this one;
+* the ± passes' weight gradients g₋, g₊ are each rank's share, as the base pass's; the loop
+  averaged the base gradient before the hooks, so the hook averages g₋ - g₊ (one all-reduce,
+  linear: the mean of the differences is the difference of the means) before adding
+  λ_t (g₋ - g₊) / 2ε. The passes run in train mode through the global BatchNorm, so every rank
+  moves the running statistics by the global batch's, as one process does (and puts them back
+  together where ``apply`` is False);
+* ``valid_corr``'s per-cell gradients come from the Architect (``record_cell_grads``), which
+  averages them with alpha's (first order, and second order's unrolled pass).
+
+The RNG: every rank is seeded alike, and the ± passes replay the rank's own base pass's state
+(``restore_rng``, captured per rank), so each rank's finite difference is as clean as one
+process's. A noise op (S4's) draws on each rank for its shard's shape from that same stream,
+so its noise is not the one process's draw: as in every data-parallel search of this engine,
+the equality holds for spaces without random ops. ``tests/test_data_parallel_search.py`` runs
+2 gloo ranks against one process in float64 (corr, signcorr, corr with SDARTS-ADV).
 """
 from __future__ import annotations
 
@@ -52,6 +79,7 @@ import torch
 from shared.errors import UserError
 from shared.search.alignment_terms import REGULARIZERS, ZERO_GRADIENT, corr, undefined
 from shared.search.context import EpochContext, StepContext, restore_rng
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.outputs import PLOT_INTERVAL_S
 
 CELLS = ("normal", "all")
@@ -79,6 +107,11 @@ class LayerAlignment:
     the released code's ``--corr_regularization none``). ``attach(loop)`` plugs it in."""
 
     needs_cell_grads = True
+    # a data-parallel search (``shared.search.data_parallel``): the loop hands its process
+    # group here (``SearchLoop.share_data_parallel``); g_l and the ± passes' weight gradients
+    # are averaged over the ranks (see the module's docstring)
+    supports_data_parallel = True
+    data_parallel: DataParallel = ONE_PROCESS
 
     def __init__(self, regularizer: str | None, lambda_: float, epsilon_0: float, epochs: int,
                  cells: str = "normal", fresh_noise: bool = False,
@@ -114,6 +147,8 @@ class LayerAlignment:
         loop.scalar_tags.update(TENSORBOARD_TAGS)
         if hasattr(loop.alpha_update, "record_cell_grads"):
             loop.alpha_update.record_cell_grads = True
+        if loop.data_parallel.enabled:  # the loop shared its group before these hooks came
+            loop.share_data_parallel()
 
     # -- epochs ----------------------------------------------------------------------------------
     def lambda_at(self, epoch: int) -> float:
@@ -160,7 +195,10 @@ class LayerAlignment:
     def __call__(self, ctx: StepContext) -> None:
         """The weight-gradient hook: after the training backward, before the clip."""
         cells = self._cells or regularised_cells(ctx.model.cell_kinds(), self.cells)
-        grads = [ctx.cell_weights[i].grad for i in cells]
+        # g_l of the global batch: each rank's leaf copies hold its shard's share (averaged in
+        # place, as the loop averages the weights' gradients; one process: nothing to do), so
+        # Λ, p, ε and the flags below are the same numbers on every rank
+        grads = list(self.data_parallel.averaged([ctx.cell_weights[i].grad for i in cells]))
         self._note_undefined(grads)
         self._train.append(corr(grads, check=False).detach())
         if self.regularizer is None:
@@ -181,12 +219,15 @@ class LayerAlignment:
         plus = self._weight_grads(ctx, [b + p for b, p in zip(base, pert)], params)
         with torch.no_grad():
             buffers.restore_unless(apply)
-            for p, g_m, g_p in zip(params, minus, plus):
-                if g_m is None and g_p is None:
+            diffs = [_difference(p, g_m, g_p) for p, g_m, g_p in zip(params, minus, plus)]
+            # the loop averaged the base gradients before this hook: the added term is each
+            # rank's shard's share too, so g₋ - g₊ is averaged (once, not g₋ and g₊ apart)
+            self.data_parallel.average(diffs)
+            del minus, plus
+            for p, diff in zip(params, diffs):
+                if diff is None:
                     continue
-                g_m = torch.zeros_like(p) if g_m is None else g_m
-                g_p = torch.zeros_like(p) if g_p is None else g_p
-                reg = (g_m - g_p) / (2 * eps) * self.lam
+                reg = diff / (2 * eps) * self.lam
                 if p.grad is None:  # reached by a ± pass only: not where ``apply`` is False,
                     p.grad = reg    # whose passes run at the base pass's weights
                 else:
@@ -205,6 +246,16 @@ class LayerAlignment:
         with loop.precision.autocast(loop.device):
             loss = ctx.model.loss(ctx.x, ctx.y, cell_weights=cell_weights)
         return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+def _difference(p: torch.Tensor, g_m: torch.Tensor | None, g_p: torch.Tensor | None
+                ) -> torch.Tensor | None:
+    """g₋ - g₊ for one weight (None: neither pass reached it; a missing one counts as 0)."""
+    if g_m is None and g_p is None:
+        return None
+    g_m = torch.zeros_like(p) if g_m is None else g_m
+    g_p = torch.zeros_like(p) if g_p is None else g_p
+    return g_m - g_p
 
 
 class _Snapshot:

@@ -180,18 +180,29 @@ class SearchLoop:
 
     def share_data_parallel(self) -> None:
         """Hand the process group to every part of the step that computes a gradient or a
-        BatchNorm statistic; refuse the parts that cannot take it yet."""
+        BatchNorm statistic; refuse the parts that cannot take it yet.
+
+        A step hook (a function, an object, or a bound method: then its object) takes part
+        when it declares ``supports_data_parallel = True``; it gets ``data_parallel`` and
+        averages what it computes itself (Λ-DARTS' ``shared.search.alignment``). Idempotent:
+        whoever adds hooks after the loop is built (``LayerAlignment.attach``) calls it again."""
+        import inspect
+
         from shared.models.global_batch_norm import use_global_batch_norm
 
-        unsupported = [getattr(h, "__name__", type(h).__name__) for h in
-                       self.weight_grad_hooks + self.step_end_hooks]
+        def owner(hook: Any) -> Any:  # a bound method's attributes are its object's
+            return hook.__self__ if inspect.ismethod(hook) else hook
+
+        hooks = self.weight_grad_hooks + self.step_end_hooks
+        unsupported = [getattr(h, "__name__", type(h).__name__) for h in hooks
+                       if not getattr(owner(h), "supports_data_parallel", False)]
         for part in (self, self.alpha_update, self.perturbation):
             if part is not None and not getattr(part, "supports_data_parallel", False):
                 unsupported.append(type(part).__name__)
         if unsupported:
             raise UserError(f"a data-parallel search does not support {', '.join(unsupported)} "
                             "yet: run it as one process")
-        for part in (self.alpha_update, self.perturbation):
+        for part in (self.alpha_update, self.perturbation, *map(owner, hooks)):
             if part is not None:
                 part.data_parallel = self.data_parallel
         use_global_batch_norm(self.model, self.data_parallel)

@@ -21,6 +21,10 @@ Additions, each said in ``--help``:
 * ``--perturb_alpha random|pgd_linf`` (SDARTS-RS/ADV): the regulariser then aligns the
   gradients at the perturbed mixing weights, the ones the weight step trains on.
 * ``--resume [RUN_DIR]`` (the original had none) and the runtime switches of every door.
+* ``torchrun --nproc_per_node N train_search.py ...``: one search in N processes (the original
+  ran on one GPU): ``--batch_size`` is the global batch, each rank computes its ``1/N`` of it,
+  and α, the weights and BatchNorm's statistics move as one process with the whole batch
+  (``shared.search.alignment``'s docstring says what is averaged); rank 0 writes the folder.
 
 Differences from the released script: ``--lambda`` (argparse prefix matching made it mean
 ``--lambda_``) is refused with the flag's full name; a ramp over ``--epochs 1`` (a division by
@@ -38,7 +42,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from shared.cli.flags import add_alignment_flags, refuse_lambda_prefix  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.cli.search_door import (  # noqa: E402
     build_search_parser,
     parse_search,
@@ -75,10 +79,15 @@ def main(argv: list[str] | None = None) -> None:
     make_alignment(cfg)  # before any folder is made: a ramp over one epoch, ...
     if args.corr_regularization != "none":  # ... fewer than 2 cells to align
         regularised_cells(kinds_of_cells(args.layers), args.lambda_cells)
-    with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
-        print(f"experiment folder: {save_dir}")
+    # under torchrun: a data-parallel search, rank 0 owns the folder (shared.search.data_parallel;
+    # the regulariser averages its per-cell and ± gradients over the ranks)
+    with claim_run(save_dir, root=args.experiments, new=not resumed,
+                   data_parallel=True) as save_dir:
+        if main_process():
+            print(f"experiment folder: {save_dir}")
         genotype = run_cnn_search(cfg, save_dir, resume=resumed)
-    print(f"genotype = {genotype}")
+    if main_process():
+        print(f"genotype = {genotype}")
 
 
 if __name__ == "__main__":
