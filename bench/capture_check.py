@@ -1,8 +1,16 @@
-"""The search step recorded as a CUDA graph against the eager step: the same numbers, and how
-much faster, per alpha update and perturbation, in one run.
+"""The search step recorded as a CUDA graph, or its network compiled with torch.compile,
+against the eager step: the same numbers, and how much faster, per alpha update and
+perturbation, in one run.
 
     python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
+                                  [--paths graph,compile,compile+graph,reduce-overhead]
                                   [--steps N] [--batch_size 64] [--layers 8] [--space s5]
+
+Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), ``compile``
+(``--compile default``: Inductor's fused kernels), ``compile+graph`` (both: the fused kernels
+launched by the recorded step), ``reduce-overhead`` (``--compile reduce-overhead``:
+torch.compile's own CUDA graphs of the forward and backward, the rest eager). ``first s``
+is epoch 0's wall time: the warm-up, the recordings and every compilation are in it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -10,7 +18,9 @@ so the only difference is eager launches vs a replayed graph. An epoch is ``--st
 epoch 0 warms up (3 eager steps, then the recording), and epoch 1 (1 eager step, a new
 recording, replays) is timed, so the recording's cost is in the figure as in a real epoch.
 ``max |d alpha|`` / ``max |d w|`` compare the runs after both epochs. ``--device cpu`` runs
-the ``emulate`` backend (the bookkeeping without a graph: the numbers must be equal).
+the ``emulate`` backend (the bookkeeping without a graph: the numbers must be equal) and
+compiles with ``aot_eager`` (traced, no kernels generated: equal too; Inductor's CPU kernels
+take many minutes to compile); ``reduce-overhead`` is CUDA only.
 """
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from shared.capture import make_capturable  # noqa: E402
+from shared.compile import TRACE_ONLY, reset_compiled  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.search.alpha_update import OneLevel  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -34,6 +45,16 @@ from shared.search.perturbation import make_perturbation  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
+PATHS = ("graph", "compile", "compile+graph", "reduce-overhead")
+
+
+def settings(path: str, device: torch.device) -> tuple[str, str]:
+    """(step_capture, compile mode) of a path on ``device``."""
+    graph = "cuda_graph" if device.type == "cuda" else "emulate"
+    compiled = "default" if device.type == "cuda" else TRACE_ONLY
+    return {"eager": ("off", "off"), "graph": (graph, "off"), "compile": ("off", compiled),
+            "compile+graph": (graph, compiled),
+            "reduce-overhead": ("off", "reduce-overhead")}[path]
 
 
 def batches(n: int, batch: int, size: int, device: torch.device, seed: int
@@ -43,7 +64,9 @@ def batches(n: int, batch: int, size: int, device: torch.device, seed: int
              torch.randint(0, 10, (batch,), generator=g).to(device)) for _ in range(n)]
 
 
-def run(kind: str, capture: str, args, device: torch.device, folder: str) -> dict:
+def run(kind: str, path: str, args, device: torch.device, folder: str) -> dict:
+    capture, compile_mode = settings(path, device)
+    reset_compiled()  # every compiled path compiles from cold: its cost is in "first s"
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(args.seed)
@@ -60,21 +83,24 @@ def run(kind: str, capture: str, args, device: torch.device, folder: str) -> dic
         valid_queue=None if kind == "one_level" else batches(args.steps, args.batch_size,
                                                              args.size, device, 2),
         valid_eval_queue=None, epochs=50, device=device, logger=logging.getLogger("bench"),
-        checkpoint_path=os.path.join(folder, f"{kind}-{capture}.pth.tar"),
+        checkpoint_path=os.path.join(folder, f"{kind}-{path}.pth.tar"),
         perturbation=make_perturbation(kind if kind in ("random", "pgd_linf") else "none",
                                        0.3, 50),
-        progress=False, step_capture=capture, report_freq=10 ** 6)
+        progress=False, step_capture=capture, compile_mode=compile_mode, report_freq=10 ** 6)
+    start = time.perf_counter()
     loop.train_epoch(0, scheduler.get_last_lr()[0])
     scheduler.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    first = time.perf_counter() - start
     start = time.perf_counter()
     loop.train_epoch(1, scheduler.get_last_lr()[0])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     ms = (time.perf_counter() - start) * 1000 / args.steps
     reason = loop.capture.reason if loop.capture is not None else None
-    return {"ms": ms, "alphas": [a.detach().clone() for a in model.arch_parameters()],
+    return {"ms": ms, "first": first,
+            "alphas": [a.detach().clone() for a in model.arch_parameters()],
             "weights": [p.detach().clone() for p in model.weight_parameters()],
             "reason": reason}
 
@@ -83,6 +109,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     p.add_argument("--kinds", default=",".join(KINDS[:4]))
+    p.add_argument("--paths", default="graph",
+                   help=f"comma-separated, each against eager: {', '.join(PATHS)}")
     p.add_argument("--steps", type=int, default=20, help="steps per epoch (2 epochs)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--layers", type=int, default=8)
@@ -94,23 +122,31 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
-    capture = "cuda_graph" if device.type == "cuda" else "emulate"
+    paths = args.paths.split(",")
+    unknown = [q for q in paths if q not in PATHS]
+    if unknown:
+        sys.exit(f"--paths: unknown {', '.join(unknown)}; one of {', '.join(PATHS)}")
+    if device.type != "cuda" and "reduce-overhead" in paths:
+        sys.exit("--paths reduce-overhead: torch.compile's CUDA graphs need --device cuda")
     print(f"search step, {args.space}, {args.layers} cells, C={args.init_channels}, batch "
-          f"{args.batch_size}, {args.size}x{args.size}, {args.device} ({capture}); epoch 1 "
-          f"of 2 timed, {args.steps} steps")
-    print(f"{'kind':<13} {'eager ms':>9} {'graph ms':>9} {'speed-up':>9} "
+          f"{args.batch_size}, {args.size}x{args.size}, {args.device}; epoch 1 of 2 timed, "
+          f"{args.steps} steps")
+    print(f"{'kind':<13} {'path':<16} {'first s':>8} {'ms/step':>9} {'speed-up':>9} "
           f"{'max|d alpha|':>13} {'max|d w|':>10}  note")
     with tempfile.TemporaryDirectory() as folder:
         for kind in args.kinds.split(","):
-            eager = run(kind, "off", args, device, folder)
-            graph = run(kind, capture, args, device, folder)
-            da = max((a - b).abs().max().item() for a, b in zip(eager["alphas"],
-                                                                graph["alphas"]))
-            dw = max((a - b).abs().max().item() for a, b in zip(eager["weights"],
-                                                                graph["weights"]))
-            note = f"eager: {graph['reason']}" if graph["reason"] else ""
-            print(f"{kind:<13} {eager['ms']:>9.1f} {graph['ms']:>9.1f} "
-                  f"{eager['ms'] / graph['ms']:>8.2f}x {da:>13.2e} {dw:>10.2e}  {note}")
+            eager = run(kind, "eager", args, device, folder)
+            print(f"{kind:<13} {'eager':<16} {eager['first']:>8.1f} {eager['ms']:>9.1f}")
+            for path in paths:
+                r = run(kind, path, args, device, folder)
+                da = max((a - b).abs().max().item() for a, b in zip(eager["alphas"],
+                                                                    r["alphas"]))
+                dw = max((a - b).abs().max().item() for a, b in zip(eager["weights"],
+                                                                    r["weights"]))
+                note = f"eager: {r['reason']}" if r["reason"] else ""
+                print(f"{kind:<13} {path:<16} {r['first']:>8.1f} {r['ms']:>9.1f} "
+                      f"{eager['ms'] / r['ms']:>8.2f}x {da:>13.2e} {dw:>10.2e}  {note}",
+                      flush=True)
 
 
 if __name__ == "__main__":

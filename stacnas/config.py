@@ -18,7 +18,7 @@ import os
 from typing import Sequence
 
 from shared.cli.checks import RULES, Rule, between, check_flags
-from shared.cli.flags import add_data_on_device_flag, add_step_capture_flag
+from shared.cli.flags import add_compile_flag, add_data_on_device_flag, add_step_capture_flag
 from shared.cli.parser import ArgumentParser, parse
 from shared.errors import UserError
 
@@ -105,6 +105,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="continue this stage's run in {save_dir}/{stage} from its checkpoint")
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
+    add_compile_flag(p)
 
 
 def parse_flags(parser: ArgumentParser, argv: Sequence[str] | None

@@ -30,7 +30,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from shared.cli.checks import check_flags  # noqa: E402
-from shared.cli.flags import add_data_on_device_flag, add_step_capture_flag  # noqa: E402
+from shared.cli.flags import (  # noqa: E402
+    add_compile_flag,
+    add_data_on_device_flag,
+    add_step_capture_flag,
+)
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.run_folder import holder  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
@@ -79,6 +83,7 @@ def build_parser() -> ArgumentParser:
     add("--resume", action="store_true", help="continue where the last run_all stopped")
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
+    add_compile_flag(p)
     add("--no_progress", dest="progress", action="store_false")
     return p
 
@@ -118,7 +123,8 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     search = ["--batch_size", str(a.batch_size_search), "--init_channels",
               str(a.init_channels_search), "--epochs", str(a.epochs_search), "--grad_clip",
               str(a.grad_clip_search), "--train_ratio", str(a.train_ratio), *power,
-              *data_on_device(a), "--step_capture", a.step_capture]
+              *data_on_device(a), "--step_capture", a.step_capture,
+              "--compile", a.compile]
     net = ["--batch_size", str(a.batch_size_augment), "--init_channels",
            str(a.init_channels_augment), "--num_cells", str(a.num_cells_augment)]
     out = [("search1", "search", [*common(a, "search1", s_seed), *search, "--num_cells",
@@ -133,7 +139,8 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
                "--grad_clip", str(a.grad_clip_augment), "--aux_weight", str(a.aux_weight),
                "--cutout_length", str(a.cutout_length), "--drop_path_prob",
                str(a.drop_path_prob), "--label_smooth", str(a.label_smooth), *power,
-               *data_on_device(a), "--step_capture", a.step_capture]
+               *data_on_device(a), "--step_capture", a.step_capture,
+               "--compile", a.compile]
     if a.auto_aug:
         augment.append("--auto_aug")
     out.append(("augment", "augment", augment))

@@ -45,12 +45,13 @@ def batches(n: int, offset: int, last: int = BATCH) -> list[tuple[torch.Tensor, 
     return out
 
 
-def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH
+def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH,
+        compile_mode: str = "off", nodes: int = 4
         ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[float], SearchLoop]:
     torch.manual_seed(0)
     # s3 (none, skip, sep_conv_3x3): the smallest space with every kind of candidate the
     # fast path treats apart (skipped none, weighted identity, a conv stack)
-    model = Network(4, 10, 3, get_space("s3"), in_channels=1)
+    model = Network(4, 10, 3, get_space("s3"), in_channels=1, steps=nodes, multiplier=nodes)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS, eta_min=0.001)
@@ -67,10 +68,10 @@ def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH
         train_queue=batches(steps, 0, last),
         valid_queue=None if kind == "one_level" else batches(steps, 400),
         valid_eval_queue=None, epochs=EPOCHS, device=CPU, logger=logging.getLogger("capture"),
-        checkpoint_path=str(tmp_path / f"{kind}-{capture}.pth.tar"),
+        checkpoint_path=str(tmp_path / f"{kind}-{capture}-{compile_mode}.pth.tar"),
         perturbation=make_perturbation(kind if kind in ("random", "pgd_linf") else "none",
                                        0.3, EPOCHS),
-        progress=False, step_capture=capture)
+        progress=False, step_capture=capture, compile_mode=compile_mode)
     losses = []
     for epoch in range(EPOCHS):
         losses.append(loop.train_epoch(epoch, scheduler.get_last_lr()[0])[1])

@@ -76,3 +76,7 @@ def check_flags(args: argparse.Namespace, rules: dict[str, Rule] | None = None) 
         from shared.runtime import choose_device
 
         check_capture_device(choose_device(getattr(args, "gpu", 0)))
+    if hasattr(args, "compile"):
+        from shared.compile import check_compile_flags
+
+        check_compile_flags(args.compile, getattr(args, "step_capture", "off"))

@@ -143,6 +143,17 @@ def add_step_capture_flag(parser: argparse.ArgumentParser) -> None:
                              "runs eagerly and the log says why")
 
 
+def add_compile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--compile`` (shared.compile): the network compiled with torch.compile; off by
+    default."""
+    from shared.compile import COMPILE_MODES
+
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                        help="compile the network with torch.compile in this mode (fused "
+                             "kernels; reduce-overhead adds its own CUDA graphs); the first "
+                             "steps of each batch shape compile, which takes minutes")
+
+
 def settings_suffix(args: argparse.Namespace) -> str:
     """The folder-name suffixes the DARTS family's search scripts append for non-default
     settings, in their order: -unrolled, -weight_l2-X, -alpha_l2-X, -cutout-L-P."""

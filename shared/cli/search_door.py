@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from shared.cli.checks import check_flags
 from shared.cli.config import config_from_args
 from shared.cli.flags import (
+    add_compile_flag,
     add_darts_search_flags,
     add_data_on_device_flag,
     add_perturbation_flags,
@@ -46,6 +47,7 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
     add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=0)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
+    add_compile_flag(p)
     return p
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from shared.cli.flags import (
+    add_compile_flag,
     add_data_on_device_flag,
     add_gpu_flag,
     add_runtime_flags,
@@ -114,6 +115,7 @@ def build_train_door_parser(datasets: Sequence[str] = TRAIN_DATASETS) -> Argumen
     add_runtime_flags(p, "/".join(f"--{k}" for k in TRAIN_IDENTITY), num_workers=2)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
+    add_compile_flag(p)
     return p
 
 

@@ -50,6 +50,8 @@ class EvalConfig:
     data_on_device: bool | None = None
     # the training step recorded as a CUDA graph per epoch (shared.capture): off | cuda_graph
     step_capture: str = "off"
+    # the network compiled with torch.compile (shared.compile): off | one of its modes
+    compile: str = "off"
     amp: bool = False
     channels_last: bool = False
     progress: bool = True

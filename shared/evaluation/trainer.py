@@ -17,6 +17,7 @@ from tqdm import tqdm
 from shared import data as D
 from shared import distributed as dist_utils
 from shared.checkpoint import save_checkpoint
+from shared.compile import check_compile_flags, compile_network
 from shared.data.on_device import (
     EpochBatches,
     OrderedBatches,
@@ -237,8 +238,10 @@ class EvalTrainer:
     def __post_init__(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.label_smooth)
         self.criterion_eval = nn.CrossEntropyLoss()  # DARTS: smoothing only in training
+        check_compile_flags(self.cfg.compile, self.cfg.step_capture)
         self.capture = (TrainStepCapture(self, self.cfg.step_capture)
                         if self.cfg.step_capture != "off" else None)
+        compile_network(self.net, self.cfg.compile, self.logger, data_parallel=self.ctx.enabled)
 
     # one epoch ---------------------------------------------------------------------------
     def _apply_warmup(self, epoch: int) -> float:

@@ -88,6 +88,8 @@ class CNNSearchConfig:
     data_on_device: bool | None = None
     # the step recorded as a CUDA graph per epoch (shared.search.step_capture): off | cuda_graph
     step_capture: str = "off"
+    # the supernet compiled with torch.compile (shared.compile): off | one of its modes
+    compile: str = "off"
     amp: bool = False
     channels_last: bool = False
     debug: bool = False  # one step per epoch, as the original's 'debug' in --save
@@ -277,7 +279,8 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         generators=(g_train, g_valid), precision=precision, config=asdict(cfg),
         progress=cfg.progress and data_parallel.is_main,
         numbered_checkpoints=numbered_checkpoints, max_batches=max_batches,
-        data_parallel=data_parallel, step_capture=cfg.step_capture)
+        data_parallel=data_parallel, step_capture=cfg.step_capture,
+        compile_mode=cfg.compile)
     alignment = make_alignment(cfg)
     if alignment is not None:
         alignment.attach(loop)

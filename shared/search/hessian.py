@@ -10,7 +10,8 @@ of the objective (so H + wd * I), and the Hessian is built row by row by double 
 Here the model's buffers (BatchNorm running statistics) are restored afterwards, so measuring
 does not change the search, and H is symmetrised before ``eigvalsh``: the exact Hessian is
 symmetric, and the original's general ``eigvals`` could return a complex maximum from
-round-off asymmetry.
+round-off asymmetry. A compiled supernet (``--compile``) runs this forward eagerly: double
+backprop does not go through the backward ``torch.compile`` derives.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     alphas = list(model.arch_parameters())
     saved = {n: b.detach().clone() for n, b in model.named_buffers()}
     try:
-        grads = torch.autograd.grad(model.loss(x, y), alphas, create_graph=True)
+        with torch.compiler.set_stance("force_eager"):
+            loss = model.loss(x, y)
+        grads = torch.autograd.grad(loss, alphas, create_graph=True)
         g = torch.cat([gi.reshape(-1) for gi in grads])
         g = g + arch_weight_decay * torch.cat([a.reshape(-1) for a in alphas])
         rows = []

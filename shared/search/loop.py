@@ -40,6 +40,11 @@ CUDA graph once per epoch and replayed; the per-epoch numbers (lr, SDARTS' epsil
 moves) are what a step may read on the host. A part of the step, or a hook, declares itself
 ``graph_safe``; anything else keeps the step eager, with the reason logged.
 
+Compiling (``compile_mode``, ``shared.compile``): the supernet compiled in place with
+``torch.compile`` (fused kernels for its forward and backward); the loop's optimisers and alpha
+update run around it as they are. With ``step_capture`` the recorded step launches the compiled
+kernels.
+
 Each epoch ends with an atomic checkpoint holding everything needed to continue bit-identically:
 model, both optimisers, scheduler, RNG states, history and ``extra_state`` (a method's own
 state, e.g. DARTS-PT's projection decisions); with ``numbered_checkpoints`` every N-th epoch is
@@ -59,6 +64,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from shared.checkpoint import copy_file, save_checkpoint
+from shared.compile import check_compile_flags, compile_network
 from shared.data.on_device import check_data_path
 from shared.errors import UserError
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
@@ -158,6 +164,9 @@ class SearchLoop:
     step_capture: str = "off"
     supports_step_capture = True  # a class attribute: a loop with host state per step says False
     capture: LoopStepCapture | None = field(default=None, init=False, repr=False)
+    # the supernet compiled with torch.compile (shared.compile): "off", one of its modes, or
+    # "aot_eager" (traced, no kernels generated: the CPU tests)
+    compile_mode: str = "off"
 
     def __post_init__(self) -> None:
         if self.alpha_update is None:
@@ -175,8 +184,11 @@ class SearchLoop:
         if self.step_capture not in (*STEP_CAPTURES, "emulate"):
             raise ValueError(f"step_capture {self.step_capture!r}: one of "
                              f"{', '.join(STEP_CAPTURES)}")
+        check_compile_flags(self.compile_mode, self.step_capture)
         if self.step_capture != "off":  # cuda_graph off CUDA: refused, by name
             self.capture = LoopStepCapture(self, self.step_capture)
+        compile_network(self.model, self.compile_mode, self.logger,
+                        data_parallel=self.data_parallel.enabled)
 
     def share_data_parallel(self) -> None:
         """Hand the process group to every part of the step that computes a gradient or a

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from shared.cli.checks import check_flags as check_numbers  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import (  # noqa: E402
+    add_compile_flag,
     add_data_on_device_flag,
     add_runtime_flags,
     add_step_capture_flag,
@@ -78,6 +79,7 @@ def build_parser() -> ArgumentParser:
     add_runtime_flags(p, "--save/--arch/--seed/--dataset/--cutout/--auxiliary", num_workers=2)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
+    add_compile_flag(p)
     return p
 
 

@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common  # noqa: E402
 from shared.cli.flags import (  # noqa: E402
+    add_compile_flag,
     add_data_on_device_flag,
     add_runtime_flags,
     add_step_capture_flag,
@@ -84,6 +85,7 @@ def build_parser() -> ArgumentParser:
     add_runtime_flags(p, "flags", num_workers=0)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
+    add_compile_flag(p)
     return p
 
 

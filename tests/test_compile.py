@@ -1,0 +1,157 @@
+"""The network compiled with ``torch.compile`` (``--compile``, ``shared.compile``).
+
+Inductor's kernels are what a GPU run measures (``bench/capture_check.py``); Inductor on this
+CPU compiles a 3-cell supernet for over 10 minutes, so here the network is traced and run
+without generated kernels (``aot_eager``: TorchDynamo's graph, AOTAutograd's backward) and
+must give the eager numbers bit for bit: the supernet traces whole, its BN running statistics
+(buffer mutations) and every gradient come out as in the eager run, the second-order step's
+``functional_call`` goes through it, and a compiled network runs inside a recorded step.
+Each compilation takes ~20-30 s here: these tests are ``slow``.
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from test_step_capture import assert_same, run
+
+from shared.compile import (
+    TRACE_ONLY,
+    check_compile_flags,
+    compile_blockers,
+    compile_network,
+    compiled,
+    reset_compiled,
+)
+from shared.errors import UserError
+from shared.models.search_cnn import Network
+from shared.search.hessian import alpha_hessian
+from shared.spaces import get_space
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    reset_compiled()
+    yield
+    reset_compiled()
+
+
+def recompiles() -> int:
+    from torch._dynamo.utils import counters
+
+    return sum(counters["recompiles"].values()) if "recompiles" in counters else 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,capture", [("second_order", "off"), ("pgd_linf", "emulate")])
+def test_compiled_search_equals_eager(kind: str, capture: str, tmp_path) -> None:
+    """Second order (the unrolled weights through ``functional_call``, the finite-difference
+    passes) and SDARTS-ADV's 7-step attack inside a recorded step, over two epochs: the same
+    alpha, weights, BN statistics and losses as the eager run."""
+    # cells of 2 nodes: each compilation traces 5 edges a cell, not 14
+    eager = run(kind, "off", tmp_path, nodes=2)
+    traced = run(kind, capture, tmp_path, compile_mode=TRACE_ONLY, nodes=2)
+    assert compiled(traced[3].model)
+    assert_same(eager, traced)
+
+
+@pytest.mark.slow
+def test_compiled_evaluation_equals_eager(tmp_path) -> None:
+    """Evaluation training (auxiliary head, drop-path rising per epoch): the same weights and
+    history, and drop-path's per-epoch probability does not recompile the network each epoch
+    (600 epochs would exhaust TorchDynamo's recompile limit and fall back to eager)."""
+    import json
+
+    from shared.evaluation.config import EvalConfig
+    from shared.evaluation.run import run_evaluation
+    from shared.genotypes import load_genotype
+
+    def train(mode: str) -> str:
+        cfg = EvalConfig(dataset="digits", epochs=3, layers=3, init_channels=4, batch_size=32,
+                         gpu=-1, auxiliary=True, progress=False, num_workers=0,
+                         data_on_device=True, steps_per_epoch=2, drop_path_prob=0.3,
+                         compile=mode)
+        run_evaluation(cfg, load_genotype("DARTS_V2"), str(tmp_path / mode))
+        return str(tmp_path / mode)
+
+    eager = train("off")
+    before = recompiles()
+    traced = train(TRACE_ONLY)
+    a, b = (torch.load(f"{d}/weights.pt", weights_only=True) for d in (eager, traced))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads(open(f"{d}/history.json").read()) for d in (eager, traced)]
+    assert history[0] == history[1]
+    assert "compile = aot_eager" in open(f"{traced}/log.txt").read()
+    # train mode, eval mode, the last partial test batch: a few graphs, not one per epoch
+    assert recompiles() - before <= 3
+
+
+def test_hessian_of_a_compiled_supernet_is_eager() -> None:
+    """SDARTS' eigenvalue monitor differentiates twice, which a compiled backward cannot: its
+    forward runs eagerly, and the Hessian is the eager network's."""
+    torch.manual_seed(0)
+    model = Network(4, 10, 3, get_space("s3"), in_channels=1, steps=2, multiplier=2).double()
+    x, y = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (4,))
+    eager = alpha_hessian(model, x, y, 1e-3)
+    compile_network(model, TRACE_ONLY, logging.getLogger("compile"))
+    assert compiled(model)
+    assert torch.equal(alpha_hessian(model, x, y, 1e-3), eager)
+
+
+def test_compile_flags_and_blockers() -> None:
+    check_compile_flags("default", "cuda_graph")  # fused kernels inside the recorded step
+    check_compile_flags("reduce-overhead", "off")
+    with pytest.raises(UserError, match="records CUDA graphs of its own"):
+        check_compile_flags("reduce-overhead", "cuda_graph")
+    with pytest.raises(UserError, match="one of off, default"):
+        check_compile_flags("fast", "off")
+    model = Network(4, 10, 2, get_space("s3"), in_channels=1, skip_zero_weights=True)
+    assert "zero-weight candidates" in compile_blockers(model, False)[0]
+    assert "all-reduces" in compile_blockers(Network(4, 10, 2, get_space("s3")), True)[0]
+    assert not compile_network(model, "default", logging.getLogger("compile"))
+    assert not compiled(model)
+
+
+def test_door_flag_reaches_the_config(tmp_path, capsys, monkeypatch) -> None:
+    """``--compile`` is a choice of torch.compile's modes, checked before any folder is made."""
+    from sdarts.sota.cnn import train_search as module
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["--dataset", "digits", "--gpu", "-1", "--experiments", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as info:
+        module.main([*argv, "--compile", "fastest"])
+    assert info.value.code == 2
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
+    from shared.cli.search_door import search_config
+
+    args = module.build_parser().parse_args([*argv, "--compile", "max-autotune-no-cudagraphs"])
+    assert search_config(args, "darts").compile == "max-autotune-no-cudagraphs"
+    assert not (tmp_path / "run").exists()
+
+
+def test_stacnas_run_all_hands_compile_to_its_stages() -> None:
+    """StacNAS' pipeline passes ``--compile`` to both searches and augment, whose own parsers
+    take it."""
+    from shared.cli.parser import parse
+    from stacnas import augment, run_all, search
+
+    args, _ = parse(run_all.build_parser(), ["--compile", "default", "--test"])
+    args.save_dir = "x"
+    stages = {stage: argv for stage, _, argv in run_all.stage_commands(args)}
+    for stage in ("search1", "search2", "augment"):
+        at = stages[stage].index("--compile")
+        assert stages[stage][at + 1] == "default"
+    assert "--compile" not in stages["test"]
+    for door in (search, augment):
+        assert door.build_parser().parse_args(["--name", "x", "--compile", "default"]) \
+            .compile == "default"
+
+
+def test_evaluation_door_flag_reaches_the_config() -> None:
+    from shared.cli.config import config_from_args
+    from shared.evaluation.cli import build_train_door_parser
+    from shared.evaluation.config import EvalConfig
+
+    args = build_train_door_parser().parse_args(["--compile", "reduce-overhead"])
+    assert config_from_args(EvalConfig, args).compile == "reduce-overhead"
