@@ -3,14 +3,17 @@ against the eager step: the same numbers, and how much faster, per alpha update 
 perturbation, in one run.
 
     python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
-                                  [--paths graph,compile,compile+graph,reduce-overhead]
+                                  [--paths graph,compile,compile+graph,reduce-overhead,
+                                           grouped,graph+grouped]
                                   [--steps N] [--batch_size 64] [--layers 8] [--space s5]
 
 Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), ``compile``
 (``--compile default``: Inductor's fused kernels), ``compile+graph`` (both: the fused kernels
 launched by the recorded step), ``reduce-overhead`` (``--compile reduce-overhead``:
-torch.compile's own CUDA graphs of the forward and backward, the rest eager). ``first s``
-is epoch 0's wall time: the warm-up, the recordings and every compilation are in it.
+torch.compile's own CUDA graphs of the forward and backward, the rest eager), ``grouped`` and
+``graph+grouped`` (``Network(grouped_edges=True)``: the wide kernels of the edges leaving one
+state, eager or in the recorded step). ``first s`` is epoch 0's wall time: the warm-up, the
+recordings and every compilation are in it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -45,16 +48,17 @@ from shared.search.perturbation import make_perturbation  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
-PATHS = ("graph", "compile", "compile+graph", "reduce-overhead")
+PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped")
 
 
-def settings(path: str, device: torch.device) -> tuple[str, str]:
-    """(step_capture, compile mode) of a path on ``device``."""
+def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
+    """(step_capture, compile mode, grouped edges) of a path on ``device``."""
     graph = "cuda_graph" if device.type == "cuda" else "emulate"
     compiled = "default" if device.type == "cuda" else TRACE_ONLY
-    return {"eager": ("off", "off"), "graph": (graph, "off"), "compile": ("off", compiled),
-            "compile+graph": (graph, compiled),
-            "reduce-overhead": ("off", "reduce-overhead")}[path]
+    return {"eager": ("off", "off", False), "graph": (graph, "off", False),
+            "compile": ("off", compiled, False), "compile+graph": (graph, compiled, False),
+            "reduce-overhead": ("off", "reduce-overhead", False),
+            "grouped": ("off", "off", True), "graph+grouped": (graph, "off", True)}[path]
 
 
 def batches(n: int, batch: int, size: int, device: torch.device, seed: int
@@ -65,12 +69,13 @@ def batches(n: int, batch: int, size: int, device: torch.device, seed: int
 
 
 def run(kind: str, path: str, args, device: torch.device, folder: str) -> dict:
-    capture, compile_mode = settings(path, device)
+    capture, compile_mode, grouped = settings(path, device)
     reset_compiled()  # every compiled path compiles from cold: its cost is in "first s"
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.cuda.manual_seed_all(args.seed)
-    model = Network(args.init_channels, 10, args.layers, get_space(args.space)).to(device)
+    model = Network(args.init_channels, 10, args.layers, get_space(args.space),
+                    grouped_edges=grouped).to(device)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 50, eta_min=0.001)

@@ -155,3 +155,18 @@ def test_evaluation_door_flag_reaches_the_config() -> None:
 
     args = build_train_door_parser().parse_args(["--compile", "reduce-overhead"])
     assert config_from_args(EvalConfig, args).compile == "reduce-overhead"
+
+
+def test_darts_pt_supernet_door_refuses_compile(tmp_path, capsys, monkeypatch) -> None:
+    """DARTS-PT's DARTS-space supernet always skips zero-weight candidates: ``--compile``
+    there is refused before any folder is made, not accepted and left eager."""
+    from darts_pt.sota.cnn import train_search as module
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        module.main(["--method", "darts", "--dataset", "digits", "--gpu", "-1",
+                     "--experiments", str(tmp_path / "run"), "--compile", "default"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "run it with --compile off" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

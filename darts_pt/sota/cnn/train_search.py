@@ -112,6 +112,12 @@ def validate(args) -> None:
         raise UserError("--layers must be >= 3 (two reduction cells at L//3 and 2L//3)")
     if args.dev_resume_epoch >= 0 and not (args.dev == "proj" and args.dev_resume_log):
         raise UserError("--dev_resume_epoch needs --dev proj and --dev_resume_log")
+    if args.compile != "off":
+        # every forward reads the mixing weights on the host to skip those exactly 0, and each
+        # new mask would be another compilation (shared.compile)
+        raise UserError("--compile: DARTS-PT's supernet skips the candidates of weight exactly "
+                        "0, which it reads on the host every forward, so it is not compiled; "
+                        "run it with --compile off")
 
 
 def folders(args) -> tuple[str, str | None, str]:
