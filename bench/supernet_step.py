@@ -68,9 +68,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="after the table, profile one fast-path step of the first row and "
                         "print the N most expensive ops (CUDA time on CUDA)")
     p.add_argument("--grouped", action="store_true",
-                   help="a third path: the fast path with grouped_edges (the separable convs "
-                        "of the edges leaving a state as one kernel per stage), and its time "
-                        "against the fast path's")
+                   help="a third path: the fast path with grouped_edges (the separable and "
+                        "the dilated convs of the edges leaving a state as one kernel per "
+                        "stage), and its time against the fast path's")
     p.add_argument("--check", action="store_true",
                    help="first compare plain vs fast logits and gradients on every space "
                         "(C=8, 5 cells, batch 8, 16x16) on --device and print that table; "

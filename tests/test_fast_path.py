@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from shared.models import fast_mixed
 from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
@@ -315,8 +316,11 @@ def grouped_pair(space, dtype=torch.float64, **kwargs):
 
 @pytest.mark.parametrize("name", list(SPACES))
 def test_grouped_edges_are_the_plain_path(name):
-    """The separable convs of every state's edges as one kernel per stage: the same logits,
-    gradients, mixing-weight gradients and running statistics as the per-candidate path."""
+    """The separable and dilated convs of every state's edges as one kernel per stage: the
+    same logits, gradients, mixing-weight gradients and running statistics as the
+    per-candidate path. 8x8 input, 5 cells (8, 8->4, 4, 4->2, 2): dil_conv_3x3 at stride 1
+    polyphase, dil_conv_5x5 embedded (components under POLY_MIN_SIDE), both at stride 2 on
+    the even pixels."""
     plain, fast = grouped_pair(SPACES[name])
     x, y = data(dtype=torch.float64)
     assert_same_step(plain, fast, x, y, "weights", fixed_weights(SPACES[name], torch.float64),
@@ -331,9 +335,45 @@ def test_grouped_edges_are_the_plain_path(name):
     assert_close(logits[1], logits[0], what="eval logits", **F64)
 
 
+@pytest.mark.parametrize("hw, want", [
+    (16, {("poly", 5, 16), ("poly", 3, 16), ("even", 5, 16), ("dense", 5, 8), ("poly", 3, 4)}),
+    (12, {("poly", 3, 12), ("dense", 5, 12), ("even", 3, 6), ("dense", 3, 3)}),
+])
+def test_grouped_dilated_convs_under_every_rewrite(hw, want, monkeypatch):
+    """The dilated-conv groups run the fast path's rewrite of their shape, on the stacked
+    kernels ((rewrite, kernel size, state side) of the groups run, below). 16x16, 3 cells
+    (16, 16->8, 8->4): 5x5 polyphase at 16 (components of side 8 = POLY_MIN_SIDE), dense
+    below, 3x3 polyphase down to 4, stride 2 on the even pixels; 12x12 (12, 12->6, 6->3):
+    the 3x3 states (odd) fall back to the dense kernel. Training and eval mode."""
+    seen = set()
+    dil_conv, dil_group = fast_mixed._State.dil_conv, fast_mixed.dil_group
+
+    def tagged(st, dw):
+        conv, poly = dil_conv(st, dw)
+        mode = "even" if dw.stride[0] == 2 else "poly" if poly else "dense"
+        conv.tag = (mode, dw.kernel_size[0], st.x.shape[-1])
+        return conv, poly
+
+    def recording(ctx, conv, members, *args):
+        seen.add(conv.tag)
+        return dil_group(ctx, conv, members, *args)
+
+    monkeypatch.setattr(fast_mixed._State, "dil_conv", tagged)
+    monkeypatch.setattr(fast_mixed, "dil_group", recording)
+    space = SPACES["darts"]
+    plain, fast = grouped_pair(space, layers=3)
+    x, y = data(hw=hw, dtype=torch.float64)
+    assert_same_step(plain, fast, x, y, "weights", fixed_weights(space, torch.float64), **F64)
+    assert want <= seen, seen
+    plain.eval()
+    fast.eval()
+    assert_same_step(plain, fast, x, y, "weights", fixed_weights(space, torch.float64), **F64)
+
+
 def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
-    """DARTS space: each separable conv is 4 convolutions and 2 BNs per edge; grouped, per
-    (state, kernel size): the kernels launched (convolutions, 1x1 products, BNs) drop."""
+    """DARTS space: each separable conv is 4 convolutions and 2 BNs per edge, each dilated
+    conv 2 convolutions and a BN; grouped, per (state, kind, kernel size): the kernels
+    launched (convolutions, 1x1 products, BNs) drop."""
     calls = []
 
     def counting(real):
@@ -354,14 +394,17 @@ def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
         fast(x, w)
         counts.append(len(calls))
     # per cell and kernel size: the 13 separable convs on edges from states fed to 2+ nodes
-    # (4 + 4 + 3 + 2 edges) go from 6 calls each (2 depthwise, 2 1x1, 2 BN) to 6 per state
+    # (4 + 4 + 3 + 2 edges) go from 6 calls each (2 depthwise, 2 1x1, 2 BN) to 6 per state,
+    # and the 13 dilated convs from 3 calls each (depthwise, 1x1, BN) to 3 per state (every
+    # rewrite of the dilation is one depthwise conv: polyphase or even pixels or embedded)
     cells, sizes = 5, 2
-    assert counts[0] - counts[1] == cells * sizes * 6 * ((4 + 4 + 3 + 2) - 4), counts
+    assert counts[0] - counts[1] == cells * sizes * (6 + 3) * ((4 + 4 + 3 + 2) - 4), counts
 
 
 def test_grouped_edges_leave_out_candidates_that_do_not_run():
-    """DARTS-PT's skip of candidates at weight 0: a dead separable conv is not in its group
-    (no output, no gradient, no BN update), as in the plain path."""
+    """DARTS-PT's skip of candidates at weight 0: a dead separable or dilated conv is not in
+    its group (no output, no gradient, no BN update), as in the plain path; a group left with
+    one member runs alone."""
     space = SPACES["s5"]
     torch.manual_seed(0)
     plain = Network(4, 10, 5, space, fast=False, skip_zero_weights=True).double()
@@ -370,11 +413,15 @@ def test_grouped_edges_leave_out_candidates_that_do_not_run():
     fast.load_state_dict(plain.state_dict())
     base = fixed_weights(space, torch.float64)()
     sep = [i for i, op in enumerate(space.normal[0]) if op.startswith("sep_conv")]
+    dil = [i for i, op in enumerate(space.normal[0]) if op.startswith("dil_conv")]
     masked = []
     for w in base:
         w = w.detach().clone()
         w[0, sep[0]] = 0.0  # edge 0's first separable conv does not run
         w[5, sep[-1]] = 0.0
+        w[1, dil[0]] = 0.0  # state 1's dil_conv_3x3 group: 3 members
+        w[8, dil[0]] = 0.0  # state 3 feeds edges 8 and 12: edge 12's runs alone
+        w[6, dil[-1]] = 0.0
         masked.append(w)
     x, y = data(dtype=torch.float64)
     (la, ga), (lb, gb) = (run(m, x, y, weights=tuple(t.clone() for t in masked))

@@ -33,20 +33,24 @@ agree to rounding, float64 to ~1e-14):
   back, once per node. Where a polyphase component would be too small for a fast kernel the
   dilated kernel is embedded in a dense one (3x3 at dilation 2 = 5x5 with zeros);
 * 1x1 convs are matrix products over the channels-last pixels (``F.linear``);
-* FactorizedReduce's 1x1 stride-2 convs are 1x1 convs of the even / odd pixels.
+* FactorizedReduce's 1x1 stride-2 convs are 1x1 convs of the even / odd pixels;
+* with ``Network(grouped_edges=True)`` (off by default) the same-shaped separable convs, and
+  the same-shaped dilated convs, on the edges leaving one state run together, one kernel per
+  stage for all of them (``shared.models.grouped_edges``); a dilated group gets the rewrite
+  above that any one of its convs would (``_State.dil_conv``), on the stacked kernels.
 
 Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.global_batch_norm import batch_norm
-from shared.models.grouped_edges import Member, group_key, groupable, sep_group
+from shared.models.grouped_edges import Member, dil_group, group_key, groupable, sep_group
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
@@ -109,7 +113,7 @@ class _Ctx:
 
     def __init__(self, noise_format: torch.memory_format, grouped: bool = False) -> None:
         self.noise_format = noise_format
-        self.grouped = grouped  # separable convs of the edges leaving a state run together
+        self.grouped = grouped  # sep / dil convs of the edges leaving a state run together
         self.counters: list[torch.Tensor] = []
         self.updates: dict[float, tuple[list, list, list, list]] = {}
 
@@ -210,20 +214,57 @@ class _State:
         self.x, self.stride = x, stride
         self._relu = self._even = self._poly = None
         self._pools: dict = {}
-        self.seps: dict[tuple, list[Member]] = {}  # grouped_edges: this state's groups
-        self._sep_terms: dict[tuple[int, int], torch.Tensor] = {}
+        self.groups: dict[tuple, list[Member]] = {}  # grouped_edges: this state's groups
+        # the group's results not yet taken by their edges: (term, in polyphase layout)
+        self._terms: dict[tuple[int, int], tuple[torch.Tensor, bool]] = {}
 
-    def sep(self, ctx: "_Ctx", edge: int, k: int, op: SepConv,
-            weights: torch.Tensor) -> torch.Tensor:
-        """``weights[edge, k] * op(x)``; with the edges' grouping on, computed with every
-        same-shaped separable conv on the edges leaving this state (``grouped_edges``)."""
-        members = self.seps.get(group_key(op), []) if self.seps and groupable(op) else []
+    def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module, scale: torch.Tensor,
+                  weights: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """``scale * op(x)`` (``scale = weights[edge, k]``) for a separable or dilated conv
+        ``op``, and whether it is in the polyphase layout (its node transforms it back with the
+        node's other such terms). With the edges' grouping on, computed with every same-shaped
+        conv of its kind on the edges leaving this state (``grouped_edges``): the first member
+        to be asked computes them all, each later one takes its own."""
+        members = self.groups.get(group_key(op), []) if self.groups and groupable(op) else []
         if len(members) < 2:
-            return _sep(ctx, self, op, weights[edge, k])
-        if (edge, k) not in self._sep_terms:
-            self._sep_terms.update(sep_group(ctx, self.relu(), members, weights,
-                                             _layout(self.relu())))
-        return self._sep_terms.pop((edge, k))
+            if isinstance(op, SepConv):
+                return _sep(ctx, self, op, scale), False
+            return _dil(ctx, self, op, scale)
+        if (edge, k) not in self._terms:
+            fmt = _layout(self.relu())
+            if isinstance(op, SepConv):
+                terms, poly = sep_group(ctx, self.relu(), members, weights, fmt), False
+            else:
+                conv, poly = self.dil_conv(op[1])
+                terms = dil_group(ctx, conv, members, weights, fmt)
+            self._terms.update({key: (t, poly) for key, t in terms.items()})
+        return self._terms.pop((edge, k))
+
+    def dil_conv(self, dw: nn.Conv2d) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+        """The depthwise conv ``dw`` of this state's ReLU as the fast path runs it, as a
+        function of the kernel (``dw.weight``, or several edges' kernels stacked: ``groups=C``
+        either way), and whether its result is in the polyphase layout. Dilated oneDNN kernels
+        are slow: at stride 2 a dilation-2 conv only reads the even pixels, so it is an
+        undilated conv of them; at stride 1 an undilated conv of each polyphase component,
+        where a component is large enough for a fast kernel (``POLY_MIN_SIDE``); else the
+        dilated kernel embedded in a dense one."""
+        k, d, s = dw.kernel_size[0], dw.dilation[0], dw.stride[0]
+        h, w = self.x.shape[-2:]
+        x, stride, padding, dilation = self.relu(), dw.stride, dw.padding, dw.dilation
+        embed, poly = 1, False
+        if d == 2 and s == 2:  # only even pixels are read
+            x, stride, padding, dilation = self.relu_even(), 1, k // 2, 1
+        elif d == 2 and s == 1 and h % 2 == 0 and w % 2 == 0 \
+                and min(h, w) // 2 >= POLY_MIN_SIDE.get(k, 1 << 30):
+            x, padding, dilation, poly = self.relu_poly(), k // 2, 1, True
+        elif d > 1 and s == 1:  # 3x3 at dilation 2 = 5x5 with zeros
+            embed, padding, dilation = d, (d * (k - 1) + 1) // 2, 1
+
+        def conv(kernel: torch.Tensor) -> torch.Tensor:
+            if embed > 1:
+                kernel = embed_dilated(kernel, embed)
+            return F.conv2d(x, kernel, None, stride, padding, dilation, dw.groups)
+        return conv, poly
 
     def relu(self) -> torch.Tensor:
         if self._relu is None:
@@ -264,24 +305,11 @@ class _State:
         return ("mul", scale, z)
 
 
-def _dil(ctx: _Ctx, st: _State, op: DilConv, scale: torch.Tensor, poly_terms: list):
-    dw, pwc, m = op[1], op[2], op[3]
-    k, d, s = dw.kernel_size[0], dw.dilation[0], dw.stride[0]
-    h, w = st.x.shape[-2:]
-    if d == 2 and s == 2:  # only even pixels are read: an undilated conv of them
-        y = F.conv2d(st.relu_even(), dw.weight, None, 1, k // 2, 1, dw.groups)
-        return _bn(ctx, _pw(y, pwc), m, scale)
-    if d == 2 and s == 1 and h % 2 == 0 and w % 2 == 0 \
-            and min(h, w) // 2 >= POLY_MIN_SIDE.get(k, 1 << 30):
-        y = F.conv2d(st.relu_poly(), dw.weight, None, 1, k // 2, 1, dw.groups)
-        poly_terms.append(_bn(ctx, _pw(y, pwc), m, scale))
-        return None
-    if d > 1 and s == 1:
-        K = d * (k - 1) + 1
-        y = F.conv2d(st.relu(), embed_dilated(dw.weight, d), None, 1, K // 2, 1, dw.groups)
-    else:
-        y = F.conv2d(st.relu(), dw.weight, None, dw.stride, dw.padding, dw.dilation, dw.groups)
-    return _bn(ctx, _pw(y, pwc), m, scale)
+def _dil(ctx: _Ctx, st: _State, op: DilConv,
+         scale: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``scale * op(x)`` and whether it is in the polyphase layout (``_State.dil_conv``)."""
+    conv, poly = st.dil_conv(op[1])
+    return _bn(ctx, _pw(conv(op[1].weight), op[2]), op[3], scale), poly
 
 
 def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: torch.Tensor) -> torch.Tensor:
@@ -356,15 +384,16 @@ def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool
     return out
 
 
-def _sep_groups(cell, j: int, live: list[list[bool]] | None) -> dict[tuple, list[Member]]:
-    """The separable convs on the edges leaving state ``j`` (those that run), by shape."""
+def _edge_groups(cell, j: int, live: list[list[bool]] | None) -> dict[tuple, list[Member]]:
+    """The separable and dilated convs on the edges leaving state ``j`` (those that run), by
+    kind and shape (``group_key``)."""
     groups: dict[tuple, list[Member]] = {}
     offset = 0
     for i in range(cell._steps):
         if j < 2 + i:  # node i reads states 0 .. i+1
             edge = offset + j
             for k, op in enumerate(cell._ops[edge]._ops):
-                if (_kind(op) == "sep" and groupable(op)
+                if (_kind(op) in ("sep", "dil") and groupable(op)
                         and (live is None or live[edge][k])):
                     groups.setdefault(group_key(op), []).append((edge, k, op))
         offset += 2 + i
@@ -389,7 +418,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
               _State(_preprocess(ctx, cell.preprocess1, s1), stride)]
     if ctx.grouped:
         for j, st in enumerate(states):
-            st.seps = _sep_groups(cell, j, live)
+            st.groups = _edge_groups(cell, j, live)
     offset = 0
     for _ in range(cell._steps):
         acc, poly_terms = None, []
@@ -403,11 +432,10 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     term = ("mul", w, st.x)
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
-                elif kind == "sep":
-                    term = st.sep(ctx, offset + j, k, op, weights)
-                elif kind == "dil":
-                    term = _dil(ctx, st, op, w, poly_terms)
-                    if term is None:
+                elif kind in ("sep", "dil"):
+                    term, poly = st.conv_term(ctx, offset + j, k, op, w, weights)
+                    if poly:  # transformed back once, with the node's other such terms
+                        poly_terms.append(term)
                         continue
                 elif kind == "fr":
                     term = _fr(ctx, st, op, w)
@@ -427,7 +455,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
         offset += len(states)
         states.append(_State(acc, 1))
         if ctx.grouped:
-            states[-1].seps = _sep_groups(cell, len(states) - 1, live)
+            states[-1].groups = _edge_groups(cell, len(states) - 1, live)
     if own:
         ctx.flush()
     return torch.cat([st.x for st in states[-cell._multiplier:]], dim=1)

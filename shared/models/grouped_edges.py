@@ -1,11 +1,13 @@
 """Every edge that leaves one cell state, computed together: one kernel per stage of a
-separable conv for all of them, where the fast path (``shared.models.fast_mixed``) launches one
-per edge.
+separable or dilated conv for all of them, where the fast path (``shared.models.fast_mixed``)
+launches one per edge.
 
 A DARTS cell state feeds up to four edges (c_{k-2} and c_{k-1} feed every node), and each edge
-holds a ``sep_conv_3x3`` and a ``sep_conv_5x5``: 2 x (depthwise, 1x1, BN) per candidate. On a
-GPU the search step is bound by launching ~20,000 such small kernels, not by their arithmetic
-(README, Speed). Here the m same-shaped separable convs on the edges leaving a state run as:
+holds a ``sep_conv_3x3`` and a ``sep_conv_5x5`` (2 x (depthwise, 1x1, BN) per candidate) and a
+``dil_conv_3x3`` and a ``dil_conv_5x5`` (depthwise at dilation 2, 1x1, BN). On a GPU the search
+step is bound by launching ~20,000 such small kernels, not by their arithmetic (README, Speed).
+Here the m same-shaped convs of one kind on the edges leaving a state (same ``group_key``) run
+as:
 
 * the first depthwise conv: one conv of the state's ReLU with the m edges' kernels stacked,
   ``groups=C`` (output channel c*m + e is edge e's channel c; no copy of the input), then one
@@ -15,40 +17,61 @@ GPU the search step is bound by launching ~20,000 such small kernels, not by the
   channels, whose batch statistics are each edge's own; each edge's running statistics get
   their update from its slice (``_Ctx.update``); the last BN takes the edges' mixing weights
   as per-channel scales, as the fast path folds them;
-* the second depthwise conv: one conv with ``groups=m*C``.
+* a separable conv's second depthwise conv: one conv with ``groups=m*C``.
+
+A dilated conv is that first stage alone (:func:`dil_group`), and its depthwise conv is the
+one the fast path would run for any one member, with the stacked kernels: the caller passes it
+in (``_State.dil_conv``). So the fast path's rewrites of dilation hold for the group: at
+stride 2 an undilated conv of the even pixels, at stride 1 a conv of the polyphase components
+(the 1x1 conv and the BN act per pixel, so the group's result stays polyphase, and each edge's
+slice joins the polyphase sum of the node that edge feeds), or a dense kernel with the
+dilated one embedded.
 
 Equal in exact arithmetic to the per-edge path (float64 agrees to ~1e-14; float32 to rounding,
 as any change of summation order). Used where ``Network(grouped_edges=True)``. Off by default:
-on the CPU it is slower (``bench/supernet_step.py --grouped``, C=16, 8 cells, 32x32: 0.82x the
-fast path's speed at batch 16, 0.76x at 64; oneDNN's grouped 1x1 convs and the permutation
-cost more than the calls saved, where the fast path's 1x1 convs are matrix products), and on a
-GPU, where it is meant to pay, it is not measured yet.
+on the CPU it is slower. Timed with ``bench/supernet_step.py --grouped`` and with the same step
+of the fast and grouped paths alone, interleaved (space s5, C=16, 8 cells, 32x32, first
+order, ``OMP_NUM_THREADS=2``, 2 cores shared with other jobs: single runs vary by ~0.05), it
+runs at 0.74x the fast path's speed at batch 16 (median of 15 steps), about 0.63x at 64 (0.81x
+and 0.72x with the separable convs alone grouped). oneDNN's depthwise conv with the m kernels
+stacked (a channel multiplier) takes about twice as long as m per-edge depthwise convs, and
+its grouped 1x1 convs and the permutation cost more than the calls saved (the fast path's 1x1
+convs are matrix products). On a GPU, where it is meant to pay (it removes 810 of the 1,383
+convolution, 1x1 and BN calls of a 5-cell forward on s5, ``tests/test_fast_path.py``), it is
+not measured yet.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.global_batch_norm import batch_norm
+from shared.ops import SepConv
 
-Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, SepConv)
+Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
 
 
 def group_key(op: nn.Module) -> tuple:
-    """Separable convs with equal keys run as one group."""
-    dw, bn1, bn2 = op[0][1], op[0][3], op[1][3]
-    return (dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
-            op[0][2].out_channels, op[1][1].padding, op[1][1].dilation,
-            bn1.eps, bn1.momentum, bn2.eps, bn2.momentum)
+    """Separable convs (``SepConv``) or dilated convs (``DilConv``) with equal keys run as one
+    group; the kind leads the key, so the two never share one."""
+    if isinstance(op, SepConv):
+        dw, bn1, bn2 = op[0][1], op[0][3], op[1][3]
+        return ("sep", dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
+                op[0][2].out_channels, op[1][1].padding, op[1][1].dilation,
+                bn1.eps, bn1.momentum, bn2.eps, bn2.momentum)
+    dw, bn = op[1], op[3]
+    return ("dil", dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
+            op[2].out_channels, bn.eps, bn.momentum)
 
 
 def groupable(op: nn.Module) -> bool:
     """Affine-free BNs that track running statistics with a momentum (every search op)."""
+    bns = (op[0][3], op[1][3]) if isinstance(op, SepConv) else (op[3],)
     return all(bn.weight is None and bn.bias is None and bn.track_running_stats
-               and bn.momentum is not None for bn in (op[0][3], op[1][3]))
+               and bn.momentum is not None for bn in bns)
 
 
 def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
@@ -71,24 +94,64 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
     return z
 
 
+def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
+           scales: Sequence[torch.Tensor] | None) -> torch.Tensor:
+    """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
+    its BN (one stacked call)."""
+    y = F.conv2d(y, torch.cat([p.weight for p in pws]), None, 1, 0, 1, len(pws))
+    return _stacked_bn(ctx, y, bns, scales)
+
+
+def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[nn.Conv2d],
+              pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
+              scales: Sequence[torch.Tensor] | None,
+              memory_format: torch.memory_format) -> torch.Tensor:
+    """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
+    ``conv(kernels)`` is the depthwise conv of that input by the m edges' kernels stacked
+    channel-major (``groups=C``: output channel c*m + e is edge e's channel c, and no edge
+    needs its own copy of the input); its output is permuted to edge-major channels once."""
+    m, c = len(dws), dws[0].in_channels
+    y = conv(torch.stack([d.weight for d in dws], 1).flatten(0, 1))  # c*m + e
+    y = y.unflatten(1, (c, m)).transpose(1, 2).flatten(1, 2)  # edge-major channels
+    return _pw_bn(ctx, y.contiguous(memory_format=memory_format), pws, bns, scales)
+
+
+def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], torch.Tensor]:
+    """Each member's block of channels. One ``split``, not m slices: its backward is one
+    concatenation of the members' gradients, where each slice's would be a zero-filled tensor
+    of all m blocks, and autograd would add m of them."""
+    parts = y.split(y.shape[1] // len(members), dim=1)
+    return {(e, k): t for (e, k, _), t in zip(members, parts)}
+
+
 def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], weights: torch.Tensor,
               memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
-    """``weights[e, k] * op(x)`` for every (e, k, op) of ``members`` (same ``group_key``),
-    from the state's ReLU; returned per (edge, candidate)."""
+    """``weights[e, k] * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
+    ``group_key``), from the state's ReLU; returned per (edge, candidate)."""
     ops = [op for _, _, op in members]
-    m = len(ops)
-    a = ops[0][0]
-    dw, c = a[1], a[1].in_channels
-    kernels = torch.stack([op[0][1].weight for op in ops], 1).flatten(0, 1)  # c*m + e
-    y = F.conv2d(relu, kernels, None, dw.stride, dw.padding, dw.dilation, c)
-    y = y.unflatten(1, (c, m)).transpose(1, 2).flatten(1, 2)  # edge-major channels
-    y = y.contiguous(memory_format=memory_format)
-    y = F.conv2d(y, torch.cat([op[0][2].weight for op in ops]), None, 1, 0, 1, m)
-    y = F.relu_(_stacked_bn(ctx, y, [op[0][3] for op in ops], None))
-    b = ops[0][1]
-    y = F.conv2d(y, torch.cat([op[1][1].weight for op in ops]), None, b[1].stride,
-                 b[1].padding, b[1].dilation, y.shape[1])
-    y = F.conv2d(y, torch.cat([op[1][2].weight for op in ops]), None, 1, 0, 1, m)
-    y = _stacked_bn(ctx, y, [op[1][3] for op in ops], [weights[e, k] for e, k, _ in members])
-    out = y.shape[1] // m
-    return {(e, k): y[:, i * out:(i + 1) * out] for i, (e, k, _) in enumerate(members)}
+    a, b = ops[0][0][1], ops[0][1][1]
+
+    def first(kernels: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(relu, kernels, None, a.stride, a.padding, a.dilation, a.in_channels)
+
+    y = _dw_pw_bn(ctx, first, [op[0][1] for op in ops], [op[0][2] for op in ops],
+                  [op[0][3] for op in ops], None, memory_format)
+    y = F.relu_(y)  # in place: BN's backward needs not its output
+    y = F.conv2d(y, torch.cat([op[1][1].weight for op in ops]), None, b.stride, b.padding,
+                 b.dilation, y.shape[1])
+    y = _pw_bn(ctx, y, [op[1][2] for op in ops], [op[1][3] for op in ops],
+               [weights[e, k] for e, k, _ in members])
+    return _split(y, members)
+
+
+def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequence[Member],
+              weights: torch.Tensor,
+              memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
+    """``weights[e, k] * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same
+    ``group_key``); ``conv(kernels)``: the depthwise conv of the state's ReLU as the fast path
+    runs it for one member (``groups=C``), so the result is in that conv's layout (polyphase
+    where it is polyphase); returned per (edge, candidate)."""
+    ops = [op for _, _, op in members]
+    y = _dw_pw_bn(ctx, conv, [op[1] for op in ops], [op[2] for op in ops],
+                  [op[3] for op in ops], [weights[e, k] for e, k, _ in members], memory_format)
+    return _split(y, members)

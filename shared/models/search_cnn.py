@@ -107,9 +107,10 @@ class Network(Supernet):
     and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
     to rounding. ``fast=False`` runs ``SearchCell.forward``, the per-candidate reference.
 
-    ``grouped_edges`` (fast path only): the separable convs on the edges leaving a cell state
-    run as one kernel per stage (``shared.models.grouped_edges``); equal to rounding, off by
-    default until measured on a GPU.
+    ``grouped_edges`` (fast path only): the same-shaped separable convs, and the same-shaped
+    dilated convs, on the edges leaving a cell state run as one kernel per stage
+    (``shared.models.grouped_edges``); equal to rounding, off by default until measured on a
+    GPU.
 
     ``skip_zero_weights``: a candidate whose mixing weight is exactly 0 is not run, as in
     darts-pt's supernet (``sota/cnn/model_search.py``, ``if w != 0``): an op DARTS-PT masks or
