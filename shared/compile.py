@@ -38,11 +38,12 @@ a data-parallel run (its BatchNorm statistics are all-reduced inside the forward
 from __future__ import annotations
 
 import logging
-
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from shared.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where a network is compiled: a door's --help needs none
+    import torch.nn as nn
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
 TRACE_ONLY = "aot_eager"  # traced and run without generated kernels (the tests, on the CPU)
@@ -99,4 +100,6 @@ def compiled(model: nn.Module) -> bool:
 
 def reset_compiled() -> None:
     """Forget every compiled graph (between independent runs in one process: tests, benches)."""
+    import torch
+
     torch._dynamo.reset()
