@@ -15,7 +15,11 @@ backprop does not go through the backward ``torch.compile`` derives.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
+
+from shared.compile import compiled
 
 
 def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -25,7 +29,9 @@ def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     alphas = list(model.arch_parameters())
     saved = {n: b.detach().clone() for n, b in model.named_buffers()}
     try:
-        with torch.compiler.set_stance("force_eager"):
+        # torch._dynamo's import (~3 s) only where the network is compiled
+        eager = torch.compiler.set_stance("force_eager") if compiled(model) else nullcontext()
+        with eager:
             loss = model.loss(x, y)
         grads = torch.autograd.grad(loss, alphas, create_graph=True)
         g = torch.cat([gi.reshape(-1) for gi in grads])
