@@ -29,6 +29,44 @@ def door_env() -> dict:
     return env
 
 
+def run_door_here(door_dir: str, script: str, args: list[str]):
+    """``cd door_dir && python script args``, run in this process: the script's ``__main__``
+    through runpy, its stdout, stderr and exit status captured as ``subprocess.run`` returns
+    them. A new Python process first spends ~5 s importing torch, TorchDynamo (torch.optim's
+    first optimiser imports it) and matplotlib, which this process has already done: the tests
+    that only read a door's outputs run it here, and each door keeps tests that run it as a
+    process (killed, resumed, under torchrun)."""
+    import contextlib
+    import io
+    import runpy
+    import subprocess
+    import traceback
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    cwd, argv, path = os.getcwd(), sys.argv, list(sys.path)
+    try:
+        os.chdir(door_dir)
+        sys.argv = [script, *map(str, args)]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` does
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(script, run_name="__main__")
+            except SystemExit as exit_:
+                if isinstance(exit_.code, int) or exit_.code is None:
+                    code = exit_.code or 0
+                else:  # sys.exit("message"): the message on stderr, status 1
+                    print(exit_.code, file=sys.stderr)
+                    code = 1
+            except BaseException:  # noqa: BLE001 - a traceback, as the process would print
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+        sys.path[:] = path
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
 def wait_for_checkpoint_epoch(path: str, epoch: int, proc, timeout: float = 600,
                               poll: float = 0.1) -> None:
     """Block until the checkpoint at ``path`` has reached ``epoch`` (the run a test is about to

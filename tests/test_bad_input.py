@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, door_env
+from tests.conftest import ROOT, door_env, run_door_here
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,7 @@ RNN_TRAIN = ("sdarts/sota/rnn", "train.py", ["--data", "embedded", "--gpu", "-1"
 def door(where, extra, tmp_path):
     folder, script, base = where
     exp = tmp_path / "exp"
-    out = subprocess.run([sys.executable, script, *base, *extra, "--experiments", str(exp)],
-                         cwd=os.path.join(ROOT, folder), env=door_env(), capture_output=True,
-                         text=True, timeout=120)
+    out = run_door_here(os.path.join(ROOT, folder), script, [*base, *extra, "--experiments", exp])
     return out, exp
 
 

@@ -21,6 +21,7 @@ from darts_pt.sota.cnn import train as door
 from shared.errors import UserError
 from shared.evaluation.config import CHECKPOINT, WEIGHTS
 from shared.genotypes import published
+from tests.conftest import run_door_here
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -47,9 +48,9 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _door(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "train.py", *args], cwd=DOOR, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def _door(*args: str) -> subprocess.CompletedProcess:
+    """The door in this process (conftest.run_door_here); killed runs are processes."""
+    return run_door_here(str(DOOR), "train.py", list(args))
 
 
 def _bash(script: str, *args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, wait_for_checkpoint_epoch
+from tests.conftest import ROOT, door_env, run_door_here, wait_for_checkpoint_epoch
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -26,10 +26,10 @@ PROJ = [*TINY, "--method", "darts-proj", "--dev", "proj", "--resume_epoch", "2",
 PROJ_NAME = "log_resume-2_dev-proj_intv-1_ED-random_PCN-acc_PCR-acc_seed-2"
 
 
-def door(args, experiments, timeout=900):
-    return subprocess.run([sys.executable, "train_search.py", *args, "--experiments",
-                           str(experiments)], cwd=DOOR_DIR, env=door_env(), capture_output=True,
-                          text=True, timeout=timeout)
+def door(args, experiments):
+    """The door in this process (conftest.run_door_here); the killed projection runs as a
+    process."""
+    return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", experiments])
 
 
 @pytest.fixture(scope="module")

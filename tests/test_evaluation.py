@@ -29,6 +29,7 @@ from shared.evaluation.config import CHECKPOINT, WEIGHTS
 from shared.evaluation.trainer import linear_lr_factor
 from shared.genotypes import load_genotype, save_genotype
 from shared.models.cnn import build_final_network
+from tests.conftest import run_door_here
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -47,9 +48,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(script: str, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *args], cwd=DOORS, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    """The door in this process (conftest.run_door_here); killed runs and torchrun's are
+    processes."""
+    return run_door_here(str(DOORS), script, list(args))
 
 
 def _only_run_dir(root: Path, dataset: str = "digits") -> Path:

@@ -5,13 +5,12 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from shared.errors import UserError
-from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write
+from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write, run_door_here
 
 HOME = os.path.join(ROOT, "lambda_darts", "NAS-Bench201")
 SPLIT = os.path.join(HOME, "configs", "nas-benchmark", "cifar-split.txt")
@@ -101,9 +100,8 @@ def run_sh(args, cwd=ROOT, timeout=600):
 
 
 def run_door(args, cwd=HOME):
-    return subprocess.run([sys.executable, os.path.join(HOME, "exps", "algos", "DARTS-V1.py"),
-                           *args], cwd=cwd, env=door_env(), capture_output=True, text=True,
-                          timeout=600)
+    """The door in this process (conftest.run_door_here); the killed run is a process."""
+    return run_door_here(str(cwd), os.path.join(HOME, "exps", "algos", "DARTS-V1.py"), args)
 
 
 @pytest.mark.slow

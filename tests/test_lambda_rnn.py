@@ -28,6 +28,7 @@ from tests.conftest import (
     assert_lambda_run,
     door_env,
     kill_inside_checkpoint_write,
+    run_door_here,
     search_runs,
 )
 
@@ -267,6 +268,10 @@ def test_bad_flags_are_one_line_and_leave_nothing(tmp_path, args, message, capsy
 
 
 def run_door(args, root, script=("python", "train_search.py")):
+    """``script`` run as a process (``run.sh`` calls python), the door itself in this process
+    (conftest.run_door_here)."""
+    if script == ("python", "train_search.py"):
+        return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", root])
     env = door_env()
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return subprocess.run([*script, *args, "--experiments", str(root)], cwd=DOOR_DIR, env=env,

@@ -4,11 +4,10 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, assert_lambda_run, door_env, search_runs
+from tests.conftest import ROOT, assert_lambda_run, door_env, run_door_here, search_runs
 
 pytestmark = pytest.mark.slow  # runs the door
 
@@ -18,9 +17,8 @@ TINY = ["--dataset", "digits", "--layers", "5", "--init_channels", "4", "--batch
 
 
 def run_door(args, root):
-    return subprocess.run([sys.executable, "train_search.py", *args, "--experiments",
-                           str(root)], cwd=DOOR_DIR, env=door_env(), capture_output=True,
-                          text=True, timeout=600)
+    """The door in this process (conftest.run_door_here); the killed run is a process."""
+    return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", root])
 
 
 def test_lambda_darts_with_sdarts_rs_on_digits_end_to_end(tmp_path):

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write, search_runs
+from tests.conftest import ROOT, kill_inside_checkpoint_write, run_door_here, search_runs
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -20,10 +18,9 @@ TINY = ["--data", "embedded", "--emsize", "8", "--nhid", "8", "--nhidlast", "8",
         "--batch_size", "32", "--bptt", "10", "--gpu", "-1", "--no_progress"]
 
 
-def run_door(args, root, timeout=600):
-    return subprocess.run([sys.executable, "train_search.py", *args, "--experiments", str(root)],
-                          cwd=DOOR_DIR, env=door_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def run_door(args, root):
+    """The door in this process (conftest.run_door_here); the killed run is a process."""
+    return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", root])
 
 
 def only_run(root):
@@ -79,7 +76,7 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
     ([], "penn"),  # the default ../../data/penn/ is not there: where PTB comes from
 ])
 def test_bad_input_is_one_clear_message(tmp_path, args, message):
-    out = run_door(args, tmp_path, timeout=120)
+    out = run_door(args, tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr

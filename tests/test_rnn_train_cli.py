@@ -6,13 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, kill_search_after_epoch, search_runs
+from tests.conftest import ROOT, kill_search_after_epoch, run_door_here, search_runs
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -21,10 +19,10 @@ TINY = ["--data", "embedded", "--emsize", "8", "--nhid", "8", "--nhidlast", "8",
         "--batch_size", "64", "--bptt", "20", "--gpu", "-1", "--no_progress"]
 
 
-def run(script, args, root=None, timeout=600):
+def run(script, args, root=None):
+    """The door in this process (conftest.run_door_here); the killed run is a process."""
     extra = ["--experiments", str(root)] if root is not None else []
-    return subprocess.run([sys.executable, script, *args, *extra], cwd=DOOR_DIR, env=door_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_door_here(DOOR_DIR, script, [*args, *extra])
 
 
 def only_run(root):
@@ -167,7 +165,7 @@ def test_a_nan_injected_into_training_is_recovered_from(tmp_path, monkeypatch, c
     ("test.py", ["--dropout", "0.3"], "unrecognized arguments: --dropout"),
 ])
 def test_bad_input_is_one_clear_message(tmp_path, script, args, message):
-    out = run(script, [*args, "--gpu", "-1"], tmp_path, timeout=120)
+    out = run(script, [*args, "--gpu", "-1"], tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr

@@ -25,7 +25,7 @@ from shared.cli import door as door_module
 from shared.cli.resume import find_run
 from shared.cli.run_folder import LOCK, RunLock, claim_run, holder, inside
 from shared.errors import UserError, cli_entry
-from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch
+from tests.conftest import ROOT, door_env, run_door_here, search_runs, wait_for_checkpoint_epoch
 
 
 def tree(root) -> dict[str, str]:
@@ -193,6 +193,10 @@ PT_TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--ba
 
 def door(where: str, args: list[str], experiments, script: str = "train_search.py",
          prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    """A door run in this process (conftest.run_door_here), or as a process under ``prefix``;
+    the busy-run tests below start theirs as processes."""
+    if not prefix:
+        return run_door_here(where, script, [*args, "--experiments", experiments])
     return subprocess.run([*prefix, sys.executable, script, *args, "--experiments",
                            str(experiments)], cwd=where, env=door_env(), capture_output=True,
                           text=True, timeout=600)

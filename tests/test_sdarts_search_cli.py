@@ -9,7 +9,13 @@ import urllib.request
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, kill_inside_checkpoint_write, search_runs
+from tests.conftest import (
+    ROOT,
+    door_env,
+    kill_inside_checkpoint_write,
+    run_door_here,
+    search_runs,
+)
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -18,10 +24,10 @@ TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch
         "--gpu", "-1", "--no_progress"]
 
 
-def run_door(args, tmp_path, timeout=600):
-    return subprocess.run([sys.executable, "train_search.py", *args, "--experiments",
-                           str(tmp_path)], cwd=DOOR_DIR, env=door_env(), capture_output=True,
-                          text=True, timeout=timeout)
+def run_door(args, tmp_path):
+    """The door in this process (conftest.run_door_here); the kill-and-resume test below runs
+    it as processes."""
+    return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", tmp_path])
 
 
 def only_run(tmp_path):
@@ -31,8 +37,9 @@ def only_run(tmp_path):
 
 
 def test_sdarts_adv_search_on_digits_end_to_end(tmp_path):
+    # a tenth of the digits to train on, in batches of 64: 2 steps an epoch
     out = run_door([*TINY, "--search_space", "s5", "--perturb_alpha", "pgd_linf", "--epochs", "2",
-                    "--save", "e2e"], tmp_path)
+                    "--save", "e2e", "--batch_size", "64", "--train_portion", "0.1"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = only_run(tmp_path)
     name = os.path.basename(run)
@@ -58,7 +65,7 @@ def test_sdarts_adv_search_on_digits_end_to_end(tmp_path):
 def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
     """Killed inside its second checkpoint write, then resumed on a full disk (a file-size
     limit below the checkpoint's size), then resumed: the run never stopped, bit for bit."""
-    args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "3",
+    args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "2",
             "--save", "resume"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
@@ -81,10 +88,10 @@ def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in open(os.path.join(run, "log.txt")).read()
     assert not any(".tmp" in name for name in os.listdir(run))
-    assert len(json.load(open(os.path.join(run, "history.json")))) == 3
+    assert len(json.load(open(os.path.join(run, "history.json")))) == 2
     ref = torch.load(os.path.join(only_run(ref_dir), "checkpoint.pth.tar"), weights_only=True)
     got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
-    assert got["epoch"] == ref["epoch"] == 3
+    assert got["epoch"] == ref["epoch"] == 2
     for key in ("alphas_normal", "alphas_reduce"):
         assert torch.equal(got["state_dict"][key], ref["state_dict"][key])
     assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
@@ -107,7 +114,7 @@ def test_resume_refuses_a_changed_setting(tmp_path):
     (["--resume", "/nonexistent/run"], "does not exist"),
 ])
 def test_bad_input_is_one_clear_message(tmp_path, args, message):
-    out = run_door(args, tmp_path, timeout=120)
+    out = run_door(args, tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -117,7 +124,7 @@ def test_corrupt_checkpoint_is_one_clear_message(tmp_path):
     run = tmp_path / "sota" / "digits" / "search-exp-x-s5-2"
     run.mkdir(parents=True)
     (run / "checkpoint.pth.tar").write_bytes(b"this is not a checkpoint")
-    out = run_door(["--resume", str(run)], tmp_path, timeout=120)
+    out = run_door(["--resume", str(run)], tmp_path)
     assert out.returncode == 2
     assert "corrupt" in out.stderr and "Traceback" not in out.stderr
 

@@ -46,7 +46,7 @@ def batches(n: int, offset: int, last: int = BATCH) -> list[tuple[torch.Tensor, 
 
 
 def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH,
-        compile_mode: str = "off", nodes: int = 4
+        compile_mode: str = "off", nodes: int = 4, perturb: str | None = None
         ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[float], SearchLoop]:
     torch.manual_seed(0)
     # s3 (none, skip, sep_conv_3x3): the smallest space with every kind of candidate the
@@ -68,9 +68,9 @@ def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH
         train_queue=batches(steps, 0, last),
         valid_queue=None if kind == "one_level" else batches(steps, 400),
         valid_eval_queue=None, epochs=EPOCHS, device=CPU, logger=logging.getLogger("capture"),
-        checkpoint_path=str(tmp_path / f"{kind}-{capture}-{compile_mode}.pth.tar"),
-        perturbation=make_perturbation(kind if kind in ("random", "pgd_linf") else "none",
-                                       0.3, EPOCHS),
+        checkpoint_path=str(tmp_path / f"{kind}-{perturb}-{capture}-{compile_mode}.pth.tar"),
+        perturbation=make_perturbation(
+            perturb or (kind if kind in ("random", "pgd_linf") else "none"), 0.3, EPOCHS),
         progress=False, step_capture=capture, compile_mode=compile_mode)
     losses = []
     for epoch in range(EPOCHS):
