@@ -134,6 +134,12 @@ def _place_label(ax: Axes, text: str, color: Any, curve: tuple[Point, Point, Poi
     taken.append(best[2])
 
 
+def _points(ax: Axes, length: float) -> float:
+    """``length`` data units along x, in points (the aspect is equal, so along y alike)."""
+    (x0, _), (x1, _) = ax.transData.transform([(0.0, 0.0), (length, 0.0)])
+    return (x1 - x0) * 72.0 / ax.figure.dpi
+
+
 def _draw_graph(ax: Axes, pos: dict[str, Point],
                 edges: Sequence[tuple[str, str, str | None]],
                 kinds: dict[str, str] | None = None) -> None:
@@ -149,10 +155,15 @@ def _draw_graph(ax: Axes, pos: dict[str, Point],
     ax.axis("off")
     ax.apply_aspect()  # fixes the data -> pixel transform, so label extents can be measured
     taken = [c.get_window_extent() for c in circles.values()]
+    # Each end stops at its node's circle plus matplotlib's default 2-point gap. Clipping the
+    # curve at a circle round its end point is what ``shrinkA``/``shrinkB`` do (in points), a
+    # cheap test; ``patchA``/``patchB`` clip at the same circles through generic patch
+    # containment, ~1 s of every cell diagram.
+    shrink = _points(ax, _NODE_RADIUS) + 2.0
     for (u, v, op), rad in zip(edges, _edge_rads(edges, pos)):
         color = colors[op] if op is not None else "gray"
         ax.add_patch(FancyArrowPatch(
-            pos[u], pos[v], patchA=circles[u], patchB=circles[v], zorder=2, clip_on=False,
+            pos[u], pos[v], shrinkA=shrink, shrinkB=shrink, zorder=2, clip_on=False,
             connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
             linewidth=1.6 if op is not None else 1.0, color=color,
             linestyle="-" if op is not None else "--"))
