@@ -267,21 +267,22 @@ def test_bad_flags_are_one_line_and_leave_nothing(tmp_path, args, message, capsy
     assert not (tmp_path / "exp").exists()
 
 
-def run_door(args, root, script=("python", "train_search.py")):
-    """``script`` run as a process (``run.sh`` calls python), the door itself in this process
-    (conftest.run_door_here)."""
-    if script == ("python", "train_search.py"):
-        return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", root])
+def run_door(args, root):
+    """The door in this process (conftest.run_door_here); the killed run is a process."""
+    return run_door_here(DOOR_DIR, "train_search.py", [*args, "--experiments", root])
+
+
+def run_sh(args, root):
+    """``bash run.sh``, a process that calls the ``python`` on PATH."""
     env = door_env()
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    return subprocess.run([*script, *args, "--experiments", str(root)], cwd=DOOR_DIR, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(["bash", "run.sh", *args, "--experiments", str(root)], cwd=DOOR_DIR,
+                          env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
 def test_run_sh_searches_the_embedded_corpus_end_to_end(tmp_path):
-    out = run_door([*TINY, "--epochs", "2", "--save", "debug-e2e"], tmp_path,
-                   script=("bash", "run.sh"))
+    out = run_sh([*TINY, "--epochs", "2", "--save", "debug-e2e"], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "genotype = Genotype(recurrent=" in out.stdout
     (run,) = search_runs(tmp_path)
