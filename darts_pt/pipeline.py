@@ -15,13 +15,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import torch
+
 from darts_pt.doors import Run, taken
 from darts_pt.projection import ProjectionState
 from darts_pt.tuning import ProjectionConfig, tuning_loop
+from shared import distributed as dist_utils
 from shared.cli.run_folder import claim_run, has_checkpoint, inside
 from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
-from shared.search.cnn_search import CNNSearch, CNNSearchConfig, build_cnn_search
+from shared.search.cnn_search import (
+    CNNSearch,
+    CNNSearchConfig,
+    build_cnn_search,
+    log_data_parallel,
+)
+from shared.search.data_parallel import DataParallel
 from shared.search.phase import Finish, run_phase
 
 
@@ -47,15 +56,23 @@ def run_pipeline(args: argparse.Namespace, run: Run, cfg: CNNSearchConfig,
     is built.
 
     The run's own folder (the projection's, else the supernet's) is claimed for the command
-    (``shared.cli.run_folder``): created new inside ``--experiments`` or, resumed, locked."""
+    (``shared.cli.run_folder``): created new inside ``--experiments`` or, resumed, locked.
+    Under torchrun both phases are data-parallel (``shared.search.data_parallel``): every
+    rank computes its shard of each batch and of each projection pass, rank 0 writes."""
     new = run.saved is None
     out = run.proj_dir or run.save_dir
+    # under torchrun: rank 0 owns the folder and writes every file; the others compute
     with claim_run(out, root=args.experiments if new else None, new=new, unique=run.restart,
-                   taken=taken(out)) as out:
+                   taken=taken(out), data_parallel=True) as out, \
+            dist_utils.process_group(cfg.gpu) as (ctx, device):
+        out = dist_utils.broadcast_object(out, ctx)  # a debug restart's new name, on every rank
         if run.proj_dir is None:
             run.save_dir = out
         elif out != run.proj_dir:  # a debug restart's new folder: its log is named after it
             run.proj_dir, run.log_name = out, os.path.basename(out) + ".txt"
+        if not ctx.is_main:
+            return _phases(args, run, dist_utils.silent_logger(), cfg, spec,
+                           DataParallel.of(ctx), device)
         if new:  # the projection's log lies in the supernet's folder
             inside(run.save_dir, args.experiments, "the supernet folder")
         print(f"experiment folder: {out}")
@@ -65,7 +82,8 @@ def run_pipeline(args: argparse.Namespace, run: Run, cfg: CNNSearchConfig,
         try:
             for note in notes:
                 logger.info(*note)
-            return _phases(args, run, logger, cfg, spec)
+            log_data_parallel(logger, ctx, cfg.batch_size)
+            return _phases(args, run, logger, cfg, spec, DataParallel.of(ctx), device)
         except (UserError, OSError):
             if fresh_log and new and not has_checkpoint(out):  # the start failed: no trace
                 close_logger(logger)
@@ -77,9 +95,11 @@ def run_pipeline(args: argparse.Namespace, run: Run, cfg: CNNSearchConfig,
 
 
 def _phases(args: argparse.Namespace, run: Run, logger: logging.Logger, cfg: CNNSearchConfig,
-            spec: Callable[[CNNSearch], ProjectionSpec]) -> Any:
+            spec: Callable[[CNNSearch], ProjectionSpec], data_parallel: DataParallel,
+            device: torch.device) -> Any:
     search = build_cnn_search(cfg, run.save_dir, logger, numbered_checkpoints=args.ckpt_interval,
-                              max_batches=1 if args.fast else None)
+                              max_batches=1 if args.fast else None,
+                              data_parallel=data_parallel, device=device)
     projection = spec(search)
     loop = search.loop
     loop.epoch_end_hooks += list(projection.supernet_hooks)
@@ -94,7 +114,8 @@ def _phases(args: argparse.Namespace, run: Run, logger: logging.Logger, cfg: CNN
     if run.saved is None and not dev_resume:  # a fresh projection of a supernet checkpoint
         _load_supernet(loop, run, args, logger)
         if loop.start_epoch < loop.epochs:  # the released code trains the rest first
-            with claim_run(run.save_dir, root=None, new=False):  # it writes the supernet's
+            with claim_run(run.save_dir, root=None, new=False,  # it writes the supernet's
+                           data_parallel=True):
                 run_phase(loop, run.save_dir, search.space, cfg)
     return project(args, search, run, projection)
 

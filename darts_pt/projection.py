@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from shared.errors import UserError
-from shared.logs import AverageMeter, accuracy
 from shared.runtime import Precision, to_device
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
+from shared.search.meters import DeviceMeters
 
 Weights = tuple[torch.Tensor, ...]
 CRITERIA = ("acc", "loss")
@@ -158,22 +159,24 @@ def projection_schedule(num_edges: int, num_nodes: int, proj_intv: int
 # -- scoring a masked supernet -------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, queue: Iterable, weights: Weights, device: torch.device,
-             precision: Precision, max_batches: int | None = None) -> tuple[float, float]:
+             precision: Precision, max_batches: int | None = None,
+             data_parallel: DataParallel = ONE_PROCESS) -> tuple[float, float]:
     """(top-1 %, mean cross-entropy) of the supernet with ``weights`` over ``queue``, BN in
     training mode (batch statistics; running statistics update as a side effect), as DARTS-PT
-    scores its projections."""
+    scores its projections. The sums stay on the device until the end (``DeviceMeters``, the
+    numbers of DARTS' ``AverageMeter``) and, data-parallel, are summed over the ranks' shards."""
     model.train()
-    top1, objs = AverageMeter(), AverageMeter()
+    meters = DeviceMeters(device, topk=(1,))
     with precision.autocast(device):
         for i, batch in enumerate(queue):
             if max_batches is not None and i >= max_batches:
                 break
             x, y = to_device(batch, device, precision)
-            logits = model(x, weights).float()
-            n = x.size(0)
-            objs.update(F.cross_entropy(logits, y).item(), n)
-            top1.update(accuracy(logits, y)[0], n)
-    return top1.avg, objs.avg
+            logits = model(x, weights).float()  # every rank: its BNs gather the statistics
+            if len(y):  # a rank's empty shard of a short last batch adds nothing
+                meters.update(F.cross_entropy(logits, y), logits, y)
+    loss, top1 = meters.averages(data_parallel)
+    return top1, loss
 
 
 Evaluator = Callable[[Weights], tuple[float, float]]

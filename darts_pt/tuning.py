@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -34,7 +34,9 @@ from darts_pt.projection import (
     projection_schedule,
 )
 from shared.checkpoint import save_checkpoint
+from shared.data.on_device import PassBatches, RandomDeviceBatches, device_generator
 from shared.search.context import EpochContext, StepContext
+from shared.search.data_parallel import DataParallel
 from shared.search.loop import SearchLoop, format_rows
 from shared.search.perturbation import make_perturbation
 
@@ -73,8 +75,18 @@ class _ProjectingModel:
 class ProjectedPerturbation:
     """An SDARTS perturbation of the projected mixing weights (``sdarts-proj``)."""
 
+    supports_data_parallel = True  # the inner perturbation's process group is its own
+
     def __init__(self, inner: Callable, state: ProjectionState) -> None:
         self.inner, self.state = inner, state
+
+    @property
+    def data_parallel(self) -> DataParallel:
+        return self.inner.data_parallel
+
+    @data_parallel.setter
+    def data_parallel(self, value: DataParallel) -> None:
+        self.inner.data_parallel = value
 
     def epsilon(self, epoch: int) -> float:
         return self.inner.epsilon(epoch)
@@ -85,7 +97,11 @@ class ProjectedPerturbation:
 
 
 class ProjectionHook:
-    """Epoch-start hook: at the schedule's epochs, checkpoint, then project every cell type."""
+    """Epoch-start hook: at the schedule's epochs, checkpoint, then project every cell type.
+
+    Data-parallel, every rank scores its shard of each pass and the sums are reduced, so
+    every rank sees the same numbers, draws the same edges from ``rng`` and takes the same
+    decisions; rank 0 writes the checkpoint."""
 
     def __init__(self, state: ProjectionState, cfg: ProjectionConfig, events: dict[int, str],
                  proj_queue, rng: torch.Generator, out_dir: str) -> None:
@@ -97,13 +113,14 @@ class ProjectionHook:
         kind = self.events.get(epoch)
         if kind is None:
             return
-        save_checkpoint(loop.state_dict(epoch),
-                        os.path.join(self.out_dir, f"checkpoint_{epoch}.pth.tar"))
+        if loop.data_parallel.is_main:  # nothing reads it during the run: no barrier
+            save_checkpoint(loop.state_dict(epoch),
+                            os.path.join(self.out_dir, f"checkpoint_{epoch}.pth.tar"))
         model = loop.model
 
         def score(weights: Weights) -> tuple[float, float]:
             return evaluate(model, self.proj_queue, weights, loop.device, loop.precision,
-                            1 if self.cfg.fast else None)
+                            1 if self.cfg.fast else None, loop.data_parallel)
 
         loop.logger.info("project %s", kind)
         for cell in self.state.cell_types:
@@ -118,13 +135,23 @@ class ProjectionHook:
             loop.logger.info("projected weights (%s) =\n%s", cell, format_rows(w))
 
 
-def projection_queue(valid_eval_queue: DataLoader, batch_size: int, num_workers: int,
-                     rng: torch.Generator, pin_memory: bool) -> DataLoader:
+def projection_queue(supernet: SearchLoop, batch_size: int, num_workers: int,
+                     rng: torch.Generator, seed: int
+                     ) -> tuple[Iterable, tuple[torch.Generator, ...]]:
     """The whole validation half, reshuffled on every pass (the released code iterates its
-    ``SubsetRandomSampler`` valid queue, training augmentation included)."""
-    subset: Subset = valid_eval_queue.dataset
+    ``SubsetRandomSampler`` valid queue, training augmentation included), and the generators
+    it draws from besides ``rng``. With the data on the device (``shared.data.on_device``)
+    the pass is drawn there, from a generator of its own (``seed``), each rank its shard of every
+    batch; else a DataLoader over the supernet's validation subset shuffles with ``rng``."""
+    valid = supernet.valid_queue
+    if isinstance(valid, RandomDeviceBatches):
+        g = device_generator(seed, supernet.device)
+        return PassBatches(valid.data, valid.indices.tolist(), batch_size, valid.augment, g,
+                           valid.shard), (g,)
+    subset: Subset = supernet.valid_eval_queue.dataset
     return DataLoader(subset, batch_size=batch_size, shuffle=True, generator=rng,
-                      num_workers=num_workers, pin_memory=pin_memory)
+                      num_workers=num_workers,
+                      pin_memory=supernet.device.type == "cuda"), ()
 
 
 def tuning_loop(supernet: SearchLoop, state: ProjectionState, cfg: ProjectionConfig,
@@ -140,8 +167,8 @@ def tuning_loop(supernet: SearchLoop, state: ProjectionState, cfg: ProjectionCon
     optimizer = torch.optim.SGD(model.weight_parameters(), cfg.learning_rate / 10,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    proj_queue = projection_queue(supernet.valid_eval_queue, batch_size, num_workers, rng,
-                                  supernet.device.type == "cuda")
+    proj_queue, queue_generators = projection_queue(supernet, batch_size, num_workers, rng,
+                                                    cfg.seed + 3)
     hook = ProjectionHook(state, cfg, events, proj_queue, rng, out_dir)
     perturbation = make_perturbation(supernet.config["perturb_alpha"],
                                      supernet.config["epsilon_alpha"], supernet.epochs,
@@ -156,6 +183,7 @@ def tuning_loop(supernet: SearchLoop, state: ProjectionState, cfg: ProjectionCon
         logger=supernet.logger, checkpoint_path=os.path.join(out_dir, CHECKPOINT),
         grad_clip=supernet.grad_clip, report_freq=supernet.report_freq,
         perturbation=perturbation, epoch_start_hooks=[hook], select=select,
-        generators=(*supernet.generators, rng), precision=supernet.precision,
-        config=supernet.config, progress=supernet.progress,
-        extra_state={"projection": state}, max_batches=1 if cfg.fast else None)
+        generators=(*supernet.generators, rng, *queue_generators),
+        precision=supernet.precision, config=supernet.config, progress=supernet.progress,
+        extra_state={"projection": state}, max_batches=1 if cfg.fast else None,
+        data_parallel=supernet.data_parallel)

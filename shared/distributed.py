@@ -6,10 +6,11 @@ so every helper here is a cheap no-op there and single-process code needs no bra
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -80,6 +81,16 @@ def setup(gpu: int) -> tuple[DistContext, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistContext(rank, world, local_rank), device
+
+
+@contextlib.contextmanager
+def process_group(gpu: int) -> Iterator[tuple[DistContext, torch.device]]:
+    """``setup`` for the ``with`` block, then ``cleanup`` however it ends."""
+    ctx, device = setup(gpu)
+    try:
+        yield ctx, device
+    finally:
+        cleanup()
 
 
 def cleanup() -> None:

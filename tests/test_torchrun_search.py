@@ -1,8 +1,9 @@
 """Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
 every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
-whole batch; doors whose method is not data-parallel yet refuse, on every rank, before any
-folder is made (before either, ``torchrun --nproc_per_node 2 train_search.py`` ran two
-independent searches into two folders)."""
+whole batch, StacNAS' stages and DARTS-PT's projection too; doors whose method is not
+data-parallel yet refuse, on every rank, before any folder is made (before either,
+``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
+folders)."""
 import os
 import signal
 import subprocess
@@ -13,7 +14,14 @@ import torch
 
 from shared.errors import UserError
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
-from tests.conftest import ROOT, door_env, search_runs, wait_for_checkpoint_epoch, wait_for_run
+from tests.conftest import (
+    ROOT,
+    door_env,
+    run_door_here,
+    search_runs,
+    wait_for_checkpoint_epoch,
+    wait_for_run,
+)
 
 SDARTS = os.path.join(ROOT, "sdarts", "sota", "cnn")
 TINY = ["--dataset", "digits", "--gpu", "-1", "--layers", "5", "--init_channels", "4",
@@ -138,3 +146,49 @@ def test_stacnas_stage_runs_data_parallel(tmp_path) -> None:
 
     assert first_step(logs[0]) == first_step(logs[1])
     assert (tmp_path / "dp" / "search1" / "genotype_best.json").is_file()
+
+
+DARTS_PT = os.path.join(ROOT, "darts_pt", "sota", "cnn")
+PT_TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "64",
+           "--gpu", "-1", "--no_progress", "--fast", "--search_space", "s2", "--data_on_device"]
+PT_PROJ = [*PT_TINY, "--method", "darts-proj", "--dev", "proj", "--resume_epoch", "1",
+           "--resume_expid", "search-darts-sota-s2-2", "--proj_intv", "1"]
+
+
+def _first_projection(log: str) -> list[str]:
+    """The numbers of the projection's first event: one score per masked op."""
+    lines = log.split(" project op", 1)[1].split("best opid", 1)[0].splitlines()
+    return [line.split()[-1] for line in lines if " valid_" in line]
+
+
+@pytest.mark.slow
+def test_darts_pt_projects_data_parallel(tmp_path) -> None:
+    """DARTS-PT under torchrun: the projection of one supernet by 2 ranks (each its shard of
+    every tuning batch and of every scoring pass, ``darts_pt.tuning``) scores the first edge's
+    masked supernets as one process does (to float32 rounding), writes one projection folder
+    from rank 0 and finishes; one process projects the on-device data too."""
+    exp = str(tmp_path)
+    out = run_door_here(DARTS_PT, "train_search.py", [
+        *PT_TINY, "--method", "darts", "--epochs", "1", "--ckpt_interval", "1", "--save",
+        "darts-sota", "--experiments", exp])
+    assert out.returncode == 0, out.stderr[-2000:]
+    one = run_door_here(DARTS_PT, "train_search.py", [*PT_PROJ, "--experiments", exp,
+                                                      "--log_tag", "one"])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*TORCHRUN, "train_search.py", *PT_PROJ, "--experiments", exp,
+                          "--log_tag", "two"], cwd=DARTS_PT, env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    supernet = os.path.join(exp, "sota", "digits", "search-darts-sota-s2-2")
+    name = "log_resume-1_dev-proj_intv-1_ED-random_PCN-acc_PCR-acc_seed-2_tag-{}"
+    logs = {tag: open(os.path.join(supernet, name.format(tag) + ".txt")).read()
+            for tag in ("one", "two")}
+    assert "data-parallel search: 2 processes, batch 64 = 32 per process" in logs["two"]
+    ones, twos = _first_projection(logs["one"]), _first_projection(logs["two"])
+    assert len(ones) == 2 * 2  # s2's two ops masked in turn: acc and loss each
+    for a, b in zip(ones, twos):
+        assert float(a) == pytest.approx(float(b), rel=1e-5)
+    folder = os.path.join(supernet, name.format("two"))
+    assert os.path.isfile(os.path.join(folder, "genotype.json"))
+    saved = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
+    assert saved["world_size"] == 2 and saved["extra"]["projection"]["selected_eids"]["normal"]

@@ -6,6 +6,8 @@ nasbench201/train_search.py).
     python train_search.py --method darts-proj --dev proj --seed 0 --save darts-proj-201 \\
         --resume_epoch 100 --resume_expid search-darts-201-0 --proj_intv 5
     python train_search.py --method blank ...  /  --method blank-proj --dev proj ...
+    torchrun --nproc_per_node 2 train_search.py ...     # either phase, data-parallel (the
+                                                        # data on the device, rank 0 writes)
 
 Methods: ``darts`` (first order; ``--unrolled`` second order), ``blank`` (alpha never
 updated: DARTS-PT fix-alpha), ``sdarts`` (``--perturb_alpha random|pgd_linf``), and the same
@@ -77,6 +79,7 @@ from shared.cli.flags import (  # noqa: E402
 )
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
+from shared.cli.run_folder import main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.nb201_api import BENCHMARK_FILE  # noqa: E402
 from shared.search import nb201_benchmark as bench_lib  # noqa: E402
@@ -185,7 +188,10 @@ def projection_spec(args, search, api_required: bool = False):
     from shared import data as D
     from shared.models.nb201 import TinyNetwork, count_parameters
 
-    bench = open_benchmark(args, search.logger, required=api_required)
+    # rank 0 alone queries it (its numbers only reach the files rank 0 writes): one copy of
+    # the multi-GiB file in memory, not one per process
+    bench = (open_benchmark(args, search.logger, required=api_required)
+             if search.loop.data_parallel.is_main else None)
     state = ProjectionState(("cell",), search.space.num_edges)
     config = ProjectionConfig(proj_intv=args.proj_intv, crit={"cell": args.proj_crit},
                               learning_rate=args.learning_rate, momentum=args.momentum,
@@ -217,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     required = api_required(args, typed)
     arch = run_pipeline(args, run, to_config(args),
                         lambda search: projection_spec(args, search, required), notes)
-    print(f"genotype = {arch}")
+    if main_process():  # under torchrun, rank 0 speaks for every rank
+        print(f"genotype = {arch}")
 
 
 if __name__ == "__main__":

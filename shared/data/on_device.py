@@ -177,8 +177,10 @@ class Shard(NamedTuple):
     world_size: int = 1
 
     def rows(self, n: int) -> tuple[int, int]:
-        per = n // self.world_size
-        return self.rank * per, (self.rank + 1) * per
+        """This rank's rows of a global batch of ``n``: equal parts when the ranks divide
+        ``n`` (every training batch), else parts one row apart (a short last batch of
+        ``PassBatches``), rank order kept, so the shards together are the batch."""
+        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
 
 
 ONE_PROCESS = Shard()
@@ -237,6 +239,21 @@ class RandomDeviceBatches(EpochBatches):
         for _ in range(self.num_batches):
             pick = torch.randperm(n, generator=g, device=g.device)[:self.batch_size]
             yield self.batch(self.indices[pick])
+
+
+class PassBatches(EpochBatches):
+    """Every image of a split once per pass, reshuffled and augmented, the last batch short
+    (DataLoader's ``shuffle=True`` without ``drop_last``): DARTS-PT scores each masked
+    supernet on one pass over the validation half (``darts_pt.tuning.projection_queue``).
+    Under data parallelism the short batch's shards may differ by a row, which only a
+    no-gradient forward may take (``shared.models.global_batch_norm`` weighs them)."""
+
+    def __init__(self, data: DeviceImages, indices: Sequence[int], batch_size: int,
+                 augment: BatchAugment, generator: torch.Generator,
+                 shard: Shard = ONE_PROCESS) -> None:
+        super().__init__(data, indices, batch_size, augment, generator, shard,
+                         what="the architecture half")
+        self.num_batches = -(-len(self.indices) // batch_size)
 
 
 class OrderedBatches:
@@ -319,11 +336,17 @@ def adopt_data_path(cfg: Any, state: dict[str, Any]) -> None:
         cfg.data_on_device = state.get("config", {}).get("data_on_device")
 
 
-def check_data_path(saved_config: dict[str, Any], here: bool | None) -> None:
+def check_data_path(saved_config: dict[str, Any], here: bool | None,
+                    data_parallel: bool = False) -> None:
     """Refuse to resume a run through the other data path: the two draw different batches
-    (and hold different generators), so the continuation would not be the run's."""
+    (and hold different generators), so the continuation would not be the run's. Several
+    processes always hold the data on the device: a run of DataLoaders continues as one."""
     saved = bool(saved_config.get("data_on_device"))
     if saved != bool(here):
         how = "held its data on the device" if saved else "read its data through DataLoaders"
         flag = "--data_on_device" if saved else "--no-data_on_device"
+        if data_parallel:
+            raise UserError(f"the run being resumed {how}, which a data-parallel run cannot: "
+                            f"continue it as one process (python ..., not torchrun) with "
+                            f"{flag}")
         raise UserError(f"the run being resumed {how}: resume it with {flag}")

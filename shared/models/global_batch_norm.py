@@ -4,10 +4,10 @@
 search must run, and be tested, on the CPU with the gloo backend; and the fast supernet path
 (``shared.models.fast_mixed``) calls ``F.batch_norm`` itself. So the statistics are combined
 here, by one function both paths call: each rank's per-channel mean and (biased) variance are
-gathered (``_Gather``), whose backward sends every rank's gradient of the statistics back to
-the rank that produced them; with equal shards the
-global mean is the mean of the means and the global variance the mean of (var_r + (mean_r -
-mean)^2), the parallel form of the two-pass variance (no E[x^2] - E[x]^2 cancellation).
+gathered (``_Gather``) with its row count, and the backward sends every rank's gradient of the
+statistics back to the rank that produced them. With n_r rows on rank r of n in all, the
+global mean is sum_r n_r mean_r / n and the global variance sum_r n_r (var_r + (mean_r -
+mean)^2) / n, the parallel form of the two-pass variance (no E[x^2] - E[x]^2 cancellation).
 The running statistics get the global mean and the unbiased global variance, as
 ``F.batch_norm`` gives one process with the whole batch.
 """
@@ -45,15 +45,25 @@ def global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
                       bias: torch.Tensor | None, momentum: float, eps: float,
                       data_parallel: Any) -> torch.Tensor:
     """``F.batch_norm(x, ..., training=True, momentum, eps)`` with the statistics of every
-    rank's ``x`` together (the ranks' shapes must be equal)."""
+    rank's ``x`` together. Each rank's statistics are weighted by its rows: the shards of a
+    training batch are equal (then the weights are 1/N), those of a short evaluation batch
+    may differ by one row (``shared.data.on_device.Shard``), even be empty. The gradient is
+    that of the global mean loss only for equal shards, which is all training ever has."""
     dims = [0, *range(2, x.dim())]
     # statistics in float32 at least (autocast's bf16 / fp16 activations), float64 as given
     x32 = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    var, mean = torch.var_mean(x32, dims, correction=0)
-    gathered = _Gather.apply(torch.stack([mean, var]), data_parallel)
-    means, variances = gathered[:, 0], gathered[:, 1]
-    mean = means.mean(0)
-    var = (variances + (means - mean) ** 2).mean(0)
+    rows = x.numel() // x.size(1)
+    if rows:
+        var, mean = torch.var_mean(x32, dims, correction=0)
+    else:  # an empty shard adds nothing (var_mean would give NaN)
+        mean = var = x32.new_zeros(x.size(1))
+    gathered = _Gather.apply(torch.stack([mean, var, torch.full_like(mean, rows)]),
+                             data_parallel)
+    means, variances, counts = gathered[:, 0], gathered[:, 1], gathered[:, 2]
+    total = counts.sum(0)
+    share = counts / total  # exactly 1/N for N equal shards, N a power of 2
+    mean = (means * share).sum(0)
+    var = ((variances + (means - mean) ** 2) * share).sum(0)
     shape = [1, -1] + [1] * (x.dim() - 2)
     scale = torch.rsqrt(var + eps)
     if weight is not None:
@@ -62,10 +72,9 @@ def global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
     if bias is not None:
         y = y + bias.view(shape)
     if running_mean is not None and running_var is not None:
-        n = x.numel() // x.size(1) * data_parallel.world_size
-        with torch.no_grad():
+        with torch.no_grad():  # Bessel's n / (n - 1) of the global batch, on the device
             running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var.detach() * (n / max(n - 1, 1)),
+            running_var.mul_(1 - momentum).add_(var.detach() * (total / (total - 1).clamp(min=1)),
                                                 alpha=momentum)
     return y.to(x.dtype)
 

@@ -374,26 +374,26 @@ def search_process(cfg: CNNSearchConfig, save_dir: str, resume: bool = False
     NCCL on GPU ``LOCAL_RANK``), every rank gets rank 0's folder, and only rank 0 logs. With
     ``resume`` the run's checkpoint is read (its data path adopted, ``adopt_data_path``) for
     the loop to load once it is built."""
-    ctx, device = dist_utils.setup(cfg.gpu)
-    logger = dist_utils.silent_logger()
-    try:
+    with dist_utils.process_group(cfg.gpu) as (ctx, device):
         save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's (timestamped) name
-        if ctx.is_main:
-            logger = setup_logger(save_dir)
-        if ctx.enabled:
-            logger.info("data-parallel search: %d processes, batch %d = %d per process",
-                        ctx.world_size, cfg.batch_size, cfg.batch_size // ctx.world_size)
-        state = None
-        if resume:
-            state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
-            adopt_data_path(cfg, state)
-        yield SearchProcess(save_dir, logger,
-                            DataParallel(rank=ctx.rank, world_size=ctx.world_size), device,
-                            state)
-    finally:
-        if ctx.is_main:
-            close_logger(logger)
-        dist_utils.cleanup()
+        logger = setup_logger(save_dir) if ctx.is_main else dist_utils.silent_logger()
+        try:
+            log_data_parallel(logger, ctx, cfg.batch_size)
+            state = None
+            if resume:
+                state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
+                adopt_data_path(cfg, state)
+            yield SearchProcess(save_dir, logger, DataParallel.of(ctx), device, state)
+        finally:
+            if ctx.is_main:
+                close_logger(logger)
+
+
+def log_data_parallel(logger: Any, ctx: dist_utils.DistContext, batch_size: int) -> None:
+    """The log's line of a data-parallel search (nothing for one process)."""
+    if ctx.enabled:
+        logger.info("data-parallel search: %d processes, batch %d = %d per process",
+                    ctx.world_size, batch_size, batch_size // ctx.world_size)
 
 
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,

@@ -41,6 +41,11 @@ class DataParallel(DistContext):
 
     group: Any = None
 
+    @classmethod
+    def of(cls, ctx: DistContext) -> "DataParallel":
+        """The data parallelism of the processes ``ctx`` describes (the default group)."""
+        return cls(rank=ctx.rank, world_size=ctx.world_size)
+
     def average(self, tensors: Iterable[torch.Tensor | None]) -> None:
         """Replace each tensor by its mean over the ranks, in place: one all-reduce of one
         flat buffer per dtype (None entries skipped: every rank has the same ones)."""

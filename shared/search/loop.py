@@ -323,12 +323,7 @@ class SearchLoop:
 
     def averages(self, meters: DeviceMeters) -> list[float]:
         """The meters' means over every rank's batches (one process: its own)."""
-        if not self.data_parallel.enabled:
-            return meters.averages()
-        sums = torch.cat([meters.sums, meters.sums.new_tensor([meters.count])])
-        self.data_parallel.sum_(sums)
-        count = float(sums[-1])
-        return (sums[:-1] / count).tolist() if count else [0.0] * (len(sums) - 1)
+        return meters.averages(self.data_parallel)
 
     def train_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
         update_alpha = self.alpha_update.moves_alpha and epoch >= self.warm_start_epochs
@@ -454,7 +449,8 @@ class SearchLoop:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "data_on_device" in self.config:
-            check_data_path(state.get("config", {}), self.config["data_on_device"])
+            check_data_path(state.get("config", {}), self.config["data_on_device"],
+                            self.data_parallel.enabled)
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.data_parallel.world_size:
             self.logger.info("note: resumed with %d process(es), saved with %d: the same global "

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import torch
 
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
+
 TOPK = (1, 5)
 
 
@@ -45,12 +47,17 @@ class DeviceMeters:
         self.sums += values * n
         self.count += n
 
-    def averages(self) -> list[float]:
-        """[loss, top-k accuracies...] means so far: one read of the device (0.0 before any
-        update, as AverageMeter)."""
-        if not self.count:
-            return [0.0] * self.sums.numel()
-        return (self.sums / self.count).tolist()
+    def averages(self, data_parallel: DataParallel = ONE_PROCESS) -> list[float]:
+        """[loss, top-k accuracies...] means so far over every rank's batches (one process:
+        its own): one read of the device (0.0 before any update, as AverageMeter)."""
+        if not data_parallel.enabled:
+            if not self.count:
+                return [0.0] * self.sums.numel()
+            return (self.sums / self.count).tolist()
+        sums = torch.cat([self.sums, self.sums.new_tensor([self.count])])
+        data_parallel.sum_(sums)
+        count = float(sums[-1])
+        return (sums[:-1] / count).tolist() if count else [0.0] * (len(sums) - 1)
 
 
 class DeviceMean:

@@ -6,6 +6,8 @@ sota/cnn/train_search.py).
     python train_search.py --method darts-proj --search_space s5 --dev proj \\
         --resume_epoch 50 --resume_expid search-darts-sota-s5-2 --edge_decision random
     bash exp_scripts/darts-sota.sh && bash exp_scripts/darts-proj-sota.sh  # the paper's wrappers
+    torchrun --nproc_per_node 2 train_search.py ...     # either phase, data-parallel (the
+                                                        # data on the device, rank 0 writes)
 
 Methods: ``darts`` (first order; ``--unrolled`` second order), ``blank`` (alpha never
 updated: DARTS-PT fix-alpha), ``sdarts`` (``--perturb_alpha random|pgd_linf``), and the same
@@ -59,6 +61,7 @@ from shared.cli.flags import (  # noqa: E402
     settings_suffix,
 )
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
+from shared.cli.run_folder import main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import SPACES  # noqa: E402
 
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
 
     genotype = run_pipeline(args, run, to_config(args),
                             lambda search: projection_spec(args, search))
-    print(f"genotype = {genotype}")
+    if main_process():  # under torchrun, rank 0 speaks for every rank
+        print(f"genotype = {genotype}")
 
 
 if __name__ == "__main__":
