@@ -26,6 +26,7 @@ from shared.data.on_device import (
 from shared.errors import UserError
 from shared.models.global_batch_norm import use_global_batch_norm
 from shared.models.search_cnn import Network
+from shared.models.search_nb201 import TinyNetworkDarts
 from shared.search.alignment import LayerAlignment
 from shared.search.alignment_terms import REGULARIZERS, corr
 from shared.search.alpha_update import OneLevel
@@ -33,13 +34,16 @@ from shared.search.architect import Architect
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
-from shared.spaces import get_space
+from shared.spaces import get_nb201_space, get_space
 
 KINDS = ("first_order", "second_order", "one_level", "random", "pgd_linf")
 # Λ-DARTS (first-order DARTS + the regulariser): "lambda_{regulariser}[+{perturbation}]", on
 # half the batch and with a 2-step PGD (each attack step is averaged alike): 3 more forward/
 # backward passes per step than DARTS, and the test stays cheap
-LAMBDA_KINDS = (*(f"lambda_{name}" for name in REGULARIZERS), "lambda_corr+pgd_linf")
+# "nb201:" the NAS-Bench-201 supernet (3 cells) with the weights stepped first, as Λ-DARTS'
+# NB201 door (lambda_darts/nasbench201/darts_v1.py)
+LAMBDA_KINDS = (*(f"lambda_{name}" for name in REGULARIZERS), "lambda_corr+pgd_linf",
+                "nb201:lambda_corr")
 LAMBDA_BATCH, LAMBDA_PGD_STEPS = 16, 2
 BATCH, STEPS = 32, 2
 CPU = torch.device("cpu")
@@ -74,18 +78,21 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     """``STEPS`` search steps of a tiny DARTS supernet on digits, this process's shard."""
     import logging
 
-    regularizer, perturb_name = None, kind if kind in ("random", "pgd_linf") else "none"
-    if kind.startswith("lambda_"):
-        regularizer, _, perturb_name = kind.removeprefix("lambda_").partition("+")
+    nb201 = kind.startswith("nb201:")
+    method = kind.removeprefix("nb201:")
+    regularizer, perturb_name = None, method if method in ("random", "pgd_linf") else "none"
+    if method.startswith("lambda_"):
+        regularizer, _, perturb_name = method.removeprefix("lambda_").partition("+")
         perturb_name = perturb_name or "none"
     torch.manual_seed(0)
     # float64: the ranks sum in another order than one process, and the second-order step's
     # finite difference magnifies float32 rounding to ~1e-5; in float64 all agree to ~1e-15
-    model = tiny_network().double()
+    model = (TinyNetworkDarts(4, 10, 1, get_nb201_space("nas-bench-201"), in_channels=1)
+             if nb201 else tiny_network()).double()
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 4, eta_min=0.01)
-    if kind == "one_level":
+    if method == "one_level":
         alpha = OneLevel(model, 3e-3, 1e-3)
     else:
         alpha = Architect(model, 3e-3, 1e-3, 0.9, 3e-4, unrolled=kind == "second_order")
@@ -103,7 +110,7 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
                       device=CPU, logger=logging.getLogger("dp-test"),
                       checkpoint_path=os.path.join(tmp, f"{kind}-{dp.rank}.pth.tar"),
                       perturbation=perturb, max_batches=STEPS, progress=False,
-                      data_parallel=dp)
+                      data_parallel=dp, step_order="weights_first" if nb201 else "alpha_first")
     alignment = None
     if regularizer is not None:
         # every cell of the 3 aligned (2 normal cells need 5), constant λ: train_epoch runs no

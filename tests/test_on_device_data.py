@@ -181,6 +181,46 @@ def test_queues_serve_full_batches_and_the_split() -> None:
         EpochBatches(data, range(5), 8, augment, device_generator(0, CPU))
 
 
+def test_autodl_pairs_on_the_device() -> None:
+    """AutoDL's pairing (``shared.data.autodl``) on the device: full weight batches of the
+    train split, and per step an alpha batch of the valid split drawn with replacement (so a
+    batch larger than the split repeats images), the valid split in order for the accuracy."""
+    from shared.data.autodl import device_paired_queues
+
+    data = _toy(43)
+    train_idx, valid_idx = list(range(30)), list(range(30, 36))
+    train, valid, ordered = device_paired_queues(
+        data, train_idx, valid_idx, 8, batch_augment("digits"), device_generator(0, CPU),
+        device_generator(1, CPU))
+    assert len(train) == len(valid) == 30 // 8
+    pairs = [y for _, y in valid]
+    assert all(len(y) == 8 and 30 <= y.min() and y.max() < 36 for y in pairs)
+    assert all(len(set(y.tolist())) < 8 for y in pairs)  # 8 draws from 6 images: repeats
+    seen = torch.cat([torch.cat([y for _, y in valid]) for _ in range(20)])
+    assert chisquare(torch.bincount(seen - 30, minlength=6).numpy()).pvalue > P_MIN
+    assert torch.cat([y for _, y in ordered]).tolist() == valid_idx
+
+
+def test_a_pass_keeps_the_short_batch_in_unequal_shards() -> None:
+    """DARTS-PT's scoring pass (``PassBatches``): every image once, the last batch short; its
+    shards differ by a row and, stacked, are the one-process batch."""
+    from shared.data.on_device import PassBatches
+
+    data, augment = _toy(), batch_augment("digits", cutout=True, cutout_length=4)
+
+    def batches(shard):
+        return list(PassBatches(data, range(19), 8, augment, device_generator(5, CPU), shard))
+
+    whole = batches(Shard())
+    assert [len(y) for _, y in whole] == [8, 8, 3]
+    assert sorted(torch.cat([y for _, y in whole]).tolist()) == list(range(19))
+    parts = [batches(Shard(r, 2)) for r in range(2)]
+    assert [len(y) for _, y in parts[0]] == [4, 4, 1] and [len(y) for _, y in parts[1]] == [4, 4, 2]
+    for k, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([parts[0][k][0], parts[1][k][0]]), x)
+        assert torch.equal(torch.cat([parts[0][k][1], parts[1][k][1]]), y)
+
+
 def test_shards_of_every_rank_make_the_single_process_batch() -> None:
     """Each rank draws the global batch and its augmentation and keeps its rows: the ranks'
     rows, stacked, are the one-process batch bit for bit."""

@@ -42,12 +42,11 @@ def test_build_refuses_more_than_one_process(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_torchrun_door_without_data_parallelism_stops_every_rank(tmp_path) -> None:
-    # Λ-DARTS on NAS-Bench-201 (its DARTS-space door is data-parallel:
-    # tests/test_data_parallel_lambda.py)
-    cmd = [*TORCHRUN, os.path.join("exps", "algos", "DARTS-V1.py"), "--dataset", "digits",
-           "--gpu", "-1", "--channel", "2", "--num_cells", "1", "--batch_size", "256",
-           "--workers", "0", "--epochs", "1", "--save_dir", str(tmp_path / "runs")]
-    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "lambda_darts", "NAS-Bench201"),
+    # SDARTS on NAS-Bench-1Shot1 (its eigenvalue monitor would need every rank's Hessian)
+    cmd = [*TORCHRUN, "train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "3",
+           "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--no_progress",
+           "--experiments", str(tmp_path / "runs")]
+    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "sdarts", "optimizers", "darts"),
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert out.stderr.count("data-parallel search is not implemented yet") == 2  # each rank

@@ -44,7 +44,12 @@ Differences from the released code, each on purpose:
 * ``--corr_regularization`` alone is ``corr`` as released; ``signcorr`` may be named too.
 * Added: ``--dataset digits`` (embedded, DARTS' halves: AutoDL has no split for it),
   ``--split_path`` (another AutoDL split file), ``--epochs`` / ``--batch_size`` over the
-  config's, ``--resume``, ``--no_progress``. ImageNet16-120 needs AutoDL's
+  config's, ``--resume``, ``--no_progress``, ``--data_on_device`` (the pairing drawn on the
+  device, ``shared.data.autodl.device_paired_queues``; the default on CUDA).
+* ``torchrun --nproc_per_node N exps/algos/DARTS-V1.py ... --rand_seed S`` runs one
+  data-parallel search (``shared.search.data_parallel``: each rank its rows of every global
+  batch, held on the device; rank 0 writes and queries the benchmark); a drawn seed is refused
+  there, as each process would draw its own. ImageNet16-120 needs AutoDL's
   ``ImageNet16-120-split.txt`` (not shipped): a missing file is named with where to get it.
 * ``--lambda`` (the released script's spelling, accepted by prefix matching) is refused with
   the flag's full name.
@@ -59,7 +64,7 @@ import random
 import sys
 from typing import Any, Sequence
 
-from shared.cli.flags import refuse_lambda_prefix
+from shared.cli.flags import add_data_on_device_flag, refuse_lambda_prefix
 from shared.cli.parser import ArgumentParser, parse
 from shared.cli.resume import FREE_ON_RESUME, resolve_run
 from shared.cli.run_folder import claim_run
@@ -119,6 +124,7 @@ def build_parser() -> ArgumentParser:
     add("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
         help="continue a run (default: the one of --rand_seed in --save_dir)")
     add("--no_progress", dest="progress", action="store_false", help="no progress bars")
+    add_data_on_device_flag(p)
     return p
 
 
@@ -204,31 +210,35 @@ def best_epoch(history: list[dict]) -> dict[str, Any]:
 
 
 def run(args, save_dir: str, resumed: bool, config: dict[str, Any], split: str) -> Any:
-    from shared.checkpoint import load_checkpoint
-    from shared.logs import close_logger, setup_logger
+    from shared.cli.run_folder import main_process
     from shared.search import nb201_benchmark as bench_lib
-    from shared.search.cnn_search import build_cnn_search, make_alignment
+    from shared.search.cnn_search import build_cnn_search, make_alignment, search_process
     from shared.search.phase import run_phase
 
     cfg = to_config(args, config, split)
     make_alignment(cfg)  # a ramp over one epoch is refused before any folder is made
+    # under torchrun: a data-parallel search, rank 0 owns the folder (shared.search.data_parallel)
     with claim_run(save_dir, root=args.save_dir, new=not resumed, unique=False,
                    taken=f"{save_dir} holds a run of seed {args.rand_seed}: continue it with "
-                         f"--resume, or pick another --rand_seed") as save_dir:
-        print(f"experiment folder: {save_dir}")
-        logger = setup_logger(save_dir)
-        try:
-            search = build_cnn_search(cfg, save_dir, logger)
+                         f"--resume, or pick another --rand_seed",
+                   data_parallel=True) as save_dir:
+        if main_process():
+            print(f"experiment folder: {save_dir}")
+        with search_process(cfg, save_dir, resumed) as proc:
+            logger = proc.logger
+            search = build_cnn_search(cfg, proc.save_dir, logger,
+                                      data_parallel=proc.data_parallel, device=proc.device)
             loop = search.loop
             bench = None
-            if args.arch_nas_dataset is not None:
+            # rank 0 alone queries it (its numbers reach only the files rank 0 writes): one
+            # copy of the multi-GiB file in memory, not one per process
+            if args.arch_nas_dataset is not None and proc.data_parallel.is_main:
                 bench = bench_lib.open_benchmark(args.arch_nas_dataset, logger, required=True,
                                                  flag="--arch_nas_dataset")
                 loop.epoch_end_hooks.append(bench_lib.benchmark_hook(bench))
             loop.epoch_end_hooks.append(correlation_line)
-            if resumed:
-                loop.load_state_dict(load_checkpoint(loop.checkpoint_path,
-                                                     map_location=search.device))
+            if proc.state is not None:
+                loop.load_state_dict(proc.state)
                 logger.info("resumed from %s at epoch %d", loop.checkpoint_path,
                             loop.start_epoch)
 
@@ -236,11 +246,9 @@ def run(args, save_dir: str, resumed: bool, config: dict[str, Any], split: str) 
                 extra = bench_lib.final_query(bench, arch, logger, writer, loop.epochs)
                 return {**extra, **best_epoch(loop.history)}
 
-            arch = run_phase(loop, save_dir, search.space, cfg, finish=finish)
+            arch = run_phase(loop, proc.save_dir, search.space, cfg, finish=finish)
             logger.info("DARTS-V1 : run %d epochs, last-geno is %s.", loop.epochs, arch)
             return arch
-        finally:
-            close_logger(logger)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -257,10 +265,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         match=("dataset", "rand_seed") if seed_typed else ("dataset",),
         free=FREE_ON_RESUME | {"workers", "print_freq", "save_dir"})
     if args.rand_seed is None or args.rand_seed < 0:
+        from shared.distributed import env_world_size
+
+        if env_world_size() > 1:  # every process would draw a seed of its own
+            raise UserError("a data-parallel search (torchrun) needs --rand_seed: each process "
+                            "would draw another one")
         args.rand_seed = random.randint(1, 100000)  # as released; the folder names it
     if saved is None:
         save_dir = os.path.join(args.save_dir, f"seed-{args.rand_seed}")
     config = read_config(args.config_path)
     split = split_path(args)
     arch = run(args, save_dir, saved is not None, config, split)
-    print(f"genotype = {arch}")
+    from shared.cli.run_folder import main_process
+
+    if main_process():  # under torchrun, rank 0 speaks for every rank
+        print(f"genotype = {arch}")

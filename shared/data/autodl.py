@@ -15,6 +15,11 @@ of Λ-DARTS' ``NAS-Bench201/exps/algos/DARTS-V1.py``).
   repeat Python's ``random`` stream itself.
 * The end-of-epoch accuracy is over the valid split with the **test** transform (AutoDL's
   ``valid_loader``, ``train_data_v2.transform = valid_data.transform``).
+* **On the device** (``device_paired_queues``, ``shared.data.on_device``): the same pairing
+  drawn there in whole batches. As every on-device search queue, the train split's last
+  partial batch is dropped (static shapes for a captured step; its effect on α is nil), so an
+  epoch has ``floor(25000 / 64)`` = 390 steps; under data parallelism each rank keeps its rows
+  of both batches.
 """
 from __future__ import annotations
 
@@ -27,6 +32,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, SubsetRandomSampler
 
+from shared.data.on_device import (
+    ONE_PROCESS,
+    BatchAugment,
+    DeviceImages,
+    EpochBatches,
+    OrderedBatches,
+    RandomDeviceBatches,
+    Shard,
+)
 from shared.errors import UserError
 
 _CONVERT = {"int": int, "float": float, "str": str, "bool": lambda v: bool(int(v))}
@@ -117,3 +131,33 @@ def paired_search_loaders(train_data: Dataset, eval_data: Dataset, train_idx: Se
     valid_eval_queue = DataLoader(Subset(eval_data, list(valid_idx)), batch_size=batch_size,
                                   shuffle=False, **common)
     return train_queue, valid_queue, valid_eval_queue
+
+
+class PairedDeviceBatches(RandomDeviceBatches):
+    """``RandomPairs`` on the device: per weight step an alpha batch of ``batch_size`` images
+    uniform with replacement from ``indices`` (``RandomDeviceBatches`` draws them distinct),
+    augmented as the weight batch."""
+
+    draws_distinct = False  # a valid split smaller than a batch is fine, as in AutoDL
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = self.generator
+        for _ in range(self.num_batches):
+            pick = torch.randint(len(self.indices), (self.batch_size,), generator=g,
+                                 device=g.device)
+            yield self.batch(self.indices[pick])
+
+
+def device_paired_queues(data: DeviceImages, train_idx: Sequence[int],
+                         valid_idx: Sequence[int], batch_size: int, augment: BatchAugment,
+                         generator_train: torch.Generator, generator_valid: torch.Generator,
+                         shard: Shard = ONE_PROCESS
+                         ) -> tuple[EpochBatches, PairedDeviceBatches, OrderedBatches]:
+    """``paired_search_loaders`` with the data on the device: the train split reshuffled each
+    epoch (full batches only), a paired alpha batch per step, the valid split in order with
+    the test transform."""
+    train = EpochBatches(data, train_idx, batch_size, augment, generator_train, shard,
+                         what="the train split")
+    valid = PairedDeviceBatches(data, valid_idx, batch_size, augment, generator_valid,
+                                len(train), shard)
+    return train, valid, OrderedBatches(data, valid_idx, batch_size, shard)

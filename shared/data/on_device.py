@@ -193,13 +193,15 @@ class EpochBatches:
     Under data parallelism every rank draws the same global batch and augmentation and keeps
     its ``shard`` of the rows."""
 
+    draws_distinct = True  # a batch holds distinct images: the split must fill one
+
     def __init__(self, data: DeviceImages, indices: Sequence[int], batch_size: int,
                  augment: BatchAugment, generator: torch.Generator, shard: Shard = ONE_PROCESS,
                  what: str = "the weight half") -> None:
         self.data, self.augment, self.generator, self.shard = data, augment, generator, shard
         self.indices = torch.as_tensor(list(indices), dtype=torch.long, device=data.device)
         self.batch_size = batch_size
-        if len(self.indices) < batch_size:
+        if self.draws_distinct and len(self.indices) < batch_size:
             raise UserError(f"{what} has {len(self.indices)} images, fewer than one batch of "
                             f"{batch_size}: lower --batch_size")
         self.num_batches = len(self.indices) // batch_size
@@ -302,14 +304,13 @@ def host_bytes(dataset: Any) -> int:
 
 
 def resolve_data_on_device(requested: bool | None, name: str, dataset: Any,
-                           device: torch.device, auto_augment: bool = False,
-                           blockers: Sequence[str] = ()) -> bool:
+                           device: torch.device, auto_augment: bool = False) -> bool:
     """Whether a run holds its data on the device: ``requested`` (``--data_on_device`` /
     ``--no-data_on_device``), or with None on a CUDA device where the data set is one of
-    ``ON_DEVICE_DATASETS``, neither ``auto_augment`` nor anything in ``blockers`` (reasons the
-    run needs the per-image host pipeline) asks otherwise, and its images take at most half the
-    free device memory. Asked for where it cannot be: one UserError with every reason."""
-    reasons = list(blockers)
+    ``ON_DEVICE_DATASETS``, ``auto_augment`` (drawn per image on the host) is off and its images
+    take at most half the free device memory. Asked for where it cannot be: one UserError with
+    every reason."""
+    reasons: list[str] = []
     if auto_augment:
         reasons.insert(0, "--auto_aug draws AutoAugment per image on the host")
     if name not in ON_DEVICE_DATASETS:

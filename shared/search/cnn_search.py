@@ -247,7 +247,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
         g_train, g_valid = device_generator(cfg.seed, device), device_generator(cfg.seed + 1,
                                                                                 device)
         train_queue, valid_queue, valid_eval_queue = device_queues(
-            cfg, train_data, g_train, g_valid, device, data_parallel)
+            cfg, train_data, g_train, g_valid, device, data_parallel, logger)
     else:
         g_train, g_valid = seeded_generator(cfg.seed), seeded_generator(cfg.seed + 1)
         train_queue, valid_queue, valid_eval_queue = search_queues(cfg, train_data, g_train,
@@ -301,23 +301,28 @@ def decide_data_on_device(cfg: CNNSearchConfig, train_data: Any, device: torch.d
             raise UserError("a data-parallel search shards batches of data held on the device: "
                             "drop --no-data_on_device")
         requested = True
-    blockers = ([f"the {cfg.search_data} search data pairs per-image transforms"]
-                if cfg.search_data != "darts" else [])
-    on = resolve_data_on_device(requested, cfg.dataset, train_data, device, cfg.auto_augment,
-                                blockers)
+    on = resolve_data_on_device(requested, cfg.dataset, train_data, device, cfg.auto_augment)
     logger.info("data on device = %s", on)
     return on
 
 
 def device_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generator,
                   g_valid: torch.Generator, device: torch.device,
-                  data_parallel: DataParallel) -> tuple:
+                  data_parallel: DataParallel, logger: Any) -> tuple:
     """``search_queues`` with the data set on the device (``shared.data.on_device``), each
     rank its rows of every batch; a debug run takes one step per epoch."""
-    queues = device_search_queues(
-        to_device_images(train_data, cfg.dataset, device), cfg.train_portion, cfg.batch_size,
-        batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob), g_train,
-        g_valid, Shard(data_parallel.rank, data_parallel.world_size))
+    data = to_device_images(train_data, cfg.dataset, device)
+    augment = batch_augment(cfg.dataset, cfg.cutout, cfg.cutout_length, cfg.cutout_prob)
+    shard = Shard(data_parallel.rank, data_parallel.world_size)
+    if cfg.search_data == "autodl":
+        from shared.data.autodl import device_paired_queues
+
+        queues = device_paired_queues(data, *autodl_split(cfg, train_data, logger),
+                                      cfg.batch_size, augment, g_train, g_valid, shard)
+    else:
+        check_search_data(cfg)
+        queues = device_search_queues(data, cfg.train_portion, cfg.batch_size, augment,
+                                      g_train, g_valid, shard)
     if cfg.debug:
         for queue in queues[:2]:
             if queue is not None:
@@ -332,9 +337,25 @@ def search_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generato
     if cfg.search_data == "darts":
         return D.search_loaders(train_data, cfg.train_portion, cfg.batch_size, cfg.num_workers,
                                 g_train, g_valid, pin_memory=pin)
-    if cfg.search_data != "autodl":
+    check_search_data(cfg)
+    from shared.data.autodl import paired_search_loaders
+
+    train_idx, valid_idx = autodl_split(cfg, train_data, logger)
+    eval_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
+                              transform=D.eval_transform(cfg.dataset))
+    return paired_search_loaders(train_data, eval_data, train_idx, valid_idx, cfg.batch_size,
+                                 cfg.num_workers, g_train, g_valid, pin_memory=pin)
+
+
+def check_search_data(cfg: CNNSearchConfig) -> None:
+    if cfg.search_data not in SEARCH_DATA:
         raise UserError(f"search data {cfg.search_data!r}: one of {', '.join(SEARCH_DATA)}")
-    from shared.data.autodl import load_split, paired_search_loaders
+
+
+def autodl_split(cfg: CNNSearchConfig, train_data: Any, logger: Any
+                 ) -> tuple[list[int], list[int]]:
+    """AutoDL's (train, valid) indices: ``split_file``'s lists, else DARTS' halves."""
+    from shared.data.autodl import load_split
 
     if cfg.split_file:
         train_idx, valid_idx = load_split(cfg.split_file, len(train_data))
@@ -343,10 +364,7 @@ def search_queues(cfg: CNNSearchConfig, train_data: Any, g_train: torch.Generato
         train_idx, valid_idx = D.search_split(train_data, cfg.train_portion)
         logger.info("no split file: the first %d images for the weights, the other %d for "
                     "alpha", len(train_idx), len(valid_idx))
-    eval_data = D.get_dataset(cfg.dataset, cfg.data, train=True,
-                              transform=D.eval_transform(cfg.dataset))
-    return paired_search_loaders(train_data, eval_data, train_idx, valid_idx, cfg.batch_size,
-                                 cfg.num_workers, g_train, g_valid, pin_memory=pin)
+    return train_idx, valid_idx
 
 
 def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
