@@ -26,17 +26,22 @@ from shared.data.on_device import (
 from shared.errors import UserError
 from shared.models.global_batch_norm import use_global_batch_norm
 from shared.models.search_cnn import Network
+from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
 from shared.search.alignment import LayerAlignment
 from shared.search.alignment_terms import REGULARIZERS, corr
 from shared.search.alpha_update import OneLevel
 from shared.search.architect import Architect
+from shared.search.context import EpochContext
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
+from shared.search.hessian import eigenvalue_hook
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
 from shared.spaces import get_nb201_space, get_space
 
-KINDS = ("first_order", "second_order", "one_level", "random", "pgd_linf")
+# "nb1shot1:" the NAS-Bench-1Shot1 supernet (space 2, 3 cells) and its Hessian monitor
+KINDS = ("first_order", "second_order", "one_level", "random", "pgd_linf",
+         "nb1shot1:first_order")
 # Λ-DARTS (first-order DARTS + the regulariser): "lambda_{regulariser}[+{perturbation}]", on
 # half the batch and with a 2-step PGD (each attack step is averaged alike): 3 more forward/
 # backward passes per step than DARTS, and the test stays cheap
@@ -74,12 +79,21 @@ def tiny_network() -> Network:
     return Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2)
 
 
+def supernet(kind: str) -> torch.nn.Module:
+    """The kind's supernet (the default: ``tiny_network``), as seeded by the caller."""
+    if kind.startswith("nb201:"):
+        return TinyNetworkDarts(4, 10, 1, get_nb201_space("nas-bench-201"), in_channels=1)
+    if kind.startswith("nb1shot1:"):
+        return NB1Shot1Network(4, 10, 3, "2", in_channels=1)
+    return tiny_network()
+
+
 def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     """``STEPS`` search steps of a tiny DARTS supernet on digits, this process's shard."""
     import logging
 
-    nb201 = kind.startswith("nb201:")
-    method = kind.removeprefix("nb201:")
+    nb201, nb1shot1 = kind.startswith("nb201:"), kind.startswith("nb1shot1:")
+    method = kind.partition(":")[2] if ":" in kind else kind
     regularizer, perturb_name = None, method if method in ("random", "pgd_linf") else "none"
     if method.startswith("lambda_"):
         regularizer, _, perturb_name = method.removeprefix("lambda_").partition("+")
@@ -87,8 +101,7 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     torch.manual_seed(0)
     # float64: the ranks sum in another order than one process, and the second-order step's
     # finite difference magnifies float32 rounding to ~1e-5; in float64 all agree to ~1e-15
-    model = (TinyNetworkDarts(4, 10, 1, get_nb201_space("nas-bench-201"), in_channels=1)
-             if nb201 else tiny_network()).double()
+    model = supernet(kind).double()
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 4, eta_min=0.01)
@@ -122,6 +135,10 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     out = {"alphas": [a.detach().clone() for a in model.arch_parameters()],
            "state": {k: v.clone() for k, v in model.state_dict().items()},
            "train": (train_acc, train_loss), "valid_acc": valid_acc}
+    if nb1shot1:  # the dominant eigenvalue on the last alpha batch, as the door's epoch end
+        loop.history.append({})
+        eigenvalue_hook(1e-3)(EpochContext(loop, 1, 0.05))
+        out["eigenvalue"] = loop.history[-1]["hessian_eigenvalue"]
     if alignment is not None:
         out.update(train_corr=torch.stack(alignment._train), local=alignment.local,
                    valid_corr=torch.stack(alignment._valid), added=torch.stack(alignment.added))
@@ -191,7 +208,7 @@ def test_two_ranks_equal_one_process(two_ranks: dict, kind: str, tmp_path) -> No
     for a, b in zip(one["alphas"], two["alphas"]):
         assert torch.allclose(a, b, rtol=0, atol=1e-12), (a - b).abs().max()
     moved = max((a - b).abs().max() for a, b in zip(one["alphas"],
-                                                    search_start_alphas()))
+                                                    search_start_alphas(kind)))
     assert moved > 1e-3  # alpha moved: the comparison means something
     for key, value in one["state"].items():
         if value.is_floating_point():
@@ -199,6 +216,9 @@ def test_two_ranks_equal_one_process(two_ranks: dict, kind: str, tmp_path) -> No
     assert one["train"] == pytest.approx(two["train"], rel=1e-12)
     if one["valid_acc"] is not None:
         assert one["valid_acc"] == pytest.approx(two["valid_acc"], abs=1e-6)
+    if "eigenvalue" in one:  # each rank's, on the gathered global batch
+        assert one["eigenvalue"] > 1e-3
+        assert one["eigenvalue"] == pytest.approx(two["eigenvalue"], rel=1e-10)
 
 
 @pytest.mark.slow
@@ -252,9 +272,9 @@ def test_a_rank_local_regulariser_would_differ(two_ranks: dict, one_process) -> 
     assert all(abs(corr(s) - corr(one)) > 1e-2 for s in shards)
 
 
-def search_start_alphas() -> list[torch.Tensor]:
+def search_start_alphas(kind: str) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    return [a.detach().double() for a in tiny_network().arch_parameters()]
+    return [a.detach().double() for a in supernet(kind).arch_parameters()]
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
 every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
-whole batch, StacNAS' stages and DARTS-PT's projection too; doors whose method is not
-data-parallel yet refuse, on every rank, before any folder is made (before either,
-``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
+whole batch, StacNAS' stages, NAS-Bench-1Shot1 and DARTS-PT's projection too; doors whose
+method is not data-parallel yet refuse, on every rank, before any folder is made (before
+either, ``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
 folders)."""
 import os
 import signal
@@ -42,11 +42,11 @@ def test_build_refuses_more_than_one_process(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_torchrun_door_without_data_parallelism_stops_every_rank(tmp_path) -> None:
-    # SDARTS on NAS-Bench-1Shot1 (its eigenvalue monitor would need every rank's Hessian)
-    cmd = [*TORCHRUN, "train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "3",
-           "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--no_progress",
-           "--experiments", str(tmp_path / "runs")]
-    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "sdarts", "optimizers", "darts"),
+    # SDARTS' recurrent search (each rank would need its columns of the token stream)
+    cmd = [*TORCHRUN, "train_search.py", "--data", "embedded", "--emsize", "8", "--nhid", "8",
+           "--nhidlast", "8", "--batch_size", "32", "--bptt", "10", "--gpu", "-1",
+           "--epochs", "1", "--no_progress", "--experiments", str(tmp_path / "runs")]
+    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "sdarts", "sota", "rnn"),
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert out.stderr.count("data-parallel search is not implemented yet") == 2  # each rank
@@ -191,3 +191,30 @@ def test_darts_pt_projects_data_parallel(tmp_path) -> None:
     assert os.path.isfile(os.path.join(folder, "genotype.json"))
     saved = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
     assert saved["world_size"] == 2 and saved["extra"]["projection"]["selected_eids"]["normal"]
+
+
+@pytest.mark.slow
+def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
+    """SDARTS' NAS-Bench-1Shot1 door under torchrun: one run folder from rank 0, and the Hessian
+    monitor's eigenvalue of one process on the whole batch (every rank computes it on the
+    gathered global batch: ``shared.search.hessian``). The epoch is a warm-start one (weights
+    only): Adam's first α steps are about ±lr whatever the gradient's size, so float32 rounding
+    would move an α of gradient ~0 either way (exactness is the float64 test's,
+    tests/test_data_parallel_search.py)."""
+    common = ["train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "3",
+              "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--no_progress",
+              "--search_space", "2", "--warm_start_epochs", "1"]
+    door = os.path.join(ROOT, "sdarts", "optimizers", "darts")
+    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
+                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = run_door_here(door, common[0], [*common[1:], "--data_on_device", "--experiments",
+                                          str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    (run,) = search_runs(tmp_path / "two")
+    assert "data-parallel search: 2 processes" in open(os.path.join(run, "log.txt")).read()
+    assert os.path.isfile(os.path.join(run, "config.json"))
+    assert sum(ln.startswith("architecture = ") for ln in two.stdout.splitlines()) == 1
+    (single,) = search_runs(tmp_path / "one")
+    eigenvalues = [_history(r)[0]["hessian_eigenvalue"] for r in (single, run)]
+    assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-5)

@@ -13,7 +13,8 @@ The running statistics get the global mean and the unbiased global variance, as
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -118,3 +119,19 @@ def use_global_batch_norm(model: nn.Module, data_parallel: Any) -> nn.Module:
             module.__class__ = GlobalBatchNorm2d
             module.data_parallel = data_parallel
     return model
+
+
+@contextlib.contextmanager
+def local_batch_norm(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block every BN of ``model`` normalises with its own input's statistics, as
+    one process would: for a computation every rank repeats on the whole global batch (the
+    Hessian monitor of ``shared.search.hessian``, whose double backward ``_Gather`` cannot
+    differentiate)."""
+    saved = [(m, m.data_parallel) for m in model.modules() if isinstance(m, GlobalBatchNorm2d)]
+    for m, _ in saved:
+        m.data_parallel = None
+    try:
+        yield model
+    finally:
+        for m, dp in saved:
+            m.data_parallel = dp

@@ -80,6 +80,14 @@ class DataParallel(DistContext):
         dist.all_reduce(value, group=self.group)
         return value / self.world_size
 
+    def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
+        """Every rank's (equal-sized) shard stacked in rank order: the global batch."""
+        if not self.enabled:
+            return t
+        parts = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(parts, t.contiguous(), group=self.group)
+        return torch.cat(parts)
+
     def sum_(self, value: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over the ranks, in place (the meters' sums)."""
         if self.enabled:

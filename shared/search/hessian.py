@@ -20,6 +20,7 @@ from contextlib import nullcontext
 import torch
 
 from shared.compile import compiled
+from shared.models.global_batch_norm import local_batch_norm
 
 
 def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -58,17 +59,24 @@ def dominant_eigenvalue(hessian: torch.Tensor) -> float:
 def eigenvalue_hook(arch_weight_decay: float):
     """An epoch-end hook for ``SearchLoop``: the dominant eigenvalue on the epoch's last alpha
     batch, in train mode as the original measures it (right after the epoch's last step),
-    logged and stored in the epoch's history entry as ``hessian_eigenvalue``."""
+    logged and stored in the epoch's history entry as ``hessian_eigenvalue``.
+
+    In a data-parallel search every rank gathers the global batch from the ranks' shards and
+    computes the one-process Hessian on it, BatchNorm on that batch's own statistics
+    (``local_batch_norm``): the gathered statistics' backward cannot be differentiated again,
+    and the ranks compute at once, so it costs what one process's would."""
 
     def hook(ctx) -> None:
         loop = ctx.loop
         if loop.last_valid_batch is None:  # no step ran this epoch
             return
-        x, y = loop.last_valid_batch
+        dp = loop.data_parallel
+        x, y = (dp.gather_rows(t) for t in loop.last_valid_batch)
         was_training = loop.model.training
         loop.model.train()
         try:
-            ev = dominant_eigenvalue(alpha_hessian(loop.model, x, y, arch_weight_decay))
+            with local_batch_norm(loop.model):
+                ev = dominant_eigenvalue(alpha_hessian(loop.model, x, y, arch_weight_decay))
         finally:
             loop.model.train(was_training)
         loop.logger.info("eigenvalue %f", ev)

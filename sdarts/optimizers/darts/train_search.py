@@ -10,7 +10,9 @@ folder gets the discretised architecture (``one_shot_architecture_{e}.json``), t
 eigenvalue of the validation-loss Hessian w.r.t. all alphas (log line ``eigenvalue``,
 TensorBoard ``analysis/hessian_eigenvalue``) and, with the benchmark file, the cell's NB-101
 errors, training time and parameters (``TEST ERROR: ...``, ``nasbench101/*``), all also in
-``history.json`` and one line of ``epochs.jsonl``.
+``history.json`` and one line of ``epochs.jsonl``. Under ``torchrun --nproc_per_node N`` the
+search is data-parallel (``shared.search.data_parallel``; the eigenvalue is every rank's on the
+gathered global batch, ``shared.search.hessian``), rank 0 writing and querying the benchmark.
 
 Deviations from the original, each deliberate:
 * the NB-101 numbers of epoch e are those of the alphas after epoch e (the original queried the
@@ -29,7 +31,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 
 from shared.cli.resume import FREE_ON_RESUME  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.cli.search_door import build_search_parser, parse_search, run_name_suffix, search_config  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.spaces import NB1SHOT1_SPACES  # noqa: E402
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     args, save_dir, resumed = parse_search(build_parser(), argv, min_layers=3,
                                            pattern=_resume_pattern, new_dir=run_dir,
                                            free=FREE_ON_RESUME | {"nasbench_file"})
-    benchmark = _open_benchmark(args)  # before any training: a bad file costs nothing
+    # before any training: a bad file costs nothing; under torchrun only rank 0 holds it (its
+    # numbers reach only the files rank 0 writes)
+    benchmark = _open_benchmark(args) if main_process() else None
     from nasbench_analysis.search_hooks import (
         architecture_hook,
         benchmark_hook,
@@ -99,16 +103,21 @@ def main(argv: list[str] | None = None) -> None:
     from shared.search.hessian import eigenvalue_hook
 
     cfg = search_config(args, "nb1shot1")
-    with claim_run(save_dir, root=args.experiments, new=not resumed) as save_dir:
-        write_json(os.path.join(save_dir, "config.json"), command_flags(args))
+    # under torchrun: a data-parallel search, rank 0 owns the folder (shared.search.data_parallel)
+    with claim_run(save_dir, root=args.experiments, new=not resumed,
+                   data_parallel=True) as save_dir:
+        if main_process():
+            write_json(os.path.join(save_dir, "config.json"), command_flags(args))
         # numbers first (they go into the checkpoint), files once the checkpoint is written
         hooks = [hash_hook, eigenvalue_hook(args.arch_weight_decay)]
         if benchmark is not None:
             hooks.append(benchmark_hook(benchmark))
-        print(f"experiment folder: {save_dir}")
+        if main_process():
+            print(f"experiment folder: {save_dir}")
         arch = run_cnn_search(cfg, save_dir, resume=resumed, epoch_end_hooks=hooks,
                               publish_hooks=[architecture_hook(save_dir), jsonl_hook(save_dir)])
-    print(f"architecture = {arch}")
+    if main_process():
+        print(f"architecture = {arch}")
 
 
 if __name__ == "__main__":
