@@ -59,12 +59,18 @@ def refuse_data_parallel_search() -> None:
     refuse_more_processes("search")
 
 
+_joined = 0  # how many setup() calls of this process hold the process group
+
+
 def setup(gpu: int) -> tuple[DistContext, torch.device]:
     """Join the process group when launched by torchrun; pick this process's device.
 
     CUDA ranks use NCCL on GPU ``LOCAL_RANK`` (``--gpu`` only matters for one process);
     CPU ranks (``--gpu -1`` or no CUDA) use gloo, which is how the tests exercise DDP.
+    Calls nest: each is paired with a ``cleanup``, and the group is left at the outermost
+    (StacNAS' ``run_all.py`` holds it across its stages, each of which joins it too).
     """
+    global _joined
     world = env_world_size()
     if world <= 1:
         return DistContext(), choose_device(gpu)
@@ -80,6 +86,7 @@ def setup(gpu: int) -> tuple[DistContext, torch.device]:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+    _joined += 1
     return DistContext(rank, world, local_rank), device
 
 
@@ -94,7 +101,10 @@ def process_group(gpu: int) -> Iterator[tuple[DistContext, torch.device]]:
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Undo one ``setup``: the last one leaves the process group."""
+    global _joined
+    _joined = max(_joined - 1, 0)
+    if not _joined and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -28,7 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from shared.cli.resume import FREE_ON_RESUME, load_resumed  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from stacnas.config import add_training_flags, base_parser, parse_flags, stage_dir  # noqa: E402
 
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     with claim_run(out_dir, root=args.save_dir, new=not args.resume, unique=False,
                    data_parallel=True,
                    taken=taken) as out_dir:
-        print(f"stage folder: {out_dir}")
+        if main_process():
+            print(f"stage folder: {out_dir}")
         run_evaluation(cfg, genotype, out_dir, resume=args.resume)
 
 

@@ -66,6 +66,9 @@ def load_stage1(folder: str, device):
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, _ = parse_flags(build_parser(), argv)
+    from shared.distributed import refuse_more_processes
+
+    refuse_more_processes("feature analysis")  # one process: N would each do all of it
     folder = stage_dir(args.save_dir, "search1")
     from shared.cli.run_folder import holder
 

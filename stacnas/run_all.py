@@ -19,6 +19,9 @@ the test of the trained network (both commented out in the release).
 checkpoint (bit-identically), and one that never reached a checkpoint starts again.
 The stages run in this process, each through its own door (``search.py``, ``augment.py``,
 ...), so each stage folder can also be continued with that door's ``--resume``.
+``torchrun --nproc_per_node N run_all.py ...`` runs the searches and augment data-parallel
+(``shared.search.data_parallel``, DDP), rank 0 writing; ``--feature`` and ``--test`` are then
+refused (run them afterwards as one process).
 """
 from __future__ import annotations
 
@@ -178,11 +181,12 @@ def run_stage(module: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args, _ = parse(build_parser(), argv)
     check_flags(args, STACNAS_RULES)
-    # its stages one after another in this process: run a data-parallel stage on its own
-    # (torchrun search.py / augment.py)
-    from shared.distributed import refuse_more_processes
+    from shared.distributed import env_world_size
 
-    refuse_more_processes("run_all")
+    if env_world_size() > 1 and (args.feature or args.test):
+        raise UserError("--feature and --test run as one process: under torchrun, run_all "
+                        "runs the searches and augment data-parallel; analyse or test "
+                        "afterwards with python feature.py / test.py")
     for key in ("num_cells_search1", "num_cells_search2", "num_cells_augment",
                 "init_channels_search", "init_channels_augment", "batch_size_search",
                 "batch_size_augment", "epochs_search", "epochs_augment"):
@@ -198,25 +202,50 @@ def main(argv: list[str] | None = None) -> None:
         args.save_dir = default_save_dir(args)
     epochs = {"search1": args.epochs_search, "search2": args.epochs_search,
               "augment": args.epochs_augment}
-    for stage, module, stage_argv in stage_commands(args):
-        folder = os.path.join(args.save_dir, stage)
-        if stage in epochs:
-            state = stage_state(folder, epochs[stage])
-            if state != "new" and not args.resume:
-                raise UserError(f"{folder} exists: continue with --resume, or pass another "
-                                "--save_dir")
-            if state == "done":
-                print(f"== {stage}: done, skipped")
+    from shared import distributed as dist_utils
+
+    # Under torchrun every rank runs every stage (each data-parallel, rank 0 writing); the
+    # process group is held across them, and each stage ends at a barrier, so the next one
+    # reads what rank 0 wrote (stage 2 reads stage 1's α, augment stage 2's cell).
+    with dist_utils.process_group(args.gpu) as (ctx, _):
+        for stage, module, stage_argv in stage_commands(args):
+            stage_argv = prepare_stage(args, stage, stage_argv, epochs, ctx)
+            if stage_argv is None:
                 continue
-            if state == "empty":
-                if holder(folder) is not None:
-                    raise UserError(f"{folder} is in use by process {holder(folder)}")
-                print(f"== {stage}: {folder} holds no checkpoint; starting the stage again")
-                shutil.rmtree(folder)
-            elif state == "stopped":
-                stage_argv = [*stage_argv, "--resume"]
-        print(f"== {stage}: {module}.py {' '.join(stage_argv)}", flush=True)
-        run_stage(module, stage_argv)
+            if ctx.is_main:
+                print(f"== {stage}: {module}.py {' '.join(stage_argv)}", flush=True)
+            run_stage(module, stage_argv)
+            dist_utils.barrier(ctx)
+
+
+def prepare_stage(args: argparse.Namespace, stage: str, argv: list[str],
+                  epochs: dict[str, int], ctx) -> list[str] | None:
+    """The stage's flags as ``--resume`` finds it (None: done, skipped); a stage folder
+    without a checkpoint is removed (by rank 0, the others waiting) to start it again.
+    Every rank reads the same folders, which only rank 0 writes, between barriers."""
+    from shared import distributed as dist_utils
+
+    folder = os.path.join(args.save_dir, stage)
+    if stage not in epochs:
+        return argv
+    state = stage_state(folder, epochs[stage])
+    if state != "new" and not args.resume:
+        raise UserError(f"{folder} exists: continue with --resume, or pass another "
+                        "--save_dir")
+    if state == "done":
+        if ctx.is_main:
+            print(f"== {stage}: done, skipped")
+        return None
+    if state == "stopped":
+        return [*argv, "--resume"]
+    if state == "empty":
+        if holder(folder) is not None:
+            raise UserError(f"{folder} is in use by process {holder(folder)}")
+        if ctx.is_main:
+            print(f"== {stage}: {folder} holds no checkpoint; starting the stage again")
+            shutil.rmtree(folder)
+        dist_utils.barrier(ctx)
+    return argv
 
 
 if __name__ == "__main__":

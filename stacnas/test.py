@@ -49,6 +49,9 @@ def network_of_the_run(args, typed: set[str], folder: str) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args, typed = parse_flags(build_parser(), argv)
+    from shared.distributed import refuse_more_processes
+
+    refuse_more_processes("test")  # one process: N would each do all of it
     weights = args.load_model_dir or os.path.join(stage_dir(args.save_dir, "augment"),
                                                   "weights.pt")
     if not os.path.isfile(weights):

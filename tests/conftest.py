@@ -223,3 +223,21 @@ def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float]
     with open(os.path.join(run, "correlation.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     return log
+
+
+def run_ranks(worker, tmp, world: int = 2):
+    """``worker(rank, world, init_file, out_file)`` in ``world`` spawned processes (they join
+    a gloo group through ``init_file``); what rank 0 saved to ``out_file``."""
+    import multiprocessing
+
+    import torch
+
+    out, init = str(tmp / "ranks.pt"), str(tmp / "init")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=worker, args=(r, world, init, out)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return torch.load(out, weights_only=True)

@@ -6,7 +6,6 @@ empty (``shared.models.global_batch_norm`` weighs the ranks' statistics by their
 from __future__ import annotations
 
 import logging
-import multiprocessing
 
 import pytest
 import torch
@@ -28,6 +27,7 @@ from shared.models.search_cnn import Network
 from shared.runtime import Precision
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.spaces import get_space
+from tests.conftest import run_ranks
 
 CPU = torch.device("cpu")
 # passes over the first images of the validation half: 143 end with a batch of 15 (shards
@@ -86,16 +86,7 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("dp-proj")
-    out, init = str(tmp / "ranks.pt"), str(tmp / "init")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(r, 2, init, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(600)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-    return torch.load(out, weights_only=True)
+    return run_ranks(worker, tmp_path_factory.mktemp("dp-proj"))
 
 
 def test_short_batches_split_as_unequal_shards() -> None:

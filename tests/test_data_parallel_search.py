@@ -6,7 +6,6 @@ global batch equals one BatchNorm over the concatenated shards (outputs, gradien
 statistics)."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 
 import pytest
@@ -38,6 +37,7 @@ from shared.search.hessian import eigenvalue_hook
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
 from shared.spaces import get_nb201_space, get_space
+from tests.conftest import run_ranks
 
 # "nb1shot1:" the NAS-Bench-1Shot1 supernet (space 2, 3 cells) and its Hessian monitor
 KINDS = ("first_order", "second_order", "one_level", "random", "pgd_linf",
@@ -188,16 +188,7 @@ def global_bn_case(dp: DataParallel) -> dict:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("dp")
-    out, init = str(tmp / "ranks.pt"), str(tmp / "init")
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(r, 2, init, out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(600)
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-    return torch.load(out, weights_only=True)
+    return run_ranks(worker, tmp_path_factory.mktemp("dp"))
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
 """Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
 every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
-whole batch, StacNAS' stages, NAS-Bench-1Shot1 and DARTS-PT's projection too; doors whose
-method is not data-parallel yet refuse, on every rank, before any folder is made (before
-either, ``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
-folders)."""
+whole batch, StacNAS' stages (and run_all.py), NAS-Bench-1Shot1 and DARTS-PT's projection too;
+doors whose method is not data-parallel yet refuse, on every rank, before any folder is made
+(before either, ``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches
+into two folders)."""
 import os
 import signal
 import subprocess
@@ -218,3 +218,44 @@ def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
     (single,) = search_runs(tmp_path / "one")
     eigenvalues = [_history(r)[0]["hessian_eigenvalue"] for r in (single, run)]
     assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-5)
+
+
+STACNAS = os.path.join(ROOT, "stacnas")
+RUN_ALL = ["run_all.py", "--dataset", "digits", "--gpu", "-1", "--num_workers", "0",
+           "--num_cells_search1", "5", "--num_cells_search2", "5", "--num_cells_augment", "3",
+           "--init_channels_search", "4", "--init_channels_augment", "4",
+           "--batch_size_search", "256", "--batch_size_augment", "256", "--epochs_search", "1",
+           "--epochs_augment", "1", "--aux_weight", "0", "--cutout_length", "0",
+           "--no_progress"]
+
+
+@pytest.mark.slow
+def test_stacnas_run_all_runs_every_stage_data_parallel(tmp_path) -> None:
+    """StacNAS' run_all.py under torchrun: both searches and augment data-parallel in one
+    process group, each stage reading what rank 0 wrote at the end of the one before, and
+    every line of the run once (rank 0's)."""
+    out = subprocess.run([*TORCHRUN, *RUN_ALL, "--save_dir", str(tmp_path)], cwd=STACNAS,
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["augment", "search1", "search2"]
+    for stage in ("search1", "search2"):
+        log = open(tmp_path / stage / "log.txt").read()
+        assert "data-parallel search: 2 processes, batch 256 = 128 per process" in log, stage
+    assert "processes = 2" in open(tmp_path / "augment" / "log.txt").read()
+    assert (tmp_path / "augment" / "weights.pt").is_file()
+    lines = out.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("== ")] == [
+        "== search1", "== search2", "== augment"]
+    assert sum(ln.startswith("genotype = ") for ln in lines) == 2  # one per search stage
+
+
+def test_run_all_refuses_its_one_process_stages_under_torchrun(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = run_door_here(STACNAS, RUN_ALL[0], [*RUN_ALL[1:], "--feature", "--save_dir",
+                                              str(tmp_path / "runs")])
+    assert out.returncode != 0 and "--feature and --test run as one process" in out.stderr
+    assert not (tmp_path / "runs").exists()
+    for door in ("feature.py", "test.py"):
+        out = run_door_here(STACNAS, door, ["--name", "x", "--save_dir", str(tmp_path / "runs")])
+        assert out.returncode != 0
+        assert "started as 2 processes" in out.stderr, out.stderr
