@@ -1,9 +1,9 @@
 """Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
 every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
-whole batch, StacNAS' stages (and run_all.py), NAS-Bench-1Shot1 and DARTS-PT's projection too;
-doors whose method is not data-parallel yet refuse, on every rank, before any folder is made
-(before either, ``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches
-into two folders)."""
+whole batch, StacNAS' stages too (the other methods: tests/test_torchrun_methods.py); doors
+whose method is not data-parallel yet refuse, on every rank, before any folder is made (before
+either, ``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
+folders)."""
 import os
 import signal
 import subprocess
@@ -17,7 +17,6 @@ from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
 from tests.conftest import (
     ROOT,
     door_env,
-    run_door_here,
     search_runs,
     wait_for_checkpoint_epoch,
     wait_for_run,
@@ -145,117 +144,3 @@ def test_stacnas_stage_runs_data_parallel(tmp_path) -> None:
 
     assert first_step(logs[0]) == first_step(logs[1])
     assert (tmp_path / "dp" / "search1" / "genotype_best.json").is_file()
-
-
-DARTS_PT = os.path.join(ROOT, "darts_pt", "sota", "cnn")
-PT_TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "64",
-           "--gpu", "-1", "--no_progress", "--fast", "--search_space", "s2", "--data_on_device"]
-PT_PROJ = [*PT_TINY, "--method", "darts-proj", "--dev", "proj", "--resume_epoch", "1",
-           "--resume_expid", "search-darts-sota-s2-2", "--proj_intv", "1"]
-
-
-def _first_projection(log: str) -> list[str]:
-    """The numbers of the projection's first event: one score per masked op."""
-    lines = log.split(" project op", 1)[1].split("best opid", 1)[0].splitlines()
-    return [line.split()[-1] for line in lines if " valid_" in line]
-
-
-@pytest.mark.slow
-def test_darts_pt_projects_data_parallel(tmp_path) -> None:
-    """DARTS-PT under torchrun: the projection of one supernet by 2 ranks (each its shard of
-    every tuning batch and of every scoring pass, ``darts_pt.tuning``) scores the first edge's
-    masked supernets as one process does (to float32 rounding), writes one projection folder
-    from rank 0 and finishes; one process projects the on-device data too."""
-    exp = str(tmp_path)
-    out = run_door_here(DARTS_PT, "train_search.py", [
-        *PT_TINY, "--method", "darts", "--epochs", "1", "--ckpt_interval", "1", "--save",
-        "darts-sota", "--experiments", exp])
-    assert out.returncode == 0, out.stderr[-2000:]
-    one = run_door_here(DARTS_PT, "train_search.py", [*PT_PROJ, "--experiments", exp,
-                                                      "--log_tag", "one"])
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([*TORCHRUN, "train_search.py", *PT_PROJ, "--experiments", exp,
-                          "--log_tag", "two"], cwd=DARTS_PT, env=_env(), capture_output=True,
-                         text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
-    supernet = os.path.join(exp, "sota", "digits", "search-darts-sota-s2-2")
-    name = "log_resume-1_dev-proj_intv-1_ED-random_PCN-acc_PCR-acc_seed-2_tag-{}"
-    logs = {tag: open(os.path.join(supernet, name.format(tag) + ".txt")).read()
-            for tag in ("one", "two")}
-    assert "data-parallel search: 2 processes, batch 64 = 32 per process" in logs["two"]
-    ones, twos = _first_projection(logs["one"]), _first_projection(logs["two"])
-    assert len(ones) == 2 * 2  # s2's two ops masked in turn: acc and loss each
-    for a, b in zip(ones, twos):
-        assert float(a) == pytest.approx(float(b), rel=1e-5)
-    folder = os.path.join(supernet, name.format("two"))
-    assert os.path.isfile(os.path.join(folder, "genotype.json"))
-    saved = torch.load(os.path.join(folder, "checkpoint.pth.tar"), weights_only=True)
-    assert saved["world_size"] == 2 and saved["extra"]["projection"]["selected_eids"]["normal"]
-
-
-@pytest.mark.slow
-def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
-    """SDARTS' NAS-Bench-1Shot1 door under torchrun: one run folder from rank 0, and the Hessian
-    monitor's eigenvalue of one process on the whole batch (every rank computes it on the
-    gathered global batch: ``shared.search.hessian``). The epoch is a warm-start one (weights
-    only): Adam's first α steps are about ±lr whatever the gradient's size, so float32 rounding
-    would move an α of gradient ~0 either way (exactness is the float64 test's,
-    tests/test_data_parallel_search.py)."""
-    common = ["train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "3",
-              "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--no_progress",
-              "--search_space", "2", "--warm_start_epochs", "1"]
-    door = os.path.join(ROOT, "sdarts", "optimizers", "darts")
-    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
-                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = run_door_here(door, common[0], [*common[1:], "--data_on_device", "--experiments",
-                                          str(tmp_path / "one")])
-    assert one.returncode == 0, one.stderr[-2000:]
-    (run,) = search_runs(tmp_path / "two")
-    assert "data-parallel search: 2 processes" in open(os.path.join(run, "log.txt")).read()
-    assert os.path.isfile(os.path.join(run, "config.json"))
-    assert sum(ln.startswith("architecture = ") for ln in two.stdout.splitlines()) == 1
-    (single,) = search_runs(tmp_path / "one")
-    eigenvalues = [_history(r)[0]["hessian_eigenvalue"] for r in (single, run)]
-    assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-5)
-
-
-STACNAS = os.path.join(ROOT, "stacnas")
-RUN_ALL = ["run_all.py", "--dataset", "digits", "--gpu", "-1", "--num_workers", "0",
-           "--num_cells_search1", "5", "--num_cells_search2", "5", "--num_cells_augment", "3",
-           "--init_channels_search", "4", "--init_channels_augment", "4",
-           "--batch_size_search", "256", "--batch_size_augment", "256", "--epochs_search", "1",
-           "--epochs_augment", "1", "--aux_weight", "0", "--cutout_length", "0",
-           "--no_progress"]
-
-
-@pytest.mark.slow
-def test_stacnas_run_all_runs_every_stage_data_parallel(tmp_path) -> None:
-    """StacNAS' run_all.py under torchrun: both searches and augment data-parallel in one
-    process group, each stage reading what rank 0 wrote at the end of the one before, and
-    every line of the run once (rank 0's)."""
-    out = subprocess.run([*TORCHRUN, *RUN_ALL, "--save_dir", str(tmp_path)], cwd=STACNAS,
-                         env=_env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(os.listdir(tmp_path)) == ["augment", "search1", "search2"]
-    for stage in ("search1", "search2"):
-        log = open(tmp_path / stage / "log.txt").read()
-        assert "data-parallel search: 2 processes, batch 256 = 128 per process" in log, stage
-    assert "processes = 2" in open(tmp_path / "augment" / "log.txt").read()
-    assert (tmp_path / "augment" / "weights.pt").is_file()
-    lines = out.stdout.splitlines()
-    assert [ln.split(":")[0] for ln in lines if ln.startswith("== ")] == [
-        "== search1", "== search2", "== augment"]
-    assert sum(ln.startswith("genotype = ") for ln in lines) == 2  # one per search stage
-
-
-def test_run_all_refuses_its_one_process_stages_under_torchrun(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    out = run_door_here(STACNAS, RUN_ALL[0], [*RUN_ALL[1:], "--feature", "--save_dir",
-                                              str(tmp_path / "runs")])
-    assert out.returncode != 0 and "--feature and --test run as one process" in out.stderr
-    assert not (tmp_path / "runs").exists()
-    for door in ("feature.py", "test.py"):
-        out = run_door_here(STACNAS, door, ["--name", "x", "--save_dir", str(tmp_path / "runs")])
-        assert out.returncode != 0
-        assert "started as 2 processes" in out.stderr, out.stderr
