@@ -106,20 +106,34 @@ RUN_ALL = ["run_all.py", "--dataset", "digits", "--gpu", "-1", "--num_workers", 
 def test_stacnas_run_all_runs_every_stage_data_parallel(tmp_path) -> None:
     """StacNAS' run_all.py under torchrun: both searches and augment data-parallel in one
     process group, each stage reading what rank 0 wrote at the end of the one before, and
-    every line of the run once (rank 0's)."""
-    out = subprocess.run([*TORCHRUN, *RUN_ALL, "--save_dir", str(tmp_path)], cwd=STACNAS,
-                         env=_env(), capture_output=True, text=True, timeout=600)
+    every line of the run once (rank 0's). Stage 1 as one process with the whole batch takes
+    the same first step (later steps differ by float32 rounding only: see
+    tests/test_data_parallel_search.py's one-level case)."""
+    out = subprocess.run([*TORCHRUN, *RUN_ALL, "--save_dir", str(tmp_path / "dp")],
+                         cwd=STACNAS, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(os.listdir(tmp_path)) == ["augment", "search1", "search2"]
+    assert sorted(os.listdir(tmp_path / "dp")) == ["augment", "search1", "search2"]
     for stage in ("search1", "search2"):
-        log = open(tmp_path / stage / "log.txt").read()
+        log = open(tmp_path / "dp" / stage / "log.txt").read()
         assert "data-parallel search: 2 processes, batch 256 = 128 per process" in log, stage
-    assert "processes = 2" in open(tmp_path / "augment" / "log.txt").read()
-    assert (tmp_path / "augment" / "weights.pt").is_file()
+    assert "processes = 2" in open(tmp_path / "dp" / "augment" / "log.txt").read()
+    assert (tmp_path / "dp" / "augment" / "weights.pt").is_file()
     lines = out.stdout.splitlines()
-    assert [ln.split(":")[0] for ln in lines if ln.startswith("== ")] == [
-        "== search1", "== search2", "== augment"]
+    commands = [ln for ln in lines if ln.startswith("== ")]
+    assert [ln.split(":")[0] for ln in commands] == ["== search1", "== search2", "== augment"]
     assert sum(ln.startswith("genotype = ") for ln in lines) == 2  # one per search stage
+
+    argv = commands[0].split(": search.py ", 1)[1].split()
+    argv[argv.index("--save_dir") + 1] = str(tmp_path / "one")
+    one = run_door_here(STACNAS, "search.py", [*argv, "--data_on_device"])
+    assert one.returncode == 0, one.stderr[-2000:]
+
+    def first_step(run: str) -> str:
+        log = open(tmp_path / run / "search1" / "log.txt").read()
+        return next(line.split(" AM ")[-1].split(" PM ")[-1] for line in log.splitlines()
+                    if " train 000 " in line)
+
+    assert first_step("dp") == first_step("one")
 
 
 def test_run_all_refuses_its_one_process_stages_under_torchrun(tmp_path, monkeypatch) -> None:

@@ -115,32 +115,3 @@ def test_two_ranks_search_as_one_process_and_resume_as_one(tmp_path) -> None:
 
 def _history(run: str) -> list[dict]:
     return torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["history"]
-
-
-@pytest.mark.slow
-def test_stacnas_stage_runs_data_parallel(tmp_path) -> None:
-    """StacNAS' one-level search under torchrun: one stage folder, written by rank 0, and the
-    first step's numbers of one process with the whole batch (later steps differ by float32
-    rounding only: see tests/test_data_parallel_search.py's one-level case)."""
-    common = ["search.py", "--name", "dp", "--dataset", "digits", "--gpu", "-1",
-              "--num_workers", "0", "--stage", "search1", "--num_cells", "5",
-              "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--alpha_share",
-              "--no_progress"]
-    stacnas = os.path.join(ROOT, "stacnas")
-    two = subprocess.run([*TORCHRUN, *common, "--save_dir", str(tmp_path / "dp")], cwd=stacnas,
-                         env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, *common, "--data_on_device", "--save_dir",
-                          str(tmp_path / "one")], cwd=stacnas, env=_env(), capture_output=True,
-                         text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    assert os.listdir(tmp_path / "dp") == ["search1"]
-    logs = [open(tmp_path / d / "search1" / "log.txt").read() for d in ("dp", "one")]
-    assert "data-parallel search: 2 processes, batch 256 = 128 per process" in logs[0]
-
-    def first_step(log: str) -> str:
-        return next(line.split(" AM ")[-1].split(" PM ")[-1] for line in log.splitlines()
-                    if " train 000 " in line)
-
-    assert first_step(logs[0]) == first_step(logs[1])
-    assert (tmp_path / "dp" / "search1" / "genotype_best.json").is_file()
