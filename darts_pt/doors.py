@@ -104,8 +104,12 @@ def resolve(args: argparse.Namespace, typed: set[str], validate: Callable, folde
             save_dir = args.resume
     restart = False
     if saved is None:
+        from shared.cli.run_folder import main_process
+
         restart = debug_restart(args)
-        if os.path.exists(proj_dir or save_dir) and not restart:
+        # under torchrun rank 0 alone checks: another rank could find the folder rank 0 has
+        # just claimed for this very run
+        if main_process() and os.path.exists(proj_dir or save_dir) and not restart:
             raise UserError(taken(proj_dir or save_dir))
     return Run(save_dir, proj_dir, log_name, saved, source, restart, source_path)
 

@@ -206,10 +206,14 @@ def main(argv: list[str] | None = None) -> None:
 
     # Under torchrun every rank runs every stage (each data-parallel, rank 0 writing); the
     # process group is held across them, and each stage ends at a barrier, so the next one
-    # reads what rank 0 wrote (stage 2 reads stage 1's α, augment stage 2's cell).
+    # reads what rank 0 wrote (stage 2 reads stage 1's α, augment stage 2's cell). Rank 0
+    # alone looks at the stage folders and tells the others what to do: a rank that looked
+    # itself could find the folder rank 0 has just made for the stage.
     with dist_utils.process_group(args.gpu) as (ctx, _):
         for stage, module, stage_argv in stage_commands(args):
-            stage_argv = prepare_stage(args, stage, stage_argv, epochs, ctx)
+            if ctx.is_main:
+                stage_argv = prepare_stage(args, stage, stage_argv, epochs)
+            stage_argv = dist_utils.broadcast_object(stage_argv, ctx)
             if stage_argv is None:
                 continue
             if ctx.is_main:
@@ -219,12 +223,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def prepare_stage(args: argparse.Namespace, stage: str, argv: list[str],
-                  epochs: dict[str, int], ctx) -> list[str] | None:
+                  epochs: dict[str, int]) -> list[str] | None:
     """The stage's flags as ``--resume`` finds it (None: done, skipped); a stage folder
-    without a checkpoint is removed (by rank 0, the others waiting) to start it again.
-    Every rank reads the same folders, which only rank 0 writes, between barriers."""
-    from shared import distributed as dist_utils
-
+    without a checkpoint is removed to start it again."""
     folder = os.path.join(args.save_dir, stage)
     if stage not in epochs:
         return argv
@@ -233,18 +234,15 @@ def prepare_stage(args: argparse.Namespace, stage: str, argv: list[str],
         raise UserError(f"{folder} exists: continue with --resume, or pass another "
                         "--save_dir")
     if state == "done":
-        if ctx.is_main:
-            print(f"== {stage}: done, skipped")
+        print(f"== {stage}: done, skipped")
         return None
     if state == "stopped":
         return [*argv, "--resume"]
     if state == "empty":
         if holder(folder) is not None:
             raise UserError(f"{folder} is in use by process {holder(folder)}")
-        if ctx.is_main:
-            print(f"== {stage}: {folder} holds no checkpoint; starting the stage again")
-            shutil.rmtree(folder)
-        dist_utils.barrier(ctx)
+        print(f"== {stage}: {folder} holds no checkpoint; starting the stage again")
+        shutil.rmtree(folder)
     return argv
 
 
