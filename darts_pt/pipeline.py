@@ -24,14 +24,10 @@ from shared import distributed as dist_utils
 from shared.cli.run_folder import claim_run, has_checkpoint, inside
 from shared.errors import UserError
 from shared.logs import close_logger, setup_logger
-from shared.search.cnn_search import (
-    CNNSearch,
-    CNNSearchConfig,
-    build_cnn_search,
-    log_data_parallel,
-)
+from shared.search.cnn_search import CNNSearch, CNNSearchConfig, build_cnn_search
 from shared.search.data_parallel import DataParallel
 from shared.search.phase import Finish, run_phase
+from shared.search.process import log_data_parallel
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The method doors under torchrun, beyond SDARTS' DARTS-space search
 (tests/test_torchrun_search.py): DARTS-PT's projection, SDARTS on NAS-Bench-1Shot1 (its
-Hessian monitor) and StacNAS' run_all.py, each data-parallel with rank 0 writing, and the
-one-process tools refused. That N ranks compute what one process does is the float64 tests'
-(tests/test_data_parallel_search.py, tests/test_data_parallel_projection.py); here the doors
-run it."""
+Hessian monitor), Λ-DARTS' recurrent search and StacNAS' run_all.py, each data-parallel with
+rank 0 writing, and the one-process tools refused. That N ranks compute what one process does
+is the float64 tests' (tests/test_data_parallel_search.py, tests/test_data_parallel_rnn.py,
+tests/test_data_parallel_projection.py); here the doors run it."""
 import os
 import subprocess
 
@@ -91,6 +91,33 @@ def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
     (single,) = search_runs(tmp_path / "one")
     eigenvalues = [_history(r)[0]["hessian_eigenvalue"] for r in (single, run)]
     assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_lambda_rnn_searches_data_parallel(tmp_path) -> None:
+    """Λ-DARTS' recurrent search (2 stacked cells, the regulariser attached after the loop is
+    built) under torchrun: one run folder, each line printed once, and epoch 0's perplexities
+    and train_corr those of one process with the whole batch (float32: to rounding)."""
+    common = ["train_search.py", "--data", "embedded", "--emsize", "8", "--nhid", "8",
+              "--nhidlast", "8", "--batch_size", "32", "--bptt", "10", "--gpu", "-1",
+              "--epochs", "1", "--no_progress", "--save", "debug", "--corr_regularization",
+              "corr"]
+    door = os.path.join(ROOT, "lambda_darts", "sota", "rnn")
+    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
+                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = run_door_here(door, common[0], [*common[1:], "--experiments", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    (run,) = search_runs(tmp_path / "two")
+    assert "data-parallel search: 2 processes, batch 32 = 16 per process" in open(
+        os.path.join(run, "log.txt")).read()
+    assert sum(ln.startswith("genotype = ") for ln in two.stdout.splitlines()) == 1
+    (single,) = search_runs(tmp_path / "one")
+    a, b = _history(single)[0], _history(run)[0]
+    for key in ("train_ppl", "valid_ppl"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    assert b["train_corr"] == pytest.approx(a["train_corr"], abs=1e-4)
+    assert b["genotype"] == a["genotype"]
 
 
 STACNAS = os.path.join(ROOT, "stacnas")

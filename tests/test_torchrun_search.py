@@ -1,9 +1,9 @@
 """Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
 every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
 whole batch, StacNAS' stages too (the other methods: tests/test_torchrun_methods.py); doors
-whose method is not data-parallel yet refuse, on every rank, before any folder is made (before
-either, ``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
-folders)."""
+whose method is not data-parallel yet (the recurrent-cell training) refuse, on every rank,
+before any folder is made (before either, ``torchrun --nproc_per_node 2 train_search.py`` ran
+two independent searches into two folders)."""
 import os
 import signal
 import subprocess
@@ -41,14 +41,14 @@ def test_build_refuses_more_than_one_process(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_torchrun_door_without_data_parallelism_stops_every_rank(tmp_path) -> None:
-    # SDARTS' recurrent search (each rank would need its columns of the token stream)
-    cmd = [*TORCHRUN, "train_search.py", "--data", "embedded", "--emsize", "8", "--nhid", "8",
+    # SDARTS' recurrent-cell training (each rank would train the whole model on all the data)
+    cmd = [*TORCHRUN, "train.py", "--data", "embedded", "--emsize", "8", "--nhid", "8",
            "--nhidlast", "8", "--batch_size", "32", "--bptt", "10", "--gpu", "-1",
            "--epochs", "1", "--no_progress", "--experiments", str(tmp_path / "runs")]
     out = subprocess.run(cmd, cwd=os.path.join(ROOT, "sdarts", "sota", "rnn"),
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
-    assert out.stderr.count("data-parallel search is not implemented yet") == 2  # each rank
+    assert out.stderr.count("data-parallel training is not implemented yet") == 2  # each rank
     assert not (tmp_path / "runs").exists()
 
 

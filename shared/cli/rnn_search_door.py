@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from shared.cli.config import config_from_args
 from shared.cli.resume import FREE_ON_RESUME, resolve_run
-from shared.cli.run_folder import claim_run
+from shared.cli.run_folder import claim_run, main_process
 
 
 def rnn_resume_pattern(args: argparse.Namespace) -> str:
@@ -35,7 +35,11 @@ def run_rnn_search_door(args: argparse.Namespace, typed: set[str], *,
                            max_batches=1 if "debug" in args.save else None, **overrides)
     if check is not None:
         check(cfg)
-    with claim_run(save_dir, root=args.experiments, new=saved is None) as save_dir:
-        print(f"experiment folder: {save_dir}")
+    # under torchrun: a data-parallel search, rank 0 owns the folder (shared.search.rnn_loop)
+    with claim_run(save_dir, root=args.experiments, new=saved is None,
+                   data_parallel=True) as save_dir:
+        if main_process():
+            print(f"experiment folder: {save_dir}")
         genotype = run_rnn_search(cfg, save_dir, resume=saved is not None)
-    print(f"genotype = {genotype}")
+    if main_process():
+        print(f"genotype = {genotype}")

@@ -22,9 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class GlobalBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose training-mode statistics are those of the global batch of the
-    ``data_parallel`` group it was given (``shared.search.data_parallel.DataParallel``)."""
+class GlobalBatchNorm:
+    """A BatchNorm whose training-mode statistics are those of the global batch of the
+    ``data_parallel`` group it was given (``shared.search.data_parallel.DataParallel``); mixed
+    into ``nn.BatchNorm2d`` (the CNN supernets) and ``nn.BatchNorm1d`` (the recurrent search
+    cell, which normalises (B, nhid) states at every node of every time step)."""
 
     data_parallel: Any = None
 
@@ -39,6 +41,17 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
                       else self.momentum)
         return global_batch_norm(x, self.running_mean, self.running_var, self.weight,
                                  self.bias, factor, self.eps, self.data_parallel)
+
+
+class GlobalBatchNorm2d(GlobalBatchNorm, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` over the global batch."""
+
+
+class GlobalBatchNorm1d(GlobalBatchNorm, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` over the global batch ((N, C) inputs: the statistics are over N)."""
+
+
+GLOBAL = {nn.BatchNorm2d: GlobalBatchNorm2d, nn.BatchNorm1d: GlobalBatchNorm1d}
 
 
 def global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None,
@@ -112,11 +125,13 @@ def batch_norm(module: nn.Module, x: torch.Tensor, running_mean: torch.Tensor | 
 
 
 def use_global_batch_norm(model: nn.Module, data_parallel: Any) -> nn.Module:
-    """Make every ``nn.BatchNorm2d`` of ``model`` a ``GlobalBatchNorm2d`` of ``data_parallel``
-    (in place: the same parameters and buffers, so the state_dict is unchanged)."""
+    """Make every ``nn.BatchNorm2d`` / ``nn.BatchNorm1d`` of ``model`` a global one of
+    ``data_parallel`` (in place: the same parameters and buffers, so the state_dict is
+    unchanged)."""
     for module in model.modules():
-        if type(module) is nn.BatchNorm2d or isinstance(module, GlobalBatchNorm2d):
-            module.__class__ = GlobalBatchNorm2d
+        if type(module) in GLOBAL:
+            module.__class__ = GLOBAL[type(module)]
+        if isinstance(module, GlobalBatchNorm):
             module.data_parallel = data_parallel
     return model
 
@@ -127,7 +142,7 @@ def local_batch_norm(model: nn.Module) -> Iterator[nn.Module]:
     one process would: for a computation every rank repeats on the whole global batch (the
     Hessian monitor of ``shared.search.hessian``, whose double backward ``_Gather`` cannot
     differentiate)."""
-    saved = [(m, m.data_parallel) for m in model.modules() if isinstance(m, GlobalBatchNorm2d)]
+    saved = [(m, m.data_parallel) for m in model.modules() if isinstance(m, GlobalBatchNorm)]
     for m, _ in saved:
         m.data_parallel = None
     try:

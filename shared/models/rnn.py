@@ -12,6 +12,12 @@ to the embedding -> log-softmax. ``forward(..., return_h=True)`` also returns th
 dropped-out outputs that the AR / TAR regularisers read. Weights are initialised
 U(-0.04, 0.04), the decoder bias 0.
 
+Data parallelism (``batch_shard``, set by ``shard_batches``; the recurrent search under
+``torchrun``, ``shared.search.data_parallel``): each process runs a slice of the batch's
+columns, and every dropout mask that has one row per sequence is drawn at the global batch
+size from the (identical) generator of every rank and sliced, so the shards together drop
+exactly what one process with the whole batch drops, and every rank's generator stays in step.
+
 Stacked layers (Λ-DARTS' RNN search stacks 2, Lambda-DARTS ``sota/rnn/model.py``): layer l+1
 reads layer l's raw output (the released code draws an output-dropout mask per layer but
 feeds the next layer the undropped output and discards that mask, so no dropout is put between
@@ -27,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.data.on_device import ONE_PROCESS, Shard
 from shared.rnn_genotype import RNNGenotype
 
 INIT_RANGE = 0.04
@@ -37,19 +44,27 @@ ACTIVATION: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def dropout_mask(x: torch.Tensor, shape: Sequence[int], p: float) -> torch.Tensor:
-    """A Bernoulli(1 - p) mask, rescaled by 1 / (1 - p) (inverted dropout)."""
+def dropout_mask(x: torch.Tensor, shape: Sequence[int], p: float,
+                 shard: Shard = ONE_PROCESS, batch_dim: int = 0) -> torch.Tensor:
+    """A Bernoulli(1 - p) mask, rescaled by 1 / (1 - p) (inverted dropout). With a ``shard``
+    of several processes, ``shape[batch_dim]`` is this process's part of the batch: the mask
+    of the global batch is drawn and this part of it returned."""
     keep = 1.0 - p
-    return x.new_empty(shape).bernoulli_(keep).div_(keep)
+    if shard.world_size == 1:
+        return x.new_empty(shape).bernoulli_(keep).div_(keep)
+    full = list(shape)
+    full[batch_dim] *= shard.world_size
+    start, stop = shard.rows(full[batch_dim])
+    return x.new_empty(full).bernoulli_(keep).div_(keep).narrow(batch_dim, start, stop - start)
 
 
 class LockedDropout(nn.Module):
     """The same dropout mask at every time step of a (T, B, D) sequence."""
 
-    def forward(self, x: torch.Tensor, p: float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, p: float, shard: Shard = ONE_PROCESS) -> torch.Tensor:
         if not self.training or p == 0:
             return x
-        return x * dropout_mask(x, (1, x.size(1), x.size(2)), p)
+        return x * dropout_mask(x, (1, x.size(1), x.size(2)), p, shard, batch_dim=1)
 
 
 def embedded_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:
@@ -62,6 +77,8 @@ def embedded_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torc
 
 class DARTSCell(nn.Module):
     """A recurrent cell from a genotype; runs a whole (T, B, ninp) sequence."""
+
+    batch_shard: Shard = ONE_PROCESS  # this process's columns of the batch (``shard_batches``)
 
     def __init__(self, ninp: int, nhid: int, dropouth: float, dropoutx: float,
                  genotype: RNNGenotype | None, steps: int | None = None) -> None:
@@ -82,8 +99,9 @@ class DARTSCell(nn.Module):
         batch = inputs.size(1)
         x_mask = h_mask = None
         if self.training:  # variational: one mask per sequence
-            x_mask = dropout_mask(inputs, (batch, inputs.size(2)), self.dropoutx)
-            h_mask = dropout_mask(inputs, (batch, self.nhid), self.dropouth)
+            x_mask = dropout_mask(inputs, (batch, inputs.size(2)), self.dropoutx,
+                                  self.batch_shard)
+            h_mask = dropout_mask(inputs, (batch, self.nhid), self.dropouth, self.batch_shard)
         h = hidden[0]
         outputs = []
         for x in inputs:
@@ -117,6 +135,7 @@ class RNNModel(nn.Module):
     DARTS, 2 in Λ-DARTS' search)."""
 
     cell_class = DARTSCell
+    batch_shard: Shard = ONE_PROCESS
 
     def __init__(self, ntoken: int, ninp: int, nhid: int, nhidlast: int, dropout: float = 0.5,
                  dropouth: float = 0.5, dropoutx: float = 0.5, dropouti: float = 0.5,
@@ -141,6 +160,12 @@ class RNNModel(nn.Module):
         self.encoder.weight.data.uniform_(-INIT_RANGE, INIT_RANGE)
         self.decoder.bias.data.zero_()
 
+    def shard_batches(self, shard: Shard) -> None:
+        """Run as ``shard`` of a data-parallel batch: its columns, the global batch's masks."""
+        self.batch_shard = shard
+        for rnn in self.rnns:
+            rnn.batch_shard = shard
+
     def init_hidden(self, bsz: int) -> list[torch.Tensor]:
         """One zero state (1, bsz, nhid) per layer."""
         weight = self.encoder.weight
@@ -157,14 +182,14 @@ class RNNModel(nn.Module):
             raise ValueError(f"{len(hidden)} hidden state(s) for {len(self.rnns)} layer(s): "
                              "use init_hidden")
         emb = embedded_dropout(self.encoder, input, self.dropoute if self.training else 0)
-        raw_output = self.lockdrop(emb, self.dropouti)
+        raw_output = self.lockdrop(emb, self.dropouti, self.batch_shard)
         new_hidden, raw_outputs = [], []
         for layer, rnn in enumerate(self.rnns):
             kw = {} if layer_weights is None else {"weights": layer_weights[layer]}
             raw_output, new_h = rnn(raw_output, hidden[layer], **kw)
             new_hidden.append(new_h)
             raw_outputs.append(raw_output)
-        output = self.lockdrop(raw_output, self.dropout)
+        output = self.lockdrop(raw_output, self.dropout, self.batch_shard)
         log_prob = F.log_softmax(self.decoder(output.view(-1, self.ninp)), dim=-1)
         model_output = log_prob.view(input.size(0), input.size(1), self.ntoken)
         if return_h:

@@ -58,15 +58,19 @@ class Architect(AlphaUpdate):
             grads = self.unrolled_gradient(x_trn, y_trn, x_val, y_val, eta, network_optimizer)
             for a, g in zip(self.model.arch_parameters(), grads):
                 a.grad = g
-        elif self.record_cell_grads:
-            cells = self._cell_copies()
-            self.model.loss(x_val, y_val, cell_weights=cells).backward()
-            self.cell_grads = list(self.data_parallel.averaged([c.grad for c in cells]))
-            self.data_parallel.average_grads(self.model.arch_parameters())
         else:
-            self.model.loss(x_val, y_val).backward()
-            self.data_parallel.average_grads(self.model.arch_parameters())
+            cells = self._cell_copies() if self.record_cell_grads else None
+            self.first_order_backward(self.model.loss(x_val, y_val, cell_weights=cells), cells)
         self.optimizer.step()
+
+    def first_order_backward(self, val_loss: torch.Tensor,
+                             cells: list[torch.Tensor] | None) -> None:
+        """alpha's gradient dL_val/dalpha (and, recording, each cell's copy's: ``cell_grads``),
+        averaged over the ranks: the gradient of the global batch's validation loss."""
+        val_loss.backward()
+        if cells is not None:
+            self.cell_grads = list(self.data_parallel.averaged([c.grad for c in cells]))
+        self.data_parallel.average_grads(self.model.arch_parameters())
 
     def _cell_copies(self) -> list[torch.Tensor]:
         """One copy of the mixing weights per search cell, its gradient kept."""

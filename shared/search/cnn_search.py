@@ -14,13 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 import torch
 
 from shared import data as D
-from shared import distributed as dist_utils
-from shared.checkpoint import load_checkpoint
 from shared.data.on_device import (
     Shard,
     adopt_data_path,
@@ -30,14 +28,13 @@ from shared.data.on_device import (
     resolve_data_on_device,
     to_device_images,
 )
-from shared.distributed import refuse_data_parallel_search
 from shared.errors import UserError
-from shared.logs import close_logger, setup_logger
 from shared.lr_schedules import cosine_power_scheduler
 from shared.models.search_cnn import Network
 from shared.models.search_nb1shot1 import NB1Shot1Network
 from shared.models.search_nb201 import TinyNetworkDarts
 from shared.runtime import Precision, choose_device, cpu_threads, seed_everything, seeded_generator
+from shared.search import process
 from shared.search.alignment import LayerAlignment
 from shared.search.alignment_config import make_layer_alignment
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
@@ -46,9 +43,8 @@ from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
 from shared.search.phase import run_phase
+from shared.search.process import CHECKPOINT, SearchProcess, check_data_parallel
 from shared.spaces import get_nb1shot1_space, get_nb201_space, get_space
-
-CHECKPOINT = "checkpoint.pth.tar"
 
 
 @dataclass
@@ -222,11 +218,7 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
     ``data_parallel``: this process's rank in a data-parallel search (``run_cnn_search``
     under torchrun; ``device`` is then the rank's); a caller that did not set one up is refused
     under torchrun."""
-    if not data_parallel.enabled:
-        refuse_data_parallel_search()
-    elif cfg.batch_size % data_parallel.world_size:
-        raise UserError(f"--batch_size {cfg.batch_size} is the global batch of a data-parallel "
-                        f"search: it must split evenly over {data_parallel.world_size} processes")
+    check_data_parallel(data_parallel, cfg.batch_size)
     if cfg.supernet not in SUPERNETS:
         raise ValueError(f"unknown supernet {cfg.supernet!r}; one of {', '.join(SUPERNETS)}")
     supernet = SUPERNETS[cfg.supernet]
@@ -375,43 +367,14 @@ def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
                                 record_corr=cfg.record_corr)
 
 
-class SearchProcess(NamedTuple):
-    """What ``search_process`` gives one process of a search."""
-
-    save_dir: str                  # rank 0's run folder on every rank
-    logger: Any                    # rank 0: the run's log.txt; other ranks: nowhere
-    data_parallel: DataParallel    # ONE_PROCESS unless torchrun started several
-    device: torch.device
-    state: dict[str, Any] | None   # the checkpoint being resumed, if any
-
-
 @contextlib.contextmanager
 def search_process(cfg: CNNSearchConfig, save_dir: str, resume: bool = False
                    ) -> Iterator[SearchProcess]:
-    """One process of a search. Under torchrun it joins the process group (gloo on the CPU,
-    NCCL on GPU ``LOCAL_RANK``), every rank gets rank 0's folder, and only rank 0 logs. With
-    ``resume`` the run's checkpoint is read (its data path adopted, ``adopt_data_path``) for
-    the loop to load once it is built."""
-    with dist_utils.process_group(cfg.gpu) as (ctx, device):
-        save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's (timestamped) name
-        logger = setup_logger(save_dir) if ctx.is_main else dist_utils.silent_logger()
-        try:
-            log_data_parallel(logger, ctx, cfg.batch_size)
-            state = None
-            if resume:
-                state = load_checkpoint(os.path.join(save_dir, CHECKPOINT), map_location=device)
-                adopt_data_path(cfg, state)
-            yield SearchProcess(save_dir, logger, DataParallel.of(ctx), device, state)
-        finally:
-            if ctx.is_main:
-                close_logger(logger)
-
-
-def log_data_parallel(logger: Any, ctx: dist_utils.DistContext, batch_size: int) -> None:
-    """The log's line of a data-parallel search (nothing for one process)."""
-    if ctx.enabled:
-        logger.info("data-parallel search: %d processes, batch %d = %d per process",
-                    ctx.world_size, batch_size, batch_size // ctx.world_size)
+    """One process of the search (``shared.search.process``); a resumed run's checkpoint
+    also settles its data path (``adopt_data_path``)."""
+    with process.search_process(cfg.gpu, cfg.batch_size, save_dir, resume,
+                                adopt=lambda state: adopt_data_path(cfg, state)) as run:
+        yield run
 
 
 def run_cnn_search(cfg: CNNSearchConfig, save_dir: str, *, resume: bool = False,

@@ -73,8 +73,12 @@ class DeviceMean:
         self.sum += value.detach().double() * n
         self.count += n
 
-    def average(self) -> float:
-        """The mean so far: one read of the device (0.0 before any update, as AverageMeter)."""
+    def average(self, data_parallel: DataParallel = ONE_PROCESS) -> float:
+        """The mean so far over every rank's updates (one process: its own): one read of the
+        device (0.0 before any update, as AverageMeter)."""
+        if data_parallel.enabled:
+            sums = data_parallel.sum_(torch.stack([self.sum, self.sum.new_tensor(self.count)]))
+            return (sums[0] / sums[1]).item() if float(sums[1]) else 0.0
         if not self.count:
             return 0.0
         return (self.sum / self.count).item()

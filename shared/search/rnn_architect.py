@@ -15,6 +15,11 @@ the CNN version as released:
 
 Inputs are passed as x = (words, hidden), the RNN search model's ``loss(x, y, weights)``.
 
+Data parallel (``shared.search.data_parallel``): every gradient is averaged over the ranks
+before it is used (alpha's, the virtual step's dtheta before its clip coefficient, the unrolled
+loss's, the finite difference's), as the CNN Architect does; each rank carries the hidden
+states of its own columns.
+
 ``record_cell_grads`` (Λ-DARTS' ``valid_corr``, set by ``shared.search.alignment``): the step
 also keeps each layer's gradient of the validation loss w.r.t. its mixing weights in
 ``cell_grads``, from one copy of softmax(alpha) per layer, so alpha's gradient is the same
@@ -65,7 +70,6 @@ class _LossOf(torch.nn.Module):
 
 
 class RNNArchitect(Architect):
-    supports_data_parallel = False  # its unrolled step's gradients are not averaged
     graph_safe = False  # its loop is not recorded (the hidden state goes step to step)
 
     def __init__(self, model: torch.nn.Module, arch_lr: float = 3e-3, arch_wdecay: float = 1e-3,
@@ -92,14 +96,10 @@ class RNNArchitect(Architect):
                                                             hidden_val, x_val, y_val, eta)
             for a, g in zip(self.model.arch_parameters(), grads):
                 a.grad = g
-        elif self.record_cell_grads:
-            cells = self._cell_copies()
-            loss, hidden_next = self.model._loss(hidden_val, x_val, y_val, cell_weights=cells)
-            loss.backward()
-            self.cell_grads = [c.grad for c in cells]
         else:
-            loss, hidden_next = self.model._loss(hidden_val, x_val, y_val)
-            loss.backward()
+            cells = self._cell_copies() if self.record_cell_grads else None
+            loss, hidden_next = self.model._loss(hidden_val, x_val, y_val, cell_weights=cells)
+            self.first_order_backward(loss, cells)
         self.optimizer.step()
         return [h.detach() for h in hidden_next]
 
@@ -111,7 +111,7 @@ class RNNArchitect(Architect):
         alphas = model.arch_parameters()
 
         loss, _ = model._loss(hidden_trn, x_trn, y_trn)
-        dtheta = torch.autograd.grad(loss, weights)
+        dtheta = self.data_parallel.averaged(torch.autograd.grad(loss, weights))
         coef = _clip_coef(dtheta, self.clip)
         unrolled = [(p.detach() - eta * (coef * g + self.network_weight_decay * p.detach()))
                     .requires_grad_() for p, g in zip(weights, dtheta)]
@@ -123,7 +123,8 @@ class RNNArchitect(Architect):
         unrolled_loss, hidden_next = functional_call(
             _LossOf(model), {f"model.{k}": v for k, v in params.items()},
             (hidden_val, x_val, y_val), {"cell_weights": cells or None})
-        grads = torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells)
+        grads = self.data_parallel.averaged(
+            torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells))
         dalpha = grads[:len(alphas)]
         vector = list(grads[len(alphas):len(alphas) + len(unrolled)])
         if cells:  # each layer's dL_val(w')/dA_l (Λ-DARTS' valid_corr)

@@ -25,6 +25,16 @@ The epoch's quality number is the perplexity (``metric = "ppl"``), logged as
 
 The window length is drawn from the loop's own generator (saved in every checkpoint), so a
 killed and resumed search takes the same windows as one never stopped.
+
+Data parallel (``data_parallel``, ``shared.search.data_parallel``): the queues are given whole
+(batchified at the global ``batch_size``) and each of N ranks keeps its ``batch_size / N``
+columns, the sequences it carries hidden states for; the dropout masks are the global batch's
+(``RNNModel.shard_batches``), the search cell's BatchNorm1d normalises with the global batch's
+statistics at every node of every time step (``shared.models.global_batch_norm``), every
+gradient is averaged and the NLL meter summed over the ranks, so N ranks move alpha and the
+weights as one process with the whole batch. Every rank draws the same window lengths and
+computes the validation perplexity on the whole validation text (the same number on every
+rank: its batch of 10 sequences does not split over N).
 """
 from __future__ import annotations
 
@@ -34,23 +44,49 @@ from typing import Iterator
 
 import torch
 
+from shared.data.on_device import Shard
 from shared.data.text import get_batch
 from shared.lm import evaluate_perplexity, regularised_loss
 from shared.models.rnn import repackage_hidden
 from shared.search.context import StepContext
 from shared.search.loop import SearchLoop
 from shared.search.meters import DeviceMean
+from shared.search.process import check_data_parallel
 
 
 @dataclass
 class RNNSearchLoop(SearchLoop):
-    supports_data_parallel = False  # its weight step carries the hidden state of one process
-    supports_step_capture = False  # ... and hands it from step to step on the host
+    supports_step_capture = False  # the hidden state goes from step to step on the host
     bptt: int = 35
     ar_alpha: float = 0.0   # --alpha: activation regularisation on the dropped-out output
     tar_beta: float = 1e-3  # --beta: temporal activation regularisation on the raw output
-    batch_size: int = 256
+    batch_size: int = 256   # the global batch (data parallel: this rank has a part of it)
     metric: str = "ppl"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data_parallel.enabled:  # this rank's columns of the training and search text
+            self.train_queue = self._columns(self.train_queue)
+            self.valid_queue = self._columns(self.valid_queue)
+
+    def share_data_parallel(self) -> None:
+        """The engine's sharing, and the model draws the global batch's dropout masks."""
+        dp = self.data_parallel
+        check_data_parallel(dp, self.batch_size)
+        super().share_data_parallel()
+        self.model.shard_batches(Shard(dp.rank, dp.world_size))
+
+    def _columns(self, text: torch.Tensor) -> torch.Tensor:
+        if text.size(1) != self.batch_size:
+            raise ValueError(f"text batchified at {text.size(1)}, the batch is "
+                             f"{self.batch_size}")
+        start, stop = Shard(self.data_parallel.rank, self.data_parallel.world_size).rows(
+            self.batch_size)
+        return text[:, start:stop].contiguous()
+
+    @property
+    def rank_batch_size(self) -> int:
+        return self.batch_size // self.data_parallel.world_size
 
     def _window_length(self) -> int:
         g = self.generators[0] if self.generators else None
@@ -64,8 +100,8 @@ class RNNSearchLoop(SearchLoop):
         """BPTT windows of the training text with the search text's window at the same place;
         the hidden states go from step to step (detached), the lr is scaled by the length."""
         model, train, search = self.model, self.train_queue, self.valid_queue
-        hidden = model.init_hidden(self.batch_size)
-        hidden_valid = model.init_hidden(self.batch_size)
+        hidden = model.init_hidden(self.rank_batch_size)
+        hidden_valid = model.init_hidden(self.rank_batch_size)
         group = self.optimizer.param_groups[0]
         i, step = 0, 0
         while i < train.size(0) - 1 - 1:
@@ -105,13 +141,13 @@ class RNNSearchLoop(SearchLoop):
         meters.update(ctx.extra["raw_loss"], ctx.extra["seq_len"])
         if ctx.step % self.report_freq:
             return None
-        avg = meters.average()
+        avg = meters.average(self.data_parallel)
         self.logger.info("| epoch %3d | %5d batches | lr %02.2f | loss %5.2f | ppl %8.2f",
                          ctx.epoch, ctx.step, ctx.extra["epoch_lr"], avg, math.exp(avg))
         return {"ppl": f"{math.exp(avg):.1f}"}
 
     def summarize(self, meters: DeviceMean) -> tuple[float, float]:
-        avg = meters.average()
+        avg = meters.average(self.data_parallel)
         return math.exp(avg), avg
 
     def infer(self) -> tuple[float, float]:

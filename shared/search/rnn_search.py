@@ -12,6 +12,10 @@ layer alignment (``shared.search.alignment``) over every layer, λ constant or, 
 ``lambda_scheduling``, ramped as λ·e/(E-1) (Lambda-DARTS ``sota/rnn/train_search.py``). The
 fields' defaults are SDARTS' search (1 layer, no regulariser), so its configs and checkpoints
 run and resume as before.
+
+Under ``torchrun --nproc_per_node N`` the search is data-parallel (``RNNSearchLoop``): each
+process carries ``batch_size / N`` of the sequences, and alpha and the weights move as in one
+process with all of them.
 """
 from __future__ import annotations
 
@@ -21,23 +25,20 @@ from typing import Any, Callable
 
 import torch
 
-from shared.checkpoint import load_checkpoint
 from shared.data.text import batchify, load_corpus
-from shared.distributed import refuse_data_parallel_search
 from shared.errors import UserError
-from shared.logs import close_logger, setup_logger
 from shared.models.search_rnn import RNNModelSearch
 from shared.rnn_genotype import RNNGenotype
 from shared.runtime import choose_device, cpu_threads, seed_everything, seeded_generator
 from shared.search.alignment import LayerAlignment
 from shared.search.alignment_config import make_layer_alignment
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.perturbation import make_perturbation
 from shared.search.phase import run_phase
+from shared.search.process import CHECKPOINT, check_data_parallel, search_process
 from shared.search.rnn_architect import RNNArchitect
 from shared.search.rnn_loop import RNNSearchLoop
 from shared.spaces import RNNSpace
-
-CHECKPOINT = "checkpoint.pth.tar"
 
 
 @dataclass
@@ -95,9 +96,15 @@ def rnn_alignment(cfg: RNNSearchConfig) -> LayerAlignment | None:
 
 
 def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
-                     weight_grad_hooks: list[Callable] | None = None) -> RNNSearchLoop:
-    refuse_data_parallel_search()
-    device = choose_device(cfg.gpu)
+                     weight_grad_hooks: list[Callable] | None = None,
+                     data_parallel: DataParallel = ONE_PROCESS,
+                     device: torch.device | None = None) -> RNNSearchLoop:
+    """Corpus, search model, optimisers and the loop of a search in ``save_dir`` (nothing run
+    yet). ``data_parallel``: this process's rank in a data-parallel search (``run_rnn_search``
+    under torchrun; ``device`` is then the rank's); a caller that did not set one up is refused
+    under torchrun."""
+    check_data_parallel(data_parallel, cfg.batch_size)
+    device = device or choose_device(cfg.gpu)
     seed_everything(cfg.seed)
     logger.info("device = %s", device)
     logger.info("cpu threads = %d", cpu_threads())
@@ -125,8 +132,9 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
         grad_clip=cfg.clip, report_freq=cfg.log_interval,
         perturbation=make_perturbation(cfg.perturb_alpha, cfg.epsilon_alpha, cfg.epochs),
         weight_grad_hooks=list(weight_grad_hooks or []), generators=(g,), config=asdict(cfg),
-        progress=cfg.progress, max_batches=cfg.max_batches, bptt=cfg.bptt,
-        ar_alpha=cfg.alpha, tar_beta=cfg.beta, batch_size=cfg.batch_size)
+        progress=cfg.progress and data_parallel.is_main, max_batches=cfg.max_batches,
+        bptt=cfg.bptt, ar_alpha=cfg.alpha, tar_beta=cfg.beta, batch_size=cfg.batch_size,
+        data_parallel=data_parallel)
     alignment = rnn_alignment(cfg)
     if alignment is not None:
         alignment.attach(loop)
@@ -135,16 +143,16 @@ def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,
 
 def run_rnn_search(cfg: RNNSearchConfig, save_dir: str, *, resume: bool = False,
                    weight_grad_hooks: list[Callable] | None = None) -> RNNGenotype:
-    """Run (or continue) a recurrent-cell search in ``save_dir``; returns the genotype."""
-    logger = setup_logger(save_dir)
-    try:
-        loop = build_rnn_search(cfg, save_dir, logger, weight_grad_hooks=weight_grad_hooks)
-        if resume:
-            loop.load_state_dict(load_checkpoint(loop.checkpoint_path, map_location=loop.device))
+    """Run (or continue) a recurrent-cell search in ``save_dir``; returns the genotype. Under
+    torchrun the search is data-parallel (``shared.search.process``)."""
+    with search_process(cfg.gpu, cfg.batch_size, save_dir, resume) as run:
+        logger = run.logger
+        loop = build_rnn_search(cfg, run.save_dir, logger, weight_grad_hooks=weight_grad_hooks,
+                                data_parallel=run.data_parallel, device=run.device)
+        if run.state is not None:
+            loop.load_state_dict(run.state)
             logger.info("resumed from %s at epoch %d", loop.checkpoint_path, loop.start_epoch)
-        genotype = run_phase(loop, save_dir, RNNSpace(), cfg,
+        genotype = run_phase(loop, run.save_dir, RNNSpace(), cfg,
                              finish=lambda genotype, writer: {"data": cfg.data})
-        logger.info("outputs in %s", os.path.abspath(save_dir))
+        logger.info("outputs in %s", os.path.abspath(run.save_dir))
         return genotype
-    finally:
-        close_logger(logger)
