@@ -20,6 +20,16 @@ The protocol, as the original:
 * at the end the best model is tested on the test split with batch size 1 (``test.py`` does
   the same for any ``model.pt``).
 
+Data parallel (``torchrun --nproc_per_node N train.py ...``): each process trains
+``batch_size / N`` of the batch's columns (the sequences whose hidden states it carries), with
+the global batch's dropout masks (``RNNModel.shard_batches``); the gradients are averaged before
+the clip and the step, and the window's NLL over the ranks, so N processes step the weights as
+one process with the whole batch, and every rank takes the same decisions (divergence, the best
+model, the switch to ASGD) from the same numbers. The validation and test perplexities are
+computed whole on every rank (batches of 10 and 1); rank 0 alone writes. ``--small_batch_size``
+(one process's gradient accumulation over slices of the batch) is refused with more than one
+process: each rank computes its columns in one pass.
+
 Additions: ``checkpoint.pth.tar`` after every epoch (weights, optimiser, the non-monotone
 record, RNG streams), so a killed run continues with ``--resume`` exactly as if never stopped;
 the window lengths come from the run's own generator for that reason. A run that keeps
@@ -39,7 +49,9 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm import tqdm
 
+from shared import distributed as dist_utils
 from shared.checkpoint import load_checkpoint, save_checkpoint, write_json
+from shared.data.on_device import Shard
 from shared.data.text import Corpus, Dictionary, batchify, get_batch, load_corpus
 from shared.errors import UserError
 from shared.lm import evaluate_perplexity, perplexity, regularised_loss
@@ -48,6 +60,7 @@ from shared.models.rnn import RNNModel, repackage_hidden
 from shared.plots import plot_curves, plot_genotype
 from shared.rnn_genotype import RNNGenotype
 from shared.runtime import choose_device, cpu_threads, rng_state, seed_everything, set_rng_state
+from shared.search.data_parallel import ONE_PROCESS, DataParallel
 
 CHECKPOINT = "checkpoint.pth.tar"  # the last finished epoch, for --resume
 BEST = "model.pt"                  # the best validation loss: test.py's input, the rollback point
@@ -113,6 +126,21 @@ def validate_config(cfg: RNNTrainConfig) -> None:
 
 def small_batch_size(cfg: RNNTrainConfig) -> int:
     return cfg.batch_size if cfg.small_batch_size == -1 else cfg.small_batch_size
+
+
+def check_data_parallel(cfg: RNNTrainConfig, world_size: int) -> None:
+    """Refuse what N processes cannot split: a batch N does not divide, and the slices of
+    ``--small_batch_size`` (one process's gradient accumulation; its dropout masks are drawn
+    slice by slice, which ranks holding other columns could not reproduce)."""
+    if world_size <= 1:
+        return
+    if cfg.batch_size % world_size:
+        raise UserError(f"--batch_size {cfg.batch_size} is the global batch of a data-parallel "
+                        f"run: it must split evenly over {world_size} processes")
+    if small_batch_size(cfg) != cfg.batch_size:
+        raise UserError(f"--small_batch_size {cfg.small_batch_size}: a data-parallel run "
+                        f"computes each process's {cfg.batch_size // world_size} columns in one "
+                        "pass; leave it at -1 (more processes also need less memory each)")
 
 
 def window_length(bptt: int, max_seq_len_delta: int, generator: torch.Generator) -> int:
@@ -185,9 +213,22 @@ class RNNTrainer:
     consecutive_rollbacks: int = 0
     epoch_end_hooks: list[Callable[["RNNTrainer", dict[str, Any]], None]] = \
         field(default_factory=list)
+    # several processes, each its columns of every batch; train_data holds them all
+    data_parallel: DataParallel = ONE_PROCESS
 
     def __post_init__(self) -> None:
         self.optimizer = make_optimizer("sgd", self.model, self.cfg)
+        dp = self.data_parallel
+        if dp.enabled:
+            check_data_parallel(self.cfg, dp.world_size)
+            start, stop = Shard(dp.rank, dp.world_size).rows(self.cfg.batch_size)
+            self.train_data = self.train_data[:, start:stop].contiguous()
+            self.model.shard_batches(Shard(dp.rank, dp.world_size))
+
+    @property
+    def rank_batch_size(self) -> int:
+        """The columns this process trains (one process: the batch)."""
+        return self.cfg.batch_size // self.data_parallel.world_size
 
     @property
     def best_path(self) -> str:
@@ -201,13 +242,14 @@ class RNNTrainer:
     def train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the training text; (perplexity, mean NLL). Raises Diverged."""
         cfg, model, data = self.cfg, self.model, self.train_data
-        small = small_batch_size(cfg)
-        hidden = [model.init_hidden(small) for _ in range(cfg.batch_size // small)]
+        small = small_batch_size(cfg) // self.data_parallel.world_size
+        hidden = [model.init_hidden(small) for _ in range(self.rank_batch_size // small)]
         epoch_loss, interval_loss = AverageMeter(), AverageMeter()
         start = time.time()
         batch, i = 0, 0
         with tqdm(total=len(data) // cfg.bptt, desc=f"epoch {epoch}", leave=False,
-                  disable=not cfg.progress, dynamic_ncols=True) as bar:
+                  disable=not (cfg.progress and self.data_parallel.is_main),
+                  dynamic_ncols=True) as bar:
             while i < data.size(0) - 1 - 1:
                 seq_len = window_length(cfg.bptt, cfg.max_seq_len_delta, self.generator)
                 x, y = get_batch(data, i, seq_len)
@@ -235,20 +277,24 @@ class RNNTrainer:
         of ``small_batch_size`` whose hidden states ``hidden`` carries; the lr is scaled by
         ``seq_len / bptt`` for this step only. Returns the window's mean NLL; raises
         Diverged (before stepping) on a non-finite loss or gradient norm."""
-        cfg, model = self.cfg, self.model
-        small = small_batch_size(cfg)
+        cfg, model, dp = self.cfg, self.model, self.data_parallel
+        small = small_batch_size(cfg) // dp.world_size  # data parallel: the rank's columns
         group = self.optimizer.param_groups[0]
         lr = group["lr"]
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for s, col in enumerate(range(0, cfg.batch_size, small)):
+        for s, col in enumerate(range(0, self.rank_batch_size, small)):
             hidden[s] = repackage_hidden(hidden[s])
             loss, raw_loss, hidden[s] = regularised_loss(
                 model, x[:, col:col + small], y[:, col:col + small].reshape(-1), hidden[s],
                 cfg.alpha, cfg.beta)
-            (loss * small / cfg.batch_size).backward()
-            step_loss += raw_loss.item() * small / cfg.batch_size
+            (loss * small / self.rank_batch_size).backward()
+            step_loss += raw_loss.item() * small / self.rank_batch_size
+        if dp.enabled:  # the global batch's: its mean NLL and gradient, the same on every rank
+            step_loss = dp.mean(torch.tensor(step_loss, dtype=torch.float64,
+                                             device=self.device)).item()
+            dp.average_grads(model.parameters())
         if not math.isfinite(step_loss):
             raise Diverged(epoch, batch, "training loss")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -286,9 +332,11 @@ class RNNTrainer:
         averaged = optimizer_kind(self.optimizer) == "asgd"
         with self.averaged_weights():
             _, val_loss = evaluate_perplexity(self.model, self.valid_data, cfg.bptt)
-            saved = val_loss < self.stored_loss
+            saved = val_loss < self.stored_loss  # every rank computed the same val_loss
             if saved:
-                self.save_best(epoch, val_loss, averaged)
+                if self.data_parallel.is_main:
+                    self.save_best(epoch, val_loss, averaged)
+                self.data_parallel.barrier()  # a rollback on any rank reads this model.pt
                 self.stored_loss = val_loss
         switched = False
         if not averaged:
@@ -331,7 +379,8 @@ class RNNTrainer:
                       "switched_to_asgd": switched, "seconds": time.time() - start}
             self.history.append(record)
             self.epoch = epoch
-            save_checkpoint(self.state_dict(), self.checkpoint_path)
+            if self.data_parallel.is_main:
+                save_checkpoint(self.state_dict(), self.checkpoint_path)
             for hook in self.epoch_end_hooks:  # publish (history.json, plots) once saved
                 hook(self, record)
 
@@ -380,10 +429,16 @@ class RNNTrainer:
             "rollbacks": self.rollbacks, "consecutive_rollbacks": self.consecutive_rollbacks,
             "rng": rng_state(self.generator), "genotype": self.genotype.to_dict(),
             "vocabulary": self.vocabulary, "config": asdict(self.cfg),
+            "world_size": self.data_parallel.world_size,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_vocabulary(state, self.vocabulary)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.data_parallel.world_size:
+            self.logger.info("note: resumed with %d process(es), saved with %d: the same global "
+                             "batches, summed in another order (equal to rounding, not bit for "
+                             "bit)", self.data_parallel.world_size, saved_world)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer = make_optimizer(state["optimizer_kind"], self.model, self.cfg)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -410,10 +465,16 @@ def open_corpus(data: str) -> Corpus:
 
 
 def build_trainer(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str,
-                  logger: logging.Logger, corpus: Corpus | None = None) -> RNNTrainer:
+                  logger: logging.Logger, corpus: Corpus | None = None, *,
+                  data_parallel: DataParallel = ONE_PROCESS,
+                  device: torch.device | None = None) -> RNNTrainer:
+    """The model, data and trainer (nothing run yet). ``data_parallel``: this process's rank
+    of a data-parallel run (``run_rnn_training`` under torchrun; ``device`` is then the
+    rank's)."""
     validate_config(cfg)
-    device = choose_device(cfg.gpu)
-    seed_everything(cfg.seed)
+    check_data_parallel(cfg, data_parallel.world_size)
+    device = device or choose_device(cfg.gpu)
+    seed_everything(cfg.seed)  # the same on every rank: the same weights and dropout masks
     logger.info("device = %s", device)
     logger.info("cpu threads = %d", cpu_threads())
     logger.info("args = %s", asdict(cfg))
@@ -432,7 +493,8 @@ def build_trainer(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str,
     return RNNTrainer(cfg=cfg, model=model, genotype=genotype, train_data=train,
                       valid_data=valid, test_data=test,
                       vocabulary=vocabulary_fingerprint(corpus.dictionary), device=device,
-                      logger=logger, save_dir=save_dir, generator=generator)
+                      logger=logger, save_dir=save_dir, generator=generator,
+                      data_parallel=data_parallel)
 
 
 def _tensorboard_hook(writer) -> Callable[[RNNTrainer, dict[str, Any]], None]:
@@ -467,23 +529,38 @@ def plot_perplexity(history: list[dict[str, Any]], path: str) -> str:
 def run_rnn_training(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str, *,
                      resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train (or continue, given the checkpoint ``resume_state``) in ``save_dir``, then test
-    the best model; returns what ``result.json`` holds."""
+    the best model; returns what ``result.json`` holds. Under torchrun the training is
+    data-parallel and rank 0 writes (every rank gets rank 0's folder name)."""
     corpus = open_corpus(cfg.data)  # a missing corpus fails before the run folder is made
     if resume_state is not None:  # refused before a line is appended to the run's log
         check_vocabulary(resume_state, vocabulary_fingerprint(corpus.dictionary))
-    logger = setup_logger(save_dir)
+    with dist_utils.process_group(cfg.gpu) as (ctx, device):
+        save_dir = dist_utils.broadcast_object(save_dir, ctx)  # rank 0's timestamped name
+        return _train_and_test(cfg, genotype, save_dir, corpus, resume_state,
+                               DataParallel.of(ctx), device)
+
+
+def _train_and_test(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str, corpus: Corpus,
+                    resume_state: dict[str, Any] | None, dp: DataParallel,
+                    device: torch.device) -> dict[str, Any]:
+    logger = setup_logger(save_dir) if dp.is_main else dist_utils.silent_logger()
     writer = None
     try:
-        trainer = build_trainer(cfg, genotype, save_dir, logger, corpus)
+        if dp.enabled:
+            logger.info("data-parallel training: %d processes, batch %d = %d per process",
+                        dp.world_size, cfg.batch_size, cfg.batch_size // dp.world_size)
+        trainer = build_trainer(cfg, genotype, save_dir, logger, corpus, data_parallel=dp,
+                                device=device)
         if resume_state is not None:
             trainer.load_state_dict(resume_state)
             logger.info("resumed from %s after epoch %d", trainer.checkpoint_path,
                         trainer.epoch)
-        write_json(os.path.join(save_dir, "genotype.json"),
-                   {"genotype": genotype.to_dict(), "arch": cfg.arch})
-        plot_genotype(genotype, os.path.join(save_dir, "genotype"))
-        writer = tensorboard_writer(save_dir, purge_step=trainer.epoch + 1)
-        trainer.epoch_end_hooks = [_tensorboard_hook(writer), _outputs_hook(save_dir)]
+        if dp.is_main:
+            write_json(os.path.join(save_dir, "genotype.json"),
+                       {"genotype": genotype.to_dict(), "arch": cfg.arch})
+            plot_genotype(genotype, os.path.join(save_dir, "genotype"))
+            writer = tensorboard_writer(save_dir, purge_step=trainer.epoch + 1)
+            trainer.epoch_end_hooks = [_tensorboard_hook(writer), _outputs_hook(save_dir)]
         trainer.run()
         test_loss, best = trainer.test()
         logger.info("=" * 89)
@@ -495,13 +572,15 @@ def run_rnn_training(cfg: RNNTrainConfig, genotype: RNNGenotype, save_dir: str, 
                   "test_loss": test_loss, "test_ppl": perplexity(test_loss),
                   "averaged": best["averaged"], "rollbacks": trainer.rollbacks,
                   "parameters": sum(p.numel() for p in trainer.model.parameters())}
-        write_json(os.path.join(save_dir, "result.json"), result)
+        if dp.is_main:
+            write_json(os.path.join(save_dir, "result.json"), result)
         logger.info("outputs in %s", os.path.abspath(save_dir))
         return result
     finally:
         if writer is not None:
             writer.close()
-        close_logger(logger)
+        if dp.is_main:
+            close_logger(logger)
 
 
 # -- test.py --------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 half of the sequences of every batch, move alpha, the weights and the search cell's BatchNorm
 statistics as one process with all of them, for DARTS' first- and second-order steps, SDARTS'
 two perturbations and Λ-DARTS' regulariser over 2 stacked cells; with dropout on everywhere,
-so the global batch's masks (``RNNModel.shard_batches``) are part of what is compared."""
+so the global batch's masks (``RNNModel.shard_batches``) are part of what is compared. The
+training of a found cell (``shared.rnn_evaluation``) likewise, through the switch to ASGD."""
 from __future__ import annotations
 
 import logging
@@ -66,12 +67,42 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     return out
 
 
+def train(dp: DataParallel, save_dir: str) -> dict:
+    """4 epochs of training DARTS_V2's cell (float64, tiny, every dropout on); ``nonmono`` 1:
+    the validation loss switches it to ASGD after epoch 3, and epoch 4 steps ASGD and
+    validates its averaged weights."""
+    from shared.models.rnn import RNNModel
+    from shared.rnn_evaluation import RNNTrainConfig, RNNTrainer, model_args
+    from shared.rnn_genotype import load_rnn_genotype
+
+    cfg = RNNTrainConfig(emsize=6, nhid=6, nhidlast=6, epochs=4, batch_size=BATCH, bptt=BPTT,
+                         dropout=0.3, dropouth=0.2, dropoutx=0.3, dropouti=0.2, dropoute=0.1,
+                         nonmono=1, log_interval=2, max_seq_len_delta=2, gpu=-1,
+                         progress=False)
+    genotype = load_rnn_genotype("DARTS_V2")
+    torch.manual_seed(cfg.seed)
+    model = RNNModel(genotype=genotype, **model_args(cfg, NTOKEN)).double()
+    trainer = RNNTrainer(cfg=cfg, model=model, genotype=genotype,
+                         train_data=batchify(text(1, 120), BATCH, CPU),
+                         valid_data=batchify(text(2, 60), 10, CPU),
+                         test_data=batchify(text(3, 30), 1, CPU), vocabulary="test",
+                         device=CPU, logger=logging.getLogger("dp-rnn-test"), save_dir=save_dir,
+                         generator=torch.Generator().manual_seed(5), data_parallel=dp)
+    trainer.run()
+    test_loss, _ = trainer.test()
+    return {"history": [{k: h[k] for k in ("train_loss", "valid_loss", "optimizer", "best",
+                                            "switched_to_asgd")} for h in trainer.history],
+            "state": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            "test_loss": test_loss}
+
+
 def worker(rank: int, world: int, init: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
     try:
         dp = DataParallel(rank=rank, world_size=world)
         results = {kind: search(kind, dp, os.path.dirname(out)) for kind in KINDS}
+        results["train"] = train(dp, os.path.dirname(out))
         if rank == 0:
             torch.save(results, out)
     finally:
@@ -97,6 +128,20 @@ def test_two_ranks_equal_one_process(two_ranks: dict, kind: str, tmp_path) -> No
         assert b == pytest.approx(a, rel=1e-12)
     if "train_corr" in one:
         assert torch.allclose(one["train_corr"], two["train_corr"], rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_two_ranks_train_a_cell_as_one_process(two_ranks: dict, tmp_path) -> None:
+    one, two = train(ONE_PROCESS, str(tmp_path)), two_ranks["train"]
+    assert [h["optimizer"] for h in one["history"]] == [h["optimizer"] for h in two["history"]]
+    assert [h["optimizer"] for h in one["history"]][-1] == "asgd"  # both optimisers ran
+    for a, b in zip(one["history"], two["history"]):
+        assert (a["best"], a["switched_to_asgd"]) == (b["best"], b["switched_to_asgd"])
+        for key in ("train_loss", "valid_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-12), key
+    for name, value in one["state"].items():
+        assert torch.allclose(value, two["state"][name], rtol=0, atol=1e-12), name
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-12)
 
 
 def test_an_uneven_batch_is_refused() -> None:

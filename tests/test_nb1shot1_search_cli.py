@@ -31,18 +31,23 @@ def only_run(root):
 
 @pytest.mark.parametrize("space", ["1", "2", "3"])
 def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space):
+    """Space 1 is also given a benchmark file (``bench_lookups``); the others say they skip it."""
+    bench = ["--nasbench_file", write_space_1_benchmark(tmp_path)] if space == "1" else []
     out = run_door([*TINY, "--search_space", space, "--perturb_alpha", "pgd_linf",
-                    "--epochs", "2", "--save", "e2e"], tmp_path)
+                    "--epochs", "2", "--save", "e2e", *bench], tmp_path / "exp")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "NAS-Bench-101 columns skipped: no --nasbench_file given" in out.stdout
-    run = only_run(tmp_path)
+    run = only_run(tmp_path / "exp")
+    if bench:
+        bench_lookups(run, bench[1])
+    else:
+        assert "NAS-Bench-101 columns skipped: no --nasbench_file given" in out.stdout
     assert os.path.dirname(run).endswith(os.path.join("darts", f"search_space_{space}"))
     assert f"-2-{space}-digits-alpha-pgd_linf-0.3-" in os.path.basename(run)
     history = json.load(open(os.path.join(run, "history.json")))
     assert [h["epoch"] for h in history] == [0, 1]
     for h in history:
         assert h["hessian_eigenvalue"] > 0
-        assert "nasbench101" not in h
+        assert ("nasbench101" in h) == bool(bench)
     from nasbench_analysis.one_shot import arch_to_spec
     from shared.nb1shot1_arch import NB1Shot1Arch
     for epoch in (0, 1):
@@ -84,22 +89,24 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
 
 
-def test_benchmark_numbers_are_logged_when_the_file_is_given(tmp_path):
-    """With a tfrecord holding every cell of space 1 (a toy fixture in the real format), each
-    epoch's architecture is looked up and its mean errors land in log, history and JSON lines."""
-    from nasbench_analysis.one_shot import arch_to_spec
-    from shared.nb1shot1_arch import NB1Shot1Arch
+def write_space_1_benchmark(tmp_path) -> str:
+    """A tfrecord holding every cell of space 1 (a toy fixture in the real format)."""
     from tests.nb101_fixture import nb1shot1_specs, write_toy_benchmark
 
-    tfrecord = tmp_path / "nasbench_only108.tfrecord"
-    write_toy_benchmark(str(tfrecord), nb1shot1_specs("1"))
-    out = run_door([*TINY, "--search_space", "1", "--epochs", "2", "--save", "bench",
-                    "--nasbench_file", str(tfrecord)], tmp_path / "exp")
-    assert out.returncode == 0, out.stderr[-3000:]
-    run = only_run(tmp_path / "exp")
-    history = json.load(open(os.path.join(run, "history.json")))
+    tfrecord = str(tmp_path / "nasbench_only108.tfrecord")
+    write_toy_benchmark(tfrecord, nb1shot1_specs("1"))
+    return tfrecord
+
+
+def bench_lookups(run: str, tfrecord: str) -> None:
+    """Each epoch's architecture was looked up in the benchmark file, its mean errors in the
+    log, the history and the JSON lines."""
     from nasbench_analysis.nb101_benchmark import NB101Benchmark
-    bench = NB101Benchmark.open(str(tfrecord), progress=False)
+    from nasbench_analysis.one_shot import arch_to_spec
+    from shared.nb1shot1_arch import NB1Shot1Arch
+
+    history = json.load(open(os.path.join(run, "history.json")))
+    bench = NB101Benchmark.open(tfrecord, progress=False)
     for h in history:
         record = json.load(open(os.path.join(run, f"one_shot_architecture_{h['epoch']}.json")))
         expected = bench.query_mean(arch_to_spec(NB1Shot1Arch.from_dict(record["arch"])))

@@ -1,9 +1,11 @@
 """The method doors under torchrun, beyond SDARTS' DARTS-space search
 (tests/test_torchrun_search.py): DARTS-PT's projection, SDARTS on NAS-Bench-1Shot1 (its
-Hessian monitor), Λ-DARTS' recurrent search and StacNAS' run_all.py, each data-parallel with
-rank 0 writing, and the one-process tools refused. That N ranks compute what one process does
-is the float64 tests' (tests/test_data_parallel_search.py, tests/test_data_parallel_rnn.py,
-tests/test_data_parallel_projection.py); here the doors run it."""
+Hessian monitor), Λ-DARTS' recurrent search, SDARTS' recurrent-cell training and StacNAS'
+run_all.py, each data-parallel with rank 0 writing, and the one-process tools refused. That N
+ranks compute what one process does is the float64 tests' (tests/test_data_parallel_search.py,
+tests/test_data_parallel_rnn.py, tests/test_data_parallel_projection.py); here the doors run
+it."""
+import json
 import os
 import subprocess
 
@@ -120,9 +122,33 @@ def test_lambda_rnn_searches_data_parallel(tmp_path) -> None:
     assert b["genotype"] == a["genotype"]
 
 
+@pytest.mark.slow
+def test_rnn_training_runs_data_parallel(tmp_path) -> None:
+    """SDARTS' recurrent-cell training under torchrun: one run folder, the result printed once,
+    and the validation and test perplexities of one process with the whole batch (float32:
+    to rounding; tests/test_data_parallel_rnn.py holds 4 epochs to 1e-12 in float64)."""
+    common = ["train.py", "--data", "embedded", "--emsize", "8", "--nhid", "8", "--nhidlast",
+              "8", "--batch_size", "128", "--bptt", "10", "--gpu", "-1", "--epochs", "1",
+              "--no_progress", "--arch", "DARTS_V2"]
+    door = os.path.join(ROOT, "sdarts", "sota", "rnn")
+    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
+                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = run_door_here(door, common[0], [*common[1:], "--experiments", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    (run,) = search_runs(tmp_path / "two", prefix="eval-")
+    assert "data-parallel training: 2 processes, batch 128 = 64 per process" in open(
+        os.path.join(run, "log.txt")).read()
+    assert sum(ln.startswith("test ppl ") for ln in two.stdout.splitlines()) == 1
+    (single,) = search_runs(tmp_path / "one", prefix="eval-")
+    a, b = (json.load(open(os.path.join(r, "result.json"))) for r in (single, run))
+    for key in ("valid_ppl", "test_ppl"):
+        assert b[key] == pytest.approx(a[key], rel=1e-5), key
+
+
 STACNAS = os.path.join(ROOT, "stacnas")
 RUN_ALL = ["run_all.py", "--dataset", "digits", "--gpu", "-1", "--num_workers", "0",
-           "--num_cells_search1", "5", "--num_cells_search2", "5", "--num_cells_augment", "3",
+           "--num_cells_search1", "3", "--num_cells_search2", "3", "--num_cells_augment", "3",
            "--init_channels_search", "4", "--init_channels_augment", "4",
            "--batch_size_search", "256", "--batch_size_augment", "256", "--epochs_search", "1",
            "--epochs_augment", "1", "--aux_weight", "0", "--cutout_length", "0",

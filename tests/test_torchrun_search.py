@@ -1,9 +1,9 @@
 """Searches under torchrun. SDARTS' DARTS-space door runs data-parallel (each rank a shard of
 every global batch: ``shared.search.data_parallel``) and moves alpha as one process with the
 whole batch, StacNAS' stages too (the other methods: tests/test_torchrun_methods.py); doors
-whose method is not data-parallel yet (the recurrent-cell training) refuse, on every rank,
-before any folder is made (before either, ``torchrun --nproc_per_node 2 train_search.py`` ran
-two independent searches into two folders)."""
+that would run one whole job per process (the test doors) refuse, on every rank (before either,
+``torchrun --nproc_per_node 2 train_search.py`` ran two independent searches into two
+folders)."""
 import os
 import signal
 import subprocess
@@ -17,6 +17,7 @@ from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
 from tests.conftest import (
     ROOT,
     door_env,
+    run_door_here,
     search_runs,
     wait_for_checkpoint_epoch,
     wait_for_run,
@@ -40,16 +41,18 @@ def test_build_refuses_more_than_one_process(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_door_without_data_parallelism_stops_every_rank(tmp_path) -> None:
-    # SDARTS' recurrent-cell training (each rank would train the whole model on all the data)
-    cmd = [*TORCHRUN, "train.py", "--data", "embedded", "--emsize", "8", "--nhid", "8",
-           "--nhidlast", "8", "--batch_size", "32", "--bptt", "10", "--gpu", "-1",
-           "--epochs", "1", "--no_progress", "--experiments", str(tmp_path / "runs")]
-    out = subprocess.run(cmd, cwd=os.path.join(ROOT, "sdarts", "sota", "rnn"),
-                         env=_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert out.stderr.count("data-parallel training is not implemented yet") == 2  # each rank
-    assert not (tmp_path / "runs").exists()
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_the_test_doors_refuse_more_than_one_process_on_every_rank(tmp_path, monkeypatch,
+                                                                    rank) -> None:
+    """Each process of ``torchrun ... test.py`` would test the whole model: every rank stops,
+    before it reads anything (as torchrun starts it: WORLD_SIZE and its RANK set)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    for door, args in ((os.path.join(ROOT, "sdarts", "sota", "rnn"), ["--data", "embedded"]),
+                       (SDARTS, ["--dataset", "digits"])):
+        out = run_door_here(door, "test.py", [*args, "--model_path", str(tmp_path / "none")])
+        assert out.returncode != 0
+        assert "data-parallel test is not implemented yet" in out.stderr, out.stderr
 
 
 def _descendants(pid: int) -> list[int]:
@@ -94,9 +97,9 @@ def test_two_ranks_search_as_one_process_and_resume_as_one(tmp_path) -> None:
     assert "data-parallel search: 2 processes, batch 64 = 32 per process" in log
     first_epoch = _history(run)[0]
 
-    one = subprocess.run([sys.executable, "train_search.py", *TINY, "--data_on_device",
-                          "--experiments", str(tmp_path / "one")], cwd=SDARTS, env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    # the one-process runs in this process (conftest.run_door_here): no interpreter to start
+    one = run_door_here(SDARTS, "train_search.py", [*TINY, "--data_on_device", "--experiments",
+                                                    str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
     (single,) = search_runs(tmp_path / "one")
     reference = _history(single)
@@ -105,9 +108,8 @@ def test_two_ranks_search_as_one_process_and_resume_as_one(tmp_path) -> None:
     assert torch.allclose(torch.tensor(first_epoch["alphas"]),
                           torch.tensor(reference[0]["alphas"]), rtol=0, atol=1e-5)
 
-    resumed = subprocess.run([sys.executable, "train_search.py", "--resume", run, "--gpu", "-1",
-                              "--no_progress"], cwd=SDARTS, env=_env(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = run_door_here(SDARTS, "train_search.py", ["--resume", run, "--gpu", "-1",
+                                                        "--no_progress"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed with 1 process(es), saved with 2" in open(os.path.join(run, "log.txt")).read()
     assert len(_history(run)) == 2 and os.path.isfile(os.path.join(run, "genotype.json"))

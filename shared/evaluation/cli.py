@@ -178,6 +178,9 @@ def run_test_door(argv: Sequence[str] | None, parser: ArgumentParser) -> None:
     from shared.evaluation.config import TestConfig
 
     args = parser.parse_args(argv)
+    from shared.distributed import refuse_more_processes
+
+    refuse_more_processes("test")  # one process: N would each do all of it
     check_flags(args)
     genotype = load_genotype(args.arch)
     from shared.evaluation.test import run_test

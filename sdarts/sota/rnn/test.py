@@ -61,6 +61,9 @@ def resolve_model_path(model_path: str, experiments: str) -> str:
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from shared.distributed import refuse_more_processes
+
+    refuse_more_processes("test")  # one process: N would each do all of it
     check_flags(args)
     path = resolve_model_path(args.model_path, args.experiments)
     import torch

@@ -21,7 +21,9 @@ Outputs in ``../../experiments/sota/penn/eval-{save}-{arch}-{seed}-{time}/``: ``
 
 Refused instead of silently ignored: ``--continue_train`` (use ``--resume``) and
 ``--single_gpu`` (which in the original switches DataParallel on; one GPU holds the 23M
-model). ``--cuda`` keeps the original's inverted meaning (``store_false``): passing it runs on
+model; ``torchrun --nproc_per_node N train.py ...`` trains data-parallel instead, each process
+``--batch_size / N`` of the sequences: ``shared/rnn_evaluation.py``).
+``--cuda`` keeps the original's inverted meaning (``store_false``): passing it runs on
 the CPU, as does ``--gpu -1``.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.lm_flags import build_lm_parser  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
-from shared.cli.run_folder import claim_run  # noqa: E402
+from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
 from shared.evaluation.cli import arch_label  # noqa: E402
 
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--continue_train: use --resume [RUN_DIR] to continue a run")
     if not args.single_gpu:
         raise UserError("--single_gpu (the original's multi-GPU DataParallel switch) is not "
-                        "supported: the model trains on one device (--gpu N)")
+                        "supported: the model trains on one device (--gpu N); for several, "
+                        "start it with torchrun --nproc_per_node N (data-parallel)")
     check_flags(args)
     from shared.rnn_evaluation import KIND, run_rnn_training, validate_config
     from shared.rnn_genotype import RNNGenotype, load_rnn_genotype
@@ -96,10 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     # a resumed run keeps its own cell, even if the genotype file has moved since
     genotype = RNNGenotype.from_dict(saved["genotype"]) if saved else load_rnn_genotype(args.arch)
     cfg = to_config(args)
+    # under torchrun: data-parallel training, rank 0 owns the folder (shared.rnn_evaluation)
     with claim_run(save_dir, root=args.experiments, new=saved is None,
-                   what="training") as save_dir:
-        print(f"experiment folder: {save_dir}")
+                   data_parallel=True) as save_dir:
+        if main_process():
+            print(f"experiment folder: {save_dir}")
         result = run_rnn_training(cfg, genotype, save_dir, resume_state=saved)
+    if not main_process():
+        return
     print(f"test ppl {result['test_ppl']:.2f} (best epoch {result['best_epoch']}, valid ppl "
           f"{result['valid_ppl']:.2f})")
 
