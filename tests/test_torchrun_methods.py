@@ -68,6 +68,23 @@ def test_darts_pt_projects_data_parallel(tmp_path) -> None:
     assert sum(ln.startswith("genotype = ") for ln in two.stdout.splitlines()) == 1
 
 
+def two_ranks_and_one(door: str, common: list[str], tmp_path, *, one_extra: tuple = (),
+                      prefix: str = "search-", line: str = "genotype = ") -> tuple[str, str]:
+    """``common`` under torchrun with 2 ranks, then as one process (in this process, with
+    ``one_extra``): (the 2-rank run folder, the 1-process one). One folder each, and the door's
+    ``line`` printed once (rank 0's)."""
+    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
+                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert sum(ln.startswith(line) for ln in two.stdout.splitlines()) == 1
+    one = run_door_here(door, common[0], [*common[1:], *one_extra, "--experiments",
+                                          str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    (run,) = search_runs(tmp_path / "two", prefix=prefix)
+    (single,) = search_runs(tmp_path / "one", prefix=prefix)
+    return run, single
+
+
 @pytest.mark.slow
 def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
     """SDARTS' NAS-Bench-1Shot1 door under torchrun: one run folder from rank 0, and the Hessian
@@ -79,18 +96,11 @@ def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
     common = ["train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "3",
               "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--no_progress",
               "--search_space", "2", "--warm_start_epochs", "1"]
-    door = os.path.join(ROOT, "sdarts", "optimizers", "darts")
-    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
-                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = run_door_here(door, common[0], [*common[1:], "--data_on_device", "--experiments",
-                                          str(tmp_path / "one")])
-    assert one.returncode == 0, one.stderr[-2000:]
-    (run,) = search_runs(tmp_path / "two")
+    run, single = two_ranks_and_one(os.path.join(ROOT, "sdarts", "optimizers", "darts"),
+                                    common, tmp_path, one_extra=("--data_on_device",),
+                                    line="architecture = ")
     assert "data-parallel search: 2 processes" in open(os.path.join(run, "log.txt")).read()
     assert os.path.isfile(os.path.join(run, "config.json"))
-    assert sum(ln.startswith("architecture = ") for ln in two.stdout.splitlines()) == 1
-    (single,) = search_runs(tmp_path / "one")
     eigenvalues = [_history(r)[0]["hessian_eigenvalue"] for r in (single, run)]
     assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-5)
 
@@ -104,17 +114,10 @@ def test_lambda_rnn_searches_data_parallel(tmp_path) -> None:
               "--nhidlast", "8", "--batch_size", "32", "--bptt", "10", "--gpu", "-1",
               "--epochs", "1", "--no_progress", "--save", "debug", "--corr_regularization",
               "corr"]
-    door = os.path.join(ROOT, "lambda_darts", "sota", "rnn")
-    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
-                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = run_door_here(door, common[0], [*common[1:], "--experiments", str(tmp_path / "one")])
-    assert one.returncode == 0, one.stderr[-2000:]
-    (run,) = search_runs(tmp_path / "two")
+    run, single = two_ranks_and_one(os.path.join(ROOT, "lambda_darts", "sota", "rnn"), common,
+                                    tmp_path)
     assert "data-parallel search: 2 processes, batch 32 = 16 per process" in open(
         os.path.join(run, "log.txt")).read()
-    assert sum(ln.startswith("genotype = ") for ln in two.stdout.splitlines()) == 1
-    (single,) = search_runs(tmp_path / "one")
     a, b = _history(single)[0], _history(run)[0]
     for key in ("train_ppl", "valid_ppl"):
         assert b[key] == pytest.approx(a[key], rel=1e-5), key
@@ -130,17 +133,10 @@ def test_rnn_training_runs_data_parallel(tmp_path) -> None:
     common = ["train.py", "--data", "embedded", "--emsize", "8", "--nhid", "8", "--nhidlast",
               "8", "--batch_size", "128", "--bptt", "10", "--gpu", "-1", "--epochs", "1",
               "--no_progress", "--arch", "DARTS_V2"]
-    door = os.path.join(ROOT, "sdarts", "sota", "rnn")
-    two = subprocess.run([*TORCHRUN, *common, "--experiments", str(tmp_path / "two")],
-                         cwd=door, env=_env(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = run_door_here(door, common[0], [*common[1:], "--experiments", str(tmp_path / "one")])
-    assert one.returncode == 0, one.stderr[-2000:]
-    (run,) = search_runs(tmp_path / "two", prefix="eval-")
+    run, single = two_ranks_and_one(os.path.join(ROOT, "sdarts", "sota", "rnn"), common,
+                                    tmp_path, prefix="eval-", line="test ppl ")
     assert "data-parallel training: 2 processes, batch 128 = 64 per process" in open(
         os.path.join(run, "log.txt")).read()
-    assert sum(ln.startswith("test ppl ") for ln in two.stdout.splitlines()) == 1
-    (single,) = search_runs(tmp_path / "one", prefix="eval-")
     a, b = (json.load(open(os.path.join(r, "result.json"))) for r in (single, run))
     for key in ("valid_ppl", "test_ppl"):
         assert b[key] == pytest.approx(a[key], rel=1e-5), key
