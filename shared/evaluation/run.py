@@ -99,9 +99,12 @@ def _selection(cfg: EvalConfig, datasets: EvalDatasets, save_dir: str,
     return None
 
 
-def _make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: torch.device,
+def make_trainer(cfg: EvalConfig, genotype: Genotype, save_dir: str, device: torch.device,
                   ctx: DistContext, logger: logging.Logger,
                   datasets: EvalDatasets) -> EvalTrainer:
+    """The trainer of ``genotype`` on ``datasets``: data queues (on the device or DataLoaders),
+    network (DDP under torchrun), SGD, schedule, precision, step capture; nothing written yet
+    (``run_evaluation`` adds the files; ``bench/eval_epoch.py`` times its epochs)."""
     precision = Precision(cfg.amp, cfg.channels_last)
     cfg.data_on_device = resolve_data_on_device(cfg.data_on_device, cfg.dataset,
                                                 full_training_set(datasets), device,
@@ -172,7 +175,7 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
         if resume or resume_from:
             state = load_checkpoint(resume_from or os.path.join(save_dir, CHECKPOINT))
             adopt_data_path(cfg, state)
-        trainer = _make_trainer(cfg, genotype, save_dir, device, ctx, logger, datasets)
+        trainer = make_trainer(cfg, genotype, save_dir, device, ctx, logger, datasets)
         if cfg.steps_per_epoch:
             logger.info("steps_per_epoch = %d: every train/test loop stops after %d batch(es) "
                         "(a debug run, not a result)", cfg.steps_per_epoch, cfg.steps_per_epoch)
