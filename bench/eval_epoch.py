@@ -27,14 +27,18 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from bench.data_pipeline import made_up_cifar10  # noqa: E402
-from bench.epoch_clock import time_epoch  # noqa: E402
+from bench.epoch_clock import (  # noqa: E402
+    add_epoch_arguments,
+    parse_epoch_arguments,
+    print_epoch_table,
+    time_epoch,
+    time_paths,
+)
 from shared import distributed as dist_utils  # noqa: E402
 from shared.evaluation.config import EvalConfig, validate_config  # noqa: E402
 from shared.evaluation.run import make_trainer  # noqa: E402
@@ -70,66 +74,38 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--arch", default="DARTS_V2")
-    p.add_argument("--steps", type=int, default=4,
-                   help="steps of the timed epoch (at least 3: the first 2 are its fixed cost)")
-    p.add_argument("--warmup", type=int, default=4,
-                   help="steps of the untimed epoch before (at least 4: on the graph paths a "
-                        "run's first recording follows 3 eager steps)")
-    p.add_argument("--eval_batches", type=int, default=3, help="at least 2")
+    add_epoch_arguments(p)
     p.add_argument("--paths", default="dataloader,device",
                    help=f"comma-separated: {', '.join(PATHS)}")
-    p.add_argument("--data", default=None, help="a folder holding cifar-10-batches-py")
     p.add_argument("--batch_size", type=int, default=96)
     p.add_argument("--layers", type=int, default=20)
     p.add_argument("--init_channels", type=int, default=36)
     p.add_argument("--epochs", type=int, default=600)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (train.py: 2)")
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.steps < 3 or args.warmup < 4 or args.eval_batches < 2:
-        p.error("--steps must be at least 3, --warmup at least 4, --eval_batches at least 2")
+    args = parse_epoch_arguments(p, argv)
     paths = args.paths.split(",")
     unknown = [q for q in paths if q not in PATHS]
     if unknown:
         p.error(f"--paths: unknown {', '.join(unknown)}; one of {', '.join(PATHS)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device here")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
-    with tempfile.TemporaryDirectory() as root:
-        data = args.data
-        if data is None:
-            made_up_cifar10(root)
-            data = root
-        for path in paths:
-            on_device, capture, bf16 = PATHS[path]
-            if capture == "cuda_graph" and args.device != "cuda":
-                capture = "emulate"  # the recording's bookkeeping without a graph: a check
-            cfg = EvalConfig(data=data, dataset="cifar10", arch=args.arch,
-                             batch_size=args.batch_size, layers=args.layers,
-                             init_channels=args.init_channels, epochs=args.epochs,
-                             auxiliary=True, cutout=True, num_workers=args.workers,
-                             gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
-                             progress=False, data_on_device=on_device, step_capture=capture,
-                             amp=bf16, channels_last=bf16)
-            folder = os.path.join(root, path)
-            os.makedirs(folder)
-            rows.append((path, time_path(cfg, args.steps, args.warmup, args.eval_batches,
-                                         folder)))
-    base = rows[0][1]["epoch_s"]
+
+    def config(path: str, data: str) -> EvalConfig:
+        on_device, capture, bf16 = PATHS[path]
+        if capture == "cuda_graph" and args.device != "cuda":
+            capture = "emulate"  # the recording's bookkeeping without a graph: a check
+        return EvalConfig(data=data, dataset="cifar10", arch=args.arch,
+                          batch_size=args.batch_size, layers=args.layers,
+                          init_channels=args.init_channels, epochs=args.epochs, auxiliary=True,
+                          cutout=True, num_workers=args.workers,
+                          gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
+                          progress=False, data_on_device=on_device, step_capture=capture,
+                          amp=bf16, channels_last=bf16)
+
+    rows = time_paths(args, paths, config, time_path)
     print(f"evaluation training, {args.arch}, {args.layers} cells, C={args.init_channels}, "
           f"batch {args.batch_size}, auxiliary + Cutout + drop-path, device {args.device}, "
           f"{torch.get_num_threads()} threads; {rows[0][1]['train_steps']} steps/epoch, "
           f"{args.steps} timed")
-    print(f"{'path':<12} {'ms/step':>9} {'fixed s':>8} {'ms/test batch':>14} {'s/epoch':>9} "
-          f"{'epochs/hour':>12} {f'{args.epochs} epochs':>11} {'vs first':>9}  note")
-    for name, r in rows:
-        note = f"eager: {r['reason']}" if r["reason"] else ""
-        print(f"{name:<12} {r['step_ms']:>9.1f} {r['fixed_s']:>8.2f} {r['eval_ms']:>14.1f} "
-              f"{r['epoch_s']:>9.1f} {3600 / r['epoch_s']:>12.2f} "
-              f"{args.epochs * r['epoch_s'] / 3600:>10.2f}h {base / r['epoch_s']:>8.2f}x  {note}",
-              flush=True)
+    print_epoch_table(rows, args.epochs, "ms/test batch")
 
 
 if __name__ == "__main__":

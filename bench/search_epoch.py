@@ -25,14 +25,18 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from bench.data_pipeline import made_up_cifar10  # noqa: E402
-from bench.epoch_clock import time_epoch  # noqa: E402
+from bench.epoch_clock import (  # noqa: E402
+    add_epoch_arguments,
+    parse_epoch_arguments,
+    print_epoch_table,
+    time_epoch,
+    time_paths,
+)
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search  # noqa: E402
 
 PATHS = ("dataloader", "device", "graph")
@@ -57,56 +61,33 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--order", type=int, default=1, choices=(1, 2))
     p.add_argument("--perturb", default="none", choices=("none", "random", "pgd_linf"))
-    p.add_argument("--steps", type=int, default=4,
-                   help="steps of the timed epoch (at least 3: the first 2 are its fixed cost)")
-    p.add_argument("--warmup", type=int, default=4,
-                   help="steps of the untimed epoch before (at least 4: on the graph path a "
-                        "run's first recording follows 3 eager steps)")
-    p.add_argument("--eval_batches", type=int, default=3, help="at least 2")
+    add_epoch_arguments(p)
     p.add_argument("--paths", default="dataloader,device",
                    help="comma-separated: dataloader, device, graph (CUDA only)")
-    p.add_argument("--data", default=None, help="a folder holding cifar-10-batches-py")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--init_channels", type=int, default=16)
-    p.add_argument("--threads", type=int, default=None)
-    args = p.parse_args(argv)
-    if args.steps < 3 or args.warmup < 4 or args.eval_batches < 2:
-        p.error("--steps must be at least 3, --warmup at least 4, --eval_batches at least 2")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
-    with tempfile.TemporaryDirectory() as root:
-        data = args.data
-        if data is None:
-            made_up_cifar10(root)
-            data = root
-        for path in args.paths.split(","):
-            if path not in PATHS:
-                sys.exit(f"--paths: {path!r} is not one of {', '.join(PATHS)}")
-            cfg = CNNSearchConfig(data=data, dataset="cifar10", batch_size=args.batch_size,
-                                  layers=args.layers, init_channels=args.init_channels,
-                                  search_space="s5", unrolled=args.order == 2,
-                                  perturb_alpha=args.perturb, epochs=50, progress=False,
-                                  gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
-                                  data_on_device=path != "dataloader",
-                                  step_capture="cuda_graph" if path == "graph" else "off")
-            folder = os.path.join(root, path)
-            os.makedirs(folder)
-            rows.append((path, time_path(cfg, args.steps, args.warmup, args.eval_batches,
-                                         folder)))
-    base = rows[0][1]["epoch_s"]
+    args = parse_epoch_arguments(p, argv)
+    paths = args.paths.split(",")
+    unknown = [q for q in paths if q not in PATHS]
+    if unknown:
+        p.error(f"--paths: unknown {', '.join(unknown)}; one of {', '.join(PATHS)}")
+
+    def config(path: str, data: str) -> CNNSearchConfig:
+        return CNNSearchConfig(data=data, dataset="cifar10", batch_size=args.batch_size,
+                               layers=args.layers, init_channels=args.init_channels,
+                               search_space="s5", unrolled=args.order == 2,
+                               perturb_alpha=args.perturb, epochs=50, progress=False,
+                               gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
+                               data_on_device=path != "dataloader",
+                               step_capture="cuda_graph" if path == "graph" else "off")
+
+    rows = time_paths(args, paths, config, time_path)
     print(f"DARTS search, s5, {args.layers} cells, C={args.init_channels}, batch "
           f"{args.batch_size}, order {args.order}, perturb {args.perturb}, device "
           f"{args.device}, {torch.get_num_threads()} threads; {rows[0][1]['train_steps']} "
           f"steps/epoch, {args.steps} timed")
-    print(f"{'data path':<12} {'ms/step':>9} {'fixed s':>8} {'ms/acc batch':>13} "
-          f"{'s/epoch':>9} {'epochs/hour':>12} {'50 epochs':>10} {'vs first':>9}")
-    for name, r in rows:
-        print(f"{name:<12} {r['step_ms']:>9.1f} {r['fixed_s']:>8.2f} {r['eval_ms']:>13.1f} "
-              f"{r['epoch_s']:>9.1f} "
-              f"{3600 / r['epoch_s']:>12.2f} {50 * r['epoch_s'] / 3600:>9.2f}h "
-              f"{base / r['epoch_s']:>8.2f}x")
+    print_epoch_table(rows, 50, "ms/acc batch")
 
 
 if __name__ == "__main__":

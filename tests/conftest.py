@@ -225,19 +225,39 @@ def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float]
     return log
 
 
-def run_ranks(worker, tmp, world: int = 2):
-    """``worker(rank, world, init_file, out_file)`` in ``world`` spawned processes (they join
-    a gloo group through ``init_file``); what rank 0 saved to ``out_file``."""
+def run_ranks(work, tmp, world: int = 2) -> list:
+    """``work(dp, folder)`` in ``world`` spawned processes joined in a gloo group (``dp`` the
+    process's ``DataParallel``, ``folder`` = ``tmp``, one thread each); every rank's result, in
+    rank order. ``work`` is a module-level function (spawn pickles it by name)."""
     import multiprocessing
 
     import torch
 
     out, init = str(tmp / "ranks.pt"), str(tmp / "init")
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=worker, args=(r, world, init, out)) for r in range(world)]
+    procs = [ctx.Process(target=_rank, args=(work, r, world, init, out)) for r in range(world)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(600)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     return torch.load(out, weights_only=True)
+
+
+def _rank(work, rank: int, world: int, init: str, out: str) -> None:
+    """One rank of ``run_ranks``: rank 0 saves every rank's result to ``out``."""
+    import torch
+    import torch.distributed as dist
+
+    from shared.search.data_parallel import DataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        result = work(DataParallel(rank=rank, world_size=world), os.path.dirname(out))
+        ranks: list = [None] * world
+        dist.all_gather_object(ranks, result)
+        if rank == 0:
+            torch.save(ranks, out)
+    finally:
+        dist.destroy_process_group()

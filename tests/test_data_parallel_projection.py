@@ -9,7 +9,6 @@ import logging
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from darts_pt.projection import ProjectionState, darts_nid2eids, evaluate, project_op
 from shared.data import get_dataset
@@ -70,23 +69,13 @@ def project_one_edge(model: Network, queue: PassBatches, base: tuple, dp: DataPa
             "running": {k: v.clone() for k, v in model.state_dict().items() if "running" in k}}
 
 
-def worker(rank: int, world: int, init: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank,
-                            world_size=world)
-    try:
-        result = score(DataParallel(rank=rank, world_size=world))
-        ranks: list = [None] * world
-        dist.all_gather_object(ranks, result)
-        if rank == 0:
-            torch.save(ranks, out)
-    finally:
-        dist.destroy_process_group()
+def work(dp: DataParallel, folder: str) -> dict:
+    return score(dp)
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> list[dict]:
-    return run_ranks(worker, tmp_path_factory.mktemp("dp-proj"))
+    return run_ranks(work, tmp_path_factory.mktemp("dp-proj"))
 
 
 def test_short_batches_split_as_unequal_shards() -> None:

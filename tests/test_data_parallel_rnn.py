@@ -11,7 +11,6 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
 
 from shared.data.text import batchify
 from shared.models.search_rnn import RNNModelSearch
@@ -96,22 +95,15 @@ def train(dp: DataParallel, save_dir: str) -> dict:
             "test_loss": test_loss}
 
 
-def worker(rank: int, world: int, init: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
-    try:
-        dp = DataParallel(rank=rank, world_size=world)
-        results = {kind: search(kind, dp, os.path.dirname(out)) for kind in KINDS}
-        results["train"] = train(dp, os.path.dirname(out))
-        if rank == 0:
-            torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
+def work(dp: DataParallel, folder: str) -> dict:
+    results = {kind: search(kind, dp, folder) for kind in KINDS}
+    results["train"] = train(dp, folder)
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict:
-    return run_ranks(worker, tmp_path_factory.mktemp("dp-rnn"))
+    return run_ranks(work, tmp_path_factory.mktemp("dp-rnn"))[0]
 
 
 @pytest.mark.slow

@@ -145,22 +145,10 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     return out
 
 
-def worker(rank: int, world: int, init: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank,
-                            world_size=world)
-    try:
-        dp = DataParallel(rank=rank, world_size=world)
-        results = {kind: search(kind, dp, os.path.dirname(out)) for kind in KINDS + LAMBDA_KINDS}
-        results["bn"] = global_bn_case(dp)
-        # every rank's Λ-DARTS results (their shards' g_l; the ranks' alphas and weights)
-        ranks: list = [None] * world
-        dist.all_gather_object(ranks, {kind: results[kind] for kind in LAMBDA_KINDS})
-        results["ranks"] = ranks
-        if rank == 0:
-            torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
+def work(dp: DataParallel, folder: str) -> dict:
+    results = {kind: search(kind, dp, folder) for kind in KINDS + LAMBDA_KINDS}
+    results["bn"] = global_bn_case(dp)
+    return results
 
 
 def global_bn_case(dp: DataParallel) -> dict:
@@ -188,7 +176,8 @@ def global_bn_case(dp: DataParallel) -> dict:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> dict:
-    return run_ranks(worker, tmp_path_factory.mktemp("dp"))
+    ranks = run_ranks(work, tmp_path_factory.mktemp("dp"))
+    return {**ranks[0], "ranks": ranks}  # "ranks": every rank's (Λ-DARTS: their shards' g_l)
 
 
 @pytest.mark.slow

@@ -155,7 +155,15 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
     Works as one process or under ``torchrun`` (DDP); only rank 0 writes files.
     """
     validate_config(cfg)
-    ctx, device = dist_utils.setup(cfg.gpu)
+    with dist_utils.process_group(cfg.gpu) as (ctx, device):
+        return _train(cfg, genotype, save_dir, ctx, device, resume=resume,
+                      resume_from=resume_from, log_file=log_file, hooks=hooks)
+
+
+def _train(cfg: EvalConfig, genotype: Genotype, save_dir: str, ctx: DistContext,
+           device: torch.device, *, resume: bool, resume_from: str | None, log_file: str,
+           hooks: Sequence[Callable[[EvalTrainer, EpochStats], None]]) -> EpochStats | None:
+    """``run_evaluation``'s work, inside its process group."""
     logger, writer = dist_utils.silent_logger(), None
     try:
         _check_world(cfg, ctx)
@@ -196,7 +204,6 @@ def run_evaluation(cfg: EvalConfig, genotype: Genotype, save_dir: str, *,
             writer.close()
         if ctx.is_main:
             close_logger(logger)
-        dist_utils.cleanup()
 
 
 def _finish(trainer: EvalTrainer, save_dir: str) -> None:

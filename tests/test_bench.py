@@ -1,0 +1,78 @@
+"""The epochs-per-hour benches (``bench/epoch_clock.py``, ``search_epoch.py``, ``eval_epoch.py``):
+the clock's split of an epoch into its fixed cost and its steady cost per step, on a made-up
+clock, and the benches' whole paths on tiny settings, so what a GPU session runs
+(``bench/gpu_check.sh``) is known to run. No speed is asserted: the tables are the benches'."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision.datasets as tvd
+
+from bench import epoch_clock
+from bench.data_pipeline import UncheckedCIFAR10, write_cifar
+
+
+class FakeLoop:
+    """An epoch whose steps cost 5 s each for the first two and 1 s after (a recording, then
+    replays), on a clock that only the steps advance."""
+
+    def __init__(self, clock: list[float], batches: int) -> None:
+        self.queue = list(range(batches))
+        self.clock = clock
+        self.name = "fake"
+
+    def epoch(self) -> None:
+        for step, _ in enumerate(self.queue):
+            self.clock[0] += 5.0 if step < 2 else 1.0
+
+
+def test_the_clock_splits_an_epoch_into_fixed_and_steady_cost(monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(epoch_clock.time, "perf_counter", lambda: clock[0])
+    loop = FakeLoop(clock, 10)
+    timed = epoch_clock.time_epoch(loop, "queue", loop.epoch, torch.device("cpu"), steps=6)
+    # 6 steps of the 10 (the queue is cut): 5 + 5 + 4 x 1 s
+    assert (timed.steps, timed.total_s, timed.steady_ms) == (6, 14.0, 1000.0)
+    assert timed.fixed_s == 8.0  # the first two steps' 4 s more each
+    assert timed.epoch_s(391) == 8.0 + 391
+    assert loop.queue == list(range(10))  # the loop's own queue is back
+    with pytest.raises(ValueError, match="time more than 2 steps"):
+        epoch_clock.time_epoch(loop, "queue", loop.epoch, torch.device("cpu"), steps=2)
+
+
+def test_the_marked_queue_is_the_queue_cut() -> None:
+    loop = FakeLoop([0.0], 10)
+    assert epoch_clock.MarkedQueue(loop, 4, 2, torch.device("cpu")).name == "fake"
+    marked = epoch_clock.MarkedQueue(list(range(10)), 4, 2, torch.device("cpu"))
+    assert len(marked) == 4 and list(marked) == [0, 1, 2, 3] and marked.marked is not None
+    assert len(epoch_clock.MarkedQueue([1, 2], 4, 2, torch.device("cpu"))) == 2
+
+
+@pytest.fixture(scope="module")
+def small_cifar(tmp_path_factory) -> str:
+    """CIFAR-10's files with 600 random training images, read without the md5 checks."""
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar(str(root), 600)
+    return str(root)
+
+
+@pytest.mark.slow
+def test_the_epoch_benches_run_every_path(small_cifar: str, monkeypatch, capsys) -> None:
+    from bench import eval_epoch, search_epoch
+
+    for name in ("train_list", "test_list", "meta"):  # as made_up_cifar10, undone after
+        monkeypatch.setattr(tvd.CIFAR10, name, getattr(UncheckedCIFAR10, name))
+    tiny = ["--data", small_cifar, "--layers", "3", "--init_channels", "4", "--batch_size",
+            "16", "--steps", "3"]
+    eval_epoch.main([*tiny, "--workers", "0", "--epochs", "4",
+                     "--paths", "dataloader,device,graph,bf16,graph+bf16"])
+    search_epoch.main([*tiny, "--paths", "dataloader,device"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split() and line.split()[0] in eval_epoch.PATHS}
+    assert set(rows) == set(eval_epoch.PATHS)
+    assert "38 steps/epoch" in out  # eval: 600 images / 16, with the last partial batch
+    assert "19 steps/epoch" in out  # search: the training half, 300 / 16, as eval
+    for cells in rows.values():
+        assert float(cells[1]) > 0 and float(cells[4]) > 0  # ms/step, s/epoch
+    assert "eager:" not in out  # the recorded paths recorded (emulated on the CPU)
