@@ -12,6 +12,8 @@ zeros, which is what the Zero sum gives.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -45,6 +47,27 @@ class NB201InferCell(nn.Module):
         return f"C={self.out_dim}, arch={self.arch}"
 
 
+def build_skeleton(net: nn.Module, C: int, N: int, num_classes: int, in_channels: int,
+                   make_cell: Callable[[int], nn.Module]) -> None:
+    """AutoDL's TinyNetwork skeleton, on ``net``: ``stem`` (Conv3x3 + BN), ``cells`` (N cells
+    ``make_cell(C)``, ResNetBasicblock(C, 2C, stride 2), N cells at 2C, ResNetBasicblock(2C,
+    4C, 2), N cells at 4C), ``lastact`` (BN + ReLU), ``global_pooling`` and ``classifier``,
+    made in this order (the order of the parameters' random initialisation)."""
+    net.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(C))
+    net.cells = nn.ModuleList()
+    C_prev = C
+    for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
+        if stage > 0:
+            net.cells.append(ResNetBasicblock(C_prev, C_curr, 2))
+        for _ in range(N):
+            net.cells.append(make_cell(C_curr))
+        C_prev = C_curr
+    net.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
+    net.global_pooling = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Linear(C_prev, num_classes)
+
+
 class TinyNetwork(nn.Module):
     """NB201 evaluation network; ``forward`` returns the logits (AutoDL's: (features, logits))."""
 
@@ -52,19 +75,8 @@ class TinyNetwork(nn.Module):
                  in_channels: int = 3) -> None:
         super().__init__()
         self.arch = arch
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList()
-        C_prev = C
-        for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                self.cells.append(ResNetBasicblock(C_prev, C_curr, 2))
-            for _ in range(N):
-                self.cells.append(NB201InferCell(arch, C_curr))
-            C_prev = C_curr
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
+        build_skeleton(self, C, N, num_classes, in_channels, lambda C_cell: NB201InferCell(arch,
+                                                                                         C_cell))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feature = self.stem(x)

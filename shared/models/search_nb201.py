@@ -21,9 +21,10 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from shared.models.nb201 import build_skeleton
 from shared.models.supernet import Supernet
 from shared.nb201_arch import NB201Arch
-from shared.ops import ResNetBasicblock, make_op
+from shared.ops import make_op
 from shared.spaces import NB201Space, get_nb201_space, nb201_edge_key
 
 NB201MixingWeights = tuple[torch.Tensor]  # (weights,), weights: (6 edges, ops)
@@ -70,19 +71,8 @@ class TinyNetworkDarts(Supernet):
         super().__init__()
         self.space = space if space is not None else get_nb201_space()
         self._C, self._N, self._num_classes = C, N, num_classes
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList()
-        C_prev = C
-        for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                self.cells.append(ResNetBasicblock(C_prev, C_curr, 2))
-            for _ in range(N):
-                self.cells.append(NB201SearchCell(C_curr, self.space))
-            C_prev = C_curr
-        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
+        build_skeleton(self, C, N, num_classes, in_channels,
+                       lambda C_cell: NB201SearchCell(C_cell, self.space))
         self.alpha = nn.Parameter(1e-3 * torch.randn(self.space.num_edges, self.space.num_ops))
 
     # -- parameters -------------------------------------------------------------------------
