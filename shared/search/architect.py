@@ -66,8 +66,14 @@ class Architect(AlphaUpdate):
     def first_order_backward(self, val_loss: torch.Tensor,
                              cells: list[torch.Tensor] | None) -> None:
         """alpha's gradient dL_val/dalpha (and, recording, each cell's copy's: ``cell_grads``),
-        averaged over the ranks: the gradient of the global batch's validation loss."""
-        val_loss.backward()
+        averaged over the ranks: the gradient of the global batch's validation loss.
+
+        Only those: DARTS' architect.py calls ``loss.backward()``, which also fills every
+        weight's gradient, which the weight step then zeroes unread. Here the backward is asked
+        for alpha (and the cell copies) alone, so it skips every weight-gradient kernel (a
+        conv's backward computes its input's gradient only) and the accumulation into the
+        weights' ``.grad``; alpha's gradient is the same."""
+        val_loss.backward(inputs=[*self.model.arch_parameters(), *(cells or ())])
         if cells is not None:
             self.cell_grads = list(self.data_parallel.averaged([c.grad for c in cells]))
         self.data_parallel.average_grads(self.model.arch_parameters())
