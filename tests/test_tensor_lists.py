@@ -1,0 +1,54 @@
+"""``shared.search.tensor_lists`` and the second-order step's list arithmetic
+(``Architect.virtual_step``, ``hessian_vector_product``): the same numbers, bit for bit, as the
+per-tensor loops of DARTS' architect.py they replace."""
+from __future__ import annotations
+
+import torch
+
+from shared.models.search_cnn import Network
+from shared.search.architect import Architect
+from shared.search.tensor_lists import copies
+from shared.spaces import get_space
+
+
+def test_copies_are_bit_for_bit_and_own_their_storage() -> None:
+    tensors = [torch.tensor([-0.0, 1e-40, float("inf"), 3.5]), torch.tensor(7),
+               torch.randn(2, 3, dtype=torch.float64), torch.randn(4, 1, 3, 3).to(
+                   memory_format=torch.channels_last)]
+    out = copies(tensors)
+    for t, c in zip(tensors, out):
+        assert c.dtype == t.dtype and c.shape == t.shape and torch.equal(c, t)
+        assert c.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
+    assert len({c.untyped_storage().data_ptr() for c in out}) == len(out)
+    assert torch.signbit(out[0][0]) and out[0][1] == 1e-40  # -0.0 and a denormal kept
+
+
+def test_virtual_step_is_darts_unrolled_model() -> None:
+    """w - eta (buf * momentum + g + wd w) per weight, with and without a momentum buffer."""
+    torch.manual_seed(0)
+    model = Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2)
+    weights = list(model.weight_parameters())
+    optimizer = torch.optim.SGD(weights, 0.1, momentum=0.9, weight_decay=3e-4)
+    for p in weights[::2]:  # half the weights get a momentum buffer
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    grads = [torch.randn_like(p) for p in weights]
+    architect = Architect(model, momentum=0.9, weight_decay=3e-4, unrolled=True)
+    got = architect.virtual_step(weights, grads, 0.025, optimizer)
+    for p, g, w in zip(weights, grads, got):
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        moment = buf * 0.9 if buf is not None else torch.zeros_like(p)
+        assert torch.equal(w, p.detach() - 0.025 * (moment + g + 3e-4 * p.detach()))
+        assert w.requires_grad and w.is_leaf
+    assert sum(optimizer.state.get(p, {}).get("momentum_buffer") is None for p in weights) > 0
+
+
+def test_hessian_vector_product_restores_the_weights_bit_for_bit() -> None:
+    torch.manual_seed(0)
+    model = Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2)
+    before = [p.detach().clone() for p in model.weight_parameters()]
+    vector = [torch.randn_like(p) for p in model.weight_parameters()]
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    implicit = Architect(model, unrolled=True).hessian_vector_product(vector, x, y)
+    assert all(torch.equal(b, p) for b, p in zip(before, model.weight_parameters()))
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in implicit)
