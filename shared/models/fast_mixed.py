@@ -50,7 +50,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.global_batch_norm import batch_norm
-from shared.models.grouped_edges import Member, dil_group, group_key, groupable, sep_group
+from shared.models.grouped_edges import (
+    Member,
+    Scales,
+    dil_group,
+    group_key,
+    groupable,
+    sep_group,
+)
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
 
 CL = torch.channels_last
@@ -218,25 +225,26 @@ class _State:
         # the group's results not yet taken by their edges: (term, in polyphase layout)
         self._terms: dict[tuple[int, int], tuple[torch.Tensor, bool]] = {}
 
-    def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module, scale: torch.Tensor,
-                  weights: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """``scale * op(x)`` (``scale = weights[edge, k]``) for a separable or dilated conv
+    def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module, scales: Scales
+                  ) -> tuple[torch.Tensor, bool]:
+        """``scale * op(x)`` (``scale = scales[edge][k]``) for a separable or dilated conv
         ``op``, and whether it is in the polyphase layout (its node transforms it back with the
         node's other such terms). With the edges' grouping on, computed with every same-shaped
         conv of its kind on the edges leaving this state (``grouped_edges``): the first member
         to be asked computes them all, each later one takes its own."""
         members = self.groups.get(group_key(op), []) if self.groups and groupable(op) else []
         if len(members) < 2:
+            scale = scales[edge][k]
             if isinstance(op, SepConv):
                 return _sep(ctx, self, op, scale), False
             return _dil(ctx, self, op, scale)
         if (edge, k) not in self._terms:
             fmt = _layout(self.relu())
             if isinstance(op, SepConv):
-                terms, poly = sep_group(ctx, self.relu(), members, weights, fmt), False
+                terms, poly = sep_group(ctx, self.relu(), members, scales, fmt), False
             else:
                 conv, poly = self.dil_conv(op[1])
-                terms = dil_group(ctx, conv, members, weights, fmt)
+                terms = dil_group(ctx, conv, members, scales, fmt)
             self._terms.update({key: (t, poly) for key, t in terms.items()})
         return self._terms.pop((edge, k))
 
@@ -419,12 +427,15 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     if ctx.grouped:
         for j, st in enumerate(states):
             st.groups = _edge_groups(cell, j, live)
+    # every candidate's weight as a 0-d tensor, unbound once: the backward stacks their
+    # gradients in one go, where indexing each edge's row would fill a zero tensor per edge
+    scales = [row.unbind(0) for row in weights.unbind(0)]
     offset = 0
     for _ in range(cell._steps):
         acc, poly_terms = None, []
         for j, st in enumerate(states):
             mixed = cell._ops[offset + j]
-            for k, (op, w) in enumerate(zip(mixed._ops, weights[offset + j].unbind(0))):
+            for k, (op, w) in enumerate(zip(mixed._ops, scales[offset + j])):
                 kind = _kind(op)
                 if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue
@@ -433,7 +444,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                 elif kind in ("sep", "dil"):
-                    term, poly = st.conv_term(ctx, offset + j, k, op, w, weights)
+                    term, poly = st.conv_term(ctx, offset + j, k, op, scales)
                     if poly:  # transformed back once, with the node's other such terms
                         poly_terms.append(term)
                         continue

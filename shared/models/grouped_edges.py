@@ -52,6 +52,10 @@ from shared.models.global_batch_norm import batch_norm
 from shared.ops import SepConv
 
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
+# a cell's mixing weights as 0-d tensors, scales[e][k] for candidate k of edge e (the weights
+# unbound once per cell: the backward stacks their gradients in one go, where indexing each
+# would fill a zero tensor of the cell's weights per candidate)
+Scales = Sequence[Sequence[torch.Tensor]]
 
 
 def group_key(op: nn.Module) -> tuple:
@@ -124,9 +128,9 @@ def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], 
     return {(e, k): t for (e, k, _), t in zip(members, parts)}
 
 
-def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], weights: torch.Tensor,
+def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], scales: Scales,
               memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
-    """``weights[e, k] * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
+    """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
     ``group_key``), from the state's ReLU; returned per (edge, candidate)."""
     ops = [op for _, _, op in members]
     a, b = ops[0][0][1], ops[0][1][1]
@@ -140,18 +144,18 @@ def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], weights: torch
     y = F.conv2d(y, torch.cat([op[1][1].weight for op in ops]), None, b.stride, b.padding,
                  b.dilation, y.shape[1])
     y = _pw_bn(ctx, y, [op[1][2] for op in ops], [op[1][3] for op in ops],
-               [weights[e, k] for e, k, _ in members])
+               [scales[e][k] for e, k, _ in members])
     return _split(y, members)
 
 
 def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequence[Member],
-              weights: torch.Tensor,
+              scales: Scales,
               memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
-    """``weights[e, k] * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same
+    """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same
     ``group_key``); ``conv(kernels)``: the depthwise conv of the state's ReLU as the fast path
     runs it for one member (``groups=C``), so the result is in that conv's layout (polyphase
     where it is polyphase); returned per (edge, candidate)."""
     ops = [op for _, _, op in members]
     y = _dw_pw_bn(ctx, conv, [op[1] for op in ops], [op[2] for op in ops],
-                  [op[3] for op in ops], [weights[e, k] for e, k, _ in members], memory_format)
+                  [op[3] for op in ops], [scales[e][k] for e, k, _ in members], memory_format)
     return _split(y, members)
