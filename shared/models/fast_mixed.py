@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
     Member,
-    Scales,
+    Scale,
     dil_group,
     group_key,
     groupable,
@@ -154,12 +154,11 @@ class _Ctx:
 
 
 def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,
-        scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``scale * m(y)`` as one batch_norm call (``scale``: a 0-d tensor or None)."""
+        scale: Scale | None = None) -> torch.Tensor:
+    """``scale * m(y)`` as one batch_norm call (the mixing weight as BN's per-channel scale)."""
     weight, bias = m.weight, m.bias
     if scale is not None:
-        # a real (C,) tensor, not a stride-0 view: cheap, and no kernel has to handle that
-        s = scale.expand(y.shape[1]).contiguous()
+        s = scale.channels
         weight, bias = (s, None) if weight is None else (weight * s, bias * s)
     training = m.training or (m.running_mean is None and m.running_var is None)
     track = not m.training or m.track_running_stats
@@ -225,8 +224,8 @@ class _State:
         # the group's results not yet taken by their edges: (term, in polyphase layout)
         self._terms: dict[tuple[int, int], tuple[torch.Tensor, bool]] = {}
 
-    def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module, scales: Scales
-                  ) -> tuple[torch.Tensor, bool]:
+    def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module,
+                  scales: Sequence[Sequence[Scale]]) -> tuple[torch.Tensor, bool]:
         """``scale * op(x)`` (``scale = scales[edge][k]``) for a separable or dilated conv
         ``op``, and whether it is in the polyphase layout (its node transforms it back with the
         node's other such terms). With the edges' grouping on, computed with every same-shaped
@@ -290,7 +289,7 @@ class _State:
             self._poly = poly_in(self.relu())
         return self._poly
 
-    def pooled(self, ctx: _Ctx, op: nn.Sequential, scale: torch.Tensor):
+    def pooled(self, ctx: _Ctx, op: nn.Sequential, scale: Scale):
         """This edge's ``scale * BN(pool(x))``, the pooling shared by every edge of the state;
         in training also the normalisation (returned as a ("mul", scale, z) term)."""
         pool, m = op[0], op[1]
@@ -310,17 +309,16 @@ class _State:
             normed[m.eps] = (z, mean, var)
         z, mean, var = normed[m.eps]
         ctx.update(m, mean, var)
-        return ("mul", scale, z)
+        return ("mul", scale.term, z)
 
 
-def _dil(ctx: _Ctx, st: _State, op: DilConv,
-         scale: torch.Tensor) -> tuple[torch.Tensor, bool]:
+def _dil(ctx: _Ctx, st: _State, op: DilConv, scale: Scale) -> tuple[torch.Tensor, bool]:
     """``scale * op(x)`` and whether it is in the polyphase layout (``_State.dil_conv``)."""
     conv, poly = st.dil_conv(op[1])
     return _bn(ctx, _pw(conv(op[1].weight), op[2]), op[3], scale), poly
 
 
-def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: torch.Tensor) -> torch.Tensor:
+def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: Scale) -> torch.Tensor:
     a, b = op[0], op[1]
     y = F.conv2d(st.relu(), a[1].weight, None, a[1].stride, a[1].padding, a[1].dilation,
                  a[1].groups)
@@ -330,7 +328,7 @@ def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: torch.Tensor) -> torch.Tenso
 
 
 def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
-        scale: torch.Tensor | None = None) -> torch.Tensor:
+        scale: Scale | None = None) -> torch.Tensor:
     # A 1x1 stride-2 conv is a 1x1 conv of the even pixels. Also a workaround: oneDNN's
     # channels-last 1x1 stride-2 weight gradient corrupts the heap on small inputs
     # (torch 2.14 CPU, e.g. N=4, C=4, 8x8).
@@ -408,6 +406,21 @@ def _edge_groups(cell, j: int, live: list[list[bool]] | None) -> dict[tuple, lis
     return groups
 
 
+def _scales(weights: torch.Tensor, channels: int) -> list[list[Scale]]:
+    """Each candidate's mixing weight ``[edge][k]`` as C equal values, for the whole cell at
+    once: one expansion made contiguous and one unbind, whose backward is one stack and one
+    sum. Made per candidate (an index, an expansion made contiguous for its BN) it was ~80
+    launches a cell each way; and one unbind, of one table, so that its backward fills zeros
+    only for the candidates that took no part ('none'), not for every candidate that took
+    its weight in the other form."""
+    edges, ops = weights.shape
+    table = weights.reshape(-1, 1).expand(edges * ops, channels).contiguous()
+    # real (C,) tensors, not stride-0 views: no kernel has to handle those
+    rows = table.view(edges * ops, channels, 1, 1).unbind(0)
+    return [[Scale(rows[e * ops + k], rows[e * ops + k].view(channels)) for k in range(ops)]
+            for e in range(edges)]
+
+
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                  ctx: _Ctx | None = None, skip_zero: bool = False,
                  live: list[list[bool]] | None = None) -> torch.Tensor:
@@ -427,9 +440,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     if ctx.grouped:
         for j, st in enumerate(states):
             st.groups = _edge_groups(cell, j, live)
-    # every candidate's weight as a 0-d tensor, unbound once: the backward stacks their
-    # gradients in one go, where indexing each edge's row would fill a zero tensor per edge
-    scales = [row.unbind(0) for row in weights.unbind(0)]
+    scales = _scales(weights, states[0].x.shape[1])
     offset = 0
     for _ in range(cell._steps):
         acc, poly_terms = None, []
@@ -440,7 +451,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue
                 if kind == "skip":
-                    term = ("mul", w, st.x)
+                    term = ("mul", w.term, st.x)
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                 elif kind in ("sep", "dil"):
@@ -451,9 +462,9 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 elif kind == "fr":
                     term = _fr(ctx, st, op, w)
                 elif kind == "noise":
-                    term = ("mul", w, _noise(op, st.x, ctx.noise_format))
+                    term = ("mul", w.term, _noise(op, st.x, ctx.noise_format))
                 else:
-                    term = ("mul", w, op(st.x))
+                    term = ("mul", w.term, op(st.x))
                 acc = _add(acc, term)
         if poly_terms:
             p = poly_terms[0]

@@ -42,7 +42,7 @@ not measured yet.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -52,10 +52,18 @@ from shared.models.global_batch_norm import batch_norm
 from shared.ops import SepConv
 
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
-# a cell's mixing weights as 0-d tensors, scales[e][k] for candidate k of edge e (the weights
-# unbound once per cell: the backward stacks their gradients in one go, where indexing each
-# would fill a zero tensor of the cell's weights per candidate)
-Scales = Sequence[Sequence[torch.Tensor]]
+
+
+class Scale(NamedTuple):
+    """A candidate's mixing weight as C equal values (``fast_mixed._scales``): ``term``
+    (C, 1, 1), the factor of a ``scale * t`` term, and ``channels`` (C,), the same values as
+    the per-channel scale of the candidate's last BN."""
+
+    term: torch.Tensor
+    channels: torch.Tensor
+
+
+Scales = Sequence[Sequence[Scale]]  # [edge][candidate]
 
 
 def group_key(op: nn.Module) -> tuple:
@@ -79,11 +87,11 @@ def groupable(op: nn.Module) -> bool:
 
 
 def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
-                scales: Sequence[torch.Tensor] | None) -> torch.Tensor:
+                scales: Sequence[Scale] | None) -> torch.Tensor:
     """Each module's BN of its block of ``y``'s channels (times its scale), in one call."""
     m, c = len(modules), y.shape[1] // len(modules)
     first = modules[0]
-    weight = None if scales is None else torch.cat([s.expand(c) for s in scales])
+    weight = None if scales is None else torch.cat([s.channels for s in scales])
     if not first.training:  # each edge's running statistics, side by side
         mean = torch.cat([b.running_mean for b in modules])
         var = torch.cat([b.running_var for b in modules])
@@ -99,7 +107,7 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
 
 
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
-           scales: Sequence[torch.Tensor] | None) -> torch.Tensor:
+           scales: Sequence[Scale] | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
     its BN (one stacked call)."""
     y = F.conv2d(y, torch.cat([p.weight for p in pws]), None, 1, 0, 1, len(pws))
@@ -108,7 +116,7 @@ def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.Batc
 
 def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[nn.Conv2d],
               pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
-              scales: Sequence[torch.Tensor] | None,
+              scales: Sequence[Scale] | None,
               memory_format: torch.memory_format) -> torch.Tensor:
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
     ``conv(kernels)`` is the depthwise conv of that input by the m edges' kernels stacked
