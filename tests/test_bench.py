@@ -76,3 +76,24 @@ def test_the_epoch_benches_run_every_path(small_cifar: str, monkeypatch, capsys)
     for cells in rows.values():
         assert float(cells[1]) > 0 and float(cells[4]) > 0  # ms/step, s/epoch
     assert "eager:" not in out  # the recorded paths recorded (emulated on the CPU)
+
+
+def test_the_launch_count_sees_what_each_path_saves() -> None:
+    """``bench/kernel_count.py``: views are not counted, the grouped path launches fewer than
+    the fast path, which launches fewer than the plain one, and the CUDA layout it emulates is
+    undone after (the fast path's CPU format, the clipping)."""
+    from argparse import Namespace
+
+    from bench import kernel_count
+    from shared.models import fast_mixed
+
+    clip = torch.nn.utils.clip_grad_norm_
+    args = Namespace(space="s5", layers=3, init_channels=4)
+    counts = {path: kernel_count.count_step(path, 1, "cuda", args)
+              for path in ("plain", "fast", "grouped")}
+    total = {path: sum(c.values()) for path, c in counts.items()}
+    assert total["grouped"] < total["fast"] < total["plain"]
+    assert not {"view", "permute", "expand", "t", "empty"} & set(counts["fast"])
+    assert counts["fast"]["_foreach_add_"] > 0  # the optimisers ran as on CUDA
+    assert fast_mixed.DEVICE_FORMAT == {"cpu": torch.channels_last}
+    assert torch.nn.utils.clip_grad_norm_ is clip

@@ -141,6 +141,23 @@ def test_architect_restores_weights_exactly_after_finite_difference():
     assert all(torch.equal(a, b) for a, b in zip(before, model.weight_parameters()))
 
 
+def test_first_order_backward_computes_alphas_gradient_alone():
+    """DARTS' architect.py calls ``loss.backward()``, which fills every weight's gradient too
+    (the weight step zeroes it unread); here the backward is asked for alpha alone: the same
+    alpha gradient, bit for bit, and the weights' ``.grad`` untouched."""
+    import copy
+
+    model = tiny()
+    reference = copy.deepcopy(model)
+    x, y = batch()
+    reference.loss(x, y).backward()
+    Architect(model).first_order_backward(model.loss(x, y), None)
+    for a, b in zip(model.arch_parameters(), reference.arch_parameters()):
+        assert torch.equal(a.grad, b.grad)
+    assert all(p.grad is None for p in model.weight_parameters())
+    assert all(p.grad is not None for p in reference.weight_parameters())
+
+
 # -- SDARTS ---------------------------------------------------------------------------------
 def test_epsilon_schedule():
     assert epsilon_at(0, 50, 0.3) == pytest.approx(0.03)

@@ -1,6 +1,6 @@
 """``shared.search.tensor_lists`` and the second-order step's list arithmetic
-(``Architect.virtual_step``, ``hessian_vector_product``): the same numbers, bit for bit, as the
-per-tensor loops of DARTS' architect.py they replace."""
+(``Architect.virtual_step``): the same numbers, bit for bit, as the per-tensor loops of DARTS'
+architect.py they replace (the finite difference's restore: ``test_search_engine``)."""
 from __future__ import annotations
 
 import torch
@@ -42,13 +42,3 @@ def test_virtual_step_is_darts_unrolled_model() -> None:
         assert w.requires_grad and w.is_leaf
     assert sum(optimizer.state.get(p, {}).get("momentum_buffer") is None for p in weights) > 0
 
-
-def test_hessian_vector_product_restores_the_weights_bit_for_bit() -> None:
-    torch.manual_seed(0)
-    model = Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2)
-    before = [p.detach().clone() for p in model.weight_parameters()]
-    vector = [torch.randn_like(p) for p in model.weight_parameters()]
-    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
-    implicit = Architect(model, unrolled=True).hessian_vector_product(vector, x, y)
-    assert all(torch.equal(b, p) for b, p in zip(before, model.weight_parameters()))
-    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in implicit)
