@@ -433,3 +433,23 @@ def test_grouped_edges_leave_out_candidates_that_do_not_run():
         if ga[n] is not None:
             assert_close(gb[n], ga[n], what=f"grad {n}", **F64)
     assert_buffers_equal(plain, fast, **F64)
+
+
+def test_autocast_keeps_the_node_sums_in_the_autocast_dtype(monkeypatch):
+    """The mixing weights come as (C, 1, 1) fp32 factors (``fast_mixed._scales``); multiplied
+    into a bf16 term they would promote it, and every node sum, to fp32. The plain path's 0-d
+    weight keeps bf16, and so must the fast path (the same logits as before the table)."""
+    plain, fast = pair(SPACES["s5"])
+    dtypes = set()
+    add = fast_mixed._add
+
+    def spy(acc, term):
+        out = add(acc, term)
+        dtypes.add(out.dtype)
+        return out
+    monkeypatch.setattr(fast_mixed, "_add", spy)
+    x, _ = data()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = plain(x), fast(x)
+    assert dtypes == {torch.bfloat16} and a.dtype == b.dtype == torch.bfloat16
+    assert (a.float() - b.float()).abs().max() < 0.1

@@ -360,8 +360,12 @@ def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> 
 
 
 def _add(acc: torch.Tensor | None, term) -> torch.Tensor:
-    if isinstance(term, tuple):  # ("mul", scale, t): scale * t
+    if isinstance(term, tuple):  # ("mul", scale, t): scale * t, scale (C, 1, 1)
         _, s, t = term
+        if s.dtype != t.dtype:
+            # autocast: a (C, 1, 1) fp32 factor would promote t (bf16) to fp32; the plain
+            # path's 0-d weight keeps t's dtype, and so does this 0-d view of the same value
+            s = s.view(-1)[0]
         return t * s if acc is None else torch.addcmul(acc, s, t)
     return term if acc is None else acc + term
 
