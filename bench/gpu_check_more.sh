@@ -16,6 +16,9 @@ timeout 120 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 \
 echo "== grouped edges against the fast path, first and second order =="
 timeout 150 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 --grouped \
     --rows 64:1,64:2 | tee "$OUT/bench_grouped.md"
+echo "== CUDA kernels of one fast first-order step (bench/kernel_count.py counts a lower bound) =="
+timeout 90 $PY bench/supernet_step.py --device cuda --rows 64:1:1 --warmup 1 --profile 8 \
+    | tee "$OUT/profile.md"
 echo "== bench amp + channels_last (both paths) =="
 timeout 90 $PY bench/supernet_step.py --device cuda --repeats 10 --warmup 3 --amp --channels_last \
     --rows 64:1,64:2 | tee "$OUT/bench_amp_cl.md"

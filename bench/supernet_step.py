@@ -312,6 +312,10 @@ def profile_step(args, space, batch_size: int, order: int, device: torch.device,
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"\nprofile of one fast-path step (batch {batch_size}, order {order}), by {key}:")
     print(prof.key_averages().table(sort_by=key, row_limit=args.profile, max_name_column_width=60))
+    if device.type == "cuda":  # what bench/kernel_count.py's launch count is a lower bound of
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        busy = sum(e.time_range.elapsed_us() for e in kernels) / 1000
+        print(f"CUDA kernels in the step: {len(kernels)}, {busy:.1f} ms of kernel time")
 
 
 if __name__ == "__main__":
