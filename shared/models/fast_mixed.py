@@ -23,7 +23,8 @@ agree to rounding, float64 to ~1e-14):
   batch-normalised pooling, whose batch statistics are the same for every edge; each edge's
   own BN running statistics still get their update;
 * the mixing weight is folded into the op's last (affine-free) BN as its per-channel scale,
-  and ``skip``/pooling terms are accumulated with ``addcmul``;
+  and ``skip``/pooling terms are accumulated with ``addcmul``; a cell's weights are expanded
+  to those per-channel scales once, for all its candidates (``_scales``);
 * dilated depthwise convs (DARTS ``dil_conv``, dilation 2), whose oneDNN kernels are slow:
   at stride 2 a dilation-2 conv only reads the even pixels, so it is an undilated conv of
   ``x[:, :, ::2, ::2]``; at stride 1 it is an undilated conv of each of the four 2x2
