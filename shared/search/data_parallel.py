@@ -59,10 +59,9 @@ class DataParallel(DistContext):
             flat = torch.cat([t.reshape(-1) for t in group])
             dist.all_reduce(flat, group=self.group)
             flat /= self.world_size
-            offset = 0
-            for t in group:
-                t.copy_(flat[offset:offset + t.numel()].view_as(t))
-                offset += t.numel()
+            # copied back as one multi-tensor copy, not one launch per tensor (~1,400 weights)
+            parts = flat.split([t.numel() for t in group])
+            torch._foreach_copy_(group, [part.view_as(t) for part, t in zip(parts, group)])
 
     def average_grads(self, params: Iterable[torch.Tensor]) -> None:
         self.average(p.grad for p in params)
