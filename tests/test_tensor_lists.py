@@ -7,7 +7,7 @@ import torch
 
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
-from shared.search.tensor_lists import copies
+from shared.search.tensor_lists import assign_where, copies
 from shared.spaces import get_space
 
 
@@ -42,3 +42,15 @@ def test_virtual_step_is_darts_unrolled_model() -> None:
         assert w.requires_grad and w.is_leaf
     assert sum(optimizer.state.get(p, {}).get("momentum_buffer") is None for p in weights) > 0
 
+
+
+def test_assign_where_takes_the_values_or_keeps_the_targets_without_a_host_read() -> None:
+    for flag in (True, False):
+        targets = [torch.randn(2, 3), torch.randn(4, 2, 3, 3).to(memory_format=torch.channels_last),
+                   torch.randn(5, dtype=torch.float64)]
+        before = [t.clone() for t in targets]
+        values = [torch.randn_like(t) for t in targets]
+        assign_where(torch.tensor(flag), targets, values)
+        for t, b, v in zip(targets, before, values):
+            assert torch.equal(t, v if flag else b)
+        assert targets[1].is_contiguous(memory_format=torch.channels_last)  # layout kept

@@ -81,6 +81,7 @@ from shared.search.alignment_terms import REGULARIZERS, ZERO_GRADIENT, corr, und
 from shared.search.context import EpochContext, StepContext, restore_rng
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.outputs import PLOT_INTERVAL_S
+from shared.search.tensor_lists import assign_where
 
 CELLS = ("normal", "all")
 # The released code's TensorBoard tags (sota/cnn/train_search.py: ``writer.add_scalar``).
@@ -219,19 +220,25 @@ class LayerAlignment:
         plus = self._weight_grads(ctx, [b + p for b, p in zip(base, pert)], params)
         with torch.no_grad():
             buffers.restore_unless(apply)
-            diffs = [_difference(p, g_m, g_p) for p, g_m, g_p in zip(params, minus, plus)]
+            diffs = _differences(params, minus, plus)
             # the loop averaged the base gradients before this hook: the added term is each
             # rank's shard's share too, so g₋ - g₊ is averaged (once, not g₋ and g₊ apart)
             self.data_parallel.average(diffs)
             del minus, plus
-            for p, diff in zip(params, diffs):
-                if diff is None:
-                    continue
-                reg = diff / (2 * eps) * self.lam
-                if p.grad is None:  # reached by a ± pass only: not where ``apply`` is False,
-                    p.grad = reg    # whose passes run at the base pass's weights
+            # λ (g₋ - g₊) / 2ε over the whole list (shared.search.tensor_lists: a few launches,
+            # not ~6 per weight), the same element-wise operations in the same order
+            reached = [i for i, d in enumerate(diffs) if d is not None]
+            regs = torch._foreach_div([diffs[i] for i in reached], 2 * eps)
+            torch._foreach_mul_(regs, self.lam)
+            added = []
+            for i, reg in zip(reached, regs):
+                if params[i].grad is None:  # reached by a ± pass only: not where ``apply`` is
+                    params[i].grad = reg    # False, whose passes run at the base pass's weights
                 else:
-                    torch.where(apply, p.grad + reg, p.grad, out=p.grad)  # its layout kept
+                    added.append((params[i].grad, reg))
+            if added:
+                grads = [g for g, _ in added]
+                assign_where(apply, grads, torch._foreach_add(grads, [r for _, r in added]))
 
     def _note_undefined(self, grads: list[torch.Tensor]) -> None:
         flag = undefined(grads)
@@ -248,14 +255,21 @@ class LayerAlignment:
         return torch.autograd.grad(loss, params, allow_unused=True)
 
 
-def _difference(p: torch.Tensor, g_m: torch.Tensor | None, g_p: torch.Tensor | None
-                ) -> torch.Tensor | None:
-    """g₋ - g₊ for one weight (None: neither pass reached it; a missing one counts as 0)."""
-    if g_m is None and g_p is None:
-        return None
-    g_m = torch.zeros_like(p) if g_m is None else g_m
-    g_p = torch.zeros_like(p) if g_p is None else g_p
-    return g_m - g_p
+def _differences(params: Sequence[torch.Tensor], minus: Sequence[torch.Tensor | None],
+                 plus: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """g₋ - g₊ per weight (None: neither pass reached it; a missing one counts as 0), the
+    weights both passes reached as one multi-tensor subtraction."""
+    diffs: list[torch.Tensor | None] = [None] * len(params)
+    both = [i for i, (m, q) in enumerate(zip(minus, plus)) if m is not None and q is not None]
+    if both:
+        for i, d in zip(both, torch._foreach_sub([minus[i] for i in both],
+                                                 [plus[i] for i in both])):
+            diffs[i] = d
+    for i, (p, g_m, g_p) in enumerate(zip(params, minus, plus)):
+        if (g_m is None) != (g_p is None):
+            diffs[i] = (torch.zeros_like(p) if g_m is None else g_m) - \
+                (torch.zeros_like(p) if g_p is None else g_p)
+    return diffs
 
 
 class _Snapshot:

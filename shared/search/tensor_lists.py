@@ -27,3 +27,20 @@ def copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         for i, c in zip(index, torch._foreach_mul([tensors[i].detach() for i in index], 1)):
             out[i] = c
     return out  # type: ignore[return-value]
+
+
+def assign_where(flag: torch.Tensor, targets: Sequence[torch.Tensor],
+                 values: Sequence[torch.Tensor]) -> None:
+    """``targets[i] = values[i]`` where the 0-d bool ``flag`` is true, else each target kept,
+    bit for bit either way and without reading ``flag`` on the host: per dtype, one
+    ``torch.where`` over the concatenations and one multi-tensor copy back (each target keeps
+    its layout), where a ``torch.where`` per tensor would be two launches each."""
+    groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
+    for i, t in enumerate(targets):
+        groups.setdefault((t.dtype, t.device), []).append(i)
+    for index in groups.values():
+        ts = [targets[i] for i in index]
+        old = torch.cat([t.reshape(-1) for t in ts])
+        new = torch.cat([values[i].reshape(-1) for i in index])
+        chosen = torch.where(flag, new, old).split([t.numel() for t in ts])
+        torch._foreach_copy_(ts, [c.view_as(t) for c, t in zip(chosen, ts)])
