@@ -81,7 +81,7 @@ from shared.search.alignment_terms import REGULARIZERS, ZERO_GRADIENT, corr, und
 from shared.search.context import EpochContext, StepContext, restore_rng
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.outputs import PLOT_INTERVAL_S
-from shared.search.tensor_lists import assign_where
+from shared.search.tensor_lists import assign_where, copies
 
 CELLS = ("normal", "all")
 # The released code's TensorBoard tags (sota/cnn/train_search.py: ``writer.add_scalar``).
@@ -273,23 +273,16 @@ def _differences(params: Sequence[torch.Tensor], minus: Sequence[torch.Tensor | 
 
 
 class _Snapshot:
-    """The values of some tensors (a model's buffers), one copy per dtype, to be put back by
+    """The values of some tensors (a model's buffers), to be put back by
     ``restore_unless(flag)`` where a device flag says so, without reading it."""
 
     def __init__(self, tensors) -> None:
-        self.groups: dict[torch.dtype, tuple[list[torch.Tensor], torch.Tensor]] = {}
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for t in tensors:
-            by_dtype.setdefault(t.dtype, []).append(t)
-        for dtype, ts in by_dtype.items():
-            self.groups[dtype] = (ts, torch.cat([t.detach().reshape(-1) for t in ts]))
+        self.tensors = [t.detach() for t in tensors]
+        self.saved = copies(self.tensors)
 
     def restore_unless(self, keep: torch.Tensor) -> None:
         """Each tensor as it is where ``keep``, else as it was (bit for bit either way)."""
-        for ts, before in self.groups.values():
-            now = torch.cat([t.detach().reshape(-1) for t in ts])
-            chosen = torch.where(keep, now, before).split([t.numel() for t in ts])
-            torch._foreach_copy_(ts, [c.view(t.shape) for c, t in zip(chosen, ts)])
+        assign_where(~keep, self.tensors, self.saved)
 
 
 def _log_corr(logger: logging.Logger, train: float | None, valid: float | None) -> None:

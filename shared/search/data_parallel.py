@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from shared.distributed import DistContext
+from shared.search.tensor_lists import same_kind
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,9 @@ class DataParallel(DistContext):
         flat buffer per dtype (None entries skipped: every rank has the same ones)."""
         if not self.enabled:
             return
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for t in tensors:
-            if t is not None:
-                by_dtype.setdefault(t.dtype, []).append(t)
-        for group in by_dtype.values():
+        present = [t for t in tensors if t is not None]
+        for index in same_kind(present):
+            group = [present[i] for i in index]
             flat = torch.cat([t.reshape(-1) for t in group])
             dist.all_reduce(flat, group=self.group)
             flat /= self.world_size

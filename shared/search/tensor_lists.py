@@ -14,16 +14,22 @@ from typing import Sequence
 import torch
 
 
+def same_kind(tensors: Sequence[torch.Tensor]) -> list[list[int]]:
+    """The indices of ``tensors`` grouped by dtype and device, in order: what one multi-tensor
+    operation (or one concatenation) can take together."""
+    groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.dtype, t.device), []).append(i)
+    return list(groups.values())
+
+
 def copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Detached copies of ``tensors``, bit for bit (x * 1 is x in IEEE arithmetic, and in
     integers), as one multi-tensor multiplication per dtype and device. Each copy has storage
     of its own: autograd tracks in-place changes per storage, so copies sharing one (slices of
     a concatenation) would all read as modified when one is (a BN buffer's running update)."""
-    groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault((t.dtype, t.device), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(tensors)
-    for index in groups.values():
+    for index in same_kind(tensors):
         for i, c in zip(index, torch._foreach_mul([tensors[i].detach() for i in index], 1)):
             out[i] = c
     return out  # type: ignore[return-value]
@@ -35,10 +41,7 @@ def assign_where(flag: torch.Tensor, targets: Sequence[torch.Tensor],
     bit for bit either way and without reading ``flag`` on the host: per dtype, one
     ``torch.where`` over the concatenations and one multi-tensor copy back (each target keeps
     its layout), where a ``torch.where`` per tensor would be two launches each."""
-    groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
-    for i, t in enumerate(targets):
-        groups.setdefault((t.dtype, t.device), []).append(i)
-    for index in groups.values():
+    for index in same_kind(targets):
         ts = [targets[i] for i in index]
         old = torch.cat([t.reshape(-1) for t in ts])
         new = torch.cat([values[i].reshape(-1) for i in index])
