@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from bench.supernet_step import Runner  # noqa: E402
-from shared.models import fast_mixed  # noqa: E402
+from shared.models import fast_mixed, node_sum  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.runtime import Precision  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
@@ -64,10 +64,12 @@ def count_step(path: str, order: int, layout: str, args) -> collections.Counter:
     """The launches of one step of ``path`` (plain, fast, grouped) as ``layout`` runs it (cpu:
     the fast path channels-last; cuda: NCHW, foreach optimisers and clipping), after one
     uncounted step (lazy optimiser state)."""
-    saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_
-    if layout == "cuda":  # run the fast path as it runs on CUDA: NCHW, and the optimisers and
-        # the clipping as foreach ops (their default on CUDA; on the CPU one op per tensor)
+    saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_, set(node_sum.BATCHED)
+    if layout == "cuda":  # run the fast path as it runs on CUDA: NCHW, node sums batched, and
+        # the optimisers and the clipping as foreach ops (their default on CUDA; on the CPU
+        # one op per tensor)
         fast_mixed.DEVICE_FORMAT.pop("cpu", None)
+        node_sum.BATCHED.add("cpu")
         torch.nn.utils.clip_grad_norm_ = functools.partial(saved[1], foreach=True)
     try:
         torch.manual_seed(0)
@@ -87,6 +89,8 @@ def count_step(path: str, order: int, layout: str, args) -> collections.Counter:
         fast_mixed.DEVICE_FORMAT.clear()
         fast_mixed.DEVICE_FORMAT.update(saved[0])
         torch.nn.utils.clip_grad_norm_ = saved[1]
+        node_sum.BATCHED.clear()
+        node_sum.BATCHED.update(saved[2])
     return counter.counts
 
 

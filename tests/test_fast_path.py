@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from shared.models import fast_mixed
+from shared.models import fast_mixed, node_sum
 from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
@@ -254,7 +254,22 @@ def test_second_order_architect_gradient_matches():
         assert_close(b, a, what="hypergradient", **F64)
 
 
-def test_double_backward_through_the_fast_path():
+@pytest.mark.parametrize("name", list(SPACES))
+def test_node_sums_batched_as_on_the_gpu_are_the_plain_path(name, monkeypatch):
+    """On CUDA a node's sums run over stacks of its terms (``node_sum.BATCHED``); run so on
+    the CPU they give the plain path's logits, gradients and statistics, grouped or not."""
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    for grouped in (False, True):
+        plain, fast = grouped_pair(SPACES[name]) if grouped else pair(SPACES[name],
+                                                                      dtype=torch.float64)
+        x, y = data(dtype=torch.float64)
+        assert_same_step(plain, fast, x, y, "weights",
+                         fixed_weights(SPACES[name], torch.float64), **F64)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_double_backward_through_the_fast_path(batched, monkeypatch):
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"} if batched else set())
     # the exact-hypergradient check in test_search_engine differentiates twice
     space = SPACES["s3"]
     plain, fast = pair(space, layers=3, in_channels=1, dtype=torch.float64)
@@ -436,18 +451,18 @@ def test_grouped_edges_leave_out_candidates_that_do_not_run():
 
 
 def test_autocast_keeps_the_node_sums_in_the_autocast_dtype(monkeypatch):
-    """The mixing weights come as (C, 1, 1) fp32 factors (``fast_mixed._scales``); multiplied
-    into a bf16 term they would promote it, and every node sum, to fp32. The plain path's 0-d
-    weight keeps bf16, and so must the fast path (the same logits as before the table)."""
+    """The mixing weights come as (C,) fp32 rows (``fast_mixed._scales``); multiplied into a
+    bf16 term they would promote it, and every node sum, to fp32. The plain path's 0-d weight
+    keeps bf16, and so must the fast path (the same logits as before the table)."""
     plain, fast = pair(SPACES["s5"])
     dtypes = set()
-    add = fast_mixed._add
+    node = fast_mixed._node
 
-    def spy(acc, term):
-        out = add(acc, term)
+    def spy(adds, muls, poly_terms):
+        out = node(adds, muls, poly_terms)
         dtypes.add(out.dtype)
         return out
-    monkeypatch.setattr(fast_mixed, "_add", spy)
+    monkeypatch.setattr(fast_mixed, "_node", spy)
     x, _ = data()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         a, b = plain(x), fast(x)

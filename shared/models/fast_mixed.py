@@ -23,8 +23,9 @@ agree to rounding, float64 to ~1e-14):
   batch-normalised pooling, whose batch statistics are the same for every edge; each edge's
   own BN running statistics still get their update;
 * the mixing weight is folded into the op's last (affine-free) BN as its per-channel scale,
-  and ``skip``/pooling terms are accumulated with ``addcmul``; a cell's weights are expanded
-  to those per-channel scales once, for all its candidates (``_scales``);
+  and ``skip``/pooling terms are summed with their weights by one operation per node with its
+  own backward, batched over a stack of the terms on CUDA (``node_sum``); a cell's weights
+  are expanded to those per-channel scales once, for all its candidates (``_scales``);
 * dilated depthwise convs (DARTS ``dil_conv``, dilation 2), whose oneDNN kernels are slow:
   at stride 2 a dilation-2 conv only reads the even pixels, so it is an undilated conv of
   ``x[:, :, ::2, ::2]``; at stride 1 it is an undilated conv of each of the four 2x2
@@ -50,6 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.models import node_sum
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
     Member,
@@ -159,8 +161,7 @@ def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,
     """``scale * m(y)`` as one batch_norm call (the mixing weight as BN's per-channel scale)."""
     weight, bias = m.weight, m.bias
     if scale is not None:
-        s = scale.channels
-        weight, bias = (s, None) if weight is None else (weight * s, bias * s)
+        weight, bias = (scale, None) if weight is None else (weight * scale, bias * scale)
     training = m.training or (m.running_mean is None and m.running_var is None)
     track = not m.training or m.track_running_stats
     factor = ctx.count(m) if m.training and m.track_running_stats else 0.0
@@ -292,7 +293,8 @@ class _State:
 
     def pooled(self, ctx: _Ctx, op: nn.Sequential, scale: Scale):
         """This edge's ``scale * BN(pool(x))``, the pooling shared by every edge of the state;
-        in training also the normalisation (returned as a ("mul", scale, z) term)."""
+        in training also the normalisation (returned as the pair (scale, z): a ``scale * z``
+        term)."""
         pool, m = op[0], op[1]
         key = (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)
         if key not in self._pools:
@@ -310,7 +312,7 @@ class _State:
             normed[m.eps] = (z, mean, var)
         z, mean, var = normed[m.eps]
         ctx.update(m, mean, var)
-        return ("mul", scale.term, z)
+        return scale, z
 
 
 def _dil(ctx: _Ctx, st: _State, op: DilConv, scale: Scale) -> tuple[torch.Tensor, bool]:
@@ -360,15 +362,17 @@ def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> 
             .normal_().mul_(op.std).add_(op.mean))
 
 
-def _add(acc: torch.Tensor | None, term) -> torch.Tensor:
-    if isinstance(term, tuple):  # ("mul", scale, t): scale * t, scale (C, 1, 1)
-        _, s, t = term
-        if s.dtype != t.dtype:
-            # autocast: a (C, 1, 1) fp32 factor would promote t (bf16) to fp32; the plain
-            # path's 0-d weight keeps t's dtype, and so does this 0-d view of the same value
-            s = s.view(-1)[0]
-        return t * s if acc is None else torch.addcmul(acc, s, t)
-    return term if acc is None else acc + term
+def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]],
+          poly_terms: list[torch.Tensor]) -> torch.Tensor | None:
+    """A node's sum of its edges' terms: the batch-normalised ones (``adds``, the mixing weight
+    inside), ``scale * t`` for the others (``muls``) and, transformed back once, those in the
+    polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term)."""
+    if poly_terms:
+        adds = adds + [poly_out(node_sum.total(poly_terms))]
+    parts = [node_sum.total(adds)] if adds else []
+    if muls:
+        parts.append(node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls]))
+    return parts[0] + parts[1] if len(parts) == 2 else (parts[0] if parts else None)
 
 
 def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool]]]:
@@ -420,10 +424,8 @@ def _scales(weights: torch.Tensor, channels: int) -> list[list[Scale]]:
     its weight in the other form."""
     edges, ops = weights.shape
     table = weights.reshape(-1, 1).expand(edges * ops, channels).contiguous()
-    # real (C,) tensors, not stride-0 views: no kernel has to handle those
-    rows = table.view(edges * ops, channels, 1, 1).unbind(0)
-    return [[Scale(rows[e * ops + k], rows[e * ops + k].view(channels)) for k in range(ops)]
-            for e in range(edges)]
+    rows = table.unbind(0)  # real (C,) tensors, not stride-0 views: no kernel has to handle those
+    return [list(rows[e * ops:(e + 1) * ops]) for e in range(edges)]
 
 
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
@@ -448,7 +450,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     scales = _scales(weights, states[0].x.shape[1])
     offset = 0
     for _ in range(cell._steps):
-        acc, poly_terms = None, []
+        adds, muls, poly_terms = [], [], []
         for j, st in enumerate(states):
             mixed = cell._ops[offset + j]
             for k, (op, w) in enumerate(zip(mixed._ops, scales[offset + j])):
@@ -456,26 +458,26 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue
                 if kind == "skip":
-                    term = ("mul", w.term, st.x)
+                    muls.append((w, st.x))
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
+                    if isinstance(term, tuple):
+                        muls.append(term)
+                    else:
+                        adds.append(term)
                 elif kind in ("sep", "dil"):
                     term, poly = st.conv_term(ctx, offset + j, k, op, scales)
                     if poly:  # transformed back once, with the node's other such terms
                         poly_terms.append(term)
-                        continue
+                    else:
+                        adds.append(term)
                 elif kind == "fr":
-                    term = _fr(ctx, st, op, w)
+                    adds.append(_fr(ctx, st, op, w))
                 elif kind == "noise":
-                    term = ("mul", w.term, _noise(op, st.x, ctx.noise_format))
+                    muls.append((w, _noise(op, st.x, ctx.noise_format)))
                 else:
-                    term = ("mul", w.term, op(st.x))
-                acc = _add(acc, term)
-        if poly_terms:
-            p = poly_terms[0]
-            for t in poly_terms[1:]:
-                p = p + t
-            acc = _add(acc, poly_out(p))
+                    muls.append((w, op(st.x)))
+        acc = _node(adds, muls, poly_terms)
         if acc is None:  # every op into this node is 'none'
             s = states[0].stride
             acc = states[0].x[:, :, ::s, ::s].mul(0.0)

@@ -42,7 +42,7 @@ not measured yet.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -54,15 +54,9 @@ from shared.ops import SepConv
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
 
 
-class Scale(NamedTuple):
-    """A candidate's mixing weight as C equal values (``fast_mixed._scales``): ``term``
-    (C, 1, 1), the factor of a ``scale * t`` term, and ``channels`` (C,), the same values as
-    the per-channel scale of the candidate's last BN."""
-
-    term: torch.Tensor
-    channels: torch.Tensor
-
-
+# A candidate's mixing weight as C equal values (``fast_mixed._scales``), a (C,) tensor: the
+# per-channel scale of the candidate's last BN, or of its ``scale * t`` term (``node_sum``)
+Scale = torch.Tensor
 Scales = Sequence[Sequence[Scale]]  # [edge][candidate]
 
 
@@ -91,7 +85,7 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
     """Each module's BN of its block of ``y``'s channels (times its scale), in one call."""
     m, c = len(modules), y.shape[1] // len(modules)
     first = modules[0]
-    weight = None if scales is None else torch.cat([s.channels for s in scales])
+    weight = None if scales is None else torch.cat(list(scales))
     if not first.training:  # each edge's running statistics, side by side
         mean = torch.cat([b.running_mean for b in modules])
         var = torch.cat([b.running_var for b in modules])

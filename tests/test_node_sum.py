@@ -1,0 +1,86 @@
+"""``shared.models.node_sum``: a node's sums, term by term and batched, against autograd's."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shared.models import node_sum
+
+
+@pytest.fixture(params=[False, True], ids=["term_by_term", "batched"], autouse=True)
+def batched(request, monkeypatch) -> bool:
+    """Every test runs the sums both ways: term by term (the CPU's) and batched (CUDA's)."""
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"} if request.param else set())
+    return request.param
+
+
+def _terms(n: int, channels_last: bool, dtype=torch.float64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    terms = [torch.randn(2, 3, 4, 5, generator=g, dtype=dtype) for _ in range(n)]
+    if channels_last:
+        terms = [t.contiguous(memory_format=torch.channels_last) for t in terms]
+    scales = [torch.randn(3, generator=g, dtype=torch.float64) for _ in range(n)]
+    return [t.requires_grad_() for t in terms], [s.requires_grad_() for s in scales]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_weighted_sum_is_the_term_by_term_sum_and_keeps_the_layout(channels_last) -> None:
+    terms, scales = _terms(4, channels_last)
+    out = node_sum.weighted_sum(scales, terms)
+    ref = sum(s.view(3, 1, 1) * t for s, t in zip(scales, terms))
+    assert torch.allclose(out, ref, rtol=0, atol=1e-14)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=fmt)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, terms + scales, g)
+    want = torch.autograd.grad(ref, terms + scales, g)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=1e-13)
+    for a in got[:4]:  # the terms' gradients come in the terms' layout
+        assert a.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_weighted_sum_has_exact_first_and_second_derivatives(channels_last) -> None:
+    # SDARTS' Hessian monitor differentiates alpha's gradient again
+    terms, scales = _terms(3, channels_last)
+
+    def f(*inputs):
+        return node_sum.weighted_sum(inputs[:3], inputs[3:])
+    assert torch.autograd.gradcheck(f, (*scales, *terms))
+    assert torch.autograd.gradgradcheck(f, (*scales, *terms))
+
+
+def test_weighted_sum_computes_only_the_gradients_asked_for() -> None:
+    terms, scales = _terms(3, False)
+    for s in scales:
+        s.requires_grad_(False)
+    out = node_sum.weighted_sum(scales, terms)
+    out.sum().backward()
+    assert all(s.grad is None for s in scales)
+    assert all(torch.equal(t.grad, s.view(3, 1, 1).expand_as(t)) for s, t in zip(scales, terms))
+
+
+def test_under_autocast_the_sum_keeps_the_terms_dtype() -> None:
+    terms, scales = _terms(3, True, dtype=torch.bfloat16)
+    scales = [s.float().detach().requires_grad_() for s in scales]
+    out = node_sum.weighted_sum(scales, terms)
+    assert out.dtype == torch.bfloat16  # a 0-d fp32 weight would keep it too
+    out.float().sum().backward()
+    assert terms[0].grad.dtype == torch.bfloat16 and scales[0].grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_total_is_the_sum_in_the_terms_layout(channels_last) -> None:
+    terms, _ = _terms(5, channels_last)
+    out = node_sum.total(terms)
+    assert torch.allclose(out, sum(terms), rtol=0, atol=1e-14)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=fmt)
+    assert node_sum.total(terms[:1]) is terms[0]
+
+
+def test_a_scale_per_term_is_required() -> None:
+    terms, scales = _terms(2, False)
+    with pytest.raises(ValueError, match="1 scales for 2 terms"):
+        node_sum.weighted_sum(scales[:1], terms)
