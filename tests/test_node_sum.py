@@ -84,3 +84,16 @@ def test_a_scale_per_term_is_required() -> None:
     terms, scales = _terms(2, False)
     with pytest.raises(ValueError, match="1 scales for 2 terms"):
         node_sum.weighted_sum(scales[:1], terms)
+
+
+def test_terms_in_different_layouts_are_summed_in_the_first_ones() -> None:
+    # a small state can come channels-last from one op and NCHW from another
+    terms, scales = _terms(3, True)
+    terms[1] = terms[1].detach().contiguous().requires_grad_()
+    ref = sum(s.view(3, 1, 1) * t for s, t in zip(scales, terms))
+    assert torch.allclose(node_sum.weighted_sum(scales, terms), ref, rtol=0, atol=1e-14)
+    assert torch.allclose(node_sum.total(terms), sum(terms), rtol=0, atol=1e-14)
+    got = torch.autograd.grad(node_sum.weighted_sum(scales, terms), terms + scales,
+                              torch.ones_like(ref))
+    want = torch.autograd.grad(ref, terms + scales, torch.ones_like(ref))
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-13) for a, b in zip(got, want))

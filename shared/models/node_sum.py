@@ -26,8 +26,8 @@ added term by term), so there the sums run term by term, with the same backward 
 two give the same values to rounding (another order of addition); the tests run both on the
 CPU.
 
-Terms are stacked in their memory order (channels-last ones as (N, H, W, C)), so the sums
-come back in their terms' layout.
+Terms are stacked in the first one's memory order (channels-last ones as (N, H, W, C)), so
+the sums come back in their terms' layout.
 """
 from __future__ import annotations
 
@@ -48,12 +48,7 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.shape[1] > 1 and t.stride(1) == 1
 
 
-def _to_memory_order(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as its memory is laid out: (N, H, W, C) for a channels-last (N, C, H, W)."""
-    return t.permute(0, 2, 3, 1) if _channels_last(t) else t
-
-
-def _from_memory_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
+def _from_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
     return t.permute(0, 3, 1, 2) if cl else t
 
 
@@ -62,9 +57,15 @@ def _common_dtype(terms: Sequence[torch.Tensor]) -> torch.dtype:
     return dtypes.pop() if len(dtypes) == 1 else functools.reduce(torch.promote_types, dtypes)
 
 
-def _stack(terms: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """(n, *memory order of a term), one kernel."""
-    return torch.stack([_to_memory_order(t).to(dtype) for t in terms])
+def _to_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
+    """(N, C, H, W) as (N, H, W, C) if ``cl``: a channels-last tensor in its memory order."""
+    return t.permute(0, 2, 3, 1) if cl else t
+
+
+def _stack(terms: Sequence[torch.Tensor], dtype: torch.dtype, cl: bool) -> torch.Tensor:
+    """(n, *a term in the first term's memory order), one kernel (terms in another layout, as
+    a small one can be, are copied into it)."""
+    return torch.stack([_to_order(t, cl).to(dtype) for t in terms])
 
 
 def total(terms: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -73,8 +74,8 @@ def total(terms: Sequence[torch.Tensor]) -> torch.Tensor:
         return terms[0]
     if not _batched(terms[0]):
         return functools.reduce(torch.add, terms)
-    return _from_memory_order(_stack(terms, _common_dtype(terms)).sum(0),
-                              _channels_last(terms[0]))
+    cl = _channels_last(terms[0])
+    return _from_order(_stack(terms, _common_dtype(terms), cl).sum(0), cl)
 
 
 def _scale_table(scales: Sequence[torch.Tensor], dtype: torch.dtype, cl: bool,
@@ -103,7 +104,7 @@ class _WeightedSum(torch.autograd.Function):
         if _batched(terms[0]):
             cl = _channels_last(terms[0])
             table = _scale_table(scales, dtype, cl, terms[0].dim())
-            return _from_memory_order((_stack(terms, dtype) * table).sum(0), cl)
+            return _from_order((_stack(terms, dtype, cl) * table).sum(0), cl)
         out = terms[0].to(dtype)
         out = out * _per_channel(scales[0], out)
         for s, t in zip(scales[1:], terms[1:]):
@@ -141,15 +142,15 @@ def _backward_batched(grad, scales, terms, want_terms: bool, want_scales: bool):
     the scales' as one product of the stacked terms with it and one reduction."""
     n = len(scales)
     cl = _channels_last(terms[0])
-    g = (grad.permute(0, 2, 3, 1) if cl else grad).unsqueeze(0)  # the terms' order, any strides
+    g = _to_order(grad, cl).unsqueeze(0)  # the stack's order, whatever the strides
     term_grads = scale_grads = [None] * n
     if want_terms:
         table = _scale_table(scales, g.dtype, cl, terms[0].dim())
-        term_grads = [_from_memory_order(gt, cl) for gt in (g * table).unbind(0)]
+        term_grads = [_from_order(gt, cl) for gt in (g * table).unbind(0)]
     if want_scales:
         channel = g.dim() - 1 if cl else 2
         reduce = tuple(d for d in range(1, g.dim()) if d != channel)
-        scale_grads = list((_stack(terms, g.dtype) * g).sum(reduce).unbind(0))  # (n, C)
+        scale_grads = list((_stack(terms, g.dtype, cl) * g).sum(reduce).unbind(0))  # (n, C)
     return term_grads, scale_grads
 
 
