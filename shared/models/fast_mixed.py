@@ -220,7 +220,7 @@ class _State:
 
     def __init__(self, x: torch.Tensor, stride: int) -> None:
         self.x, self.stride = x, stride
-        self._relu = self._even = self._poly = None
+        self._relu = self._even = self._odd = self._poly = None
         self._pools: dict = {}
         self.groups: dict[tuple, list[Member]] = {}  # grouped_edges: this state's groups
         # the group's results not yet taken by their edges: (term, in polyphase layout)
@@ -286,6 +286,12 @@ class _State:
             self._even = r[:, :, ::2, ::2].contiguous(memory_format=_layout(r))
         return self._even
 
+    def relu_odd(self) -> torch.Tensor:
+        if self._odd is None:
+            r = self.relu()
+            self._odd = r[:, :, 1::2, 1::2].contiguous(memory_format=_layout(r))
+        return self._odd
+
     def relu_poly(self) -> torch.Tensor:
         if self._poly is None:
             self._poly = poly_in(self.relu())
@@ -334,11 +340,9 @@ def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
         scale: Scale | None = None) -> torch.Tensor:
     # A 1x1 stride-2 conv is a 1x1 conv of the even pixels. Also a workaround: oneDNN's
     # channels-last 1x1 stride-2 weight gradient corrupts the heap on small inputs
-    # (torch 2.14 CPU, e.g. N=4, C=4, 8x8).
-    r = st.relu()
-    even = r[:, :, ::2, ::2].contiguous(memory_format=_layout(r))
-    odd = r[:, :, 1::2, 1::2].contiguous(memory_format=_layout(r))
-    out = torch.cat([_pw(even, op.conv_1), _pw(odd, op.conv_2)], dim=1)
+    # (torch 2.14 CPU, e.g. N=4, C=4, 8x8). The even and odd pixels are taken once per state,
+    # for all its edges' FactorizedReduce (and the dilated convs at stride 2).
+    out = torch.cat([_pw(st.relu_even(), op.conv_1), _pw(st.relu_odd(), op.conv_2)], dim=1)
     return _bn(ctx, out, op.bn, scale)
 
 
