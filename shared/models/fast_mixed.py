@@ -59,6 +59,7 @@ from shared.models.grouped_edges import (
     dil_group,
     group_key,
     groupable,
+    scratch_statistics,
     sep_group,
 )
 from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
@@ -312,8 +313,7 @@ class _State:
         if m.eps not in normed:
             # momentum 1 leaves the batch mean and the unbiased batch variance in the scratch
             # buffers, exactly what each edge's BN folds into its running statistics.
-            mean = torch.zeros(p.shape[1], dtype=m.running_mean.dtype, device=p.device)
-            var = torch.ones_like(mean)
+            mean, var = scratch_statistics(p.shape[1], m.running_mean.dtype, p.device)
             z = batch_norm(m, p, mean, var, None, None, True, 1.0, m.eps)
             normed[m.eps] = (z, mean, var)
         z, mean, var = normed[m.eps]

@@ -80,6 +80,15 @@ def groupable(op: nn.Module) -> bool:
                and bn.momentum is not None for bn in bns)
 
 
+def scratch_statistics(channels: int, dtype: torch.dtype,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running-mean and running-variance buffers for a BN at momentum 1, which leaves its batch
+    mean and unbiased batch variance in them (1 * batch + 0 * buffer: any finite start gives
+    the same bits, so both are zeros, the two rows of one buffer filled by one kernel)."""
+    mean, var = torch.zeros(2, channels, dtype=dtype, device=device).unbind(0)
+    return mean, var
+
+
 def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
                 scales: Sequence[Scale] | None) -> torch.Tensor:
     """Each module's BN of its block of ``y``'s channels (times its scale), in one call."""
@@ -92,8 +101,7 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
         return batch_norm(first, y, mean, var, weight, None, False, 0.0, first.eps)
     # momentum 1 leaves the batch mean and unbiased variance in the scratch buffers, what each
     # edge's BN folds into its running statistics
-    mean = torch.zeros(m * c, dtype=first.running_mean.dtype, device=y.device)
-    var = torch.ones_like(mean)
+    mean, var = scratch_statistics(m * c, first.running_mean.dtype, y.device)
     z = batch_norm(first, y, mean, var, weight, None, True, 1.0, first.eps)
     for i, b in enumerate(modules):
         ctx.update(b, mean[i * c:(i + 1) * c], var[i * c:(i + 1) * c])
