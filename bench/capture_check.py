@@ -4,7 +4,7 @@ perturbation, in one run.
 
     python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
                                   [--paths graph,compile,compile+graph,reduce-overhead,
-                                           grouped,graph+grouped]
+                                           grouped,graph+grouped,term-sums,batched-sums]
                                   [--steps N] [--batch_size 64] [--layers 8] [--space s5]
 
 Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), ``compile``
@@ -12,8 +12,10 @@ Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), 
 launched by the recorded step), ``reduce-overhead`` (``--compile reduce-overhead``:
 torch.compile's own CUDA graphs of the forward and backward, the rest eager), ``grouped`` and
 ``graph+grouped`` (``Network(grouped_edges=True)``: the wide kernels of the edges leaving one
-state, eager or in the recorded step). ``first s`` is epoch 0's wall time: the warm-up, the
-recordings and every compilation are in it.
+state, eager or in the recorded step), ``term-sums`` and ``batched-sums`` (eager, a node's sums
+added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``;
+eager runs the device's own). ``first s`` is epoch 0's wall time: the warm-up, the recordings
+and every compilation are in it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -30,11 +32,13 @@ take many minutes to compile); ``reduce-overhead`` is CUDA only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -43,6 +47,7 @@ import torch  # noqa: E402
 from bench.epoch_clock import time_epoch  # noqa: E402
 from shared.capture import make_capturable  # noqa: E402
 from shared.compile import TRACE_ONLY, reset_compiled  # noqa: E402
+from shared.models import node_sum  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.search.alpha_update import OneLevel  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -51,7 +56,8 @@ from shared.search.perturbation import make_perturbation  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
-PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped")
+PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped",
+         "term-sums", "batched-sums")
 
 
 def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
@@ -61,7 +67,23 @@ def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
     return {"eager": ("off", "off", False), "graph": (graph, "off", False),
             "compile": ("off", compiled, False), "compile+graph": (graph, compiled, False),
             "reduce-overhead": ("off", "reduce-overhead", False),
-            "grouped": ("off", "off", True), "graph+grouped": (graph, "off", True)}[path]
+            "grouped": ("off", "off", True), "graph+grouped": (graph, "off", True),
+            "term-sums": ("off", "off", False), "batched-sums": ("off", "off", False)}[path]
+
+
+@contextlib.contextmanager
+def node_sums(path: str, device: torch.device) -> Iterator[None]:
+    """A node's sums as ``path`` runs them (``node_sum.BATCHED``), the device's own else."""
+    saved = set(node_sum.BATCHED)
+    if path == "term-sums":
+        node_sum.BATCHED.discard(device.type)
+    elif path == "batched-sums":
+        node_sum.BATCHED.add(device.type)
+    try:
+        yield
+    finally:
+        node_sum.BATCHED.clear()
+        node_sum.BATCHED.update(saved)
 
 
 def batches(n: int, batch: int, size: int, device: torch.device, seed: int
@@ -146,7 +168,8 @@ def main(argv=None) -> None:
             print(f"{kind:<13} {'eager':<16} {eager['first']:>8.1f} {eager['fixed']:>8.2f} "
                   f"{eager['ms']:>9.1f}")
             for path in paths:
-                r = run(kind, path, args, device, folder)
+                with node_sums(path, device):
+                    r = run(kind, path, args, device, folder)
                 da = max((a - b).abs().max().item() for a, b in zip(eager["alphas"],
                                                                     r["alphas"]))
                 dw = max((a - b).abs().max().item() for a, b in zip(eager["weights"],

@@ -12,7 +12,7 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 # Each timed epoch is split into its steady ms/step and its fixed cost (bench/epoch_clock.py),
 # so a few steps per path suffice: the fixed cost is paid once per real epoch.
 echo "== 1. the step as a CUDA graph vs eager: agreement and speed (s5, C=16, 8 cells, batch 64) =="
-timeout 170 $PY bench/capture_check.py --device cuda --steps 8 \
+timeout 150 $PY bench/capture_check.py --device cuda --steps 8 \
     --kinds first_order,second_order,pgd_linf --paths graph | tee "$OUT/capture_check.md"
 echo "== 2. epochs per hour at the paper's search settings, first order =="
 timeout 80 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
@@ -20,9 +20,9 @@ timeout 80 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
 echo "== 3. epochs per hour of DARTS_V2's evaluation training (600 epochs, C=36, 20 cells) =="
 timeout 120 $PY bench/eval_epoch.py --device cuda --steps 12 --warmup 5 --eval_batches 8 \
     --paths dataloader,device,graph,bf16,graph+bf16 | tee "$OUT/eval_epoch.md"
-echo "== 4. grouped edges (the wide kernels), eager and in the graph, first order =="
-timeout 80 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
-    --paths grouped,graph,graph+grouped | tee "$OUT/grouped_check.md"
+echo "== 4. grouped edges (the wide kernels), eager and in the graph; node sums term by term =="
+timeout 100 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
+    --paths grouped,graph,graph+grouped,term-sums | tee "$OUT/grouped_check.md"
 # Tracing the 8-cell supernet took 325 s per graph on the 2-core CPU (aot_eager), and a
 # first-order step has two graphs: at 3 cells the comparison fits this call.
 echo "== 5. torch.compile against the graph (3 cells): compile time (first s) and speed =="

@@ -85,7 +85,7 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     from argparse import Namespace
 
     from bench import kernel_count
-    from shared.models import fast_mixed
+    from shared.models import fast_mixed, node_sum
 
     clip = torch.nn.utils.clip_grad_norm_
     args = Namespace(space="s5", layers=3, init_channels=4)
@@ -97,3 +97,25 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     assert counts["fast"]["_foreach_add_"] > 0  # the optimisers ran as on CUDA
     assert fast_mixed.DEVICE_FORMAT == {"cpu": torch.channels_last}
     assert torch.nn.utils.clip_grad_norm_ is clip
+    assert node_sum.BATCHED == {"cuda"}
+    assert counts["fast"]["stack"] > 0  # the node sums ran batched, as on CUDA
+
+
+def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
+    """``bench/capture_check.py --paths term-sums,batched-sums``: on the CPU eager sums term by
+    term, the same numbers as ``term-sums`` bit for bit; batched, equal to rounding; and
+    the device's own way is back after."""
+    from bench import capture_check
+    from shared.models import node_sum
+
+    capture_check.main(["--device", "cpu", "--kinds", "first_order", "--layers", "3",
+                        "--init_channels", "4", "--batch_size", "8", "--size", "8",
+                        "--steps", "4", "--space", "s3", "--paths", "term-sums,batched-sums"])
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("first_order")}
+    assert float(rows["term-sums"][6]) == float(rows["term-sums"][7]) == 0.0
+    # rounding only, but alpha's Adam normalises its gradient: where that is near 0, rounding
+    # can move alpha by up to twice the learning rate (3e-4) in each of the 8 steps, and the
+    # weights' steps follow alpha (here 3e-9 and 1e-7)
+    assert float(rows["batched-sums"][6]) < 8 * 2 * 3e-4 and float(rows["batched-sums"][7]) < 0.05
+    assert node_sum.BATCHED == {"cuda"}
