@@ -99,6 +99,9 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     assert torch.nn.utils.clip_grad_norm_ is clip
     assert node_sum.BATCHED == {"cuda"}
     assert counts["fast"]["stack"] > 0  # the node sums ran batched, as on CUDA
+    # the grouped depthwise kernels' gradients come as blocks of one buffer, which the
+    # accumulation into .grad takes without a copy each (grouped_edges._Interleave)
+    assert counts["grouped"]["copy_"] == 0
 
 
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:

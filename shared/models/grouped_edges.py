@@ -108,6 +108,23 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
     return z
 
 
+class _Interleave(torch.autograd.Function):
+    """m kernels (C, ...) as one (C*m, ...) whose row c*m + e is kernel e's row c, and back.
+
+    ``torch.stack(kernels, 1).flatten(0, 1)`` with a backward that gives each kernel its
+    gradient as a contiguous block of one buffer (one copy): stack's own gives strided views,
+    and the accumulation into each kernel's ``.grad`` copies each one (m launches)."""
+
+    @staticmethod
+    def forward(ctx, *kernels: torch.Tensor) -> torch.Tensor:
+        ctx.m = len(kernels)
+        return torch.stack(kernels, 1).flatten(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return grad.unflatten(0, (-1, ctx.m)).transpose(0, 1).contiguous().unbind(0)
+
+
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
            scales: Sequence[Scale] | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
@@ -125,7 +142,7 @@ def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[n
     channel-major (``groups=C``: output channel c*m + e is edge e's channel c, and no edge
     needs its own copy of the input); its output is permuted to edge-major channels once."""
     m, c = len(dws), dws[0].in_channels
-    y = conv(torch.stack([d.weight for d in dws], 1).flatten(0, 1))  # c*m + e
+    y = conv(_Interleave.apply(*(d.weight for d in dws)))  # c*m + e
     y = y.unflatten(1, (c, m)).transpose(1, 2).flatten(1, 2)  # edge-major channels
     return _pw_bn(ctx, y.contiguous(memory_format=memory_format), pws, bns, scales)
 
