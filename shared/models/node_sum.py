@@ -36,7 +36,8 @@ from collections.abc import Sequence
 
 import torch
 
-# device types whose node sums run batched over a stack of their terms
+# device types whose node sums run batched over a stack of their terms (the rest term by term;
+# bench/capture_check.py's paths term-sums and batched-sums switch it for a run)
 BATCHED: set[str] = {"cuda"}
 
 
@@ -46,10 +47,6 @@ def _batched(t: torch.Tensor) -> bool:
 
 def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.shape[1] > 1 and t.stride(1) == 1
-
-
-def _from_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2) if cl else t
 
 
 def _common_dtype(terms: Sequence[torch.Tensor]) -> torch.dtype:
@@ -62,6 +59,11 @@ def _to_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
     return t.permute(0, 2, 3, 1) if cl else t
 
 
+def _from_order(t: torch.Tensor, cl: bool) -> torch.Tensor:
+    """The inverse of :func:`_to_order`."""
+    return t.permute(0, 3, 1, 2) if cl else t
+
+
 def _stack(terms: Sequence[torch.Tensor], dtype: torch.dtype, cl: bool) -> torch.Tensor:
     """(n, *a term in the first term's memory order), one kernel (terms in another layout, as
     a small one can be, are copied into it)."""
@@ -69,7 +71,8 @@ def _stack(terms: Sequence[torch.Tensor], dtype: torch.dtype, cl: bool) -> torch
 
 
 def total(terms: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``terms[0] + terms[1] + ...``: batched, one stack and one reduction."""
+    """``terms[0] + terms[1] + ...``: batched, one stack and one reduction; else term by
+    term."""
     if len(terms) == 1:
         return terms[0]
     if not _batched(terms[0]):
