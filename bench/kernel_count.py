@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
+import logging
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,8 +36,12 @@ from bench.supernet_step import Runner  # noqa: E402
 from shared.models import fast_mixed, node_sum  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.runtime import Precision  # noqa: E402
+from shared.search.architect import Architect  # noqa: E402
+from shared.search.loop import SearchLoop  # noqa: E402
+from shared.search.perturbation import make_perturbation  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
+PERTURBED = ("random", "pgd_linf")  # SDARTS-RS, SDARTS-ADV
 # ATen operations that allocate or relabel memory without running a kernel; views (``view``,
 # ``permute``, ``expand``, ``select``, ...) are recognised by their schema (``is_view``)
 NO_KERNEL = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
@@ -60,37 +68,79 @@ class LaunchCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def count_step(path: str, order: int, layout: str, args) -> collections.Counter:
-    """The launches of one step of ``path`` (plain, fast, grouped) as ``layout`` runs it (cpu:
-    the fast path channels-last; cuda: NCHW, foreach optimisers and clipping), after one
-    uncounted step (lazy optimiser state)."""
+@contextlib.contextmanager
+def as_on(layout: str) -> Iterator[None]:
+    """Run the fast path as ``layout`` runs it: ``cpu`` as here (channels-last, node sums term
+    by term), ``cuda`` as on CUDA (NCHW, node sums batched, the clipping as foreach ops, their
+    default on CUDA; on the CPU one op per tensor); undone after."""
     saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_, set(node_sum.BATCHED)
-    if layout == "cuda":  # run the fast path as it runs on CUDA: NCHW, node sums batched, and
-        # the optimisers and the clipping as foreach ops (their default on CUDA; on the CPU
-        # one op per tensor)
+    if layout == "cuda":
         fast_mixed.DEVICE_FORMAT.pop("cpu", None)
         node_sum.BATCHED.add("cpu")
         torch.nn.utils.clip_grad_norm_ = functools.partial(saved[1], foreach=True)
     try:
-        torch.manual_seed(0)
-        model = Network(args.init_channels, 10, args.layers, get_space(args.space),
-                        fast=path != "plain", grouped_edges=path == "grouped")
-        runner = Runner(model, order == 2, Precision(), torch.device("cpu"))
-        for optimizer in (runner.optimizer, runner.architect.optimizer):
-            for group in optimizer.param_groups:
-                group["foreach"] = layout == "cuda"
-        g = torch.Generator().manual_seed(1)
-        batch = (torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g),
-                 torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g))
-        runner.step(*batch)
-        with LaunchCount() as counter:
-            runner.step(*batch)
+        yield
     finally:
         fast_mixed.DEVICE_FORMAT.clear()
         fast_mixed.DEVICE_FORMAT.update(saved[0])
         torch.nn.utils.clip_grad_norm_ = saved[1]
         node_sum.BATCHED.clear()
         node_sum.BATCHED.update(saved[2])
+
+
+def _model(path: str, args) -> Network:
+    torch.manual_seed(0)
+    return Network(args.init_channels, 10, args.layers, get_space(args.space),
+                   fast=path != "plain", grouped_edges=path == "grouped")
+
+
+def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g)
+
+
+def _foreach(optimizers, layout: str) -> None:
+    for optimizer in optimizers:  # foreach: the optimisers' default on CUDA
+        for group in optimizer.param_groups:
+            group["foreach"] = layout == "cuda"
+
+
+def count_step(path: str, order: int | str, layout: str, args) -> collections.Counter:
+    """The launches of one step of ``path`` (plain, fast, grouped) as ``layout`` runs it
+    (:func:`as_on`), after one uncounted step (lazy optimiser state). ``order``: 1 or 2, the
+    step of ``bench/supernet_step.py``; ``random`` or ``pgd_linf``, SDARTS' step as the search
+    loop runs it (first-order alpha step, the perturbation of the mixing weights, the weight
+    step)."""
+    with as_on(layout):
+        if order in PERTURBED:
+            return _count_sdarts_step(path, str(order), layout, args)
+        runner = Runner(_model(path, args), order == 2, Precision(), torch.device("cpu"))
+        _foreach((runner.optimizer, runner.architect.optimizer), layout)
+        batch = (*_batch(1), *_batch(2))
+        runner.step(*batch)
+        with LaunchCount() as counter:
+            runner.step(*batch)
+    return counter.counts
+
+
+def _count_sdarts_step(path: str, kind: str, layout: str, args) -> collections.Counter:
+    model = _model(path, args)
+    optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
+                                weight_decay=3e-4)
+    architect = Architect(model, 3e-4, 1e-3, 0.9, 3e-4, unrolled=False)
+    _foreach((optimizer, architect.optimizer), layout)
+    with tempfile.TemporaryDirectory() as folder:
+        loop = SearchLoop(
+            model=model, optimizer=optimizer, scheduler=None, alpha_update=architect,
+            train_queue=[_batch(1)] * 2, valid_queue=[_batch(2)] * 2, valid_eval_queue=None,
+            epochs=50, device=torch.device("cpu"), logger=logging.getLogger("bench"),
+            checkpoint_path=os.path.join(folder, "unused.pth.tar"),
+            perturbation=make_perturbation(kind, 0.3, 50), progress=False, report_freq=10 ** 6)
+        steps = loop.batches(10, 0.025, True)
+        loop.step(next(steps))
+        ctx = next(steps)
+        with LaunchCount() as counter:
+            loop.step(ctx)
     return counter.counts
 
 
@@ -99,13 +149,16 @@ def main(argv=None) -> None:
     p.add_argument("--space", default="s5")
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--init_channels", type=int, default=4)
-    p.add_argument("--orders", default="1,2", help="comma-separated: 1 (first), 2 (second)")
+    p.add_argument("--orders", default="1,2," + ",".join(PERTURBED),
+                   help="comma-separated: 1 (first), 2 (second); random, pgd_linf (SDARTS-RS, "
+                        "SDARTS-ADV: a first-order step with the perturbation)")
     args = p.parse_args(argv)
+    orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",")]
     print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + weight "
           f"step; ATen operations that compute)")
     print("| order | layout | path | launches | conv | batch norm | other | vs plain |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    for order in (int(o) for o in args.orders.split(",")):
+    for order in orders:
         for layout in ("cuda", "cpu"):
             rows = [(path, count_step(path, order, layout, args))
                     for path in ("plain", "fast", "grouped")]

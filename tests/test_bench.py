@@ -102,6 +102,10 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     # the grouped depthwise kernels' gradients come as blocks of one buffer, which the
     # accumulation into .grad takes without a copy each (grouped_edges._Interleave)
     assert counts["grouped"]["copy_"] == 0
+    # SDARTS-ADV's step: the first-order step and a 7-step attack (9 forwards, 7 backwards)
+    adv = sum(kernel_count.count_step("fast", "pgd_linf", "cuda", args).values())
+    rs = sum(kernel_count.count_step("fast", "random", "cuda", args).values())
+    assert total["fast"] < rs < total["fast"] + 100 and 4 * total["fast"] < adv
 
 
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
