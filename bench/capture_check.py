@@ -38,7 +38,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -71,19 +70,11 @@ def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
             "term-sums": ("off", "off", False), "batched-sums": ("off", "off", False)}[path]
 
 
-@contextlib.contextmanager
-def node_sums(path: str, device: torch.device) -> Iterator[None]:
+def node_sums(path: str, device: torch.device) -> contextlib.AbstractContextManager:
     """A node's sums as ``path`` runs them (``node_sum.BATCHED``), the device's own else."""
-    saved = set(node_sum.BATCHED)
-    if path == "term-sums":
-        node_sum.BATCHED.discard(device.type)
-    elif path == "batched-sums":
-        node_sum.BATCHED.add(device.type)
-    try:
-        yield
-    finally:
-        node_sum.BATCHED.clear()
-        node_sum.BATCHED.update(saved)
+    if path in ("term-sums", "batched-sums"):
+        return node_sum.batched(device.type, path == "batched-sums")
+    return contextlib.nullcontext()
 
 
 def batches(n: int, batch: int, size: int, device: torch.device, seed: int

@@ -73,19 +73,17 @@ def as_on(layout: str) -> Iterator[None]:
     """Run the fast path as ``layout`` runs it: ``cpu`` as here (channels-last, node sums term
     by term), ``cuda`` as on CUDA (NCHW, node sums batched, the clipping as foreach ops, their
     default on CUDA; on the CPU one op per tensor); undone after."""
-    saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_, set(node_sum.BATCHED)
+    saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_
     if layout == "cuda":
         fast_mixed.DEVICE_FORMAT.pop("cpu", None)
-        node_sum.BATCHED.add("cpu")
         torch.nn.utils.clip_grad_norm_ = functools.partial(saved[1], foreach=True)
     try:
-        yield
+        with node_sum.batched("cpu", layout == "cuda"):
+            yield
     finally:
         fast_mixed.DEVICE_FORMAT.clear()
         fast_mixed.DEVICE_FORMAT.update(saved[0])
         torch.nn.utils.clip_grad_norm_ = saved[1]
-        node_sum.BATCHED.clear()
-        node_sum.BATCHED.update(saved[2])
 
 
 def _model(path: str, args) -> Network:

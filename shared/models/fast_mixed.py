@@ -373,10 +373,11 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
     polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
-    parts = [node_sum.total(adds)] if adds else []
+    acc = node_sum.total(adds) if adds else None
     if muls:
-        parts.append(node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls]))
-    return parts[0] + parts[1] if len(parts) == 2 else (parts[0] if parts else None)
+        weighted = node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls])
+        acc = weighted if acc is None else acc + weighted
+    return acc
 
 
 def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool]]]:
