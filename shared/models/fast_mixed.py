@@ -22,6 +22,9 @@ agree to rounding, float64 to ~1e-14):
   once per edge and op: the ReLU in front of every conv op, the pooling, and (training) the
   batch-normalised pooling, whose batch statistics are the same for every edge; each edge's
   own BN running statistics still get their update;
+* on CUDA the gradients of a tensor that many ops read (a state, its ReLU, its even pixels,
+  its polyphase components, a shared pooling) are summed in one batch (``fan_out``), not
+  added one by one as autograd does; a cell plans who reads each state (``_plan``);
 * the mixing weight is folded into the op's last (affine-free) BN as its per-channel scale,
   and ``skip``/pooling terms are summed with their weights by one operation per node with its
   own backward, batched over a stack of the terms on CUDA (``node_sum``); a cell's weights
@@ -45,13 +48,16 @@ Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import collections
+import weakref
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models import node_sum
+from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
     Member,
@@ -80,7 +86,24 @@ POLY_MIN_SIDE = {3: 1, 5: 8}
 
 
 # -- plan -------------------------------------------------------------------------------------
+# Each candidate's kind, found once: a module's structure does not change after it is built,
+# and reading it (``Sequential`` indexing, ~15 attributes) for the ~900 candidates of every
+# forward cost ~40 ms a step of host time, which a GPU waits for
+_KINDS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
 def _kind(op: nn.Module) -> str:
+    if torch.compiler.is_compiling():
+        # traced once, so the cache buys nothing there, and TorchDynamo would guard on its
+        # keys (these modules): a new network of the same shapes would recompile
+        return _find_kind(op)
+    kind = _KINDS.get(op)
+    if kind is None:
+        kind = _KINDS[op] = _find_kind(op)
+    return kind
+
+
+def _find_kind(op: nn.Module) -> str:
     if isinstance(op, Zero):
         return "none"
     if isinstance(op, Identity):
@@ -216,16 +239,57 @@ _POOL_ATTRS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "cou
                "divisor_override", "return_indices")
 
 
-class _State:
-    """One cell state and the work every edge reading it shares."""
+def _pool_key(pool: nn.Module) -> tuple:
+    """Poolings with equal keys compute the same thing."""
+    return (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)
 
-    def __init__(self, x: torch.Tensor, stride: int) -> None:
+
+def _dil_source(dw: nn.Conv2d, h: int, w: int) -> str:
+    """What the fast path's depthwise conv ``dw`` of a dilated conv reads from an h x w
+    state (``_State.dil_conv``): its ReLU's ``even`` pixels, its ``poly``phase components, or
+    the ``relu`` itself."""
+    k, d, s = dw.kernel_size[0], dw.dilation[0], dw.stride[0]
+    if d == 2 and s == 2:
+        return "even"
+    if (d == 2 and s == 1 and h % 2 == 0 and w % 2 == 0
+            and min(h, w) // 2 >= POLY_MIN_SIDE.get(k, 1 << 30)):
+        return "poly"
+    return "relu"
+
+
+class _Plan(NamedTuple):
+    """How many ops read a state (``fan_out``), its ReLU, and the ReLU's even pixels, odd
+    pixels and polyphase components, and each of its poolings (``_pool_key``);
+    (``grouped_edges``) its groups of same-shaped convs."""
+    x_reads: int = 1
+    relu_reads: int = 1
+    even_reads: int = 1
+    odd_reads: int = 1
+    poly_reads: int = 1
+    pool_reads: dict[tuple, int] | None = None
+    groups: dict[tuple, list[Member]] | None = None
+
+
+class _State:
+    """One cell state and the work every edge reading it shares. Every op that reads the
+    state's values reads them from :meth:`read` (or its ReLU's from :meth:`relu`), so that on
+    the GPU their gradients are summed at once (``fan_out``)."""
+
+    def __init__(self, x: torch.Tensor, stride: int, plan: _Plan | None = None) -> None:
+        plan = plan or _Plan()  # unplanned: each read is left to autograd
         self.x, self.stride = x, stride
-        self._relu = self._even = self._odd = self._poly = None
+        self._x = Readers(x, plan.x_reads)
+        self._plan = plan
+        self.groups = plan.groups or {}  # grouped_edges: this state's groups
+        self._relu: Readers | None = None
+        self._even = self._odd = self._poly = None
         self._pools: dict = {}
-        self.groups: dict[tuple, list[Member]] = {}  # grouped_edges: this state's groups
         # the group's results not yet taken by their edges: (term, in polyphase layout)
         self._terms: dict[tuple[int, int], tuple[torch.Tensor, bool]] = {}
+
+    def read(self) -> torch.Tensor:
+        """The state, for one more op that reads it."""
+        return self._x.take()
 
     def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module,
                   scales: Sequence[Sequence[Scale]]) -> tuple[torch.Tensor, bool]:
@@ -241,7 +305,7 @@ class _State:
                 return _sep(ctx, self, op, scale), False
             return _dil(ctx, self, op, scale)
         if (edge, k) not in self._terms:
-            fmt = _layout(self.relu())
+            fmt = _layout(self._relu_readers().x)
             if isinstance(op, SepConv):
                 terms, poly = sep_group(ctx, self.relu(), members, scales, fmt), False
             else:
@@ -258,17 +322,18 @@ class _State:
         undilated conv of them; at stride 1 an undilated conv of each polyphase component,
         where a component is large enough for a fast kernel (``POLY_MIN_SIDE``); else the
         dilated kernel embedded in a dense one."""
-        k, d, s = dw.kernel_size[0], dw.dilation[0], dw.stride[0]
-        h, w = self.x.shape[-2:]
-        x, stride, padding, dilation = self.relu(), dw.stride, dw.padding, dw.dilation
+        k, d = dw.kernel_size[0], dw.dilation[0]
+        source = _dil_source(dw, *self.x.shape[-2:])
+        stride, padding, dilation = dw.stride, dw.padding, dw.dilation
         embed, poly = 1, False
-        if d == 2 and s == 2:  # only even pixels are read
+        if source == "even":  # only even pixels are read
             x, stride, padding, dilation = self.relu_even(), 1, k // 2, 1
-        elif d == 2 and s == 1 and h % 2 == 0 and w % 2 == 0 \
-                and min(h, w) // 2 >= POLY_MIN_SIDE.get(k, 1 << 30):
+        elif source == "poly":
             x, padding, dilation, poly = self.relu_poly(), k // 2, 1, True
-        elif d > 1 and s == 1:  # 3x3 at dilation 2 = 5x5 with zeros
-            embed, padding, dilation = d, (d * (k - 1) + 1) // 2, 1
+        else:
+            x = self.relu()
+            if d > 1 and dw.stride[0] == 1:  # 3x3 at dilation 2 = 5x5 with zeros
+                embed, padding, dilation = d, (d * (k - 1) + 1) // 2, 1
 
         def conv(kernel: torch.Tensor) -> torch.Tensor:
             if embed > 1:
@@ -276,49 +341,56 @@ class _State:
             return F.conv2d(x, kernel, None, stride, padding, dilation, dw.groups)
         return conv, poly
 
-    def relu(self) -> torch.Tensor:
+    def _relu_readers(self) -> Readers:
         if self._relu is None:
-            self._relu = F.relu(self.x)
+            self._relu = Readers(F.relu(self.read()), self._plan.relu_reads)
         return self._relu
+
+    def relu(self) -> torch.Tensor:
+        """The state's ReLU (shared by its edges' conv ops), for one more op that reads it."""
+        return self._relu_readers().take()
 
     def relu_even(self) -> torch.Tensor:
         if self._even is None:
             r = self.relu()
-            self._even = r[:, :, ::2, ::2].contiguous(memory_format=_layout(r))
-        return self._even
+            self._even = Readers(r[:, :, ::2, ::2].contiguous(memory_format=_layout(r)),
+                                 self._plan.even_reads)
+        return self._even.take()
 
     def relu_odd(self) -> torch.Tensor:
         if self._odd is None:
             r = self.relu()
-            self._odd = r[:, :, 1::2, 1::2].contiguous(memory_format=_layout(r))
-        return self._odd
+            self._odd = Readers(r[:, :, 1::2, 1::2].contiguous(memory_format=_layout(r)),
+                                self._plan.odd_reads)
+        return self._odd.take()
 
     def relu_poly(self) -> torch.Tensor:
         if self._poly is None:
-            self._poly = poly_in(self.relu())
-        return self._poly
+            self._poly = Readers(poly_in(self.relu()), self._plan.poly_reads)
+        return self._poly.take()
 
     def pooled(self, ctx: _Ctx, op: nn.Sequential, scale: Scale):
         """This edge's ``scale * BN(pool(x))``, the pooling shared by every edge of the state;
         in training also the normalisation (returned as the pair (scale, z): a ``scale * z``
         term)."""
         pool, m = op[0], op[1]
-        key = (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)
-        if key not in self._pools:
-            self._pools[key] = [pool(self.x), {}]
+        key = _pool_key(pool)
+        reads = (self._plan.pool_reads or {}).get(key, 1)
+        if key not in self._pools:  # read by each edge's BN, or by the one shared
+            self._pools[key] = [Readers(pool(self.read()), reads), {}]
         p, normed = self._pools[key]
         if not (m.training and m.track_running_stats and m.weight is None
                 and m.bias is None):
-            return _bn(ctx, p, m, scale)
+            return _bn(ctx, p.take(), m, scale)
         if m.eps not in normed:
             # momentum 1 leaves the batch mean and the unbiased batch variance in the scratch
             # buffers, exactly what each edge's BN folds into its running statistics.
-            mean, var = scratch_statistics(p.shape[1], m.running_mean.dtype, p.device)
-            z = batch_norm(m, p, mean, var, None, None, True, 1.0, m.eps)
-            normed[m.eps] = (z, mean, var)
+            mean, var = scratch_statistics(p.x.shape[1], m.running_mean.dtype, p.x.device)
+            z = batch_norm(m, p.x, mean, var, None, None, True, 1.0, m.eps)
+            normed[m.eps] = (Readers(z, reads), mean, var)
         z, mean, var = normed[m.eps]
         ctx.update(m, mean, var)
-        return scale, z
+        return scale, z.take()
 
 
 def _dil(ctx: _Ctx, st: _State, op: DilConv, scale: Scale) -> tuple[torch.Tensor, bool]:
@@ -404,20 +476,50 @@ def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool
     return out
 
 
-def _edge_groups(cell, j: int, live: list[list[bool]] | None) -> dict[tuple, list[Member]]:
-    """The separable and dilated convs on the edges leaving state ``j`` (those that run), by
-    kind and shape (``group_key``)."""
-    groups: dict[tuple, list[Member]] = {}
-    offset = 0
+def _leaving(cell, j: int, live: list[list[bool]] | None) -> list[tuple[int, int, nn.Module]]:
+    """The candidates that run on the edges leaving state ``j``: (edge, index, op)."""
+    out, offset = [], 0
     for i in range(cell._steps):
         if j < 2 + i:  # node i reads states 0 .. i+1
             edge = offset + j
-            for k, op in enumerate(cell._ops[edge]._ops):
-                if (_kind(op) in ("sep", "dil") and groupable(op)
-                        and (live is None or live[edge][k])):
-                    groups.setdefault(group_key(op), []).append((edge, k, op))
+            out += [(edge, k, op) for k, op in enumerate(cell._ops[edge]._ops)
+                    if _kind(op) != "none" and (live is None or live[edge][k])]
         offset += 2 + i
-    return groups
+    return out
+
+
+def _plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
+          grouped: bool) -> _Plan:
+    """Who reads state ``j`` (``x``): the ops on the edges leaving it and, if it is one of
+    the cell's outputs, the cell's concatenation (``fan_out``: the counts only save launches,
+    the results never depend on them); with ``grouped``, its groups of convs."""
+    leaving = _leaving(cell, j, live)
+    kinds = [_kind(op) for _, _, op in leaving]
+    groups: dict[tuple, list[Member]] = {}
+    if grouped:
+        for (edge, k, op), kind in zip(leaving, kinds):
+            if kind in ("sep", "dil") and groupable(op):
+                groups.setdefault(group_key(op), []).append((edge, k, op))
+    # the convs that read: one per group, else each; a dilated conv reads the ReLU, its even
+    # pixels or its polyphase components, a FactorizedReduce the even and the odd pixels
+    in_group = {(edge, k) for g in groups.values() if len(g) > 1 for edge, k, _ in g[1:]}
+    sources = collections.Counter({"even": 0, "odd": 0, "poly": 0})
+    for (edge, k, op), kind in zip(leaving, kinds):
+        if (edge, k) in in_group:
+            continue
+        if kind == "sep":
+            sources["relu"] += 1
+        elif kind == "dil":
+            sources[_dil_source(op[1], *x.shape[-2:])] += 1
+        elif kind == "fr":
+            sources.update(("even", "odd"))
+    relu_reads = sources["relu"] + sum(sources[s] > 0 for s in ("even", "odd", "poly"))
+    pools = collections.Counter(_pool_key(op[0]) for (_, _, op), kind in zip(leaving, kinds)
+                                if kind == "pool")
+    x_reads = (kinds.count("skip") + kinds.count("generic") + len(pools) + (relu_reads > 0)
+               + (j >= 2 + cell._steps - cell._multiplier))
+    return _Plan(x_reads, relu_reads, sources["even"], sources["odd"], sources["poly"],
+                 dict(pools), groups)
 
 
 def _scales(weights: torch.Tensor, channels: int) -> list[list[Scale]]:
@@ -447,11 +549,10 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
         live = None
     ctx = ctx or _Ctx(torch.contiguous_format)
     stride = 2 if cell.reduction else 1
-    states = [_State(_preprocess(ctx, cell.preprocess0, s0), stride),
-              _State(_preprocess(ctx, cell.preprocess1, s1), stride)]
-    if ctx.grouped:
-        for j, st in enumerate(states):
-            st.groups = _edge_groups(cell, j, live)
+    states = []
+    for j, (m, s) in enumerate(((cell.preprocess0, s0), (cell.preprocess1, s1))):
+        x = _preprocess(ctx, m, s)
+        states.append(_State(x, stride, _plan(cell, j, x, live, ctx.grouped)))
     scales = _scales(weights, states[0].x.shape[1])
     offset = 0
     for _ in range(cell._steps):
@@ -463,7 +564,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue
                 if kind == "skip":
-                    muls.append((w, st.x))
+                    muls.append((w, st.read()))
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                     if isinstance(term, tuple):
@@ -481,18 +582,16 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                 elif kind == "noise":
                     muls.append((w, _noise(op, st.x, ctx.noise_format)))
                 else:
-                    muls.append((w, op(st.x)))
+                    muls.append((w, op(st.read())))
         acc = _node(adds, muls, poly_terms)
         if acc is None:  # every op into this node is 'none'
             s = states[0].stride
-            acc = states[0].x[:, :, ::s, ::s].mul(0.0)
+            acc = states[0].read()[:, :, ::s, ::s].mul(0.0)
         offset += len(states)
-        states.append(_State(acc, 1))
-        if ctx.grouped:
-            states[-1].groups = _edge_groups(cell, len(states) - 1, live)
+        states.append(_State(acc, 1, _plan(cell, len(states), acc, live, ctx.grouped)))
     if own:
         ctx.flush()
-    return torch.cat([st.x for st in states[-cell._multiplier:]], dim=1)
+    return torch.cat([st.read() for st in states[-cell._multiplier:]], dim=1)
 
 
 def network_forward(net, x: torch.Tensor, cell_weights: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -26,6 +26,8 @@ added term by term), so there the sums run term by term, with the same backward 
 two give the same values to rounding (another order of addition); the tests run both on the
 CPU.
 
+``fan_out`` sums the gradients of a tensor's many readers the same way.
+
 Terms are stacked in the first one's memory order (channels-last ones as (N, H, W, C)), so
 the sums come back in their terms' layout.
 """
@@ -56,7 +58,8 @@ def batched(device_type: str, on: bool) -> Iterator[None]:
         BATCHED.update(saved)
 
 
-def _batched(t: torch.Tensor) -> bool:
+def is_batched(t: torch.Tensor) -> bool:
+    """Do sums of tensors like ``t`` run batched (its device type is in ``BATCHED``)?"""
     return t.device.type in BATCHED
 
 
@@ -86,11 +89,11 @@ def _stack(terms: Sequence[torch.Tensor], dtype: torch.dtype, cl: bool) -> torch
 
 
 def total(terms: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``terms[0] + terms[1] + ...``: batched, one stack and one reduction; else term by
-    term."""
+    """``terms[0] + terms[1] + ...``: batched, one stack and one reduction; else (or for two
+    terms, one addition) term by term."""
     if len(terms) == 1:
         return terms[0]
-    if not _batched(terms[0]):
+    if len(terms) == 2 or not is_batched(terms[0]):
         return functools.reduce(torch.add, terms)
     cl = _channels_last(terms[0])
     return _from_order(_stack(terms, _common_dtype(terms), cl).sum(0), cl)
@@ -119,7 +122,7 @@ class _WeightedSum(torch.autograd.Function):
         ctx.n = n
         ctx.save_for_backward(*inputs)
         dtype = _common_dtype(terms)
-        if _batched(terms[0]):
+        if is_batched(terms[0]):
             cl = _channels_last(terms[0])
             table = _scale_table(scales, dtype, cl, terms[0].dim())
             return _from_order((_stack(terms, dtype, cl) * table).sum(0), cl)
@@ -136,7 +139,7 @@ class _WeightedSum(torch.autograd.Function):
         scales, terms = inputs[:n], inputs[n:]
         want_terms, want_scales = any(ctx.needs_input_grad[1 + n:]), \
             any(ctx.needs_input_grad[1:1 + n])
-        backward = _backward_batched if _batched(terms[0]) else _backward_term_by_term
+        backward = _backward_batched if is_batched(terms[0]) else _backward_term_by_term
         term_grads, scale_grads = backward(grad, scales, terms, want_terms, want_scales)
         grads = [None if g is None else g.to(s.dtype).view(s.shape)
                  for g, s in zip(scale_grads, scales)]
