@@ -49,14 +49,13 @@ Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 from __future__ import annotations
 
 import collections
-import weakref
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.models import node_sum
+from shared.models import candidate, node_sum
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
@@ -68,7 +67,7 @@ from shared.models.grouped_edges import (
     scratch_statistics,
     sep_group,
 )
-from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Zero
+from shared.ops import FactorizedReduce, NoiseOp, SepConv
 
 CL = torch.channels_last
 # The memory format the fast path runs in, per device type (default: contiguous NCHW).
@@ -83,62 +82,6 @@ DEVICE_FORMAT = {"cpu": CL}
 # a side (smaller: oneDNN's 5x5 weight-gradient kernel drops to a slow GEMM path), except 3x3
 # kernels, which keep oneDNN's fast depthwise kernels at every size.
 POLY_MIN_SIDE = {3: 1, 5: 8}
-
-
-# -- plan -------------------------------------------------------------------------------------
-# Each candidate's kind, found once: a module's structure does not change after it is built,
-# and reading it (``Sequential`` indexing, ~15 attributes) for the ~900 candidates of every
-# forward cost ~40 ms a step of host time, which a GPU waits for
-_KINDS: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
-
-
-def _kind(op: nn.Module) -> str:
-    if torch.compiler.is_compiling():
-        # traced once, so the cache buys nothing there, and TorchDynamo would guard on its
-        # keys (these modules): a new network of the same shapes would recompile
-        return _find_kind(op)
-    kind = _KINDS.get(op)
-    if kind is None:
-        kind = _KINDS[op] = _find_kind(op)
-    return kind
-
-
-def _find_kind(op: nn.Module) -> str:
-    if isinstance(op, Zero):
-        return "none"
-    if isinstance(op, Identity):
-        return "skip"
-    if isinstance(op, NoiseOp):
-        return "noise"
-    if isinstance(op, FactorizedReduce) and _is_1x1_s2(op.conv_1) and _is_1x1_s2(op.conv_2):
-        return "fr"
-    if isinstance(op, SepConv) and _is_dil(op[0]) and _is_dil(op[1]):
-        return "sep"
-    if isinstance(op, DilConv) and _is_dil(op):
-        return "dil"
-    if (isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[1], nn.BatchNorm2d)
-            and isinstance(op[0], (nn.MaxPool2d, nn.AvgPool2d))):
-        return "pool"
-    return "generic"
-
-
-def _is_1x1_s2(c: nn.Conv2d) -> bool:
-    return (c.kernel_size == (1, 1) and c.stride == (2, 2) and c.padding == (0, 0)
-            and c.dilation == (1, 1) and c.groups == 1)
-
-
-def _is_dil(op: nn.Sequential) -> bool:
-    """ReLU -> square depthwise conv with 'same' padding -> 1x1 conv -> BN."""
-    if len(op) != 4 or not isinstance(op[0], nn.ReLU):
-        return False
-    dw, pw_, bn_ = op[1], op[2], op[3]
-    k, d, s, p = dw.kernel_size, dw.dilation, dw.stride, dw.padding
-    return (isinstance(dw, nn.Conv2d) and isinstance(pw_, nn.Conv2d)
-            and isinstance(bn_, nn.BatchNorm2d) and isinstance(p, tuple)
-            and k[0] == k[1] and k[0] % 2 == 1 and d[0] == d[1] and s[0] == s[1]
-            and p == (d[0] * (k[0] // 2),) * 2 and dw.groups == dw.in_channels == dw.out_channels
-            and dw.bias is None and pw_.kernel_size == (1, 1) and pw_.stride == (1, 1)
-            and pw_.groups == 1)
 
 
 # -- kernels ----------------------------------------------------------------------------------
@@ -309,7 +252,7 @@ class _State:
             if isinstance(op, SepConv):
                 terms, poly = sep_group(ctx, self.relu(), members, scales, fmt), False
             else:
-                conv, poly = self.dil_conv(op[1])
+                conv, poly = self.dil_conv(candidate.layers(op)[0])
                 terms = dil_group(ctx, conv, members, scales, fmt)
             self._terms.update({key: (t, poly) for key, t in terms.items()})
         return self._terms.pop((edge, k))
@@ -373,7 +316,7 @@ class _State:
         """This edge's ``scale * BN(pool(x))``, the pooling shared by every edge of the state;
         in training also the normalisation (returned as the pair (scale, z): a ``scale * z``
         term)."""
-        pool, m = op[0], op[1]
+        pool, m = candidate.layers(op)
         key = _pool_key(pool)
         reads = (self._plan.pool_reads or {}).get(key, 1)
         if key not in self._pools:  # read by each edge's BN, or by the one shared
@@ -393,19 +336,19 @@ class _State:
         return scale, z.take()
 
 
-def _dil(ctx: _Ctx, st: _State, op: DilConv, scale: Scale) -> tuple[torch.Tensor, bool]:
+def _dil(ctx: _Ctx, st: _State, op: nn.Module, scale: Scale) -> tuple[torch.Tensor, bool]:
     """``scale * op(x)`` and whether it is in the polyphase layout (``_State.dil_conv``)."""
-    conv, poly = st.dil_conv(op[1])
-    return _bn(ctx, _pw(conv(op[1].weight), op[2]), op[3], scale), poly
+    dw, pw, bn = candidate.layers(op)
+    conv, poly = st.dil_conv(dw)
+    return _bn(ctx, _pw(conv(dw.weight), pw), bn, scale), poly
 
 
 def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: Scale) -> torch.Tensor:
-    a, b = op[0], op[1]
-    y = F.conv2d(st.relu(), a[1].weight, None, a[1].stride, a[1].padding, a[1].dilation,
-                 a[1].groups)
-    y = F.relu_(_bn(ctx, _pw(y, a[2]), a[3]))  # in place: BN's backward needs not its output
-    y = F.conv2d(y, b[1].weight, None, b[1].stride, b[1].padding, b[1].dilation, b[1].groups)
-    return _bn(ctx, _pw(y, b[2]), b[3], scale)
+    dw1, pw1, bn1, dw2, pw2, bn2 = candidate.layers(op)
+    y = F.conv2d(st.relu(), dw1.weight, None, dw1.stride, dw1.padding, dw1.dilation, dw1.groups)
+    y = F.relu_(_bn(ctx, _pw(y, pw1), bn1))  # in place: BN's backward needs not its output
+    y = F.conv2d(y, dw2.weight, None, dw2.stride, dw2.padding, dw2.dilation, dw2.groups)
+    return _bn(ctx, _pw(y, pw2), bn2, scale)
 
 
 def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
@@ -419,7 +362,7 @@ def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
 
 
 def _preprocess(ctx: _Ctx, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    if isinstance(m, FactorizedReduce) and _kind(m) == "fr":
+    if isinstance(m, FactorizedReduce) and candidate.kind(m) == "fr":
         return _fr(ctx, _State(x, 2), m)
     if (isinstance(m, nn.Sequential) and len(m) == 3 and isinstance(m[0], nn.ReLU)
             and isinstance(m[1], nn.Conv2d) and isinstance(m[2], nn.BatchNorm2d)
@@ -483,7 +426,7 @@ def _leaving(cell, j: int, live: list[list[bool]] | None) -> list[tuple[int, int
         if j < 2 + i:  # node i reads states 0 .. i+1
             edge = offset + j
             out += [(edge, k, op) for k, op in enumerate(cell._ops[edge]._ops)
-                    if _kind(op) != "none" and (live is None or live[edge][k])]
+                    if candidate.kind(op) != "none" and (live is None or live[edge][k])]
         offset += 2 + i
     return out
 
@@ -494,7 +437,7 @@ def _plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
     the cell's outputs, the cell's concatenation (``fan_out``: the counts only save launches,
     the results never depend on them); with ``grouped``, its groups of convs."""
     leaving = _leaving(cell, j, live)
-    kinds = [_kind(op) for _, _, op in leaving]
+    kinds = [candidate.kind(op) for _, _, op in leaving]
     groups: dict[tuple, list[Member]] = {}
     if grouped:
         for (edge, k, op), kind in zip(leaving, kinds):
@@ -510,12 +453,12 @@ def _plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
         if kind == "sep":
             sources["relu"] += 1
         elif kind == "dil":
-            sources[_dil_source(op[1], *x.shape[-2:])] += 1
+            sources[_dil_source(candidate.layers(op)[0], *x.shape[-2:])] += 1
         elif kind == "fr":
             sources.update(("even", "odd"))
     relu_reads = sources["relu"] + sum(sources[s] > 0 for s in ("even", "odd", "poly"))
-    pools = collections.Counter(_pool_key(op[0]) for (_, _, op), kind in zip(leaving, kinds)
-                                if kind == "pool")
+    pools = collections.Counter(_pool_key(candidate.layers(op)[0])
+                                for (_, _, op), kind in zip(leaving, kinds) if kind == "pool")
     x_reads = (kinds.count("skip") + kinds.count("generic") + len(pools) + (relu_reads > 0)
                + (j >= 2 + cell._steps - cell._multiplier))
     return _Plan(x_reads, relu_reads, sources["even"], sources["odd"], sources["poly"],
@@ -560,7 +503,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
         for j, st in enumerate(states):
             mixed = cell._ops[offset + j]
             for k, (op, w) in enumerate(zip(mixed._ops, scales[offset + j])):
-                kind = _kind(op)
+                kind = candidate.kind(op)
                 if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue
                 if kind == "skip":

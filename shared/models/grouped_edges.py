@@ -48,8 +48,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.models.candidate import kind, layers, per_module
 from shared.models.global_batch_norm import batch_norm
-from shared.ops import SepConv
 
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
 
@@ -60,22 +60,24 @@ Scale = torch.Tensor
 Scales = Sequence[Sequence[Scale]]  # [edge][candidate]
 
 
+@per_module
 def group_key(op: nn.Module) -> tuple:
-    """Separable convs (``SepConv``) or dilated convs (``DilConv``) with equal keys run as one
-    group; the kind leads the key, so the two never share one."""
-    if isinstance(op, SepConv):
-        dw, bn1, bn2 = op[0][1], op[0][3], op[1][3]
+    """Separable convs (kind ``sep``) or dilated convs (``dil``) with equal keys run as one
+    group; the kind leads the key, so the two never share one (found once per op)."""
+    if kind(op) == "sep":
+        dw, pw, bn1, dw2, _, bn2 = layers(op)
         return ("sep", dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
-                op[0][2].out_channels, op[1][1].padding, op[1][1].dilation,
+                pw.out_channels, dw2.padding, dw2.dilation,
                 bn1.eps, bn1.momentum, bn2.eps, bn2.momentum)
-    dw, bn = op[1], op[3]
+    dw, pw, bn = layers(op)
     return ("dil", dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
-            op[2].out_channels, bn.eps, bn.momentum)
+            pw.out_channels, bn.eps, bn.momentum)
 
 
+@per_module
 def groupable(op: nn.Module) -> bool:
     """Affine-free BNs that track running statistics with a momentum (every search op)."""
-    bns = (op[0][3], op[1][3]) if isinstance(op, SepConv) else (op[3],)
+    bns = [m for m in layers(op) if isinstance(m, nn.BatchNorm2d)]
     return all(bn.weight is None and bn.bias is None and bn.track_running_stats
                and bn.momentum is not None for bn in bns)
 
@@ -159,19 +161,18 @@ def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], scales: Scales
               memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
     """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
     ``group_key``), from the state's ReLU; returned per (edge, candidate)."""
-    ops = [op for _, _, op in members]
-    a, b = ops[0][0][1], ops[0][1][1]
+    # per op: (depthwise, 1x1, BN) twice
+    dw1, pw1, bn1, dw2, pw2, bn2 = zip(*(layers(op) for _, _, op in members))
+    a, b = dw1[0], dw2[0]
 
     def first(kernels: torch.Tensor) -> torch.Tensor:
         return F.conv2d(relu, kernels, None, a.stride, a.padding, a.dilation, a.in_channels)
 
-    y = _dw_pw_bn(ctx, first, [op[0][1] for op in ops], [op[0][2] for op in ops],
-                  [op[0][3] for op in ops], None, memory_format)
+    y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None, memory_format)
     y = F.relu_(y)  # in place: BN's backward needs not its output
-    y = F.conv2d(y, torch.cat([op[1][1].weight for op in ops]), None, b.stride, b.padding,
+    y = F.conv2d(y, torch.cat([d.weight for d in dw2]), None, b.stride, b.padding,
                  b.dilation, y.shape[1])
-    y = _pw_bn(ctx, y, [op[1][2] for op in ops], [op[1][3] for op in ops],
-               [scales[e][k] for e, k, _ in members])
+    y = _pw_bn(ctx, y, pw2, bn2, [scales[e][k] for e, k, _ in members])
     return _split(y, members)
 
 
@@ -182,7 +183,7 @@ def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequen
     ``group_key``); ``conv(kernels)``: the depthwise conv of the state's ReLU as the fast path
     runs it for one member (``groups=C``), so the result is in that conv's layout (polyphase
     where it is polyphase); returned per (edge, candidate)."""
-    ops = [op for _, _, op in members]
-    y = _dw_pw_bn(ctx, conv, [op[1] for op in ops], [op[2] for op in ops],
-                  [op[3] for op in ops], [scales[e][k] for e, k, _ in members], memory_format)
+    dws, pws, bns = zip(*(layers(op) for _, _, op in members))  # per op: depthwise, 1x1, BN
+    y = _dw_pw_bn(ctx, conv, dws, pws, bns, [scales[e][k] for e, k, _ in members],
+                  memory_format)
     return _split(y, members)
