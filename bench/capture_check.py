@@ -13,8 +13,9 @@ launched by the recorded step), ``reduce-overhead`` (``--compile reduce-overhead
 torch.compile's own CUDA graphs of the forward and backward, the rest eager), ``grouped`` and
 ``graph+grouped`` (``Network(grouped_edges=True)``: the wide kernels of the edges leaving one
 state, eager or in the recorded step), ``term-sums`` and ``batched-sums`` (eager, a node's sums
-added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``;
-eager runs the device's own). ``first s`` is epoch 0's wall time: the warm-up, the recordings
+added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``,
+which also decides whether the gradients of a state's many readers are summed at once,
+``fan_out``; eager runs the device's own). ``first s`` is epoch 0's wall time: the warm-up, the recordings
 and every compilation are in it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
