@@ -15,8 +15,8 @@ torch.compile's own CUDA graphs of the forward and backward, the rest eager), ``
 state, eager or in the recorded step), ``term-sums`` and ``batched-sums`` (eager, a node's sums
 added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``,
 which also decides whether the gradients of a state's many readers are summed at once,
-``fan_out``; eager runs the device's own). ``first s`` is epoch 0's wall time: the warm-up, the recordings
-and every compilation are in it.
+``fan_out``; eager runs the device's own). ``first s`` is epoch 0's wall time: the warm-up,
+the recordings and every compilation are in it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,

@@ -13,7 +13,10 @@ launches, not their number: cuDNN runs a convolution's backward as two kernels (
 weight gradients), and a foreach op one kernel per chunk of its tensor list. The count does
 not depend on the batch or the channels, so the step runs at batch 2 and C=4 on 32x32 input.
 One step = ``bench/supernet_step.py``'s: the alpha step (first or second order) and the
-weight step.
+weight step. ``--top N`` then lists, per order and path in the CUDA layout, the N most
+launched operations by where they come from: the line of the project that ran it in the
+forward, the autograd node whose backward ran it in the backward (the additions that
+accumulate a tensor's gradients fall under the node that produced the gradient).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import logging
 import os
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,18 +58,37 @@ FAMILIES = {"conv": ("convolution", "convolution_backward", "mm", "addmm", "bmm"
                            "_batch_norm_no_update")}
 
 
-class LaunchCount(TorchDispatchMode):
-    """Counts the dispatched ATen operations that compute, by name."""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    def __init__(self) -> None:
+
+class LaunchCount(TorchDispatchMode):
+    """Counts the dispatched ATen operations that compute, by name; with ``where``, by
+    (name, where it comes from: :func:`origin`)."""
+
+    def __init__(self, where: bool = False) -> None:
         super().__init__()
-        self.counts: collections.Counter[str] = collections.Counter()
+        self.where = where
+        self.counts: collections.Counter = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if not func.is_view and name not in NO_KERNEL:
-            self.counts[name] += 1
+            self.counts[(name, origin()) if self.where else name] += 1
         return func(*args, **(kwargs or {}))
+
+
+def origin() -> str:
+    """The backward of which autograd node runs now, else the innermost line of the project
+    (outside ``bench/`` and installed packages) on the stack."""
+    node = torch._C._current_autograd_node()
+    if node is not None:
+        return f"backward of {type(node).__name__}"
+    for frame in reversed(traceback.extract_stack()):
+        path = os.path.abspath(frame.filename)
+        if (path.startswith(ROOT + os.sep) and "site-packages" not in path
+                and not path.startswith(os.path.join(ROOT, "bench"))):
+            return f"{os.path.relpath(path, ROOT)}:{frame.lineno} {frame.name}"
+    return "elsewhere"
 
 
 @contextlib.contextmanager
@@ -103,25 +126,27 @@ def _foreach(optimizers, layout: str) -> None:
             group["foreach"] = layout == "cuda"
 
 
-def count_step(path: str, order: int | str, layout: str, args) -> collections.Counter:
+def count_step(path: str, order: int | str, layout: str, args,
+               where: bool = False) -> collections.Counter:
     """The launches of one step of ``path`` (plain, fast, grouped) as ``layout`` runs it
     (:func:`as_on`), after one uncounted step (lazy optimiser state). ``order``: 1 or 2, the
     step of ``bench/supernet_step.py``; ``random`` or ``pgd_linf``, SDARTS' step as the search
     loop runs it (first-order alpha step, the perturbation of the mixing weights, the weight
-    step)."""
+    step). ``where``: counted by (name, :func:`origin`)."""
     with as_on(layout):
         if order in PERTURBED:
-            return _count_sdarts_step(path, str(order), layout, args)
+            return _count_sdarts_step(path, str(order), layout, args, where)
         runner = Runner(_model(path, args), order == 2, Precision(), torch.device("cpu"))
         _foreach((runner.optimizer, runner.architect.optimizer), layout)
         batch = (*_batch(1), *_batch(2))
         runner.step(*batch)
-        with LaunchCount() as counter:
+        with LaunchCount(where) as counter:
             runner.step(*batch)
     return counter.counts
 
 
-def _count_sdarts_step(path: str, kind: str, layout: str, args) -> collections.Counter:
+def _count_sdarts_step(path: str, kind: str, layout: str, args,
+                       where: bool) -> collections.Counter:
     model = _model(path, args)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
                                 weight_decay=3e-4)
@@ -137,7 +162,7 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args) -> collections.C
         steps = loop.batches(10, 0.025, True)
         loop.step(next(steps))
         ctx = next(steps)
-        with LaunchCount() as counter:
+        with LaunchCount(where) as counter:
             loop.step(ctx)
     return counter.counts
 
@@ -150,6 +175,9 @@ def main(argv=None) -> None:
     p.add_argument("--orders", default="1,2," + ",".join(PERTURBED),
                    help="comma-separated: 1 (first), 2 (second); random, pgd_linf (SDARTS-RS, "
                         "SDARTS-ADV: a first-order step with the perturbation)")
+    p.add_argument("--top", type=int, default=0, metavar="N",
+                   help="then, per order and path (CUDA layout), the N most launched "
+                        "operations by where they come from")
     args = p.parse_args(argv)
     orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",")]
     print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + weight "
@@ -167,6 +195,14 @@ def main(argv=None) -> None:
                 print(f"| {order} | {layout} | {path} | {total} | {family['conv']} | "
                       f"{family['batch norm']} | {total - sum(family.values())} | "
                       f"{total / base:.2f}x |", flush=True)
+    if args.top:
+        for order in orders:
+            for path in ("plain", "fast", "grouped"):
+                print(f"\n{order}, {path} (cuda): the {args.top} most launched\n"
+                      "| launches | operation | from |\n|---:|---|---|")
+                counts = count_step(path, order, "cuda", args, where=True)
+                for (name, where), n in counts.most_common(args.top):
+                    print(f"| {n} | {name} | {where} |", flush=True)
 
 
 if __name__ == "__main__":

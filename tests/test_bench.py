@@ -4,6 +4,8 @@ clock, and the benches' whole paths on tiny settings, so what a GPU session runs
 (``bench/gpu_check.sh``) is known to run. No speed is asserted: the tables are the benches'."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torchvision.datasets as tvd
@@ -110,6 +112,22 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     adv = sum(kernel_count.count_step("fast", "pgd_linf", "cuda", args).values())
     rs = sum(kernel_count.count_step("fast", "random", "cuda", args).values())
     assert total["fast"] < rs < total["fast"] + 100 and 4 * total["fast"] < adv
+
+
+def test_the_launch_count_says_where_launches_come_from() -> None:
+    """``--top``: the same launches, each under the line of the project (forward) or the
+    autograd node (backward) that ran it."""
+    from argparse import Namespace
+
+    from bench import kernel_count
+
+    args = Namespace(space="s3", layers=2, init_channels=4)
+    counts = kernel_count.count_step("fast", 1, "cuda", args, where=True)
+    assert sum(counts.values()) == sum(kernel_count.count_step("fast", 1, "cuda", args).values())
+    origins = {where for _, where in counts}
+    assert "backward of ConvolutionBackward0" in origins
+    assert any(w.startswith(os.path.join("shared", "models", "fast_mixed.py:")) for w in origins)
+    assert not any("site-packages" in w or w.startswith("bench") for w in origins)
 
 
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
