@@ -4,7 +4,8 @@ perturbation, in one run.
 
     python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
                                   [--paths graph,compile,compile+graph,reduce-overhead,
-                                           grouped,graph+grouped,term-sums,batched-sums]
+                                           grouped,graph+grouped,term-sums,batched-sums,
+                                           undilated,dilated]
                                   [--steps N] [--batch_size 64] [--layers 8] [--space s5]
 
 Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), ``compile``
@@ -15,8 +16,10 @@ torch.compile's own CUDA graphs of the forward and backward, the rest eager), ``
 state, eager or in the recorded step), ``term-sums`` and ``batched-sums`` (eager, a node's sums
 added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``,
 which also decides whether the gradients of a state's many readers are summed at once,
-``fan_out``; eager runs the device's own). ``first s`` is epoch 0's wall time: the warm-up,
-the recordings and every compilation are in it.
+``fan_out``; eager runs the device's own), ``undilated`` and ``dilated`` (eager, dilated
+convs rewritten undilated, the CPU's way, or run as they are, CUDA's: ``fast_mixed.UNDILATE``).
+``first s`` is epoch 0's wall time: the warm-up, the recordings and every compilation are in
+it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -47,7 +50,7 @@ import torch  # noqa: E402
 from bench.epoch_clock import time_epoch  # noqa: E402
 from shared.capture import make_capturable  # noqa: E402
 from shared.compile import TRACE_ONLY, reset_compiled  # noqa: E402
-from shared.models import node_sum  # noqa: E402
+from shared.models import fast_mixed, node_sum  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.search.alpha_update import OneLevel  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -57,7 +60,7 @@ from shared.spaces import get_space  # noqa: E402
 
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
 PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped",
-         "term-sums", "batched-sums")
+         "term-sums", "batched-sums", "undilated", "dilated")
 
 
 def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
@@ -68,13 +71,17 @@ def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
             "compile": ("off", compiled, False), "compile+graph": (graph, compiled, False),
             "reduce-overhead": ("off", "reduce-overhead", False),
             "grouped": ("off", "off", True), "graph+grouped": (graph, "off", True),
-            "term-sums": ("off", "off", False), "batched-sums": ("off", "off", False)}[path]
+            "term-sums": ("off", "off", False), "batched-sums": ("off", "off", False),
+            "undilated": ("off", "off", False), "dilated": ("off", "off", False)}[path]
 
 
-def node_sums(path: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """A node's sums as ``path`` runs them (``node_sum.BATCHED``), the device's own else."""
+def device_ways(path: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """A node's sums (``node_sum.BATCHED``) and the dilated convs (``fast_mixed.UNDILATE``)
+    as ``path`` runs them, the device's own else."""
     if path in ("term-sums", "batched-sums"):
         return node_sum.batched(device.type, path == "batched-sums")
+    if path in ("undilated", "dilated"):
+        return fast_mixed.undilated(device.type, path == "undilated")
     return contextlib.nullcontext()
 
 
@@ -160,7 +167,7 @@ def main(argv=None) -> None:
             print(f"{kind:<13} {'eager':<16} {eager['first']:>8.1f} {eager['fixed']:>8.2f} "
                   f"{eager['ms']:>9.1f}")
             for path in paths:
-                with node_sums(path, device):
+                with device_ways(path, device):
                     r = run(kind, path, args, device, folder)
                 da = max((a - b).abs().max().item() for a, b in zip(eager["alphas"],
                                                                     r["alphas"]))

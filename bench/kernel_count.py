@@ -94,14 +94,16 @@ def origin() -> str:
 @contextlib.contextmanager
 def as_on(layout: str) -> Iterator[None]:
     """Run the fast path as ``layout`` runs it: ``cpu`` as here (channels-last, node sums term
-    by term), ``cuda`` as on CUDA (NCHW, node sums batched, the clipping as foreach ops, their
-    default on CUDA; on the CPU one op per tensor); undone after."""
+    by term, dilated convs rewritten undilated), ``cuda`` as on CUDA (NCHW, node sums batched,
+    dilated convs as they are, the clipping as foreach ops, their default on CUDA; on the CPU
+    one op per tensor); undone after."""
     saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_
     if layout == "cuda":
         fast_mixed.DEVICE_FORMAT.pop("cpu", None)
         torch.nn.utils.clip_grad_norm_ = functools.partial(saved[1], foreach=True)
     try:
-        with node_sum.batched("cpu", layout == "cuda"):
+        with node_sum.batched("cpu", layout == "cuda"), \
+                fast_mixed.undilated("cpu", layout != "cuda"):
             yield
     finally:
         fast_mixed.DEVICE_FORMAT.clear()

@@ -98,6 +98,7 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     assert not {"view", "permute", "expand", "t", "empty"} & set(counts["fast"])
     assert counts["fast"]["_foreach_add_"] > 0  # the optimisers ran as on CUDA
     assert fast_mixed.DEVICE_FORMAT == {"cpu": torch.channels_last}
+    assert fast_mixed.UNDILATE == {"cpu"}
     assert torch.nn.utils.clip_grad_norm_ is clip
     assert node_sum.BATCHED == {"cuda"}
     assert counts["fast"]["stack"] > 0  # the node sums ran batched, as on CUDA
@@ -148,3 +149,21 @@ def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
     # weights' steps follow alpha (here 3e-9 and 1e-7)
     assert float(rows["batched-sums"][6]) < 8 * 2 * 3e-4 and float(rows["batched-sums"][7]) < 0.05
     assert node_sum.BATCHED == {"cuda"}
+
+
+def test_the_capture_check_compares_the_ways_of_running_a_dilated_conv(capsys) -> None:
+    """``--paths undilated,dilated``: on the CPU eager rewrites dilated convs undilated, the
+    same numbers as ``undilated`` bit for bit; run as they are (CUDA's way), equal to
+    rounding; and the device's own way is back after."""
+    from bench import capture_check
+    from shared.models import fast_mixed
+
+    capture_check.main(["--device", "cpu", "--kinds", "first_order", "--layers", "3",
+                        "--init_channels", "4", "--batch_size", "8", "--size", "16",
+                        "--steps", "4", "--space", "s5", "--paths", "undilated,dilated"])
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("first_order")}
+    assert float(rows["undilated"][6]) == float(rows["undilated"][7]) == 0.0
+    # as above: rounding, through alpha's normalised Adam steps
+    assert float(rows["dilated"][6]) < 8 * 2 * 3e-4 and float(rows["dilated"][7]) < 0.05
+    assert fast_mixed.UNDILATE == {"cpu"}

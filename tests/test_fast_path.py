@@ -254,11 +254,15 @@ def test_second_order_architect_gradient_matches():
         assert_close(b, a, what="hypergradient", **F64)
 
 
+@pytest.mark.parametrize("undilate", [True, False], ids=["rewritten", "dilated"])
 @pytest.mark.parametrize("name", list(SPACES))
-def test_node_sums_batched_as_on_the_gpu_are_the_plain_path(name, monkeypatch):
-    """On CUDA a node's sums run over stacks of its terms (``node_sum.BATCHED``); run so on
-    the CPU they give the plain path's logits, gradients and statistics, grouped or not."""
+def test_node_sums_batched_as_on_the_gpu_are_the_plain_path(name, undilate, monkeypatch):
+    """On CUDA a node's sums run over stacks of its terms (``node_sum.BATCHED``, with the
+    gradients of a state's readers: ``fan_out``) and dilated convs run as they are
+    (``fast_mixed.UNDILATE``); run so on the CPU, with and without the CPU's rewrites of
+    dilation, they give the plain path's logits, gradients and statistics, grouped or not."""
     monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    monkeypatch.setattr(fast_mixed, "UNDILATE", {"cpu"} if undilate else set())
     for grouped in (False, True):
         plain, fast = grouped_pair(SPACES[name]) if grouped else pair(SPACES[name],
                                                                       dtype=torch.float64)

@@ -29,12 +29,12 @@ agree to rounding, float64 to ~1e-14):
   and ``skip``/pooling terms are summed with their weights by one operation per node with its
   own backward, batched over a stack of the terms on CUDA (``node_sum``); a cell's weights
   are expanded to those per-channel scales once, for all its candidates (``_scales``);
-* dilated depthwise convs (DARTS ``dil_conv``, dilation 2), whose oneDNN kernels are slow:
-  at stride 2 a dilation-2 conv only reads the even pixels, so it is an undilated conv of
-  ``x[:, :, ::2, ::2]``; at stride 1 it is an undilated conv of each of the four 2x2
-  polyphase components (stacked on the batch axis, transformed once per state); the 1x1
-  conv and the BN after it act per pixel, so they run on the polyphase layout too (BN batch
-  statistics are over the same set of values) and only the weighted sum is transformed
+* on the CPU (``UNDILATE``), dilated depthwise convs (DARTS ``dil_conv``, dilation 2), whose
+  oneDNN kernels are slow: at stride 2 a dilation-2 conv only reads the even pixels, so it is
+  an undilated conv of ``x[:, :, ::2, ::2]``; at stride 1 it is an undilated conv of each of
+  the four 2x2 polyphase components (stacked on the batch axis, transformed once per state);
+  the 1x1 conv and the BN after it act per pixel, so they run on the polyphase layout too (BN
+  batch statistics are over the same set of values) and only the weighted sum is transformed
   back, once per node. Where a polyphase component would be too small for a fast kernel the
   dilated kernel is embedded in a dense one (3x3 at dilation 2 = 5x5 with zeros);
 * 1x1 convs are matrix products over the channels-last pixels (``F.linear``);
@@ -49,6 +49,8 @@ Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 from __future__ import annotations
 
 import collections
+import contextlib
+from collections.abc import Iterator
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -82,6 +84,29 @@ DEVICE_FORMAT = {"cpu": CL}
 # a side (smaller: oneDNN's 5x5 weight-gradient kernel drops to a slow GEMM path), except 3x3
 # kernels, which keep oneDNN's fast depthwise kernels at every size.
 POLY_MIN_SIDE = {3: 1, 5: 8}
+
+# Device types whose dilated depthwise convs are rewritten undilated (``_dil_source``: the even
+# pixels, the polyphase components, a dense kernel), for oneDNN's slow dilated kernels. On CUDA
+# PyTorch runs an fp32 or bf16 NCHW depthwise conv with its own kernel (cuDNN's only in fp16
+# and undilated, ``ConvParams::use_cudnn_depthwise`` in aten/src/ATen/native/Convolution.cpp),
+# which reads a dilated tap as it reads an undilated one; there the rewrites would only add
+# copies: a first-order step launches 11,577 operations without them, 12,226 with them
+# (``bench/kernel_count.py``; ``bench/capture_check.py --paths undilated`` times the two).
+UNDILATE = {"cpu"}
+
+
+@contextlib.contextmanager
+def undilated(device_type: str, on: bool) -> Iterator[None]:
+    """Dilated convs on ``device_type`` rewritten undilated (``on``) or run as they are while
+    inside; the benches compare the two (``bench/capture_check.py``) or count a device's
+    launches on another (``bench/kernel_count.py``)."""
+    saved = set(UNDILATE)
+    (UNDILATE.add if on else UNDILATE.discard)(device_type)
+    try:
+        yield
+    finally:
+        UNDILATE.clear()
+        UNDILATE.update(saved)
 
 
 # -- kernels ----------------------------------------------------------------------------------
@@ -187,17 +212,21 @@ def _pool_key(pool: nn.Module) -> tuple:
     return (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)
 
 
-def _dil_source(dw: nn.Conv2d, h: int, w: int) -> str:
-    """What the fast path's depthwise conv ``dw`` of a dilated conv reads from an h x w
-    state (``_State.dil_conv``): its ReLU's ``even`` pixels, its ``poly``phase components, or
-    the ``relu`` itself."""
+def _dil_source(dw: nn.Conv2d, x: torch.Tensor) -> str:
+    """How the fast path runs the depthwise conv ``dw`` of a dilated conv of state ``x``
+    (``_State.dil_conv``): undilated, of its ReLU's ``even`` pixels or of its ``poly``phase
+    components; on its ReLU with the kernel embedded in a ``dense`` one; or ``dilated``, on its
+    ReLU as it is (where the device's kernels are not rewritten, ``UNDILATE``)."""
     k, d, s = dw.kernel_size[0], dw.dilation[0], dw.stride[0]
+    h, w = x.shape[-2:]
+    if d == 1 or x.device.type not in UNDILATE:
+        return "dilated"
     if d == 2 and s == 2:
         return "even"
     if (d == 2 and s == 1 and h % 2 == 0 and w % 2 == 0
             and min(h, w) // 2 >= POLY_MIN_SIDE.get(k, 1 << 30)):
         return "poly"
-    return "relu"
+    return "dense" if s == 1 else "dilated"
 
 
 class _Plan(NamedTuple):
@@ -261,12 +290,12 @@ class _State:
         """The depthwise conv ``dw`` of this state's ReLU as the fast path runs it, as a
         function of the kernel (``dw.weight``, or several edges' kernels stacked: ``groups=C``
         either way), and whether its result is in the polyphase layout. Dilated oneDNN kernels
-        are slow: at stride 2 a dilation-2 conv only reads the even pixels, so it is an
-        undilated conv of them; at stride 1 an undilated conv of each polyphase component,
-        where a component is large enough for a fast kernel (``POLY_MIN_SIDE``); else the
-        dilated kernel embedded in a dense one."""
+        are slow (``UNDILATE``): at stride 2 a dilation-2 conv only reads the even pixels, so
+        it is an undilated conv of them; at stride 1 an undilated conv of each polyphase
+        component, where a component is large enough for a fast kernel (``POLY_MIN_SIDE``);
+        else the dilated kernel embedded in a dense one."""
         k, d = dw.kernel_size[0], dw.dilation[0]
-        source = _dil_source(dw, *self.x.shape[-2:])
+        source = _dil_source(dw, self.x)
         stride, padding, dilation = dw.stride, dw.padding, dw.dilation
         embed, poly = 1, False
         if source == "even":  # only even pixels are read
@@ -275,7 +304,7 @@ class _State:
             x, padding, dilation, poly = self.relu_poly(), k // 2, 1, True
         else:
             x = self.relu()
-            if d > 1 and dw.stride[0] == 1:  # 3x3 at dilation 2 = 5x5 with zeros
+            if source == "dense":  # 3x3 at dilation 2 = 5x5 with zeros
                 embed, padding, dilation = d, (d * (k - 1) + 1) // 2, 1
 
         def conv(kernel: torch.Tensor) -> torch.Tensor:
@@ -453,7 +482,8 @@ def _plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
         if kind == "sep":
             sources["relu"] += 1
         elif kind == "dil":
-            sources[_dil_source(candidate.layers(op)[0], *x.shape[-2:])] += 1
+            source = _dil_source(candidate.layers(op)[0], x)
+            sources["relu" if source in ("dense", "dilated") else source] += 1
         elif kind == "fr":
             sources.update(("even", "odd"))
     relu_reads = sources["relu"] + sum(sources[s] > 0 for s in ("even", "odd", "poly"))
