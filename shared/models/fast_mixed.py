@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterator
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -58,6 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models import candidate, node_sum
+from shared.models.device_policy import switched
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
@@ -95,18 +95,10 @@ POLY_MIN_SIDE = {3: 1, 5: 8}
 UNDILATE = {"cpu"}
 
 
-@contextlib.contextmanager
-def undilated(device_type: str, on: bool) -> Iterator[None]:
+def undilated(device_type: str, on: bool) -> contextlib.AbstractContextManager:
     """Dilated convs on ``device_type`` rewritten undilated (``on``) or run as they are while
-    inside; the benches compare the two (``bench/capture_check.py``) or count a device's
-    launches on another (``bench/kernel_count.py``)."""
-    saved = set(UNDILATE)
-    (UNDILATE.add if on else UNDILATE.discard)(device_type)
-    try:
-        yield
-    finally:
-        UNDILATE.clear()
-        UNDILATE.update(saved)
+    inside (``device_policy.switched``)."""
+    return switched(UNDILATE, device_type, on)
 
 
 # -- kernels ----------------------------------------------------------------------------------

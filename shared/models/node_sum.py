@@ -35,27 +35,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
+
+from shared.models.device_policy import switched
 
 # device types whose node sums run batched over a stack of their terms (the rest term by term;
 # ``batched`` switches one for a while)
 BATCHED: set[str] = {"cuda"}
 
 
-@contextlib.contextmanager
-def batched(device_type: str, on: bool) -> Iterator[None]:
-    """Node sums on ``device_type`` batched (``on``) or term by term while inside; the
-    benches compare the two ways (``bench/capture_check.py``) or count a device's launches on
-    another (``bench/kernel_count.py``)."""
-    saved = set(BATCHED)
-    (BATCHED.add if on else BATCHED.discard)(device_type)
-    try:
-        yield
-    finally:
-        BATCHED.clear()
-        BATCHED.update(saved)
+def batched(device_type: str, on: bool) -> contextlib.AbstractContextManager:
+    """Node sums on ``device_type`` batched (``on``) or term by term while inside
+    (``device_policy.switched``)."""
+    return switched(BATCHED, device_type, on)
 
 
 def is_batched(t: torch.Tensor) -> bool:
