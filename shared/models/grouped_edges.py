@@ -63,7 +63,8 @@ Scales = Sequence[Sequence[Scale]]  # [edge][candidate]
 @per_module
 def group_key(op: nn.Module) -> tuple:
     """Separable convs (kind ``sep``) or dilated convs (``dil``) with equal keys run as one
-    group; the kind leads the key, so the two never share one (found once per op)."""
+    group; the kind leads the key, so the two never share one. Found once per op
+    (``candidate.per_module``): its shapes and its BNs' eps and momentum, set when it is built."""
     if kind(op) == "sep":
         dw, pw, bn1, dw2, _, bn2 = layers(op)
         return ("sep", dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
