@@ -106,6 +106,9 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     # (without: 559 and 379 against 1,088 and 440 convolutions)
     assert counts["fast"]["add"] < counts["fast"]["convolution"] / 5
     assert counts["grouped"]["add"] < counts["grouped"]["convolution"] / 3
+    # dilated convs ran as they are, as on CUDA: no dense kernels padded from dilated ones
+    assert counts["fast"]["constant_pad_nd"] == 0
+    assert kernel_count.count_step("fast", 1, "cpu", args)["constant_pad_nd"] > 0
     # the grouped depthwise kernels' gradients come as blocks of one buffer, which the
     # accumulation into .grad takes without a copy each (grouped_edges._Interleave)
     assert counts["grouped"]["copy_"] == 0
