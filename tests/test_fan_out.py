@@ -130,3 +130,23 @@ def test_the_fast_path_plans_every_reader_of_a_state(name: str, grouped: bool,
     assert made == read
     # on S4 (separable convs and noise) grouped, no tensor has more than three readers
     assert fan_outs > 0 or (name, grouped) == ("s4", True)
+
+
+def test_a_cell_keeps_its_plans_by_what_they_depend_on(monkeypatch) -> None:
+    """Made once per state, size, grouping and set of running candidates, and at most
+    ``PLANS_PER_CELL`` of them per cell."""
+    from shared.models import fast_mixed
+
+    cell = Network(4, 10, 3, SPACES["s5"]).cells[0]
+    x = torch.randn(2, 16, 8, 8)
+    live = [[True] * 8 for _ in range(14)]
+    plan = fast_mixed._plan(cell, 0, x, None, False)
+    assert fast_mixed._plan(cell, 0, x, None, False) is plan
+    assert fast_mixed._plan(cell, 0, x, live, False) == plan  # all running: equal, own key
+    assert fast_mixed._plan(cell, 0, torch.randn(2, 16, 16, 16), None, False) is not plan
+    live[0][4] = False  # edge 0's sep_conv_3x3 does not run
+    assert fast_mixed._plan(cell, 0, x, live, False).relu_reads == plan.relu_reads - 1
+    monkeypatch.setattr(fast_mixed, "PLANS_PER_CELL", 4)
+    for j in range(6):
+        fast_mixed._plan(cell, j, x, None, True)
+    assert len(fast_mixed._PLANS[cell]) <= 4
