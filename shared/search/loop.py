@@ -67,6 +67,7 @@ from shared.checkpoint import copy_file, save_checkpoint
 from shared.compile import check_compile_flags, compile_network
 from shared.data.on_device import check_data_path
 from shared.errors import UserError
+from shared.models.mode import set_mode
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
 from shared.search.context import EpochContext, MixingWeights, StepContext, capture_rng
@@ -222,7 +223,7 @@ class SearchLoop:
     # -- one step ------------------------------------------------------------------------------
     def step(self, ctx: StepContext) -> None:
         """One search step: the alpha and weight updates in ``step_order``, then the hooks."""
-        self.model.train()
+        set_mode(self.model)
         if self.step_order == "alpha_first":
             self.alpha_step(ctx)
         self.weight_step(ctx)
@@ -233,7 +234,7 @@ class SearchLoop:
 
     def alpha_step(self, ctx: StepContext) -> None:
         if ctx.update_alpha and not self.alpha_update.one_level:
-            self.model.train()
+            set_mode(self.model)
             with self.precision.autocast(self.device):
                 self.alpha_update.step_alpha(ctx)
 
@@ -246,7 +247,7 @@ class SearchLoop:
         # a gradient, which a resumed run could not reproduce.
         self.optimizer.zero_grad(set_to_none=True)
         ctx.weights = self.mixing_weights_for_weight_step(ctx, one_level)
-        model.train()
+        set_mode(model)
         if any(getattr(h, "needs_cell_grads", False) for h in self.weight_grad_hooks):
             ctx.cell_weights = [_leaf(w, one_level) for w in model.expand_weights(ctx.weights)]
         if any(getattr(h, "needs_rng_state", False) for h in self.weight_grad_hooks):

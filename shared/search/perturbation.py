@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from shared.errors import UserError
+from shared.models.mode import set_mode
 from shared.search.data_parallel import ONE_PROCESS
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class LinfPGD(_Perturbation):
         and the original's "keep the attack only if it raised the loss" is a ``torch.where``,
         so the attack never waits for the device (no host synchronisation)."""
         was_training = model.training
-        model.eval()  # BN on running statistics during the attack, as the original
+        set_mode(model, False)  # BN on running statistics during the attack, as the original
         try:
             saved = tuple(w.detach() for w in weights)
             with torch.no_grad():
@@ -129,7 +130,7 @@ class LinfPGD(_Perturbation):
                 loss_after = torch.where(keep, loss_before, loss_after)
             return adv, loss_before, loss_after
         finally:
-            model.train(was_training)
+            set_mode(model, was_training)
 
     def __call__(self, ctx: "StepContext") -> Weights:
         return self.attack(ctx.model, ctx.weights, ctx.x, ctx.y, self.epsilon(ctx.epoch))[0]
