@@ -186,10 +186,17 @@ def main(argv=None) -> None:
           f"step; ATen operations that compute)")
     print("| order | layout | path | launches | conv | batch norm | other | vs plain |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
+    origins = {}  # (order, path): the CUDA layout's counts by (name, origin), for --top
     for order in orders:
         for layout in ("cuda", "cpu"):
-            rows = [(path, count_step(path, order, layout, args))
-                    for path in ("plain", "fast", "grouped")]
+            rows = []
+            for path in ("plain", "fast", "grouped"):
+                counts = count_step(path, order, layout, args,
+                                    where=bool(args.top) and layout == "cuda")
+                if args.top and layout == "cuda":
+                    origins[order, path] = counts
+                    counts = by_name(counts)
+                rows.append((path, counts))
             base = sum(rows[0][1].values())
             for path, counts in rows:
                 total = sum(counts.values())
@@ -197,15 +204,19 @@ def main(argv=None) -> None:
                 print(f"| {order} | {layout} | {path} | {total} | {family['conv']} | "
                       f"{family['batch norm']} | {total - sum(family.values())} | "
                       f"{total / base:.2f}x |", flush=True)
-    if args.top:
-        for order in orders:
-            for path in ("plain", "fast", "grouped"):
-                print(f"\n{order}, {path} (cuda): the {args.top} most launched\n"
-                      "| launches | operation | from |\n|---:|---|---|")
-                counts = count_step(path, order, "cuda", args, where=True)
-                for (name, where), n in counts.most_common(args.top):
-                    print(f"| {n} | {name} | {where} |", flush=True)
+    for (order, path), counts in origins.items():
+        print(f"\n{order}, {path} (cuda): the {args.top} most launched\n"
+              "| launches | operation | from |\n|---:|---|---|")
+        for (name, where), n in counts.most_common(args.top):
+            print(f"| {n} | {name} | {where} |", flush=True)
 
+
+def by_name(counts: collections.Counter) -> collections.Counter:
+    """Counts by (name, origin) summed by name."""
+    out: collections.Counter = collections.Counter()
+    for (name, _), n in counts.items():
+        out[name] += n
+    return out
 
 if __name__ == "__main__":
     main()

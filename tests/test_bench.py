@@ -134,18 +134,24 @@ def test_the_launch_count_says_where_launches_come_from() -> None:
     assert not any("site-packages" in w or w.startswith("bench") for w in origins)
 
 
+def _capture_rows(capsys, space: str, size: int, paths: str) -> dict[str, list[str]]:
+    """``bench/capture_check.py`` on the CPU, first order, a small supernet: its rows by path."""
+    from bench import capture_check
+
+    capture_check.main(["--device", "cpu", "--kinds", "first_order", "--layers", "3",
+                        "--init_channels", "4", "--batch_size", "8", "--size", str(size),
+                        "--steps", "4", "--space", space, "--paths", paths])
+    return {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("first_order")}
+
+
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
     """``bench/capture_check.py --paths term-sums,batched-sums``: on the CPU eager sums term by
     term, the same numbers as ``term-sums`` bit for bit; batched, equal to rounding; and
     the device's own way is back after."""
-    from bench import capture_check
     from shared.models import node_sum
 
-    capture_check.main(["--device", "cpu", "--kinds", "first_order", "--layers", "3",
-                        "--init_channels", "4", "--batch_size", "8", "--size", "8",
-                        "--steps", "4", "--space", "s3", "--paths", "term-sums,batched-sums"])
-    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
-            if line.startswith("first_order")}
+    rows = _capture_rows(capsys, "s3", 8, "term-sums,batched-sums")
     assert float(rows["term-sums"][6]) == float(rows["term-sums"][7]) == 0.0
     # rounding only, but alpha's Adam normalises its gradient: where that is near 0, rounding
     # can move alpha by up to twice the learning rate (3e-4) in each of the 8 steps, and the
@@ -158,14 +164,9 @@ def test_the_capture_check_compares_the_ways_of_running_a_dilated_conv(capsys) -
     """``--paths undilated,dilated``: on the CPU eager rewrites dilated convs undilated, the
     same numbers as ``undilated`` bit for bit; run as they are (CUDA's way), equal to
     rounding; and the device's own way is back after."""
-    from bench import capture_check
     from shared.models import fast_mixed
 
-    capture_check.main(["--device", "cpu", "--kinds", "first_order", "--layers", "3",
-                        "--init_channels", "4", "--batch_size", "8", "--size", "16",
-                        "--steps", "4", "--space", "s5", "--paths", "undilated,dilated"])
-    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
-            if line.startswith("first_order")}
+    rows = _capture_rows(capsys, "s5", 16, "undilated,dilated")
     assert float(rows["undilated"][6]) == float(rows["undilated"][7]) == 0.0
     # as above: rounding, through alpha's normalised Adam steps
     assert float(rows["dilated"][6]) < 8 * 2 * 3e-4 and float(rows["dilated"][7]) < 0.05

@@ -246,7 +246,6 @@ class _State:
         self.x, self.stride = x, stride
         self._x = Readers(x, plan.x_reads)
         self._plan = plan
-        self.groups = plan.groups or {}  # grouped_edges: this state's groups
         self._relu: Readers | None = None
         self._even = self._odd = self._poly = None
         self._pools: dict = {}
@@ -264,7 +263,8 @@ class _State:
         node's other such terms). With the edges' grouping on, computed with every same-shaped
         conv of its kind on the edges leaving this state (``grouped_edges``): the first member
         to be asked computes them all, each later one takes its own."""
-        members = self.groups.get(group_key(op), []) if self.groups and groupable(op) else []
+        groups = self._plan.groups  # grouped_edges: this state's groups
+        members = groups.get(group_key(op), []) if groups and groupable(op) else []
         if len(members) < 2:
             scale = scales[edge][k]
             if isinstance(op, SepConv):
@@ -457,7 +457,7 @@ def _leaving(cell, j: int, live: list[list[bool]] | None) -> list[tuple[int, int
 # A cell's plans, by what they depend on besides the cell's modules: the state, its size, the
 # device's rewrites of dilation, the grouping and the candidates that run. Made once, read on
 # every forward (~0.3 ms a cell to make, ~4 ms of host time a step); a cell keeps at most
-# PLANS_PER_CELL (DARTS-PT's projection runs ever other candidates).
+# PLANS_PER_CELL (DARTS-PT's projection runs fewer candidates at each of its steps).
 _PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]] = weakref.WeakKeyDictionary()
 PLANS_PER_CELL = 64
 
