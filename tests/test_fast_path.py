@@ -406,6 +406,8 @@ def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
     w = fixed_weights(SPACES["s5"])()
     for name in ("conv2d", "linear", "batch_norm"):
         monkeypatch.setattr(F, name, counting(getattr(F, name)))
+    # a BN whose batch statistics several modules fold in (``batch_statistics.normalised``)
+    monkeypatch.setattr(torch, "native_batch_norm", counting(torch.native_batch_norm))
     counts = []
     for grouped in (False, True):
         fast.grouped_edges = grouped

@@ -58,6 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models import candidate, node_sum
+from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
 from shared.models.device_policy import switched
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
@@ -67,7 +68,6 @@ from shared.models.grouped_edges import (
     dil_group,
     group_key,
     groupable,
-    scratch_statistics,
     sep_group,
 )
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
@@ -91,7 +91,7 @@ POLY_MIN_SIDE = {3: 1, 5: 8}
 # PyTorch runs an fp32 or bf16 NCHW depthwise conv with its own kernel (cuDNN's only in fp16
 # and undilated, ``ConvParams::use_cudnn_depthwise`` in aten/src/ATen/native/Convolution.cpp),
 # which reads a dilated tap as it reads an undilated one; there the rewrites would only add
-# copies: a first-order step launches 11,577 operations without them, 12,226 with them
+# copies: a first-order step launched 11,577 operations without them, 12,226 with them
 # (``bench/kernel_count.py``; ``bench/capture_check.py --paths undilated`` times the two).
 UNDILATE = {"cpu"}
 
@@ -110,7 +110,8 @@ class _Ctx:
         self.noise_format = noise_format
         self.grouped = grouped  # sep / dil convs of the edges leaving a state run together
         self.counters: list[torch.Tensor] = []
-        self.updates: dict[float, tuple[list, list, list, list]] = {}
+        # per running-average factor: (BN, batch statistics, its channels in them)
+        self.updates: dict[float, list[tuple[nn.BatchNorm2d, BatchStatistics, slice]]] = {}
 
     def count(self, m: nn.BatchNorm2d) -> float:
         """Count one training-mode call of ``m``; returns its running-average factor."""
@@ -121,23 +122,26 @@ class _Ctx:
             self.counters.append(m.num_batches_tracked)
         return m.momentum
 
-    def update(self, m: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor) -> None:
-        factor = self.count(m)
-        rm, rv, ms, vs = self.updates.setdefault(factor, ([], [], [], []))
-        rm.append(m.running_mean)
-        rv.append(m.running_var)
-        ms.append(mean)
-        vs.append(var)
+    def update(self, m: nn.BatchNorm2d, stats: BatchStatistics,
+               part: slice = slice(None)) -> None:
+        """Fold the batch statistics of channels ``part`` of ``stats`` into ``m``'s running
+        statistics (at :meth:`flush`)."""
+        self.updates.setdefault(self.count(m), []).append((m, stats, part))
 
     def flush(self) -> None:
         with torch.no_grad():
             if self.counters:
                 torch._foreach_add_(self.counters, 1)
-            for factor, (rm, rv, ms, vs) in self.updates.items():
+            for factor, items in self.updates.items():
+                variances = unbiased_variances([stats for _, stats, _ in items])
+                rm = [m.running_mean for m, _, _ in items]
+                rv = [m.running_var for m, _, _ in items]
                 torch._foreach_mul_(rm, 1.0 - factor)
-                torch._foreach_add_(rm, ms, alpha=factor)
+                torch._foreach_add_(rm, [stats.mean[part] for _, stats, part in items],
+                                    alpha=factor)
                 torch._foreach_mul_(rv, 1.0 - factor)
-                torch._foreach_add_(rv, vs, alpha=factor)
+                torch._foreach_add_(rv, [v[part] for v, (_, _, part) in zip(variances, items)],
+                                    alpha=factor)
         self.counters, self.updates = [], {}
 
 
@@ -348,14 +352,11 @@ class _State:
         if not (m.training and m.track_running_stats and m.weight is None
                 and m.bias is None):
             return _bn(ctx, p.take(), m, scale)
-        if m.eps not in normed:
-            # momentum 1 leaves the batch mean and the unbiased batch variance in the scratch
-            # buffers, exactly what each edge's BN folds into its running statistics.
-            mean, var = scratch_statistics(p.x.shape[1], m.running_mean.dtype, p.x.device)
-            z = batch_norm(m, p.x, mean, var, None, None, True, 1.0, m.eps)
-            normed[m.eps] = (Readers(z, reads), mean, var)
-        z, mean, var = normed[m.eps]
-        ctx.update(m, mean, var)
+        if m.eps not in normed:  # the batch statistics, what each edge's BN folds in
+            z, stats = normalised(m, p.x, None)
+            normed[m.eps] = (Readers(z, reads), stats)
+        z, stats = normed[m.eps]
+        ctx.update(m, stats)
         return scale, z.take()
 
 

@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.models.batch_statistics import normalised
 from shared.models.candidate import kind, layers, per_module
 from shared.models.global_batch_norm import batch_norm
 
@@ -83,31 +84,20 @@ def groupable(op: nn.Module) -> bool:
                and bn.momentum is not None for bn in bns)
 
 
-def scratch_statistics(channels: int, dtype: torch.dtype,
-                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running-mean and running-variance buffers for a BN at momentum 1, which leaves its batch
-    mean and unbiased batch variance in them (1 * batch + 0 * buffer: any finite start gives
-    the same bits, so both are zeros, the two rows of one buffer filled by one kernel)."""
-    mean, var = torch.zeros(2, channels, dtype=dtype, device=device).unbind(0)
-    return mean, var
-
-
 def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
                 scales: Sequence[Scale] | None) -> torch.Tensor:
     """Each module's BN of its block of ``y``'s channels (times its scale), in one call."""
-    m, c = len(modules), y.shape[1] // len(modules)
+    c = y.shape[1] // len(modules)
     first = modules[0]
     weight = None if scales is None else torch.cat(list(scales))
     if not first.training:  # each edge's running statistics, side by side
         mean = torch.cat([b.running_mean for b in modules])
         var = torch.cat([b.running_var for b in modules])
         return batch_norm(first, y, mean, var, weight, None, False, 0.0, first.eps)
-    # momentum 1 leaves the batch mean and unbiased variance in the scratch buffers, what each
-    # edge's BN folds into its running statistics
-    mean, var = scratch_statistics(m * c, first.running_mean.dtype, y.device)
-    z = batch_norm(first, y, mean, var, weight, None, True, 1.0, first.eps)
+    # the batch statistics of all the blocks, each edge's folded into its running statistics
+    z, stats = normalised(first, y, weight)
     for i, b in enumerate(modules):
-        ctx.update(b, mean[i * c:(i + 1) * c], var[i * c:(i + 1) * c])
+        ctx.update(b, stats, slice(i * c, (i + 1) * c))
     return z
 
 

@@ -1,0 +1,74 @@
+"""``shared.models.batch_statistics``: a training-mode BN that leaves its batch statistics to
+the modules that fold them in, against ``F.batch_norm`` at momentum 1 with scratch buffers
+(the batch mean and unbiased variance exactly)."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
+
+# float32: the rounding of invstd = 1 / sqrt(var + eps), inverted
+RTOL = {torch.float32: 1e-6, torch.float64: 1e-14}
+
+
+def _reference(y, weight, eps):
+    mean, var = torch.zeros(2, y.shape[1], dtype=y.dtype).unbind(0)
+    return F.batch_norm(y, mean, var, weight, None, True, 1.0, eps), mean, var
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_normalised_is_batch_norm_and_gives_its_statistics(dtype, fmt):
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(6, affine=False, eps=1e-3).to(dtype)
+    y = (torch.randn(4, 6, 5, 5, dtype=dtype) * torch.arange(1, 7, dtype=dtype).view(1, -1, 1, 1)
+         + 3).contiguous(memory_format=fmt)
+    y[:, 2] = 0.5  # a constant channel: variance 0, never below
+    weight = torch.rand(6, dtype=dtype)
+    grad = torch.randn(y.shape, dtype=dtype)
+    outs = []
+    for run in (_reference, lambda y, w, eps: normalised(bn, y, w)):
+        yy, ww = y.clone().requires_grad_(), weight.clone().requires_grad_()
+        z, *stats = run(yy, ww, bn.eps)
+        outs.append((z, *torch.autograd.grad(z, (yy, ww), grad), stats))
+    (z0, gy0, gw0, (mean0, var0)), (z1, gy1, gw1, (stats,)) = outs
+    assert torch.equal(z0, z1) and torch.equal(gy0, gy1) and torch.equal(gw0, gw1)
+    assert stats.var is None and stats.rows == 4 * 5 * 5 and stats.eps == bn.eps
+    assert torch.equal(stats.mean, mean0)
+    (var,) = unbiased_variances([stats])
+    torch.testing.assert_close(var, var0, rtol=RTOL[dtype], atol=1e-12)
+    assert var[2] == 0 and (var >= 0).all()
+    assert bn.running_mean.eq(0).all() and bn.running_var.eq(1).all()  # untouched
+
+
+def test_given_variances_pass_through_and_shared_ones_come_once():
+    """A data-parallel BN's statistics (``var`` given) are taken as they are; one BN's
+    statistics folded into several modules (a shared pooling) give one tensor."""
+    given = BatchStatistics(torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]), None, 8, 1e-5)
+    derived = BatchStatistics(torch.zeros(2), None, torch.tensor([1.0, 0.5]), 5, 0.0)
+    a, b, c = unbiased_variances([given, derived, derived])
+    assert a is given.var
+    assert b is c
+    torch.testing.assert_close(b, torch.tensor([1.0, 4.0]) * 5 / 4)
+
+
+def test_data_parallel_statistics_come_from_the_global_batch_norm(monkeypatch):
+    """With a data-parallel group the BN is ``global_batch_norm``'s (here one rank, through the
+    module's ``data_parallel``), which leaves the variance in a scratch buffer."""
+    seen = []
+
+    def global_batch_norm(x, running_mean, running_var, weight, bias, momentum, eps, dp):
+        seen.append(dp)
+        return F.batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+
+    monkeypatch.setattr("shared.models.global_batch_norm.global_batch_norm", global_batch_norm)
+    bn = nn.BatchNorm2d(3, affine=False)
+    bn.data_parallel = SimpleNamespace(enabled=True)
+    y = torch.randn(4, 3, 2, 2)
+    z, stats = normalised(bn, y, None)
+    assert seen == [bn.data_parallel] and stats.invstd is None
+    z0, mean0, var0 = _reference(y, None, bn.eps)
+    assert torch.equal(z, z0) and torch.equal(stats.mean, mean0) and torch.equal(stats.var, var0)
