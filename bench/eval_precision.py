@@ -43,8 +43,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--paths", default=",".join(PATHS), help="comma-separated: " + ", ".join(PATHS))
     args = p.parse_args(argv)
-    if args.threads:
+    if args.threads:  # kept by run_evaluation, which otherwise takes half the cores
         torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     genotype = load_genotype(args.arch)
     results = {}
     with tempfile.TemporaryDirectory() as root:

@@ -13,7 +13,8 @@ launches, not their number: cuDNN runs a convolution's backward as two kernels (
 weight gradients), and a foreach op one kernel per chunk of its tensor list. The count does
 not depend on the batch or the channels, so the step runs at batch 2 and C=4 on 32x32 input.
 One step = ``bench/supernet_step.py``'s: the alpha step (first or second order) and the
-weight step. ``--top N`` then lists, per order and path in the CUDA layout, the N most
+weight step; ``--eval`` adds the step of evaluation training (``EvalTrainer.train_step``,
+``train.py --auxiliary``). ``--top N`` then lists, per order and path in the CUDA layout, the N most
 launched operations by where they come from: the line of the project that ran it in the
 forward, the autograd node whose backward ran it in the backward (the additions that
 accumulate a tensor's gradients fall under the node that produced the gradient).
@@ -29,6 +30,7 @@ import os
 import sys
 import tempfile
 import traceback
+import types
 from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,7 +39,11 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from bench.supernet_step import Runner  # noqa: E402
+from shared.evaluation.config import EvalConfig  # noqa: E402
+from shared.evaluation.trainer import EvalTrainer  # noqa: E402
+from shared.genotypes import load_genotype  # noqa: E402
 from shared.models import fast_mixed, node_sum  # noqa: E402
+from shared.models.cnn import build_final_network  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.runtime import Precision  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -169,6 +175,54 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args,
     return counter.counts
 
 
+def count_eval_step(layout: str, args, where: bool = False) -> collections.Counter:
+    """The launches of one step of evaluation training as ``layout`` runs it:
+    ``EvalTrainer.train_step`` (forward with the auxiliary head and drop-path, backward,
+    clipping, SGD) of ``args.eval_arch`` at ``train.py --auxiliary``'s 20 cells, drop-path
+    halfway up its ramp, after one uncounted step."""
+    cfg = EvalConfig(auxiliary=True, layers=20, init_channels=args.init_channels)
+    torch.manual_seed(0)
+    net = build_final_network(load_genotype(args.eval_arch), "cifar10", cfg.init_channels,
+                              cfg.layers, cfg.auxiliary)
+    net.drop_path_prob = cfg.drop_path_prob / 2
+    net.train()
+    optimizer = torch.optim.SGD(net.parameters(), cfg.learning_rate, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    _foreach((optimizer,), layout)
+    # the trainer's own step, on just what it reads
+    trainer = types.SimpleNamespace(
+        cfg=cfg, model=net, optimizer=optimizer, precision=Precision(),
+        device=torch.device("cpu"), criterion=torch.nn.CrossEntropyLoss(),
+        scaler=torch.amp.GradScaler("cpu", enabled=False))
+    trainer._loss = functools.partial(EvalTrainer._loss, trainer)
+    x, y = _batch(1)
+    with as_on(layout):
+        EvalTrainer.train_step(trainer, x, y)
+        with LaunchCount(where) as counter:
+            EvalTrainer.train_step(trainer, x, y)
+    return counter.counts
+
+
+def _print_eval(args) -> None:
+    print(f"\nlaunches per evaluation training step, {args.eval_arch}, 20 cells, auxiliary "
+          "head, drop-path\n| layout | launches | conv | batch norm | other |\n"
+          "|---|---:|---:|---:|---:|")
+    top = None
+    for layout in ("cuda", "cpu"):
+        counts = count_eval_step(layout, args, where=bool(args.top) and layout == "cuda")
+        if args.top and layout == "cuda":
+            top, counts = counts, by_name(counts)
+        total = sum(counts.values())
+        family = {f: sum(counts[n] for n in names) for f, names in FAMILIES.items()}
+        print(f"| {layout} | {total} | {family['conv']} | {family['batch norm']} | "
+              f"{total - sum(family.values())} |", flush=True)
+    if top is not None:
+        print(f"\nevaluation (cuda): the {args.top} most launched\n"
+              "| launches | operation | from |\n|---:|---|---|")
+        for (name, where), n in top.most_common(args.top):
+            print(f"| {n} | {name} | {where} |", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="s5")
@@ -180,12 +234,16 @@ def main(argv=None) -> None:
     p.add_argument("--top", type=int, default=0, metavar="N",
                    help="then, per order and path (CUDA layout), the N most launched "
                         "operations by where they come from")
+    p.add_argument("--eval", action="store_true",
+                   help="then the step of evaluation training (train.py --auxiliary)")
+    p.add_argument("--eval_arch", default="DARTS_V2", help="the genotype it trains")
     args = p.parse_args(argv)
-    orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",")]
-    print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + weight "
-          f"step; ATen operations that compute)")
-    print("| order | layout | path | launches | conv | batch norm | other | vs plain |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",") if o]
+    if orders:
+        print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + "
+              f"weight step; ATen operations that compute)")
+        print("| order | layout | path | launches | conv | batch norm | other | vs plain |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
     origins = {}  # (order, path): the CUDA layout's counts by (name, origin), for --top
     for order in orders:
         for layout in ("cuda", "cpu"):
@@ -209,6 +267,8 @@ def main(argv=None) -> None:
               "| launches | operation | from |\n|---:|---|---|")
         for (name, where), n in counts.most_common(args.top):
             print(f"| {n} | {name} | {where} |", flush=True)
+    if args.eval:
+        _print_eval(args)
 
 
 def by_name(counts: collections.Counter) -> collections.Counter:

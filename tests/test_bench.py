@@ -134,6 +134,19 @@ def test_the_launch_count_says_where_launches_come_from() -> None:
     assert not any("site-packages" in w or w.startswith("bench") for w in origins)
 
 
+def test_the_launch_count_of_evaluation_training() -> None:
+    """``--eval``: the trainer's own step, with drop-path drawn once for every op and the BN
+    counters advanced together (not a draw per op, an addition per BN)."""
+    from argparse import Namespace
+
+    from bench import kernel_count
+
+    args = Namespace(eval_arch="DARTS_V2", init_channels=4)
+    counts = kernel_count.count_eval_step("cuda", args)
+    assert counts["bernoulli_"] == 1 and counts["add_"] == 0 and counts["_foreach_add_"] > 0
+    assert counts["convolution_backward"] > 0 and counts["_foreach_mul_"] > 0  # SGD, clipping
+
+
 def _capture_rows(capsys, space: str, size: int, paths: str) -> dict[str, list[str]]:
     """``bench/capture_check.py`` on the CPU, first order, a small supernet: its rows by path."""
     from bench import capture_check
