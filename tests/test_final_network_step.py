@@ -97,3 +97,32 @@ def test_the_network_draws_one_factor_per_droppable_op_and_sample_in_training_on
     seen.clear()
     net.eval()(x)
     assert seen == [None] * len(net.cells)
+
+
+def test_ops_that_begin_with_the_same_relu_share_it():
+    """DARTS_V2's normal cell: two separable convs read c_{k-2} and three c_{k-1}; each
+    state's ReLU is computed once for them (the ops' own ReLUs do not run), with the output
+    of the op-by-op cell, bit for bit, and its gradients (summed in another order)."""
+    torch.manual_seed(0)
+    cell = Cell(load_genotype("DARTS_V2"), 8, 8, 4, False, False).double()
+    assert cell._shared_relu == (True, True, True, True, True, False, False, False)
+    apart = copy.deepcopy(cell)
+    apart._shared_relu = (False,) * 8
+    relus = []
+    for c in (cell, apart):
+        for m in c._ops.modules():
+            if type(m) is nn.ReLU:
+                m.register_forward_hook(lambda *_: relus.append(1))
+    s0, s1 = torch.randn(2, 2, 8, 6, 6, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for c in (cell, apart):
+        relus.clear()
+        out = c(s0, s1)
+        grads.append((out, len(relus), *torch.autograd.grad(out.square().sum(), (s0, s1))))
+    (out, seen, *g), (want, seen_apart, *g_apart) = grads
+    assert torch.equal(out, want)
+    # the ops' ReLU modules: 2 per separable conv, 1 for the dilated one; shared, the five
+    # separable convs' first ReLUs give way to two of the states (F.relu, not a module)
+    assert (seen, seen_apart) == (6, 11)
+    for a, b in zip(g, g_apart):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)

@@ -1,7 +1,7 @@
 """A network's BatchNorm batch counters advanced together, one ``_foreach_add_`` per training
-forward, where each ``nn.BatchNorm2d`` adds 1 to its own ``num_batches_tracked``: 241 of the
-2,634 operations a DARTS_V2 training step (20 cells, auxiliary head) launches
-(``bench/kernel_count.py --step eval``).
+forward, where each ``nn.BatchNorm2d`` adds 1 to its own ``num_batches_tracked``: those were
+241 of the 2,634 operations a DARTS_V2 training step (20 cells, auxiliary head) launched
+(``bench/kernel_count.py --eval``).
 
 With a momentum set (DARTS' 0.1, every BN of the final networks) the counter is only a
 record, never read by the normalisation; it is kept, and counts the same batches, so that a

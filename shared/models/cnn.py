@@ -11,11 +11,12 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from shared.errors import UserError
 from shared.genotypes import Genotype, Pair, PerCellGenotype
 from shared.models.batch_counters import advance_batch_counters, count_batches_together
-from shared.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from shared.ops import FactorizedReduce, Identity, ReLUConvBN, SepConv, make_op
 from shared.spaces import kinds_of_cells
 
 
@@ -36,6 +37,22 @@ def drop_path_scales(count: int, batch: int, drop_prob: float, like: torch.Tenso
 
 
 CellGene = tuple[Sequence[Pair], Sequence[int]]  # one cell's (op, input) pairs and concat
+
+
+def after_relu(op: nn.Module) -> list[nn.Module] | None:
+    """The layers of ``op`` after the ReLU it begins with (``op(x)`` is them applied in turn
+    to ``relu(x)``): a ``ReLUConvBN``, ``DilConv`` or ``FactorizedConv``, or a ``SepConv``,
+    whose first half is a ``DilConv``; None for any other op."""
+    def tail(seq: nn.Module) -> list[nn.Module] | None:
+        if (isinstance(seq, nn.Sequential) and len(seq) > 1 and type(seq[0]) is nn.ReLU
+                and not seq[0].inplace):
+            return list(seq)[1:]
+        return None
+
+    if isinstance(op, SepConv):
+        first = tail(op[0])
+        return None if first is None else first + list(op)[1:]
+    return tail(op)
 
 
 class Cell(nn.Module):
@@ -60,6 +77,12 @@ class Cell(nn.Module):
         self._indices = tuple(j for _, j in pairs)
         self._ops = nn.ModuleList(
             make_op(name, C, 2 if reduction and j < 2 else 1, True) for name, j in pairs)
+        # ops that read the ReLU of a state two or more ops begin with: computed once for them
+        # (DARTS_V2's normal cell: two of its state c_{k-2}, three of c_{k-1}), not once each;
+        # those ops run as their layers after the ReLU (their own forward hooks do not run)
+        readers = [j if after_relu(op) is not None else None
+                   for op, j in zip(self._ops, self._indices)]
+        self._shared_relu = tuple(j is not None and readers.count(j) > 1 for j in readers)
 
     @property
     def droppable(self) -> int:
@@ -71,12 +94,20 @@ class Cell(nn.Module):
         """``drop_scales``: drop-path's factors for this cell's droppable ops, in order
         (:func:`drop_path_scales`), or None for none."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relus: dict[int, torch.Tensor] = {}  # state -> its ReLU, where shared
         dropped = 0
         for i in range(self._steps):
             h = []
             for k in (2 * i, 2 * i + 1):
-                op = self._ops[k]
-                out = op(states[self._indices[k]])
+                op, j = self._ops[k], self._indices[k]
+                if self._shared_relu[k]:
+                    if j not in relus:
+                        relus[j] = F.relu(states[j])
+                    out = relus[j]
+                    for layer in after_relu(op):
+                        out = layer(out)
+                else:
+                    out = op(states[j])
                 if drop_scales is not None and not isinstance(op, Identity):
                     out = out * drop_scales[dropped]
                     dropped += 1
