@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from shared.errors import UserError
 from shared.genotypes import Genotype, Pair, PerCellGenotype
 from shared.models.batch_counters import advance_batch_counters, count_batches_together
+from shared.models.candidate import per_module
 from shared.ops import FactorizedReduce, Identity, ReLUConvBN, SepConv, make_op
 from shared.spaces import kinds_of_cells
 
@@ -39,19 +40,21 @@ def drop_path_scales(count: int, batch: int, drop_prob: float, like: torch.Tenso
 CellGene = tuple[Sequence[Pair], Sequence[int]]  # one cell's (op, input) pairs and concat
 
 
-def after_relu(op: nn.Module) -> list[nn.Module] | None:
+@per_module
+def after_relu(op: nn.Module) -> tuple[nn.Module, ...] | None:
     """The layers of ``op`` after the ReLU it begins with (``op(x)`` is them applied in turn
     to ``relu(x)``): a ``ReLUConvBN``, ``DilConv`` or ``FactorizedConv``, or a ``SepConv``,
-    whose first half is a ``DilConv``; None for any other op."""
-    def tail(seq: nn.Module) -> list[nn.Module] | None:
+    whose first half is a ``DilConv``; None for any other op. Found once per op (asked on
+    every forward)."""
+    def tail(seq: nn.Module) -> tuple[nn.Module, ...] | None:
         if (isinstance(seq, nn.Sequential) and len(seq) > 1 and type(seq[0]) is nn.ReLU
                 and not seq[0].inplace):
-            return list(seq)[1:]
+            return tuple(seq)[1:]
         return None
 
     if isinstance(op, SepConv):
         first = tail(op[0])
-        return None if first is None else first + list(op)[1:]
+        return None if first is None else first + tuple(op)[1:]
     return tail(op)
 
 
