@@ -175,15 +175,18 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args,
     return counter.counts
 
 
-def count_eval_step(layout: str, args, where: bool = False) -> collections.Counter:
+def count_eval_step(layout: str, args, where: bool = False,
+                    bf16: bool = False) -> collections.Counter:
     """The launches of one step of evaluation training as ``layout`` runs it:
     ``EvalTrainer.train_step`` (forward with the auxiliary head and drop-path, backward,
     clipping, SGD) of ``args.eval_arch`` at ``train.py --auxiliary``'s 20 cells, drop-path
-    halfway up its ramp, after one uncounted step."""
+    halfway up its ramp, after one uncounted step; ``bf16``: with ``--amp --channels_last``
+    (bf16 autocast, channels-last)."""
     cfg = EvalConfig(auxiliary=True, layers=20, init_channels=args.init_channels)
+    precision = Precision(bf16, bf16)
     torch.manual_seed(0)
-    net = build_final_network(load_genotype(args.eval_arch), "cifar10", cfg.init_channels,
-                              cfg.layers, cfg.auxiliary)
+    net = precision.prepare_model(build_final_network(
+        load_genotype(args.eval_arch), "cifar10", cfg.init_channels, cfg.layers, cfg.auxiliary))
     net.drop_path_prob = cfg.drop_path_prob / 2
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), cfg.learning_rate, momentum=cfg.momentum,
@@ -191,11 +194,12 @@ def count_eval_step(layout: str, args, where: bool = False) -> collections.Count
     _foreach((optimizer,), layout)
     # the trainer's own step, on just what it reads
     trainer = types.SimpleNamespace(
-        cfg=cfg, model=net, optimizer=optimizer, precision=Precision(),
+        cfg=cfg, model=net, optimizer=optimizer, precision=precision,
         device=torch.device("cpu"), criterion=torch.nn.CrossEntropyLoss(),
         scaler=torch.amp.GradScaler("cpu", enabled=False))
     trainer._loss = functools.partial(EvalTrainer._loss, trainer)
     x, y = _batch(1)
+    x = precision.prepare(x)
     with as_on(layout):
         EvalTrainer.train_step(trainer, x, y)
         with LaunchCount(where) as counter:
@@ -205,19 +209,22 @@ def count_eval_step(layout: str, args, where: bool = False) -> collections.Count
 
 def _print_eval(args) -> None:
     print(f"\nlaunches per evaluation training step, {args.eval_arch}, 20 cells, auxiliary "
-          "head, drop-path\n| layout | launches | conv | batch norm | other |\n"
-          "|---|---:|---:|---:|---:|")
+          "head, drop-path\n| layout | precision | launches | conv | batch norm | casts | "
+          "other |\n|---|---|---:|---:|---:|---:|---:|")
     top = None
-    for layout in ("cuda", "cpu"):
-        counts = count_eval_step(layout, args, where=bool(args.top) and layout == "cuda")
-        if args.top and layout == "cuda":
+    for layout, bf16 in (("cuda", False), ("cuda", True), ("cpu", False)):
+        where = bool(args.top) and layout == "cuda" and not bf16
+        counts = count_eval_step(layout, args, where=where, bf16=bf16)
+        if where:
             top, counts = counts, by_name(counts)
         total = sum(counts.values())
         family = {f: sum(counts[n] for n in names) for f, names in FAMILIES.items()}
-        print(f"| {layout} | {total} | {family['conv']} | {family['batch norm']} | "
-              f"{total - sum(family.values())} |", flush=True)
+        casts = counts["_to_copy"]
+        print(f"| {layout} | {'bf16 + channels-last' if bf16 else 'fp32'} | {total} | "
+              f"{family['conv']} | {family['batch norm']} | {casts} | "
+              f"{total - sum(family.values()) - casts} |", flush=True)
     if top is not None:
-        print(f"\nevaluation (cuda): the {args.top} most launched\n"
+        print(f"\nevaluation (cuda, fp32): the {args.top} most launched\n"
               "| launches | operation | from |\n|---:|---|---|")
         for (name, where), n in top.most_common(args.top):
             print(f"| {n} | {name} | {where} |", flush=True)

@@ -8,7 +8,10 @@ call, 160 of a first-order step's 11,577 on the fast path, 544 of 8,253 grouped 
 it, ``bench/kernel_count.py``). ``torch.native_batch_norm`` without running buffers (the op
 ``F.batch_norm`` runs for these affine-free BNs on CUDA and on the CPU; cuDNN's needs an
 affine BN) returns them instead: the batch mean and ``invstd = 1 / sqrt(biased var + eps)``;
-its output and gradients are bit for bit ``F.batch_norm``'s. The unbiased variance a running
+its output and gradients are bit for bit ``F.batch_norm``'s, and on CUDA it launches as many
+kernels (``batch_norm_cuda_out`` in aten/src/ATen/native/cuda/Normalization.cu inverts the
+variance with ``batch_norm_calc_invstd`` where it would have updated the running buffers with
+``batch_norm_update_stats_and_invert``). The unbiased variance a running
 statistic takes is recovered from ``invstd`` when the forward's updates are applied, for all
 the calls at once (``unbiased_variances``): it differs from the one ``F.batch_norm`` computes
 by the rounding of ``invstd`` (measured: 1.2e-7 relative in float32, 4e-16 in float64), an
