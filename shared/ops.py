@@ -13,6 +13,8 @@ import torch.nn as nn
 
 from shared.errors import UserError
 
+CL = torch.channels_last
+
 
 class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv -> BN, the DARTS preprocessing block."""
@@ -26,15 +28,38 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
+class DilatedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, same ``state_dict``) that on the CPU runs a dilated
+    conv in bf16 on NCHW tensors where it was given channels-last ones.
+
+    PyTorch 2.14.1's CPU kernel (oneDNN) computes a wrong weight gradient for a dilated
+    depthwise conv in bf16 (autocast) on channels-last tensors of CIFAR's 32x32: 1e35 or NaN
+    where the gradient is ~100 (measured: N=4, C=4 and N=64, C=16, 3x3 and 5x5 at dilation
+    2; 16x16 and 17x17 are right, as are fp32 and bf16 NCHW and every undilated conv;
+    ``tests/test_ops.py``). So ``--amp --channels_last`` on the CPU would train every
+    ``dil_conv`` of a final network on garbage. The conv runs on NCHW copies of its input and
+    kernel there, and its output goes back to channels-last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.device.type == "cpu" and self.dilation != (1, 1) and x.dim() == 4
+                and not x.is_contiguous() and x.is_contiguous(memory_format=CL)
+                and (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))):
+            return super().forward(x)
+        weight = self.weight.clone(memory_format=torch.contiguous_format)
+        return self._conv_forward(x.contiguous(), weight, self.bias).contiguous(
+            memory_format=CL)
+
+
 class DilConv(nn.Sequential):
     """ReLU -> dilated depthwise conv -> pointwise conv -> BN."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
                  dilation: int, affine: bool = True) -> None:
+        conv = DilatedConv2d if dilation != 1 else nn.Conv2d
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride, padding, dilation=dilation, groups=C_in,
-                      bias=False),
+            conv(C_in, C_in, kernel_size, stride, padding, dilation=dilation, groups=C_in,
+                 bias=False),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
