@@ -39,11 +39,13 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from bench.supernet_step import Runner  # noqa: E402
+from shared import ops  # noqa: E402
 from shared.evaluation.config import EvalConfig  # noqa: E402
 from shared.evaluation.trainer import EvalTrainer  # noqa: E402
 from shared.genotypes import load_genotype  # noqa: E402
 from shared.models import fast_mixed, node_sum  # noqa: E402
 from shared.models.cnn import build_final_network  # noqa: E402
+from shared.models.device_policy import switched  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.runtime import Precision  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -100,16 +102,17 @@ def origin() -> str:
 @contextlib.contextmanager
 def as_on(layout: str) -> Iterator[None]:
     """Run the fast path as ``layout`` runs it: ``cpu`` as here (channels-last, node sums term
-    by term, dilated convs rewritten undilated), ``cuda`` as on CUDA (NCHW, node sums batched,
-    dilated convs as they are, the clipping as foreach ops, their default on CUDA; on the CPU
-    one op per tensor); undone after."""
+    by term, dilated convs rewritten undilated, bf16 dilated convs on NCHW copies), ``cuda``
+    as on CUDA (NCHW, node sums batched, dilated convs as they are, the clipping as foreach
+    ops, their default on CUDA; on the CPU one op per tensor); undone after."""
     saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_
     if layout == "cuda":
         fast_mixed.DEVICE_FORMAT.pop("cpu", None)
         torch.nn.utils.clip_grad_norm_ = functools.partial(saved[1], foreach=True)
     try:
         with node_sum.batched("cpu", layout == "cuda"), \
-                fast_mixed.undilated("cpu", layout != "cuda"):
+                fast_mixed.undilated("cpu", layout != "cuda"), \
+                switched(ops.NCHW_DILATED_BF16, "cpu", layout != "cuda"):
             yield
     finally:
         fast_mixed.DEVICE_FORMAT.clear()
@@ -194,7 +197,7 @@ def count_eval_step(layout: str, args, where: bool = False,
     _foreach((optimizer,), layout)
     # the trainer's own step, on just what it reads
     trainer = types.SimpleNamespace(
-        cfg=cfg, model=net, optimizer=optimizer, precision=precision,
+        cfg=cfg, model=net, net=net, cast_once=bf16, optimizer=optimizer, precision=precision,
         device=torch.device("cpu"), criterion=torch.nn.CrossEntropyLoss(),
         scaler=torch.amp.GradScaler("cpu", enabled=False))
     trainer._loss = functools.partial(EvalTrainer._loss, trainer)

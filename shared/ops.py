@@ -14,6 +14,9 @@ import torch.nn as nn
 from shared.errors import UserError
 
 CL = torch.channels_last
+# Device types whose dilated convs in bf16 run on NCHW copies where given channels-last
+# (``DilatedConv2d``: a wrong gradient in PyTorch 2.14.1's oneDNN kernel)
+NCHW_DILATED_BF16 = {"cpu"}
 
 
 class ReLUConvBN(nn.Sequential):
@@ -41,7 +44,7 @@ class DilatedConv2d(nn.Conv2d):
     kernel there, and its output goes back to channels-last."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (x.device.type == "cpu" and self.dilation != (1, 1) and x.dim() == 4
+        if not (x.device.type in NCHW_DILATED_BF16 and self.dilation != (1, 1) and x.dim() == 4
                 and not x.is_contiguous() and x.is_contiguous(memory_format=CL)
                 and (x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"))):
             return super().forward(x)

@@ -31,6 +31,7 @@ from shared.evaluation.config import KIND, NUMBERED_CHECKPOINT, EvalConfig
 from shared.evaluation.step_capture import TrainStepCapture
 from shared.genotypes import Genotype
 from shared.lr_schedules import cosine_power_scheduler
+from shared.models.cast_once import forward_cast_once
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.meters import DeviceMeters
 
@@ -241,7 +242,11 @@ class EvalTrainer:
         check_compile_flags(self.cfg.compile, self.cfg.step_capture)
         self.capture = (TrainStepCapture(self, self.cfg.step_capture)
                         if self.cfg.step_capture != "off" else None)
-        compile_network(self.net, self.cfg.compile, self.logger, data_parallel=self.ctx.enabled)
+        compiled = compile_network(self.net, self.cfg.compile, self.logger,
+                                   data_parallel=self.ctx.enabled)
+        # under autocast the weights cast all at once, not each by autocast (bit for bit the
+        # same); a compiled network fuses its casts itself
+        self.cast_once = self.precision.amp and not compiled
 
     # one epoch ---------------------------------------------------------------------------
     def _apply_warmup(self, epoch: int) -> float:
@@ -261,7 +266,10 @@ class EvalTrainer:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.precision.autocast(self.device):
-            logits, logits_aux = self.model(x)
+            # DDP's own forward (its gradient hooks, its buffer broadcast) stays as it is
+            model = self.model
+            logits, logits_aux = (forward_cast_once(model, x)
+                                  if self.cast_once and model is self.net else model(x))
             loss = self.criterion(logits, y)
             if self.cfg.auxiliary:
                 loss = loss + self.cfg.auxiliary_weight * self.criterion(logits_aux, y)
@@ -318,7 +326,7 @@ class EvalTrainer:
         with self.precision.autocast(self.device):
             for step, batch in enumerate(queue):
                 x, y = to_device(batch, self.device, self.precision)
-                logits, _ = self.net(x)
+                logits, _ = forward_cast_once(self.net, x) if self.cast_once else self.net(x)
                 logits = logits.float()
                 meters.update(self.criterion_eval(logits, y), logits, y)
                 if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS

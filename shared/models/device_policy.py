@@ -1,7 +1,7 @@
-"""A choice the fast path makes per device type: the set of device types that take one way
-(``node_sum.BATCHED``, ``fast_mixed.UNDILATE``), and a switch of one device type's choice for a
-while, with which the benches time one way against the other on a device
-(``bench/capture_check.py``) or count one device's launches on another
+"""A choice made per device type: the set of device types that take one way
+(``node_sum.BATCHED``, ``fast_mixed.UNDILATE``, ``ops.NCHW_DILATED_BF16``), and a switch of
+one device type's choice for a while, with which the benches time one way against the other
+on a device (``bench/capture_check.py``) or count one device's launches on another
 (``bench/kernel_count.py``)."""
 from __future__ import annotations
 
