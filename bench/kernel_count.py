@@ -178,13 +178,14 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args,
     return counter.counts
 
 
-def count_eval_step(layout: str, args, where: bool = False,
-                    bf16: bool = False) -> collections.Counter:
+def count_eval_step(layout: str, args, where: bool = False, bf16: bool = False,
+                    cast_once: bool = False) -> collections.Counter:
     """The launches of one step of evaluation training as ``layout`` runs it:
     ``EvalTrainer.train_step`` (forward with the auxiliary head and drop-path, backward,
     clipping, SGD) of ``args.eval_arch`` at ``train.py --auxiliary``'s 20 cells, drop-path
     halfway up its ramp, after one uncounted step; ``bf16``: with ``--amp --channels_last``
-    (bf16 autocast, channels-last)."""
+    (bf16 autocast, channels-last); ``cast_once``: the weights cast all at once, as a
+    recorded step (``--step_capture``) casts them."""
     cfg = EvalConfig(auxiliary=True, layers=20, init_channels=args.init_channels)
     precision = Precision(bf16, bf16)
     torch.manual_seed(0)
@@ -197,7 +198,8 @@ def count_eval_step(layout: str, args, where: bool = False,
     _foreach((optimizer,), layout)
     # the trainer's own step, on just what it reads
     trainer = types.SimpleNamespace(
-        cfg=cfg, model=net, net=net, cast_once=bf16, optimizer=optimizer, precision=precision,
+        cfg=cfg, model=net, net=net, cast_once=cast_once, optimizer=optimizer,
+        precision=precision,
         device=torch.device("cpu"), criterion=torch.nn.CrossEntropyLoss(),
         scaler=torch.amp.GradScaler("cpu", enabled=False))
     trainer._loss = functools.partial(EvalTrainer._loss, trainer)
@@ -215,15 +217,19 @@ def _print_eval(args) -> None:
           "head, drop-path\n| layout | precision | launches | conv | batch norm | casts | "
           "other |\n|---|---|---:|---:|---:|---:|---:|")
     top = None
-    for layout, bf16 in (("cuda", False), ("cuda", True), ("cpu", False)):
+    rows = (("cuda", False, False), ("cuda", True, False), ("cuda", True, True),
+            ("cpu", False, False))
+    for layout, bf16, once in rows:
         where = bool(args.top) and layout == "cuda" and not bf16
-        counts = count_eval_step(layout, args, where=where, bf16=bf16)
+        counts = count_eval_step(layout, args, where=where, bf16=bf16, cast_once=once)
         if where:
             top, counts = counts, by_name(counts)
         total = sum(counts.values())
         family = {f: sum(counts[n] for n in names) for f, names in FAMILIES.items()}
         casts = counts["_to_copy"]
-        print(f"| {layout} | {'bf16 + channels-last' if bf16 else 'fp32'} | {total} | "
+        precision = ("bf16 + channels-last" + (", cast at once (recorded step)" if once else "")
+                     if bf16 else "fp32")
+        print(f"| {layout} | {precision} | {total} | "
               f"{family['conv']} | {family['batch norm']} | {casts} | "
               f"{total - sum(family.values()) - casts} |", flush=True)
     if top is not None:

@@ -145,9 +145,11 @@ def test_the_launch_count_of_evaluation_training() -> None:
     counts = kernel_count.count_eval_step("cuda", args)
     assert counts["bernoulli_"] == 1 and counts["add_"] == 0 and counts["_foreach_add_"] > 0
     assert counts["convolution_backward"] > 0 and counts["_foreach_mul_"] > 0  # SGD, clipping
-    # bf16 autocast: the same step, the weights cast at once (cast_once), not each by autocast
+    # bf16 autocast: the same step; recorded, the weights cast at once, not each by autocast
     bf16 = kernel_count.count_eval_step("cuda", args, bf16=True)
-    assert bf16["convolution"] == counts["convolution"] and 0 < bf16["_to_copy"] < 10
+    once = kernel_count.count_eval_step("cuda", args, bf16=True, cast_once=True)
+    assert bf16["convolution"] == once["convolution"] == counts["convolution"]
+    assert 0 < once["_to_copy"] < 10 < bf16["_to_copy"]
 
 
 def _capture_rows(capsys, space: str, size: int, paths: str) -> dict[str, list[str]]:

@@ -243,9 +243,12 @@ def test_doors_refuse_cuda_graph_on_the_cpu(door: str, tmp_path, capsys, monkeyp
     assert not (tmp_path / "run").exists()
 
 
-def test_evaluation_step_recorded_equals_eager(tmp_path) -> None:
+@pytest.mark.parametrize("amp", [False, True])
+def test_evaluation_step_recorded_equals_eager(tmp_path, monkeypatch, amp) -> None:
     """Evaluation training (auxiliary head, drop-path rising per epoch, Cutout, data on the
-    device) with its step recorded: the same weights and history as the eager run."""
+    device) with its step recorded: the same weights and history as the eager run; with
+    ``--amp --channels_last`` too, where the recorded step casts its weights at once
+    (``cast_once``) and the eager one leaves each cast to autocast."""
     import json
 
     from shared.evaluation.config import EvalConfig
@@ -256,11 +259,24 @@ def test_evaluation_step_recorded_equals_eager(tmp_path) -> None:
         cfg = EvalConfig(dataset="digits", epochs=2, layers=3, init_channels=4, batch_size=32,
                          gpu=-1, auxiliary=True, cutout=True, cutout_length=4, progress=False,
                          num_workers=0, data_on_device=True, steps_per_epoch=5,
-                         drop_path_prob=0.3, step_capture=capture)
+                         drop_path_prob=0.3, step_capture=capture, amp=amp,
+                         channels_last=amp)
         run_evaluation(cfg, load_genotype("DARTS_V2"), str(tmp_path / capture))
         return str(tmp_path / capture)
 
-    eager, emulated = train("off"), train("emulate")
+    from shared.evaluation import trainer
+    casts = []
+
+    def cast_once(model, x):
+        casts.append(1)
+        return forward_cast_once(model, x)
+
+    forward_cast_once = trainer.forward_cast_once
+    monkeypatch.setattr(trainer, "forward_cast_once", cast_once)
+    eager = train("off")
+    assert not casts
+    emulated = train("emulate")
+    assert bool(casts) == amp
     a, b = (torch.load(f"{d}/weights.pt", weights_only=True) for d in (eager, emulated))
     assert all(torch.equal(a[k], b[k]) for k in a)
     history = [json.loads(open(f"{d}/history.json").read()) for d in (eager, emulated)]

@@ -244,9 +244,11 @@ class EvalTrainer:
                         if self.cfg.step_capture != "off" else None)
         compiled = compile_network(self.net, self.cfg.compile, self.logger,
                                    data_parallel=self.ctx.enabled)
-        # under autocast the weights cast all at once, not each by autocast (bit for bit the
-        # same); a compiled network fuses its casts itself
-        self.cast_once = self.precision.amp and not compiled
+        # a recorded step under autocast casts the weights all at once, not each as autocast
+        # does (bit for bit the same; ~9 ms of host time a forward at 20 cells, which only a
+        # replay does not pay); a compiled network fuses its casts itself
+        self.cast_once = (self.precision.amp and not compiled
+                          and self.cfg.step_capture != "off")
 
     # one epoch ---------------------------------------------------------------------------
     def _apply_warmup(self, epoch: int) -> float:
@@ -326,7 +328,7 @@ class EvalTrainer:
         with self.precision.autocast(self.device):
             for step, batch in enumerate(queue):
                 x, y = to_device(batch, self.device, self.precision)
-                logits, _ = forward_cast_once(self.net, x) if self.cast_once else self.net(x)
+                logits, _ = self.net(x)
                 logits = logits.float()
                 meters.update(self.criterion_eval(logits, y), logits, y)
                 if step % self.cfg.report_freq == 0:  # this rank's running averages, as DARTS
