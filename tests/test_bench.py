@@ -109,8 +109,8 @@ def test_the_launch_count_sees_what_each_path_saves() -> None:
     # dilated convs ran as they are, as on CUDA: no dense kernels padded from dilated ones
     assert counts["fast"]["constant_pad_nd"] == 0
     assert kernel_count.count_step("fast", 1, "cpu", args)["constant_pad_nd"] > 0
-    # the grouped depthwise kernels' gradients come as blocks of one buffer, which the
-    # accumulation into .grad takes without a copy each (grouped_edges._Interleave)
+    # the grouped kernels' gradients come as blocks of one buffer (the backward of their
+    # concatenation), which the accumulation into .grad takes without a copy each
     assert counts["grouped"]["copy_"] == 0
     # SDARTS-ADV's step: the first-order step and a 7-step attack (9 forwards, 7 backwards)
     adv = sum(kernel_count.count_step("fast", "pgd_linf", "cuda", args).values())

@@ -16,6 +16,7 @@ from torch.func import functional_call
 
 from shared.models import fast_mixed, node_sum
 from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
+from shared.models.grouped_edges import copies
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
 from shared.spaces import NUM_EDGES, SPACES, CellSpace
@@ -367,8 +368,8 @@ def test_grouped_dilated_convs_under_every_rewrite(hw, want, monkeypatch):
     seen = set()
     dil_conv, dil_group = fast_mixed._State.dil_conv, fast_mixed.dil_group
 
-    def tagged(st, dw):
-        conv, poly = dil_conv(st, dw)
+    def tagged(st, dw, m=1):
+        conv, poly = dil_conv(st, dw, m)
         mode = "even" if dw.stride[0] == 2 else "poly" if poly else "dense"
         conv.tag = (mode, dw.kernel_size[0], st.x.shape[-1])
         return conv, poly
@@ -387,6 +388,22 @@ def test_grouped_dilated_convs_under_every_rewrite(hw, want, monkeypatch):
     plain.eval()
     fast.eval()
     assert_same_step(plain, fast, x, y, "weights", fixed_weights(space, torch.float64), **F64)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_a_groups_copies_of_its_input(fmt):
+    """``grouped_edges.copies``: m copies of a state side by side on the channel axis, in the
+    state's layout, as ``cat`` makes them; the state's gradient is the sum of the copies'
+    (one reduction), in its layout too."""
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+    x.requires_grad_()
+    y = copies(x, 4)
+    assert torch.equal(y, torch.cat([x] * 4, dim=1)) and y.is_contiguous(memory_format=fmt)
+    g = torch.randn(y.shape, dtype=torch.float64).contiguous(memory_format=fmt)
+    (gx,) = torch.autograd.grad(y, x, g)
+    (want,) = torch.autograd.grad(torch.cat([x] * 4, dim=1), x, g)
+    assert_close(gx, want, what="the state's gradient", **F64)
+    assert gx.is_contiguous(memory_format=fmt)
 
 
 def test_grouped_edges_launch_fewer_convolutions(monkeypatch):

@@ -65,6 +65,7 @@ from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
     Member,
     Scale,
+    copies,
     dil_group,
     group_key,
     groupable,
@@ -227,10 +228,17 @@ def _dil_source(dw: nn.Conv2d, x: torch.Tensor) -> str:
     return "dense" if s == 1 else "dilated"
 
 
+def _read_source(source: str) -> str:
+    """What a dilated conv run as ``source`` says (``_dil_source``) reads: the state's ReLU
+    ('relu'), its even pixels ('even') or its polyphase components ('poly')."""
+    return source if source in ("even", "poly") else "relu"
+
+
 class _Plan(NamedTuple):
     """How many ops read a state (``fan_out``), its ReLU, and the ReLU's even pixels, odd
     pixels and polyphase components, and each of its poolings (``_pool_key``);
-    (``grouped_edges``) its groups of same-shaped convs."""
+    (``grouped_edges``) its groups of same-shaped convs, and how many of them read each
+    ``(source, m)``: m copies of the ReLU, or of its even pixels or polyphase components."""
     x_reads: int = 1
     relu_reads: int = 1
     even_reads: int = 1
@@ -238,6 +246,7 @@ class _Plan(NamedTuple):
     poly_reads: int = 1
     pool_reads: dict[tuple, int] | None = None
     groups: dict[tuple, list[Member]] | None = None
+    copy_reads: dict[tuple[str, int], int] | None = None
 
 
 class _State:
@@ -253,6 +262,7 @@ class _State:
         self._relu: Readers | None = None
         self._even = self._odd = self._poly = None
         self._pools: dict = {}
+        self._copies: dict[tuple[str, int], Readers] = {}
         # the group's results not yet taken by their edges: (term, in polyphase layout)
         self._terms: dict[tuple[int, int], tuple[torch.Tensor, bool]] = {}
 
@@ -275,19 +285,21 @@ class _State:
                 return _sep(ctx, self, op, scale), False
             return _dil(ctx, self, op, scale)
         if (edge, k) not in self._terms:
-            fmt = _layout(self._relu_readers().x)
             if isinstance(op, SepConv):
-                terms, poly = sep_group(ctx, self.relu(), members, scales, fmt), False
+                terms = sep_group(ctx, self.copies("relu", len(members)), members, scales)
+                poly = False
             else:
-                conv, poly = self.dil_conv(candidate.layers(op)[0])
-                terms = dil_group(ctx, conv, members, scales, fmt)
+                conv, poly = self.dil_conv(candidate.layers(op)[0], len(members))
+                terms = dil_group(ctx, conv, members, scales)
             self._terms.update({key: (t, poly) for key, t in terms.items()})
         return self._terms.pop((edge, k))
 
-    def dil_conv(self, dw: nn.Conv2d) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    def dil_conv(self, dw: nn.Conv2d,
+                 m: int = 1) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
         """The depthwise conv ``dw`` of this state's ReLU as the fast path runs it, as a
-        function of the kernel (``dw.weight``, or several edges' kernels stacked: ``groups=C``
-        either way), and whether its result is in the polyphase layout. Dilated oneDNN kernels
+        function of the kernel (``dw.weight``; for a group of ``m`` edges their kernels side by
+        side, run on m copies of the input, ``groups=m*C``), and whether its result is in the
+        polyphase layout. Dilated oneDNN kernels
         are slow (``UNDILATE``): at stride 2 a dilation-2 conv only reads the even pixels, so
         it is an undilated conv of them; at stride 1 an undilated conv of each polyphase
         component, where a component is large enough for a fast kernel (``POLY_MIN_SIDE``);
@@ -297,19 +309,33 @@ class _State:
         stride, padding, dilation = dw.stride, dw.padding, dw.dilation
         embed, poly = 1, False
         if source == "even":  # only even pixels are read
-            x, stride, padding, dilation = self.relu_even(), 1, k // 2, 1
+            stride, padding, dilation = 1, k // 2, 1
         elif source == "poly":
-            x, padding, dilation, poly = self.relu_poly(), k // 2, 1, True
-        else:
-            x = self.relu()
-            if source == "dense":  # 3x3 at dilation 2 = 5x5 with zeros
-                embed, padding, dilation = d, (d * (k - 1) + 1) // 2, 1
+            padding, dilation, poly = k // 2, 1, True
+        elif source == "dense":  # 3x3 at dilation 2 = 5x5 with zeros
+            embed, padding, dilation = d, (d * (k - 1) + 1) // 2, 1
 
         def conv(kernel: torch.Tensor) -> torch.Tensor:
+            name = _read_source(source)
+            x = self.copies(name, m) if m > 1 else self._source(name)
             if embed > 1:
                 kernel = embed_dilated(kernel, embed)
-            return F.conv2d(x, kernel, None, stride, padding, dilation, dw.groups)
+            return F.conv2d(x, kernel, None, stride, padding, dilation, dw.groups * m)
         return conv, poly
+
+    def _source(self, name: str) -> torch.Tensor:
+        """The ReLU ('relu'), its even pixels ('even') or its polyphase components ('poly'),
+        for one more reader."""
+        return {"relu": self.relu, "even": self.relu_even, "poly": self.relu_poly}[name]()
+
+    def copies(self, source: str, m: int) -> torch.Tensor:
+        """``m`` copies of the ReLU (``source`` 'relu'), of its even pixels ('even') or of its
+        polyphase components ('poly') side by side (``grouped_edges.copies``), made once for
+        every group of m edges that reads them, for one more such group."""
+        if (source, m) not in self._copies:
+            reads = (self._plan.copy_reads or {}).get((source, m), 1)
+            self._copies[source, m] = Readers(copies(self._source(source), m), reads)
+        return self._copies[source, m].take()
 
     def _relu_readers(self) -> Readers:
         if self._relu is None:
@@ -490,18 +516,22 @@ def _make_plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
         for (edge, k, op), kind in zip(leaving, kinds):
             if kind in ("sep", "dil") and groupable(op):
                 groups.setdefault(group_key(op), []).append((edge, k, op))
-    # the convs that read: one per group, else each; a dilated conv reads the ReLU, its even
-    # pixels or its polyphase components, a FactorizedReduce the even and the odd pixels
-    in_group = {(edge, k) for g in groups.values() if len(g) > 1 for edge, k, _ in g[1:]}
+    # the convs that read: each group (of 2 or more) its source's m copies, made once per
+    # (source, m); each other conv on its own; a dilated conv reads the ReLU, its even pixels
+    # or its polyphase components, a FactorizedReduce the even and the odd pixels
+    def source(op: nn.Module, kind: str) -> str:
+        return "relu" if kind == "sep" else _read_source(_dil_source(candidate.layers(op)[0], x))
+
+    copy_reads = collections.Counter((source(g[0][2], candidate.kind(g[0][2])), len(g))
+                                     for g in groups.values() if len(g) > 1)
+    in_group = {(edge, k) for g in groups.values() if len(g) > 1 for edge, k, _ in g}
     sources = collections.Counter({"even": 0, "odd": 0, "poly": 0})
+    sources.update(name for name, _ in copy_reads)
     for (edge, k, op), kind in zip(leaving, kinds):
         if (edge, k) in in_group:
             continue
-        if kind == "sep":
-            sources["relu"] += 1
-        elif kind == "dil":
-            source = _dil_source(candidate.layers(op)[0], x)
-            sources["relu" if source in ("dense", "dilated") else source] += 1
+        if kind in ("sep", "dil"):
+            sources[source(op, kind)] += 1
         elif kind == "fr":
             sources.update(("even", "odd"))
     relu_reads = sources["relu"] + sum(sources[s] > 0 for s in ("even", "odd", "poly"))
@@ -510,7 +540,7 @@ def _make_plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
     x_reads = (kinds.count("skip") + kinds.count("generic") + len(pools) + (relu_reads > 0)
                + (j >= 2 + cell._steps - cell._multiplier))
     return _Plan(x_reads, relu_reads, sources["even"], sources["odd"], sources["poly"],
-                 dict(pools), groups)
+                 dict(pools), groups, dict(copy_reads))
 
 
 def _scales(weights: torch.Tensor, channels: int) -> list[list[Scale]]:

@@ -9,9 +9,13 @@ step is bound by launching ~20,000 such small kernels, not by their arithmetic (
 Here the m same-shaped convs of one kind on the edges leaving a state (same ``group_key``) run
 as:
 
-* the first depthwise conv: one conv of the state's ReLU with the m edges' kernels stacked,
-  ``groups=C`` (output channel c*m + e is edge e's channel c; no copy of the input), then one
-  permutation to edge-major channels;
+* the first depthwise conv: one conv with ``groups=m*C`` of m copies of the state's ReLU
+  side by side (:func:`copies`, made once per state for all its groups of m edges) by the m
+  edges' kernels side by side, so its output is edge-major (channel e*C + c is edge e's
+  channel c). Stacking the kernels on one copy instead (a channel multiplier, ``groups=C``)
+  needs no copy of the input, but its output is channel-major: each group then permuted it
+  (a copy of m times the state, and its gradient's, per group), and oneDNN's kernel for it
+  was slow;
 * each 1x1 conv: one conv with ``groups=m`` (edge e's block of channels by its own matrix);
 * each BN (affine-free, as in every search supernet): one ``batch_norm`` over the m*C
   channels, whose batch statistics are each edge's own; each edge's running statistics get
@@ -20,25 +24,25 @@ as:
 * a separable conv's second depthwise conv: one conv with ``groups=m*C``.
 
 A dilated conv is that first stage alone (:func:`dil_group`), and its depthwise conv is the
-one the fast path would run for any one member, with the stacked kernels: the caller passes it
-in (``_State.dil_conv``). So the fast path's rewrites of dilation hold for the group: at
-stride 2 an undilated conv of the even pixels, at stride 1 a conv of the polyphase components
-(the 1x1 conv and the BN act per pixel, so the group's result stays polyphase, and each edge's
-slice joins the polyphase sum of the node that edge feeds), or a dense kernel with the
-dilated one embedded.
+one the fast path would run for any one member, on the m copies of its input with the kernels
+side by side: the caller passes it in (``_State.dil_conv``). So the fast path's rewrites of
+dilation hold for the group: at stride 2 an undilated conv of the even pixels, at stride 1 a
+conv of the polyphase components (the 1x1 conv and the BN act per pixel, so the group's result
+stays polyphase, and each edge's slice joins the polyphase sum of the node that edge feeds),
+or a dense kernel with the dilated one embedded.
 
 Equal in exact arithmetic to the per-edge path (float64 agrees to ~1e-14; float32 to rounding,
 as any change of summation order). Used where ``Network(grouped_edges=True)``. Off by default:
-on the CPU it is slower. Timed with ``bench/supernet_step.py --grouped`` and with the same step
-of the fast and grouped paths alone, interleaved (space s5, C=16, 8 cells, 32x32, first
-order, ``OMP_NUM_THREADS=2``, 2 cores shared with other jobs: single runs vary by ~0.05), it
-runs at 0.74x the fast path's speed at batch 16 (median of 15 steps), about 0.63x at 64 (0.81x
-and 0.72x with the separable convs alone grouped). oneDNN's depthwise conv with the m kernels
-stacked (a channel multiplier) takes about twice as long as m per-edge depthwise convs, and
-its grouped 1x1 convs and the permutation cost more than the calls saved (the fast path's 1x1
-convs are matrix products). On a GPU, where it is meant to pay (it removes 810 of the 1,383
-convolution, 1x1 and BN calls of a 5-cell forward on s5, ``tests/test_fast_path.py``), it is
-not measured yet.
+on the CPU it is slower at the paper's batch size. Space s5, C=16, 8 cells, 32x32, first
+order, ``OMP_NUM_THREADS=2``, the two versions' runs interleaved, two of each: at batch 16
+(``bench/supernet_step.py --rows 16:1:7 --grouped``, medians of 7 steps) the grouped step
+took 1.13x and 1.06x the fast path's speed, where the channel-multiplier version took 0.86x
+and 0.85x; at batch 64 (``bench/capture_check.py --device cpu --paths grouped
+--batch_size 64 --steps 4``, the real search step) 0.89x and 0.88x, against 0.81x and 0.86x.
+Its grouped 1x1 convs cost oneDNN more than the fast path's matrix products. On a GPU, where
+it is meant to pay (it removes 810 of the 1,383 convolution, 1x1 and BN calls of a 5-cell
+forward on s5, ``tests/test_fast_path.py``; launches per step: ``bench/kernel_count.py``),
+it is not measured yet.
 """
 from __future__ import annotations
 
@@ -101,21 +105,29 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
     return z
 
 
-class _Interleave(torch.autograd.Function):
-    """m kernels (C, ...) as one (C*m, ...) whose row c*m + e is kernel e's row c, and back.
-
-    ``torch.stack(kernels, 1).flatten(0, 1)`` with a backward that gives each kernel its
-    gradient as a contiguous block of one buffer (one copy): stack's own gives strided views,
-    and the accumulation into each kernel's ``.grad`` copies each one (m launches)."""
-
-    @staticmethod
-    def forward(ctx, *kernels: torch.Tensor) -> torch.Tensor:
-        ctx.m = len(kernels)
-        return torch.stack(kernels, 1).flatten(0, 1)
+class _Copies(torch.autograd.Function):
+    """``m`` copies of ``x`` side by side on the channel axis, in ``x``'s memory format: channel
+    e*C + c is ``x``'s channel c, so a depthwise conv with ``groups=m*C`` runs edge e's kernels
+    on block e. The backward sums the m blocks' gradients in one reduction (``cat``'s own would
+    hand ``x`` m views, added one by one)."""
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return grad.unflatten(0, (-1, ctx.m)).transpose(0, 1).contiguous().unbind(0)
+    def forward(ctx, x: torch.Tensor, m: int) -> torch.Tensor:
+        ctx.m = m
+        return torch.cat([x] * m, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        n, mc, h, w = grad.shape
+        m, c = ctx.m, mc // ctx.m
+        if grad.stride(1) == 1 and c > 1:  # channels-last: reduced in that order, kept in it
+            return grad.permute(0, 2, 3, 1).reshape(n, h, w, m, c).sum(3).permute(0, 3, 1, 2), None
+        return grad.reshape(n, m, c, h, w).sum(1), None
+
+
+def copies(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) m times along the channels (N, m*C, H, W), edge-major."""
+    return _Copies.apply(x, m)
 
 
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
@@ -128,16 +140,12 @@ def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.Batc
 
 def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[nn.Conv2d],
               pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
-              scales: Sequence[Scale] | None,
-              memory_format: torch.memory_format) -> torch.Tensor:
+              scales: Sequence[Scale] | None) -> torch.Tensor:
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
-    ``conv(kernels)`` is the depthwise conv of that input by the m edges' kernels stacked
-    channel-major (``groups=C``: output channel c*m + e is edge e's channel c, and no edge
-    needs its own copy of the input); its output is permuted to edge-major channels once."""
-    m, c = len(dws), dws[0].in_channels
-    y = conv(_Interleave.apply(*(d.weight for d in dws)))  # c*m + e
-    y = y.unflatten(1, (c, m)).transpose(1, 2).flatten(1, 2)  # edge-major channels
-    return _pw_bn(ctx, y.contiguous(memory_format=memory_format), pws, bns, scales)
+    ``conv(kernels)`` is the depthwise conv of the input's m copies (:func:`copies`) by the m
+    edges' kernels side by side (``groups=m*C``), so its output is edge-major already."""
+    y = conv(torch.cat([d.weight for d in dws]))
+    return _pw_bn(ctx, y, pws, bns, scales)
 
 
 def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], torch.Tensor]:
@@ -148,18 +156,20 @@ def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], 
     return {(e, k): t for (e, k, _), t in zip(members, parts)}
 
 
-def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], scales: Scales,
-              memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
+def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
+              scales: Scales) -> dict[tuple[int, int], torch.Tensor]:
     """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
-    ``group_key``), from the state's ReLU; returned per (edge, candidate)."""
+    ``group_key``), from the state's ReLU in m copies (:func:`copies`); returned per (edge,
+    candidate)."""
     # per op: (depthwise, 1x1, BN) twice
     dw1, pw1, bn1, dw2, pw2, bn2 = zip(*(layers(op) for _, _, op in members))
     a, b = dw1[0], dw2[0]
 
     def first(kernels: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(relu, kernels, None, a.stride, a.padding, a.dilation, a.in_channels)
+        return F.conv2d(relu_copies, kernels, None, a.stride, a.padding, a.dilation,
+                        relu_copies.shape[1])
 
-    y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None, memory_format)
+    y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None)
     y = F.relu_(y)  # in place: BN's backward needs not its output
     y = F.conv2d(y, torch.cat([d.weight for d in dw2]), None, b.stride, b.padding,
                  b.dilation, y.shape[1])
@@ -168,13 +178,12 @@ def sep_group(ctx, relu: torch.Tensor, members: Sequence[Member], scales: Scales
 
 
 def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequence[Member],
-              scales: Scales,
-              memory_format: torch.memory_format) -> dict[tuple[int, int], torch.Tensor]:
+              scales: Scales) -> dict[tuple[int, int], torch.Tensor]:
     """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same
-    ``group_key``); ``conv(kernels)``: the depthwise conv of the state's ReLU as the fast path
-    runs it for one member (``groups=C``), so the result is in that conv's layout (polyphase
-    where it is polyphase); returned per (edge, candidate)."""
+    ``group_key``); ``conv(kernels)``: the depthwise conv of the m copies of the state's ReLU
+    (:func:`copies`) as the fast path runs it for one member, with the m kernels side by side
+    (``groups=m*C``), so the result is in that conv's layout (polyphase where it is
+    polyphase); returned per (edge, candidate)."""
     dws, pws, bns = zip(*(layers(op) for _, _, op in members))  # per op: depthwise, 1x1, BN
-    y = _dw_pw_bn(ctx, conv, dws, pws, bns, [scales[e][k] for e, k, _ in members],
-                  memory_format)
+    y = _dw_pw_bn(ctx, conv, dws, pws, bns, [scales[e][k] for e, k, _ in members])
     return _split(y, members)
