@@ -71,6 +71,7 @@ from shared.models.grouped_edges import (
     groupable,
     sep_group,
 )
+from shared.models.joined_weights import join
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
 
 CL = torch.channels_last
@@ -481,6 +482,28 @@ def _leaving(cell, j: int, live: list[list[bool]] | None) -> list[tuple[int, int
     return out
 
 
+def _groups(leaving: Sequence[Member]) -> dict[tuple, list[Member]]:
+    """The separable and dilated convs of ``leaving`` (``_leaving``) that run together, by
+    ``group_key``, in edge order (groups of one included)."""
+    groups: dict[tuple, list[Member]] = {}
+    for edge, k, op in leaving:
+        if candidate.kind(op) in ("sep", "dil") and groupable(op):
+            groups.setdefault(group_key(op), []).append((edge, k, op))
+    return groups
+
+
+def join_group_weights(net: nn.Module) -> None:
+    """Lay the kernels of each group of every cell state (all candidates running) back to
+    back in memory, stage by stage (``joined_weights.join``), so that the grouped path's
+    concatenations of them are views."""
+    for cell in net.cells:
+        for j in range(2 + cell._steps - 1):  # the last node feeds no edge
+            for members in _groups(_leaving(cell, j, None)).values():
+                for stage in zip(*(candidate.layers(op) for _, _, op in members)):
+                    if isinstance(stage[0], nn.Conv2d):
+                        join([conv.weight for conv in stage])
+
+
 # A cell's plans, by what they depend on besides the cell's modules: the state, its size, the
 # device's rewrites of dilation, the grouping and the candidates that run. Made once, read on
 # every forward (~0.3 ms a cell to make, ~4 ms of host time a step); a cell keeps at most
@@ -511,11 +534,7 @@ def _make_plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
                grouped: bool) -> _Plan:
     leaving = _leaving(cell, j, live)
     kinds = [candidate.kind(op) for _, _, op in leaving]
-    groups: dict[tuple, list[Member]] = {}
-    if grouped:
-        for (edge, k, op), kind in zip(leaving, kinds):
-            if kind in ("sep", "dil") and groupable(op):
-                groups.setdefault(group_key(op), []).append((edge, k, op))
+    groups = _groups(leaving) if grouped else {}
     # the convs that read: each group (of 2 or more) its source's m copies, made once per
     # (source, m); each other conv on its own; a dilated conv reads the ReLU, its even pixels
     # or its polyphase components, a FactorizedReduce the even and the odd pixels

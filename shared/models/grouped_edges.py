@@ -23,6 +23,9 @@ as:
   as per-channel scales, as the fast path folds them;
 * a separable conv's second depthwise conv: one conv with ``groups=m*C``.
 
+Each stage's m kernels are concatenated with ``joined_weights.joined``: a view, not a copy,
+where the network laid them back to back in memory (``fast_mixed.join_group_weights``).
+
 A dilated conv is that first stage alone (:func:`dil_group`), and its depthwise conv is the
 one the fast path would run for any one member, on the m copies of its input with the kernels
 side by side: the caller passes it in (``_State.dil_conv``). So the fast path's rewrites of
@@ -55,6 +58,7 @@ import torch.nn.functional as F
 from shared.models.batch_statistics import normalised
 from shared.models.candidate import kind, layers, per_module
 from shared.models.global_batch_norm import batch_norm
+from shared.models.joined_weights import joined
 
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
 
@@ -134,7 +138,7 @@ def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.Batc
            scales: Sequence[Scale] | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
     its BN (one stacked call)."""
-    y = F.conv2d(y, torch.cat([p.weight for p in pws]), None, 1, 0, 1, len(pws))
+    y = F.conv2d(y, joined([p.weight for p in pws]), None, 1, 0, 1, len(pws))
     return _stacked_bn(ctx, y, bns, scales)
 
 
@@ -144,7 +148,7 @@ def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[n
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
     ``conv(kernels)`` is the depthwise conv of the input's m copies (:func:`copies`) by the m
     edges' kernels side by side (``groups=m*C``), so its output is edge-major already."""
-    y = conv(torch.cat([d.weight for d in dws]))
+    y = conv(joined([d.weight for d in dws]))
     return _pw_bn(ctx, y, pws, bns, scales)
 
 
@@ -171,7 +175,7 @@ def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
 
     y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None)
     y = F.relu_(y)  # in place: BN's backward needs not its output
-    y = F.conv2d(y, torch.cat([d.weight for d in dw2]), None, b.stride, b.padding,
+    y = F.conv2d(y, joined([d.weight for d in dw2]), None, b.stride, b.padding,
                  b.dilation, y.shape[1])
     y = _pw_bn(ctx, y, pw2, bn2, [scales[e][k] for e, k, _ in members])
     return _split(y, members)

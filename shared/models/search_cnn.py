@@ -110,7 +110,8 @@ class Network(Supernet):
     ``grouped_edges`` (fast path only): the same-shaped separable convs, and the same-shaped
     dilated convs, on the edges leaving a cell state run as one kernel per stage
     (``shared.models.grouped_edges``); equal to rounding, off by default until measured on a
-    GPU.
+    GPU. Turned on (here or later) it lays each group's kernels back to back in memory, and
+    again whenever the network is moved or cast (``fast_mixed.join_group_weights``).
 
     ``skip_zero_weights``: a candidate whose mixing weight is exactly 0 is not run, as in
     darts-pt's supernet (``sota/cnn/model_search.py``, ``if w != 0``): an op DARTS-PT masks or
@@ -164,6 +165,26 @@ class Network(Supernet):
                                                                  space.num_ops(False)))
             self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(num_edges,
                                                                  space.num_ops(True)))
+        if grouped_edges:
+            fast_mixed.join_group_weights(self)
+
+    @property
+    def grouped_edges(self) -> bool:
+        return self._grouped_edges
+
+    @grouped_edges.setter
+    def grouped_edges(self, on: bool) -> None:
+        self._grouped_edges = bool(on)
+        if on and hasattr(self, "cells"):
+            fast_mixed.join_group_weights(self)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``to``, ``double``, ``cuda``, ...: each parameter gets its own new tensor, so the
+        grouped edges' kernels are laid back to back again."""
+        super()._apply(fn, recurse)
+        if self.grouped_edges:
+            fast_mixed.join_group_weights(self)
+        return self
 
     @property
     def per_cell(self) -> bool:

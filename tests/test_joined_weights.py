@@ -1,0 +1,130 @@
+"""``shared.models.joined_weights``: the grouped edges' kernels back to back in one buffer, so
+that their concatenation is a view, and ``torch.cat`` wherever they do not lie so."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.models import grouped_edges
+from shared.models.joined_weights import join, joined
+from shared.models.search_cnn import Network
+from shared.spaces import SPACES
+
+
+def _params(fmt=torch.contiguous_format, n: int = 3) -> list[nn.Parameter]:
+    g = torch.Generator().manual_seed(0)
+    return [nn.Parameter(torch.randn(4 + i, 3, 2, 2, generator=g, dtype=torch.float64)
+                         .contiguous(memory_format=fmt)) for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_joined_parameters_are_concatenated_without_a_copy(fmt) -> None:
+    params = _params(fmt)
+    before = [(p.detach().clone(), p.stride()) for p in params]
+    ids = [id(p) for p in params]
+    join(params)
+    assert [id(p) for p in params] == ids  # the same parameters, the optimiser's
+    for p, (value, stride) in zip(params, before):
+        assert torch.equal(p, value) and p.stride() == stride
+    w = joined(params)
+    assert w.data_ptr() == params[0].data_ptr()  # a view of their buffer
+    assert torch.equal(w, torch.cat([p.detach() for p in params]))
+    assert w.stride() == torch.cat([p.detach() for p in params]).stride()
+    g = torch.randn(w.shape, dtype=torch.float64)
+    (w * g).sum().backward()
+    at = 0
+    for p in params:
+        assert torch.equal(p.grad, g[at:at + p.shape[0]])
+        at += p.shape[0]
+    join(params)  # joined already: left as it is
+    assert joined(params).data_ptr() == params[0].data_ptr()
+
+
+def test_tensors_that_do_not_lie_back_to_back_are_concatenated() -> None:
+    params = _params()
+    join(params)
+    for tensors in (params[::-1], params[1:] + [nn.Parameter(torch.ones(2, 3, 2, 2))],
+                    [p.detach().clone() for p in params], [params[0], params[2]]):
+        w = joined(tensors)
+        assert torch.equal(w, torch.cat(tensors))
+        assert w.data_ptr() not in {t.data_ptr() for t in tensors}
+    # a parameter not laid out like the others is not moved
+    odd = _params()
+    odd[1] = nn.Parameter(odd[1].detach().transpose(0, 1).contiguous().transpose(0, 1))
+    join(odd)
+    assert joined(odd).data_ptr() != odd[0].data_ptr()
+
+
+def _grouped(layers: int = 3) -> Network:
+    torch.manual_seed(0)
+    return Network(4, 10, layers, SPACES["s5"], fast=True, grouped_edges=True)
+
+
+def _all_views(monkeypatch) -> list[bool]:
+    """Whether each of the grouped path's concatenations of kernels was a view."""
+    views = []
+
+    def recording(tensors):
+        w = joined(tensors)
+        views.append(w.data_ptr() == tensors[0].data_ptr())
+        return w
+
+    monkeypatch.setattr(grouped_edges, "joined", recording)
+    return views
+
+
+def test_a_grouped_network_runs_on_views_moved_or_reloaded(monkeypatch) -> None:
+    """Every kernel concatenation of a grouped forward is a view: as built, after a cast
+    (which gives each parameter a new tensor), after a checkpoint round trip, and when the
+    grouping is turned on later; with parameters substituted (``functional_call``, as the
+    second-order α step's unrolled weights) the concatenations are copies, and equal."""
+    views = _all_views(monkeypatch)
+    net = _grouped()
+    x = torch.randn(2, 3, 8, 8)
+    net(x)
+    assert views and all(views)
+    net.double()
+    views.clear()
+    out = net(x.double())
+    assert views and all(views)
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    other = _grouped().double()
+    other.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    views.clear()
+    assert torch.equal(other(x.double()), out)
+    assert views and all(views)
+    later = Network(4, 10, 3, SPACES["s5"], fast=True)
+    later.load_state_dict(other.state_dict())
+    later.grouped_edges = True
+    views.clear()
+    later.double()(x.double())
+    assert views and all(views)
+    params = {n: p.detach().clone() for n, p in net.named_parameters()}
+    views.clear()
+    substituted = torch.func.functional_call(net, params, (x.double(),))
+    assert views and not any(views)
+    assert torch.equal(substituted, out)
+
+
+def test_a_grouped_step_equals_the_one_with_copied_kernels(monkeypatch) -> None:
+    """Two SGD steps with weight decay and momentum (the optimiser updating the parameters
+    in place inside their shared buffer) give the same weights as with ``torch.cat``."""
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    results = []
+    for copy in (False, True):
+        if copy:
+            monkeypatch.setattr(grouped_edges, "joined", lambda ts: torch.cat(list(ts)))
+        net = _grouped().double()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
+        for _ in range(2):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        results.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=0, atol=1e-14)
