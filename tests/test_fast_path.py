@@ -406,6 +406,50 @@ def test_a_groups_copies_of_its_input(fmt):
     assert gx.is_contiguous(memory_format=fmt)
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
+    """``fast_mixed._grouped_scales``: every running candidate's mixing weight as C values
+    once, either as its own row or as a block of its group's vector (one group per state and
+    candidate, edges in order), the same values as ``_scales``; gradients as autograd's of
+    the reference; the table's index made once per device (never while a graph records)."""
+    torch.manual_seed(0)
+    cell = Network(4, 10, 3, SPACES["s5"], fast=True, grouped_edges=True).cells[0]
+    edges, ops = len(cell._ops), len(cell._ops[0]._ops)
+    w = torch.rand(edges, ops, dtype=torch.float64, requires_grad=True)  # distinct values
+    alive = [[(e + k) % 3 != 0 for k in range(ops)] for e in range(edges)] if live else None
+    got = fast_mixed._grouped_scales(cell, w, 4, alive)
+    want = fast_mixed._scales(w, 4)
+    values = w.detach()
+    where = {float(values[e, k]): (e, k) for e in range(edges) for k in range(ops)}
+    factors = torch.rand(edges, ops, 4, dtype=torch.float64)
+    seen, loss = [], 0
+    for (e0, k0), vector in got.groups.items():
+        blocks = vector.reshape(-1, 4)
+        members = [where[float(b[0].detach())] for b in blocks]
+        assert members[0] == (e0, k0) and len(members) > 1
+        assert len({k for _, k in members}) == 1
+        assert [e for e, _ in members] == sorted(e for e, _ in members)
+        for (e, k), b in zip(members, blocks):
+            assert torch.equal(b, want[e][k])
+            loss = loss + (b * factors[e, k]).sum()
+        seen += members
+    for e in range(edges):
+        for k in range(ops):
+            if got.rows[e][k] is not None:
+                assert torch.equal(got.rows[e][k], want[e][k])
+                loss = loss + (got.rows[e][k] * factors[e, k]).sum()
+                seen.append((e, k))
+    assert sorted(seen) == [(e, k) for e in range(edges) for k in range(ops)]
+    (g,) = torch.autograd.grad(loss, w)
+    assert_close(g, factors.sum(-1), what="alpha gradient", **F64)
+
+    def no_copy_to_the_device(*args, **kwargs):
+        raise AssertionError("the index is made again")
+
+    monkeypatch.setattr(fast_mixed.torch, "tensor", no_copy_to_the_device)
+    fast_mixed._grouped_scales(cell, w, 4, alive)
+
+
 def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
     """DARTS space: each separable conv is 4 convolutions and 2 BNs per edge, each dilated
     conv 2 convolutions and a BN; grouped, per (state, kind, kernel size): the kernels

@@ -272,8 +272,8 @@ class _State:
         return self._x.take()
 
     def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module,
-                  scales: Sequence[Sequence[Scale]]) -> tuple[torch.Tensor, bool]:
-        """``scale * op(x)`` (``scale = scales[edge][k]``) for a separable or dilated conv
+                  scales: "_CellScales") -> tuple[torch.Tensor, bool]:
+        """``scale * op(x)`` (``scale = scales.rows[edge][k]``) for a separable or dilated conv
         ``op``, and whether it is in the polyphase layout (its node transforms it back with the
         node's other such terms). With the edges' grouping on, computed with every same-shaped
         conv of its kind on the edges leaving this state (``grouped_edges``): the first member
@@ -281,17 +281,18 @@ class _State:
         groups = self._plan.groups  # grouped_edges: this state's groups
         members = groups.get(group_key(op), []) if groups and groupable(op) else []
         if len(members) < 2:
-            scale = scales[edge][k]
+            scale = scales.rows[edge][k]
             if isinstance(op, SepConv):
                 return _sep(ctx, self, op, scale), False
             return _dil(ctx, self, op, scale)
         if (edge, k) not in self._terms:
+            scale = scales.groups[members[0][:2]]
             if isinstance(op, SepConv):
-                terms = sep_group(ctx, self.copies("relu", len(members)), members, scales)
+                terms = sep_group(ctx, self.copies("relu", len(members)), members, scale)
                 poly = False
             else:
                 conv, poly = self.dil_conv(candidate.layers(op)[0], len(members))
-                terms = dil_group(ctx, conv, members, scales)
+                terms = dil_group(ctx, conv, members, scale)
             self._terms.update({key: (t, poly) for key, t in terms.items()})
         return self._terms.pop((edge, k))
 
@@ -575,6 +576,86 @@ def _scales(weights: torch.Tensor, channels: int) -> list[list[Scale]]:
     return [list(rows[e * ops:(e + 1) * ops]) for e in range(edges)]
 
 
+class _CellScales(NamedTuple):
+    """A cell's mixing weights as per-channel scales: ``rows[edge][k]`` (C,) for a candidate
+    that runs alone (None for one in a group), ``groups[(edge, k)]`` (m*C,) for the group
+    whose first member is (edge, k): its members' scales back to back."""
+    rows: list[list[Scale | None]]
+    groups: dict[tuple[int, int], Scale]
+
+
+class _ScaleLayout(NamedTuple):
+    """Where each candidate's scale goes in a grouped cell's table: the rows of the weights
+    (``e * ops + k``) group by group (``heads``: each group's first member, ``sizes``: its
+    length), then every other candidate (``alone``) in order; ``order`` and its inverse, per
+    device (made once: a host-to-device copy, so never while a CUDA graph records)."""
+    order: list[int]
+    sizes: list[int]
+    heads: list[tuple[int, int]]
+    alone: list[tuple[int, int]]
+    on_device: dict
+
+
+def _scale_layout(cell, live: list[list[bool]] | None) -> _ScaleLayout:
+    ops = len(cell._ops[0]._ops)
+    order, sizes, heads = [], [], []
+    for j in range(2 + cell._steps - 1):  # the last node feeds no edge
+        for members in _groups(_leaving(cell, j, live)).values():
+            if len(members) > 1:
+                order += [e * ops + k for e, k, _ in members]
+                sizes.append(len(members))
+                heads.append(members[0][:2])
+    grouped = set(order)
+    alone = [divmod(i, ops) for i in range(len(cell._ops) * ops) if i not in grouped]
+    return _ScaleLayout(order + [e * ops + k for e, k in alone], sizes + [1] * len(alone),
+                        heads, alone, {})
+
+
+class _ScaleTable(torch.autograd.Function):
+    """The rows ``order`` of ``weights.reshape(-1)``, each as C equal values: one gather; the
+    backward sums each row's gradient over its C values and puts it back in place with the
+    inverse permutation, one reduction and one gather."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
+                channels: int) -> torch.Tensor:
+        ctx.inverse, ctx.shape = inverse, weights.shape
+        return weights.reshape(-1, 1).expand(-1, channels)[order]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.sum(1)[ctx.inverse].reshape(ctx.shape), None, None, None
+
+
+def _grouped_scales(cell, weights: torch.Tensor, channels: int,
+                    live: list[list[bool]] | None) -> _CellScales:
+    """:func:`_scales` laid out so that each group's scales are one block of the table (a
+    view), not concatenated per group on every forward: the table's rows are the weights'
+    in the order of ``_scale_layout``, split once into the groups' blocks and the other
+    candidates' rows."""
+    if torch.compiler.is_compiling():
+        layout = _scale_layout(cell, live)
+    else:
+        key = ("scales", None if live is None else tuple(map(tuple, live)))
+        plans = _PLANS.setdefault(cell, {})
+        layout = plans.get(key)
+        if layout is None:
+            if len(plans) >= PLANS_PER_CELL:
+                plans.clear()
+            layout = plans[key] = _scale_layout(cell, live)
+    index = layout.on_device.get(weights.device)
+    if index is None:
+        order = torch.tensor(layout.order, device=weights.device)
+        index = layout.on_device[weights.device] = (order, torch.argsort(order))
+    table = _ScaleTable.apply(weights, *index, channels)
+    pieces = table.reshape(-1).split([n * channels for n in layout.sizes])
+    groups = dict(zip(layout.heads, pieces))
+    rows: list[list[Scale | None]] = [[None] * len(m._ops) for m in cell._ops]
+    for (e, k), row in zip(layout.alone, pieces[len(layout.heads):]):
+        rows[e][k] = row
+    return _CellScales(rows, groups)
+
+
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
                  ctx: _Ctx | None = None, skip_zero: bool = False,
                  live: list[list[bool]] | None = None) -> torch.Tensor:
@@ -593,13 +674,15 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     for j, (m, s) in enumerate(((cell.preprocess0, s0), (cell.preprocess1, s1))):
         x = _preprocess(ctx, m, s)
         states.append(_State(x, stride, _plan(cell, j, x, live, ctx.grouped)))
-    scales = _scales(weights, states[0].x.shape[1])
+    channels = states[0].x.shape[1]
+    scales = (_grouped_scales(cell, weights, channels, live) if ctx.grouped
+              else _CellScales(_scales(weights, channels), {}))
     offset = 0
     for _ in range(cell._steps):
         adds, muls, poly_terms = [], [], []
         for j, st in enumerate(states):
             mixed = cell._ops[offset + j]
-            for k, (op, w) in enumerate(zip(mixed._ops, scales[offset + j])):
+            for k, (op, w) in enumerate(zip(mixed._ops, scales.rows[offset + j])):
                 kind = candidate.kind(op)
                 if kind == "none" or (live is not None and not live[offset + j][k]):
                     continue

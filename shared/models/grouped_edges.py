@@ -64,9 +64,9 @@ Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index,
 
 
 # A candidate's mixing weight as C equal values (``fast_mixed._scales``), a (C,) tensor: the
-# per-channel scale of the candidate's last BN, or of its ``scale * t`` term (``node_sum``)
+# per-channel scale of the candidate's last BN, or of its ``scale * t`` term (``node_sum``);
+# for a group, its members' back to back, (m*C,)
 Scale = torch.Tensor
-Scales = Sequence[Sequence[Scale]]  # [edge][candidate]
 
 
 @per_module
@@ -93,11 +93,11 @@ def groupable(op: nn.Module) -> bool:
 
 
 def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
-                scales: Sequence[Scale] | None) -> torch.Tensor:
-    """Each module's BN of its block of ``y``'s channels (times its scale), in one call."""
+                weight: Scale | None) -> torch.Tensor:
+    """Each module's BN of its block of ``y``'s channels (times its block of ``weight``, the
+    members' scales), in one call."""
     c = y.shape[1] // len(modules)
     first = modules[0]
-    weight = None if scales is None else torch.cat(list(scales))
     if not first.training:  # each edge's running statistics, side by side
         mean = torch.cat([b.running_mean for b in modules])
         var = torch.cat([b.running_var for b in modules])
@@ -135,21 +135,21 @@ def copies(x: torch.Tensor, m: int) -> torch.Tensor:
 
 
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
-           scales: Sequence[Scale] | None) -> torch.Tensor:
+           scale: Scale | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
-    its BN (one stacked call)."""
+    its BN (one stacked call) times its block of ``scale``."""
     y = F.conv2d(y, joined([p.weight for p in pws]), None, 1, 0, 1, len(pws))
-    return _stacked_bn(ctx, y, bns, scales)
+    return _stacked_bn(ctx, y, bns, scale)
 
 
 def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[nn.Conv2d],
               pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
-              scales: Sequence[Scale] | None) -> torch.Tensor:
+              scale: Scale | None) -> torch.Tensor:
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
     ``conv(kernels)`` is the depthwise conv of the input's m copies (:func:`copies`) by the m
     edges' kernels side by side (``groups=m*C``), so its output is edge-major already."""
     y = conv(joined([d.weight for d in dws]))
-    return _pw_bn(ctx, y, pws, bns, scales)
+    return _pw_bn(ctx, y, pws, bns, scale)
 
 
 def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], torch.Tensor]:
@@ -161,10 +161,10 @@ def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], 
 
 
 def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
-              scales: Scales) -> dict[tuple[int, int], torch.Tensor]:
-    """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
-    ``group_key``), from the state's ReLU in m copies (:func:`copies`); returned per (edge,
-    candidate)."""
+              scale: Scale) -> dict[tuple[int, int], torch.Tensor]:
+    """``w * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
+    ``group_key``), ``scale`` their mixing weights ``w`` as C values each, back to back; from
+    the state's ReLU in m copies (:func:`copies`); returned per (edge, candidate)."""
     # per op: (depthwise, 1x1, BN) twice
     dw1, pw1, bn1, dw2, pw2, bn2 = zip(*(layers(op) for _, _, op in members))
     a, b = dw1[0], dw2[0]
@@ -177,17 +177,17 @@ def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
     y = F.relu_(y)  # in place: BN's backward needs not its output
     y = F.conv2d(y, joined([d.weight for d in dw2]), None, b.stride, b.padding,
                  b.dilation, y.shape[1])
-    y = _pw_bn(ctx, y, pw2, bn2, [scales[e][k] for e, k, _ in members])
+    y = _pw_bn(ctx, y, pw2, bn2, scale)
     return _split(y, members)
 
 
 def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequence[Member],
-              scales: Scales) -> dict[tuple[int, int], torch.Tensor]:
-    """``scales[e][k] * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same
-    ``group_key``); ``conv(kernels)``: the depthwise conv of the m copies of the state's ReLU
-    (:func:`copies`) as the fast path runs it for one member, with the m kernels side by side
-    (``groups=m*C``), so the result is in that conv's layout (polyphase where it is
-    polyphase); returned per (edge, candidate)."""
+              scale: Scale) -> dict[tuple[int, int], torch.Tensor]:
+    """``w * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same ``group_key``),
+    ``scale`` as for :func:`sep_group`; ``conv(kernels)``: the depthwise conv of the m copies
+    of the state's ReLU (:func:`copies`) as the fast path runs it for one member, with the m
+    kernels side by side (``groups=m*C``), so the result is in that conv's layout (polyphase
+    where it is polyphase); returned per (edge, candidate)."""
     dws, pws, bns = zip(*(layers(op) for _, _, op in members))  # per op: depthwise, 1x1, BN
-    y = _dw_pw_bn(ctx, conv, dws, pws, bns, [scales[e][k] for e, k, _ in members])
+    y = _dw_pw_bn(ctx, conv, dws, pws, bns, scale)
     return _split(y, members)
