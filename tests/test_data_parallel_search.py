@@ -39,9 +39,11 @@ from shared.search.perturbation import make_perturbation
 from shared.spaces import get_nb201_space, get_space
 from tests.conftest import run_ranks
 
-# "nb1shot1:" the NAS-Bench-1Shot1 supernet (space 2, 3 cells) and its Hessian monitor
+# "nb1shot1:" the NAS-Bench-1Shot1 supernet (space 2, 3 cells) and its Hessian monitor;
+# "grouped:" the tiny supernet with grouped edges (--grouped_edges: stacked BNs over the
+# global batch, kernels in shared buffers)
 KINDS = ("first_order", "second_order", "one_level", "random", "pgd_linf",
-         "nb1shot1:first_order")
+         "nb1shot1:first_order", "grouped:second_order")
 # Λ-DARTS (first-order DARTS + the regulariser): "lambda_{regulariser}[+{perturbation}]", on
 # half the batch and with a 2-step PGD (each attack step is averaged alike): 3 more forward/
 # backward passes per step than DARTS, and the test stays cheap
@@ -73,10 +75,11 @@ class RecordingAlignment(LayerAlignment):
         self.added.append(max((p.grad - b).abs().max() for p, b in zip(params, before)))
 
 
-def tiny_network() -> Network:
+def tiny_network(grouped: bool = False) -> Network:
     """3 cells of 2 nodes (5 edges each) over s5's candidates (the DARTS space without 'none'):
     every kind of candidate, at a third of the 4-node cell's work."""
-    return Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2)
+    return Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2,
+                   grouped_edges=grouped)
 
 
 def supernet(kind: str) -> torch.nn.Module:
@@ -85,7 +88,7 @@ def supernet(kind: str) -> torch.nn.Module:
         return TinyNetworkDarts(4, 10, 1, get_nb201_space("nas-bench-201"), in_channels=1)
     if kind.startswith("nb1shot1:"):
         return NB1Shot1Network(4, 10, 3, "2", in_channels=1)
-    return tiny_network()
+    return tiny_network(grouped=kind.startswith("grouped:"))
 
 
 def search(kind: str, dp: DataParallel, tmp: str) -> dict:
@@ -108,7 +111,7 @@ def search(kind: str, dp: DataParallel, tmp: str) -> dict:
     if method == "one_level":
         alpha = OneLevel(model, 3e-3, 1e-3)
     else:
-        alpha = Architect(model, 3e-3, 1e-3, 0.9, 3e-4, unrolled=kind == "second_order")
+        alpha = Architect(model, 3e-3, 1e-3, 0.9, 3e-4, unrolled=method == "second_order")
     perturb = make_perturbation(perturb_name, 0.3, 4)
     if regularizer is not None and perturb is not None:
         perturb.steps = LAMBDA_PGD_STEPS

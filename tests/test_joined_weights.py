@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models import grouped_edges
+from shared.models.candidate import kind, layers
 from shared.models.joined_weights import join, joined
 from shared.models.search_cnn import Network
 from shared.spaces import SPACES
@@ -128,3 +129,28 @@ def test_a_grouped_step_equals_the_one_with_copied_kernels(monkeypatch) -> None:
         results.append([p.detach().clone() for p in net.parameters()])
     for a, b in zip(*results):
         assert torch.allclose(a, b, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("supernet", ["darts", "nb201", "nb1shot1"])
+def test_the_search_builds_its_supernet_grouped_or_refuses(supernet, tmp_path) -> None:
+    """``--grouped_edges`` reaches the DARTS-space supernet (its kernels joined); the supernets
+    with no grouped path refuse it, before any data is read."""
+    from shared.errors import UserError
+    from shared.logs import setup_logger
+    from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
+
+    space = {"darts": "s5", "nb201": "nas-bench-201", "nb1shot1": "1"}[supernet]
+    cfg = CNNSearchConfig(dataset="digits", epochs=1, layers=3, init_channels=4, batch_size=64,
+                          gpu=-1, search_space=space, progress=False, supernet=supernet,
+                          grouped_edges=True)
+    logger = setup_logger(str(tmp_path), "log.txt", name=f"test-grouped-{supernet}")
+    if supernet != "darts":
+        with pytest.raises(UserError, match="--grouped_edges runs the DARTS space's supernet"):
+            build_cnn_search(cfg, str(tmp_path), logger, max_batches=1)
+        return
+    model = build_cnn_search(cfg, str(tmp_path), logger, max_batches=1).model
+    assert model.grouped_edges
+    first, second = ([layers(op)[0].weight for op in model.cells[0]._ops[e]._ops
+                      if kind(op) == "sep"][0] for e in (0, 2))
+    # edges 0 and 2 leave state 0: their first depthwise kernels lie back to back
+    assert joined([first, second]).data_ptr() == first.data_ptr()

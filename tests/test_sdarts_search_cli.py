@@ -149,3 +149,22 @@ def test_missing_cifar10_explains_where_to_get_it(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert str(tmp_path / "data") in err and "cifar-10" in err.lower()
     assert "https://www.cs.toronto.edu/~kriz/cifar.html" in err
+
+
+def test_a_grouped_search_killed_and_resumed_is_the_one_that_never_stopped(tmp_path):
+    """``--grouped_edges``: the wide kernels (each group's weights in shared buffers, laid out
+    again when the resumed run builds its supernet and loads the checkpoint into it)."""
+    args = [*TINY, "--search_space", "s5", "--epochs", "2", "--save", "grouped",
+            "--batch_size", "64", "--train_portion", "0.1", "--grouped_edges"]
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    assert run_door(args, ref_dir).returncode == 0
+    run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)
+    assert len(json.load(open(os.path.join(run, "history.json")))) == 1
+    out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = open(os.path.join(run, "log.txt")).read()
+    assert "resumed from" in log and "'grouped_edges': True" in log
+    ref = torch.load(os.path.join(only_run(ref_dir), "checkpoint.pth.tar"), weights_only=True)
+    got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
+    assert got["epoch"] == ref["epoch"] == 2
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())

@@ -143,6 +143,17 @@ def add_step_capture_flag(parser: argparse.ArgumentParser) -> None:
                              "runs eagerly and the log says why")
 
 
+def add_grouped_edges_flag(parser: argparse.ArgumentParser) -> None:
+    """``--grouped_edges`` (``shared.models.grouped_edges``): a DARTS-space supernet runs the
+    same-shaped convs of the edges leaving a cell state as one kernel per stage; off by
+    default."""
+    parser.add_argument("--grouped_edges", action="store_true",
+                        help="run the separable and dilated convs of the edges that leave a "
+                             "cell state together, one wide kernel per stage: fewer kernel "
+                             "launches for a GPU (equal to the default path up to rounding; "
+                             "on the CPU slower at batch 64)")
+
+
 def add_compile_flag(parser: argparse.ArgumentParser) -> None:
     """``--compile`` (shared.compile): the network compiled with torch.compile; off by
     default."""

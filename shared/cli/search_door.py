@@ -19,6 +19,7 @@ from shared.cli.flags import (
     add_compile_flag,
     add_darts_search_flags,
     add_data_on_device_flag,
+    add_grouped_edges_flag,
     add_perturbation_flags,
     add_runtime_flags,
     add_step_capture_flag,
@@ -33,9 +34,11 @@ IDENTITY = ("save", "search_space", "seed", "dataset")  # what a bare --resume m
 
 
 def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
-                        spaces: Sequence[str], default_space: str) -> ArgumentParser:
+                        spaces: Sequence[str], default_space: str,
+                        grouped_edges: bool = True) -> ArgumentParser:
     """The original flags with a door's defaults, plus ``--dataset digits`` (embedded data, no
-    download) and the runtime switches."""
+    download) and the runtime switches (``grouped_edges``: with ``--grouped_edges``, for a
+    DARTS-space supernet)."""
     p = ArgumentParser(prog)
     add_darts_search_flags(p, datasets=DATASETS, batch_size=batch_size, epochs=epochs,
                            layers=layers, save_help="experiment name ('debug' in it: one step "
@@ -48,6 +51,8 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)
+    if grouped_edges:
+        add_grouped_edges_flag(p)
     return p
 
 

@@ -92,6 +92,9 @@ class CNNSearchConfig:
     progress: bool = True
     supernet: str = "darts"  # a key of SUPERNETS
     skip_zero_weights: bool = False  # darts: candidates of weight exactly 0 not run (DARTS-PT)
+    # darts: the convs of the edges leaving a cell state as one kernel per stage
+    # (shared.models.grouped_edges; the other supernets refuse it)
+    grouped_edges: bool = False
     alpha_update: str = "bilevel"  # bilevel (first/second order) | fixed | one_level
     step_order: str = "alpha_first"  # alpha_first (DARTS) | weights_first (AutoDL)
     perturb_alpha: str = "none"  # SDARTS: none | random | pgd_linf (shared.search.perturbation)
@@ -125,7 +128,7 @@ class SupernetFamily:
 SUPERNETS: dict[str, SupernetFamily] = {
     "darts": SupernetFamily(get_space, lambda cfg, space, classes, in_channels: Network(
         cfg.init_channels, classes, cfg.layers, space, in_channels=in_channels,
-        skip_zero_weights=cfg.skip_zero_weights)),
+        skip_zero_weights=cfg.skip_zero_weights, grouped_edges=cfg.grouped_edges)),
     "nb201": SupernetFamily(get_nb201_space, lambda cfg, space, classes, in_channels:
                             TinyNetworkDarts(cfg.init_channels, classes, cfg.layers, space,
                                              in_channels=in_channels)),
@@ -222,6 +225,9 @@ def build_cnn_search(cfg: CNNSearchConfig, save_dir: str, logger, *,
     if cfg.supernet not in SUPERNETS:
         raise ValueError(f"unknown supernet {cfg.supernet!r}; one of {', '.join(SUPERNETS)}")
     supernet = SUPERNETS[cfg.supernet]
+    if cfg.grouped_edges and cfg.supernet != "darts":
+        raise UserError(f"--grouped_edges runs the DARTS space's supernet; the {cfg.supernet} "
+                        "supernet has no grouped path: run it without --grouped_edges")
     space = search_space(cfg, supernet)
     device = device or choose_device(cfg.gpu)
     seed_everything(cfg.seed)

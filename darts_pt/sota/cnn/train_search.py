@@ -56,6 +56,7 @@ from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common
 from shared.cli.flags import (  # noqa: E402
     add_compile_flag,
     add_data_on_device_flag,
+    add_grouped_edges_flag,
     add_runtime_flags,
     add_step_capture_flag,
     settings_suffix,
@@ -89,6 +90,7 @@ def build_parser() -> ArgumentParser:
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)
+    add_grouped_edges_flag(p)
     return p
 
 

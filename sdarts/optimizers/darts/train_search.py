@@ -47,7 +47,8 @@ def _true_only(text: str) -> bool:
 
 def build_parser():
     p = build_search_parser("train_search.py", batch_size=96, epochs=100, layers=9,
-                            spaces=list(NB1SHOT1_SPACES), default_space="1")
+                            spaces=list(NB1SHOT1_SPACES), default_space="1",
+                            grouped_edges=False)
     p.add_argument("--output_weights", type=_true_only, default=True,
                    help="weights on the output node's inputs (must stay True)")
     p.add_argument("--warm_start_epochs", type=int, default=0,
