@@ -37,6 +37,9 @@ timeout 90 $PY -m torch.distributed.run --standalone --nproc_per_node 1 train.py
     --auxiliary --cutout --cutout_length 4 --amp --channels_last --no_progress \
     --experiments "$OUT/exp" 2>&1 | grep -E "device|process|epoch|acc|error" | tail -8
 cd ../../..
+echo "== epochs per hour of the search with the wide kernels (--grouped_edges), first order =="
+timeout 100 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
+    --paths graph,grouped,graph+grouped --eval_batches 10 --order 1 | tee "$OUT/search_epoch_grouped.md"
 echo "== data pipeline: DataLoader vs data on the device (CIFAR-10 size) =="
 timeout 120 $PY bench/data_pipeline.py --device cuda --images 50000 --workers 0,4 \
     | tee "$OUT/data_pipeline.md"

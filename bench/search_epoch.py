@@ -11,7 +11,8 @@ Without ``--data`` the images are random uint8 arrays in CIFAR-10's files and fo
 torchvision's CIFAR10 class with its md5 check switched off (no download here); the speed does
 not depend on the pixels. The paths: ``dataloader`` (torchvision transforms in DataLoaders),
 ``device`` (``--data_on_device``), ``graph`` (data on the device and ``--step_capture
-cuda_graph``: the step recorded once per epoch and replayed; CUDA only). Each path runs an
+cuda_graph``: the step recorded once per epoch and replayed; CUDA only), ``grouped`` and
+``graph+grouped`` (those two with ``--grouped_edges``: the wide kernels). Each path runs an
 untimed epoch of ``--warmup`` steps, then a timed epoch of ``--steps`` steps and
 ``--eval_batches`` batches of the end-of-epoch accuracy. The timed epoch is split
 (``bench/epoch_clock.py``) into its steady cost per step (from its third step on) and its
@@ -39,7 +40,7 @@ from bench.epoch_clock import (  # noqa: E402
 )
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search  # noqa: E402
 
-PATHS = ("dataloader", "device", "graph")
+PATHS = ("dataloader", "device", "graph", "grouped", "graph+grouped")
 
 
 def time_path(cfg: CNNSearchConfig, steps: int, warmup: int, eval_batches: int,
@@ -63,7 +64,8 @@ def main(argv=None) -> None:
     p.add_argument("--perturb", default="none", choices=("none", "random", "pgd_linf"))
     add_epoch_arguments(p)
     p.add_argument("--paths", default="dataloader,device",
-                   help="comma-separated: dataloader, device, graph (CUDA only)")
+                   help="comma-separated: dataloader, device, graph (CUDA only), grouped, "
+                        "graph+grouped (CUDA only)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--init_channels", type=int, default=16)
@@ -80,7 +82,8 @@ def main(argv=None) -> None:
                                perturb_alpha=args.perturb, epochs=50, progress=False,
                                gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
                                data_on_device=path != "dataloader",
-                               step_capture="cuda_graph" if path == "graph" else "off")
+                               step_capture="cuda_graph" if path.startswith("graph") else "off",
+                               grouped_edges=path.endswith("grouped"))
 
     rows = time_paths(args, paths, config, time_path)
     print(f"DARTS search, s5, {args.layers} cells, C={args.init_channels}, batch "

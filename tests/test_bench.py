@@ -68,7 +68,7 @@ def test_the_epoch_benches_run_every_path(small_cifar: str, monkeypatch, capsys)
             "16", "--steps", "3"]
     eval_epoch.main([*tiny, "--workers", "0", "--epochs", "4",
                      "--paths", "dataloader,device,graph,bf16,graph+bf16"])
-    search_epoch.main([*tiny, "--paths", "dataloader,device"])
+    search_epoch.main([*tiny, "--paths", "dataloader,device,grouped"])
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line.split() and line.split()[0] in eval_epoch.PATHS}
@@ -78,6 +78,7 @@ def test_the_epoch_benches_run_every_path(small_cifar: str, monkeypatch, capsys)
     for cells in rows.values():
         assert float(cells[1]) > 0 and float(cells[4]) > 0  # ms/step, s/epoch
     assert "eager:" not in out  # the recorded paths recorded (emulated on the CPU)
+    assert "\ngrouped " in out  # the search's wide kernels (--grouped_edges)
 
 
 def test_the_launch_count_sees_what_each_path_saves() -> None:
