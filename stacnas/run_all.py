@@ -36,6 +36,7 @@ from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.flags import (  # noqa: E402
     add_compile_flag,
     add_data_on_device_flag,
+    add_grouped_edges_flag,
     add_step_capture_flag,
 )
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
@@ -87,6 +88,7 @@ def build_parser() -> ArgumentParser:
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)
+    add_grouped_edges_flag(p)
     add("--no_progress", dest="progress", action="store_false")
     return p
 
@@ -127,7 +129,7 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
               str(a.init_channels_search), "--epochs", str(a.epochs_search), "--grad_clip",
               str(a.grad_clip_search), "--train_ratio", str(a.train_ratio), *power,
               *data_on_device(a), "--step_capture", a.step_capture,
-              "--compile", a.compile]
+              "--compile", a.compile, *(["--grouped_edges"] if a.grouped_edges else [])]
     net = ["--batch_size", str(a.batch_size_augment), "--init_channels",
            str(a.init_channels_augment), "--num_cells", str(a.num_cells_augment)]
     out = [("search1", "search", [*common(a, "search1", s_seed), *search, "--num_cells",

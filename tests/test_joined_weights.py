@@ -154,3 +154,22 @@ def test_the_search_builds_its_supernet_grouped_or_refuses(supernet, tmp_path) -
                       if kind(op) == "sep"][0] for e in (0, 2))
     # edges 0 and 2 leave state 0: their first depthwise kernels lie back to back
     assert joined([first, second]).data_ptr() == first.data_ptr()
+
+
+def test_stacnas_hands_grouped_edges_to_its_searches_only() -> None:
+    """StacNAS' ``run_all.py --grouped_edges`` passes it to both searches, whose parser takes
+    it into the engine's config, and to neither augment nor test (no supernet there)."""
+    from shared.cli.parser import parse
+    from shared.errors import UserError
+    from stacnas import augment, run_all, search
+    from stacnas.spaces import stage1_space
+
+    args, _ = parse(run_all.build_parser(), ["--grouped_edges", "--test"])
+    args.save_dir = "x"
+    stages = {stage: argv for stage, _, argv in run_all.stage_commands(args)}
+    assert "--grouped_edges" in stages["search1"] and "--grouped_edges" in stages["search2"]
+    assert "--grouped_edges" not in stages["augment"] + stages["test"]
+    parsed = search.build_parser().parse_args(["--name", "x", "--grouped_edges"])
+    assert search.search_config(parsed, stage1_space("groups", 8), {}).grouped_edges
+    with pytest.raises(UserError, match="unrecognized arguments: --grouped_edges"):
+        augment.build_parser().parse_args(["--name", "x", "--grouped_edges"])
