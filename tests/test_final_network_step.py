@@ -126,3 +126,45 @@ def test_ops_that_begin_with_the_same_relu_share_it():
     assert (seen, seen_apart) == (6, 11)
     for a, b in zip(g, g_apart):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+
+
+def test_a_states_relu_is_taken_once_for_the_two_cells_that_read_it():
+    """Cell k's output is read by cell k+1's preprocess1 and cell k+2's preprocess0, both
+    beginning with its ReLU (a ``FactorizedReduce`` after a reduction): the network takes it
+    once (the preprocessing's own ReLU modules do not run), and trains bit for bit as the
+    network whose cells take their own. CIFAR (stem output read by both of cell 0's and by
+    cell 1's) and ImageNet (two stems), auxiliary head and drop-path on."""
+    relus = []
+    for dataset, size in (("cifar10", 32), ("imagenet", 224)):
+        torch.manual_seed(0)
+        net = build_final_network(load_genotype("DARTS_V2"), dataset, 4, 5, True).double()
+        net.drop_path_prob = 0.2
+        apart = copy.deepcopy(net)
+        for cell in apart.cells:
+            cell.reads_relu = (False, False)
+        assert all(cell.reads_relu == (True, True) for cell in net.cells)
+        for n in (net, apart):
+            for cell in n.cells:
+                for m in (cell.preprocess0, cell.preprocess1):
+                    for r in m.modules():
+                        if type(r) is nn.ReLU:
+                            r.register_forward_hook(lambda *_: relus.append(1))
+        states, seen = [], []
+        for n in (net, apart):
+            relus.clear()
+            torch.manual_seed(1)  # the same drop-path draws
+            g = torch.Generator().manual_seed(2)
+            optimizer = torch.optim.SGD(n.parameters(), 0.1, momentum=0.9)
+            for _ in range(2):
+                x = torch.randn(2, 3, size, size, generator=g, dtype=torch.float64)
+                y = torch.randint(0, 10, (2,), generator=g)
+                optimizer.zero_grad()
+                logits, aux = n(x)
+                (nn.functional.cross_entropy(logits, y)
+                 + 0.4 * nn.functional.cross_entropy(aux, y)).backward()
+                optimizer.step()
+            states.append(n.state_dict())
+            seen.append(len(relus))
+        assert seen == [0, 2 * 2 * 5], (dataset, seen)  # 2 steps, 2 preprocessings a cell
+        for key, value in states[1].items():
+            assert torch.equal(states[0][key], value), (dataset, key)

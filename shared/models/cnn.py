@@ -58,6 +58,12 @@ def after_relu(op: nn.Module) -> tuple[nn.Module, ...] | None:
     return tail(op)
 
 
+def _begins_with_relu(m: nn.Module) -> bool:
+    """Whether a cell's preprocessing ``m`` begins with its input's ReLU and can take it done
+    (``Cell._preprocess``): a ``ReLUConvBN`` or a ``FactorizedReduce``."""
+    return (isinstance(m, FactorizedReduce) and not m.relu.inplace) or after_relu(m) is not None
+
+
 class Cell(nn.Module):
     """One cell of the final network: ``genotype``'s cell of this kind, or the (pairs, concat)
     of this cell itself (a ``PerCellGenotype``'s cell)."""
@@ -86,6 +92,22 @@ class Cell(nn.Module):
         readers = [j if after_relu(op) is not None else None
                    for op, j in zip(self._ops, self._indices)]
         self._shared_relu = tuple(j is not None and readers.count(j) > 1 for j in readers)
+        # which inputs the preprocessing takes from their ReLU (``relus`` in ``forward``)
+        self.reads_relu = tuple(_begins_with_relu(m) for m in (self.preprocess0,
+                                                                self.preprocess1))
+
+    @staticmethod
+    def _preprocess(m: nn.Module, x: torch.Tensor, r: torch.Tensor | None,
+                    reads: bool) -> torch.Tensor:
+        """``m(x)``, from ``r = relu(x)`` when given and ``m`` begins with that ReLU (its
+        layers after it: their own hooks run, ``m``'s do not)."""
+        if r is None or not reads:
+            return m(x)
+        if isinstance(m, FactorizedReduce):
+            return m.after_relu(r)
+        for layer in after_relu(m):
+            r = layer(r)
+        return r
 
     @property
     def droppable(self) -> int:
@@ -93,10 +115,14 @@ class Cell(nn.Module):
         return sum(not isinstance(op, Identity) for op in self._ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor,
-                drop_scales: torch.Tensor | None = None) -> torch.Tensor:
+                drop_scales: torch.Tensor | None = None,
+                relus: Sequence[torch.Tensor | None] = (None, None)) -> torch.Tensor:
         """``drop_scales``: drop-path's factors for this cell's droppable ops, in order
-        (:func:`drop_path_scales`), or None for none."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        (:func:`drop_path_scales`), or None for none. ``relus``: ``relu(s0)``, ``relu(s1)``
+        where the network computed them once for the two cells that read each state (None:
+        the preprocessing takes its own); used where ``reads_relu`` says."""
+        states = [self._preprocess(m, x, r, reads) for m, x, r, reads in zip(
+            (self.preprocess0, self.preprocess1), (s0, s1), relus, self.reads_relu)]
         relus: dict[int, torch.Tensor] = {}  # state -> its ReLU, where shared
         dropped = 0
         for i in range(self._steps):
@@ -208,8 +234,16 @@ class _Network(nn.Module):
             counts = [cell.droppable for cell in self.cells]
             scales = drop_path_scales(sum(counts), s0.shape[0], self.drop_path_prob,
                                       s0).split(counts)
+        # a state's ReLU, taken once for the two cells whose preprocessing begins with it
+        # (cell k+1's preprocess1, cell k+2's preprocess0), only where one of them will
+        r0 = r1 = None
         for i, (cell, drop_scales) in enumerate(zip(self.cells, scales)):
-            s0, s1 = s1, cell(s0, s1, drop_scales)
+            if cell.reads_relu[1] and r1 is None:
+                r1 = F.relu(s1)
+            if cell.reads_relu[0] and r0 is None:
+                r0 = r1 if s0 is s1 and r1 is not None else F.relu(s0)
+            s0, s1 = s1, cell(s0, s1, drop_scales, (r0, r1))
+            r0, r1 = r1, None
             if i == self._aux_index and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
