@@ -53,6 +53,12 @@ def test_tensors_that_do_not_lie_back_to_back_are_concatenated() -> None:
         w = joined(tensors)
         assert torch.equal(w, torch.cat(tensors))
         assert w.data_ptr() not in {t.data_ptr() for t in tensors}
+    # found back to back once, then one of them given a tensor of its own: no longer
+    assert joined(params).data_ptr() == params[0].data_ptr()
+    with torch.no_grad():
+        params[1].data = params[1].detach().clone()
+    w = joined(params)
+    assert torch.equal(w, torch.cat(params)) and w.data_ptr() != params[0].data_ptr()
     # a parameter not laid out like the others is not moved
     odd = _params()
     odd[1] = nn.Parameter(odd[1].detach().transpose(0, 1).contiguous().transpose(0, 1))
