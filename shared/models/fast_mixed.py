@@ -301,10 +301,10 @@ class _State:
         """The depthwise conv ``dw`` of this state's ReLU as the fast path runs it, as a
         function of the kernel (``dw.weight``; for a group of ``m`` edges their kernels side by
         side, run on m copies of the input, ``groups=m*C``), and whether its result is in the
-        polyphase layout. Dilated oneDNN kernels
-        are slow (``UNDILATE``): at stride 2 a dilation-2 conv only reads the even pixels, so
-        it is an undilated conv of them; at stride 1 an undilated conv of each polyphase
-        component, where a component is large enough for a fast kernel (``POLY_MIN_SIDE``);
+        polyphase layout. Dilated oneDNN kernels are slow (``UNDILATE``): at stride 2 a
+        dilation-2 conv only reads the even pixels, so it is an undilated conv of them; at
+        stride 1 an undilated conv of each polyphase component, where a component is large
+        enough for a fast kernel (``POLY_MIN_SIDE``);
         else the dilated kernel embedded in a dense one."""
         k, d = dw.kernel_size[0], dw.dilation[0]
         source = _dil_source(dw, self.x)
