@@ -51,7 +51,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import weakref
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -493,23 +493,31 @@ def _groups(leaving: Sequence[Member]) -> dict[tuple, list[Member]]:
     return groups
 
 
+def _cell_groups(cell, live: list[list[bool]] | None) -> Iterator[list[Member]]:
+    """The groups of two or more convs that run together, state by state."""
+    for j in range(2 + cell._steps - 1):  # the last node feeds no edge
+        for members in _groups(_leaving(cell, j, live)).values():
+            if len(members) > 1:
+                yield members
+
+
 def join_group_weights(net: nn.Module) -> None:
     """Lay the kernels of each group of every cell state (all candidates running) back to
     back in memory, stage by stage (``joined_weights.join``), so that the grouped path's
     concatenations of them are views."""
     for cell in net.cells:
-        for j in range(2 + cell._steps - 1):  # the last node feeds no edge
-            for members in _groups(_leaving(cell, j, None)).values():
-                for stage in zip(*(candidate.layers(op) for _, _, op in members)):
-                    if isinstance(stage[0], nn.Conv2d):
-                        join([conv.weight for conv in stage])
+        for members in _cell_groups(cell, None):
+            for stage in zip(*(candidate.layers(op) for _, _, op in members)):
+                if isinstance(stage[0], nn.Conv2d):
+                    join([conv.weight for conv in stage])
 
 
 # A cell's plans, by what they depend on besides the cell's modules: the state, its size, the
-# device's rewrites of dilation, the grouping and the candidates that run. Made once, read on
-# every forward (~0.3 ms a cell to make, ~4 ms of host time a step); a cell keeps at most
-# PLANS_PER_CELL (DARTS-PT's projection runs fewer candidates at each of its steps).
-_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Plan]] = weakref.WeakKeyDictionary()
+# device's rewrites of dilation, the grouping and the candidates that run; and (grouped) its
+# scale layouts, by the candidates that run. Made once, read on every forward (~0.3 ms a cell
+# to make, ~4 ms of host time a step); a cell keeps at most PLANS_PER_CELL (DARTS-PT's
+# projection runs fewer candidates at each of its steps).
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 PLANS_PER_CELL = 64
 
 
@@ -518,17 +526,25 @@ def _plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
     """Who reads state ``j`` (``x``): the ops on the edges leaving it and, if it is one of
     the cell's outputs, the cell's concatenation (``fan_out``: the counts only save launches,
     the results never depend on them); with ``grouped``, its groups of convs."""
+    key = (j, grouped, tuple(x.shape[-2:]), x.device.type in UNDILATE, _live_key(live))
+    return _memo(cell, key, lambda: _make_plan(cell, j, x, live, grouped))
+
+
+def _live_key(live: list[list[bool]] | None) -> tuple | None:
+    return None if live is None else tuple(map(tuple, live))
+
+
+def _memo(cell, key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()``, kept in the cell's ``_PLANS`` under ``key`` (at most PLANS_PER_CELL)."""
     if torch.compiler.is_compiling():  # traced once; TorchDynamo would guard on the memo
-        return _make_plan(cell, j, x, live, grouped)
-    key = (j, grouped, tuple(x.shape[-2:]), x.device.type in UNDILATE,
-           None if live is None else tuple(map(tuple, live)))
+        return make()
     plans = _PLANS.setdefault(cell, {})
-    plan = plans.get(key)
-    if plan is None:
+    value = plans.get(key)
+    if value is None:
         if len(plans) >= PLANS_PER_CELL:
             plans.clear()
-        plan = plans[key] = _make_plan(cell, j, x, live, grouped)
-    return plan
+        value = plans[key] = make()
+    return value
 
 
 def _make_plan(cell, j: int, x: torch.Tensor, live: list[list[bool]] | None,
@@ -599,12 +615,10 @@ class _ScaleLayout(NamedTuple):
 def _scale_layout(cell, live: list[list[bool]] | None) -> _ScaleLayout:
     ops = len(cell._ops[0]._ops)
     order, sizes, heads = [], [], []
-    for j in range(2 + cell._steps - 1):  # the last node feeds no edge
-        for members in _groups(_leaving(cell, j, live)).values():
-            if len(members) > 1:
-                order += [e * ops + k for e, k, _ in members]
-                sizes.append(len(members))
-                heads.append(members[0][:2])
+    for members in _cell_groups(cell, live):
+        order += [e * ops + k for e, k, _ in members]
+        sizes.append(len(members))
+        heads.append(members[0][:2])
     grouped = set(order)
     alone = [divmod(i, ops) for i in range(len(cell._ops) * ops) if i not in grouped]
     return _ScaleLayout(order + [e * ops + k for e, k in alone], sizes + [1] * len(alone),
@@ -633,16 +647,7 @@ def _grouped_scales(cell, weights: torch.Tensor, channels: int,
     view), not concatenated per group on every forward: the table's rows are the weights'
     in the order of ``_scale_layout``, split once into the groups' blocks and the other
     candidates' rows."""
-    if torch.compiler.is_compiling():
-        layout = _scale_layout(cell, live)
-    else:
-        key = ("scales", None if live is None else tuple(map(tuple, live)))
-        plans = _PLANS.setdefault(cell, {})
-        layout = plans.get(key)
-        if layout is None:
-            if len(plans) >= PLANS_PER_CELL:
-                plans.clear()
-            layout = plans[key] = _scale_layout(cell, live)
+    layout = _memo(cell, ("scales", _live_key(live)), lambda: _scale_layout(cell, live))
     index = layout.on_device.get(weights.device)
     if index is None:
         order = torch.tensor(layout.order, device=weights.device)
