@@ -140,13 +140,14 @@ def test_a_cell_keeps_its_plans_by_what_they_depend_on(monkeypatch) -> None:
     cell = Network(4, 10, 3, SPACES["s5"]).cells[0]
     x = torch.randn(2, 16, 8, 8)
     live = [[True] * 8 for _ in range(14)]
-    plan = fast_mixed._plan(cell, 0, x, None, False)
-    assert fast_mixed._plan(cell, 0, x, None, False) is plan
-    assert fast_mixed._plan(cell, 0, x, live, False) == plan  # all running: equal, own key
-    assert fast_mixed._plan(cell, 0, torch.randn(2, 16, 16, 16), None, False) is not plan
+    inputs = fast_mixed._INPUTS
+    plans = fast_mixed._plans(cell, inputs, x, None, False)
+    assert fast_mixed._plans(cell, inputs, x, None, False) is plans
+    assert fast_mixed._plans(cell, inputs, x, live, False) == plans  # all running: equal
+    assert fast_mixed._plans(cell, inputs, torch.randn(2, 16, 16, 16), None, False) is not plans
     live[0][4] = False  # edge 0's sep_conv_3x3 does not run
-    assert fast_mixed._plan(cell, 0, x, live, False).relu_reads == plan.relu_reads - 1
+    assert fast_mixed._plans(cell, inputs, x, live, False)[0].relu_reads == plans[0].relu_reads - 1
     monkeypatch.setattr(fast_mixed, "PLANS_PER_CELL", 4)
-    for j in range(6):
-        fast_mixed._plan(cell, j, x, None, True)
+    for j in range(2, 6):
+        fast_mixed._plans(cell, (j,), x, None, True)
     assert len(fast_mixed._PLANS[cell]) <= 4

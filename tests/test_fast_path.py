@@ -368,8 +368,8 @@ def test_grouped_dilated_convs_under_every_rewrite(hw, want, monkeypatch):
     seen = set()
     dil_conv, dil_group = fast_mixed._State.dil_conv, fast_mixed.dil_group
 
-    def tagged(st, dw, m=1):
-        conv, poly = dil_conv(st, dw, m)
+    def tagged(st, dw, blocks=None):
+        conv, poly = dil_conv(st, dw, blocks)
         mode = "even" if dw.stride[0] == 2 else "poly" if poly else "dense"
         conv.tag = (mode, dw.kernel_size[0], st.x.shape[-1])
         return conv, poly
@@ -391,30 +391,41 @@ def test_grouped_dilated_convs_under_every_rewrite(hw, want, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_a_groups_copies_of_its_input(fmt):
-    """``grouped_edges.copies``: m copies of a state side by side on the channel axis, in the
-    state's layout, as ``cat`` makes them; the state's gradient is the sum of the copies'
-    (one reduction), in its layout too."""
-    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
-    x.requires_grad_()
-    y = copies(x, 4)
-    assert torch.equal(y, torch.cat([x] * 4, dim=1)) and y.is_contiguous(memory_format=fmt)
+@pytest.mark.parametrize("ms", [(4,), (3, 2)], ids=["one state", "the two inputs"])
+def test_a_groups_copies_of_its_input(fmt, ms):
+    """``grouped_edges.copies``: each state m times side by side on the channel axis, in the
+    states' layout, as ``cat`` makes them; each state's gradient is the sum of its copies'
+    (one reduction each), in its layout too."""
+    xs = [torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+          .requires_grad_() for _ in ms]
+    y = copies(list(zip(xs, ms)))
+    want_y = torch.cat([x for x, m in zip(xs, ms) for _ in range(m)], dim=1)
+    assert torch.equal(y, want_y) and y.is_contiguous(memory_format=fmt)
     g = torch.randn(y.shape, dtype=torch.float64).contiguous(memory_format=fmt)
-    (gx,) = torch.autograd.grad(y, x, g)
-    (want,) = torch.autograd.grad(torch.cat([x] * 4, dim=1), x, g)
-    assert_close(gx, want, what="the state's gradient", **F64)
-    assert gx.is_contiguous(memory_format=fmt)
+    got = torch.autograd.grad(y, xs, g)
+    want = torch.autograd.grad(want_y, xs, g)
+    for gx, w in zip(got, want):
+        assert_close(gx, w, what="a state's gradient", **F64)
+        assert gx.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize("live", [False, True])
 def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
     """``fast_mixed._grouped_scales``: every running candidate's mixing weight as C values
-    once, either as its own row or as a block of its group's vector (one group per state and
-    candidate, edges in order), the same values as ``_scales``; gradients as autograd's of
-    the reference; the table's index made once per device (never while a graph records)."""
+    once, either as its own row or as a block of its group's vector (one group per candidate
+    and state, or the two inputs; edges in order, the first input's first), the same values
+    as ``_scales``; gradients as autograd's of the reference; the table's index made once per
+    device (never while a graph records)."""
     torch.manual_seed(0)
     cell = Network(4, 10, 3, SPACES["s5"], fast=True, grouped_edges=True).cells[0]
     edges, ops = len(cell._ops), len(cell._ops[0]._ops)
+    state = {}  # edge -> the state it leaves: node i reads states 0 .. i+1
+    for i in range(cell._steps):
+        state.update({len(state) + j: j for j in range(2 + i)})
+
+    def state_edge(e):
+        return state[e], e
+
     w = torch.rand(edges, ops, dtype=torch.float64, requires_grad=True)  # distinct values
     alive = [[(e + k) % 3 != 0 for k in range(ops)] for e in range(edges)] if live else None
     got = fast_mixed._grouped_scales(cell, w, 4, alive)
@@ -428,7 +439,7 @@ def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
         members = [where[float(b[0].detach())] for b in blocks]
         assert members[0] == (e0, k0) and len(members) > 1
         assert len({k for _, k in members}) == 1
-        assert [e for e, _ in members] == sorted(e for e, _ in members)
+        assert [e for e, _ in members] == sorted((e for e, _ in members), key=state_edge)
         for (e, k), b in zip(members, blocks):
             assert torch.equal(b, want[e][k])
             loss = loss + (b * factors[e, k]).sum()
@@ -476,11 +487,12 @@ def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
         fast(x, w)
         counts.append(len(calls))
     # per cell and kernel size: the 13 separable convs on edges from states fed to 2+ nodes
-    # (4 + 4 + 3 + 2 edges) go from 6 calls each (2 depthwise, 2 1x1, 2 BN) to 6 per state,
-    # and the 13 dilated convs from 3 calls each (depthwise, 1x1, BN) to 3 per state (every
-    # rewrite of the dilation is one depthwise conv: polyphase or even pixels or embedded)
+    # (4 + 4 + 3 + 2 edges) go from 6 calls each (2 depthwise, 2 1x1, 2 BN) to 6 per group,
+    # and the 13 dilated convs from 3 calls each (depthwise, 1x1, BN) to 3 per group (every
+    # rewrite of the dilation is one depthwise conv: polyphase or even pixels or embedded);
+    # a group per state, the two inputs' edges in one: 3 groups
     cells, sizes = 5, 2
-    assert counts[0] - counts[1] == cells * sizes * (6 + 3) * ((4 + 4 + 3 + 2) - 4), counts
+    assert counts[0] - counts[1] == cells * sizes * (6 + 3) * ((4 + 4 + 3 + 2) - 3), counts
 
 
 def test_grouped_edges_leave_out_candidates_that_do_not_run():

@@ -7,15 +7,17 @@ holds a ``sep_conv_3x3`` and a ``sep_conv_5x5`` (2 x (depthwise, 1x1, BN) per ca
 ``dil_conv_3x3`` and a ``dil_conv_5x5`` (depthwise at dilation 2, 1x1, BN). On a GPU the search
 step is bound by launching ~20,000 such small kernels, not by their arithmetic (README, Speed).
 Here the m same-shaped convs of one kind on the edges leaving a state (same ``group_key``) run
-as:
+together; so do those on the edges leaving either of the cell's two inputs, which are both
+ready when the cell starts (same size and stride: 8 edges, not two groups of 4; the group's
+members, its ``blocks`` of states, are planned by ``fast_mixed.Group``). A group runs:
 
-* the first depthwise conv: one conv with ``groups=m*C`` of m copies of the state's ReLU
-  side by side (:func:`copies`, made once per state for all its groups of m edges) by the m
-  edges' kernels side by side, so its output is edge-major (channel e*C + c is edge e's
-  channel c). Stacking the kernels on one copy instead (a channel multiplier, ``groups=C``)
-  needs no copy of the input, but its output is channel-major: each group then permuted it
-  (a copy of m times the state, and its gradient's, per group), and oneDNN's kernel for it
-  was slow;
+* the first depthwise conv: one conv with ``groups=m*C`` of the state's ReLU m times side by side
+  (for the inputs' group, the first input's ReLU m_0 times, then the second's m_1 times;
+  :func:`copies`, made once for every group with the same blocks) by the m edges' kernels side by
+  side, so its output is edge-major (channel e*C + c is edge e's channel c). Stacking the kernels
+  on one copy instead (a channel multiplier, ``groups=C``) needs no copy of the input, but its
+  output is channel-major: each group then permuted it (a copy of m times the state, and its
+  gradient's, per group), and oneDNN's kernel for it was slow;
 * each 1x1 conv: one conv with ``groups=m`` (edge e's block of channels by its own matrix);
 * each BN (affine-free, as in every search supernet): one ``batch_norm`` over the m*C
   channels, whose batch statistics are each edge's own; each edge's running statistics get
@@ -43,7 +45,7 @@ took 1.13x and 1.06x the fast path's speed, where the channel-multiplier version
 and 0.85x; at batch 64 (``bench/capture_check.py --device cpu --paths grouped
 --batch_size 64 --steps 4``, the real search step) 0.89x and 0.88x, against 0.81x and 0.86x.
 Its grouped 1x1 convs cost oneDNN more than the fast path's matrix products. On a GPU, where
-it is meant to pay (it removes 810 of the 1,383 convolution, 1x1 and BN calls of a 5-cell
+it is meant to pay (it removes 900 of the 1,383 convolution, 1x1 and BN calls of a 5-cell
 forward on s5, ``tests/test_fast_path.py``; launches per step: ``bench/kernel_count.py``),
 it is not measured yet.
 """
@@ -110,28 +112,40 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
 
 
 class _Copies(torch.autograd.Function):
-    """``m`` copies of ``x`` side by side on the channel axis, in ``x``'s memory format: channel
-    e*C + c is ``x``'s channel c, so a depthwise conv with ``groups=m*C`` runs edge e's kernels
-    on block e. The backward sums the m blocks' gradients in one reduction (``cat``'s own would
-    hand ``x`` m views, added one by one)."""
+    """Each input ``x`` ``m`` times, side by side on the channel axis, in the inputs' memory
+    format: channel e*C + c of a block is its input's channel c, so a depthwise conv with
+    ``groups=M*C`` runs edge e's kernels on block e. The backward sums each input's blocks'
+    gradients in one reduction (``cat``'s own would hand the input m views, added one by
+    one)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, m: int) -> torch.Tensor:
-        ctx.m = m
-        return torch.cat([x] * m, dim=1)
+    def forward(ctx, ms: tuple[int, ...], *xs: torch.Tensor) -> torch.Tensor:
+        ctx.ms = ms
+        return torch.cat([x for x, m in zip(xs, ms) for _ in range(m)], dim=1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         n, mc, h, w = grad.shape
-        m, c = ctx.m, mc // ctx.m
-        if grad.stride(1) == 1 and c > 1:  # channels-last: reduced in that order, kept in it
-            return grad.permute(0, 2, 3, 1).reshape(n, h, w, m, c).sum(3).permute(0, 3, 1, 2), None
-        return grad.reshape(n, m, c, h, w).sum(1), None
+        c = mc // sum(ctx.ms)
+        # channels-last: reduced in that order, kept in it
+        last = grad.stride(1) == 1 and c > 1
+        rows = grad.permute(0, 2, 3, 1) if last else grad
+        grads, at = [], 0
+        for m in ctx.ms:
+            if last:
+                block = rows[..., at * c:(at + m) * c].reshape(n, h, w, m, c)
+                grads.append(block.sum(3).permute(0, 3, 1, 2))
+            else:
+                grads.append(rows[:, at * c:(at + m) * c].reshape(n, m, c, h, w).sum(1))
+            at += m
+        return (None, *grads)
 
 
-def copies(x: torch.Tensor, m: int) -> torch.Tensor:
-    """``x`` (N, C, H, W) m times along the channels (N, m*C, H, W), edge-major."""
-    return _Copies.apply(x, m)
+def copies(parts: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    """Each ``(x, m)`` of ``parts`` (x: (N, C, H, W)) m times along the channels, in order:
+    (N, M*C, H, W), M the sum of the m's; edge-major."""
+    xs, ms = zip(*parts)
+    return _Copies.apply(tuple(ms), *xs)
 
 
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],

@@ -107,11 +107,11 @@ class Network(Supernet):
     and parameters (one state_dict layout for both), fewer and cheaper kernels, equal results
     to rounding. ``fast=False`` runs ``SearchCell.forward``, the per-candidate reference.
 
-    ``grouped_edges`` (fast path only): the same-shaped separable convs, and the same-shaped
-    dilated convs, on the edges leaving a cell state run as one kernel per stage
-    (``shared.models.grouped_edges``); equal to rounding, off by default until measured on a
-    GPU. Turned on (here or later) it lays each group's kernels back to back in memory, and
-    again whenever the network is moved or cast (``fast_mixed.join_group_weights``).
+    ``grouped_edges`` (fast path only): the same-shaped separable convs, and the same-shaped dilated
+    convs, on the edges leaving a cell state (or either of the cell's inputs) run as one kernel per
+    stage (``shared.models.grouped_edges``); equal to rounding, off by default until measured on a
+    GPU. Turned on (here or later) it lays each group's kernels back to back in memory, and again
+    whenever the network is moved or cast (``fast_mixed.join_group_weights``).
 
     ``skip_zero_weights``: a candidate whose mixing weight is exactly 0 is not run, as in
     darts-pt's supernet (``sota/cnn/model_search.py``, ``if w != 0``): an op DARTS-PT masks or
