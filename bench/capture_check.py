@@ -4,8 +4,8 @@ perturbation, in one run.
 
     python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
                                   [--paths graph,compile,compile+graph,reduce-overhead,
-                                           grouped,graph+grouped,term-sums,batched-sums,
-                                           undilated,dilated]
+                                           grouped,graph+grouped,grouped-by-size,
+                                           term-sums,batched-sums,undilated,dilated]
                                   [--steps N] [--batch_size 64] [--layers 8] [--space s5]
 
 Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), ``compile``
@@ -13,13 +13,14 @@ Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), 
 launched by the recorded step), ``reduce-overhead`` (``--compile reduce-overhead``:
 torch.compile's own CUDA graphs of the forward and backward, the rest eager), ``grouped`` and
 ``graph+grouped`` (``Network(grouped_edges=True)``: the wide kernels of the edges leaving one
-state, eager or in the recorded step), ``term-sums`` and ``batched-sums`` (eager, a node's sums
+state, eager or in the recorded step), ``grouped-by-size`` (eager, grouped, each kernel size its
+own group, the CPU's way; on CUDA the sizes of a kind share one, the smaller kernels embedded in
+the widest: ``fast_mixed.EMBED``), ``term-sums`` and ``batched-sums`` (eager, a node's sums
 added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``,
 which also decides whether the gradients of a state's many readers are summed at once,
-``fan_out``; eager runs the device's own), ``undilated`` and ``dilated`` (eager, dilated
-convs rewritten undilated, the CPU's way, or run as they are, CUDA's: ``fast_mixed.UNDILATE``).
-``first s`` is epoch 0's wall time: the warm-up, the recordings and every compilation are in
-it.
+``fan_out``; eager runs the device's own), ``undilated`` and ``dilated`` (eager, dilated convs
+rewritten undilated, the CPU's way, or run as they are, CUDA's: ``fast_mixed.UNDILATE``).
+``first s`` is epoch 0's wall time: the warm-up, the recordings and every compilation are in it.
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -60,7 +61,7 @@ from shared.spaces import get_space  # noqa: E402
 
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
 PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped",
-         "term-sums", "batched-sums", "undilated", "dilated")
+         "grouped-by-size", "term-sums", "batched-sums", "undilated", "dilated")
 
 
 def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
@@ -71,17 +72,21 @@ def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
             "compile": ("off", compiled, False), "compile+graph": (graph, compiled, False),
             "reduce-overhead": ("off", "reduce-overhead", False),
             "grouped": ("off", "off", True), "graph+grouped": (graph, "off", True),
+            "grouped-by-size": ("off", "off", True),
             "term-sums": ("off", "off", False), "batched-sums": ("off", "off", False),
             "undilated": ("off", "off", False), "dilated": ("off", "off", False)}[path]
 
 
 def device_ways(path: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """A node's sums (``node_sum.BATCHED``) and the dilated convs (``fast_mixed.UNDILATE``)
-    as ``path`` runs them, the device's own else."""
+    """A node's sums (``node_sum.BATCHED``), the dilated convs (``fast_mixed.UNDILATE``) and
+    the groups' kernel sizes (``fast_mixed.EMBED``) as ``path`` runs them, the device's own
+    else."""
     if path in ("term-sums", "batched-sums"):
         return node_sum.batched(device.type, path == "batched-sums")
     if path in ("undilated", "dilated"):
         return fast_mixed.undilated(device.type, path == "undilated")
+    if path == "grouped-by-size":
+        return fast_mixed.embedded(device.type, False)
     return contextlib.nullcontext()
 
 

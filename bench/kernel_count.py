@@ -102,9 +102,10 @@ def origin() -> str:
 @contextlib.contextmanager
 def as_on(layout: str) -> Iterator[None]:
     """Run the fast path as ``layout`` runs it: ``cpu`` as here (channels-last, node sums term
-    by term, dilated convs rewritten undilated, bf16 dilated convs on NCHW copies), ``cuda``
-    as on CUDA (NCHW, node sums batched, dilated convs as they are, the clipping as foreach
-    ops, their default on CUDA; on the CPU one op per tensor); undone after."""
+    by term, dilated convs rewritten undilated, bf16 dilated convs on NCHW copies, a group per
+    kernel size), ``cuda`` as on CUDA (NCHW, node sums batched, dilated convs as they are, the
+    kernel sizes of a kind in one group, the clipping as foreach ops, their default on CUDA;
+    on the CPU one op per tensor); undone after."""
     saved = dict(fast_mixed.DEVICE_FORMAT), torch.nn.utils.clip_grad_norm_
     if layout == "cuda":
         fast_mixed.DEVICE_FORMAT.pop("cpu", None)
@@ -112,6 +113,7 @@ def as_on(layout: str) -> Iterator[None]:
     try:
         with node_sum.batched("cpu", layout == "cuda"), \
                 fast_mixed.undilated("cpu", layout != "cuda"), \
+                fast_mixed.embedded("cpu", layout == "cuda"), \
                 switched(ops.NCHW_DILATED_BF16, "cpu", layout != "cuda"):
             yield
     finally:

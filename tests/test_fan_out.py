@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.models import node_sum
+from shared.models import fast_mixed, node_sum
 from shared.models.fan_out import MIN_READERS, Readers, _FanOut
 from shared.models.search_cnn import Network
 from shared.spaces import SPACES
@@ -97,17 +97,22 @@ def _readers(model: Network, x: torch.Tensor, y: torch.Tensor,
 
 @pytest.mark.usefixtures("batched")
 @pytest.mark.parametrize("name", list(SPACES))
-@pytest.mark.parametrize("grouped", [False, True], ids=["fast", "grouped"])
+@pytest.mark.parametrize("grouped", [False, True, "cuda"],
+                         ids=["fast", "grouped", "grouped as on cuda"])
 @pytest.mark.parametrize("mode", ["train", "eval", "skip_zero"])
-def test_the_fast_path_plans_every_reader_of_a_state(name: str, grouped: bool,
-                                                     mode: str) -> None:
+def test_the_fast_path_plans_every_reader_of_a_state(name: str, grouped: bool | str,
+                                                     mode: str, monkeypatch) -> None:
     """Every tensor of the supernet that more than three ops read (a state, its ReLU, its even
     pixels, its polyphase components, a shared pooling) is read through one fan-out, except
     the mixing weights' softmax, which every cell of a kind reads; and the plan is exact: the
     fan-outs make as many aliases as are read (in training, in evaluation mode, as SDARTS'
-    attack runs it, and with the candidates of weight 0 skipped, as DARTS-PT does)."""
+    attack runs it, and with the candidates of weight 0 skipped, as DARTS-PT does); grouped
+    also as on CUDA (each kind's kernel sizes in one group, the dilation as it is)."""
+    if grouped == "cuda":
+        monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"})
+        monkeypatch.setattr(fast_mixed, "UNDILATE", set())
     torch.manual_seed(0)
-    model = Network(4, 10, 5, SPACES[name], fast=True, grouped_edges=grouped,
+    model = Network(4, 10, 5, SPACES[name], fast=True, grouped_edges=bool(grouped),
                     skip_zero_weights=mode == "skip_zero")
     model.train(mode != "eval")
     g = torch.Generator().manual_seed(1)
@@ -129,13 +134,12 @@ def test_the_fast_path_plans_every_reader_of_a_state(name: str, grouped: bool,
                if type(node).__name__ == "_FanOutBackward")
     assert made == read
     # on S4 (separable convs and noise) grouped, no tensor has more than three readers
-    assert fan_outs > 0 or (name, grouped) == ("s4", True)
+    assert fan_outs > 0 or (name, bool(grouped)) == ("s4", True)
 
 
 def test_a_cell_keeps_its_plans_by_what_they_depend_on(monkeypatch) -> None:
     """Made once per state, size, grouping and set of running candidates, and at most
     ``PLANS_PER_CELL`` of them per cell."""
-    from shared.models import fast_mixed
 
     cell = Network(4, 10, 3, SPACES["s5"]).cells[0]
     x = torch.randn(2, 16, 8, 8)

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from shared.models import fast_mixed, node_sum
 from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
-from shared.models.grouped_edges import copies
+from shared.models.grouped_edges import copies, kernels
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect
 from shared.spaces import NUM_EDGES, SPACES, CellSpace
@@ -334,13 +334,28 @@ def grouped_pair(space, dtype=torch.float64, **kwargs):
     return plain, fast
 
 
+# The CPU's groups (one per kernel size, dilated convs rewritten), the kernel sizes of the
+# separable convs merged (``EMBED``), and CUDA's (both kinds merged, dilation as it is)
+GROUPINGS = {"cpu": (False, True), "sep sizes merged": (True, True),
+             "cuda": (True, False)}
+
+
+@pytest.fixture(params=list(GROUPINGS))
+def grouping(request):
+    """Run the grouped path on the CPU as ``request.param`` groups (``GROUPINGS``)."""
+    embed, undilate = GROUPINGS[request.param]
+    with fast_mixed.embedded("cpu", embed), fast_mixed.undilated("cpu", undilate):
+        yield request.param
+
+
 @pytest.mark.parametrize("name", list(SPACES))
-def test_grouped_edges_are_the_plain_path(name):
+def test_grouped_edges_are_the_plain_path(name, grouping):
     """The separable and dilated convs of every state's edges as one kernel per stage: the
     same logits, gradients, mixing-weight gradients and running statistics as the
     per-candidate path. 8x8 input, 5 cells (8, 8->4, 4, 4->2, 2): dil_conv_3x3 at stride 1
     polyphase, dil_conv_5x5 embedded (components under POLY_MIN_SIDE), both at stride 2 on
-    the even pixels."""
+    the even pixels; or (CUDA's grouping) dilated as they are, each kind's 3x3 kernels
+    embedded in its 5x5 ones."""
     plain, fast = grouped_pair(SPACES[name])
     x, y = data(dtype=torch.float64)
     assert_same_step(plain, fast, x, y, "weights", fixed_weights(SPACES[name], torch.float64),
@@ -391,31 +406,62 @@ def test_grouped_dilated_convs_under_every_rewrite(hw, want, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("ms", [(4,), (3, 2)], ids=["one state", "the two inputs"])
-def test_a_groups_copies_of_its_input(fmt, ms):
-    """``grouped_edges.copies``: each state m times side by side on the channel axis, in the
-    states' layout, as ``cat`` makes them; each state's gradient is the sum of its copies'
-    (one reduction each), in its layout too."""
+@pytest.mark.parametrize("runs", [((0, 4),), ((0, 3), (1, 2)), ((0, 3), (1, 2), (0, 3), (1, 2)),
+                                  ((0, 3), (1, 2), (0, 1))],
+                         ids=["one state", "the two inputs", "two sizes", "irregular"])
+def test_a_groups_copies_of_its_input(fmt, runs):
+    """``grouped_edges.copies``: runs of copies of each state side by side on the channel
+    axis, in the states' layout, as ``cat`` makes them; each state's gradient is the sum of
+    its copies', in its layout too: one reduction per state where its runs are alike and
+    evenly spaced (the two inputs, once per kernel size: ``EMBED``)."""
     xs = [torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
-          .requires_grad_() for _ in ms]
-    y = copies(list(zip(xs, ms)))
-    want_y = torch.cat([x for x, m in zip(xs, ms) for _ in range(m)], dim=1)
+          .requires_grad_() for _ in range(1 + max(j for j, _ in runs))]
+    y = copies([(xs[j], m) for j, m in runs])
+    want_y = torch.cat([xs[j] for j, m in runs for _ in range(m)], dim=1)
     assert torch.equal(y, want_y) and y.is_contiguous(memory_format=fmt)
     g = torch.randn(y.shape, dtype=torch.float64).contiguous(memory_format=fmt)
-    got = torch.autograd.grad(y, xs, g)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = torch.autograd.grad(y, xs, g)
     want = torch.autograd.grad(want_y, xs, g)
     for gx, w in zip(got, want):
         assert_close(gx, w, what="a state's gradient", **F64)
         assert gx.is_contiguous(memory_format=fmt)
+    # irregular: state 0's two runs differ, summed run by run
+    reductions = sum(e.count for e in prof.key_averages() if e.key == "aten::sum")
+    assert reductions == len(xs) + (len(runs) == 3), reductions
+
+
+@pytest.mark.parametrize("k, d", [(3, 1), (3, 2)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_smaller_kernels_embedded_in_the_widest(k, d, stride):
+    """``grouped_edges.kernels``: a group's kernels of two sizes (as their members come, by
+    size) as one stack of the widest size; the depthwise conv by it at the widest's padding
+    is each conv's own, and the kernels' gradients are theirs."""
+    torch.manual_seed(0)
+    small = [torch.nn.Conv2d(4, 4, k, stride, d * (k // 2), d, groups=4, bias=False)
+             for _ in range(2)]
+    wide = [torch.nn.Conv2d(4, 4, k + 2, stride, d * (k // 2 + 1), d, groups=4, bias=False)]
+    convs = [c.double() for c in small + wide]
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    stacked = kernels(convs)
+    assert stacked.shape == (12, 1, k + 2, k + 2)
+    y = F.conv2d(x.repeat(1, 3, 1, 1), stacked, None, stride, convs[-1].padding, d, 12)
+    want = torch.cat([c(x) for c in convs], dim=1)
+    assert_close(y, want, what="outputs", **F64)
+    g = torch.randn(y.shape, dtype=torch.float64)
+    got = torch.autograd.grad(y, [c.weight for c in convs], g)
+    expected = torch.autograd.grad(want, [c.weight for c in convs], g)
+    for a, b in zip(got, expected):
+        assert_close(a, b, what="kernel gradients", **F64)
 
 
 @pytest.mark.parametrize("live", [False, True])
-def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
+def test_a_grouped_cells_scales_are_blocks_of_one_table(live, grouping, monkeypatch):
     """``fast_mixed._grouped_scales``: every running candidate's mixing weight as C values
-    once, either as its own row or as a block of its group's vector (one group per candidate
-    and state, or the two inputs; edges in order, the first input's first), the same values
-    as ``_scales``; gradients as autograd's of the reference; the table's index made once per
-    device (never while a graph records)."""
+    once, either as its own row or as a block of its group's vector (one group per candidate,
+    or kind where sizes merge, and state or the two inputs; by kernel size, state, edge), the
+    same values as ``_scales``; gradients as autograd's of the reference; the table's index
+    made once per device (never while a graph records)."""
     torch.manual_seed(0)
     cell = Network(4, 10, 3, SPACES["s5"], fast=True, grouped_edges=True).cells[0]
     edges, ops = len(cell._ops), len(cell._ops[0]._ops)
@@ -425,6 +471,10 @@ def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
 
     def state_edge(e):
         return state[e], e
+
+    # each candidate's kernel size (3, 5), or its name
+    SIZE = {k: op[-1] if op[:3] in ("sep", "dil") else op
+            for k, op in enumerate(SPACES["s5"].normal[0])}
 
     w = torch.rand(edges, ops, dtype=torch.float64, requires_grad=True)  # distinct values
     alive = [[(e + k) % 3 != 0 for k in range(ops)] for e in range(edges)] if live else None
@@ -438,8 +488,10 @@ def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
         blocks = vector.reshape(-1, 4)
         members = [where[float(b[0].detach())] for b in blocks]
         assert members[0] == (e0, k0) and len(members) > 1
-        assert len({k for _, k in members}) == 1
-        assert [e for e, _ in members] == sorted((e for e, _ in members), key=state_edge)
+        kind = SPACES["s5"].normal[0][k0][:3]
+        merged = grouping == "cuda" or (grouping == "sep sizes merged" and kind == "sep")
+        assert len({SIZE[k] for _, k in members}) == (2 if merged else 1) or live
+        assert members == sorted(members, key=lambda m: (SIZE[m[1]], *state_edge(m[0])))
         for (e, k), b in zip(members, blocks):
             assert torch.equal(b, want[e][k])
             loss = loss + (b * factors[e, k]).sum()
@@ -464,7 +516,8 @@ def test_a_grouped_cells_scales_are_blocks_of_one_table(live, monkeypatch):
 def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
     """DARTS space: each separable conv is 4 convolutions and 2 BNs per edge, each dilated
     conv 2 convolutions and a BN; grouped, per (state, kind, kernel size): the kernels
-    launched (convolutions, 1x1 products, BNs) drop."""
+    launched (convolutions, 1x1 products, BNs) drop; as on CUDA, per (state, kind), fewer
+    still."""
     calls = []
 
     def counting(real):
@@ -481,10 +534,11 @@ def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
     # a BN whose batch statistics several modules fold in (``batch_statistics.normalised``)
     monkeypatch.setattr(torch, "native_batch_norm", counting(torch.native_batch_norm))
     counts = []
-    for grouped in (False, True):
-        fast.grouped_edges = grouped
-        calls.clear()
-        fast(x, w)
+    for grouped, embed in ((False, False), (True, False), (True, True)):
+        with fast_mixed.embedded("cpu", embed), fast_mixed.undilated("cpu", not embed):
+            fast.grouped_edges = grouped
+            calls.clear()
+            fast(x, w)
         counts.append(len(calls))
     # per cell and kernel size: the 13 separable convs on edges from states fed to 2+ nodes
     # (4 + 4 + 3 + 2 edges) go from 6 calls each (2 depthwise, 2 1x1, 2 BN) to 6 per group,
@@ -493,6 +547,9 @@ def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
     # a group per state, the two inputs' edges in one: 3 groups
     cells, sizes = 5, 2
     assert counts[0] - counts[1] == cells * sizes * (6 + 3) * ((4 + 4 + 3 + 2) - 3), counts
+    # each kind's two sizes in one group: per cell, 4 runs of each kind (3 groups and the
+    # last node's edge) where there were 8
+    assert counts[1] - counts[2] == cells * 4 * (6 + 3), counts
 
 
 def test_grouped_edges_leave_out_candidates_that_do_not_run():

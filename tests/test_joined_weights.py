@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.models import grouped_edges
+from shared.models import fast_mixed, grouped_edges
 from shared.models.candidate import kind, layers
 from shared.models.joined_weights import join, joined
 from shared.models.search_cnn import Network
@@ -77,18 +77,24 @@ def _all_views(monkeypatch) -> list[bool]:
 
     def recording(tensors):
         w = joined(tensors)
-        views.append(w.data_ptr() == tensors[0].data_ptr())
+        if len(tensors) > 1:  # one tensor is itself
+            views.append(w.data_ptr() == tensors[0].data_ptr())
         return w
 
     monkeypatch.setattr(grouped_edges, "joined", recording)
     return views
 
 
-def test_a_grouped_network_runs_on_views_moved_or_reloaded(monkeypatch) -> None:
+@pytest.mark.parametrize("embed", [False, True], ids=["cpu", "as on cuda"])
+def test_a_grouped_network_runs_on_views_moved_or_reloaded(embed, monkeypatch) -> None:
     """Every kernel concatenation of a grouped forward is a view: as built, after a cast
     (which gives each parameter a new tensor), after a checkpoint round trip, and when the
     grouping is turned on later; with parameters substituted (``functional_call``, as the
-    second-order α step's unrolled weights) the concatenations are copies, and equal."""
+    second-order α step's unrolled weights) the concatenations are copies, and equal. As on
+    CUDA too, where each kind's kernel sizes share a group: each size's kernels a view."""
+    if embed:
+        monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"})
+        monkeypatch.setattr(fast_mixed, "UNDILATE", set())
     views = _all_views(monkeypatch)
     net = _grouped()
     x = torch.randn(2, 3, 8, 8)

@@ -43,7 +43,8 @@ agree to rounding, float64 to ~1e-14):
   the same-shaped dilated convs, on the edges leaving one state (or either of the cell's two
   inputs, ``Group``) run together, one kernel per stage for all of them
   (``shared.models.grouped_edges``); a dilated group gets the rewrite above that any one of
-  its convs would (``_State.dil_conv``), on the stacked kernels.
+  its convs would (``_State.dil_conv``), on the stacked kernels; on CUDA (``EMBED``) each
+  kind's kernel sizes share a group, the smaller kernels embedded in the widest.
 
 Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 """
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import weakref
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
@@ -71,6 +73,8 @@ from shared.models.grouped_edges import (
     group_key,
     groupable,
     sep_group,
+    size_free_key,
+    widest,
 )
 from shared.models.joined_weights import join
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
@@ -103,6 +107,28 @@ def undilated(device_type: str, on: bool) -> contextlib.AbstractContextManager:
     """Dilated convs on ``device_type`` rewritten undilated (``on``) or run as they are while
     inside (``device_policy.switched``)."""
     return switched(UNDILATE, device_type, on)
+
+
+# Device types where a group of edges' convs (``grouped_edges``) takes every kernel size of its
+# kind: sep_conv_3x3 with sep_conv_5x5, and dil_conv_3x3 with dil_conv_5x5 where the dilation
+# is not rewritten (``UNDILATE``, whose rewrites depend on the kernel size), the smaller
+# kernels embedded with zeros in the widest (``grouped_edges.kernels``). Half as many groups,
+# each stage's kernels padded and concatenated (two more launches), a 3x3 conv's arithmetic
+# that of a 5x5: for a GPU, bound by launches (a first-order step: 5,499 operations without
+# it, 4,612 with it, ``bench/kernel_count.py``), not for a CPU, bound by arithmetic.
+EMBED = {"cuda"}
+
+
+def embedded(device_type: str, on: bool) -> contextlib.AbstractContextManager:
+    """Groups on ``device_type`` take every kernel size (``on``) or one while inside."""
+    return switched(EMBED, device_type, on)
+
+
+def _merges(device_type: str) -> tuple[bool, bool]:
+    """Whether the separable convs, and the dilated convs, of every kernel size run in one
+    group on ``device_type`` (``EMBED``)."""
+    embed = device_type in EMBED
+    return embed, embed and device_type not in UNDILATE
 
 
 # -- kernels ----------------------------------------------------------------------------------
@@ -236,8 +262,9 @@ def _read_source(source: str) -> str:
     return source if source in ("even", "poly") else "relu"
 
 
-# The states of a group's members, in order, each with how many members it has:
-# ((state, m), ...); one state, or the cell's two inputs (``_INPUTS``)
+# The states of a group's members, in order: ((state, m), ...), a run of m members that read
+# the state; one state, or the cell's two inputs (``_INPUTS``), once per kernel size where a
+# group takes several (``EMBED``)
 Blocks = tuple[tuple[int, int], ...]
 
 
@@ -245,15 +272,20 @@ class Group(NamedTuple):
     """Same-shaped convs of one kind (``grouped_edges.group_key``) that run together: on the
     edges leaving one state, or leaving either of the cell's two inputs (both are ready when
     the cell starts, and both are read at the same size and stride), the first input's members
-    first; ``blocks``: their states, each with its number of members."""
+    first (by kernel size first where it takes several, ``EMBED``); ``blocks``: the runs of
+    members that read one state."""
     members: list[Member]
     blocks: Blocks
+
+
+# A group's convs of every kernel size (``EMBED``): (separable, dilated)
+Merges = tuple[bool, bool]
 
 
 class _Plan(NamedTuple):
     """How many ops read a state (``fan_out``), its ReLU, and the ReLU's even pixels, odd
     pixels and polyphase components, and each of its poolings (``_pool_key``);
-    (``grouped_edges``) the groups of same-shaped convs its edges are in, and how many groups
+    (``grouped_edges``) the group of each (edge, candidate) in one, and how many groups
     read each ``(source, blocks)``: copies of the ReLU, or of its even pixels or polyphase
     components, of each state of ``blocks`` as many times as it has members there."""
     x_reads: int = 1
@@ -262,7 +294,7 @@ class _Plan(NamedTuple):
     odd_reads: int = 1
     poly_reads: int = 1
     pool_reads: dict[tuple, int] | None = None
-    groups: dict[tuple, Group] | None = None
+    groups: dict[tuple[int, int], Group] | None = None
     copy_reads: dict[tuple[str, Blocks], int] | None = None
 
 
@@ -306,9 +338,8 @@ class _State:
         conv of its kind on the edges leaving this state, or either input of the cell (``Group``,
         ``grouped_edges``): the first member to be asked computes them all, each later one
         takes its own."""
-        groups = self._plan.groups  # grouped_edges: the groups of this state's edges
-        group = groups.get(group_key(op)) if groups and groupable(op) else None
-        if group is None or len(group.members) < 2:
+        group = (self._plan.groups or {}).get((edge, k))  # grouped_edges
+        if group is None:
             scale = scales.rows[edge][k]
             if isinstance(op, SepConv):
                 return _sep(ctx, self, op, scale), False
@@ -320,7 +351,8 @@ class _State:
                 made = sep_group(ctx, self.copies("relu", group.blocks), members, scale)
                 poly = False
             else:
-                conv, poly = self.dil_conv(candidate.layers(op)[0], group.blocks)
+                dw = widest([candidate.layers(o)[0] for _, _, o in members])
+                conv, poly = self.dil_conv(dw, group.blocks)
                 made = dil_group(ctx, conv, members, scale)
             terms.update({key: (t, poly) for key, t in made.items()})
         return terms.pop((edge, k))
@@ -368,7 +400,8 @@ class _State:
         made = self._cell.copies
         if (source, blocks) not in made:
             reads = (self._plan.copy_reads or {}).get((source, blocks), 1)
-            parts = [(self._cell.states[j]._source(source), m) for j, m in blocks]
+            read = {j: self._cell.states[j]._source(source) for j in dict(blocks)}
+            parts = [(read[j], m) for j, m in blocks]
             made[source, blocks] = Readers(copies(parts), reads)
         return made[source, blocks].take()
 
@@ -516,13 +549,16 @@ def _leaving(cell, j: int, live: list[list[bool]] | None) -> list[tuple[int, int
     return out
 
 
-def _groups(leaving: Sequence[Member]) -> dict[tuple, list[Member]]:
+def _groups(leaving: Sequence[Member], merges: Merges) -> dict[tuple, list[Member]]:
     """The separable and dilated convs of ``leaving`` (``_leaving``) that run together, by
-    ``group_key``, in edge order (groups of one included)."""
+    ``group_key`` (``size_free_key`` for a kind whose kernel sizes merge), in order (groups
+    of one included)."""
     groups: dict[tuple, list[Member]] = {}
     for edge, k, op in leaving:
-        if candidate.kind(op) in ("sep", "dil") and groupable(op):
-            groups.setdefault(group_key(op), []).append((edge, k, op))
+        kind = candidate.kind(op)
+        if kind in ("sep", "dil") and groupable(op):
+            key = size_free_key(op) if merges[kind == "dil"] else group_key(op)
+            groups.setdefault(key, []).append((edge, k, op))
     return groups
 
 
@@ -536,33 +572,47 @@ def _state_sets(cell) -> list[tuple[int, ...]]:
     return [_INPUTS] + [(j,) for j in range(2, 2 + cell._steps - 1)]
 
 
-def _groups_of(cell, js: Sequence[int], live: list[list[bool]] | None) -> dict[tuple, Group]:
-    """The groups of the convs on the edges leaving the states ``js``, by ``group_key``: each
-    state's members in edge order, state after state (groups of one included)."""
+def _groups_of(cell, js: Sequence[int], live: list[list[bool]] | None,
+               merges: Merges) -> list[Group]:
+    """The groups of two or more convs on the edges leaving the states ``js``, each's members
+    by kernel size, then state, then edge (so each size's kernels are one block of the
+    group's, ``grouped_edges.kernels``)."""
     state = {edge: j for j in js for edge, _, _ in _leaving(cell, j, live)}
-    groups = _groups([m for j in js for m in _leaving(cell, j, live)])
-    return {key: Group(members, tuple(collections.Counter(state[e] for e, _, _ in members)
-                                      .items()))
-            for key, members in groups.items()}
+    groups = _groups([m for j in js for m in _leaving(cell, j, live)], merges).values()
+    out = []
+    for members in groups:
+        if len(members) > 1:
+            members = sorted(members, key=lambda m: (_size(m[2]), state[m[0]], m[0]))
+            runs = itertools.groupby(state[e] for e, _, _ in members)
+            out.append(Group(members, tuple((j, len(list(run))) for j, run in runs)))
+    return out
 
 
-def _cell_groups(cell, live: list[list[bool]] | None) -> Iterator[list[Member]]:
-    """The members of each group of two or more convs that run together."""
+def _size(op: nn.Module) -> int:
+    """A separable or dilated conv's kernel size."""
+    return candidate.layers(op)[0].kernel_size[0]
+
+
+def _cell_groups(cell, live: list[list[bool]] | None,
+                 device_type: str) -> Iterator[list[Member]]:
+    """The members of each group of convs that run together on ``device_type``."""
     for js in _state_sets(cell):
-        for group in _groups_of(cell, js, live).values():
-            if len(group.members) > 1:
-                yield group.members
+        for group in _groups_of(cell, js, live, _merges(device_type)):
+            yield group.members
 
 
 def join_group_weights(net: nn.Module) -> None:
-    """Lay the kernels of each group of every cell state (all candidates running) back to
-    back in memory, stage by stage (``joined_weights.join``), so that the grouped path's
-    concatenations of them are views."""
+    """Lay the kernels of each group of every cell state (all candidates running, as the
+    device of the network's parameters groups them) back to back in memory, stage by stage
+    and kernel size (``joined_weights.join``), so that the grouped path's concatenations of
+    them are views."""
+    device_type = next(net.parameters()).device.type
     for cell in net.cells:
-        for members in _cell_groups(cell, None):
+        for members in _cell_groups(cell, None, device_type):
             for stage in zip(*(candidate.layers(op) for _, _, op in members)):
                 if isinstance(stage[0], nn.Conv2d):
-                    join([conv.weight for conv in stage])
+                    for size in sorted({conv.kernel_size for conv in stage}):
+                        join([conv.weight for conv in stage if conv.kernel_size == size])
 
 
 # A cell's plans, by what they depend on besides the cell's modules: the state, its size, the
@@ -580,7 +630,8 @@ def _plans(cell, js: tuple[int, ...], x: torch.Tensor, live: list[list[bool]] | 
     ``x``): the ops on the edges leaving it and, if it is one of the cell's outputs, the
     cell's concatenation (``fan_out``: the counts only save launches, the results never
     depend on them); with ``grouped``, the groups of convs of their edges."""
-    key = (js, grouped, tuple(x.shape[-2:]), x.device.type in UNDILATE, _live_key(live))
+    key = (js, grouped, tuple(x.shape[-2:]), x.device.type in UNDILATE, _merges(x.device.type),
+           _live_key(live))
     return _memo(cell, key, lambda: _make_plans(cell, js, x, live, grouped))
 
 
@@ -603,7 +654,7 @@ def _memo(cell, key: tuple, make: Callable[[], Any]) -> Any:
 
 def _make_plans(cell, js: tuple[int, ...], x: torch.Tensor, live: list[list[bool]] | None,
                 grouped: bool) -> list[_Plan]:
-    groups = _groups_of(cell, js, live) if grouped else {}
+    groups = _groups_of(cell, js, live, _merges(x.device.type)) if grouped else []
     # the convs that read: each group (of 2 or more) the copies of its states' source, made
     # once per (source, blocks); each other conv on its own; a dilated conv reads the ReLU,
     # its even pixels or its polyphase components, a FactorizedReduce the even and the odd
@@ -612,24 +663,22 @@ def _make_plans(cell, js: tuple[int, ...], x: torch.Tensor, live: list[list[bool
         return "relu" if kind == "sep" else _read_source(_dil_source(candidate.layers(op)[0], x))
 
     copy_reads = collections.Counter(
-        (source(g.members[0][2], candidate.kind(g.members[0][2])), g.blocks)
-        for g in groups.values() if len(g.members) > 1)
-    in_group = {(edge, k) for g in groups.values() if len(g.members) > 1
-                for edge, k, _ in g.members}
-    return [_state_plan(cell, j, live, groups, dict(copy_reads), in_group, source) for j in js]
+        (source(g.members[0][2], candidate.kind(g.members[0][2])), g.blocks) for g in groups)
+    of = {(edge, k): g for g in groups for edge, k, _ in g.members}
+    return [_state_plan(cell, j, live, of, dict(copy_reads), source) for j in js]
 
 
-def _state_plan(cell, j: int, live: list[list[bool]] | None, groups: dict[tuple, Group],
-                copy_reads: dict[tuple[str, Blocks], int], in_group: set[tuple[int, int]],
+def _state_plan(cell, j: int, live: list[list[bool]] | None,
+                groups: dict[tuple[int, int], Group], copy_reads: dict[tuple[str, Blocks], int],
                 source: Callable[[nn.Module, str], str]) -> _Plan:
-    """State ``j``'s :class:`_Plan`: ``groups`` with their ``copy_reads``, ``in_group`` the
-    candidates in them, ``source(op, kind)`` what an ungrouped conv reads."""
+    """State ``j``'s :class:`_Plan`: ``groups`` (each grouped candidate's) with their
+    ``copy_reads``, ``source(op, kind)`` what an ungrouped conv reads."""
     leaving = _leaving(cell, j, live)
     kinds = [candidate.kind(op) for _, _, op in leaving]
     sources = collections.Counter({"even": 0, "odd": 0, "poly": 0})
     sources.update(name for name, blocks in copy_reads if any(s == j for s, _ in blocks))
     for (edge, k, op), kind in zip(leaving, kinds):
-        if (edge, k) in in_group:
+        if (edge, k) in groups:
             continue
         if kind in ("sep", "dil"):
             sources[source(op, kind)] += 1
@@ -677,10 +726,10 @@ class _ScaleLayout(NamedTuple):
     on_device: dict
 
 
-def _scale_layout(cell, live: list[list[bool]] | None) -> _ScaleLayout:
+def _scale_layout(cell, live: list[list[bool]] | None, device_type: str) -> _ScaleLayout:
     ops = len(cell._ops[0]._ops)
     order, sizes, heads = [], [], []
-    for members in _cell_groups(cell, live):
+    for members in _cell_groups(cell, live, device_type):
         order += [e * ops + k for e, k, _ in members]
         sizes.append(len(members))
         heads.append(members[0][:2])
@@ -712,7 +761,9 @@ def _grouped_scales(cell, weights: torch.Tensor, channels: int,
     view), not concatenated per group on every forward: the table's rows are the weights'
     in the order of ``_scale_layout``, split once into the groups' blocks and the other
     candidates' rows."""
-    layout = _memo(cell, ("scales", _live_key(live)), lambda: _scale_layout(cell, live))
+    device_type = weights.device.type
+    layout = _memo(cell, ("scales", _live_key(live), _merges(device_type)),
+                   lambda: _scale_layout(cell, live, device_type))
     index = layout.on_device.get(weights.device)
     if index is None:
         order = torch.tensor(layout.order, device=weights.device)

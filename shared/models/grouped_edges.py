@@ -28,8 +28,15 @@ members, its ``blocks`` of states, are planned by ``fast_mixed.Group``). A group
 Each stage's m kernels are concatenated with ``joined_weights.joined``: a view, not a copy,
 where the network laid them back to back in memory (``fast_mixed.join_group_weights``).
 
+On CUDA (``fast_mixed.EMBED``) a group takes every kernel size of its kind: sep_conv_3x3 with
+sep_conv_5x5, dil_conv_3x3 with dil_conv_5x5, each 3x3 kernel embedded with zeros in a 5x5
+one (:func:`kernels`: each stage's kernels padded in one call and concatenated in another),
+the members by kernel size, then state, then edge. A 3x3 conv then costs a 5x5's arithmetic,
+which a GPU bound by launches does not feel (half the groups: a first-order step launches
+4,612 operations, not 5,499); the CPU, bound by arithmetic, keeps a group per size.
+
 A dilated conv is that first stage alone (:func:`dil_group`), and its depthwise conv is the
-one the fast path would run for any one member, on the m copies of its input with the kernels
+one the fast path would run for its widest member, on the m copies of its input with the kernels
 side by side: the caller passes it in (``_State.dil_conv``). So the fast path's rewrites of
 dilation hold for the group: at stride 2 an undilated conv of the even pixels, at stride 1 a
 conv of the polyphase components (the 1x1 conv and the BN act per pixel, so the group's result
@@ -46,11 +53,12 @@ and 0.85x; at batch 64 (``bench/capture_check.py --device cpu --paths grouped
 --batch_size 64 --steps 4``, the real search step) 0.89x and 0.88x, against 0.81x and 0.86x.
 Its grouped 1x1 convs cost oneDNN more than the fast path's matrix products. On a GPU, where
 it is meant to pay (it removes 900 of the 1,383 convolution, 1x1 and BN calls of a 5-cell
-forward on s5, ``tests/test_fast_path.py``; launches per step: ``bench/kernel_count.py``),
-it is not measured yet.
+forward on s5, 1,080 with CUDA's grouping, ``tests/test_fast_path.py``; launches per step:
+``bench/kernel_count.py``), it is not measured yet.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Sequence
 
 import torch
@@ -61,6 +69,8 @@ from shared.models.batch_statistics import normalised
 from shared.models.candidate import kind, layers, per_module
 from shared.models.global_batch_norm import batch_norm
 from shared.models.joined_weights import joined
+
+CL = torch.channels_last
 
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
 
@@ -84,6 +94,19 @@ def group_key(op: nn.Module) -> tuple:
     dw, pw, bn = layers(op)
     return ("dil", dw.kernel_size, dw.stride, dw.padding, dw.dilation, dw.in_channels,
             pw.out_channels, bn.eps, bn.momentum)
+
+
+@per_module
+def size_free_key(op: nn.Module) -> tuple:
+    """:func:`group_key` without the kernel size (and the 'same' padding that follows from
+    it): where a group takes convs of every kernel size of its kind (``fast_mixed.EMBED``)."""
+    if kind(op) == "sep":
+        dw, pw, bn1, dw2, _, bn2 = layers(op)
+        return ("sep", dw.stride, dw.dilation, dw.in_channels, pw.out_channels, dw2.dilation,
+                bn1.eps, bn1.momentum, bn2.eps, bn2.momentum)
+    dw, pw, bn = layers(op)
+    return ("dil", dw.stride, dw.dilation, dw.in_channels, pw.out_channels, bn.eps,
+            bn.momentum)
 
 
 @per_module
@@ -112,40 +135,110 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
 
 
 class _Copies(torch.autograd.Function):
-    """Each input ``x`` ``m`` times, side by side on the channel axis, in the inputs' memory
-    format: channel e*C + c of a block is its input's channel c, so a depthwise conv with
-    ``groups=M*C`` runs edge e's kernels on block e. The backward sums each input's blocks'
-    gradients in one reduction (``cat``'s own would hand the input m views, added one by
-    one)."""
+    """Runs of copies of the inputs side by side on the channel axis, in the inputs' memory
+    format (an input may have several runs): channel e*C + c is copy e's channel c, so a
+    depthwise conv with ``groups=M*C`` runs edge e's kernels on copy e. The backward sums
+    each input's copies' gradients in one reduction where its runs are alike and evenly
+    spaced (always so in a full DARTS cell), one per run plus their additions else
+    (``cat``'s own would hand the input a view per copy, added one by one)."""
 
     @staticmethod
-    def forward(ctx, ms: tuple[int, ...], *xs: torch.Tensor) -> torch.Tensor:
-        ctx.ms = ms
-        return torch.cat([x for x, m in zip(xs, ms) for _ in range(m)], dim=1)
+    def forward(ctx, runs: tuple[tuple[int, int], ...], *xs: torch.Tensor) -> torch.Tensor:
+        ctx.runs = runs
+        return torch.cat([xs[i] for i, m in runs for _ in range(m)], dim=1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        n, mc, h, w = grad.shape
-        c = mc // sum(ctx.ms)
+        n, total, h, w = grad.shape
+        c = total // sum(m for _, m in ctx.runs)
         # channels-last: reduced in that order, kept in it
-        last = grad.stride(1) == 1 and c > 1
-        rows = grad.permute(0, 2, 3, 1) if last else grad
-        grads, at = [], 0
-        for m in ctx.ms:
-            if last:
-                block = rows[..., at * c:(at + m) * c].reshape(n, h, w, m, c)
-                grads.append(block.sum(3).permute(0, 3, 1, 2))
-            else:
-                grads.append(rows[:, at * c:(at + m) * c].reshape(n, m, c, h, w).sum(1))
-            at += m
-        return (None, *grads)
+        last = grad.stride(1) == 1 and c > 1 and grad.is_contiguous(memory_format=CL)
+        grad = grad if last or grad.is_contiguous() else grad.contiguous()
+        at: dict[int, list[tuple[int, int]]] = {}  # input: (first copy, copies) per run
+        first = 0
+        for i, m in ctx.runs:
+            at.setdefault(i, []).append((first, m))
+            first += m
+        return (None, *(_summed(grad, runs, c, last) for _, runs in sorted(at.items())))
+
+
+def _summed(grad: torch.Tensor, runs: list[tuple[int, int]], c: int,
+            last: bool) -> torch.Tensor:
+    """The sum of the copies ``runs`` ((first copy, copies) each) of ``grad``'s channels:
+    one reduction over a strided view where the runs are alike and evenly spaced."""
+    n, total, h, w = grad.shape
+    ms = {m for _, m in runs}
+    gaps = {b[0] - a[0] for a, b in zip(runs, runs[1:])} or {0}
+    if len(ms) > 1 or len(gaps) > 1:  # irregular: run by run
+        parts = [_summed(grad, [run], c, last) for run in runs]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out + part
+        return out
+    (m,), (gap,), r = ms, gaps, len(runs)
+    start = runs[0][0] * c
+    # the runs as a dim of their own (r, at ``gap`` copies), the copies (m), the channels (c)
+    outer = ((r, gap * c),) if r > 1 else ()
+    if last:  # of the (n, h, w, total) rows
+        rows = grad.permute(0, 2, 3, 1)
+        sizes, strides = zip((n, h * w * total), (h, w * total), (w, total), *outer, (m, c),
+                             (c, 1))
+        view = rows.as_strided(sizes, strides, rows.storage_offset() + start)
+        return view.sum((3, 4) if r > 1 else 3).permute(0, 3, 1, 2)
+    outer = tuple((k, stride * h * w) for k, stride in outer)
+    sizes, strides = zip((n, total * h * w), *outer, (m, c * h * w), (c, h * w), (h, w),
+                         (w, 1))
+    view = grad.as_strided(sizes, strides, grad.storage_offset() + start * h * w)
+    return view.sum((1, 2) if r > 1 else 1)
 
 
 def copies(parts: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
     """Each ``(x, m)`` of ``parts`` (x: (N, C, H, W)) m times along the channels, in order:
-    (N, M*C, H, W), M the sum of the m's; edge-major."""
-    xs, ms = zip(*parts)
-    return _Copies.apply(tuple(ms), *xs)
+    (N, M*C, H, W), M the sum of the m's; edge-major. A tensor may come in several parts
+    (the same object): its gradient is their sum."""
+    xs: list[torch.Tensor] = []
+    runs = []
+    for x, m in parts:
+        i = next((k for k, seen in enumerate(xs) if seen is x), None)
+        if i is None:
+            i = len(xs)
+            xs.append(x)
+        runs.append((i, m))
+    return _Copies.apply(tuple(runs), *xs)
+
+
+def widest(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
+    """The conv of the largest kernel: its stride, padding and dilation are the group's."""
+    return max(convs, key=lambda c: c.kernel_size[0])
+
+
+def kernels(convs: Sequence[nn.Conv2d]) -> torch.Tensor:
+    """The convs' kernels side by side (dim 0), in order. Where their sizes differ, each is
+    embedded with zeros in the middle of the widest's size: every conv is square with 'same'
+    padding (``candidate.kind``), so at the widest's padding the embedded kernel reads the
+    pixels its own read, by the same weights, at every output pixel (a 3x3 conv at padding
+    p is the 5x5 one at p + d with its outer ring zero). Each size's kernels are joined
+    (``joined``: a view where laid out), padded in one call, and the pieces concatenated in
+    order in one more (the groups come by kernel size, ``fast_mixed._groups_of``: one piece
+    per size)."""
+    weights = [c.weight for c in convs]
+    size = max(w.shape[-1] for w in weights)
+    if all(w.shape[-1] == size for w in weights):
+        return joined(weights)
+    stacks, taken = {}, {}
+    for k in sorted({w.shape[-1] for w in weights}):
+        stack = joined([w for w in weights if w.shape[-1] == k])
+        ring = (size - k) // 2
+        stacks[k] = F.pad(stack, (ring,) * 4) if ring else stack
+        taken[k] = 0
+    pieces = []  # consecutive kernels of one size: its stack, or a slice of it
+    for k, run in itertools.groupby(weights, key=lambda w: w.shape[-1]):
+        rows = sum(w.shape[0] for w in run)
+        stack = stacks[k]
+        whole = taken[k] == 0 and rows == stack.shape[0]  # a slice's backward fills zeros
+        pieces.append(stack if whole else stack[taken[k]:taken[k] + rows])
+        taken[k] += rows
+    return torch.cat(pieces)
 
 
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
@@ -161,8 +254,9 @@ def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[n
               scale: Scale | None) -> torch.Tensor:
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
     ``conv(kernels)`` is the depthwise conv of the input's m copies (:func:`copies`) by the m
-    edges' kernels side by side (``groups=m*C``), so its output is edge-major already."""
-    y = conv(joined([d.weight for d in dws]))
+    edges' kernels side by side (``groups=m*C``, :func:`kernels`), so its output is
+    edge-major already."""
+    y = conv(kernels(dws))
     return _pw_bn(ctx, y, pws, bns, scale)
 
 
@@ -181,7 +275,7 @@ def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
     the state's ReLU in m copies (:func:`copies`); returned per (edge, candidate)."""
     # per op: (depthwise, 1x1, BN) twice
     dw1, pw1, bn1, dw2, pw2, bn2 = zip(*(layers(op) for _, _, op in members))
-    a, b = dw1[0], dw2[0]
+    a, b = widest(dw1), widest(dw2)
 
     def first(kernels: torch.Tensor) -> torch.Tensor:
         return F.conv2d(relu_copies, kernels, None, a.stride, a.padding, a.dilation,
@@ -189,8 +283,7 @@ def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
 
     y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None)
     y = F.relu_(y)  # in place: BN's backward needs not its output
-    y = F.conv2d(y, joined([d.weight for d in dw2]), None, b.stride, b.padding,
-                 b.dilation, y.shape[1])
+    y = F.conv2d(y, kernels(dw2), None, b.stride, b.padding, b.dilation, y.shape[1])
     y = _pw_bn(ctx, y, pw2, bn2, scale)
     return _split(y, members)
 

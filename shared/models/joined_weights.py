@@ -77,8 +77,10 @@ def _known_back_to_back(tensors: Sequence[torch.Tensor]) -> bool:
 
 def joined(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(tensors)`` (dim 0), without a copy where they lie back to back in one
-    buffer (:func:`join`)."""
-    if (len(tensors) > 1 and not torch.compiler.is_compiling()
+    buffer (:func:`join`); one tensor as it is."""
+    if len(tensors) == 1:
+        return tensors[0]
+    if (not torch.compiler.is_compiling() and not torch.compiler.is_compiling()
             and _known_back_to_back(tensors)):
         return _Joined.apply(*tensors)
     return torch.cat(list(tensors))
