@@ -191,3 +191,20 @@ def test_the_capture_check_compares_the_ways_of_running_a_dilated_conv(capsys) -
     # as above: rounding, through alpha's normalised Adam steps
     assert float(rows["dilated"][6]) < 8 * 2 * 3e-4 and float(rows["dilated"][7]) < 0.05
     assert fast_mixed.UNDILATE == {"cpu"}
+
+
+def test_the_capture_check_compares_cudas_groups_with_a_group_per_size(capsys,
+                                                                        monkeypatch) -> None:
+    """``--paths grouped,graph+grouped,grouped-by-size`` with CUDA's grouping on the CPU (both
+    kernel sizes of a kind in one group, ``fast_mixed.EMBED``; dilation as it is): the
+    recorded grouped step (the CPU's emulation) is the eager grouped step bit for bit, a
+    group per size equal to rounding, and the grouping is CUDA's again after."""
+    from shared.models import fast_mixed
+
+    monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"})
+    monkeypatch.setattr(fast_mixed, "UNDILATE", set())
+    rows = _capture_rows(capsys, "s5", 8, "grouped,graph+grouped,grouped-by-size")
+    assert rows["graph+grouped"][6:8] == rows["grouped"][6:8]
+    for path in ("grouped", "grouped-by-size"):  # as above: rounding, through Adam
+        assert float(rows[path][6]) < 8 * 2 * 3e-4 and float(rows[path][7]) < 0.05
+    assert fast_mixed.EMBED == {"cpu"}
