@@ -552,10 +552,11 @@ def test_grouped_edges_launch_fewer_convolutions(monkeypatch):
     assert counts[1] - counts[2] == cells * 4 * (6 + 3), counts
 
 
-def test_grouped_edges_leave_out_candidates_that_do_not_run():
+def test_grouped_edges_leave_out_candidates_that_do_not_run(grouping):
     """DARTS-PT's skip of candidates at weight 0: a dead separable or dilated conv is not in
     its group (no output, no gradient, no BN update), as in the plain path; a group left with
-    one member runs alone."""
+    one member runs alone; under every grouping (with CUDA's, a state's runs of copies are
+    then uneven)."""
     space = SPACES["s5"]
     torch.manual_seed(0)
     plain = Network(4, 10, 5, space, fast=False, skip_zero_weights=True).double()
@@ -569,6 +570,7 @@ def test_grouped_edges_leave_out_candidates_that_do_not_run():
     for w in base:
         w = w.detach().clone()
         w[0, sep[0]] = 0.0  # edge 0's first separable conv does not run
+        w[2, sep[0]] = 0.0  # nor edge 2's: state 0 has 2 of one size, 3 of the other
         w[5, sep[-1]] = 0.0
         w[1, dil[0]] = 0.0  # state 1's dil_conv_3x3 group: 3 members
         w[8, dil[0]] = 0.0  # state 3 feeds edges 8 and 12: edge 12's runs alone
