@@ -4,20 +4,22 @@ drop-path, backward, clipping, SGD, meters) on CIFAR-10-sized data, timed over a
 extrapolated to an epoch and to 600 epochs, per path, in one run.
 
     python bench/eval_epoch.py [--device cpu|cuda] [--arch DARTS_V2] [--steps N]
-                               [--paths dataloader,device,graph,bf16,graph+bf16] [--data DIR]
+                               [--paths dataloader,device,graph,bf16,graph+bf16,grouped,
+                                        graph+grouped,graph+bf16+grouped] [--data DIR]
 
-The training is DARTS' ``train.py --auxiliary --cutout`` (``sdarts/sota/cnn/train.py``
-defaults: 20 cells, C=36, batch 96, drop-path 0.2, 600 epochs, so 521 training steps (520 with
-the data on the device, which serves full batches only) and 105 test batches per epoch).
-Without ``--data`` the images are random uint8 arrays in CIFAR-10's files and format, read by
-torchvision's CIFAR10 class with its md5 check switched off (no download here). The paths:
-``dataloader`` (torchvision transforms in ``--workers`` DataLoader workers, fp32), ``device``
-(``--data_on_device``, fp32), ``graph`` (data on the device and ``--step_capture cuda_graph``;
-on the CPU the ``emulate`` backend runs its bookkeeping without a graph, a check that the path
-runs, whose times say nothing), ``bf16`` (data on the device, ``--amp --channels_last``: bf16
-autocast, eager) and ``graph+bf16`` (both). Each path trains an untimed epoch of ``--warmup``
-steps, then a timed one of ``--steps`` steps and ``--eval_batches`` test batches, split
-(``bench/epoch_clock.py``) into the steady cost per step and the epoch's fixed cost (the
+The training is DARTS' ``train.py --auxiliary --cutout`` (``sdarts/sota/cnn/train.py`` defaults:
+20 cells, C=36, batch 96, drop-path 0.2, 600 epochs, so 521 training steps (520 with the data on
+the device, which serves full batches only) and 105 test batches per epoch). Without ``--data``
+the images are random uint8 arrays in CIFAR-10's files and format, read by torchvision's CIFAR10
+class with its md5 check switched off (no download here). The paths: ``dataloader`` (torchvision
+transforms in ``--workers`` DataLoader workers, fp32), ``device`` (``--data_on_device``, fp32),
+``graph`` (data on the device and ``--step_capture cuda_graph``; on the CPU the ``emulate``
+backend runs its bookkeeping without a graph, a check that the path runs, whose times say
+nothing), ``bf16`` (data on the device, ``--amp --channels_last``: bf16 autocast, eager) and
+``graph+bf16`` (both); ``+grouped``: with ``--grouped_ops`` (each cell's same-shaped separable
+convs together, ``shared.models.grouped_cell``). Each path trains an untimed epoch of
+``--warmup`` steps, then a timed one of ``--steps`` steps and ``--eval_batches`` test batches,
+split (``bench/epoch_clock.py``) into the steady cost per step and the epoch's fixed cost (the
 recording, the workers' start), which a real epoch pays once. Both epochs are at the middle of
 the run (drop-path at half its final rate).
 """
@@ -45,10 +47,12 @@ from shared.evaluation.run import make_trainer  # noqa: E402
 from shared.evaluation.trainer import load_datasets  # noqa: E402
 from shared.genotypes import load_genotype  # noqa: E402
 
-# path -> (data on the device, step capture, bf16 autocast + channels-last)
-PATHS = {"dataloader": (False, "off", False), "device": (True, "off", False),
-         "graph": (True, "cuda_graph", False), "bf16": (True, "off", True),
-         "graph+bf16": (True, "cuda_graph", True)}
+# path -> (data on the device, step capture, bf16 autocast + channels-last, grouped ops)
+PATHS = {"dataloader": (False, "off", False, False), "device": (True, "off", False, False),
+         "graph": (True, "cuda_graph", False, False), "bf16": (True, "off", True, False),
+         "graph+bf16": (True, "cuda_graph", True, False),
+         "grouped": (True, "off", False, True), "graph+grouped": (True, "cuda_graph", False, True),
+         "graph+bf16+grouped": (True, "cuda_graph", True, True)}
 
 
 def time_path(cfg: EvalConfig, steps: int, warmup: int, eval_batches: int,
@@ -89,7 +93,7 @@ def main(argv=None) -> None:
         p.error(f"--paths: unknown {', '.join(unknown)}; one of {', '.join(PATHS)}")
 
     def config(path: str, data: str) -> EvalConfig:
-        on_device, capture, bf16 = PATHS[path]
+        on_device, capture, bf16, grouped = PATHS[path]
         if capture == "cuda_graph" and args.device != "cuda":
             capture = "emulate"  # the recording's bookkeeping without a graph: a check
         return EvalConfig(data=data, dataset="cifar10", arch=args.arch,
@@ -98,7 +102,7 @@ def main(argv=None) -> None:
                           cutout=True, num_workers=args.workers,
                           gpu=0 if args.device == "cuda" else -1, report_freq=10**6,
                           progress=False, data_on_device=on_device, step_capture=capture,
-                          amp=bf16, channels_last=bf16)
+                          amp=bf16, channels_last=bf16, grouped_ops=grouped)
 
     rows = time_paths(args, paths, config, time_path)
     print(f"evaluation training, {args.arch}, {args.layers} cells, C={args.init_channels}, "

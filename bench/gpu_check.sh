@@ -17,14 +17,14 @@ timeout 150 $PY bench/capture_check.py --device cuda --steps 8 \
 echo "== 2. epochs per hour at the paper's search settings, first order =="
 timeout 80 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
     --paths device,graph --eval_batches 10 --order 1 | tee "$OUT/search_epoch.md"
-echo "== 3. epochs per hour of DARTS_V2's evaluation training (600 epochs, C=36, 20 cells) =="
-timeout 120 $PY bench/eval_epoch.py --device cuda --steps 12 --warmup 5 --eval_batches 8 \
-    --paths dataloader,device,graph,bf16,graph+bf16 | tee "$OUT/eval_epoch.md"
+echo "== 3. epochs per hour of DARTS_V2's evaluation training (600 epochs, C=36, 20 cells; grouped ops recorded, fp32 and bf16) =="
+timeout 150 $PY bench/eval_epoch.py --device cuda --steps 12 --warmup 5 --eval_batches 8 \
+    --paths dataloader,device,graph,bf16,graph+bf16,graph+grouped,graph+bf16+grouped | tee "$OUT/eval_epoch.md"
 echo "== 4. grouped edges (the wide kernels), eager and in the graph, and a group per kernel size; node sums term by term (and no fan_out); dilated convs rewritten as on the CPU =="
 timeout 120 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
     --paths grouped,graph,graph+grouped,grouped-by-size,term-sums,undilated | tee "$OUT/grouped_check.md"
 # Tracing the 8-cell supernet took 325 s per graph on the 2-core CPU (aot_eager), and a
 # first-order step has two graphs: at 3 cells the comparison fits this call.
 echo "== 5. torch.compile against the graph (3 cells): compile time (first s) and speed =="
-timeout 130 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
+timeout 100 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
     --layers 3 --paths graph,reduce-overhead,compile+graph | tee "$OUT/compile_check.md"

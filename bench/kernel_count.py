@@ -181,19 +181,21 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args,
 
 
 def count_eval_step(layout: str, args, where: bool = False, bf16: bool = False,
-                    cast_once: bool = False) -> collections.Counter:
+                    cast_once: bool = False, grouped: bool = False) -> collections.Counter:
     """The launches of one step of evaluation training as ``layout`` runs it:
     ``EvalTrainer.train_step`` (forward with the auxiliary head and drop-path, backward,
     clipping, SGD) of ``args.eval_arch`` at ``train.py --auxiliary``'s 20 cells, drop-path
     halfway up its ramp, after one uncounted step; ``bf16``: with ``--amp --channels_last``
     (bf16 autocast, channels-last); ``cast_once``: the weights cast all at once, as a
-    recorded step (``--step_capture``) casts them."""
+    recorded step (``--step_capture``) casts them; ``grouped``: each cell's same-shaped
+    separable convs together (the network's ``grouped_ops``)."""
     cfg = EvalConfig(auxiliary=True, layers=20, init_channels=args.init_channels)
     precision = Precision(bf16, bf16)
     torch.manual_seed(0)
     net = precision.prepare_model(build_final_network(
         load_genotype(args.eval_arch), "cifar10", cfg.init_channels, cfg.layers, cfg.auxiliary))
     net.drop_path_prob = cfg.drop_path_prob / 2
+    net.grouped_ops = grouped
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), cfg.learning_rate, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
@@ -219,18 +221,19 @@ def _print_eval(args) -> None:
           "head, drop-path\n| layout | precision | launches | conv | batch norm | casts | "
           "other |\n|---|---|---:|---:|---:|---:|---:|")
     top = None
-    rows = (("cuda", False, False), ("cuda", True, False), ("cuda", True, True),
-            ("cpu", False, False))
-    for layout, bf16, once in rows:
-        where = bool(args.top) and layout == "cuda" and not bf16
-        counts = count_eval_step(layout, args, where=where, bf16=bf16, cast_once=once)
+    rows = (("cuda", False, False, False), ("cuda", False, False, True),
+            ("cuda", True, False, False), ("cuda", True, True, False), ("cpu", False, False, False))
+    for layout, bf16, once, grouped in rows:
+        where = bool(args.top) and layout == "cuda" and not bf16 and not grouped
+        counts = count_eval_step(layout, args, where=where, bf16=bf16, cast_once=once,
+                                 grouped=grouped)
         if where:
             top, counts = counts, by_name(counts)
         total = sum(counts.values())
         family = {f: sum(counts[n] for n in names) for f, names in FAMILIES.items()}
         casts = counts["_to_copy"]
         precision = ("bf16 + channels-last" + (", cast at once (recorded step)" if once else "")
-                     if bf16 else "fp32")
+                     if bf16 else "fp32") + (", grouped ops" if grouped else "")
         print(f"| {layout} | {precision} | {total} | "
               f"{family['conv']} | {family['batch norm']} | {casts} | "
               f"{total - sum(family.values()) - casts} |", flush=True)

@@ -27,6 +27,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from shared.cli.flags import add_grouped_ops_flag  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, load_resumed  # noqa: E402
 from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
@@ -55,6 +56,7 @@ def build_parser():
     p.add_argument("--genotype", default=None,
                    help="the cell: a genotype .json or a registered name (default "
                         "{save_dir}/search2/genotype_best.json)")
+    add_grouped_ops_flag(p)
     return p
 
 

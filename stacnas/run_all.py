@@ -37,6 +37,7 @@ from shared.cli.flags import (  # noqa: E402
     add_compile_flag,
     add_data_on_device_flag,
     add_grouped_edges_flag,
+    add_grouped_ops_flag,
     add_step_capture_flag,
 )
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
@@ -89,6 +90,7 @@ def build_parser() -> ArgumentParser:
     add_step_capture_flag(p)
     add_compile_flag(p)
     add_grouped_edges_flag(p)
+    add_grouped_ops_flag(p)
     add("--no_progress", dest="progress", action="store_false")
     return p
 
@@ -145,7 +147,7 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
                "--cutout_length", str(a.cutout_length), "--drop_path_prob",
                str(a.drop_path_prob), "--label_smooth", str(a.label_smooth), *power,
                *data_on_device(a), "--step_capture", a.step_capture,
-               "--compile", a.compile]
+               "--compile", a.compile, *(["--grouped_ops"] if a.grouped_ops else [])]
     if a.auto_aug:
         augment.append("--auto_aug")
     out.append(("augment", "augment", augment))

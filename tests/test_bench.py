@@ -67,7 +67,7 @@ def test_the_epoch_benches_run_every_path(small_cifar: str, monkeypatch, capsys)
     tiny = ["--data", small_cifar, "--layers", "3", "--init_channels", "4", "--batch_size",
             "16", "--steps", "3"]
     eval_epoch.main([*tiny, "--workers", "0", "--epochs", "4",
-                     "--paths", "dataloader,device,graph,bf16,graph+bf16"])
+                     "--paths", ",".join(eval_epoch.PATHS)])
     search_epoch.main([*tiny, "--paths", "dataloader,device,grouped"])
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines()

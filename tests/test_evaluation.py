@@ -410,3 +410,23 @@ def test_a_search_genotype_json_is_named_by_its_search_folder() -> None:
     assert arch_label("exp/sota/c10/search-darts-sota-s2-2/log_resume-50_dev-proj_intv-5"
                       "_ED-random_PCN-acc_PCR-acc_seed-2/genotype.json") == \
         "search-darts-sota-s2-2-proj"
+
+
+def test_a_grouped_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path: Path) -> None:
+    """``--grouped_ops`` (each normal cell's five separable convs as one group, their
+    parameters and running statistics in shared buffers, laid out again when the resumed run
+    builds its network and loads the checkpoint): saved with the run's flags, kept on
+    resume, bit for bit the run that never stopped."""
+    grouped = [*E2E, "--grouped_ops"]
+    ref_root, root = tmp_path / "ref", tmp_path / "killed"
+    assert _run("train.py", *grouped, "--experiments", str(ref_root)).returncode == 0
+    ref = _only_run_dir(ref_root)
+    run = _kill_after_epoch_1([sys.executable, "train.py", *grouped, "--experiments",
+                               str(root)], root, tmp_path / "epoch1.pth.tar")
+    resumed = _run("train.py", "--resume", str(run), "--gpu", "-1", "--no_progress")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (run / "log.txt").read_text()
+    assert "resumed from" in log and "'grouped_ops': True" in log
+    state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert state["config"]["grouped_ops"] is True
+    _assert_same_weights(run / WEIGHTS, ref / WEIGHTS)

@@ -11,6 +11,7 @@ from shared.cli.flags import (
     add_compile_flag,
     add_data_on_device_flag,
     add_gpu_flag,
+    add_grouped_ops_flag,
     add_runtime_flags,
     add_step_capture_flag,
 )
@@ -116,6 +117,7 @@ def build_train_door_parser(datasets: Sequence[str] = TRAIN_DATASETS) -> Argumen
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)
+    add_grouped_ops_flag(p)
     return p
 
 

@@ -52,6 +52,9 @@ class EvalConfig:
     step_capture: str = "off"
     # the network compiled with torch.compile (shared.compile): off | one of its modes
     compile: str = "off"
+    # each cell's same-shaped separable convs reading the same states run together
+    # (shared.models.grouped_cell); saved, kept on resume
+    grouped_ops: bool = False
     amp: bool = False
     channels_last: bool = False
     progress: bool = True

@@ -71,6 +71,7 @@ def _build_model(cfg: EvalConfig, genotype: Genotype, device: torch.device,
                  precision: Precision, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
     net = build_final_network(genotype, cfg.dataset, cfg.init_channels, cfg.layers,
                               cfg.auxiliary)
+    net.grouped_ops = cfg.grouped_ops
     net = precision.prepare_model(net.to(device))
     if not ctx.enabled:
         return net, net

@@ -17,6 +17,7 @@ from shared.errors import UserError
 from shared.genotypes import Genotype, Pair, PerCellGenotype
 from shared.models.batch_counters import advance_batch_counters, count_batches_together
 from shared.models.candidate import per_module
+from shared.models.grouped_cell import cell_groups, join_cell_groups, run_group
 from shared.ops import FactorizedReduce, Identity, ReLUConvBN, SepConv, make_op
 from shared.spaces import kinds_of_cells
 
@@ -95,6 +96,10 @@ class Cell(nn.Module):
         # which inputs the preprocessing takes from their ReLU (``relus`` in ``forward``)
         self.reads_relu = tuple(_begins_with_relu(m) for m in (self.preprocess0,
                                                                 self.preprocess1))
+        # same-shaped separable convs reading the same states run together
+        # (``shared.models.grouped_cell``; the network's ``grouped_ops``)
+        self.grouped = False
+        self._groups = {k: g for g in cell_groups(self) for k in g.ops}
 
     @staticmethod
     def _preprocess(m: nn.Module, x: torch.Tensor, r: torch.Tensor | None,
@@ -124,15 +129,24 @@ class Cell(nn.Module):
         states = [self._preprocess(m, x, r, reads) for m, x, r, reads in zip(
             (self.preprocess0, self.preprocess1), (s0, s1), relus, self.reads_relu)]
         relus: dict[int, torch.Tensor] = {}  # state -> its ReLU, where shared
+
+        def relu_of(j: int) -> torch.Tensor:
+            if j not in relus:
+                relus[j] = F.relu(states[j])
+            return relus[j]
+
+        made: dict[int, torch.Tensor] = {}  # grouped ops' outputs not yet taken
         dropped = 0
         for i in range(self._steps):
             h = []
             for k in (2 * i, 2 * i + 1):
                 op, j = self._ops[k], self._indices[k]
-                if self._shared_relu[k]:
-                    if j not in relus:
-                        relus[j] = F.relu(states[j])
-                    out = relus[j]
+                if self.grouped and k in self._groups:
+                    if k not in made:
+                        made.update(run_group(self, self._groups[k], relu_of))
+                    out = made.pop(k)
+                elif self._shared_relu[k]:
+                    out = relu_of(j)
                     for layer in after_relu(op):
                         out = layer(out)
                 else:
@@ -196,6 +210,29 @@ class _Network(nn.Module):
     """The cell stack shared by the CIFAR and ImageNet networks."""
 
     drop_path_prob: float = 0.0
+    _grouped_ops: bool = False
+
+    @property
+    def grouped_ops(self) -> bool:
+        """Whether each cell's same-shaped separable convs reading the same states run
+        together (``shared.models.grouped_cell``); turning it on lays their parameters and
+        running statistics out back to back, again whenever the network is moved or cast."""
+        return self._grouped_ops
+
+    @grouped_ops.setter
+    def grouped_ops(self, on: bool) -> None:
+        self._grouped_ops = bool(on)
+        for cell in self.cells:
+            cell.grouped = self._grouped_ops
+            if self._grouped_ops:
+                join_cell_groups(cell)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        if self._grouped_ops:  # new tensors: laid out again
+            for cell in self.cells:
+                join_cell_groups(cell)
+        return out
 
     def _build_cells(self, C: int, layers: int, genotype: Genotype | PerCellGenotype,
                      C_curr: int, reduction_prev: bool, C_stem: int, num_classes: int,

@@ -86,6 +86,17 @@ def joined(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(tensors))
 
 
+def joined_view(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The tensors' concatenation as a view of the buffer they lie in back to back (writes to
+    it write them: a BN's running statistics), None where they do not lie so; no autograd."""
+    if not tensors or torch.compiler.is_compiling() or not _known_back_to_back(tensors):
+        return None
+    first = tensors[0]
+    rows = sum(t.shape[0] for t in tensors)
+    return first.as_strided((rows,) + tuple(first.shape[1:]), first.stride(),
+                            first.storage_offset())
+
+
 def join(params: Sequence[torch.nn.Parameter]) -> None:
     """Move ``params`` into consecutive regions of one new buffer, in order, values and
     strides kept; nothing if they lie so already or are not laid out alike (:func:`_layout`:

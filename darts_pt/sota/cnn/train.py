@@ -46,6 +46,7 @@ from shared.cli.config import config_from_args  # noqa: E402
 from shared.cli.flags import (  # noqa: E402
     add_compile_flag,
     add_data_on_device_flag,
+    add_grouped_ops_flag,
     add_runtime_flags,
     add_step_capture_flag,
 )
@@ -80,6 +81,7 @@ def build_parser() -> ArgumentParser:
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)
+    add_grouped_ops_flag(p)
     return p
 
 

@@ -1,0 +1,127 @@
+"""The final network's separable convs that read the same cell states, computed together: one
+kernel per stage for all of them, where the cell launches one per op.
+
+DARTS_V2's normal cell (Liu et al. 2019, fig. 4) holds five ``sep_conv_3x3``, all reading the
+cell's two inputs (two c_{k-2}, three c_{k-1}); each is ReLU -> depthwise -> 1x1 -> BN -> ReLU
+-> depthwise -> 1x1 -> BN. In a training step of the 20-cell network those are 360 of its 888
+forward convolutions and 180 of its BNs (``bench/kernel_count.py --eval``), and on a GPU the
+step is bound by launching them. Here the same-shaped separable convs (``grouped_edges.
+group_key``) of a cell that read its inputs, or one node, run as the search's grouped edges do
+(``shared.models.grouped_edges``): the states' ReLUs side by side once per op (``copies``),
+one depthwise conv (``groups=m*C``), one grouped 1x1 conv, one BN over the stacked channels,
+whose batch statistics are each op's own. The final network's BNs are affine and keep
+running statistics: their weights and biases are joined like the kernels, and so are their
+running statistics (``join_cell_groups``), so that the one ``batch_norm`` call updates each
+op's statistics in place; where they are not laid out so, it updates copies and writes them
+back. The BN counters are the network's (``batch_counters``), advanced for every BN already.
+
+Equal in exact arithmetic to the per-op cell (float64 to ~1e-15, ``tests/test_grouped_cell.py``).
+``Cell.grouped`` (set by the network's ``grouped_ops``); off by default.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.models.candidate import kind, layers
+from shared.models.grouped_edges import copies, group_key
+from shared.models.joined_weights import join, joined, joined_view
+
+
+class CellGroup(NamedTuple):
+    """Ops of a cell that run together: their indices in ``cell._ops`` (by state, then
+    index) and the runs of them that read each state, ((state, m), ...)."""
+    ops: tuple[int, ...]
+    blocks: tuple[tuple[int, int], ...]
+
+
+def _groupable(op: nn.Module) -> bool:
+    """A DARTS separable conv whose BNs are affine and keep running statistics with a
+    momentum (every op of the final networks)."""
+    if kind(op) != "sep":
+        return False
+    parts = layers(op)
+    bns = [m for m in parts if isinstance(m, nn.BatchNorm2d)]
+    if any(isinstance(m, nn.Conv2d) and m.bias is not None for m in parts):
+        return False
+    return all(bn.affine and bn.track_running_stats and bn.momentum is not None for bn in bns)
+
+
+def cell_groups(cell) -> list[CellGroup]:
+    """The groups of two or more same-shaped separable convs of ``cell`` (a final network's
+    ``Cell``) that read its two inputs, or one of its nodes."""
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for k, (op, j) in enumerate(zip(cell._ops, cell._indices)):
+        if _groupable(op):
+            groups.setdefault(("inputs" if j < 2 else j, group_key(op)), []).append((j, k))
+    out = []
+    for members in groups.values():
+        if len(members) > 1:
+            members.sort()
+            states = (j for j, _ in members)
+            runs = tuple((j, len(list(run))) for j, run in itertools.groupby(states))
+            out.append(CellGroup(tuple(k for _, k in members), runs))
+    return out
+
+
+def _stages(cell, group: CellGroup) -> list[tuple[nn.Module, ...]]:
+    """The group's layers stage by stage: (depthwise, 1x1, BN) twice, one module per op."""
+    return list(zip(*(layers(cell._ops[k]) for k in group.ops)))
+
+
+def join_cell_groups(cell) -> None:
+    """Lay each group's kernels, BN weights and biases and running statistics back to back
+    in memory, stage by stage (``joined_weights.join``)."""
+    for group in cell_groups(cell):
+        for stage in _stages(cell, group):
+            if isinstance(stage[0], nn.Conv2d):
+                join([m.weight for m in stage])
+            else:
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    join([getattr(m, name) for m in stage])
+
+
+def _stacked_bn(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
+    """Each BN of its block of ``y``'s channels, in one call; in training each one's running
+    statistics updated as its own call would."""
+    first = bns[0]
+    weight, bias = joined([b.weight for b in bns]), joined([b.bias for b in bns])
+    if not first.training:
+        mean = torch.cat([b.running_mean for b in bns])
+        var = torch.cat([b.running_var for b in bns])
+        return F.batch_norm(y, mean, var, weight, bias, False, 0.0, first.eps)
+    mean = joined_view([b.running_mean for b in bns])
+    var = joined_view([b.running_var for b in bns])
+    if mean is not None and var is not None:  # updated in place, in each BN's buffers
+        return F.batch_norm(y, mean, var, weight, bias, True, first.momentum, first.eps)
+    mean = torch.cat([b.running_mean for b in bns])
+    var = torch.cat([b.running_var for b in bns])
+    out = F.batch_norm(y, mean, var, weight, bias, True, first.momentum, first.eps)
+    with torch.no_grad():  # not laid out together: the updated copies written back
+        c = first.num_features
+        for b, m, v in zip(bns, mean.split(c), var.split(c)):
+            b.running_mean.copy_(m)
+            b.running_var.copy_(v)
+    return out
+
+
+def run_group(cell, group: CellGroup,
+              relu_of: Callable[[int], torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Each op of ``group`` applied to its state (``relu_of(j)``: state j's ReLU, with which
+    every separable conv begins), by op index."""
+    dw1, pw1, bn1, dw2, pw2, bn2 = _stages(cell, group)
+    x = copies([(relu_of(j), m) for j, m in group.blocks])
+    m, a, b = len(group.ops), dw1[0], dw2[0]
+    y = F.conv2d(x, joined([c.weight for c in dw1]), None, a.stride, a.padding, a.dilation,
+                 x.shape[1])
+    y = F.conv2d(y, joined([c.weight for c in pw1]), None, 1, 0, 1, m)
+    y = F.relu_(_stacked_bn(y, bn1))  # in place: BN's backward needs not its output
+    y = F.conv2d(y, joined([c.weight for c in dw2]), None, b.stride, b.padding, b.dilation,
+                 y.shape[1])
+    y = F.conv2d(y, joined([c.weight for c in pw2]), None, 1, 0, 1, m)
+    y = _stacked_bn(y, bn2)
+    return dict(zip(group.ops, y.split(y.shape[1] // m, dim=1)))

@@ -1,0 +1,127 @@
+"""The final network's same-shaped separable convs run together (``grouped_ops``,
+shared/models/grouped_cell.py) against the cell running them op by op: the same training
+steps (drop-path, the auxiliary head, SGD), running statistics, counters and evaluation
+output, in float64; with the statistics laid out together or not; and the launches saved."""
+import copy
+import io
+
+import pytest
+import torch
+
+from shared.genotypes import load_genotype
+from shared.models import grouped_cell
+from shared.models.candidate import layers
+from shared.models.cnn import build_final_network
+from shared.models.grouped_cell import CellGroup
+from tests.test_final_network_step import _steps as sgd_steps
+
+F64 = dict(rtol=0, atol=1e-12)
+
+
+def _network(layers=5, genotype="DARTS_V2", dataset="cifar10", C=4):
+    torch.manual_seed(0)
+    net = build_final_network(load_genotype(genotype), dataset, C, layers, True).double()
+    net.drop_path_prob = 0.2
+    return net
+
+
+def _steps(net, steps=2):
+    """``steps`` SGD steps (``test_final_network_step``'s), drop-path's draws seeded."""
+    torch.manual_seed(2)
+    return sgd_steps(net, steps)
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], **F64), k
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+def test_darts_v2s_normal_cell_runs_its_five_separable_convs_as_one_group():
+    """DARTS_V2's normal cell: 2 ``sep_conv_3x3`` on c_{k-2}, 3 on c_{k-1}, one group; its
+    reduction cell (poolings and identities) none."""
+    net = _network()
+    normal, reduce = net.cells[0], net.cells[1]
+    assert grouped_cell.cell_groups(normal) == [CellGroup((0, 2, 1, 3, 4), ((0, 2), (1, 3)))]
+    assert grouped_cell.cell_groups(reduce) == []
+
+
+@pytest.mark.parametrize("laid_out", [True, False], ids=["joined", "not joined"])
+def test_grouped_ops_train_as_the_cell_op_by_op(laid_out):
+    """Two training steps (drop-path, auxiliary head, SGD with momentum and weight decay):
+    the weights, running statistics and counters equal the per-op cell's in float64, and so
+    does the evaluation-mode output; where the running statistics do not lie together (a
+    buffer replaced), their updates are written back, not lost."""
+    plain = _network()
+    grouped = copy.deepcopy(plain)
+    grouped.grouped_ops = True
+    if not laid_out:
+        bn = layers(grouped.cells[0]._ops[0])[5]  # its last BN
+        bn.running_mean = bn.running_mean.clone()
+    _assert_same(_steps(grouped), _steps(plain))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(grouped.eval()(x)[0], plain.eval()(x)[0], **F64)
+
+
+def test_grouped_ops_survive_a_cast_and_a_checkpoint():
+    """Cast after grouping (new tensors: laid out again) and a state_dict round trip
+    (``weights_only``) into a grouped network: the same output as op by op."""
+    plain = _network(layers=3).float()
+    grouped = copy.deepcopy(plain)
+    grouped.grouped_ops = True
+    grouped.double()
+    plain.double()
+    buffer = io.BytesIO()
+    torch.save(grouped.state_dict(), buffer)
+    other = _network(layers=3)
+    other.grouped_ops = True
+    other.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    _assert_same(_steps(other), _steps(plain))
+
+
+def test_grouped_ops_launch_fewer_kernels():
+    """``bench/kernel_count.py --eval``'s step: grouped, the 18 normal cells' five separable
+    convs as one group each."""
+    from argparse import Namespace
+
+    from bench import kernel_count
+
+    args = Namespace(init_channels=4, eval_arch="DARTS_V2")
+    plain = kernel_count.count_eval_step("cuda", args)
+    grouped = kernel_count.count_eval_step("cuda", args, grouped=True)
+    # 18 cells: 5 ops x 4 convolutions -> 4 (and in the backward, as many fewer again)
+    assert plain["convolution"] - grouped["convolution"] == 18 * (5 - 1) * 4
+    assert sum(grouped.values()) < 0.7 * sum(plain.values())
+
+
+@pytest.mark.parametrize("door", ["sdarts", "darts_pt", "stacnas"])
+def test_the_evaluation_doors_take_grouped_ops(door) -> None:
+    """``--grouped_ops`` on SmoothDARTS' (and Λ-DARTS') ``train.py``, DARTS-PT's ``train.py``
+    and StacNAS' ``augment.py`` reaches the run's configuration; ``run_all.py`` hands it to
+    the augment stage only."""
+    from shared.cli.config import config_from_args
+    from shared.evaluation.config import EvalConfig
+
+    if door == "sdarts":
+        from shared.evaluation.cli import build_train_door_parser
+        args = build_train_door_parser().parse_args(["--grouped_ops"])
+        assert config_from_args(EvalConfig, args).grouped_ops is True
+        assert build_train_door_parser().parse_args([]).grouped_ops is False
+    elif door == "darts_pt":
+        from darts_pt.sota.cnn import train
+        assert train.to_config(train.build_parser().parse_args(["--grouped_ops"])).grouped_ops
+    else:
+        from shared.cli.parser import parse
+        from stacnas import augment, run_all
+
+        args = augment.build_parser().parse_args(["--name", "x", "--genotype", "DARTS_V2",
+                                                  "--grouped_ops"])
+        assert augment.eval_config(args).grouped_ops is True
+        args, _ = parse(run_all.build_parser(), ["--grouped_ops", "--test"])
+        args.save_dir = "x"
+        stages = {stage: argv for stage, _, argv in run_all.stage_commands(args)}
+        assert "--grouped_ops" in stages["augment"]
+        assert all("--grouped_ops" not in f for s, f in stages.items() if s != "augment")
