@@ -66,6 +66,30 @@ def test_grouped_ops_train_as_the_cell_op_by_op(laid_out):
     assert torch.allclose(grouped.eval()(x)[0], plain.eval()(x)[0], **F64)
 
 
+def test_the_imagenet_network_groups_as_well():
+    """NetworkImageNet (two stems, 224x224): a training step grouped equals the per-op one in
+    float64, and its door takes ``--grouped_ops``."""
+    from sdarts.sota.cnn import train_imagenet
+
+    torch.manual_seed(0)
+    plain = build_final_network(load_genotype("DARTS_V2"), "imagenet", 4, 5, True).double()
+    plain.drop_path_prob = 0.2
+    grouped = copy.deepcopy(plain)
+    grouped.grouped_ops = True
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, 224, 224, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (2,), generator=g)
+    for net in (plain, grouped):
+        torch.manual_seed(2)
+        logits, aux = net(x)
+        (torch.nn.functional.cross_entropy(logits, y)
+         + 0.4 * torch.nn.functional.cross_entropy(aux, y)).backward()
+        torch.optim.SGD(net.parameters(), 0.1).step()
+    _assert_same(grouped.state_dict(), plain.state_dict())
+    args = train_imagenet.build_parser().parse_args(["--grouped_ops"])
+    assert train_imagenet.to_config(args).grouped_ops is True
+
+
 def test_grouped_ops_survive_a_cast_and_a_checkpoint():
     """Cast after grouping (new tensors: laid out again) and a state_dict round trip
     (``weights_only``) into a grouped network: the same output as op by op."""

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from shared.cli.checks import check_flags  # noqa: E402
 from shared.cli.config import config_from_args  # noqa: E402
-from shared.cli.flags import add_gpu_flag, add_runtime_flags  # noqa: E402
+from shared.cli.flags import add_gpu_flag, add_grouped_ops_flag, add_runtime_flags  # noqa: E402
 from shared.cli.parser import ArgumentParser, parse  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, resolve_run  # noqa: E402
 from shared.cli.run_folder import claim_run  # noqa: E402
@@ -65,6 +65,7 @@ def build_parser() -> ArgumentParser:
                    help=f"linear warm-up epochs, applied when --batch_size > {WARMUP_MIN_BATCH}")
     # Additions of this repository.
     add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=4)
+    add_grouped_ops_flag(p)
     return p
 
 
