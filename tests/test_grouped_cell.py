@@ -10,7 +10,7 @@ import torch
 
 from shared.genotypes import load_genotype
 from shared.models import grouped_cell
-from shared.models.candidate import layers
+from shared.models.candidate import kind, layers
 from shared.models.cnn import build_final_network
 from shared.models.grouped_cell import CellGroup
 from tests.test_final_network_step import _steps as sgd_steps
@@ -49,13 +49,19 @@ def test_darts_v2s_normal_cell_runs_its_five_separable_convs_as_one_group():
     assert grouped_cell.cell_groups(reduce) == []
 
 
-@pytest.mark.parametrize("laid_out", [True, False], ids=["joined", "not joined"])
-def test_grouped_ops_train_as_the_cell_op_by_op(laid_out):
+@pytest.mark.parametrize("laid_out, genotype", [(True, "DARTS_V2"), (False, "DARTS_V2"),
+                                               (True, "c10_s1_random")],
+                         ids=["joined", "not joined", "dilated convs"])
+def test_grouped_ops_train_as_the_cell_op_by_op(laid_out, genotype):
     """Two training steps (drop-path, auxiliary head, SGD with momentum and weight decay):
     the weights, running statistics and counters equal the per-op cell's in float64, and so
     does the evaluation-mode output; where the running statistics do not lie together (a
-    buffer replaced), their updates are written back, not lost."""
-    plain = _network()
+    buffer replaced), their updates are written back, not lost. SDARTS-RS' S1 genotype on
+    CIFAR-10 groups dilated convs too."""
+    plain = _network(genotype=genotype)
+    kinds = {kind(plain.cells[c]._ops[g.ops[0]]) for c in range(len(plain.cells))
+             for g in grouped_cell.cell_groups(plain.cells[c])}
+    assert kinds == ({"sep"} if genotype == "DARTS_V2" else {"sep", "dil"})
     grouped = copy.deepcopy(plain)
     grouped.grouped_ops = True
     if not laid_out:

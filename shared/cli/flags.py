@@ -156,13 +156,13 @@ def add_grouped_edges_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_grouped_ops_flag(parser: argparse.ArgumentParser) -> None:
     """``--grouped_ops`` (``shared.models.grouped_cell``): the final network runs each cell's
-    same-shaped separable convs that read the same states as one kernel per stage; off by
-    default."""
+    same-shaped separable (or dilated) convs that read the same states as one kernel per
+    stage; off by default."""
     parser.add_argument("--grouped_ops", action="store_true",
-                        help="run each cell's same-shaped separable convs that read the same "
-                             "states together, one wide kernel per stage (DARTS_V2: the five "
-                             "of each normal cell): fewer kernel launches for a GPU (equal to "
-                             "the default path up to rounding)")
+                        help="run each cell's same-shaped separable (or dilated) convs that "
+                             "read the same states together, one wide kernel per stage "
+                             "(DARTS_V2: the five of each normal cell): fewer kernel launches "
+                             "for a GPU (equal to the default path up to rounding)")
 
 
 def add_compile_flag(parser: argparse.ArgumentParser) -> None:

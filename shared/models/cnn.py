@@ -96,7 +96,7 @@ class Cell(nn.Module):
         # which inputs the preprocessing takes from their ReLU (``relus`` in ``forward``)
         self.reads_relu = tuple(_begins_with_relu(m) for m in (self.preprocess0,
                                                                 self.preprocess1))
-        # same-shaped separable convs reading the same states run together
+        # same-shaped separable (or dilated) convs reading the same states run together
         # (``shared.models.grouped_cell``; the network's ``grouped_ops``)
         self.grouped = False
         self._groups = {k: g for g in cell_groups(self) for k in g.ops}

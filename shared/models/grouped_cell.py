@@ -1,5 +1,5 @@
-"""The final network's separable convs that read the same cell states, computed together: one
-kernel per stage for all of them, where the cell launches one per op.
+"""The final network's separable (and dilated) convs that read the same cell states, computed
+together: one kernel per stage for all of them, where the cell launches one per op.
 
 DARTS_V2's normal cell (Liu et al. 2019, fig. 4) holds five ``sep_conv_3x3``, all reading the
 cell's two inputs (two c_{k-2}, three c_{k-1}); each is ReLU -> depthwise -> 1x1 -> BN -> ReLU
@@ -7,13 +7,15 @@ cell's two inputs (two c_{k-2}, three c_{k-1}); each is ReLU -> depthwise -> 1x1
 forward convolutions and 180 of its BNs (``bench/kernel_count.py --eval``), and on a GPU the
 step is bound by launching them. Here the same-shaped separable convs (``grouped_edges.
 group_key``) of a cell that read its inputs, or one node, run as the search's grouped edges do
-(``shared.models.grouped_edges``): the states' ReLUs side by side once per op (``copies``),
-one depthwise conv (``groups=m*C``), one grouped 1x1 conv, one BN over the stacked channels,
-whose batch statistics are each op's own. The final network's BNs are affine and keep
-running statistics: their weights and biases are joined like the kernels, and so are their
-running statistics (``join_cell_groups``), so that the one ``batch_norm`` call updates each
-op's statistics in place; where they are not laid out so, it updates copies and writes them
-back. The BN counters are the network's (``batch_counters``), advanced for every BN already.
+(``shared.models.grouped_edges``): the states' ReLUs side by side once per op (``copies``), one
+depthwise conv (``groups=m*C``), one grouped 1x1 conv, one BN over the stacked channels, whose
+batch statistics are each op's own, and again for a separable conv's second half; the
+same-shaped dilated convs (depthwise at dilation 2, 1x1, BN) likewise. The final network's BNs
+are affine and keep running statistics: their weights and biases are joined like the kernels,
+and so are their running statistics (``join_cell_groups``), so that the one ``batch_norm`` call
+updates each op's statistics in place; where they are not laid out so, it updates copies and
+writes them back. The BN counters are the network's (``batch_counters``), advanced for every BN
+already.
 
 Equal in exact arithmetic to the per-op cell (two float64 training steps agree to 1e-12,
 ``tests/test_grouped_cell.py``); 2,246 launches of a DARTS_V2 step become 1,256.
@@ -41,9 +43,9 @@ class CellGroup(NamedTuple):
 
 
 def _groupable(op: nn.Module) -> bool:
-    """A DARTS separable conv whose BNs are affine and keep running statistics with a
-    momentum (every op of the final networks)."""
-    if kind(op) != "sep":
+    """A DARTS separable or dilated conv whose BNs are affine and keep running statistics
+    with a momentum (every op of the final networks)."""
+    if kind(op) not in ("sep", "dil"):
         return False
     parts = layers(op)
     bns = [m for m in parts if isinstance(m, nn.BatchNorm2d)]
@@ -53,8 +55,8 @@ def _groupable(op: nn.Module) -> bool:
 
 
 def cell_groups(cell) -> list[CellGroup]:
-    """The groups of two or more same-shaped separable convs of ``cell`` (a final network's
-    ``Cell``) that read its two inputs, or one of its nodes."""
+    """The groups of two or more same-shaped separable convs, or dilated convs, of ``cell``
+    (a final network's ``Cell``) that read its two inputs, or one of its nodes."""
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for k, (op, j) in enumerate(zip(cell._ops, cell._indices)):
         if _groupable(op):
@@ -70,7 +72,8 @@ def cell_groups(cell) -> list[CellGroup]:
 
 
 def _stages(cell, group: CellGroup) -> list[tuple[nn.Module, ...]]:
-    """The group's layers stage by stage: (depthwise, 1x1, BN) twice, one module per op."""
+    """The group's layers stage by stage, one module per op: (depthwise, 1x1, BN) twice for
+    separable convs, once for dilated ones."""
     return list(zip(*(layers(cell._ops[k]) for k in group.ops)))
 
 
@@ -113,16 +116,17 @@ def _stacked_bn(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
 def run_group(cell, group: CellGroup,
               relu_of: Callable[[int], torch.Tensor]) -> dict[int, torch.Tensor]:
     """Each op of ``group`` applied to its state (``relu_of(j)``: state j's ReLU, with which
-    every separable conv begins), by op index."""
-    dw1, pw1, bn1, dw2, pw2, bn2 = _stages(cell, group)
-    x = copies([(relu_of(j), m) for j, m in group.blocks])
-    m, a, b = len(group.ops), dw1[0], dw2[0]
-    y = F.conv2d(x, joined([c.weight for c in dw1]), None, a.stride, a.padding, a.dilation,
-                 x.shape[1])
-    y = F.conv2d(y, joined([c.weight for c in pw1]), None, 1, 0, 1, m)
-    y = F.relu_(_stacked_bn(y, bn1))  # in place: BN's backward needs not its output
-    y = F.conv2d(y, joined([c.weight for c in dw2]), None, b.stride, b.padding, b.dilation,
-                 y.shape[1])
-    y = F.conv2d(y, joined([c.weight for c in pw2]), None, 1, 0, 1, m)
-    y = _stacked_bn(y, bn2)
+    every separable and dilated conv begins), by op index."""
+    stages = _stages(cell, group)
+    m = len(group.ops)
+    y = copies([(relu_of(j), n) for j, n in group.blocks])
+    for at in range(0, len(stages), 3):  # (depthwise, 1x1, BN), once or twice
+        dw, pw, bn = stages[at:at + 3]
+        if at:
+            y = F.relu_(y)  # in place: BN's backward needs not its output
+        a = dw[0]
+        y = F.conv2d(y, joined([c.weight for c in dw]), None, a.stride, a.padding, a.dilation,
+                     y.shape[1])
+        y = F.conv2d(y, joined([c.weight for c in pw]), None, 1, 0, 1, m)
+        y = _stacked_bn(y, bn)
     return dict(zip(group.ops, y.split(y.shape[1] // m, dim=1)))
