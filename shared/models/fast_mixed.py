@@ -577,8 +577,9 @@ def _groups_of(cell, js: Sequence[int], live: list[list[bool]] | None,
     """The groups of two or more convs on the edges leaving the states ``js``, each's members
     by kernel size, then state, then edge (so each size's kernels are one block of the
     group's, ``grouped_edges.kernels``)."""
-    state = {edge: j for j in js for edge, _, _ in _leaving(cell, j, live)}
-    groups = _groups([m for j in js for m in _leaving(cell, j, live)], merges).values()
+    leaving = {j: _leaving(cell, j, live) for j in js}
+    state = {edge: j for j, members in leaving.items() for edge, _, _ in members}
+    groups = _groups([m for members in leaving.values() for m in members], merges).values()
     out = []
     for members in groups:
         if len(members) > 1:

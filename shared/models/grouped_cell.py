@@ -94,22 +94,21 @@ def _stacked_bn(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
     statistics updated as its own call would."""
     first = bns[0]
     weight, bias = joined([b.weight for b in bns]), joined([b.bias for b in bns])
+    means, variances = [b.running_mean for b in bns], [b.running_var for b in bns]
+    # views of each BN's buffers where laid out together (training updates them in place)
+    mean, var = joined_view(means), joined_view(variances)
+    laid_out = mean is not None and var is not None
+    if not laid_out:
+        mean, var = torch.cat(means), torch.cat(variances)
     if not first.training:
-        mean = torch.cat([b.running_mean for b in bns])
-        var = torch.cat([b.running_var for b in bns])
         return F.batch_norm(y, mean, var, weight, bias, False, 0.0, first.eps)
-    mean = joined_view([b.running_mean for b in bns])
-    var = joined_view([b.running_var for b in bns])
-    if mean is not None and var is not None:  # updated in place, in each BN's buffers
-        return F.batch_norm(y, mean, var, weight, bias, True, first.momentum, first.eps)
-    mean = torch.cat([b.running_mean for b in bns])
-    var = torch.cat([b.running_var for b in bns])
     out = F.batch_norm(y, mean, var, weight, bias, True, first.momentum, first.eps)
-    with torch.no_grad():  # not laid out together: the updated copies written back
-        c = first.num_features
-        for b, m, v in zip(bns, mean.split(c), var.split(c)):
-            b.running_mean.copy_(m)
-            b.running_var.copy_(v)
+    if not laid_out:
+        with torch.no_grad():  # the updated copies written back
+            c = first.num_features
+            for b, m, v in zip(bns, mean.split(c), var.split(c)):
+                b.running_mean.copy_(m)
+                b.running_var.copy_(v)
     return out
 
 
