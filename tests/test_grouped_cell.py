@@ -155,3 +155,46 @@ def test_the_evaluation_doors_take_grouped_ops(door) -> None:
         stages = {stage: argv for stage, _, argv in run_all.stage_commands(args)}
         assert "--grouped_ops" in stages["augment"]
         assert all("--grouped_ops" not in f for s, f in stages.items() if s != "augment")
+
+
+def _ddp_steps(dp, folder, grouped: bool = True) -> dict:
+    """Two DDP training steps of DARTS_V2 (3 cells) on this rank's half of a batch of 4, in
+    float64; grouped or op by op."""
+    net = _network(layers=3)
+    net.grouped_ops = grouped
+    ddp = torch.nn.parallel.DistributedDataParallel(net)
+    optimizer = torch.optim.SGD(net.parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        x = torch.randn(4, 3, 32, 32, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 10, (4,), generator=g)
+        x, y = x[dp.rank::dp.world_size], y[dp.rank::dp.world_size]
+        optimizer.zero_grad()
+        logits, aux = ddp(x)
+        (torch.nn.functional.cross_entropy(logits, y)
+         + 0.4 * torch.nn.functional.cross_entropy(aux, y)).backward()
+        optimizer.step()
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def _ddp_plain_steps(dp, folder) -> dict:
+    return _ddp_steps(dp, folder, grouped=False)
+
+
+@pytest.mark.slow
+def test_grouped_ops_under_ddp_train_as_op_by_op(tmp_path):
+    """Two gloo processes under DDP (what ``torchrun ... train.py --grouped_ops`` runs):
+    DDP broadcasts rank 0's buffers before every forward into the joined running statistics'
+    views and all-reduces the joined kernels' gradients; the weights and statistics equal the
+    per-op network's under DDP in float64, on each rank (whose running statistics are its
+    own shard's since the last broadcast)."""
+    from tests.conftest import run_ranks
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "p").mkdir()
+    grouped = run_ranks(_ddp_steps, tmp_path / "g")
+    plain = run_ranks(_ddp_plain_steps, tmp_path / "p")
+    for rank in (0, 1):
+        _assert_same(grouped[rank], plain[rank])
+    assert torch.equal(grouped[0]["cells.0._ops.0.0.1.weight"],
+                       grouped[1]["cells.0._ops.0.0.1.weight"])
