@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from shared.models import kernel_reuse  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.runtime import Precision  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -90,6 +91,10 @@ class Runner:
         self.architect = Architect(model, 3e-4, 1e-3, 0.9, 3e-4, unrolled)
 
     def step(self, x, y, x_s, y_s) -> None:
+        with kernel_reuse.within_step():  # as the loop's step
+            self._step(x, y, x_s, y_s)
+
+    def _step(self, x, y, x_s, y_s) -> None:
         model, amp = self.model, self.precision.autocast(self.device)
         model.train()
         with amp:
@@ -101,6 +106,7 @@ class Runner:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
         self.optimizer.step()
+        kernel_reuse.forget()
         for a in model.arch_parameters():
             a.grad = None
 

@@ -87,7 +87,8 @@ def _all_views(monkeypatch) -> list[bool]:
 
 @pytest.mark.parametrize("embed", [False, True], ids=["cpu", "as on cuda"])
 def test_a_grouped_network_runs_on_views_moved_or_reloaded(embed, monkeypatch) -> None:
-    """Every kernel concatenation of a grouped forward is a view: as built, after a cast
+    """Every kernel concatenation of a grouped forward is a view (in evaluation mode every
+    concatenation of running statistics too): as built, after a cast
     (which gives each parameter a new tensor), after a checkpoint round trip, and when the
     grouping is turned on later; with parameters substituted (``functional_call``, as the
     second-order α step's unrolled weights) the concatenations are copies, and equal. As on
@@ -100,6 +101,11 @@ def test_a_grouped_network_runs_on_views_moved_or_reloaded(embed, monkeypatch) -
     x = torch.randn(2, 3, 8, 8)
     net(x)
     assert views and all(views)
+    kernels = len(views)
+    views.clear()
+    net.eval()(x)  # the BNs read their running statistics side by side too
+    assert len(views) > kernels and all(views)
+    net.train()
     net.double()
     views.clear()
     out = net(x.double())

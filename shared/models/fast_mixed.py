@@ -605,8 +605,9 @@ def _cell_groups(cell, live: list[list[bool]] | None,
 def join_group_weights(net: nn.Module) -> None:
     """Lay the kernels of each group of every cell state (all candidates running, as the
     device of the network's parameters groups them) back to back in memory, stage by stage
-    and kernel size (``joined_weights.join``), so that the grouped path's concatenations of
-    them are views."""
+    and kernel size, and its BNs' running statistics stage by stage (``joined_weights.join``),
+    so that the grouped path's concatenations of them are views (the statistics are read so
+    in evaluation mode: inference, and SDARTS-ADV's attack, 9 forwards a step)."""
     device_type = next(net.parameters()).device.type
     for cell in net.cells:
         for members in _cell_groups(cell, None, device_type):
@@ -614,6 +615,9 @@ def join_group_weights(net: nn.Module) -> None:
                 if isinstance(stage[0], nn.Conv2d):
                     for size in sorted({conv.kernel_size for conv in stage}):
                         join([conv.weight for conv in stage if conv.kernel_size == size])
+                elif isinstance(stage[0], nn.BatchNorm2d):
+                    join([bn.running_mean for bn in stage])
+                    join([bn.running_var for bn in stage])
 
 
 # A cell's plans, by what they depend on besides the cell's modules: the state, its size, the

@@ -69,6 +69,7 @@ from shared.models.batch_statistics import normalised
 from shared.models.candidate import kind, layers, per_module
 from shared.models.global_batch_norm import batch_norm
 from shared.models.joined_weights import joined
+from shared.models.kernel_reuse import reused
 
 CL = torch.channels_last
 
@@ -123,9 +124,9 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
     members' scales), in one call."""
     c = y.shape[1] // len(modules)
     first = modules[0]
-    if not first.training:  # each edge's running statistics, side by side
-        mean = torch.cat([b.running_mean for b in modules])
-        var = torch.cat([b.running_var for b in modules])
+    if not first.training:  # each edge's running statistics, side by side (a view where
+        mean = joined([b.running_mean for b in modules])  # laid out so: join_group_weights)
+        var = joined([b.running_var for b in modules])
         return batch_norm(first, y, mean, var, weight, None, False, 0.0, first.eps)
     # the batch statistics of all the blocks, each edge's folded into its running statistics
     z, stats = normalised(first, y, weight)
@@ -220,8 +221,12 @@ def kernels(convs: Sequence[nn.Conv2d]) -> torch.Tensor:
     p is the 5x5 one at p + d with its outer ring zero). Each size's kernels are joined
     (``joined``: a view where laid out), padded in one call, and the pieces concatenated in
     order in one more (the groups come by kernel size, ``fast_mixed._groups_of``: one piece
-    per size)."""
+    per size). Built once per search step while the weights stay (``kernel_reuse``)."""
     weights = [c.weight for c in convs]
+    return reused(weights, lambda: _kernels(weights))
+
+
+def _kernels(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     size = max(w.shape[-1] for w in weights)
     if all(w.shape[-1] == size for w in weights):
         return joined(weights)
@@ -245,7 +250,8 @@ def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.Batc
            scale: Scale | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
     its BN (one stacked call) times its block of ``scale``."""
-    y = F.conv2d(y, joined([p.weight for p in pws]), None, 1, 0, 1, len(pws))
+    weights = [p.weight for p in pws]
+    y = F.conv2d(y, reused(weights, lambda: joined(weights)), None, 1, 0, 1, len(pws))
     return _stacked_bn(ctx, y, bns, scale)
 
 

@@ -80,8 +80,7 @@ def joined(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     buffer (:func:`join`); one tensor as it is."""
     if len(tensors) == 1:
         return tensors[0]
-    if (not torch.compiler.is_compiling() and not torch.compiler.is_compiling()
-            and _known_back_to_back(tensors)):
+    if not torch.compiler.is_compiling() and _known_back_to_back(tensors):
         return _Joined.apply(*tensors)
     return torch.cat(list(tensors))
 

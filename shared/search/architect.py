@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from torch.func import functional_call
 
+from shared.models import kernel_reuse
 from shared.search.alpha_update import AlphaUpdate, arch_adam
 from shared.search.data_parallel import ONE_PROCESS
 from shared.search.tensor_lists import copies
@@ -146,11 +147,14 @@ class Architect(AlphaUpdate):
         with torch.no_grad():  # over the whole list at once (shared.search.tensor_lists)
             shift = torch._foreach_mul(list(vector), R)  # R v
             torch._foreach_add_(weights, shift)
+        kernel_reuse.forget()  # each write of the weights: the kernels built of them are stale
         grads_p = self.data_parallel.averaged(torch.autograd.grad(self.model.loss(x, y), alphas))
         with torch.no_grad():
             torch._foreach_copy_(weights, saved)
             torch._foreach_sub_(weights, shift)
+        kernel_reuse.forget()
         grads_n = self.data_parallel.averaged(torch.autograd.grad(self.model.loss(x, y), alphas))
         with torch.no_grad():  # restore w exactly, not by adding R v back (rounding drift)
             torch._foreach_copy_(weights, saved)
+        kernel_reuse.forget()
         return [(gp - gn) / (2 * R) for gp, gn in zip(grads_p, grads_n)]

@@ -67,6 +67,7 @@ from shared.checkpoint import copy_file, save_checkpoint
 from shared.compile import check_compile_flags, compile_network
 from shared.data.on_device import check_data_path
 from shared.errors import UserError
+from shared.models import kernel_reuse
 from shared.models.mode import set_mode
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
@@ -222,15 +223,17 @@ class SearchLoop:
 
     # -- one step ------------------------------------------------------------------------------
     def step(self, ctx: StepContext) -> None:
-        """One search step: the alpha and weight updates in ``step_order``, then the hooks."""
+        """One search step: the alpha and weight updates in ``step_order``, then the hooks;
+        kernels built from unchanged weights once (``kernel_reuse``)."""
         set_mode(self.model)
-        if self.step_order == "alpha_first":
-            self.alpha_step(ctx)
-        self.weight_step(ctx)
-        if self.step_order == "weights_first":
-            self.alpha_step(ctx)
-        for hook in self.step_end_hooks:
-            hook(ctx)
+        with kernel_reuse.within_step():
+            if self.step_order == "alpha_first":
+                self.alpha_step(ctx)
+            self.weight_step(ctx)
+            if self.step_order == "weights_first":
+                self.alpha_step(ctx)
+            for hook in self.step_end_hooks:
+                hook(ctx)
 
     def alpha_step(self, ctx: StepContext) -> None:
         if ctx.update_alpha and not self.alpha_update.one_level:
@@ -262,6 +265,7 @@ class SearchLoop:
             hook(ctx)
         torch.nn.utils.clip_grad_norm_(model.weight_parameters(), self.grad_clip)
         self.optimizer.step()
+        kernel_reuse.forget()  # a fused optimiser moves no version counter
         if one_level:
             self.alpha_update.after_weight_backward(ctx)
         for a in model.arch_parameters():  # grads the weight step left on alpha, if any

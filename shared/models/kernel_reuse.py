@@ -1,0 +1,79 @@
+"""Kernels built from the weights once per search step, not once per forward.
+
+Where a grouped edge's convs of two kernel sizes run as one (``grouped_edges.kernels``, on
+CUDA: ``fast_mixed.EMBED``), each stage's 3x3 kernels are padded to 5x5 and concatenated with
+the 5x5 ones: two launches per stage and forward. A search step runs several forwards with the
+same weights: first-order DARTS' alpha step and weight step (the weights move only at the end
+of the step), SDARTS-ADV's seven attack steps and the two losses it compares between them (its
+step launched 25,104 operations as on CUDA, 2,112 of them these pads and concatenations; 23,184
+with them reused; first order 4,612 and 4,420; ``bench/kernel_count.py``). Inside
+:func:`within_step` (the search loop's step) such a kernel is built once, and built again only
+after a write of the weights: whatever writes them in a step says :func:`forget` (the weight
+step after its optimiser's step, the second-order step after each write of its finite
+difference, ``Architect.hessian_vector_product``). The weights' version counters guard too (a
+weight another object, or written in place since), but they alone would not do: a fused
+optimiser (``torch.optim.SGD(fused=True)``) does not move them, nor does a
+``torch._foreach_*_`` write while a ``TorchDispatchMode`` is active (as the launch counter's;
+measured on torch 2.14), nor a write through ``p.data``.
+
+A kernel built where no gradient was recorded (``torch.no_grad``) is not handed to a forward
+that needs the weights' gradients; one built with its graph serves every later forward: the
+pad's and the concatenation's backward keep no tensors, so the weight step's backward may run
+through the graph that the alpha step's forward recorded (whose own backward, asked for the
+mixing weights' gradients only, did not enter it). Only parameters are reused, never tensors
+substituted for them (the second-order step's unrolled weights, ``functional_call``), nor
+inside ``torch.compile``. The values are the same tensors the forward would build: results do
+not change by a bit. A step recorded as a CUDA graph records the built kernel's first use and
+its reuses alike.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+# (id of each weight, ...): (the weights, their versions, the kernel); None outside a step
+_step: dict[tuple[int, ...], tuple[tuple[torch.Tensor, ...], tuple[int, ...], torch.Tensor]] | None
+_step = None
+
+
+@contextlib.contextmanager
+def within_step() -> Iterator[None]:
+    """While inside, :func:`reused` keeps what it builds (dropped when the outermost exits)."""
+    global _step
+    outer = _step
+    if outer is None:
+        _step = {}
+    try:
+        yield
+    finally:
+        _step = outer
+
+
+def forget() -> None:
+    """The weights changed (an optimiser stepped): nothing kept so far serves any more."""
+    if _step is not None:
+        _step.clear()
+
+
+def _needs_grad(weights: Sequence[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(w.requires_grad for w in weights)
+
+
+def reused(weights: Sequence[torch.Tensor], build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``build()``, a kernel made of ``weights``; inside :func:`within_step` the one built
+    before from the same unchanged parameters where it serves (see the module's text)."""
+    if (_step is None or torch.compiler.is_compiling()
+            or not all(isinstance(w, nn.Parameter) for w in weights)):
+        return build()
+    key = tuple(id(w) for w in weights)
+    versions = tuple(w._version for w in weights)
+    kept = _step.get(key)
+    if kept is not None and kept[1] == versions and (kept[2].requires_grad
+                                                     or not _needs_grad(weights)):
+        return kept[2]
+    kernel = build()
+    _step[key] = (tuple(weights), versions, kernel)  # the weights held: their ids stay theirs
+    return kernel
