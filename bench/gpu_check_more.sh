@@ -40,6 +40,9 @@ cd ../../..
 echo "== epochs per hour of the search with the wide kernels (--grouped_edges), first order =="
 timeout 100 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
     --paths graph,grouped,graph+grouped --eval_batches 10 --order 1 | tee "$OUT/search_epoch_grouped.md"
+echo "== second order and SDARTS-ADV with the wide kernels in the recorded step (their 50 epochs in <= 1 h?) =="
+timeout 240 $PY bench/capture_check.py --device cuda --steps 8 --kinds second_order,pgd_linf \
+    --paths graph,graph+grouped | tee "$OUT/capture_grouped_second_adv.md"
 echo "== data pipeline: DataLoader vs data on the device (CIFAR-10 size) =="
 timeout 120 $PY bench/data_pipeline.py --device cuda --images 50000 --workers 0,4 \
     | tee "$OUT/data_pipeline.md"
