@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from shared.models import fast_mixed, grouped_edges, kernel_reuse
 from shared.models.kernel_reuse import forget, reused, within_step
 from shared.models.search_cnn import Network
+from shared.search.alignment import LayerAlignment
 from shared.search.architect import Architect
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
@@ -100,7 +101,7 @@ def _loop(kind: str) -> SearchLoop:
     """A grouped S5 supernet (C=4, 5 cells, 8x8) searched as ``kind``: 'first', 'second'
     (second order), 'pgd_linf' (SDARTS-ADV: a first-order alpha step and a 2-step attack) or
     'fused, weights first' (first order, the weights stepped first by a fused SGD, which
-    moves no version counter)."""
+    moves no version counter) or 'lambda' (first order with Λ-DARTS' regulariser)."""
     torch.manual_seed(0)
     model = Network(4, 10, 5, get_space("s5"), grouped_edges=True)
     fused = kind == "fused, weights first"
@@ -114,12 +115,15 @@ def _loop(kind: str) -> SearchLoop:
     g = torch.Generator().manual_seed(1)
     batches = [(torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g))
                for _ in range(4)]
-    return SearchLoop(
+    loop = SearchLoop(
         model=model, optimizer=optimizer, scheduler=None, alpha_update=architect,
         train_queue=batches[:2], valid_queue=batches[2:], valid_eval_queue=None, epochs=50,
         device=torch.device("cpu"), logger=logging.getLogger("test"), checkpoint_path="unused",
         perturbation=perturbation, progress=False, report_freq=10 ** 6,
         step_order="weights_first" if fused else "alpha_first")
+    if kind == "lambda":  # its ± passes: two more backwards through the step's kernels
+        LayerAlignment("corr", 0.5, 1e-3, 50, cells="all", schedule=False).attach(loop)
+    return loop
 
 
 class _Passing(TorchDispatchMode):
@@ -130,7 +134,7 @@ class _Passing(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("kind", ["first", "second", "pgd_linf", "fused, weights first",
+@pytest.mark.parametrize("kind", ["first", "second", "pgd_linf", "fused, weights first", "lambda",
                                   "second, in a dispatch mode"])
 def test_the_search_steps_are_the_same_bit_for_bit_with_fewer_kernels_built(kind, monkeypatch):
     """Two steps of the search loop as CUDA groups the edges (EMBED, dilation as it is):
