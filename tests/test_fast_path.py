@@ -187,6 +187,46 @@ def test_eval_mode_uses_each_edges_running_stats():
         assert_close(fast(x2), plain(x2), what="no_grad eval logits", **F64)
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["fast", "grouped as on cuda"])
+@pytest.mark.parametrize("fold", [True, False], ids=["folded", "an eps differs: each its BN"])
+def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, monkeypatch):
+    """In evaluation mode each edge's pooling BN reads its own running statistics: where node
+    sums are batched (CUDA), the fast path folds them (``_EvalPoolings``: ``a * p`` a weighted
+    term, ``a * mean`` a shift of the node), running no BN for them; where their eps differ,
+    each runs its BN. Logits, weight and mixing-weight gradients equal the plain path's in
+    float64 (statistics moved by two training steps first, so that every edge's differ)."""
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"} if grouped else set())
+    monkeypatch.setattr(fast_mixed, "UNDILATE", set() if grouped else {"cpu"})
+    space = SPACES["darts"]
+    plain, fast = pair(space, dtype=torch.float64)
+    fast.grouped_edges = grouped
+    x, y = data(dtype=torch.float64)
+    for _ in range(2):
+        run(plain, x, y)
+        run(fast, x, y)
+    pool_bns = {id(m) for cell in fast.cells for mixed in cell._ops for op in mixed._ops
+                if fast_mixed.candidate.kind(op) == "pool"
+                for m in fast_mixed.candidate.layers(op)[1:]}
+    if not fold:
+        for net in (plain, fast):
+            net.cells[0]._ops[0]._ops[1][1].eps = 2e-5
+    pooled_bns = []
+    bn = fast_mixed._bn
+
+    def counted(ctx, y, m, scale=None):
+        pooled_bns.append(id(m) in pool_bns)
+        return bn(ctx, y, m, scale)
+    monkeypatch.setattr(fast_mixed, "_bn", counted)
+    plain.eval()
+    fast.eval()
+    x2, y2 = data(seed=7, dtype=torch.float64)
+    assert_same_step(plain, fast, x2, y2, "weights", fixed_weights(space, torch.float64), **F64)
+    # cell 0 runs its own BNs where an eps differs; the other cells fold theirs
+    assert any(pooled_bns) != fold
+    assert sum(pooled_bns) == (0 if fold else NUM_EDGES * 2)  # max and avg on each edge
+
+
 def test_channels_last_input_gives_the_same_result():
     space = SPACES["s5"]
     plain, fast = pair(space, dtype=torch.float64)
@@ -588,21 +628,26 @@ def test_grouped_edges_leave_out_candidates_that_do_not_run(grouping):
     assert_buffers_equal(plain, fast, **F64)
 
 
-def test_autocast_keeps_the_node_sums_in_the_autocast_dtype(monkeypatch):
+@pytest.mark.parametrize("batched", [False, True], ids=["term by term", "batched"])
+def test_autocast_keeps_the_node_sums_in_the_autocast_dtype(batched, monkeypatch):
     """The mixing weights come as (C,) fp32 rows (``fast_mixed._scales``); multiplied into a
     bf16 term they would promote it, and every node sum, to fp32. The plain path's 0-d weight
-    keeps bf16, and so must the fast path (the same logits as before the table)."""
+    keeps bf16, and so must the fast path (the same logits as before the table); in
+    evaluation mode with batched sums too, where the poolings' BNs are folded into them."""
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"} if batched else set())
     plain, fast = pair(SPACES["s5"])
     dtypes = set()
     node = fast_mixed._node
 
-    def spy(adds, muls, poly_terms):
-        out = node(adds, muls, poly_terms)
+    def spy(adds, muls, poly_terms, shift=None):
+        out = node(adds, muls, poly_terms, shift)
         dtypes.add(out.dtype)
         return out
     monkeypatch.setattr(fast_mixed, "_node", spy)
     x, _ = data()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        a, b = plain(x), fast(x)
-    assert dtypes == {torch.bfloat16} and a.dtype == b.dtype == torch.bfloat16
-    assert (a.float() - b.float()).abs().max() < 0.1
+    for mode in ("train", "eval"):  # eval, sums batched: the poolings' BNs folded (fp32 factors)
+        getattr(plain, mode)(), getattr(fast, mode)()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a, b = plain(x), fast(x)
+        assert dtypes == {torch.bfloat16} and a.dtype == b.dtype == torch.bfloat16
+        assert (a.float() - b.float()).abs().max() < 0.1

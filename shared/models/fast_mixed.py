@@ -438,20 +438,30 @@ class _State:
         in training also the normalisation (returned as the pair (scale, z): a ``scale * z``
         term)."""
         pool, m = candidate.layers(op)
-        key = _pool_key(pool)
-        reads = (self._plan.pool_reads or {}).get(key, 1)
-        if key not in self._pools:  # read by each edge's BN, or by the one shared
-            self._pools[key] = [Readers(pool(self.read()), reads), {}]
-        p, normed = self._pools[key]
+        p, normed = self._pooling(pool)
         if not (m.training and m.track_running_stats and m.weight is None
                 and m.bias is None):
             return _bn(ctx, p.take(), m, scale)
         if m.eps not in normed:  # the batch statistics, what each edge's BN folds in
             z, stats = normalised(m, p.x, None)
-            normed[m.eps] = (Readers(z, reads), stats)
+            normed[m.eps] = (Readers(z, p.n), stats)  # read as often as the pooling
         z, stats = normed[m.eps]
         ctx.update(m, stats)
         return scale, z.take()
+
+    def _pooling(self, pool: nn.Module) -> list:
+        """[the pooling ``pool`` of the state (shared by every edge), its normalisations by
+        eps]."""
+        key = _pool_key(pool)
+        if key not in self._pools:  # read by each edge's BN, or by the one shared
+            reads = (self._plan.pool_reads or {}).get(key, 1)
+            self._pools[key] = [Readers(pool(self.read()), reads), {}]
+        return self._pools[key]
+
+    def pooling(self, op: nn.Sequential) -> torch.Tensor:
+        """The pooling of a pooling candidate ``op`` (shared by every edge), for one more
+        reader."""
+        return self._pooling(candidate.layers(op)[0])[0].take()
 
 
 def _dil(ctx: _Ctx, st: _State, op: nn.Module, scale: Scale) -> tuple[torch.Tensor, bool]:
@@ -500,17 +510,91 @@ def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> 
 
 
 def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]],
-          poly_terms: list[torch.Tensor]) -> torch.Tensor | None:
+          poly_terms: list[torch.Tensor], shift: torch.Tensor | None = None
+          ) -> torch.Tensor | None:
     """A node's sum of its edges' terms: the batch-normalised ones (``adds``, the mixing weight
     inside), ``scale * t`` for the others (``muls``) and, transformed back once, those in the
-    polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term)."""
+    polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term); minus
+    ``shift`` (C,), the evaluation-mode poolings' (``_EvalPoolings``)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
     acc = node_sum.total(adds) if adds else None
     if muls:
         weighted = node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls])
         acc = weighted if acc is None else acc + weighted
+    if shift is not None:
+        acc = acc - shift.view(1, -1, *(1,) * (acc.dim() - 2)).to(acc.dtype)
     return acc
+
+
+class _EvalPoolings(NamedTuple):
+    """A cell's pooling candidates in evaluation mode, each edge's BN of the shared pooling p
+    folded: ``scale * (p - mean) / sqrt(var + eps) = a * p - a * mean``, ``a = scale /
+    sqrt(var + eps)``; each ``a * p`` a term of its node's weighted sum (``node_sum``, batched
+    with the node's other such terms) and each node's ``sum a * mean`` one shift. An SDARTS-ADV
+    step runs 9 forwards in evaluation mode, where each edge's pooling BN reads its own
+    running statistics (28 BNs a cell of the DARTS space, forward and backward); these are a
+    few kernels a cell instead (as on CUDA, ``bench/kernel_count.py``: an SDARTS-ADV step
+    23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the fast path). Where node sums run
+    term by term (the CPU, ``node_sum.BATCHED``) each folded term would cost what its BN did,
+    so there each edge keeps its BN. ``a[(edge, k)]``: the candidate's (C,) factor;
+    ``shifts[i]``: node i's (C,), or None where no pooling feeds it."""
+    a: dict[tuple[int, int], torch.Tensor]
+    shifts: list[torch.Tensor | None]
+
+
+def _pool_candidates(cell, live: list[list[bool]] | None
+                     ) -> list[tuple[int, int, int, nn.BatchNorm2d]]:
+    """(edge, candidate, node, BN) of each pooling candidate of the cell that runs."""
+    found, offset = [], 0
+    for node in range(cell._steps):
+        for edge in range(offset, offset + 2 + node):
+            for k, op in enumerate(cell._ops[edge]._ops):
+                if candidate.kind(op) == "pool" and (live is None or live[edge][k]):
+                    found.append((edge, k, node, candidate.layers(op)[1]))
+        offset += 2 + node
+    return found
+
+
+def _eval_poolings(cell, scales: "_CellScales", live: list[list[bool]] | None,
+                   ref: torch.Tensor) -> _EvalPoolings | None:
+    """The cell's :class:`_EvalPoolings`; None where a pooling's BN runs in training mode, has
+    an affine part, keeps no running statistics, or where their eps differ (each then runs its
+    own BN)."""
+    found = _memo(cell, ("pool candidates", _live_key(live)),
+                  lambda: _pool_candidates(cell, live))
+    bns = [m for _, _, _, m in found]
+    if not bns or len({m.eps for m in bns}) > 1 or any(
+            m.training or not m.track_running_stats or m.running_var is None
+            or m.weight is not None or m.bias is not None for m in bns):
+        return None
+    nodes = _memo(cell, ("pool nodes", _live_key(live)),
+                  lambda: _NodeMatrix([node for _, _, node, _ in found], cell._steps))
+    a = torch.stack([scales.rows[e][k] for e, k, _, _ in found]) * torch.rsqrt(
+        torch.stack([m.running_var for m in bns]) + bns[0].eps)
+    mean = torch.stack([m.running_mean for m in bns])
+    # each node's sum of a * mean: a product with the 0/1 matrix of who feeds which node
+    # and a reduction (not a matrix product, which autocast would run in low precision)
+    shifts = ((a * mean).unsqueeze(0) * nodes.on(ref)).sum(1)  # (steps, C)
+    fed = set(nodes.of)
+    return _EvalPoolings(dict(zip(((e, k) for e, k, _, _ in found), a.unbind(0))),
+                         [row if i in fed else None for i, row in enumerate(shifts.unbind(0))])
+
+
+class _NodeMatrix:
+    """(steps, P, 1): 1 where pooling candidate p feeds node i; made on a device and in a
+    dtype once (a host-to-device copy: never while a CUDA graph records)."""
+
+    def __init__(self, of: list[int], steps: int) -> None:
+        self.of, self.steps, self._on = of, steps, {}
+
+    def on(self, ref: torch.Tensor) -> torch.Tensor:
+        key = (ref.device, ref.dtype)
+        if key not in self._on:
+            m = torch.zeros(self.steps, len(self.of), 1, dtype=ref.dtype)
+            m[self.of, range(len(self.of)), 0] = 1
+            self._on[key] = m.to(ref.device)
+        return self._on[key]
 
 
 def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool]]]:
@@ -807,8 +891,10 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     channels = states[0].x.shape[1]
     scales = (_grouped_scales(cell, weights, channels, live) if ctx.grouped
               else _CellScales(_scales(weights, channels), {}))
+    pools = (_eval_poolings(cell, scales, live, weights)
+             if not cell.training and node_sum.is_batched(weights) else None)
     offset = 0
-    for _ in range(cell._steps):
+    for node in range(cell._steps):
         adds, muls, poly_terms = [], [], []
         for j, st in enumerate(states):
             mixed = cell._ops[offset + j]
@@ -818,6 +904,8 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     continue
                 if kind == "skip":
                     muls.append((w, st.read()))
+                elif kind == "pool" and pools is not None:  # evaluation mode, folded
+                    muls.append((pools.a[offset + j, k], st.pooling(op)))
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                     if isinstance(term, tuple):
@@ -836,7 +924,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     muls.append((w, _noise(op, st.x, ctx.noise_format)))
                 else:
                     muls.append((w, op(st.read())))
-        acc = _node(adds, muls, poly_terms)
+        acc = _node(adds, muls, poly_terms, pools.shifts[node] if pools else None)
         if acc is None:  # every op into this node is 'none'
             s = states[0].stride
             acc = states[0].read()[:, :, ::s, ::s].mul(0.0)
