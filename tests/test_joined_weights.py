@@ -13,6 +13,7 @@ from shared.models import fast_mixed, grouped_edges
 from shared.models.candidate import kind, layers
 from shared.models.joined_weights import join, joined
 from shared.models.search_cnn import Network
+from shared.search.architect import Architect
 from shared.spaces import SPACES
 
 
@@ -127,6 +128,15 @@ def test_a_grouped_network_runs_on_views_moved_or_reloaded(embed, monkeypatch) -
     views.clear()
     substituted = torch.func.functional_call(net, params, (x.double(),))
     assert views and not any(views)
+    assert torch.equal(substituted, out)
+    # the second-order step's unrolled weights lie as the weights do: views again
+    names, weights = zip(*net.named_weight_parameters())
+    optimizer = torch.optim.SGD(weights, 0.1, momentum=0.9)
+    unrolled = Architect(net, unrolled=True).virtual_step(
+        weights, [torch.zeros_like(w) for w in weights], 0.0, optimizer)
+    views.clear()
+    substituted = torch.func.functional_call(net, dict(zip(names, unrolled)), (x.double(),))
+    assert views and all(views)
     assert torch.equal(substituted, out)
 
 

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from shared.models import kernel_reuse
 from shared.search.alpha_update import AlphaUpdate, arch_adam
 from shared.search.data_parallel import ONE_PROCESS
-from shared.search.tensor_lists import copies
+from shared.search.tensor_lists import copies, mirrored
 
 if TYPE_CHECKING:
     from shared.search.context import StepContext
@@ -125,16 +125,23 @@ class Architect(AlphaUpdate):
         detached = [p.detach() for p in weights]
         state = network_optimizer.state
         buffers = [state.get(p, {}).get("momentum_buffer") for p in weights]
-        moment = [torch.zeros_like(p) if b is None else None for p, b in zip(detached, buffers)]
+        # w' laid out as the weights are (tensor_lists.mirrored): where a group's kernels lie
+        # back to back (joined_weights), so do the unrolled ones, and the unrolled forward
+        # reads their concatenation as a view, not a copy (240 launches a step, s5, 8 cells)
+        step = mirrored(detached)
         held = [i for i, b in enumerate(buffers) if b is not None]
+        unheld = [i for i, b in enumerate(buffers) if b is None]
         if held:
-            scaled = torch._foreach_mul([buffers[i] for i in held], self.network_momentum)
-            for i, m in zip(held, scaled):
-                moment[i] = m
-        step = torch._foreach_add(moment, list(dtheta))               # moment + g
+            torch._foreach_copy_([step[i] for i in held], [buffers[i] for i in held])
+            torch._foreach_mul_([step[i] for i in held], self.network_momentum)
+        if unheld:
+            torch._foreach_zero_([step[i] for i in unheld])
+        torch._foreach_add_(step, list(dtheta))                       # moment + g
         torch._foreach_add_(step, torch._foreach_mul(detached, self.network_weight_decay))
-        torch._foreach_mul_(step, eta)                                # eta (moment + g + wd w)
-        return [w.requires_grad_() for w in torch._foreach_sub(detached, step)]
+        # -eta (moment + g + wd w), then + w: w - eta (...), bit for bit (negation is exact)
+        torch._foreach_mul_(step, -eta)
+        torch._foreach_add_(step, detached)
+        return [w.requires_grad_() for w in step]
 
     def hessian_vector_product(self, vector: Sequence[torch.Tensor], x: torch.Tensor,
                                y: torch.Tensor, r: float = 1e-2) -> list[torch.Tensor]:

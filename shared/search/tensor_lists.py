@@ -35,6 +35,21 @@ def copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return out  # type: ignore[return-value]
 
 
+def mirrored(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Uninitialised tensors laid out as ``tensors`` are: each in a new storage of its own
+    storage's size, at its offset with its strides, so that tensors sharing a storage (weights
+    laid back to back, ``joined_weights.join``) share one here too, in the same places."""
+    storages: dict[tuple[int, torch.device], torch.Tensor] = {}
+    out = []
+    for t in tensors:
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key not in storages:
+            storages[key] = torch.empty(t.untyped_storage().nbytes() // t.element_size(),
+                                        dtype=t.dtype, device=t.device)
+        out.append(storages[key].as_strided(t.shape, t.stride(), t.storage_offset()))
+    return out
+
+
 def assign_where(flag: torch.Tensor, targets: Sequence[torch.Tensor],
                  values: Sequence[torch.Tensor]) -> None:
     """``targets[i] = values[i]`` where the 0-d bool ``flag`` is true, else each target kept,
