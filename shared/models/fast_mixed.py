@@ -561,38 +561,41 @@ def _eval_poolings(cell, scales: "_CellScales", live: list[list[bool]] | None,
     """The cell's :class:`_EvalPoolings`; None where a pooling's BN runs in training mode, has
     an affine part, keeps no running statistics, or where their eps differ (each then runs its
     own BN)."""
-    found = _memo(cell, ("pool candidates", _live_key(live)),
-                  lambda: _pool_candidates(cell, live))
-    bns = [m for _, _, _, m in found]
+    plan = _memo(cell, ("pool candidates", _live_key(live)), lambda: _PoolPlan(cell, live))
+    bns = plan.bns
     if not bns or len({m.eps for m in bns}) > 1 or any(
             m.training or not m.track_running_stats or m.running_var is None
             or m.weight is not None or m.bias is not None for m in bns):
         return None
-    nodes = _memo(cell, ("pool nodes", _live_key(live)),
-                  lambda: _NodeMatrix([node for _, _, node, _ in found], cell._steps))
-    a = torch.stack([scales.rows[e][k] for e, k, _, _ in found]) * torch.rsqrt(
+    a = torch.stack([scales.rows[e][k] for e, k in plan.keys]) * torch.rsqrt(
         torch.stack([m.running_var for m in bns]) + bns[0].eps)
     mean = torch.stack([m.running_mean for m in bns])
     # each node's sum of a * mean: a product with the 0/1 matrix of who feeds which node
     # and a reduction (not a matrix product, which autocast would run in low precision)
-    shifts = ((a * mean).unsqueeze(0) * nodes.on(ref)).sum(1)  # (steps, C)
-    fed = set(nodes.of)
-    return _EvalPoolings(dict(zip(((e, k) for e, k, _, _ in found), a.unbind(0))),
-                         [row if i in fed else None for i, row in enumerate(shifts.unbind(0))])
+    shifts = ((a * mean).unsqueeze(0) * plan.nodes(ref)).sum(1)  # (steps, C)
+    return _EvalPoolings(dict(zip(plan.keys, a.unbind(0))),
+                         [row if i in plan.fed else None
+                          for i, row in enumerate(shifts.unbind(0))])
 
 
-class _NodeMatrix:
-    """(steps, P, 1): 1 where pooling candidate p feeds node i; made on a device and in a
-    dtype once (a host-to-device copy: never while a CUDA graph records)."""
+class _PoolPlan:
+    """A cell's pooling candidates that run (``_pool_candidates``): their (edge, candidate)
+    ``keys``, ``bns``, the nodes they feed, and the (steps, P, 1) matrix with 1 where
+    candidate p feeds node i, made on a device and in a dtype once (a host-to-device copy:
+    never while a CUDA graph records)."""
 
-    def __init__(self, of: list[int], steps: int) -> None:
-        self.of, self.steps, self._on = of, steps, {}
+    def __init__(self, cell, live: list[list[bool]] | None) -> None:
+        found = _pool_candidates(cell, live)
+        self.keys = [(e, k) for e, k, _, _ in found]
+        self.bns = [m for _, _, _, m in found]
+        self._of = [node for _, _, node, _ in found]
+        self.fed, self._steps, self._on = set(self._of), cell._steps, {}
 
-    def on(self, ref: torch.Tensor) -> torch.Tensor:
+    def nodes(self, ref: torch.Tensor) -> torch.Tensor:
         key = (ref.device, ref.dtype)
         if key not in self._on:
-            m = torch.zeros(self.steps, len(self.of), 1, dtype=ref.dtype)
-            m[self.of, range(len(self.of)), 0] = 1
+            m = torch.zeros(self._steps, len(self._of), 1, dtype=ref.dtype)
+            m[self._of, range(len(self._of)), 0] = 1
             self._on[key] = m.to(ref.device)
         return self._on[key]
 
