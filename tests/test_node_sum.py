@@ -97,3 +97,65 @@ def test_terms_in_different_layouts_are_summed_in_the_first_ones() -> None:
                               torch.ones_like(ref))
     want = torch.autograd.grad(ref, terms + scales, torch.ones_like(ref))
     assert all(torch.allclose(a, b, rtol=0, atol=1e-13) for a, b in zip(got, want))
+
+
+def _stacks_in(fn) -> int:
+    """How many ``aten.stack`` calls ``fn()`` dispatches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten.stack:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+    with Count():
+        fn()
+    return Count.n
+
+
+def test_plain_terms_join_the_weighted_sum(batched) -> None:
+    # a node's batch-normalised terms (their weight inside) join its weighted ones
+    terms, scales = _terms(5, True)
+    plain, weighted = terms[3:], terms[:3]
+    out = node_sum.weighted_sum(scales[:3], weighted, plain)
+    ref = sum(s.view(3, 1, 1) * t for s, t in zip(scales, weighted)) + sum(plain)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-14)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, terms + scales[:3], g)
+    want = torch.autograd.grad(ref, terms + scales[:3], g)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-13) for a, b in zip(got, want))
+    assert all(a.is_contiguous(memory_format=torch.channels_last) for a in got[:5])
+
+    def f(*inputs):
+        return node_sum.weighted_sum(inputs[:2], inputs[2:4], inputs[4:])
+    inputs = (*scales[:2], *terms[:4])
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+    if not batched:  # term by term: the plain terms' total plus the weighted sum, as before
+        assert torch.equal(out, node_sum.total(plain) + node_sum.weighted_sum(scales[:3],
+                                                                                weighted))
+
+
+def test_a_batched_sum_stacks_once_forward_and_only_the_scaled_terms_backward() -> None:
+    # one stack of the scales and one of every term forward; backward, the forward's table
+    # serves the terms' gradients and only the scales' gradients stack (their terms) again,
+    # unless the backward records a graph (the Hessian's), which makes the table again
+    terms, scales = _terms(5, True)
+    node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    out: list = []
+    assert _stacks_in(lambda: out.append(node_sum.weighted_sum(scales[:3], terms[:3],
+                                                                terms[3:]))) == 2
+    grads: list = []
+    assert _stacks_in(lambda: grads.extend(
+        torch.autograd.grad(out[0], terms + scales[:3], g))) == 1
+    again = torch.autograd.grad(node_sum.weighted_sum(scales[:3], terms[:3], terms[3:]),
+                                terms + scales[:3], g, create_graph=True)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(grads, again))
+    for s in scales:  # only the terms want gradients: nothing is stacked backward
+        s.requires_grad_(False)
+    out = node_sum.weighted_sum(scales[:3], terms[:3], terms[3:])
+    assert _stacks_in(lambda: torch.autograd.grad(out, terms, g)) == 0

@@ -518,10 +518,10 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
     ``shift`` (C,), the evaluation-mode poolings' (``_EvalPoolings``)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
-    acc = node_sum.total(adds) if adds else None
     if muls:
-        weighted = node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls])
-        acc = weighted if acc is None else acc + weighted
+        acc = node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls], adds)
+    else:
+        acc = node_sum.total(adds) if adds else None
     if shift is not None:
         acc = acc - shift.view(1, -1, *(1,) * (acc.dim() - 2)).to(acc.dtype)
     return acc

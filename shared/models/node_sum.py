@@ -12,15 +12,20 @@ pooling, noise), each ``w_k`` a (C,) row of the cell's table of scales. Written 
 (``addcmul``'s derivative multiplies each factor by ``value`` before the gradient) and a
 reduction. :class:`_WeightedSum` computes ``sum_k w_k t_k`` with its own backward: the terms'
 gradients ``grad * w_k`` and the scales' ``sum(grad * t_k)`` over all but the channel axis,
-which is all the derivative needs.
+which is all the derivative needs; ``sum_j b_j`` is added to it (:func:`total`).
 
 How the sums run depends on the device (``BATCHED``). On a GPU, where a search step is bound
 by launching ~16,000 small kernels (README, Speed), every sum is batched over a stack of its
-terms: ``sum_j b_j`` is a stack and a reduction, whose backward launches nothing (each term's
-gradient is a view of the node's), and ``sum_k w_k t_k`` is a stack, a product and a
-reduction forward and four kernels backward, for any number of terms: on the DARTS space's
-first-order step 16,247 launches become 13,387. On the CPU, which is bound by the arithmetic
-and memory traffic, not by launches, a stack is an extra copy of every term and reductions
+terms: on the DARTS space's first-order step 16,247 launches became 13,387. A node is one
+:class:`_BatchedSum` of all its terms, the ``b_j`` with rows of ones in the table of scales:
+a stack of the scales, one of the terms, a product and a reduction forward, whatever their
+number; backward, one product of the node's gradient with the forward's table gives every
+term's gradient, and, where the scales want theirs (the alpha step), the ``t_k`` are stacked
+again for one more product and a reduction (kept from the forward they would hold a copy of
+every term until the backward). The ``b_j`` summed apart (a stack and a reduction) and added
+to the weighted sum, and the table stacked again backward, cost a grouped first-order step
+256 more of its 4,420 launches (``bench/kernel_count.py``). On the CPU, which is bound by
+the arithmetic and memory traffic, not by launches, a stack is an extra copy of every term and reductions
 over the stacked axis are slow (2 threads: a 12-term node's stacked sum 1.6 ms against 0.44 ms
 added term by term), so there the sums run term by term, with the same backward formula. The
 two give the same values to rounding (another order of addition); the tests run both on the
@@ -108,7 +113,8 @@ def _per_channel(s: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
 
 
 class _WeightedSum(torch.autograd.Function):
-    """``sum_k scales[k] * terms[k]``, scales (C,) against the terms' channel axis."""
+    """``sum_k scales[k] * terms[k]``, scales (C,) against the terms' channel axis, term by
+    term (where sums are not batched)."""
 
     @staticmethod
     def forward(ctx, n: int, *inputs: torch.Tensor) -> torch.Tensor:
@@ -116,10 +122,6 @@ class _WeightedSum(torch.autograd.Function):
         ctx.n = n
         ctx.save_for_backward(*inputs)
         dtype = _common_dtype(terms)
-        if is_batched(terms[0]):
-            cl = _channels_last(terms[0])
-            table = _scale_table(scales, dtype, cl, terms[0].dim())
-            return _from_order((_stack(terms, dtype, cl) * table).sum(0), cl)
         out = terms[0].to(dtype)
         out = out * _per_channel(scales[0], out)
         for s, t in zip(scales[1:], terms[1:]):
@@ -133,46 +135,88 @@ class _WeightedSum(torch.autograd.Function):
         scales, terms = inputs[:n], inputs[n:]
         want_terms, want_scales = any(ctx.needs_input_grad[1 + n:]), \
             any(ctx.needs_input_grad[1:1 + n])
-        backward = _backward_batched if is_batched(terms[0]) else _backward_term_by_term
-        term_grads, scale_grads = backward(grad, scales, terms, want_terms, want_scales)
+        term_grads = [grad * _per_channel(s, grad) for s in scales] if want_terms \
+            else [None] * n
+        reduce = (0,) + tuple(range(2, grad.dim()))
+        scale_grads = [(grad * t.to(grad.dtype)).sum(reduce) for t in terms] if want_scales \
+            else [None] * n
         grads = [None if g is None else g.to(s.dtype).view(s.shape)
                  for g, s in zip(scale_grads, scales)]
         grads += [None if g is None else g.to(t.dtype) for g, t in zip(term_grads, terms)]
         return (None, *grads)
 
 
-def _backward_term_by_term(grad, scales, terms, want_terms: bool, want_scales: bool):
-    """Each term's gradient ``grad * w_k``, each scale's ``sum(grad * t_k)`` over all but the
-    channel axis."""
-    n = len(scales)
-    term_grads = [grad * _per_channel(s, grad) for s in scales] if want_terms else [None] * n
-    reduce = (0,) + tuple(range(2, grad.dim()))
-    scale_grads = [(grad * t.to(grad.dtype)).sum(reduce) for t in terms] if want_scales \
-        else [None] * n
-    return term_grads, scale_grads
+_ONES: dict[tuple, torch.Tensor] = {}
 
 
-def _backward_batched(grad, scales, terms, want_terms: bool, want_scales: bool):
-    """The terms' gradients as one product of the node's gradient with the stacked scales,
-    the scales' as one product of the stacked terms with it and one reduction."""
-    n = len(scales)
-    cl = _channels_last(terms[0])
-    g = _to_order(grad, cl).unsqueeze(0)  # the stack's order, whatever the strides
-    term_grads = scale_grads = [None] * n
-    if want_terms:
-        table = _scale_table(scales, g.dtype, cl, terms[0].dim())
-        term_grads = [_from_order(gt, cl) for gt in (g * table).unbind(0)]
-    if want_scales:
-        channel = g.dim() - 1 if cl else 2
-        reduce = tuple(d for d in range(1, g.dim()) if d != channel)
-        scale_grads = list((_stack(terms, g.dtype, cl) * g).sum(reduce).unbind(0))  # (n, C)
-    return term_grads, scale_grads
+def _ones_like(scale: torch.Tensor) -> torch.Tensor:
+    """(C,) ones in ``scale``'s dtype and device: an unscaled term's row of the scale table
+    (made once, not launched again per node)."""
+    key = (scale.numel(), scale.dtype, scale.device)
+    if key not in _ONES:
+        _ONES[key] = torch.ones(scale.numel(), dtype=scale.dtype, device=scale.device)
+    return _ONES[key]
 
 
-def weighted_sum(scales: Sequence[torch.Tensor], terms: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``sum_k scales[k] * terms[k]``: each scale's C values (any shape of C elements) scale
-    the channel axis (1) of its (N, C, H, W) term; terms of several dtypes (autocast) are
-    summed in their common one, as ``w * t`` would be with a 0-d ``w``."""
+class _BatchedSum(torch.autograd.Function):
+    """``sum_k scales[k] * terms[k] + sum_j plain[j]`` over one stack of all the terms (the
+    plain ones scaled by ones): a stack of the scales, one of the terms, a product and a
+    reduction, whatever the number of terms."""
+
+    @staticmethod
+    def forward(ctx, n: int, *inputs: torch.Tensor) -> torch.Tensor:
+        scales, terms, plain = inputs[:n], inputs[n:2 * n], inputs[2 * n:]
+        every = terms + plain
+        dtype = _common_dtype(every)
+        ctx.n, ctx.cl = n, _channels_last(every[0])
+        ctx.plain_dtypes = [t.dtype for t in plain]
+        ctx.save_for_backward(*scales, *terms)  # the plain terms' gradients need no values
+        table = _scale_table(_rows(scales, len(plain)), dtype, ctx.cl, every[0].dim())
+        # the table again for a backward that records no graph (where one does, as SDARTS'
+        # Hessian, it is made again from the saved scales, whose graph this copy lacks)
+        ctx.table = None if torch.compiler.is_compiling() else table
+        return _from_order((_stack(every, dtype, ctx.cl) * table).sum(0), ctx.cl)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        saved = ctx.saved_tensors
+        n, cl = ctx.n, ctx.cl
+        scales, terms = saved[:n], saved[n:]
+        want_terms = any(ctx.needs_input_grad[1 + n:])
+        want_scales = any(ctx.needs_input_grad[1:1 + n])
+        g = _to_order(grad, cl).unsqueeze(0)  # the stack's order, whatever the strides
+        grads: list[torch.Tensor | None] = [None] * (2 * n + len(ctx.plain_dtypes))
+        if want_scales:  # the scaled terms' stack again, (n, C) sums of it times g
+            channel = g.dim() - 1 if cl else 2
+            reduce = tuple(d for d in range(1, g.dim()) if d != channel)
+            sums = (_stack(terms, g.dtype, cl) * g).sum(reduce).unbind(0)
+            grads[:n] = [x.to(s.dtype).view(s.shape) for x, s in zip(sums, scales)]
+        if want_terms:  # every term's gradient, one product of g with the table
+            table = ctx.table
+            if table is None or torch.is_grad_enabled() or table.dtype != g.dtype:
+                table = _scale_table(_rows(scales, len(ctx.plain_dtypes)), g.dtype, cl,
+                                     grad.dim())
+            dtypes = [t.dtype for t in terms] + ctx.plain_dtypes
+            grads[n:] = [_from_order(x, cl).to(d) for x, d in zip((g * table).unbind(0),
+                                                                    dtypes)]
+        return (None, *grads)
+
+
+def _rows(scales: Sequence[torch.Tensor], plain: int) -> list[torch.Tensor]:
+    """The scale table's rows: the scales, then ones for ``plain`` unscaled terms."""
+    return list(scales) + [_ones_like(scales[0])] * plain
+
+
+def weighted_sum(scales: Sequence[torch.Tensor], terms: Sequence[torch.Tensor],
+                 plain: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """``sum_k scales[k] * terms[k] + sum_j plain[j]``: each scale's C values (any shape of C
+    elements) scale the channel axis (1) of its (N, C, H, W) term; terms of several dtypes
+    (autocast) are summed in their common one, as ``w * t`` would be with a 0-d ``w``.
+    Batched, all the terms are one stack (a node's three sums in four kernels, not seven);
+    term by term, ``total(plain)`` plus the weighted terms."""
     if len(terms) != len(scales) or not terms:
         raise ValueError(f"{len(scales)} scales for {len(terms)} terms")
-    return _WeightedSum.apply(len(scales), *scales, *terms)
+    if is_batched(terms[0]):
+        return _BatchedSum.apply(len(scales), *scales, *terms, *plain)
+    weighted = _WeightedSum.apply(len(scales), *scales, *terms)
+    return weighted if not plain else total(plain) + weighted
