@@ -99,20 +99,35 @@ def test_terms_in_different_layouts_are_summed_in_the_first_ones() -> None:
     assert all(torch.allclose(a, b, rtol=0, atol=1e-13) for a, b in zip(got, want))
 
 
-def _stacks_in(fn) -> int:
-    """How many ``aten.stack`` calls ``fn()`` dispatches."""
+def _calls_in(fn, op=torch.ops.aten.stack) -> int:
+    """How many calls of ``op`` (an ATen overload packet) ``fn()`` dispatches."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
         n = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket is torch.ops.aten.stack:
+            if func.overloadpacket is op:
                 Count.n += 1
             return func(*args, **(kwargs or {}))
     with Count():
         fn()
     return Count.n
+
+
+
+def test_a_batched_backward_casts_the_scales_gradients_back_at_once() -> None:
+    # under autocast the terms are bf16 and the scales fp32: one cast of all the scales'
+    # gradients, none for the terms' (each in the node's dtype already)
+    terms, scales = _terms(4, True, dtype=torch.bfloat16)
+    scales = [s.float().detach().requires_grad_() for s in scales]
+    node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
+    out = node_sum.weighted_sum(scales[:2], terms[:2], terms[2:])
+    g = torch.ones_like(out)
+    grads: list = []
+    assert _calls_in(lambda: grads.extend(torch.autograd.grad(out, terms + scales[:2], g)),
+                     torch.ops.aten._to_copy) == 1
+    assert [t.dtype for t in grads] == [torch.bfloat16] * 4 + [torch.float32] * 2
 
 
 def test_plain_terms_join_the_weighted_sum(batched) -> None:
@@ -147,10 +162,10 @@ def test_a_batched_sum_stacks_once_forward_and_only_the_scaled_terms_backward() 
     node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
     g = torch.randn(2, 3, 4, 5, dtype=torch.float64)
     out: list = []
-    assert _stacks_in(lambda: out.append(node_sum.weighted_sum(scales[:3], terms[:3],
+    assert _calls_in(lambda: out.append(node_sum.weighted_sum(scales[:3], terms[:3],
                                                                 terms[3:]))) == 2
     grads: list = []
-    assert _stacks_in(lambda: grads.extend(
+    assert _calls_in(lambda: grads.extend(
         torch.autograd.grad(out[0], terms + scales[:3], g))) == 1
     again = torch.autograd.grad(node_sum.weighted_sum(scales[:3], terms[:3], terms[3:]),
                                 terms + scales[:3], g, create_graph=True)
@@ -158,4 +173,4 @@ def test_a_batched_sum_stacks_once_forward_and_only_the_scaled_terms_backward() 
     for s in scales:  # only the terms want gradients: nothing is stacked backward
         s.requires_grad_(False)
     out = node_sum.weighted_sum(scales[:3], terms[:3], terms[3:])
-    assert _stacks_in(lambda: torch.autograd.grad(out, terms, g)) == 0
+    assert _calls_in(lambda: torch.autograd.grad(out, terms, g)) == 0

@@ -25,11 +25,11 @@ again for one more product and a reduction (kept from the forward they would hol
 every term until the backward). The ``b_j`` summed apart (a stack and a reduction) and added
 to the weighted sum, and the table stacked again backward, cost a grouped first-order step
 256 more of its 4,420 launches (``bench/kernel_count.py``). On the CPU, which is bound by
-the arithmetic and memory traffic, not by launches, a stack is an extra copy of every term and reductions
-over the stacked axis are slow (2 threads: a 12-term node's stacked sum 1.6 ms against 0.44 ms
-added term by term), so there the sums run term by term, with the same backward formula. The
-two give the same values to rounding (another order of addition); the tests run both on the
-CPU.
+the arithmetic and memory traffic, not by launches, a stack is an extra copy of every term
+and reductions over the stacked axis are slow (2 threads: a 12-term node's stacked sum 1.6 ms
+against 0.44 ms added term by term), so there the sums run term by term, with the same
+backward formula. The two give the same values to rounding (another order of addition); the
+tests run both on the CPU.
 
 ``fan_out`` sums the gradients of a tensor's many readers the same way.
 
@@ -189,7 +189,9 @@ class _BatchedSum(torch.autograd.Function):
         if want_scales:  # the scaled terms' stack again, (n, C) sums of it times g
             channel = g.dim() - 1 if cl else 2
             reduce = tuple(d for d in range(1, g.dim()) if d != channel)
-            sums = (_stack(terms, g.dtype, cl) * g).sum(reduce).unbind(0)
+            sums = (_stack(terms, g.dtype, cl) * g).sum(reduce)
+            # cast back at once (autocast: bf16 sums, fp32 scales), not scale by scale
+            sums = sums.to(_common_dtype(scales)).unbind(0)
             grads[:n] = [x.to(s.dtype).view(s.shape) for x, s in zip(sums, scales)]
         if want_terms:  # every term's gradient, one product of g with the table
             table = ctx.table
