@@ -13,7 +13,8 @@ launches, not their number: cuDNN runs a convolution's backward as two kernels (
 weight gradients), and a foreach op one kernel per chunk of its tensor list. The count does
 not depend on the batch or the channels, so the step runs at batch 2 and C=4 on 32x32 input.
 One step = ``bench/supernet_step.py``'s: the alpha step (first or second order) and the
-weight step; ``--eval`` adds the step of evaluation training (``EvalTrainer.train_step``,
+weight step; ``--amp`` counts them under bf16 autocast (the search's ``--amp``, the casts
+apart); ``--eval`` adds the step of evaluation training (``EvalTrainer.train_step``,
 ``train.py --auxiliary``). ``--top N`` then lists, per order and path in the CUDA layout, the N most
 launched operations by where they come from: the line of the project that ran it in the
 forward, the autograd node whose backward ran it in the backward (the additions that
@@ -140,16 +141,17 @@ def _foreach(optimizers, layout: str) -> None:
 
 
 def count_step(path: str, order: int | str, layout: str, args,
-               where: bool = False) -> collections.Counter:
+               where: bool = False, amp: bool = False) -> collections.Counter:
     """The launches of one step of ``path`` (plain, fast, grouped) as ``layout`` runs it
     (:func:`as_on`), after one uncounted step (lazy optimiser state). ``order``: 1 or 2, the
     step of ``bench/supernet_step.py``; ``random`` or ``pgd_linf``, SDARTS' step as the search
     loop runs it (first-order alpha step, the perturbation of the mixing weights, the weight
-    step). ``where``: counted by (name, :func:`origin`)."""
+    step). ``where``: counted by (name, :func:`origin`); ``amp``: under bf16 autocast (the
+    search's ``--amp``)."""
     with as_on(layout):
         if order in PERTURBED:
-            return _count_sdarts_step(path, str(order), layout, args, where)
-        runner = Runner(_model(path, args), order == 2, Precision(), torch.device("cpu"))
+            return _count_sdarts_step(path, str(order), layout, args, where, amp)
+        runner = Runner(_model(path, args), order == 2, Precision(amp), torch.device("cpu"))
         _foreach((runner.optimizer, runner.architect.optimizer), layout)
         batch = (*_batch(1), *_batch(2))
         runner.step(*batch)
@@ -158,8 +160,8 @@ def count_step(path: str, order: int | str, layout: str, args,
     return counter.counts
 
 
-def _count_sdarts_step(path: str, kind: str, layout: str, args,
-                       where: bool) -> collections.Counter:
+def _count_sdarts_step(path: str, kind: str, layout: str, args, where: bool,
+                       amp: bool) -> collections.Counter:
     model = _model(path, args)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
                                 weight_decay=3e-4)
@@ -171,7 +173,8 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args,
             train_queue=[_batch(1)] * 2, valid_queue=[_batch(2)] * 2, valid_eval_queue=None,
             epochs=50, device=torch.device("cpu"), logger=logging.getLogger("bench"),
             checkpoint_path=os.path.join(folder, "unused.pth.tar"),
-            perturbation=make_perturbation(kind, 0.3, 50), progress=False, report_freq=10 ** 6)
+            perturbation=make_perturbation(kind, 0.3, 50), progress=False, report_freq=10 ** 6,
+            precision=Precision(amp))
         steps = loop.batches(10, 0.025, True)
         loop.step(next(steps))
         ctx = next(steps)
@@ -255,6 +258,9 @@ def main(argv=None) -> None:
     p.add_argument("--top", type=int, default=0, metavar="N",
                    help="then, per order and path (CUDA layout), the N most launched "
                         "operations by where they come from")
+    p.add_argument("--amp", action="store_true",
+                   help="the search steps under bf16 autocast (the search's --amp); the rows "
+                        "then count the casts apart")
     p.add_argument("--eval", action="store_true",
                    help="then the step of evaluation training (train.py --auxiliary)")
     p.add_argument("--eval_arch", default="DARTS_V2", help="the genotype it trains")
@@ -262,16 +268,19 @@ def main(argv=None) -> None:
     orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",") if o]
     if orders:
         print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + "
-              f"weight step; ATen operations that compute)")
-        print("| order | layout | path | launches | conv | batch norm | other | vs plain |")
-        print("|---|---|---|---:|---:|---:|---:|---:|")
+              f"weight step; ATen operations that compute)"
+              + (", bf16 autocast" if args.amp else ""))
+        casts = " casts |" if args.amp else ""
+        print(f"| order | layout | path | launches | conv | batch norm |{casts} other | "
+              "vs plain |")
+        print("|---|---|---|---:|---:|---:|" + ("---:|" if args.amp else "") + "---:|---:|")
     origins = {}  # (order, path): the CUDA layout's counts by (name, origin), for --top
     for order in orders:
         for layout in ("cuda", "cpu"):
             rows = []
             for path in ("plain", "fast", "grouped"):
                 counts = count_step(path, order, layout, args,
-                                    where=bool(args.top) and layout == "cuda")
+                                    where=bool(args.top) and layout == "cuda", amp=args.amp)
                 if args.top and layout == "cuda":
                     origins[order, path] = counts
                     counts = by_name(counts)
@@ -280,9 +289,11 @@ def main(argv=None) -> None:
             for path, counts in rows:
                 total = sum(counts.values())
                 family = {f: sum(counts[n] for n in names) for f, names in FAMILIES.items()}
+                cast = counts["_to_copy"] if args.amp else 0
                 print(f"| {order} | {layout} | {path} | {total} | {family['conv']} | "
-                      f"{family['batch norm']} | {total - sum(family.values())} | "
-                      f"{total / base:.2f}x |", flush=True)
+                      f"{family['batch norm']} | " + (f"{cast} | " if args.amp else "")
+                      + f"{total - sum(family.values()) - cast} | {total / base:.2f}x |",
+                      flush=True)
     for (order, path), counts in origins.items():
         print(f"\n{order}, {path} (cuda): the {args.top} most launched\n"
               "| launches | operation | from |\n|---:|---|---|")

@@ -192,9 +192,10 @@ def test_eval_mode_uses_each_edges_running_stats():
 def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, monkeypatch):
     """In evaluation mode each edge's pooling BN reads its own running statistics: where node
     sums are batched (CUDA), the fast path folds them (``_EvalPoolings``: ``a * p`` a weighted
-    term, ``a * mean`` a shift of the node), running no BN for them; where their eps differ,
-    each runs its BN. Logits, weight and mixing-weight gradients equal the plain path's in
-    float64 (statistics moved by two training steps first, so that every edge's differ)."""
+    term, ``-sum a * mean`` one more term of the node), running no BN for them; where their
+    eps differ, each runs its BN. Logits, weight and mixing-weight gradients equal the plain
+    path's in float64 (statistics moved by two training steps first, so that every edge's
+    differ)."""
     monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
     monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"} if grouped else set())
     monkeypatch.setattr(fast_mixed, "UNDILATE", set() if grouped else {"cpu"})
@@ -639,8 +640,8 @@ def test_autocast_keeps_the_node_sums_in_the_autocast_dtype(batched, monkeypatch
     dtypes = set()
     node = fast_mixed._node
 
-    def spy(adds, muls, poly_terms, shift=None):
-        out = node(adds, muls, poly_terms, shift)
+    def spy(*args):
+        out = node(*args)
         dtypes.add(out.dtype)
         return out
     monkeypatch.setattr(fast_mixed, "_node", spy)

@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from shared.models import fast_mixed, grouped_edges, kernel_reuse
 from shared.models.kernel_reuse import forget, reused, within_step
 from shared.models.search_cnn import Network
+from shared.runtime import Precision
 from shared.search.alignment import LayerAlignment
 from shared.search.architect import Architect
 from shared.search.loop import SearchLoop
@@ -97,6 +98,26 @@ def test_the_graph_of_a_kept_kernel_serves_a_second_backward():
         assert torch.equal(a, b)
 
 
+def test_under_autocast_a_weight_is_cast_once_per_step_as_autocast_casts_it():
+    w, b = _weights()
+    x = torch.randn(1, 2, 6, 6)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert kernel_reuse.weight(w) is w  # outside a step: autocast casts it at the conv
+        want = F.conv2d(x, w, None, 1, 1, 1, 2)
+        with within_step():
+            a = kernel_reuse.weight(w)
+            assert a.dtype == torch.bfloat16 and torch.equal(a, w.to(torch.bfloat16))
+            assert kernel_reuse.weight(w) is a
+            assert torch.equal(F.conv2d(x, a, None, 1, 1, 1, 2), want)
+            kernel = reused([w, b], lambda: torch.cat([F.pad(w, (1,) * 4), b]))
+            assert kernel.dtype == torch.bfloat16  # a built kernel cast too, once
+            assert reused([w, b], lambda: None) is kernel
+            forget()
+            assert kernel_reuse.weight(w) is not a
+    with within_step():  # no autocast: the weight as it is
+        assert kernel_reuse.weight(w) is w
+
+
 def _loop(kind: str) -> SearchLoop:
     """A grouped S5 supernet (C=4, 5 cells, 8x8) searched as ``kind``: 'first', 'second'
     (second order), 'pgd_linf' (SDARTS-ADV: a first-order alpha step and a 2-step attack) or
@@ -126,16 +147,27 @@ def _loop(kind: str) -> SearchLoop:
     return loop
 
 
+def _autocast_loop(kind: str) -> SearchLoop:
+    """:func:`_loop` under bf16 autocast ('first, autocast', 'pgd_linf, autocast')."""
+    loop = _loop(kind.split(",")[0])
+    loop.precision = Precision(amp=True)
+    return loop
+
+
 class _Passing(TorchDispatchMode):
     """Runs every operation as it is (a TorchDispatchMode: foreach writes inside one move no
-    version counter)."""
+    version counter), counting the casts (``casts``)."""
+
+    casts = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.casts += func.overloadpacket is torch.ops.aten._to_copy
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("kind", ["first", "second", "pgd_linf", "fused, weights first", "lambda",
-                                  "second, in a dispatch mode"])
+                                  "second, in a dispatch mode", "first, autocast",
+                                  "pgd_linf, autocast"])
 def test_the_search_steps_are_the_same_bit_for_bit_with_fewer_kernels_built(kind, monkeypatch):
     """Two steps of the search loop as CUDA groups the edges (EMBED, dilation as it is):
     weights, alpha, running statistics and momentum equal those of building every kernel at
@@ -150,17 +182,22 @@ def test_the_search_steps_are_the_same_bit_for_bit_with_fewer_kernels_built(kind
         return embed(weights)
 
     monkeypatch.setattr(grouped_edges, "_kernels", counted)
-    results, counts = [], []
+    results, counts, casts = [], [], []
     for reuse in (True, False):
         if not reuse:
             monkeypatch.setattr(kernel_reuse, "within_step", contextlib.nullcontext)
         built.clear()
-        mode = _Passing() if "dispatch" in kind else contextlib.nullcontext()
+        counting = "dispatch" in kind or "autocast" in kind
+        mode = _Passing() if counting else contextlib.nullcontext()
         with fast_mixed.embedded("cpu", True), fast_mixed.undilated("cpu", False), mode:
-            loop = _loop("second" if "dispatch" in kind else kind)
+            if "autocast" in kind:
+                loop = _autocast_loop(kind)
+            else:
+                loop = _loop("second" if "dispatch" in kind else kind)
             for ctx in loop.batches(10, 0.025, True):
                 loop.step(ctx)
         counts.append(len(built))
+        casts.append(mode.casts if counting else 0)
         results.append({**loop.model.state_dict(),
                         **{f"momentum{i}": s["momentum_buffer"] for i, s in
                            enumerate(loop.optimizer.state.values())}})
@@ -173,3 +210,5 @@ def test_the_search_steps_are_the_same_bit_for_bit_with_fewer_kernels_built(kind
         assert counts[0] == counts[1]
     else:
         assert counts[0] < counts[1]
+    if "autocast" in kind:  # each kernel and weight cast once per step, not per forward
+        assert casts[0] < casts[1]

@@ -447,3 +447,26 @@ def test_a_one_level_search_without_validation_split_runs_end_to_end(tmp_path) -
     with pytest.raises(Exception, match="unrolled"):
         run_cnn_search(CNNSearchConfig(dataset="digits", gpu=-1, alpha_update="one_level",
                                        unrolled=True, train_portion=1.0), str(tmp_path / "x"))
+
+
+def test_under_amp_the_perturbation_runs_as_the_step_does(tmp_path) -> None:
+    """``--amp``: SDARTS-ADV's attack forwards run under the step's autocast, as its alpha
+    step's and weight step's do."""
+    from shared.runtime import Precision
+    from shared.search.perturbation import make_perturbation
+
+    torch.manual_seed(0)
+    model, seen = TinySupernet(), []
+    forward = model.forward
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(*args, **kwargs)
+    model.forward = recording
+    perturbation = make_perturbation("pgd_linf", 0.3, 1)
+    perturbation.steps = 2
+    loop = make_loop(tmp_path, model=model, perturbation=perturbation,
+                     precision=Precision(amp=True))
+    loop.step(next(loop.batches(0, 0.1, True)))
+    # the alpha step, the loss before the attack, 2 attack steps, the loss after, the weights'
+    assert seen == [True] * 6

@@ -60,7 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.models import candidate, node_sum
+from shared.models import candidate, kernel_reuse, node_sum
 from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
 from shared.models.device_policy import switched
 from shared.models.fan_out import Readers
@@ -190,8 +190,9 @@ def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,
 def _pw(x: torch.Tensor, c: nn.Conv2d) -> torch.Tensor:
     """1x1 conv; on channels-last input a matrix product over the pixels."""
     if x.is_contiguous(memory_format=CL):
-        return F.linear(x.permute(0, 2, 3, 1), c.weight.flatten(1), c.bias).permute(0, 3, 1, 2)
-    return F.conv2d(x, c.weight, c.bias)
+        return F.linear(x.permute(0, 2, 3, 1), kernel_reuse.weight(c.weight).flatten(1),
+                        c.bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, kernel_reuse.weight(c.weight), c.bias)
 
 
 def _layout(t: torch.Tensor) -> torch.memory_format:
@@ -468,14 +469,16 @@ def _dil(ctx: _Ctx, st: _State, op: nn.Module, scale: Scale) -> tuple[torch.Tens
     """``scale * op(x)`` and whether it is in the polyphase layout (``_State.dil_conv``)."""
     dw, pw, bn = candidate.layers(op)
     conv, poly = st.dil_conv(dw)
-    return _bn(ctx, _pw(conv(dw.weight), pw), bn, scale), poly
+    return _bn(ctx, _pw(conv(kernel_reuse.weight(dw.weight)), pw), bn, scale), poly
 
 
 def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: Scale) -> torch.Tensor:
     dw1, pw1, bn1, dw2, pw2, bn2 = candidate.layers(op)
-    y = F.conv2d(st.relu(), dw1.weight, None, dw1.stride, dw1.padding, dw1.dilation, dw1.groups)
+    y = F.conv2d(st.relu(), kernel_reuse.weight(dw1.weight), None, dw1.stride, dw1.padding,
+                 dw1.dilation, dw1.groups)
     y = F.relu_(_bn(ctx, _pw(y, pw1), bn1))  # in place: BN's backward needs not its output
-    y = F.conv2d(y, dw2.weight, None, dw2.stride, dw2.padding, dw2.dilation, dw2.groups)
+    y = F.conv2d(y, kernel_reuse.weight(dw2.weight), None, dw2.stride, dw2.padding, dw2.dilation,
+                 dw2.groups)
     return _bn(ctx, _pw(y, pw2), bn2, scale)
 
 
@@ -510,37 +513,53 @@ def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> 
 
 
 def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]],
-          poly_terms: list[torch.Tensor], shift: torch.Tensor | None = None
-          ) -> torch.Tensor | None:
+          poly_terms: list[torch.Tensor], pools: "_EvalPoolings | None" = None,
+          node: int = 0) -> torch.Tensor | None:
     """A node's sum of its edges' terms: the batch-normalised ones (``adds``, the mixing weight
     inside), ``scale * t`` for the others (``muls``) and, transformed back once, those in the
-    polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term); minus
-    ``shift`` (C,), the evaluation-mode poolings' (``_EvalPoolings``)."""
+    polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term); and
+    the evaluation-mode poolings' ``-sum a * mean`` where ``pools`` fold them into node
+    ``node`` (``_EvalPoolings``: then there are ``muls``, their ``a * p``)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
+    offset = pools.offset(node, node_sum.common_dtype([t for _, t in muls] + adds)) \
+        if pools is not None else None
+    if offset is not None:  # one more unscaled term of the sum: (C,) broadcast, not copied
+        like = muls[0][1]
+        adds = adds + [offset.view(1, -1, *(1,) * (like.dim() - 2)).expand_as(like)]
     if muls:
-        acc = node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls], adds)
-    else:
-        acc = node_sum.total(adds) if adds else None
-    if shift is not None:
-        acc = acc - shift.view(1, -1, *(1,) * (acc.dim() - 2)).to(acc.dtype)
-    return acc
+        return node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls], adds)
+    return node_sum.total(adds) if adds else None
 
 
-class _EvalPoolings(NamedTuple):
+class _EvalPoolings:
     """A cell's pooling candidates in evaluation mode, each edge's BN of the shared pooling p
     folded: ``scale * (p - mean) / sqrt(var + eps) = a * p - a * mean``, ``a = scale /
     sqrt(var + eps)``; each ``a * p`` a term of its node's weighted sum (``node_sum``, batched
-    with the node's other such terms) and each node's ``sum a * mean`` one shift. An SDARTS-ADV
-    step runs 9 forwards in evaluation mode, where each edge's pooling BN reads its own
-    running statistics (28 BNs a cell of the DARTS space, forward and backward); these are a
-    few kernels a cell instead (as on CUDA, ``bench/kernel_count.py``: an SDARTS-ADV step
-    23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the fast path). Where node sums run
-    term by term (the CPU, ``node_sum.BATCHED``) each folded term would cost what its BN did,
-    so there each edge keeps its BN. ``a[(edge, k)]``: the candidate's (C,) factor;
-    ``shifts[i]``: node i's (C,), or None where no pooling feeds it."""
-    a: dict[tuple[int, int], torch.Tensor]
-    shifts: list[torch.Tensor | None]
+    with the node's other such terms) and each node's ``-sum a * mean`` one more term. An
+    SDARTS-ADV step runs 9 forwards in evaluation mode, where each edge's pooling BN reads its
+    own running statistics (28 BNs a cell of the DARTS space, forward and backward); these are
+    a few kernels a cell instead (as on CUDA, ``bench/kernel_count.py``: an SDARTS-ADV step
+    23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the fast path; the offsets as terms
+    of the node sums, not subtracted from them and cast node by node, 20,192 -> 19,680 and
+    55,816 -> 55,304). Where node sums run term by term (the CPU, ``node_sum.BATCHED``) each
+    folded term would cost what its BN did, so there each edge keeps its BN. ``a[(edge, k)]``:
+    the candidate's (C,) factor; ``offsets``: (steps, C), node i's ``-sum a * mean`` in row i
+    where a pooling feeds it (``fed``)."""
+
+    def __init__(self, a: dict[tuple[int, int], torch.Tensor], offsets: torch.Tensor,
+                 fed: set[int]) -> None:
+        self.a, self.offsets, self.fed = a, offsets, fed
+        self._in: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
+
+    def offset(self, node: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """Node ``node``'s (C,) offset in ``dtype`` (the cell's offsets cast once a dtype, for
+        a node sum under autocast), None where no pooling feeds it."""
+        if node not in self.fed:
+            return None
+        if dtype not in self._in:
+            self._in[dtype] = self.offsets.to(dtype).unbind(0)
+        return self._in[dtype][node]
 
 
 def _pool_candidates(cell, live: list[list[bool]] | None
@@ -570,17 +589,15 @@ def _eval_poolings(cell, scales: "_CellScales", live: list[list[bool]] | None,
     a = torch.stack([scales.rows[e][k] for e, k in plan.keys]) * torch.rsqrt(
         torch.stack([m.running_var for m in bns]) + bns[0].eps)
     mean = torch.stack([m.running_mean for m in bns])
-    # each node's sum of a * mean: a product with the 0/1 matrix of who feeds which node
-    # and a reduction (not a matrix product, which autocast would run in low precision)
-    shifts = ((a * mean).unsqueeze(0) * plan.nodes(ref)).sum(1)  # (steps, C)
-    return _EvalPoolings(dict(zip(plan.keys, a.unbind(0))),
-                         [row if i in plan.fed else None
-                          for i, row in enumerate(shifts.unbind(0))])
+    # each node's -sum a * mean: a product with the 0/-1 matrix of who feeds which node and a
+    # reduction (not a matrix product, which autocast would run in low precision)
+    offsets = ((a * mean).unsqueeze(0) * plan.minus_nodes(ref)).sum(1)  # (steps, C)
+    return _EvalPoolings(dict(zip(plan.keys, a.unbind(0))), offsets, plan.fed)
 
 
 class _PoolPlan:
     """A cell's pooling candidates that run (``_pool_candidates``): their (edge, candidate)
-    ``keys``, ``bns``, the nodes they feed, and the (steps, P, 1) matrix with 1 where
+    ``keys``, ``bns``, the nodes they feed, and the (steps, P, 1) matrix with -1 where
     candidate p feeds node i, made on a device and in a dtype once (a host-to-device copy:
     never while a CUDA graph records)."""
 
@@ -591,11 +608,11 @@ class _PoolPlan:
         self._of = [node for _, _, node, _ in found]
         self.fed, self._steps, self._on = set(self._of), cell._steps, {}
 
-    def nodes(self, ref: torch.Tensor) -> torch.Tensor:
+    def minus_nodes(self, ref: torch.Tensor) -> torch.Tensor:
         key = (ref.device, ref.dtype)
         if key not in self._on:
             m = torch.zeros(self._steps, len(self._of), 1, dtype=ref.dtype)
-            m[self._of, range(len(self._of)), 0] = 1
+            m[self._of, range(len(self._of)), 0] = -1
             self._on[key] = m.to(ref.device)
         return self._on[key]
 
@@ -927,7 +944,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     muls.append((w, _noise(op, st.x, ctx.noise_format)))
                 else:
                     muls.append((w, op(st.read())))
-        acc = _node(adds, muls, poly_terms, pools.shifts[node] if pools else None)
+        acc = _node(adds, muls, poly_terms, pools, node)
         if acc is None:  # every op into this node is 'none'
             s = states[0].stride
             acc = states[0].read()[:, :, ::s, ::s].mul(0.0)

@@ -66,7 +66,8 @@ def _channels_last(t: torch.Tensor) -> bool:
     return t.dim() == 4 and t.shape[1] > 1 and t.stride(1) == 1
 
 
-def _common_dtype(terms: Sequence[torch.Tensor]) -> torch.dtype:
+def common_dtype(terms: Sequence[torch.Tensor]) -> torch.dtype:
+    """The dtype the terms' sum comes in (autocast's terms may differ)."""
     dtypes = {t.dtype for t in terms}
     return dtypes.pop() if len(dtypes) == 1 else functools.reduce(torch.promote_types, dtypes)
 
@@ -95,7 +96,7 @@ def total(terms: Sequence[torch.Tensor]) -> torch.Tensor:
     if len(terms) == 2 or not is_batched(terms[0]):
         return functools.reduce(torch.add, terms)
     cl = _channels_last(terms[0])
-    return _from_order(_stack(terms, _common_dtype(terms), cl).sum(0), cl)
+    return _from_order(_stack(terms, common_dtype(terms), cl).sum(0), cl)
 
 
 def _scale_table(scales: Sequence[torch.Tensor], dtype: torch.dtype, cl: bool,
@@ -121,7 +122,7 @@ class _WeightedSum(torch.autograd.Function):
         scales, terms = inputs[:n], inputs[n:]
         ctx.n = n
         ctx.save_for_backward(*inputs)
-        dtype = _common_dtype(terms)
+        dtype = common_dtype(terms)
         out = terms[0].to(dtype)
         out = out * _per_channel(scales[0], out)
         for s, t in zip(scales[1:], terms[1:]):
@@ -167,7 +168,7 @@ class _BatchedSum(torch.autograd.Function):
     def forward(ctx, n: int, *inputs: torch.Tensor) -> torch.Tensor:
         scales, terms, plain = inputs[:n], inputs[n:2 * n], inputs[2 * n:]
         every = terms + plain
-        dtype = _common_dtype(every)
+        dtype = common_dtype(every)
         ctx.n, ctx.cl = n, _channels_last(every[0])
         ctx.plain_dtypes = [t.dtype for t in plain]
         ctx.save_for_backward(*scales, *terms)  # the plain terms' gradients need no values
@@ -191,7 +192,7 @@ class _BatchedSum(torch.autograd.Function):
             reduce = tuple(d for d in range(1, g.dim()) if d != channel)
             sums = (_stack(terms, g.dtype, cl) * g).sum(reduce)
             # cast back at once (autocast: bf16 sums, fp32 scales), not scale by scale
-            sums = sums.to(_common_dtype(scales)).unbind(0)
+            sums = sums.to(common_dtype(scales)).unbind(0)
             grads[:n] = [x.to(s.dtype).view(s.shape) for x, s in zip(sums, scales)]
         if want_terms:  # every term's gradient, one product of g with the table
             table = ctx.table

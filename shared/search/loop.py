@@ -278,7 +278,8 @@ class SearchLoop:
             weights = tuple(w.detach() for w in weights)
         if self.perturbation is not None:
             ctx.weights = weights
-            weights = self.perturbation(ctx)
+            with self.precision.autocast(self.device):  # SDARTS-ADV's forwards as the step's
+                weights = self.perturbation(ctx)
         return weights
 
     def forward_loss(self, ctx: StepContext) -> torch.Tensor:
