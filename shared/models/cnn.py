@@ -7,6 +7,7 @@ cell i its own (StacNAS without ``--alpha_share``: susan0199/StacNAS ``augment_c
 for both."""
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
@@ -100,6 +101,10 @@ class Cell(nn.Module):
         # (``shared.models.grouped_cell``; the network's ``grouped_ops``)
         self.grouped = False
         self._groups = {k: g for g in cell_groups(self) for k in g.ops}
+        # each op's row of the cell's drop-path factors (None: an identity, never dropped)
+        rows = itertools.accumulate(not isinstance(op, Identity) for op in self._ops)
+        self._drop_row = tuple(r - 1 if not isinstance(op, Identity) else None
+                               for r, op in zip(rows, self._ops))
 
     @staticmethod
     def _preprocess(m: nn.Module, x: torch.Tensor, r: torch.Tensor | None,
@@ -136,24 +141,27 @@ class Cell(nn.Module):
             return relus[j]
 
         made: dict[int, torch.Tensor] = {}  # grouped ops' outputs not yet taken
-        dropped = 0
         for i in range(self._steps):
             h = []
             for k in (2 * i, 2 * i + 1):
                 op, j = self._ops[k], self._indices[k]
+                row = self._drop_row[k] if drop_scales is not None else None
                 if self.grouped and k in self._groups:
-                    if k not in made:
-                        made.update(run_group(self, self._groups[k], relu_of))
+                    if k not in made:  # drop-path applied by the group, one product
+                        group = self._groups[k]
+                        factors = None if row is None else torch.stack(
+                            [drop_scales[self._drop_row[g]] for g in group.ops])
+                        made.update(run_group(self, group, relu_of, factors))
                     out = made.pop(k)
+                    row = None
                 elif self._shared_relu[k]:
                     out = relu_of(j)
                     for layer in after_relu(op):
                         out = layer(out)
                 else:
                     out = op(states[j])
-                if drop_scales is not None and not isinstance(op, Identity):
-                    out = out * drop_scales[dropped]
-                    dropped += 1
+                if row is not None:
+                    out = out * drop_scales[row]
                 h.append(out)
             states.append(h[0] + h[1])
         return torch.cat([states[i] for i in self._concat], dim=1)

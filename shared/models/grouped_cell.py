@@ -18,7 +18,8 @@ writes them back. The BN counters are the network's (``batch_counters``), advanc
 already.
 
 Equal in exact arithmetic to the per-op cell (two float64 training steps agree to 1e-12,
-``tests/test_grouped_cell.py``); 2,246 launches of a DARTS_V2 step become 1,256.
+``tests/test_grouped_cell.py``); 2,246 launches of a DARTS_V2 step become 1,130 (drop-path's
+products of a group's ops one product, ``run_group``'s ``drop_factors``).
 ``Cell.grouped`` (set by the network's ``grouped_ops``); off by default.
 """
 from __future__ import annotations
@@ -112,10 +113,12 @@ def _stacked_bn(y: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
     return out
 
 
-def run_group(cell, group: CellGroup,
-              relu_of: Callable[[int], torch.Tensor]) -> dict[int, torch.Tensor]:
+def run_group(cell, group: CellGroup, relu_of: Callable[[int], torch.Tensor],
+              drop_factors: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
     """Each op of ``group`` applied to its state (``relu_of(j)``: state j's ReLU, with which
-    every separable and dilated conv begins), by op index."""
+    every separable and dilated conv begins), by op index; times its drop-path factors where
+    given (``drop_factors``: (m, N, 1, 1, 1), the ops' rows of ``cnn.drop_path_scales`` in
+    ``group.ops``' order), all ops in one product and one backward, not one each."""
     stages = _stages(cell, group)
     m = len(group.ops)
     y = copies([(relu_of(j), n) for j, n in group.blocks])
@@ -128,4 +131,6 @@ def run_group(cell, group: CellGroup,
                      y.shape[1])
         y = F.conv2d(y, joined([c.weight for c in pw]), None, 1, 0, 1, m)
         y = _stacked_bn(y, bn)
+    if drop_factors is not None:  # (N, m, C, H, W) times each sample's factor per op
+        y = (y.unflatten(1, (m, -1)) * drop_factors.transpose(0, 1)).flatten(1, 2)
     return dict(zip(group.ops, y.split(y.shape[1] // m, dim=1)))
