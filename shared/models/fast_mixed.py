@@ -522,9 +522,8 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
     ``node`` (``_EvalPoolings``: then there are ``muls``, their ``a * p``)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
-    offset = pools.offset(node, node_sum.common_dtype([t for _, t in muls] + adds)) \
-        if pools is not None else None
-    if offset is not None:  # one more unscaled term of the sum: (C,) broadcast, not copied
+    if pools is not None and node in pools.fed:  # one more unscaled term: (C,) broadcast
+        offset = pools.offset(node, node_sum.common_dtype([t for _, t in muls] + adds))
         like = muls[0][1]
         adds = adds + [offset.view(1, -1, *(1,) * (like.dim() - 2)).expand_as(like)]
     if muls:
@@ -552,11 +551,9 @@ class _EvalPoolings:
         self.a, self.offsets, self.fed = a, offsets, fed
         self._in: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
 
-    def offset(self, node: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """Node ``node``'s (C,) offset in ``dtype`` (the cell's offsets cast once a dtype, for
-        a node sum under autocast), None where no pooling feeds it."""
-        if node not in self.fed:
-            return None
+    def offset(self, node: int, dtype: torch.dtype) -> torch.Tensor:
+        """Node ``node``'s (C,) offset (a node in ``fed``) in ``dtype`` (the cell's offsets
+        cast once a dtype, for a node sum under autocast)."""
         if dtype not in self._in:
             self._in[dtype] = self.offsets.to(dtype).unbind(0)
         return self._in[dtype][node]
