@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from shared.models import candidate, kernel_reuse, node_sum
 from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
 from shared.models.device_policy import switched
+from shared.models.embedded_kernels import CellKernels
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
@@ -113,9 +114,10 @@ def undilated(device_type: str, on: bool) -> contextlib.AbstractContextManager:
 # kind: sep_conv_3x3 with sep_conv_5x5, and dil_conv_3x3 with dil_conv_5x5 where the dilation
 # is not rewritten (``UNDILATE``, whose rewrites depend on the kernel size), the smaller
 # kernels embedded with zeros in the widest (``grouped_edges.kernels``). Half as many groups,
-# each stage's kernels padded and concatenated (two more launches), a 3x3 conv's arithmetic
-# that of a 5x5: for a GPU, bound by launches (a first-order step: 5,499 operations without
-# it, 4,612 with it, ``bench/kernel_count.py``), not for a CPU, bound by arithmetic.
+# the kernels padded and concatenated (a cell's all at once, ``embedded_kernels``), a 3x3
+# conv's arithmetic that of a 5x5: for a GPU, bound by launches (a first-order step: 5,499
+# operations without it, 4,612 with it, ``bench/kernel_count.py``), not for a CPU, bound by
+# arithmetic.
 EMBED = {"cuda"}
 
 
@@ -304,8 +306,9 @@ class _CellStates:
     copies made of them for the groups (``grouped_edges.copies``), and the groups' results
     not yet taken by their edges."""
 
-    def __init__(self) -> None:
+    def __init__(self, kernels: CellKernels | None = None) -> None:
         self.states: list["_State"] = []
+        self.kernels = kernels  # the groups' stages of several kernel sizes, built at once
         self.copies: dict[tuple[str, Blocks], Readers] = {}
         # (edge, candidate): (term, in polyphase layout)
         self.terms: dict[tuple[int, int], tuple[torch.Tensor, bool]] = {}
@@ -349,12 +352,13 @@ class _State:
         if (edge, k) not in terms:
             members, scale = group.members, scales.groups[group.members[0][:2]]
             if isinstance(op, SepConv):
-                made = sep_group(ctx, self.copies("relu", group.blocks), members, scale)
+                made = sep_group(ctx, self.copies("relu", group.blocks), members, scale,
+                                 self._cell.kernels)
                 poly = False
             else:
                 dw = widest([candidate.layers(o)[0] for _, _, o in members])
                 conv, poly = self.dil_conv(dw, group.blocks)
-                made = dil_group(ctx, conv, members, scale)
+                made = dil_group(ctx, conv, members, scale, self._cell.kernels)
             terms.update({key: (t, poly) for key, t in made.items()})
         return terms.pop((edge, k))
 
@@ -703,16 +707,43 @@ def _cell_groups(cell, live: list[list[bool]] | None,
             yield group.members
 
 
+def _embedded_stages(cell, live: list[list[bool]] | None,
+                     device_type: str) -> list[list[nn.Conv2d]]:
+    """The depthwise stages of several kernel sizes of the cell's groups on ``device_type``
+    (``EMBED``), each's convs in the group's order: what ``CellKernels`` builds at once."""
+    stages = []
+    for members in _cell_groups(cell, live, device_type):
+        for stage in zip(*(candidate.layers(op) for _, _, op in members)):
+            if isinstance(stage[0], nn.Conv2d) and len({c.kernel_size for c in stage}) > 1:
+                stages.append(list(stage))
+    return stages
+
+
+def _cell_kernels(cell, live: list[list[bool]] | None, device_type: str) -> CellKernels:
+    """A new :class:`CellKernels` (one per forward) of the cell's embedded stages (made once,
+    ``_memo``)."""
+    key = ("embedded", _live_key(live), _merges(device_type))
+    return CellKernels(_memo(cell, key, lambda: _embedded_stages(cell, live, device_type)))
+
+
 def join_group_weights(net: nn.Module) -> None:
     """Lay the kernels of each group of every cell state (all candidates running, as the
     device of the network's parameters groups them) back to back in memory, stage by stage
-    and kernel size, and its BNs' running statistics stage by stage (``joined_weights.join``),
+    and kernel size (a cell's stages of several sizes, ``EMBED``, all together, size by size:
+    ``CellKernels`` reads each size's at once), and its BNs' running statistics stage by
+    stage (``joined_weights.join``),
     so that the grouped path's concatenations of them are views (the statistics are read so
     in evaluation mode: inference, and SDARTS-ADV's attack, 9 forwards a step)."""
     device_type = next(net.parameters()).device.type
     for cell in net.cells:
+        embedded = _embedded_stages(cell, None, device_type)
+        for size in sorted({conv.kernel_size for stage in embedded for conv in stage}):
+            join([conv.weight for stage in embedded for conv in stage
+                  if conv.kernel_size == size])  # all the cell's at once: CellKernels
         for members in _cell_groups(cell, None, device_type):
             for stage in zip(*(candidate.layers(op) for _, _, op in members)):
+                if list(stage) in embedded:
+                    continue
                 if isinstance(stage[0], nn.Conv2d):
                     for size in sorted({conv.kernel_size for conv in stage}):
                         join([conv.weight for conv in stage if conv.kernel_size == size])
@@ -901,7 +932,8 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     if inputs[0].shape != inputs[1].shape:  # every edge of a node gives the node's shape
         raise RuntimeError(f"a cell's two inputs differ in shape after their preprocessing: "
                            f"{tuple(inputs[0].shape)} and {tuple(inputs[1].shape)}")
-    shared = _CellStates()
+    device_type = inputs[0].device.type
+    shared = _CellStates(_cell_kernels(cell, live, device_type) if ctx.grouped else None)
     states = shared.states
     plans = _plans(cell, _INPUTS, inputs[0], live, ctx.grouped)
     states += [_State(x, stride, plan, shared) for x, plan in zip(inputs, plans)]

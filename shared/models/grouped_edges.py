@@ -30,8 +30,8 @@ where the network laid them back to back in memory (``fast_mixed.join_group_weig
 
 On CUDA (``fast_mixed.EMBED``) a group takes every kernel size of its kind: sep_conv_3x3 with
 sep_conv_5x5, dil_conv_3x3 with dil_conv_5x5, each 3x3 kernel embedded with zeros in a 5x5
-one (:func:`kernels`: each stage's kernels padded in one call and concatenated in another),
-the members by kernel size, then state, then edge. A 3x3 conv then costs a 5x5's arithmetic,
+one (:func:`kernels`; all of a cell's such stages built at once, ``embedded_kernels``), the
+members by kernel size, then state, then edge. A 3x3 conv then costs a 5x5's arithmetic,
 which a GPU bound by launches does not feel (half the groups: a first-order step launches
 4,612 operations, not 5,499); the CPU, bound by arithmetic, keeps a group per size.
 
@@ -58,7 +58,6 @@ forward on s5, 1,080 with CUDA's grouping, ``tests/test_fast_path.py``; launches
 """
 from __future__ import annotations
 
-import itertools
 from typing import Callable, Sequence
 
 import torch
@@ -67,6 +66,7 @@ import torch.nn.functional as F
 
 from shared.models.batch_statistics import normalised
 from shared.models.candidate import kind, layers, per_module
+from shared.models.embedded_kernels import CellKernels, embedded
 from shared.models.global_batch_norm import batch_norm
 from shared.models.joined_weights import joined
 from shared.models.kernel_reuse import reused
@@ -213,37 +213,24 @@ def widest(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
     return max(convs, key=lambda c: c.kernel_size[0])
 
 
-def kernels(convs: Sequence[nn.Conv2d]) -> torch.Tensor:
+def kernels(convs: Sequence[nn.Conv2d], cell: CellKernels | None = None) -> torch.Tensor:
     """The convs' kernels side by side (dim 0), in order. Where their sizes differ, each is
     embedded with zeros in the middle of the widest's size: every conv is square with 'same'
     padding (``candidate.kind``), so at the widest's padding the embedded kernel reads the
     pixels its own read, by the same weights, at every output pixel (a 3x3 conv at padding
-    p is the 5x5 one at p + d with its outer ring zero). Each size's kernels are joined
-    (``joined``: a view where laid out), padded in one call, and the pieces concatenated in
-    order in one more (the groups come by kernel size, ``fast_mixed._groups_of``: one piece
-    per size). Built once per search step while the weights stay (``kernel_reuse``)."""
+    p is the 5x5 one at p + d with its outer ring zero). Where ``cell`` (the cell's stages of
+    several sizes, built at once) holds them, its; else built alone
+    (``embedded_kernels.embedded``) once per search step while the weights stay
+    (``kernel_reuse``); of one size, joined (a view where laid out so)."""
     weights = [c.weight for c in convs]
-    return reused(weights, lambda: _kernels(weights))
+    kernel = None if cell is None else cell(convs)
+    return kernel if kernel is not None else reused(weights, lambda: _kernels(weights))
 
 
 def _kernels(weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    size = max(w.shape[-1] for w in weights)
-    if all(w.shape[-1] == size for w in weights):
+    if all(w.shape[-1] == weights[0].shape[-1] for w in weights):
         return joined(weights)
-    stacks, taken = {}, {}
-    for k in sorted({w.shape[-1] for w in weights}):
-        stack = joined([w for w in weights if w.shape[-1] == k])
-        ring = (size - k) // 2
-        stacks[k] = F.pad(stack, (ring,) * 4) if ring else stack
-        taken[k] = 0
-    pieces = []  # consecutive kernels of one size: its stack, or a slice of it
-    for k, run in itertools.groupby(weights, key=lambda w: w.shape[-1]):
-        rows = sum(w.shape[0] for w in run)
-        stack = stacks[k]
-        whole = taken[k] == 0 and rows == stack.shape[0]  # a slice's backward fills zeros
-        pieces.append(stack if whole else stack[taken[k]:taken[k] + rows])
-        taken[k] += rows
-    return torch.cat(pieces)
+    return embedded([weights])[0]
 
 
 def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
@@ -257,12 +244,12 @@ def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.Batc
 
 def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[nn.Conv2d],
               pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
-              scale: Scale | None) -> torch.Tensor:
+              scale: Scale | None, cell: CellKernels | None) -> torch.Tensor:
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
     ``conv(kernels)`` is the depthwise conv of the input's m copies (:func:`copies`) by the m
-    edges' kernels side by side (``groups=m*C``, :func:`kernels`), so its output is
-    edge-major already."""
-    y = conv(kernels(dws))
+    edges' kernels side by side (``groups=m*C``, :func:`kernels`, ``cell``'s where it holds
+    them), so its output is edge-major already."""
+    y = conv(kernels(dws, cell))
     return _pw_bn(ctx, y, pws, bns, scale)
 
 
@@ -274,11 +261,12 @@ def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], 
     return {(e, k): t for (e, k, _), t in zip(members, parts)}
 
 
-def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
-              scale: Scale) -> dict[tuple[int, int], torch.Tensor]:
+def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member], scale: Scale,
+              cell: CellKernels | None = None) -> dict[tuple[int, int], torch.Tensor]:
     """``w * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
     ``group_key``), ``scale`` their mixing weights ``w`` as C values each, back to back; from
-    the state's ReLU in m copies (:func:`copies`); returned per (edge, candidate)."""
+    the state's ReLU in m copies (:func:`copies`); returned per (edge, candidate). ``cell``:
+    the cell's kernels of several sizes, built at once (:func:`kernels`)."""
     # per op: (depthwise, 1x1, BN) twice
     dw1, pw1, bn1, dw2, pw2, bn2 = zip(*(layers(op) for _, _, op in members))
     a, b = widest(dw1), widest(dw2)
@@ -287,20 +275,22 @@ def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member],
         return F.conv2d(relu_copies, kernels, None, a.stride, a.padding, a.dilation,
                         relu_copies.shape[1])
 
-    y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None)
+    y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None, cell)
     y = F.relu_(y)  # in place: BN's backward needs not its output
-    y = F.conv2d(y, kernels(dw2), None, b.stride, b.padding, b.dilation, y.shape[1])
+    y = F.conv2d(y, kernels(dw2, cell), None, b.stride, b.padding, b.dilation, y.shape[1])
     y = _pw_bn(ctx, y, pw2, bn2, scale)
     return _split(y, members)
 
 
 def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequence[Member],
-              scale: Scale) -> dict[tuple[int, int], torch.Tensor]:
+              scale: Scale, cell: CellKernels | None = None
+              ) -> dict[tuple[int, int], torch.Tensor]:
     """``w * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same ``group_key``),
     ``scale`` as for :func:`sep_group`; ``conv(kernels)``: the depthwise conv of the m copies
     of the state's ReLU (:func:`copies`) as the fast path runs it for one member, with the m
     kernels side by side (``groups=m*C``), so the result is in that conv's layout (polyphase
-    where it is polyphase); returned per (edge, candidate)."""
+    where it is polyphase); returned per (edge, candidate); ``cell`` as for
+    :func:`sep_group`."""
     dws, pws, bns = zip(*(layers(op) for _, _, op in members))  # per op: depthwise, 1x1, BN
-    y = _dw_pw_bn(ctx, conv, dws, pws, bns, scale)
+    y = _dw_pw_bn(ctx, conv, dws, pws, bns, scale, cell)
     return _split(y, members)

@@ -91,26 +91,65 @@ def weight(w: torch.Tensor) -> torch.Tensor:
     return _cast((w,), w) if _reusing((w,)) else w
 
 
+def autocast_dtype(w: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast casts the float32 ``w`` to for a conv or a linear layer where it is
+    on for ``w``'s device; None where it casts nothing."""
+    device = w.device.type
+    if w.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
 def _cast(weights: Sequence[torch.Tensor], kernel: torch.Tensor) -> torch.Tensor:
     """``kernel`` (made of ``weights``) as autocast would hand it to a conv or a linear layer:
     in autocast's dtype where autocast is on for its device and it is float32; the cast kept
     as the kernel is."""
-    device = kernel.device.type
-    if kernel.dtype != torch.float32 or not torch.is_autocast_enabled(device):
+    dtype = autocast_dtype(kernel)
+    if dtype is None:
         return kernel
-    dtype = torch.get_autocast_dtype(device)
     return _kept(weights, ("cast", dtype), lambda: kernel.to(dtype))
+
+
+def reused_together(groups: Sequence[Sequence[torch.Tensor]], i: int, dtype: torch.dtype | None,
+                    build: Callable[[], Sequence[torch.Tensor]]) -> torch.Tensor | None:
+    """Inside :func:`within_step`, the kernel of ``groups[i]`` (its weights) of ``build()``,
+    which builds every group's kernel at once (in ``dtype``, autocast's, if given: then kept
+    as :func:`reused` keeps a cast); built again, all of them, where it does not serve
+    (:func:`_kept`'s rules, group by group). None outside a step, or where a weight is not a
+    parameter (then the caller builds its own)."""
+    if not _reusing([w for weights in groups for w in weights]):
+        return None
+    what = () if dtype is None else ("cast", dtype)
+    kept = _serving(groups[i], what)
+    if kept is None:
+        built = build()
+        for weights, kernel in zip(groups, built):
+            _keep(weights, what, kernel)
+        kept = built[i]
+    return kept
 
 
 def _kept(weights: Sequence[torch.Tensor], what: tuple,
           build: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``build()``, or what it built before for ``weights`` (and ``what``) where it serves."""
-    key = tuple(id(w) for w in weights) + what
+    kept = _serving(weights, what)
+    if kept is None:
+        kept = build()
+        _keep(weights, what, kept)
+    return kept
+
+
+def _serving(weights: Sequence[torch.Tensor], what: tuple) -> torch.Tensor | None:
+    """What was kept for ``weights`` (and ``what``), where the weights are unchanged since and
+    it has a graph if a gradient is wanted; else None."""
+    kept = _step.get(tuple(id(w) for w in weights) + what)
     versions = tuple(w._version for w in weights)
-    kept = _step.get(key)
     if kept is not None and kept[1] == versions and (kept[2].requires_grad
                                                      or not _needs_grad(weights)):
         return kept[2]
-    kernel = build()
-    _step[key] = (tuple(weights), versions, kernel)  # the weights held: their ids stay theirs
-    return kernel
+    return None
+
+
+def _keep(weights: Sequence[torch.Tensor], what: tuple, kernel: torch.Tensor) -> None:
+    versions = tuple(w._version for w in weights)  # the weights held: their ids stay theirs
+    _step[tuple(id(w) for w in weights) + what] = (tuple(weights), versions, kernel)
