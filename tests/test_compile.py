@@ -93,6 +93,37 @@ def test_compiled_evaluation_equals_eager(tmp_path) -> None:
     assert recompiles() - before <= 3
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("embed", [True, False])
+def test_a_grouped_supernet_traces_whole(embed) -> None:
+    """``--grouped_edges`` compiled: the network traces without a graph break (the copies'
+    backward, ``grouped_edges._Copies``, sums each run of copies through a plain view there,
+    not a strided one, whose storage offset TorchDynamo cannot trace: it broke the graph at
+    every group and fell back to eager piece by piece), and its gradients and BN statistics
+    are the eager ones bit for bit; the kernel sizes of a kind in one group as on CUDA
+    (``embed``, the cell's kernels built at once) or a group per size."""
+    from torch._dynamo.utils import counters
+
+    from shared.models import fast_mixed
+
+    results = []
+    counters["graph_break"].clear()
+    with fast_mixed.embedded("cpu", embed), fast_mixed.undilated("cpu", False):
+        for mode in ("off", TRACE_ONLY):
+            torch.manual_seed(0)
+            net = Network(4, 10, 1, get_space("s5"), steps=1, multiplier=1,
+                          grouped_edges=True).double()
+            compile_network(net, mode, logging.getLogger("compile"))
+            x, y = torch.randn(2, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1])
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            results.append({**{n: p.grad for n, p in net.named_parameters()},
+                            **dict(net.named_buffers())})
+    assert not counters["graph_break"]
+    for key, want in results[0].items():
+        got = results[1][key]
+        assert (got is None and want is None) or torch.equal(got, want), key
+
+
 def test_hessian_of_a_compiled_supernet_is_eager() -> None:
     """SDARTS' eigenvalue monitor differentiates twice, which a compiled backward cannot: its
     forward runs eagerly, and the Hessian is the eager network's."""

@@ -170,7 +170,13 @@ def _summed(grad: torch.Tensor, runs: list[tuple[int, int]], c: int,
     n, total, h, w = grad.shape
     ms = {m for _, m in runs}
     gaps = {b[0] - a[0] for a, b in zip(runs, runs[1:])} or {0}
-    if len(ms) > 1 or len(gaps) > 1:  # irregular: run by run
+    if torch.compiler.is_compiling() and len(runs) == 1:  # a strided view's storage offset
+        (first, m), = runs  # is no traceable value: the run's copies as a plain view
+        if last:
+            rows = grad.permute(0, 2, 3, 1).unflatten(3, (total // c, c))
+            return rows[:, :, :, first:first + m].sum(3).permute(0, 3, 1, 2)
+        return grad.unflatten(1, (total // c, c))[:, first:first + m].sum(1)
+    if len(ms) > 1 or len(gaps) > 1 or torch.compiler.is_compiling():  # run by run
         parts = [_summed(grad, [run], c, last) for run in runs]
         out = parts[0]
         for part in parts[1:]:
