@@ -148,6 +148,7 @@ class CellKernels:
     def __init__(self, stages: Sequence[Sequence[nn.Conv2d]]) -> None:
         self._stages = stages
         self._index = {tuple(map(id, convs)): i for i, convs in enumerate(stages)}
+        self._weights: list[list[torch.Tensor]] | None = None  # read once per forward
         self._built: dict[torch.dtype | None, tuple[torch.Tensor, ...]] = {}
 
     def __call__(self, convs: Sequence[nn.Conv2d]) -> torch.Tensor | None:
@@ -156,7 +157,9 @@ class CellKernels:
         i = self._index.get(tuple(map(id, convs)))
         if i is None:
             return None
-        weights = [[conv.weight for conv in stage] for stage in self._stages]
+        if self._weights is None:  # a module's attribute costs host time: ~100 a cell
+            self._weights = [[conv.weight for conv in stage] for stage in self._stages]
+        weights = self._weights
         dtype = kernel_reuse.autocast_dtype(weights[0][0])
         kept = kernel_reuse.reused_together(weights, i, dtype, lambda: embedded(weights, dtype))
         if kept is not None:

@@ -117,11 +117,13 @@ def reused_together(groups: Sequence[Sequence[torch.Tensor]], i: int, dtype: tor
     as :func:`reused` keeps a cast); built again, all of them, where it does not serve
     (:func:`_kept`'s rules, group by group). None outside a step, or where a weight is not a
     parameter (then the caller builds its own)."""
-    if not _reusing([w for weights in groups for w in weights]):
+    if _step is None or torch.compiler.is_compiling():
         return None
     what = () if dtype is None else ("cast", dtype)
-    kept = _serving(groups[i], what)
+    kept = _serving(groups[i], what)  # only parameters' are kept (checked once, at the build)
     if kept is None:
+        if not _reusing([w for weights in groups for w in weights]):
+            return None
         built = build()
         for weights, kernel in zip(groups, built):
             _keep(weights, what, kernel)
