@@ -191,7 +191,7 @@ def test_eval_mode_uses_each_edges_running_stats():
 @pytest.mark.parametrize("fold", [True, False], ids=["folded", "an eps differs: each its BN"])
 def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, monkeypatch):
     """In evaluation mode each edge's pooling BN reads its own running statistics: where node
-    sums are batched (CUDA), the fast path folds them (``_EvalPoolings``: ``a * p`` a weighted
+    sums are batched (CUDA), the fast path folds them (``_EvalFolds``: ``a * p`` a weighted
     term, ``-sum a * mean`` one more term of the node), running no BN for them; where their
     eps differ, each runs its BN. Logits, weight and mixing-weight gradients equal the plain
     path's in float64 (statistics moved by two training steps first, so that every edge's
@@ -226,6 +226,39 @@ def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, mon
     # cell 0 runs its own BNs where an eps differs; the other cells fold theirs
     assert any(pooled_bns) != fold
     assert sum(pooled_bns) == (0 if fold else NUM_EDGES * 2)  # max and avg on each edge
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["fast", "grouped as on cuda"])
+def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeypatch):
+    """Where node sums are batched and dilated convs run as they are (CUDA), evaluation mode
+    folds each separable and dilated conv's last BN into its node's sum as it does the
+    poolings' (``_EvalFolds``: ``a * y`` a weighted term of the conv's output before the BN),
+    running none of those BNs (on the grouped path their one stacked BN a group either):
+    logits, weight and mixing-weight gradients equal the plain path's in float64."""
+    from shared.models import global_batch_norm, grouped_edges
+
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"} if grouped else set())
+    monkeypatch.setattr(fast_mixed, "UNDILATE", set())
+    space = SPACES["darts"]
+    plain, fast = pair(space, dtype=torch.float64)
+    fast.grouped_edges = grouped
+    x, y = data(dtype=torch.float64)
+    for _ in range(2):  # running statistics of every BN moved, each its own
+        run(plain, x, y)
+        run(fast, x, y)
+    last = {id(fast_mixed.candidate.layers(op)[-1]) for cell in fast.cells
+            for mixed in cell._ops for op in mixed._ops
+            if fast_mixed.candidate.kind(op) in ("sep", "dil")}
+    ran = []
+    for module in (fast_mixed, grouped_edges):
+        monkeypatch.setattr(module, "batch_norm", lambda m, *a, **k: (
+            ran.append(id(m)), global_batch_norm.batch_norm(m, *a, **k))[1])
+    plain.eval()
+    fast.eval()
+    x2, y2 = data(seed=7, dtype=torch.float64)
+    assert_same_step(plain, fast, x2, y2, "weights", fixed_weights(space, torch.float64), **F64)
+    assert ran and not last & set(ran)  # the middle BNs of separable convs still run
 
 
 def test_channels_last_input_gives_the_same_result():

@@ -335,30 +335,31 @@ class _State:
         return self._x.take()
 
     def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module,
-                  scales: "_CellScales") -> tuple[torch.Tensor, bool]:
+                  scales: "_CellScales", folded: bool = False) -> tuple[torch.Tensor, bool]:
         """``scale * op(x)`` (``scale = scales.rows[edge][k]``) for a separable or dilated conv
         ``op``, and whether it is in the polyphase layout (its node transforms it back with the
-        node's other such terms). With the edges' grouping on, computed with every same-shaped
-        conv of its kind on the edges leaving this state, or either input of the cell (``Group``,
-        ``grouped_edges``): the first member to be asked computes them all, each later one
-        takes its own."""
+        node's other such terms); ``folded``: ``op(x)`` before its last BN (evaluation mode,
+        the BN folded into the node's sum: ``_EvalFolds``). With the edges' grouping on,
+        computed with every same-shaped conv of its kind on the edges leaving this state, or
+        either input of the cell (``Group``, ``grouped_edges``): the first member to be asked
+        computes them all, each later one takes its own."""
         group = (self._plan.groups or {}).get((edge, k))  # grouped_edges
         if group is None:
             scale = scales.rows[edge][k]
             if isinstance(op, SepConv):
-                return _sep(ctx, self, op, scale), False
-            return _dil(ctx, self, op, scale)
+                return _sep(ctx, self, op, scale, folded), False
+            return _dil(ctx, self, op, scale, folded)
         terms = self._cell.terms
         if (edge, k) not in terms:
             members, scale = group.members, scales.groups[group.members[0][:2]]
             if isinstance(op, SepConv):
                 made = sep_group(ctx, self.copies("relu", group.blocks), members, scale,
-                                 self._cell.kernels)
+                                 self._cell.kernels, folded)
                 poly = False
             else:
                 dw = widest([candidate.layers(o)[0] for _, _, o in members])
                 conv, poly = self.dil_conv(dw, group.blocks)
-                made = dil_group(ctx, conv, members, scale, self._cell.kernels)
+                made = dil_group(ctx, conv, members, scale, self._cell.kernels, folded)
             terms.update({key: (t, poly) for key, t in made.items()})
         return terms.pop((edge, k))
 
@@ -469,21 +470,26 @@ class _State:
         return self._pooling(candidate.layers(op)[0])[0].take()
 
 
-def _dil(ctx: _Ctx, st: _State, op: nn.Module, scale: Scale) -> tuple[torch.Tensor, bool]:
-    """``scale * op(x)`` and whether it is in the polyphase layout (``_State.dil_conv``)."""
+def _dil(ctx: _Ctx, st: _State, op: nn.Module, scale: Scale,
+         folded: bool = False) -> tuple[torch.Tensor, bool]:
+    """``scale * op(x)`` (``folded``: before its BN) and whether it is in the polyphase layout
+    (``_State.dil_conv``)."""
     dw, pw, bn = candidate.layers(op)
     conv, poly = st.dil_conv(dw)
-    return _bn(ctx, _pw(conv(kernel_reuse.weight(dw.weight)), pw), bn, scale), poly
+    y = _pw(conv(kernel_reuse.weight(dw.weight)), pw)
+    return (y if folded else _bn(ctx, y, bn, scale)), poly
 
 
-def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: Scale) -> torch.Tensor:
+def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: Scale, folded: bool = False) -> torch.Tensor:
+    """``scale * op(x)`` (``folded``: before its last BN)."""
     dw1, pw1, bn1, dw2, pw2, bn2 = candidate.layers(op)
     y = F.conv2d(st.relu(), kernel_reuse.weight(dw1.weight), None, dw1.stride, dw1.padding,
                  dw1.dilation, dw1.groups)
     y = F.relu_(_bn(ctx, _pw(y, pw1), bn1))  # in place: BN's backward needs not its output
     y = F.conv2d(y, kernel_reuse.weight(dw2.weight), None, dw2.stride, dw2.padding, dw2.dilation,
                  dw2.groups)
-    return _bn(ctx, _pw(y, pw2), bn2, scale)
+    y = _pw(y, pw2)
+    return y if folded else _bn(ctx, y, bn2, scale)
 
 
 def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
@@ -517,17 +523,17 @@ def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> 
 
 
 def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]],
-          poly_terms: list[torch.Tensor], pools: "_EvalPoolings | None" = None,
+          poly_terms: list[torch.Tensor], folds: "_EvalFolds | None" = None,
           node: int = 0) -> torch.Tensor | None:
     """A node's sum of its edges' terms: the batch-normalised ones (``adds``, the mixing weight
     inside), ``scale * t`` for the others (``muls``) and, transformed back once, those in the
     polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term); and
-    the evaluation-mode poolings' ``-sum a * mean`` where ``pools`` fold them into node
-    ``node`` (``_EvalPoolings``: then there are ``muls``, their ``a * p``)."""
+    the evaluation-mode ``-sum a * mean`` of the BNs ``folds`` folds into node ``node``
+    (``_EvalFolds``: then there are ``muls``, their ``a * y``)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
-    if pools is not None and node in pools.fed:  # one more unscaled term: (C,) broadcast
-        offset = pools.offset(node, node_sum.common_dtype([t for _, t in muls] + adds))
+    if folds is not None and node in folds.fed:  # one more unscaled term: (C,) broadcast
+        offset = folds.offset(node, node_sum.common_dtype([t for _, t in muls] + adds))
         like = muls[0][1]
         adds = adds + [offset.view(1, -1, *(1,) * (like.dim() - 2)).expand_as(like)]
     if muls:
@@ -535,24 +541,29 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
     return node_sum.total(adds) if adds else None
 
 
-class _EvalPoolings:
-    """A cell's pooling candidates in evaluation mode, each edge's BN of the shared pooling p
-    folded: ``scale * (p - mean) / sqrt(var + eps) = a * p - a * mean``, ``a = scale /
-    sqrt(var + eps)``; each ``a * p`` a term of its node's weighted sum (``node_sum``, batched
-    with the node's other such terms) and each node's ``-sum a * mean`` one more term. An
-    SDARTS-ADV step runs 9 forwards in evaluation mode, where each edge's pooling BN reads its
-    own running statistics (28 BNs a cell of the DARTS space, forward and backward); these are
-    a few kernels a cell instead (as on CUDA, ``bench/kernel_count.py``: an SDARTS-ADV step
+class _EvalFolds:
+    """A cell's pooling candidates in evaluation mode and, where the device runs dilated convs
+    as they are (not ``UNDILATE``: no polyphase terms), its separable and dilated convs: each
+    one's last BN (affine-free, reading its running statistics) folded into its node's sum.
+    For a pooling p (shared by every edge) or a conv's output y before that BN, ``scale * (y -
+    mean) / sqrt(var + eps) = a * y - a * mean``, ``a = scale / sqrt(var + eps)``; each ``a *
+    y`` is a term of its node's weighted sum (``node_sum``, batched with the node's other such
+    terms) and each node's ``-sum a * mean`` one more term. An SDARTS-ADV step runs 9 forwards
+    in evaluation mode (its attack), where each edge's BNs read their own running statistics;
+    these are a few kernels a cell instead (as on CUDA, ``bench/kernel_count.py``): the
+    poolings' 28 BNs a cell of the DARTS space, forward and backward (an SDARTS-ADV step
     23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the fast path; the offsets as terms
     of the node sums, not subtracted from them and cast node by node, 20,192 -> 19,680 and
-    55,816 -> 55,304). Where node sums run term by term (the CPU, ``node_sum.BATCHED``) each
-    folded term would cost what its BN did, so there each edge keeps its BN. ``a[(edge, k)]``:
-    the candidate's (C,) factor; ``offsets``: (steps, C), node i's ``-sum a * mean`` in row i
-    where a pooling feeds it (``fed``)."""
+    55,816 -> 55,304), and the convs' last BNs (one per group, or per conv on the fast path:
+    19,424 -> 18,386 grouped, 55,304 -> 48,136 on the fast path). Where node sums run term by
+    term (the CPU, ``node_sum.BATCHED``) each folded term would cost what its BN did, so there
+    each keeps its BN. ``a[(edge, k)]``: the candidate's (C,) factor; ``offsets``: (steps, C),
+    node i's ``-sum a * mean`` in row i where a folded candidate feeds it (``fed``);
+    ``convs``: whether the convs' BNs are folded."""
 
     def __init__(self, a: dict[tuple[int, int], torch.Tensor], offsets: torch.Tensor,
-                 fed: set[int]) -> None:
-        self.a, self.offsets, self.fed = a, offsets, fed
+                 fed: set[int], convs: bool) -> None:
+        self.a, self.offsets, self.fed, self.convs = a, offsets, fed, convs
         self._in: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
 
     def offset(self, node: int, dtype: torch.dtype) -> torch.Tensor:
@@ -563,51 +574,86 @@ class _EvalPoolings:
         return self._in[dtype][node]
 
 
-def _pool_candidates(cell, live: list[list[bool]] | None
-                     ) -> list[tuple[int, int, int, nn.BatchNorm2d]]:
-    """(edge, candidate, node, BN) of each pooling candidate of the cell that runs."""
+def _folded_candidates(cell, live: list[list[bool]] | None, convs: bool
+                       ) -> list[tuple[int, int, int, nn.BatchNorm2d]]:
+    """(edge, candidate, node, BN) of each pooling candidate of the cell that runs, and of
+    each separable or dilated conv (its last BN) where ``convs``."""
     found, offset = [], 0
     for node in range(cell._steps):
         for edge in range(offset, offset + 2 + node):
             for k, op in enumerate(cell._ops[edge]._ops):
-                if candidate.kind(op) == "pool" and (live is None or live[edge][k]):
-                    found.append((edge, k, node, candidate.layers(op)[1]))
+                if live is not None and not live[edge][k]:
+                    continue
+                kind = candidate.kind(op)
+                if kind == "pool" or (convs and kind in ("sep", "dil")):
+                    found.append((edge, k, node, candidate.layers(op)[-1]))
         offset += 2 + node
     return found
 
 
-def _eval_poolings(cell, scales: "_CellScales", live: list[list[bool]] | None,
-                   ref: torch.Tensor) -> _EvalPoolings | None:
-    """The cell's :class:`_EvalPoolings`; None where a pooling's BN runs in training mode, has
-    an affine part, keeps no running statistics, or where their eps differ (each then runs its
-    own BN)."""
-    plan = _memo(cell, ("pool candidates", _live_key(live)), lambda: _PoolPlan(cell, live))
-    bns = plan.bns
-    if not bns or len({m.eps for m in bns}) > 1 or any(
-            m.training or not m.track_running_stats or m.running_var is None
-            or m.weight is not None or m.bias is not None for m in bns):
+def _foldable(bns: Sequence[nn.BatchNorm2d]) -> bool:
+    """BNs in evaluation mode, affine-free, with running statistics and one eps."""
+    return bool(bns) and len({m.eps for m in bns}) == 1 and not any(
+        m.training or not m.track_running_stats or m.running_var is None
+        or m.weight is not None or m.bias is not None for m in bns)
+
+
+def _eval_folds(cell, scales: "_CellScales", live: list[list[bool]] | None,
+                ref: torch.Tensor, grouped: bool) -> _EvalFolds | None:
+    """The cell's :class:`_EvalFolds`: the poolings' BNs and the convs' last BNs where the
+    device runs dilated convs as they are and all can fold (:func:`_foldable`), else the
+    poolings' alone where they can; None where a pooling's BN cannot (each then runs its own
+    BN); ``grouped``: the cell's convs run grouped (``scales`` has their groups' vectors)."""
+    convs = ref.device.type not in UNDILATE
+    for fold_convs in ((True, False) if convs else (False,)):
+        key = ("folds", _live_key(live), fold_convs, grouped, _merges(ref.device.type))
+        plan = _memo(cell, key, lambda f=fold_convs: _FoldPlan(cell, live, f, grouped,
+                                                               ref.device.type))
+        if _foldable(plan.bns):
+            break
+    else:
         return None
-    a = torch.stack([scales.rows[e][k] for e, k in plan.keys]) * torch.rsqrt(
+    bns = plan.bns
+    a = plan.rows(scales) * torch.rsqrt(
         torch.stack([m.running_var for m in bns]) + bns[0].eps)
     mean = torch.stack([m.running_mean for m in bns])
     # each node's -sum a * mean: a product with the 0/-1 matrix of who feeds which node and a
     # reduction (not a matrix product, which autocast would run in low precision)
     offsets = ((a * mean).unsqueeze(0) * plan.minus_nodes(ref)).sum(1)  # (steps, C)
-    return _EvalPoolings(dict(zip(plan.keys, a.unbind(0))), offsets, plan.fed)
+    return _EvalFolds(dict(zip(plan.keys, a.unbind(0))), offsets, plan.fed, fold_convs)
 
 
-class _PoolPlan:
-    """A cell's pooling candidates that run (``_pool_candidates``): their (edge, candidate)
-    ``keys``, ``bns``, the nodes they feed, and the (steps, P, 1) matrix with -1 where
-    candidate p feeds node i, made on a device and in a dtype once (a host-to-device copy:
-    never while a CUDA graph records)."""
+class _FoldPlan:
+    """A cell's candidates whose BN folds (``_folded_candidates``): their (edge, candidate)
+    ``keys``, ``bns``, where each one's scale is (its row, or its block of its group's
+    vector: the groups of ``device_type``), the nodes they feed, and the (steps, P, 1) matrix
+    with -1 where candidate p feeds node i, made on a device and in a dtype once (a
+    host-to-device copy: never while a CUDA graph records)."""
 
-    def __init__(self, cell, live: list[list[bool]] | None) -> None:
-        found = _pool_candidates(cell, live)
-        self.keys = [(e, k) for e, k, _, _ in found]
-        self.bns = [m for _, _, _, m in found]
-        self._of = [node for _, _, node, _ in found]
+    def __init__(self, cell, live: list[list[bool]] | None, convs: bool, grouped: bool,
+                 device_type: str) -> None:
+        found = {(e, k): (node, bn) for e, k, node, bn in _folded_candidates(cell, live, convs)}
+        # the scales as they lie: a group's members together, in its order (its vector, one
+        # piece: a slice per member would cost a backward each), else a candidate's own row
+        groups = [[(e, k) for e, k, _ in members]
+                  for members in (_cell_groups(cell, live, device_type) if grouped else ())]
+        groups = [g for g in groups if g[0] in found]  # convs folded: every member is
+        in_group = {key for g in groups for key in g}
+        self._pieces = [(g[0], len(g)) for g in groups] + [
+            (key, 1) for key in found if key not in in_group]
+        self.keys = [key for g in groups for key in g] + [
+            key for key in found if key not in in_group]
+        self.bns = [found[key][1] for key in self.keys]
+        self._of = [found[key][0] for key in self.keys]
         self.fed, self._steps, self._on = set(self._of), cell._steps, {}
+
+    def rows(self, scales: "_CellScales") -> torch.Tensor:
+        """Each candidate's (C,) scale, (P, C) in ``keys``' order: one concatenation of the
+        groups' vectors and the other candidates' rows."""
+        pieces = [scales.rows[e][k] if m == 1 and scales.rows[e][k] is not None
+                  else scales.groups[e, k] for (e, k), m in self._pieces]
+        c = pieces[-1].numel() // self._pieces[-1][1]
+        return torch.cat([p.view(-1, c) for p in pieces])
 
     def minus_nodes(self, ref: torch.Tensor) -> torch.Tensor:
         key = (ref.device, ref.dtype)
@@ -940,7 +986,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     channels = states[0].x.shape[1]
     scales = (_grouped_scales(cell, weights, channels, live) if ctx.grouped
               else _CellScales(_scales(weights, channels), {}))
-    pools = (_eval_poolings(cell, scales, live, weights)
+    folds = (_eval_folds(cell, scales, live, weights, ctx.grouped)
              if not cell.training and node_sum.is_batched(weights) else None)
     offset = 0
     for node in range(cell._steps):
@@ -953,14 +999,17 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     continue
                 if kind == "skip":
                     muls.append((w, st.read()))
-                elif kind == "pool" and pools is not None:  # evaluation mode, folded
-                    muls.append((pools.a[offset + j, k], st.pooling(op)))
+                elif kind == "pool" and folds is not None:  # evaluation mode, folded
+                    muls.append((folds.a[offset + j, k], st.pooling(op)))
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                     if isinstance(term, tuple):
                         muls.append(term)
                     else:
                         adds.append(term)
+                elif kind in ("sep", "dil") and folds is not None and folds.convs:
+                    term, _ = st.conv_term(ctx, offset + j, k, op, scales, folded=True)
+                    muls.append((folds.a[offset + j, k], term))  # never polyphase here
                 elif kind in ("sep", "dil"):
                     term, poly = st.conv_term(ctx, offset + j, k, op, scales)
                     if poly:  # transformed back once, with the node's other such terms
@@ -973,7 +1022,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     muls.append((w, _noise(op, st.x, ctx.noise_format)))
                 else:
                     muls.append((w, op(st.read())))
-        acc = _node(adds, muls, poly_terms, pools, node)
+        acc = _node(adds, muls, poly_terms, folds, node)
         if acc is None:  # every op into this node is 'none'
             s = states[0].stride
             acc = states[0].read()[:, :, ::s, ::s].mul(0.0)

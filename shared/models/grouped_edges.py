@@ -239,17 +239,18 @@ def _kernels(weights: Sequence[torch.Tensor]) -> torch.Tensor:
     return embedded([weights])[0]
 
 
-def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
+def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d] | None,
            scale: Scale | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
-    its BN (one stacked call) times its block of ``scale``."""
+    its BN (one stacked call) times its block of ``scale``; no BN where ``bns`` is None (folded
+    into the node sums: ``fast_mixed._EvalFolds``)."""
     weights = [p.weight for p in pws]
     y = F.conv2d(y, reused(weights, lambda: joined(weights)), None, 1, 0, 1, len(pws))
-    return _stacked_bn(ctx, y, bns, scale)
+    return y if bns is None else _stacked_bn(ctx, y, bns, scale)
 
 
 def _dw_pw_bn(ctx, conv: Callable[[torch.Tensor], torch.Tensor], dws: Sequence[nn.Conv2d],
-              pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d],
+              pws: Sequence[nn.Conv2d], bns: Sequence[nn.BatchNorm2d] | None,
               scale: Scale | None, cell: CellKernels | None) -> torch.Tensor:
     """Depthwise conv -> 1x1 conv -> BN of m edges reading one input, in one call each:
     ``conv(kernels)`` is the depthwise conv of the input's m copies (:func:`copies`) by the m
@@ -268,11 +269,13 @@ def _split(y: torch.Tensor, members: Sequence[Member]) -> dict[tuple[int, int], 
 
 
 def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member], scale: Scale,
-              cell: CellKernels | None = None) -> dict[tuple[int, int], torch.Tensor]:
+              cell: CellKernels | None = None,
+              folded: bool = False) -> dict[tuple[int, int], torch.Tensor]:
     """``w * op(x)`` for every (e, k, op) of ``members`` (separable convs, same
     ``group_key``), ``scale`` their mixing weights ``w`` as C values each, back to back; from
     the state's ReLU in m copies (:func:`copies`); returned per (edge, candidate). ``cell``:
-    the cell's kernels of several sizes, built at once (:func:`kernels`)."""
+    the cell's kernels of several sizes, built at once (:func:`kernels`); ``folded``: each
+    ``op(x)`` before its last BN (evaluation mode, the BN folded into the node sums)."""
     # per op: (depthwise, 1x1, BN) twice
     dw1, pw1, bn1, dw2, pw2, bn2 = zip(*(layers(op) for _, _, op in members))
     a, b = widest(dw1), widest(dw2)
@@ -284,19 +287,19 @@ def sep_group(ctx, relu_copies: torch.Tensor, members: Sequence[Member], scale: 
     y = _dw_pw_bn(ctx, first, dw1, pw1, bn1, None, cell)
     y = F.relu_(y)  # in place: BN's backward needs not its output
     y = F.conv2d(y, kernels(dw2, cell), None, b.stride, b.padding, b.dilation, y.shape[1])
-    y = _pw_bn(ctx, y, pw2, bn2, scale)
+    y = _pw_bn(ctx, y, pw2, None if folded else bn2, scale)
     return _split(y, members)
 
 
 def dil_group(ctx, conv: Callable[[torch.Tensor], torch.Tensor], members: Sequence[Member],
-              scale: Scale, cell: CellKernels | None = None
+              scale: Scale, cell: CellKernels | None = None, folded: bool = False
               ) -> dict[tuple[int, int], torch.Tensor]:
     """``w * op(x)`` for every (e, k, op) of ``members`` (dilated convs, same ``group_key``),
     ``scale`` as for :func:`sep_group`; ``conv(kernels)``: the depthwise conv of the m copies
     of the state's ReLU (:func:`copies`) as the fast path runs it for one member, with the m
     kernels side by side (``groups=m*C``), so the result is in that conv's layout (polyphase
-    where it is polyphase); returned per (edge, candidate); ``cell`` as for
+    where it is polyphase); returned per (edge, candidate); ``cell`` and ``folded`` as for
     :func:`sep_group`."""
     dws, pws, bns = zip(*(layers(op) for _, _, op in members))  # per op: depthwise, 1x1, BN
-    y = _dw_pw_bn(ctx, conv, dws, pws, bns, scale, cell)
+    y = _dw_pw_bn(ctx, conv, dws, pws, None if folded else bns, scale, cell)
     return _split(y, members)
