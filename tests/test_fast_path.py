@@ -231,10 +231,11 @@ def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, mon
 @pytest.mark.parametrize("grouped", [False, True], ids=["fast", "grouped as on cuda"])
 def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeypatch):
     """Where node sums are batched and dilated convs run as they are (CUDA), evaluation mode
-    folds each separable and dilated conv's last BN into its node's sum as it does the
-    poolings' (``_EvalFolds``: ``a * y`` a weighted term of the conv's output before the BN),
-    running none of those BNs (on the grouped path their one stacked BN a group either):
-    logits, weight and mixing-weight gradients equal the plain path's in float64."""
+    folds each separable and dilated conv's last BN, and each FactorizedReduce candidate's BN,
+    into its node's sum as it does the poolings' (``_EvalFolds``: ``a * y`` a weighted term of
+    the op's output before the BN), running none of those BNs (on the grouped path their one
+    stacked BN a group either): logits, weight and mixing-weight gradients equal the plain
+    path's in float64."""
     from shared.models import global_batch_norm, grouped_edges
 
     monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
@@ -247,9 +248,10 @@ def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeyp
     for _ in range(2):  # running statistics of every BN moved, each its own
         run(plain, x, y)
         run(fast, x, y)
-    last = {id(fast_mixed.candidate.layers(op)[-1]) for cell in fast.cells
+    last = {id(fast_mixed._last_bn(op)) for cell in fast.cells
             for mixed in cell._ops for op in mixed._ops
-            if fast_mixed.candidate.kind(op) in ("sep", "dil")}
+            if fast_mixed.candidate.kind(op) in ("sep", "dil", "fr")}
+    assert len(last) == 2 * 8 + 5 * NUM_EDGES * 4  # 2 reduction cells, 8 FR each
     ran = []
     for module in (fast_mixed, grouped_edges):
         monkeypatch.setattr(module, "batch_norm", lambda m, *a, **k: (

@@ -493,13 +493,14 @@ def _sep(ctx: _Ctx, st: _State, op: SepConv, scale: Scale, folded: bool = False)
 
 
 def _fr(ctx: _Ctx, st: _State, op: FactorizedReduce,
-        scale: Scale | None = None) -> torch.Tensor:
+        scale: Scale | None = None, folded: bool = False) -> torch.Tensor:
+    """``scale * op(x)`` (``folded``: before its BN)."""
     # A 1x1 stride-2 conv is a 1x1 conv of the even pixels. Also a workaround: oneDNN's
     # channels-last 1x1 stride-2 weight gradient corrupts the heap on small inputs
     # (torch 2.14 CPU, e.g. N=4, C=4, 8x8). The even and odd pixels are taken once per state,
     # for all its edges' FactorizedReduce (and the dilated convs at stride 2).
     out = torch.cat([_pw(st.relu_even(), op.conv_1), _pw(st.relu_odd(), op.conv_2)], dim=1)
-    return _bn(ctx, out, op.bn, scale)
+    return out if folded else _bn(ctx, out, op.bn, scale)
 
 
 def _preprocess(ctx: _Ctx, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -541,29 +542,37 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
     return node_sum.total(adds) if adds else None
 
 
+# The candidates whose BN evaluation mode folds into the node sums, most first: the convs'
+# last BNs only where the device runs dilated convs as they are (no polyphase terms), then the
+# poolings' and FactorizedReduce's, then the poolings' alone (``_eval_folds``)
+_FOLD_TIERS = (frozenset({"pool", "fr", "sep", "dil"}), frozenset({"pool", "fr"}),
+               frozenset({"pool"}))
+
+
 class _EvalFolds:
-    """A cell's pooling candidates in evaluation mode and, where the device runs dilated convs
-    as they are (not ``UNDILATE``: no polyphase terms), its separable and dilated convs: each
-    one's last BN (affine-free, reading its running statistics) folded into its node's sum.
-    For a pooling p (shared by every edge) or a conv's output y before that BN, ``scale * (y -
-    mean) / sqrt(var + eps) = a * y - a * mean``, ``a = scale / sqrt(var + eps)``; each ``a *
-    y`` is a term of its node's weighted sum (``node_sum``, batched with the node's other such
-    terms) and each node's ``-sum a * mean`` one more term. An SDARTS-ADV step runs 9 forwards
-    in evaluation mode (its attack), where each edge's BNs read their own running statistics;
-    these are a few kernels a cell instead (as on CUDA, ``bench/kernel_count.py``): the
-    poolings' 28 BNs a cell of the DARTS space, forward and backward (an SDARTS-ADV step
-    23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the fast path; the offsets as terms
-    of the node sums, not subtracted from them and cast node by node, 20,192 -> 19,680 and
-    55,816 -> 55,304), and the convs' last BNs (one per group, or per conv on the fast path:
-    19,424 -> 18,386 grouped, 55,304 -> 48,136 on the fast path). Where node sums run term by
-    term (the CPU, ``node_sum.BATCHED``) each folded term would cost what its BN did, so there
-    each keeps its BN. ``a[(edge, k)]``: the candidate's (C,) factor; ``offsets``: (steps, C),
-    node i's ``-sum a * mean`` in row i where a folded candidate feeds it (``fed``);
-    ``convs``: whether the convs' BNs are folded."""
+    """A cell's pooling and FactorizedReduce candidates in evaluation mode and, where the
+    device runs dilated convs as they are (not ``UNDILATE``: no polyphase terms), its separable
+    and dilated convs: each one's last BN (affine-free, reading its running statistics) folded
+    into its node's sum. For a pooling p (shared by every edge) or an op's output y before
+    that BN, ``scale * (y - mean) / sqrt(var + eps) = a * y - a * mean``, ``a = scale /
+    sqrt(var + eps)``; each ``a * y`` is a term of its node's weighted sum (``node_sum``,
+    batched with the node's other such terms) and each node's ``-sum a * mean`` one more term.
+    An SDARTS-ADV step runs 9 forwards in evaluation mode (its attack), where each edge's BNs
+    read their own running statistics; these are a few kernels a cell instead (as on CUDA,
+    ``bench/kernel_count.py``): the poolings' 28 BNs a cell of the DARTS space, forward and
+    backward (an SDARTS-ADV step 23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the
+    fast path; the offsets as terms of the node sums, not subtracted from them and cast node
+    by node, 20,192 -> 19,680 and 55,816 -> 55,304), the convs' last BNs (one per group, or
+    per conv on the fast path: 19,424 -> 18,386 grouped, 55,304 -> 48,136 on the fast path)
+    and a reduction cell's FactorizedReduce BNs (18,386 -> 18,130, 48,136 -> 47,880). Where
+    node sums run term by term (the CPU, ``node_sum.BATCHED``) each folded term would cost
+    what its BN did, so there each keeps its BN. ``a[(edge, k)]``: the candidate's (C,)
+    factor; ``offsets``: (steps, C), node i's ``-sum a * mean`` in row i where a folded
+    candidate feeds it (``fed``); ``kinds``: the candidate kinds folded (one of ``_FOLD_TIERS``)."""
 
     def __init__(self, a: dict[tuple[int, int], torch.Tensor], offsets: torch.Tensor,
-                 fed: set[int], convs: bool) -> None:
-        self.a, self.offsets, self.fed, self.convs = a, offsets, fed, convs
+                 fed: set[int], kinds: frozenset[str]) -> None:
+        self.a, self.offsets, self.fed, self.kinds = a, offsets, fed, kinds
         self._in: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
 
     def offset(self, node: int, dtype: torch.dtype) -> torch.Tensor:
@@ -574,19 +583,33 @@ class _EvalFolds:
         return self._in[dtype][node]
 
 
-def _folded_candidates(cell, live: list[list[bool]] | None, convs: bool
+def _folded_term(ctx: _Ctx, st: _State, edge: int, k: int, op: nn.Module, kind: str,
+                 scales: "_CellScales") -> torch.Tensor:
+    """A folded candidate's output before its last BN (``_EvalFolds``)."""
+    if kind == "pool":
+        return st.pooling(op)
+    if kind == "fr":
+        return _fr(ctx, st, op, folded=True)
+    return st.conv_term(ctx, edge, k, op, scales, folded=True)[0]  # never polyphase here
+
+
+def _last_bn(op: nn.Module) -> nn.BatchNorm2d:
+    """The BN a candidate ends in (a pooling, FactorizedReduce, separable or dilated conv)."""
+    return op.bn if isinstance(op, FactorizedReduce) else candidate.layers(op)[-1]
+
+
+def _folded_candidates(cell, live: list[list[bool]] | None, kinds: frozenset[str]
                        ) -> list[tuple[int, int, int, nn.BatchNorm2d]]:
-    """(edge, candidate, node, BN) of each pooling candidate of the cell that runs, and of
-    each separable or dilated conv (its last BN) where ``convs``."""
+    """(edge, candidate, node, last BN) of each candidate of the cell that runs and is of one
+    of ``kinds``."""
     found, offset = [], 0
     for node in range(cell._steps):
         for edge in range(offset, offset + 2 + node):
             for k, op in enumerate(cell._ops[edge]._ops):
                 if live is not None and not live[edge][k]:
                     continue
-                kind = candidate.kind(op)
-                if kind == "pool" or (convs and kind in ("sep", "dil")):
-                    found.append((edge, k, node, candidate.layers(op)[-1]))
+                if candidate.kind(op) in kinds:
+                    found.append((edge, k, node, _last_bn(op)))
         offset += 2 + node
     return found
 
@@ -600,15 +623,15 @@ def _foldable(bns: Sequence[nn.BatchNorm2d]) -> bool:
 
 def _eval_folds(cell, scales: "_CellScales", live: list[list[bool]] | None,
                 ref: torch.Tensor, grouped: bool) -> _EvalFolds | None:
-    """The cell's :class:`_EvalFolds`: the poolings' BNs and the convs' last BNs where the
-    device runs dilated convs as they are and all can fold (:func:`_foldable`), else the
-    poolings' alone where they can; None where a pooling's BN cannot (each then runs its own
-    BN); ``grouped``: the cell's convs run grouped (``scales`` has their groups' vectors)."""
+    """The cell's :class:`_EvalFolds`: the first of ``_FOLD_TIERS`` whose BNs all can fold
+    (:func:`_foldable`; the convs' only where the device runs dilated convs as they are);
+    None where none can (each candidate then runs its own BN); ``grouped``: the cell's convs
+    run grouped (``scales`` has their groups' vectors)."""
     convs = ref.device.type not in UNDILATE
-    for fold_convs in ((True, False) if convs else (False,)):
-        key = ("folds", _live_key(live), fold_convs, grouped, _merges(ref.device.type))
-        plan = _memo(cell, key, lambda f=fold_convs: _FoldPlan(cell, live, f, grouped,
-                                                               ref.device.type))
+    for kinds in (_FOLD_TIERS if convs else _FOLD_TIERS[1:]):
+        key = ("folds", _live_key(live), kinds, grouped, _merges(ref.device.type))
+        plan = _memo(cell, key, lambda f=kinds: _FoldPlan(cell, live, f, grouped,
+                                                          ref.device.type))
         if _foldable(plan.bns):
             break
     else:
@@ -620,7 +643,7 @@ def _eval_folds(cell, scales: "_CellScales", live: list[list[bool]] | None,
     # each node's -sum a * mean: a product with the 0/-1 matrix of who feeds which node and a
     # reduction (not a matrix product, which autocast would run in low precision)
     offsets = ((a * mean).unsqueeze(0) * plan.minus_nodes(ref)).sum(1)  # (steps, C)
-    return _EvalFolds(dict(zip(plan.keys, a.unbind(0))), offsets, plan.fed, fold_convs)
+    return _EvalFolds(dict(zip(plan.keys, a.unbind(0))), offsets, plan.fed, kinds)
 
 
 class _FoldPlan:
@@ -630,9 +653,9 @@ class _FoldPlan:
     with -1 where candidate p feeds node i, made on a device and in a dtype once (a
     host-to-device copy: never while a CUDA graph records)."""
 
-    def __init__(self, cell, live: list[list[bool]] | None, convs: bool, grouped: bool,
-                 device_type: str) -> None:
-        found = {(e, k): (node, bn) for e, k, node, bn in _folded_candidates(cell, live, convs)}
+    def __init__(self, cell, live: list[list[bool]] | None, kinds: frozenset[str],
+                 grouped: bool, device_type: str) -> None:
+        found = {(e, k): (node, bn) for e, k, node, bn in _folded_candidates(cell, live, kinds)}
         # the scales as they lie: a group's members together, in its order (its vector, one
         # piece: a slice per member would cost a backward each), else a candidate's own row
         groups = [[(e, k) for e, k, _ in members]
@@ -999,17 +1022,15 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                     continue
                 if kind == "skip":
                     muls.append((w, st.read()))
-                elif kind == "pool" and folds is not None:  # evaluation mode, folded
-                    muls.append((folds.a[offset + j, k], st.pooling(op)))
+                elif folds is not None and kind in folds.kinds:  # evaluation mode, folded
+                    muls.append((folds.a[offset + j, k],
+                                 _folded_term(ctx, st, offset + j, k, op, kind, scales)))
                 elif kind == "pool":
                     term = st.pooled(ctx, op, w)
                     if isinstance(term, tuple):
                         muls.append(term)
                     else:
                         adds.append(term)
-                elif kind in ("sep", "dil") and folds is not None and folds.convs:
-                    term, _ = st.conv_term(ctx, offset + j, k, op, scales, folded=True)
-                    muls.append((folds.a[offset + j, k], term))  # never polyphase here
                 elif kind in ("sep", "dil"):
                     term, poly = st.conv_term(ctx, offset + j, k, op, scales)
                     if poly:  # transformed back once, with the node's other such terms
