@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from shared.models import fast_mixed, node_sum
+from shared.models import eval_folds, fast_mixed, node_sum
 from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
 from shared.models.grouped_edges import copies, kernels
 from shared.models.search_cnn import Network
@@ -191,7 +191,7 @@ def test_eval_mode_uses_each_edges_running_stats():
 @pytest.mark.parametrize("fold", [True, False], ids=["folded", "an eps differs: each its BN"])
 def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, monkeypatch):
     """In evaluation mode each edge's pooling BN reads its own running statistics: where node
-    sums are batched (CUDA), the fast path folds them (``_EvalFolds``: ``a * p`` a weighted
+    sums are batched (CUDA), the fast path folds them (``eval_folds``: ``a * p`` a weighted
     term, ``-sum a * mean`` one more term of the node), running no BN for them; where their
     eps differ, each runs its BN. Logits, weight and mixing-weight gradients equal the plain
     path's in float64 (statistics moved by two training steps first, so that every edge's
@@ -232,7 +232,7 @@ def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, mon
 def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeypatch):
     """Where node sums are batched and dilated convs run as they are (CUDA), evaluation mode
     folds each separable and dilated conv's last BN, and each FactorizedReduce candidate's BN,
-    into its node's sum as it does the poolings' (``_EvalFolds``: ``a * y`` a weighted term of
+    into its node's sum as it does the poolings' (``eval_folds``: ``a * y`` a weighted term of
     the op's output before the BN), running none of those BNs (on the grouped path their one
     stacked BN a group either): logits, weight and mixing-weight gradients equal the plain
     path's in float64."""
@@ -248,7 +248,7 @@ def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeyp
     for _ in range(2):  # running statistics of every BN moved, each its own
         run(plain, x, y)
         run(fast, x, y)
-    last = {id(fast_mixed._last_bn(op)) for cell in fast.cells
+    last = {id(eval_folds.last_bn(op)) for cell in fast.cells
             for mixed in cell._ops for op in mixed._ops
             if fast_mixed.candidate.kind(op) in ("sep", "dil", "fr")}
     assert len(last) == 2 * 8 + 5 * NUM_EDGES * 4  # 2 reduction cells, 8 FR each

@@ -44,7 +44,10 @@ agree to rounding, float64 to ~1e-14):
   inputs, ``Group``) run together, one kernel per stage for all of them
   (``shared.models.grouped_edges``); a dilated group gets the rewrite above that any one of
   its convs would (``_State.dil_conv``), on the stacked kernels; on CUDA (``EMBED``) each
-  kind's kernel sizes share a group, the smaller kernels embedded in the widest.
+  kind's kernel sizes share a group, the smaller kernels embedded in the widest;
+* in evaluation mode, where node sums are batched, the poolings', FactorizedReduces' and (with
+  dilated convs run as they are) the convs' last BNs, which read running statistics, are
+  folded into the node sums as weighted terms (``shared.models.eval_folds``).
 
 Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 """
@@ -64,6 +67,7 @@ from shared.models import candidate, kernel_reuse, node_sum
 from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
 from shared.models.device_policy import switched
 from shared.models.embedded_kernels import CellKernels
+from shared.models.eval_folds import FOLD_TIERS, EvalFolds, FoldPlan, foldable
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import (
@@ -339,7 +343,7 @@ class _State:
         """``scale * op(x)`` (``scale = scales.rows[edge][k]``) for a separable or dilated conv
         ``op``, and whether it is in the polyphase layout (its node transforms it back with the
         node's other such terms); ``folded``: ``op(x)`` before its last BN (evaluation mode,
-        the BN folded into the node's sum: ``_EvalFolds``). With the edges' grouping on,
+        the BN folded into the node's sum: ``eval_folds``). With the edges' grouping on,
         computed with every same-shaped conv of its kind on the edges leaving this state, or
         either input of the cell (``Group``, ``grouped_edges``): the first member to be asked
         computes them all, each later one takes its own."""
@@ -524,13 +528,13 @@ def _noise(op: NoiseOp, x: torch.Tensor, memory_format: torch.memory_format) -> 
 
 
 def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]],
-          poly_terms: list[torch.Tensor], folds: "_EvalFolds | None" = None,
+          poly_terms: list[torch.Tensor], folds: EvalFolds | None = None,
           node: int = 0) -> torch.Tensor | None:
     """A node's sum of its edges' terms: the batch-normalised ones (``adds``, the mixing weight
     inside), ``scale * t`` for the others (``muls``) and, transformed back once, those in the
     polyphase layout (``node_sum``; on CUDA a few kernels per node, not a few per term); and
     the evaluation-mode ``-sum a * mean`` of the BNs ``folds`` folds into node ``node``
-    (``_EvalFolds``: then there are ``muls``, their ``a * y``)."""
+    (``eval_folds``: then there are ``muls``, their ``a * y``)."""
     if poly_terms:
         adds = adds + [poly_out(node_sum.total(poly_terms))]
     if folds is not None and node in folds.fed:  # one more unscaled term: (C,) broadcast
@@ -542,50 +546,9 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
     return node_sum.total(adds) if adds else None
 
 
-# The candidates whose BN evaluation mode folds into the node sums, most first: the convs'
-# last BNs only where the device runs dilated convs as they are (no polyphase terms), then the
-# poolings' and FactorizedReduce's, then the poolings' alone (``_eval_folds``)
-_FOLD_TIERS = (frozenset({"pool", "fr", "sep", "dil"}), frozenset({"pool", "fr"}),
-               frozenset({"pool"}))
-
-
-class _EvalFolds:
-    """A cell's pooling and FactorizedReduce candidates in evaluation mode and, where the
-    device runs dilated convs as they are (not ``UNDILATE``: no polyphase terms), its separable
-    and dilated convs: each one's last BN (affine-free, reading its running statistics) folded
-    into its node's sum. For a pooling p (shared by every edge) or an op's output y before
-    that BN, ``scale * (y - mean) / sqrt(var + eps) = a * y - a * mean``, ``a = scale /
-    sqrt(var + eps)``; each ``a * y`` is a term of its node's weighted sum (``node_sum``,
-    batched with the node's other such terms) and each node's ``-sum a * mean`` one more term.
-    An SDARTS-ADV step runs 9 forwards in evaluation mode (its attack), where each edge's BNs
-    read their own running statistics; these are a few kernels a cell instead (as on CUDA,
-    ``bench/kernel_count.py``): the poolings' 28 BNs a cell of the DARTS space, forward and
-    backward (an SDARTS-ADV step 23,184 -> 21,536 launches grouped, 58,808 -> 57,160 on the
-    fast path; the offsets as terms of the node sums, not subtracted from them and cast node
-    by node, 20,192 -> 19,680 and 55,816 -> 55,304), the convs' last BNs (one per group, or
-    per conv on the fast path: 19,424 -> 18,386 grouped, 55,304 -> 48,136 on the fast path)
-    and a reduction cell's FactorizedReduce BNs (18,386 -> 18,130, 48,136 -> 47,880). Where
-    node sums run term by term (the CPU, ``node_sum.BATCHED``) each folded term would cost
-    what its BN did, so there each keeps its BN. ``a[(edge, k)]``: the candidate's (C,)
-    factor; ``offsets``: (steps, C), node i's ``-sum a * mean`` in row i where a folded
-    candidate feeds it (``fed``); ``kinds``: the candidate kinds folded (one of ``_FOLD_TIERS``)."""
-
-    def __init__(self, a: dict[tuple[int, int], torch.Tensor], offsets: torch.Tensor,
-                 fed: set[int], kinds: frozenset[str]) -> None:
-        self.a, self.offsets, self.fed, self.kinds = a, offsets, fed, kinds
-        self._in: dict[torch.dtype, tuple[torch.Tensor, ...]] = {}
-
-    def offset(self, node: int, dtype: torch.dtype) -> torch.Tensor:
-        """Node ``node``'s (C,) offset (a node in ``fed``) in ``dtype`` (the cell's offsets
-        cast once a dtype, for a node sum under autocast)."""
-        if dtype not in self._in:
-            self._in[dtype] = self.offsets.to(dtype).unbind(0)
-        return self._in[dtype][node]
-
-
 def _folded_term(ctx: _Ctx, st: _State, edge: int, k: int, op: nn.Module, kind: str,
                  scales: "_CellScales") -> torch.Tensor:
-    """A folded candidate's output before its last BN (``_EvalFolds``)."""
+    """A folded candidate's output before its last BN (``eval_folds``)."""
     if kind == "pool":
         return st.pooling(op)
     if kind == "fr":
@@ -593,98 +556,22 @@ def _folded_term(ctx: _Ctx, st: _State, edge: int, k: int, op: nn.Module, kind: 
     return st.conv_term(ctx, edge, k, op, scales, folded=True)[0]  # never polyphase here
 
 
-def _last_bn(op: nn.Module) -> nn.BatchNorm2d:
-    """The BN a candidate ends in (a pooling, FactorizedReduce, separable or dilated conv)."""
-    return op.bn if isinstance(op, FactorizedReduce) else candidate.layers(op)[-1]
-
-
-def _folded_candidates(cell, live: list[list[bool]] | None, kinds: frozenset[str]
-                       ) -> list[tuple[int, int, int, nn.BatchNorm2d]]:
-    """(edge, candidate, node, last BN) of each candidate of the cell that runs and is of one
-    of ``kinds``."""
-    found, offset = [], 0
-    for node in range(cell._steps):
-        for edge in range(offset, offset + 2 + node):
-            for k, op in enumerate(cell._ops[edge]._ops):
-                if live is not None and not live[edge][k]:
-                    continue
-                if candidate.kind(op) in kinds:
-                    found.append((edge, k, node, _last_bn(op)))
-        offset += 2 + node
-    return found
-
-
-def _foldable(bns: Sequence[nn.BatchNorm2d]) -> bool:
-    """BNs in evaluation mode, affine-free, with running statistics and one eps."""
-    return bool(bns) and len({m.eps for m in bns}) == 1 and not any(
-        m.training or not m.track_running_stats or m.running_var is None
-        or m.weight is not None or m.bias is not None for m in bns)
-
-
 def _eval_folds(cell, scales: "_CellScales", live: list[list[bool]] | None,
-                ref: torch.Tensor, grouped: bool) -> _EvalFolds | None:
-    """The cell's :class:`_EvalFolds`: the first of ``_FOLD_TIERS`` whose BNs all can fold
-    (:func:`_foldable`; the convs' only where the device runs dilated convs as they are);
-    None where none can (each candidate then runs its own BN); ``grouped``: the cell's convs
-    run grouped (``scales`` has their groups' vectors)."""
-    convs = ref.device.type not in UNDILATE
-    for kinds in (_FOLD_TIERS if convs else _FOLD_TIERS[1:]):
-        key = ("folds", _live_key(live), kinds, grouped, _merges(ref.device.type))
-        plan = _memo(cell, key, lambda f=kinds: _FoldPlan(cell, live, f, grouped,
-                                                          ref.device.type))
-        if _foldable(plan.bns):
-            break
-    else:
-        return None
-    bns = plan.bns
-    a = plan.rows(scales) * torch.rsqrt(
-        torch.stack([m.running_var for m in bns]) + bns[0].eps)
-    mean = torch.stack([m.running_mean for m in bns])
-    # each node's -sum a * mean: a product with the 0/-1 matrix of who feeds which node and a
-    # reduction (not a matrix product, which autocast would run in low precision)
-    offsets = ((a * mean).unsqueeze(0) * plan.minus_nodes(ref)).sum(1)  # (steps, C)
-    return _EvalFolds(dict(zip(plan.keys, a.unbind(0))), offsets, plan.fed, kinds)
-
-
-class _FoldPlan:
-    """A cell's candidates whose BN folds (``_folded_candidates``): their (edge, candidate)
-    ``keys``, ``bns``, where each one's scale is (its row, or its block of its group's
-    vector: the groups of ``device_type``), the nodes they feed, and the (steps, P, 1) matrix
-    with -1 where candidate p feeds node i, made on a device and in a dtype once (a
-    host-to-device copy: never while a CUDA graph records)."""
-
-    def __init__(self, cell, live: list[list[bool]] | None, kinds: frozenset[str],
-                 grouped: bool, device_type: str) -> None:
-        found = {(e, k): (node, bn) for e, k, node, bn in _folded_candidates(cell, live, kinds)}
-        # the scales as they lie: a group's members together, in its order (its vector, one
-        # piece: a slice per member would cost a backward each), else a candidate's own row
-        groups = [[(e, k) for e, k, _ in members]
-                  for members in (_cell_groups(cell, live, device_type) if grouped else ())]
-        groups = [g for g in groups if g[0] in found]  # convs folded: every member is
-        in_group = {key for g in groups for key in g}
-        self._pieces = [(g[0], len(g)) for g in groups] + [
-            (key, 1) for key in found if key not in in_group]
-        self.keys = [key for g in groups for key in g] + [
-            key for key in found if key not in in_group]
-        self.bns = [found[key][1] for key in self.keys]
-        self._of = [found[key][0] for key in self.keys]
-        self.fed, self._steps, self._on = set(self._of), cell._steps, {}
-
-    def rows(self, scales: "_CellScales") -> torch.Tensor:
-        """Each candidate's (C,) scale, (P, C) in ``keys``' order: one concatenation of the
-        groups' vectors and the other candidates' rows."""
-        pieces = [scales.rows[e][k] if m == 1 and scales.rows[e][k] is not None
-                  else scales.groups[e, k] for (e, k), m in self._pieces]
-        c = pieces[-1].numel() // self._pieces[-1][1]
-        return torch.cat([p.view(-1, c) for p in pieces])
-
-    def minus_nodes(self, ref: torch.Tensor) -> torch.Tensor:
-        key = (ref.device, ref.dtype)
-        if key not in self._on:
-            m = torch.zeros(self._steps, len(self._of), 1, dtype=ref.dtype)
-            m[self._of, range(len(self._of)), 0] = -1
-            self._on[key] = m.to(ref.device)
-        return self._on[key]
+                ref: torch.Tensor, grouped: bool) -> EvalFolds | None:
+    """The cell's :class:`EvalFolds`: the first of ``FOLD_TIERS`` whose BNs all can fold
+    (``foldable``; the convs' only where the device runs dilated convs as they are, not
+    ``UNDILATE``); None where none can (each candidate then runs its own BN); ``grouped``: the
+    cell's convs run grouped (``scales`` has their groups' vectors)."""
+    device_type = ref.device.type
+    tiers = FOLD_TIERS if device_type not in UNDILATE else FOLD_TIERS[1:]
+    for kinds in tiers:
+        key = ("folds", _live_key(live), kinds, grouped, _merges(device_type))
+        plan = _memo(cell, key, lambda f=kinds: FoldPlan(cell, live, f, [
+            [(e, k) for e, k, _ in members]
+            for members in (_cell_groups(cell, live, device_type) if grouped else ())]))
+        if foldable(plan.bns):
+            return plan.folds(scales, ref, kinds)
+    return None
 
 
 def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool]]]:

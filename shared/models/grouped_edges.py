@@ -243,7 +243,7 @@ def _pw_bn(ctx, y: torch.Tensor, pws: Sequence[nn.Conv2d], bns: Sequence[nn.Batc
            scale: Scale | None) -> torch.Tensor:
     """Edge-major ``y``: each edge's 1x1 conv of its block (one conv, ``groups=m``), then
     its BN (one stacked call) times its block of ``scale``; no BN where ``bns`` is None (folded
-    into the node sums: ``fast_mixed._EvalFolds``)."""
+    into the node sums: ``eval_folds``)."""
     weights = [p.weight for p in pws]
     y = F.conv2d(y, reused(weights, lambda: joined(weights)), None, 1, 0, 1, len(pws))
     return y if bns is None else _stacked_bn(ctx, y, bns, scale)
