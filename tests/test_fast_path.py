@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from shared.models import eval_folds, fast_mixed, node_sum
+from shared.models import cell_scales, eval_folds, fast_mixed, node_sum
 from shared.models.fast_mixed import embed_dilated, poly_in, poly_out
 from shared.models.grouped_edges import copies, kernels
 from shared.models.search_cnn import Network
@@ -536,8 +536,8 @@ def test_a_grouped_cells_scales_are_blocks_of_one_table(live, grouping, monkeypa
     """``fast_mixed._grouped_scales``: every running candidate's mixing weight as C values
     once, either as its own row or as a block of its group's vector (one group per candidate,
     or kind where sizes merge, and state or the two inputs; by kernel size, state, edge), the
-    same values as ``_scales``; gradients as autograd's of the reference; the table's index
-    made once per device (never while a graph records)."""
+    same values as ``cell_scales.scales``; gradients as autograd's of the reference; the
+    table's index made once per device (never while a graph records)."""
     torch.manual_seed(0)
     cell = Network(4, 10, 3, SPACES["s5"], fast=True, grouped_edges=True).cells[0]
     edges, ops = len(cell._ops), len(cell._ops[0]._ops)
@@ -555,7 +555,7 @@ def test_a_grouped_cells_scales_are_blocks_of_one_table(live, grouping, monkeypa
     w = torch.rand(edges, ops, dtype=torch.float64, requires_grad=True)  # distinct values
     alive = [[(e + k) % 3 != 0 for k in range(ops)] for e in range(edges)] if live else None
     got = fast_mixed._grouped_scales(cell, w, 4, alive)
-    want = fast_mixed._scales(w, 4)
+    want = cell_scales.scales(w, 4)
     values = w.detach()
     where = {float(values[e, k]): (e, k) for e in range(edges) for k in range(ops)}
     factors = torch.rand(edges, ops, 4, dtype=torch.float64)
@@ -666,7 +666,7 @@ def test_grouped_edges_leave_out_candidates_that_do_not_run(grouping):
 
 @pytest.mark.parametrize("batched", [False, True], ids=["term by term", "batched"])
 def test_autocast_keeps_the_node_sums_in_the_autocast_dtype(batched, monkeypatch):
-    """The mixing weights come as (C,) fp32 rows (``fast_mixed._scales``); multiplied into a
+    """The mixing weights come as (C,) fp32 rows (``cell_scales.scales``); multiplied into a
     bf16 term they would promote it, and every node sum, to fp32. The plain path's 0-d weight
     keeps bf16, and so must the fast path (the same logits as before the table); in
     evaluation mode with batched sums too, where the poolings' BNs are folded into them."""

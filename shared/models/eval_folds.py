@@ -25,12 +25,13 @@ in the polyphase layout, ``fast_mixed.UNDILATE``, the convs keep their BNs).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from shared.models import candidate
+from shared.models.cell_scales import CellScales
 from shared.ops import FactorizedReduce
 
 # The candidate kinds whose BNs fold, most first (the first tier whose BNs all can fold is
@@ -110,10 +111,9 @@ class FoldPlan:
         self._of = [found[key][0] for key in self.keys]
         self.fed, self._steps, self._on = set(self._of), cell._steps, {}
 
-    def rows(self, scales: Any) -> torch.Tensor:
+    def rows(self, scales: CellScales) -> torch.Tensor:
         """Each candidate's (C,) scale, (P, C) in ``keys``' order: one concatenation of the
-        groups' vectors and the other candidates' rows (``scales``: the cell's
-        ``fast_mixed._CellScales``)."""
+        groups' vectors and the other candidates' rows."""
         pieces = [scales.rows[e][k] if m == 1 and scales.rows[e][k] is not None
                   else scales.groups[e, k] for (e, k), m in self._pieces]
         c = pieces[-1].numel() // self._pieces[-1][1]
@@ -127,7 +127,7 @@ class FoldPlan:
             self._on[key] = m.to(ref.device)
         return self._on[key]
 
-    def folds(self, scales: Any, ref: torch.Tensor, kinds: frozenset[str]) -> EvalFolds:
+    def folds(self, scales: CellScales, ref: torch.Tensor, kinds: frozenset[str]) -> EvalFolds:
         """This forward's :class:`EvalFolds` (the BNs :func:`foldable`): the factors are one
         concatenation of the scales times one ``rsqrt`` of the stacked variances."""
         bns = self.bns

@@ -28,7 +28,7 @@ agree to rounding, float64 to ~1e-14):
 * the mixing weight is folded into the op's last (affine-free) BN as its per-channel scale,
   and ``skip``/pooling terms are summed with their weights by one operation per node with its
   own backward, batched over a stack of the terms on CUDA (``node_sum``); a cell's weights
-  are expanded to those per-channel scales once, for all its candidates (``_scales``);
+  are expanded to those per-channel scales once, for all its candidates (``cell_scales``);
 * on the CPU (``UNDILATE``), dilated depthwise convs (DARTS ``dil_conv``, dilation 2), whose
   oneDNN kernels are slow: at stride 2 a dilation-2 conv only reads the even pixels, so it is
   an undilated conv of ``x[:, :, ::2, ::2]``; at stride 1 it is an undilated conv of each of
@@ -63,8 +63,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.models import candidate, kernel_reuse, node_sum
+from shared.models import candidate, cell_scales, kernel_reuse, node_sum
 from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
+from shared.models.cell_scales import CellScales
 from shared.models.device_policy import switched
 from shared.models.embedded_kernels import CellKernels
 from shared.models.eval_folds import FOLD_TIERS, EvalFolds, FoldPlan, foldable
@@ -339,7 +340,7 @@ class _State:
         return self._x.take()
 
     def conv_term(self, ctx: "_Ctx", edge: int, k: int, op: nn.Module,
-                  scales: "_CellScales", folded: bool = False) -> tuple[torch.Tensor, bool]:
+                  scales: CellScales, folded: bool = False) -> tuple[torch.Tensor, bool]:
         """``scale * op(x)`` (``scale = scales.rows[edge][k]``) for a separable or dilated conv
         ``op``, and whether it is in the polyphase layout (its node transforms it back with the
         node's other such terms); ``folded``: ``op(x)`` before its last BN (evaluation mode,
@@ -547,7 +548,7 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
 
 
 def _folded_term(ctx: _Ctx, st: _State, edge: int, k: int, op: nn.Module, kind: str,
-                 scales: "_CellScales") -> torch.Tensor:
+                 scales: CellScales) -> torch.Tensor:
     """A folded candidate's output before its last BN (``eval_folds``)."""
     if kind == "pool":
         return st.pooling(op)
@@ -556,7 +557,7 @@ def _folded_term(ctx: _Ctx, st: _State, edge: int, k: int, op: nn.Module, kind: 
     return st.conv_term(ctx, edge, k, op, scales, folded=True)[0]  # never polyphase here
 
 
-def _eval_folds(cell, scales: "_CellScales", live: list[list[bool]] | None,
+def _eval_folds(cell, scales: CellScales, live: list[list[bool]] | None,
                 ref: torch.Tensor, grouped: bool) -> EvalFolds | None:
     """The cell's :class:`EvalFolds`: the first of ``FOLD_TIERS`` whose BNs all can fold
     (``foldable``; the convs' only where the device runs dilated convs as they are, not
@@ -786,88 +787,15 @@ def _state_plan(cell, j: int, live: list[list[bool]] | None,
                  dict(pools), groups, copy_reads)
 
 
-def _scales(weights: torch.Tensor, channels: int) -> list[list[Scale]]:
-    """Each candidate's mixing weight ``[edge][k]`` as C equal values, for the whole cell at
-    once: one expansion made contiguous and one unbind, whose backward is one stack and one
-    sum. Made per candidate (an index, an expansion made contiguous for its BN) it was ~80
-    launches a cell each way; and one unbind, of one table, so that its backward fills zeros
-    only for the candidates that took no part ('none'), not for every candidate that took
-    its weight in the other form."""
-    edges, ops = weights.shape
-    table = weights.reshape(-1, 1).expand(edges * ops, channels).contiguous()
-    rows = table.unbind(0)  # real (C,) tensors, not stride-0 views: no kernel has to handle those
-    return [list(rows[e * ops:(e + 1) * ops]) for e in range(edges)]
-
-
-class _CellScales(NamedTuple):
-    """A cell's mixing weights as per-channel scales: ``rows[edge][k]`` (C,) for a candidate
-    that runs alone (None for one in a group), ``groups[(edge, k)]`` (m*C,) for the group
-    whose first member is (edge, k): its members' scales back to back."""
-    rows: list[list[Scale | None]]
-    groups: dict[tuple[int, int], Scale]
-
-
-class _ScaleLayout(NamedTuple):
-    """Where each candidate's scale goes in a grouped cell's table: the rows of the weights
-    (``e * ops + k``) group by group (``heads``: each group's first member, ``sizes``: its
-    length), then every other candidate (``alone``) in order; ``order`` and its inverse, per
-    device (made once: a host-to-device copy, so never while a CUDA graph records)."""
-    order: list[int]
-    sizes: list[int]
-    heads: list[tuple[int, int]]
-    alone: list[tuple[int, int]]
-    on_device: dict
-
-
-def _scale_layout(cell, live: list[list[bool]] | None, device_type: str) -> _ScaleLayout:
-    ops = len(cell._ops[0]._ops)
-    order, sizes, heads = [], [], []
-    for members in _cell_groups(cell, live, device_type):
-        order += [e * ops + k for e, k, _ in members]
-        sizes.append(len(members))
-        heads.append(members[0][:2])
-    grouped = set(order)
-    alone = [divmod(i, ops) for i in range(len(cell._ops) * ops) if i not in grouped]
-    return _ScaleLayout(order + [e * ops + k for e, k in alone], sizes + [1] * len(alone),
-                        heads, alone, {})
-
-
-class _ScaleTable(torch.autograd.Function):
-    """The rows ``order`` of ``weights.reshape(-1)``, each as C equal values: one gather; the
-    backward sums each row's gradient over its C values and puts it back in place with the
-    inverse permutation, one reduction and one gather."""
-
-    @staticmethod
-    def forward(ctx, weights: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor,
-                channels: int) -> torch.Tensor:
-        ctx.inverse, ctx.shape = inverse, weights.shape
-        return weights.reshape(-1, 1).expand(-1, channels)[order]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad.sum(1)[ctx.inverse].reshape(ctx.shape), None, None, None
-
-
 def _grouped_scales(cell, weights: torch.Tensor, channels: int,
-                    live: list[list[bool]] | None) -> _CellScales:
-    """:func:`_scales` laid out so that each group's scales are one block of the table (a
-    view), not concatenated per group on every forward: the table's rows are the weights'
-    in the order of ``_scale_layout``, split once into the groups' blocks and the other
-    candidates' rows."""
+                    live: list[list[bool]] | None) -> CellScales:
+    """The cell's ``cell_scales.grouped_scales`` in the layout of its groups on the weights'
+    device (made once, ``_memo``)."""
     device_type = weights.device.type
     layout = _memo(cell, ("scales", _live_key(live), _merges(device_type)),
-                   lambda: _scale_layout(cell, live, device_type))
-    index = layout.on_device.get(weights.device)
-    if index is None:
-        order = torch.tensor(layout.order, device=weights.device)
-        index = layout.on_device[weights.device] = (order, torch.argsort(order))
-    table = _ScaleTable.apply(weights, *index, channels)
-    pieces = table.reshape(-1).split([n * channels for n in layout.sizes])
-    groups = dict(zip(layout.heads, pieces))
-    rows: list[list[Scale | None]] = [[None] * len(m._ops) for m in cell._ops]
-    for (e, k), row in zip(layout.alone, pieces[len(layout.heads):]):
-        rows[e][k] = row
-    return _CellScales(rows, groups)
+                   lambda: cell_scales.scale_layout(_cell_groups(cell, live, device_type),
+                                                    len(cell._ops), len(cell._ops[0]._ops)))
+    return cell_scales.grouped_scales(weights, channels, layout)
 
 
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
@@ -895,7 +823,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     states += [_State(x, stride, plan, shared) for x, plan in zip(inputs, plans)]
     channels = states[0].x.shape[1]
     scales = (_grouped_scales(cell, weights, channels, live) if ctx.grouped
-              else _CellScales(_scales(weights, channels), {}))
+              else CellScales(cell_scales.scales(weights, channels), {}))
     folds = (_eval_folds(cell, scales, live, weights, ctx.grouped)
              if not cell.training and node_sum.is_batched(weights) else None)
     offset = 0

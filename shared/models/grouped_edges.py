@@ -76,7 +76,7 @@ CL = torch.channels_last
 Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index, op)
 
 
-# A candidate's mixing weight as C equal values (``fast_mixed._scales``), a (C,) tensor: the
+# A candidate's mixing weight as C equal values (``cell_scales.scales``), a (C,) tensor: the
 # per-channel scale of the candidate's last BN, or of its ``scale * t`` term (``node_sum``);
 # for a group, its members' back to back, (m*C,)
 Scale = torch.Tensor
