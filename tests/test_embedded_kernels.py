@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.kernel_count import LaunchCount
-from shared.models import fast_mixed
+from shared.models import cell_plan, fast_mixed
 from shared.models.embedded_kernels import embedded
 from shared.models.joined_weights import join, joined_view
 from shared.models.search_cnn import Network
@@ -86,7 +86,7 @@ def test_a_grouped_network_pads_once_per_cell() -> None:
         torch.manual_seed(0)
         net = Network(4, 10, 3, get_space("s5"), grouped_edges=True)
         for cell in net.cells:
-            stages = fast_mixed._embedded_stages(cell, None, "cpu")
+            stages = cell_plan.embedded_stages(cell, None, fast_mixed._merges("cpu"))
             assert len(stages) == 12  # 4 sets of states x (2 separable + 1 dilated stages)
             assert joined_view([c.weight for stage in stages for c in stage
                                 if c.kernel_size == (3, 3)]) is not None

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.models import fast_mixed, node_sum
+from shared.models import cell_plan, fast_mixed, node_sum
 from shared.models.fan_out import MIN_READERS, Readers, _FanOut
 from shared.models.search_cnn import Network
 from shared.spaces import SPACES
@@ -144,14 +144,14 @@ def test_a_cell_keeps_its_plans_by_what_they_depend_on(monkeypatch) -> None:
     cell = Network(4, 10, 3, SPACES["s5"]).cells[0]
     x = torch.randn(2, 16, 8, 8)
     live = [[True] * 8 for _ in range(14)]
-    inputs = fast_mixed._INPUTS
+    inputs = cell_plan.INPUTS
     plans = fast_mixed._plans(cell, inputs, x, None, False)
     assert fast_mixed._plans(cell, inputs, x, None, False) is plans
     assert fast_mixed._plans(cell, inputs, x, live, False) == plans  # all running: equal
     assert fast_mixed._plans(cell, inputs, torch.randn(2, 16, 16, 16), None, False) is not plans
     live[0][4] = False  # edge 0's sep_conv_3x3 does not run
     assert fast_mixed._plans(cell, inputs, x, live, False)[0].relu_reads == plans[0].relu_reads - 1
-    monkeypatch.setattr(fast_mixed, "PLANS_PER_CELL", 4)
+    monkeypatch.setattr(cell_plan, "PLANS_PER_CELL", 4)
     for j in range(2, 6):
         fast_mixed._plans(cell, (j,), x, None, True)
-    assert len(fast_mixed._PLANS[cell]) <= 4
+    assert len(cell_plan._PLANS[cell]) <= 4

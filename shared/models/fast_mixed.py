@@ -24,7 +24,7 @@ agree to rounding, float64 to ~1e-14):
   own BN running statistics still get their update;
 * on CUDA the gradients of a tensor that many ops read (a state, its ReLU, its even pixels,
   its polyphase components, a shared pooling) are summed in one batch (``fan_out``), not
-  added one by one as autograd does; a cell plans who reads each state (``_plan``);
+  added one by one as autograd does; a cell plans who reads each state (``cell_plan``);
 * the mixing weight is folded into the op's last (affine-free) BN as its per-channel scale,
   and ``skip``/pooling terms are summed with their weights by one operation per node with its
   own backward, batched over a stack of the terms on CUDA (``node_sum``); a cell's weights
@@ -53,35 +53,24 @@ Any op it does not recognise runs as ``w * op(x)``, as in the plain path.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
-import itertools
-import weakref
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+import functools
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.models import candidate, cell_scales, kernel_reuse, node_sum
+from shared.models import candidate, cell_plan, cell_scales, kernel_reuse, node_sum
 from shared.models.batch_statistics import BatchStatistics, normalised, unbiased_variances
+from shared.models.cell_plan import Blocks, Plan
 from shared.models.cell_scales import CellScales
 from shared.models.device_policy import switched
 from shared.models.embedded_kernels import CellKernels
 from shared.models.eval_folds import FOLD_TIERS, EvalFolds, FoldPlan, foldable
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
-from shared.models.grouped_edges import (
-    Member,
-    Scale,
-    copies,
-    dil_group,
-    group_key,
-    groupable,
-    sep_group,
-    size_free_key,
-    widest,
-)
+from shared.models.grouped_edges import Scale, copies, dil_group, sep_group, widest
 from shared.models.joined_weights import join
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
 
@@ -237,16 +226,6 @@ def embed_dilated(w: torch.Tensor, d: int) -> torch.Tensor:
     return dense.reshape(co, ci, k * d, k * d)[:, :, :K, :K]
 
 
-_POOL_ATTRS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad",
-               "divisor_override", "return_indices")
-
-
-@candidate.per_module
-def _pool_key(pool: nn.Module) -> tuple:
-    """Poolings with equal keys compute the same thing (found once per pooling)."""
-    return (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)
-
-
 def _dil_source(dw: nn.Conv2d, x: torch.Tensor) -> str:
     """How the fast path runs the depthwise conv ``dw`` of a dilated conv of state ``x``
     (``_State.dil_conv``): undilated, of its ReLU's ``even`` pixels or of its ``poly``phase
@@ -270,42 +249,6 @@ def _read_source(source: str) -> str:
     return source if source in ("even", "poly") else "relu"
 
 
-# The states of a group's members, in order: ((state, m), ...), a run of m members that read
-# the state; one state, or the cell's two inputs (``_INPUTS``), once per kernel size where a
-# group takes several (``EMBED``)
-Blocks = tuple[tuple[int, int], ...]
-
-
-class Group(NamedTuple):
-    """Same-shaped convs of one kind (``grouped_edges.group_key``) that run together: on the
-    edges leaving one state, or leaving either of the cell's two inputs (both are ready when
-    the cell starts, and both are read at the same size and stride), the first input's members
-    first (by kernel size first where it takes several, ``EMBED``); ``blocks``: the runs of
-    members that read one state."""
-    members: list[Member]
-    blocks: Blocks
-
-
-# A group's convs of every kernel size (``EMBED``): (separable, dilated)
-Merges = tuple[bool, bool]
-
-
-class _Plan(NamedTuple):
-    """How many ops read a state (``fan_out``), its ReLU, and the ReLU's even pixels, odd
-    pixels and polyphase components, and each of its poolings (``_pool_key``);
-    (``grouped_edges``) the group of each (edge, candidate) in one, and how many groups
-    read each ``(source, blocks)``: copies of the ReLU, or of its even pixels or polyphase
-    components, of each state of ``blocks`` as many times as it has members there."""
-    x_reads: int = 1
-    relu_reads: int = 1
-    even_reads: int = 1
-    odd_reads: int = 1
-    poly_reads: int = 1
-    pool_reads: dict[tuple, int] | None = None
-    groups: dict[tuple[int, int], Group] | None = None
-    copy_reads: dict[tuple[str, Blocks], int] | None = None
-
-
 class _CellStates:
     """What the states of one cell share with grouped edges: the states themselves, the
     copies made of them for the groups (``grouped_edges.copies``), and the groups' results
@@ -324,9 +267,9 @@ class _State:
     state's values reads them from :meth:`read` (or its ReLU's from :meth:`relu`), so that on
     the GPU their gradients are summed at once (``fan_out``)."""
 
-    def __init__(self, x: torch.Tensor, stride: int, plan: _Plan | None = None,
+    def __init__(self, x: torch.Tensor, stride: int, plan: Plan | None = None,
                  cell: _CellStates | None = None) -> None:
-        plan = plan or _Plan()  # unplanned: each read is left to autograd
+        plan = plan or Plan()  # unplanned: each read is left to autograd
         self.x, self.stride = x, stride
         self._x = Readers(x, plan.x_reads)
         self._plan = plan
@@ -463,7 +406,7 @@ class _State:
     def _pooling(self, pool: nn.Module) -> list:
         """[the pooling ``pool`` of the state (shared by every edge), its normalisations by
         eps]."""
-        key = _pool_key(pool)
+        key = cell_plan.pool_key(pool)
         if key not in self._pools:  # read by each edge's BN, or by the one shared
             reads = (self._plan.pool_reads or {}).get(key, 1)
             self._pools[key] = [Readers(pool(self.read()), reads), {}]
@@ -564,12 +507,16 @@ def _eval_folds(cell, scales: CellScales, live: list[list[bool]] | None,
     ``UNDILATE``); None where none can (each candidate then runs its own BN); ``grouped``: the
     cell's convs run grouped (``scales`` has their groups' vectors)."""
     device_type = ref.device.type
+    merges = _merges(device_type)
+
+    def groups() -> list[list[tuple[int, int]]]:  # where the grouped convs' scales lie
+        members = cell_plan.cell_groups(cell, live, merges) if grouped else ()
+        return [[(e, k) for e, k, _ in group] for group in members]
+
     tiers = FOLD_TIERS if device_type not in UNDILATE else FOLD_TIERS[1:]
     for kinds in tiers:
-        key = ("folds", _live_key(live), kinds, grouped, _merges(device_type))
-        plan = _memo(cell, key, lambda f=kinds: FoldPlan(cell, live, f, [
-            [(e, k) for e, k, _ in members]
-            for members in (_cell_groups(cell, live, device_type) if grouped else ())]))
+        key = ("folds", cell_plan.live_key(live), kinds, grouped, merges)
+        plan = cell_plan.memo(cell, key, lambda f=kinds: FoldPlan(cell, live, f, groups()))
         if foldable(plan.bns):
             return plan.folds(scales, ref, kinds)
     return None
@@ -599,88 +546,13 @@ def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool
     return out
 
 
-def _leaving(cell, j: int, live: list[list[bool]] | None) -> list[tuple[int, int, nn.Module]]:
-    """The candidates that run on the edges leaving state ``j``: (edge, index, op)."""
-    out, offset = [], 0
-    for i in range(cell._steps):
-        if j < 2 + i:  # node i reads states 0 .. i+1
-            edge = offset + j
-            out += [(edge, k, op) for k, op in enumerate(cell._ops[edge]._ops)
-                    if candidate.kind(op) != "none" and (live is None or live[edge][k])]
-        offset += 2 + i
-    return out
-
-
-def _groups(leaving: Sequence[Member], merges: Merges) -> dict[tuple, list[Member]]:
-    """The separable and dilated convs of ``leaving`` (``_leaving``) that run together, by
-    ``group_key`` (``size_free_key`` for a kind whose kernel sizes merge), in order (groups
-    of one included)."""
-    groups: dict[tuple, list[Member]] = {}
-    for edge, k, op in leaving:
-        kind = candidate.kind(op)
-        if kind in ("sep", "dil") and groupable(op):
-            key = size_free_key(op) if merges[kind == "dil"] else group_key(op)
-            groups.setdefault(key, []).append((edge, k, op))
-    return groups
-
-
-# The cell's two inputs: their groups of convs run together (``Group``)
-_INPUTS = (0, 1)
-
-
-def _state_sets(cell) -> list[tuple[int, ...]]:
-    """The sets of states whose edges' convs are grouped together: the two inputs, then each
-    node but the last (which feeds no edge)."""
-    return [_INPUTS] + [(j,) for j in range(2, 2 + cell._steps - 1)]
-
-
-def _groups_of(cell, js: Sequence[int], live: list[list[bool]] | None,
-               merges: Merges) -> list[Group]:
-    """The groups of two or more convs on the edges leaving the states ``js``, each's members
-    by kernel size, then state, then edge (so each size's kernels are one block of the
-    group's, ``grouped_edges.kernels``)."""
-    leaving = {j: _leaving(cell, j, live) for j in js}
-    state = {edge: j for j, members in leaving.items() for edge, _, _ in members}
-    groups = _groups([m for members in leaving.values() for m in members], merges).values()
-    out = []
-    for members in groups:
-        if len(members) > 1:
-            members = sorted(members, key=lambda m: (_size(m[2]), state[m[0]], m[0]))
-            runs = itertools.groupby(state[e] for e, _, _ in members)
-            out.append(Group(members, tuple((j, len(list(run))) for j, run in runs)))
-    return out
-
-
-def _size(op: nn.Module) -> int:
-    """A separable or dilated conv's kernel size."""
-    return candidate.layers(op)[0].kernel_size[0]
-
-
-def _cell_groups(cell, live: list[list[bool]] | None,
-                 device_type: str) -> Iterator[list[Member]]:
-    """The members of each group of convs that run together on ``device_type``."""
-    for js in _state_sets(cell):
-        for group in _groups_of(cell, js, live, _merges(device_type)):
-            yield group.members
-
-
-def _embedded_stages(cell, live: list[list[bool]] | None,
-                     device_type: str) -> list[list[nn.Conv2d]]:
-    """The depthwise stages of several kernel sizes of the cell's groups on ``device_type``
-    (``EMBED``), each's convs in the group's order: what ``CellKernels`` builds at once."""
-    stages = []
-    for members in _cell_groups(cell, live, device_type):
-        for stage in zip(*(candidate.layers(op) for _, _, op in members)):
-            if isinstance(stage[0], nn.Conv2d) and len({c.kernel_size for c in stage}) > 1:
-                stages.append(list(stage))
-    return stages
-
-
 def _cell_kernels(cell, live: list[list[bool]] | None, device_type: str) -> CellKernels:
     """A new :class:`CellKernels` (one per forward) of the cell's embedded stages (made once,
-    ``_memo``)."""
-    key = ("embedded", _live_key(live), _merges(device_type))
-    return CellKernels(_memo(cell, key, lambda: _embedded_stages(cell, live, device_type)))
+    ``cell_plan.memo``)."""
+    merges = _merges(device_type)
+    key = ("embedded", cell_plan.live_key(live), merges)
+    return CellKernels(cell_plan.memo(cell, key,
+                                      lambda: cell_plan.embedded_stages(cell, live, merges)))
 
 
 def join_group_weights(net: nn.Module) -> None:
@@ -691,13 +563,13 @@ def join_group_weights(net: nn.Module) -> None:
     stage (``joined_weights.join``),
     so that the grouped path's concatenations of them are views (the statistics are read so
     in evaluation mode: inference, and SDARTS-ADV's attack, 9 forwards a step)."""
-    device_type = next(net.parameters()).device.type
+    merges = _merges(next(net.parameters()).device.type)
     for cell in net.cells:
-        embedded = _embedded_stages(cell, None, device_type)
+        embedded = cell_plan.embedded_stages(cell, None, merges)
         for size in sorted({conv.kernel_size for stage in embedded for conv in stage}):
             join([conv.weight for stage in embedded for conv in stage
                   if conv.kernel_size == size])  # all the cell's at once: CellKernels
-        for members in _cell_groups(cell, None, device_type):
+        for members in cell_plan.cell_groups(cell, None, merges):
             for stage in zip(*(candidate.layers(op) for _, _, op in members)):
                 if list(stage) in embedded:
                     continue
@@ -709,92 +581,31 @@ def join_group_weights(net: nn.Module) -> None:
                     join([bn.running_var for bn in stage])
 
 
-# A cell's plans, by what they depend on besides the cell's modules: the state, its size, the
-# device's rewrites of dilation, the grouping and the candidates that run; and (grouped) its
-# scale layouts, by the candidates that run. Made once, read on every forward (~0.3 ms a cell
-# to make, ~4 ms of host time a step); a cell keeps at most PLANS_PER_CELL (DARTS-PT's
-# projection runs fewer candidates at each of its steps).
-_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
-PLANS_PER_CELL = 64
-
-
 def _plans(cell, js: tuple[int, ...], x: torch.Tensor, live: list[list[bool]] | None,
-           grouped: bool) -> list[_Plan]:
-    """Who reads each state of ``js`` (a set of ``_state_sets``, each state the size of
+           grouped: bool) -> list[Plan]:
+    """Who reads each state of ``js`` (a set of ``cell_plan.state_sets``, each state the size of
     ``x``): the ops on the edges leaving it and, if it is one of the cell's outputs, the
     cell's concatenation (``fan_out``: the counts only save launches, the results never
     depend on them); with ``grouped``, the groups of convs of their edges."""
     key = (js, grouped, tuple(x.shape[-2:]), x.device.type in UNDILATE, _merges(x.device.type),
-           _live_key(live))
-    return _memo(cell, key, lambda: _make_plans(cell, js, x, live, grouped))
+           cell_plan.live_key(live))
+    return cell_plan.memo(cell, key, lambda: cell_plan.make_plans(
+        cell, js, live, grouped, _merges(x.device.type), functools.partial(_conv_source, x=x)))
 
 
-def _live_key(live: list[list[bool]] | None) -> tuple | None:
-    return None if live is None else tuple(map(tuple, live))
-
-
-def _memo(cell, key: tuple, make: Callable[[], Any]) -> Any:
-    """``make()``, kept in the cell's ``_PLANS`` under ``key`` (at most PLANS_PER_CELL)."""
-    if torch.compiler.is_compiling():  # traced once; TorchDynamo would guard on the memo
-        return make()
-    plans = _PLANS.setdefault(cell, {})
-    value = plans.get(key)
-    if value is None:
-        if len(plans) >= PLANS_PER_CELL:
-            plans.clear()
-        value = plans[key] = make()
-    return value
-
-
-def _make_plans(cell, js: tuple[int, ...], x: torch.Tensor, live: list[list[bool]] | None,
-                grouped: bool) -> list[_Plan]:
-    groups = _groups_of(cell, js, live, _merges(x.device.type)) if grouped else []
-    # the convs that read: each group (of 2 or more) the copies of its states' source, made
-    # once per (source, blocks); each other conv on its own; a dilated conv reads the ReLU,
-    # its even pixels or its polyphase components, a FactorizedReduce the even and the odd
-    # pixels
-    def source(op: nn.Module, kind: str) -> str:
-        return "relu" if kind == "sep" else _read_source(_dil_source(candidate.layers(op)[0], x))
-
-    copy_reads = collections.Counter(
-        (source(g.members[0][2], candidate.kind(g.members[0][2])), g.blocks) for g in groups)
-    of = {(edge, k): g for g in groups for edge, k, _ in g.members}
-    return [_state_plan(cell, j, live, of, dict(copy_reads), source) for j in js]
-
-
-def _state_plan(cell, j: int, live: list[list[bool]] | None,
-                groups: dict[tuple[int, int], Group], copy_reads: dict[tuple[str, Blocks], int],
-                source: Callable[[nn.Module, str], str]) -> _Plan:
-    """State ``j``'s :class:`_Plan`: ``groups`` (each grouped candidate's) with their
-    ``copy_reads``, ``source(op, kind)`` what an ungrouped conv reads."""
-    leaving = _leaving(cell, j, live)
-    kinds = [candidate.kind(op) for _, _, op in leaving]
-    sources = collections.Counter({"even": 0, "odd": 0, "poly": 0})
-    sources.update(name for name, blocks in copy_reads if any(s == j for s, _ in blocks))
-    for (edge, k, op), kind in zip(leaving, kinds):
-        if (edge, k) in groups:
-            continue
-        if kind in ("sep", "dil"):
-            sources[source(op, kind)] += 1
-        elif kind == "fr":
-            sources.update(("even", "odd"))
-    relu_reads = sources["relu"] + sum(sources[s] > 0 for s in ("even", "odd", "poly"))
-    pools = collections.Counter(_pool_key(candidate.layers(op)[0])
-                                for (_, _, op), kind in zip(leaving, kinds) if kind == "pool")
-    x_reads = (kinds.count("skip") + kinds.count("generic") + len(pools) + (relu_reads > 0)
-               + (j >= 2 + cell._steps - cell._multiplier))
-    return _Plan(x_reads, relu_reads, sources["even"], sources["odd"], sources["poly"],
-                 dict(pools), groups, copy_reads)
+def _conv_source(op: nn.Module, kind: str, x: torch.Tensor) -> str:
+    """What a separable ("sep") or dilated ("dil") conv ``op`` of state ``x`` reads of it: its
+    ReLU, its even pixels or its polyphase components (``_dil_source``)."""
+    return "relu" if kind == "sep" else _read_source(_dil_source(candidate.layers(op)[0], x))
 
 
 def _grouped_scales(cell, weights: torch.Tensor, channels: int,
                     live: list[list[bool]] | None) -> CellScales:
     """The cell's ``cell_scales.grouped_scales`` in the layout of its groups on the weights'
-    device (made once, ``_memo``)."""
-    device_type = weights.device.type
-    layout = _memo(cell, ("scales", _live_key(live), _merges(device_type)),
-                   lambda: cell_scales.scale_layout(_cell_groups(cell, live, device_type),
-                                                    len(cell._ops), len(cell._ops[0]._ops)))
+    device (made once, ``cell_plan.memo``)."""
+    merges = _merges(weights.device.type)
+    layout = cell_plan.memo(cell, ("scales", cell_plan.live_key(live), merges), lambda: (
+        cell_scales.scale_layout(cell_plan.cell_groups(cell, live, merges), *weights.shape)))
     return cell_scales.grouped_scales(weights, channels, layout)
 
 
@@ -819,7 +630,7 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
     device_type = inputs[0].device.type
     shared = _CellStates(_cell_kernels(cell, live, device_type) if ctx.grouped else None)
     states = shared.states
-    plans = _plans(cell, _INPUTS, inputs[0], live, ctx.grouped)
+    plans = _plans(cell, cell_plan.INPUTS, inputs[0], live, ctx.grouped)
     states += [_State(x, stride, plan, shared) for x, plan in zip(inputs, plans)]
     channels = states[0].x.shape[1]
     scales = (_grouped_scales(cell, weights, channels, live) if ctx.grouped

@@ -9,7 +9,7 @@ step is bound by launching ~20,000 such small kernels, not by their arithmetic (
 Here the m same-shaped convs of one kind on the edges leaving a state (same ``group_key``) run
 together; so do those on the edges leaving either of the cell's two inputs, which are both
 ready when the cell starts (same size and stride: 8 edges, not two groups of 4; the group's
-members, its ``blocks`` of states, are planned by ``fast_mixed.Group``). A group runs:
+members, its ``blocks`` of states, are planned by ``cell_plan.Group``). A group runs:
 
 * the first depthwise conv: one conv with ``groups=m*C`` of the state's ReLU m times side by side
   (for the inputs' group, the first input's ReLU m_0 times, then the second's m_1 times;
