@@ -159,3 +159,18 @@ def silent_logger() -> logging.Logger:
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     return logger
+
+
+# What resuming under another number of processes does to a run: the search loops draw the
+# same global batches whatever the world size; evaluation training's shards, samplers and
+# random states depend on it
+SAME_BATCHES = ("the same global batches, summed in another order (equal to rounding, not bit "
+                "for bit)")
+NOT_BIT_IDENTICAL = "the run continues but not bit-identically"
+
+
+def note_world_size(logger: logging.Logger, saved: int, now: int, consequence: str) -> None:
+    """One log line where a checkpoint saved by ``saved`` processes resumes under ``now``."""
+    if saved != now:
+        logger.info("note: resumed with %d process(es), saved with %d: %s", now, saved,
+                    consequence)

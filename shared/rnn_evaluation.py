@@ -434,11 +434,8 @@ class RNNTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         check_vocabulary(state, self.vocabulary)
-        saved_world = int(state.get("world_size", 1))
-        if saved_world != self.data_parallel.world_size:
-            self.logger.info("note: resumed with %d process(es), saved with %d: the same global "
-                             "batches, summed in another order (equal to rounding, not bit for "
-                             "bit)", self.data_parallel.world_size, saved_world)
+        dist_utils.note_world_size(self.logger, int(state.get("world_size", 1)),
+                                   self.data_parallel.world_size, dist_utils.SAME_BATCHES)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer = make_optimizer(state["optimizer_kind"], self.model, self.cfg)
         self.optimizer.load_state_dict(state["optimizer"])

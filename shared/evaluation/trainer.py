@@ -423,10 +423,8 @@ class EvalTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state.get("scaler", {}))
         rngs = state["rng"]
-        if int(state.get("world_size", 1)) != self.ctx.world_size:
-            self.logger.info("note: resumed with %d process(es), saved with %d: the run "
-                             "continues but not bit-identically", self.ctx.world_size,
-                             state.get("world_size", 1))
+        dist_utils.note_world_size(self.logger, int(state.get("world_size", 1)),
+                                   self.ctx.world_size, dist_utils.NOT_BIT_IDENTICAL)
         set_rng_state(rngs[min(self.ctx.rank, len(rngs) - 1)], self.generator)
         self.history = list(state.get("history", []))
         self.start_epoch = int(state["epoch"])

@@ -66,6 +66,7 @@ from tqdm import tqdm
 from shared.checkpoint import copy_file, save_checkpoint
 from shared.compile import check_compile_flags, compile_network
 from shared.data.on_device import check_data_path
+from shared.distributed import SAME_BATCHES, note_world_size
 from shared.errors import UserError
 from shared.models import kernel_reuse
 from shared.models.mode import set_mode
@@ -457,11 +458,8 @@ class SearchLoop:
         if "data_on_device" in self.config:
             check_data_path(state.get("config", {}), self.config["data_on_device"],
                             self.data_parallel.enabled)
-        saved_world = int(state.get("world_size", 1))
-        if saved_world != self.data_parallel.world_size:
-            self.logger.info("note: resumed with %d process(es), saved with %d: the same global "
-                             "batches, summed in another order (equal to rounding, not bit for "
-                             "bit)", self.data_parallel.world_size, saved_world)
+        note_world_size(self.logger, int(state.get("world_size", 1)),
+                        self.data_parallel.world_size, SAME_BATCHES)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.alpha_update.load_state_dict(state.get("arch_optimizer"))
