@@ -35,6 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from shared.models import kernel_reuse  # noqa: E402
+from shared.models.mode import set_mode  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
 from shared.runtime import Precision  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
@@ -96,7 +97,7 @@ class Runner:
 
     def _step(self, x, y, x_s, y_s) -> None:
         model, amp = self.model, self.precision.autocast(self.device)
-        model.train()
+        set_mode(model)  # as the loop: a walk of every module only where the mode changes
         with amp:
             self.architect.step(x, y, x_s, y_s, self.lr, self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)

@@ -66,6 +66,34 @@ def test_parameters_split_into_alpha_and_weights(built) -> None:
     assert len(model.cell_kinds()) == CELLS[name]
 
 
+def test_the_weights_are_found_once_and_anew_after_a_move_or_an_assignment(built) -> None:
+    """``named_weight_parameters`` walks the modules once (host time every search step paid);
+    a cast or move, an assignment on the supernet, or a copy of it finds its own anew."""
+    import copy
+
+    _, model, _, _ = built
+
+    def walked(m):
+        arch = {id(p) for p in m.arch_parameters()}
+        return [(n, p) for n, p in m.named_parameters() if id(p) not in arch]
+
+    def same(m):
+        got = list(m.named_weight_parameters())
+        want = walked(m)
+        return [n for n, _ in got] == [n for n, _ in want] and all(
+            a is b for (_, a), (_, b) in zip(got, want))
+
+    assert same(model) and list(model.named_weight_parameters())  # found, then kept
+    assert model.__dict__["_weight_parameters"] is not None
+    model.float()
+    assert "_weight_parameters" not in model.__dict__ and same(model)
+    twin = copy.deepcopy(model)
+    assert same(twin) and not {id(p) for p in twin.weight_parameters()} & {
+        id(p) for p in model.weight_parameters()}
+    model.extra = torch.nn.Linear(2, 2)  # a parameter comes: found anew
+    assert same(model) and any(n.startswith("extra.") for n, _ in model.named_weight_parameters())
+
+
 def test_expanded_weights_equal_the_shared_forward(built) -> None:
     _, model, x, _ = built
     shared = model.mixing_weights()
