@@ -72,3 +72,40 @@ def test_data_parallel_statistics_come_from_the_global_batch_norm(monkeypatch):
     assert seen == [bn.data_parallel] and stats.invstd is None
     z0, mean0, var0 = _reference(y, None, bn.eps)
     assert torch.equal(z, z0) and torch.equal(stats.mean, mean0) and torch.equal(stats.var, var0)
+
+
+@pytest.mark.parametrize("joined", [True, False], ids=["back to back", "apart"])
+def test_a_groups_statistics_fold_into_its_running_statistics_at_once(joined):
+    """``_Ctx.update_all``: a group's BNs (one batch-statistics call over their channels side
+    by side) fold their blocks into their running statistics as each one's own ``update``
+    would, bit for bit, counters too; where those lie back to back in one buffer
+    (``joined_weights.join``, as ``join_group_weights`` lays a group's out) the update lists
+    hold one view for the group, else one entry per module."""
+    from shared.models.fast_mixed import _Ctx
+    from shared.models.joined_weights import join
+
+    torch.manual_seed(0)
+    y = torch.randn(4, 12, 5, 5) * 3 + 1
+    runs = []
+    for grouped in (True, False):
+        bns = [nn.BatchNorm2d(4, affine=False) for _ in range(3)]
+        for i, bn in enumerate(bns):  # running statistics that differ
+            bn.running_mean.normal_(generator=torch.Generator().manual_seed(i))
+        if joined:
+            join([bn.running_mean for bn in bns])
+            join([bn.running_var for bn in bns])
+        ctx = _Ctx(torch.contiguous_format)
+        _, stats = normalised(bns[0], y, None)
+        if grouped:
+            ctx.update_all(bns, stats)
+            assert len(ctx.updates[0.1]) == (1 if joined else 3)
+        else:
+            for i, bn in enumerate(bns):
+                ctx.update(bn, stats, slice(4 * i, 4 * i + 4))
+        ctx.flush()
+        runs.append(bns)
+    for a, b in zip(*runs):
+        assert torch.equal(a.running_mean, b.running_mean)
+        assert torch.equal(a.running_var, b.running_var)
+        assert a.num_batches_tracked == b.num_batches_tracked == 1
+    assert not runs[0][1].running_mean.eq(runs[0][0].running_mean).all()  # each its own

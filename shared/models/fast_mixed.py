@@ -71,7 +71,7 @@ from shared.models.eval_folds import FOLD_TIERS, EvalFolds, FoldPlan, foldable
 from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import Scale, copies, dil_group, sep_group, widest
-from shared.models.joined_weights import join
+from shared.models.joined_weights import join, joined_view
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
 
 CL = torch.channels_last
@@ -135,8 +135,10 @@ class _Ctx:
         self.noise_format = noise_format
         self.grouped = grouped  # sep / dil convs of the edges leaving a state run together
         self.counters: list[torch.Tensor] = []
-        # per running-average factor: (BN, batch statistics, its channels in them)
-        self.updates: dict[float, list[tuple[nn.BatchNorm2d, BatchStatistics, slice]]] = {}
+        # per running-average factor: (running mean, running variance, batch statistics,
+        # their channels in them)
+        self.updates: dict[float, list[tuple[torch.Tensor, torch.Tensor, BatchStatistics,
+                                             slice]]] = {}
 
     def count(self, m: nn.BatchNorm2d) -> float:
         """Count one training-mode call of ``m``; returns its running-average factor."""
@@ -151,23 +153,54 @@ class _Ctx:
                part: slice = slice(None)) -> None:
         """Fold the batch statistics of channels ``part`` of ``stats`` into ``m``'s running
         statistics (at :meth:`flush`)."""
-        self.updates.setdefault(self.count(m), []).append((m, stats, part))
+        self.updates.setdefault(self.count(m), []).append(
+            (m.running_mean, m.running_var, stats, part))
+
+    def update_all(self, modules: Sequence[nn.BatchNorm2d], stats: BatchStatistics) -> None:
+        """:meth:`update` of each of ``modules`` by its block of ``stats``' channels (theirs
+        side by side, in order). Where their running statistics lie back to back in one
+        buffer (``join_group_weights``) and they share a momentum, the buffer's view takes the
+        whole ``stats`` as one running statistic: the same arithmetic on each value, one
+        tensor of the update's lists instead of one per module (a grouped first-order step,
+        as on CUDA: 896 to 320 a forward), less host time and, on CUDA, fewer chunks of the
+        multi-tensor kernels."""
+        mean = joined_view([m.running_mean for m in modules])
+        var = joined_view([m.running_var for m in modules])
+        momenta = {m.momentum for m in modules}
+        if (mean is None or var is None or len(momenta) > 1 or None in momenta
+                or not all(m.training and m.track_running_stats for m in modules)):
+            c = stats.mean.shape[0] // len(modules)
+            for i, m in enumerate(modules):
+                self.update(m, stats, slice(i * c, (i + 1) * c))
+            return
+        for m in modules:
+            self.count(m)
+        self.updates.setdefault(modules[0].momentum, []).append((mean, var, stats, slice(None)))
 
     def flush(self) -> None:
         with torch.no_grad():
             if self.counters:
                 torch._foreach_add_(self.counters, 1)
             for factor, items in self.updates.items():
-                variances = unbiased_variances([stats for _, stats, _ in items])
-                rm = [m.running_mean for m, _, _ in items]
-                rv = [m.running_var for m, _, _ in items]
+                variances = unbiased_variances([stats for _, _, stats, _ in items])
+                rm = [mean for mean, _, _, _ in items]
+                rv = [var for _, var, _, _ in items]
                 torch._foreach_mul_(rm, 1.0 - factor)
-                torch._foreach_add_(rm, [stats.mean[part] for _, stats, part in items],
+                torch._foreach_add_(rm, [_part(stats.mean, part) for _, _, stats, part in items],
                                     alpha=factor)
                 torch._foreach_mul_(rv, 1.0 - factor)
-                torch._foreach_add_(rv, [v[part] for v, (_, _, part) in zip(variances, items)],
+                torch._foreach_add_(rv, [_part(v, part)
+                                         for v, (_, _, _, part) in zip(variances, items)],
                                     alpha=factor)
         self.counters, self.updates = [], {}
+
+
+def _part(t: torch.Tensor, part: slice) -> torch.Tensor:
+    """``t[part]``; ``t`` itself for all of it (no view to make)."""
+    return t if part == _ALL else t[part]
+
+
+_ALL = slice(None)
 
 
 def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,

@@ -122,7 +122,6 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
                 weight: Scale | None) -> torch.Tensor:
     """Each module's BN of its block of ``y``'s channels (times its block of ``weight``, the
     members' scales), in one call."""
-    c = y.shape[1] // len(modules)
     first = modules[0]
     if not first.training:  # each edge's running statistics, side by side (a view where
         mean = joined([b.running_mean for b in modules])  # laid out so: join_group_weights)
@@ -130,8 +129,7 @@ def _stacked_bn(ctx, y: torch.Tensor, modules: Sequence[nn.BatchNorm2d],
         return batch_norm(first, y, mean, var, weight, None, False, 0.0, first.eps)
     # the batch statistics of all the blocks, each edge's folded into its running statistics
     z, stats = normalised(first, y, weight)
-    for i, b in enumerate(modules):
-        ctx.update(b, stats, slice(i * c, (i + 1) * c))
+    ctx.update_all(modules, stats)
     return z
 
 
