@@ -104,7 +104,7 @@ def state_sets(cell) -> list[tuple[int, ...]]:
 
 
 def groups_of(cell, js: Sequence[int], live: list[list[bool]] | None,
-               merges: Merges) -> list[Group]:
+              merges: Merges) -> list[Group]:
     """The groups of two or more convs on the edges leaving the states ``js``, each's members
     by kernel size, then state, then edge (so each size's kernels are one block of the
     group's, ``grouped_edges.kernels``)."""

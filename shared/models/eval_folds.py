@@ -109,7 +109,7 @@ class FoldPlan:
             key for key in found if key not in in_group]
         self.bns = [found[key][1] for key in self.keys]
         self._of = [found[key][0] for key in self.keys]
-        self.fed, self._steps, self._on = set(self._of), cell._steps, {}
+        self.kinds, self.fed, self._steps, self._on = kinds, set(self._of), cell._steps, {}
 
     def rows(self, scales: CellScales) -> torch.Tensor:
         """Each candidate's (C,) scale, (P, C) in ``keys``' order: one concatenation of the
@@ -127,7 +127,7 @@ class FoldPlan:
             self._on[key] = m.to(ref.device)
         return self._on[key]
 
-    def folds(self, scales: CellScales, ref: torch.Tensor, kinds: frozenset[str]) -> EvalFolds:
+    def folds(self, scales: CellScales, ref: torch.Tensor) -> EvalFolds:
         """This forward's :class:`EvalFolds` (the BNs :func:`foldable`): the factors are one
         concatenation of the scales times one ``rsqrt`` of the stacked variances."""
         bns = self.bns
@@ -137,4 +137,4 @@ class FoldPlan:
         # each node's -sum a * mean: a product with the 0/-1 matrix of who feeds which node
         # and a reduction (not a matrix product, which autocast would run in low precision)
         offsets = ((a * mean).unsqueeze(0) * self.minus_nodes(ref)).sum(1)  # (steps, C)
-        return EvalFolds(dict(zip(self.keys, a.unbind(0))), offsets, self.fed, kinds)
+        return EvalFolds(dict(zip(self.keys, a.unbind(0))), offsets, self.fed, self.kinds)

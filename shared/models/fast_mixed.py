@@ -164,11 +164,12 @@ class _Ctx:
         tensor of the update's lists instead of one per module (a grouped first-order step,
         as on CUDA: 896 to 320 a forward), less host time and, on CUDA, fewer chunks of the
         multi-tensor kernels."""
-        mean = joined_view([m.running_mean for m in modules])
-        var = joined_view([m.running_var for m in modules])
         momenta = {m.momentum for m in modules}
-        if (mean is None or var is None or len(momenta) > 1 or None in momenta
-                or not all(m.training and m.track_running_stats for m in modules)):
+        alike = len(momenta) == 1 and None not in momenta and all(
+            m.training and m.track_running_stats for m in modules)
+        mean = joined_view([m.running_mean for m in modules]) if alike else None
+        var = joined_view([m.running_var for m in modules]) if mean is not None else None
+        if var is None:
             c = stats.mean.shape[0] // len(modules)
             for i, m in enumerate(modules):
                 self.update(m, stats, slice(i * c, (i + 1) * c))
@@ -551,7 +552,7 @@ def _eval_folds(cell, scales: CellScales, live: list[list[bool]] | None,
         key = ("folds", cell_plan.live_key(live), kinds, grouped, merges)
         plan = cell_plan.memo(cell, key, lambda f=kinds: FoldPlan(cell, live, f, groups()))
         if foldable(plan.bns):
-            return plan.folds(scales, ref, kinds)
+            return plan.folds(scales, ref)
     return None
 
 
