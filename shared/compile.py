@@ -12,10 +12,12 @@ after it become one kernel, as do the fast path's weighted sums); the modes are 
 * ``max-autotune-no-cudagraphs``: kernels chosen by benchmarking them, no CUDA graphs.
 
 The network is compiled in place (``nn.Module.compile``): its ``state_dict`` keys, its
-checkpoints and ``torch.func.functional_call`` (the second-order step's unrolled weights) are
-those of the eager network. Each input shape compiles once (``dynamic=False``: a search's last
-partial batch and an evaluation's last test batch are one more compilation each, not a
-slower dynamic-shape kernel for every batch).
+checkpoints and ``torch.func.functional_call`` are those of the eager network (the
+second-order step moves the parameters themselves to its unrolled weights and back, in
+place: a compiled graph sees the same parameter tensors, their values changed). Each input
+shape compiles once (``dynamic=False``: a search's last partial batch and an evaluation's last
+test batch are one more compilation each, not a slower dynamic-shape kernel for every
+batch).
 
 Exactness: Inductor reorders floating-point sums (equal to rounding, not bit for bit) and
 draws random numbers with its own generator (Philox: the drop-path masks and noise ops are

@@ -45,7 +45,7 @@ def recompiles() -> int:
 
 @pytest.mark.slow
 def test_compiled_search_equals_eager(tmp_path) -> None:
-    """Second order (the unrolled weights through ``functional_call``, the finite-difference
+    """Second order (the weights moved to the unrolled w' and back, the finite-difference
     passes) with SDARTS-ADV's 7-step attack, over two epochs, compiled, and compiled inside a
     recorded step: the same alpha, weights, BN statistics and losses as the eager run. The
     recorded run reuses the graphs the first traced run made (the guards hold for a new

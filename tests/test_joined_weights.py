@@ -13,7 +13,8 @@ from shared.models import fast_mixed, grouped_edges
 from shared.models.candidate import kind, layers
 from shared.models.joined_weights import join, joined
 from shared.models.search_cnn import Network
-from shared.search.architect import Architect
+from shared.search.architect import Architect, virtual_model
+from shared.search.tensor_lists import copies
 from shared.spaces import SPACES
 
 
@@ -91,8 +92,8 @@ def test_a_grouped_network_runs_on_views_moved_or_reloaded(embed, monkeypatch) -
     """Every kernel concatenation of a grouped forward is a view (in evaluation mode every
     concatenation of running statistics too): as built, after a cast
     (which gives each parameter a new tensor), after a checkpoint round trip, and when the
-    grouping is turned on later; with parameters substituted (``functional_call``, as the
-    second-order α step's unrolled weights) the concatenations are copies, and equal. As on
+    grouping is turned on later, and in the second-order α step's unrolled forward; with
+    parameters substituted (``functional_call``) the concatenations are copies, and equal. As on
     CUDA too, where each kind's kernel sizes share a group: each size's kernels a view."""
     if embed:
         monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"})
@@ -129,15 +130,17 @@ def test_a_grouped_network_runs_on_views_moved_or_reloaded(embed, monkeypatch) -
     substituted = torch.func.functional_call(net, params, (x.double(),))
     assert views and not any(views)
     assert torch.equal(substituted, out)
-    # the second-order step's unrolled weights lie as the weights do: views again
-    names, weights = zip(*net.named_weight_parameters())
+    # the second-order step's unrolled forward runs on the weights themselves (moved to w' and
+    # back, architect.virtual_model): views again
+    weights = net.weight_parameters()
     optimizer = torch.optim.SGD(weights, 0.1, momentum=0.9)
-    unrolled = Architect(net, unrolled=True).virtual_step(
+    step = Architect(net, unrolled=True).virtual_step(
         weights, [torch.zeros_like(w) for w in weights], 0.0, optimizer)
     views.clear()
-    substituted = torch.func.functional_call(net, dict(zip(names, unrolled)), (x.double(),))
+    with virtual_model(net, weights, step, copies(weights)):
+        unrolled = net(x.double())
     assert views and all(views)
-    assert torch.equal(substituted, out)
+    assert torch.equal(unrolled, out)
 
 
 def test_a_grouped_step_equals_the_one_with_copied_kernels(monkeypatch) -> None:

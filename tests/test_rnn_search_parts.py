@@ -55,10 +55,17 @@ def test_second_order_gradient_matches_the_exact_hypergradient() -> None:
     w_prime = [w - eta * (gi + wd * w) for w, gi in zip(weights, g)]
     from torch.func import functional_call
 
-    from shared.search.rnn_architect import _LossOf
+    class LossOf(torch.nn.Module):  # model._loss as a forward, for functional_call
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model._loss(*args)
+
     params = {f"model.{n}": w for n, w in zip(names, w_prime)}
     params.update({f"model.{n}": b.clone() for n, b in model.named_buffers()})
-    val_loss, _ = functional_call(_LossOf(model), params, (h, xv, yv))
+    val_loss, _ = functional_call(LossOf(), params, (h, xv, yv))
     exact = torch.autograd.grad(val_loss, alpha)[0]  # through w'(alpha) exactly
     assert torch.allclose(got[0], exact, rtol=1e-5, atol=1e-9)
 

@@ -67,8 +67,9 @@ def test_parameters_split_into_alpha_and_weights(built) -> None:
 
 
 def test_the_weights_are_found_once_and_anew_after_a_move_or_an_assignment(built) -> None:
-    """``named_weight_parameters`` walks the modules once (host time every search step paid);
-    a cast or move, an assignment on the supernet, or a copy of it finds its own anew."""
+    """``named_weight_parameters`` and ``buffer_list`` walk the modules once (host time every
+    search step paid); a cast or move, an assignment on the supernet, or a copy of it finds
+    its own anew."""
     import copy
 
     _, model, _, _ = built
@@ -80,18 +81,23 @@ def test_the_weights_are_found_once_and_anew_after_a_move_or_an_assignment(built
     def same(m):
         got = list(m.named_weight_parameters())
         want = walked(m)
+        buffers = m.buffer_list()
         return [n for n, _ in got] == [n for n, _ in want] and all(
-            a is b for (_, a), (_, b) in zip(got, want))
+            a is b for (_, a), (_, b) in zip(got, want)) and len(buffers) == len(
+            list(m.buffers())) and all(a is b for a, b in zip(buffers, m.buffers()))
 
     assert same(model) and list(model.named_weight_parameters())  # found, then kept
     assert model.__dict__["_weight_parameters"] is not None
+    assert model.__dict__["_buffer_list"] is not None
     model.float()
-    assert "_weight_parameters" not in model.__dict__ and same(model)
+    assert "_weight_parameters" not in model.__dict__ and "_buffer_list" not in model.__dict__
+    assert same(model)
     twin = copy.deepcopy(model)
     assert same(twin) and not {id(p) for p in twin.weight_parameters()} & {
         id(p) for p in model.weight_parameters()}
-    model.extra = torch.nn.Linear(2, 2)  # a parameter comes: found anew
+    model.extra = torch.nn.BatchNorm1d(2)  # a parameter and buffers come: found anew
     assert same(model) and any(n.startswith("extra.") for n, _ in model.named_weight_parameters())
+    assert any(b is model.extra.running_mean for b in model.buffer_list())
 
 
 def test_expanded_weights_equal_the_shared_forward(built) -> None:

@@ -3,12 +3,14 @@
 architect.py they replace (the finite difference's restore: ``test_search_engine``)."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from shared.models.search_cnn import Network
-from shared.search.architect import Architect
-from shared.search.tensor_lists import assign_where, copies, mirrored
+from shared.search.architect import Architect, virtual_model
+from shared.search.tensor_lists import assign_where, copies, copy_back, mirrored
 from shared.spaces import get_space
 
 
@@ -39,9 +41,9 @@ def test_mirrored_tensors_share_storages_as_the_originals_do() -> None:
 
 @pytest.mark.parametrize("grouped", [False, True])
 def test_virtual_step_is_darts_unrolled_model(grouped) -> None:
-    """w - eta (buf * momentum + g + wd w) per weight, with and without a momentum buffer;
-    laid out as the weights are (a grouped network's kernels back to back: so are the
-    unrolled ones, whose concatenation the unrolled forward then reads as a view)."""
+    """w plus the step is w - eta (buf * momentum + g + wd w) per weight, bit for bit, with and
+    without a momentum buffer; the step laid out as the weights are (a grouped network's
+    kernels back to back: one allocation per storage)."""
     torch.manual_seed(0)
     model = Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2,
                     grouped_edges=grouped)
@@ -52,21 +54,54 @@ def test_virtual_step_is_darts_unrolled_model(grouped) -> None:
     optimizer.step()
     grads = [torch.randn_like(p) for p in weights]
     architect = Architect(model, momentum=0.9, weight_decay=3e-4, unrolled=True)
-    got = architect.virtual_step(weights, grads, 0.025, optimizer)
-    for p, g, w in zip(weights, grads, got):
+    step = architect.virtual_step(weights, grads, 0.025, optimizer)
+    for p, g, s in zip(weights, grads, step):
         buf = optimizer.state.get(p, {}).get("momentum_buffer")
         moment = buf * 0.9 if buf is not None else torch.zeros_like(p)
-        assert torch.equal(w, p.detach() - 0.025 * (moment + g + 3e-4 * p.detach()))
-        assert w.requires_grad and w.is_leaf
-        assert (w.stride(), w.storage_offset()) == (p.stride(), p.storage_offset())
-    shared = [(p, w) for p, w in zip(weights, got) if p.untyped_storage().nbytes()
+        assert torch.equal(p.detach() + s, p.detach() - 0.025 * (moment + g + 3e-4 * p.detach()))
+        assert (s.stride(), s.storage_offset()) == (p.stride(), p.storage_offset())
+    shared = [(p, s) for p, s in zip(weights, step) if p.untyped_storage().nbytes()
               > p.numel() * p.element_size()]  # laid out with others
     assert bool(shared) == grouped
-    storage = {p.untyped_storage().data_ptr(): w.untyped_storage().data_ptr() for p, w in shared}
-    assert all(storage[p.untyped_storage().data_ptr()] == w.untyped_storage().data_ptr()
-               for p, w in shared)
+    storage = {p.untyped_storage().data_ptr(): s.untyped_storage().data_ptr() for p, s in shared}
+    assert all(storage[p.untyped_storage().data_ptr()] == s.untyped_storage().data_ptr()
+               for p, s in shared)
     assert sum(optimizer.state.get(p, {}).get("momentum_buffer") is None for p in weights) > 0
 
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_the_virtual_model_is_w_prime_inside_and_the_model_as_it_was_after(grouped) -> None:
+    """DARTS' unrolled model w' as the supernet itself (``architect.virtual_model``): inside,
+    the weights are w + step and a training forward moves the BN statistics; after, weights
+    and every buffer (running statistics, counters) are bit for bit as before, also when the
+    forward inside raises."""
+    torch.manual_seed(0)
+    model = Network(4, 10, 3, get_space("s5"), in_channels=1, steps=2, multiplier=2,
+                    grouped_edges=grouped)
+    x = torch.randn(4, 1, 8, 8)
+    model(x)  # statistics not at their initial values
+    weights = model.weight_parameters()
+    before = [t.clone() for t in weights]
+    buffers = [b.clone() for b in model.buffers()]
+    assert {b.dtype for b in buffers} == {torch.float32, torch.int64}
+    step = [torch.randn_like(w) for w in weights]
+    for fail in (False, True):
+        with pytest.raises(RuntimeError) if fail else contextlib.nullcontext():
+            with virtual_model(model, weights, step, copies(weights)):
+                assert all(torch.equal(w, b + s) for w, b, s in zip(weights, before, step))
+                model(x)
+                assert any(not torch.equal(b, c) for b, c in zip(model.buffers(), buffers))
+                if fail:
+                    raise RuntimeError("a forward that fails")
+        assert all(torch.equal(w, b) for w, b in zip(weights, before))
+        assert all(torch.equal(b, c) for b, c in zip(model.buffers(), buffers))
+
+
+def test_copy_back_copies_each_kind_of_tensor() -> None:
+    targets = [torch.zeros(3), torch.zeros(2, dtype=torch.int64), torch.zeros(4)]
+    sources = [torch.randn(3), torch.tensor([5, -7]), torch.randn(4)]
+    copy_back(targets, sources)
+    assert all(torch.equal(t, s) for t, s in zip(targets, sources))
 
 
 def test_assign_where_takes_the_values_or_keeps_the_targets_without_a_host_read() -> None:

@@ -8,7 +8,7 @@ buffer (each keeps its shape, its strides and its identity: the optimiser, the s
 the checkpoints see the same parameters), and :func:`joined` then hands the conv a view of
 that region, with a backward that hands each parameter its block of the gradient, as
 ``torch.cat``'s does. Where the tensors do not lie so (weights substituted by
-``torch.func.functional_call``, as the second-order α step's unrolled ones, a group left
+``torch.func.functional_call``, a group left
 with some of its members, a model moved and not joined again) or inside ``torch.compile``
 (whose tracing treats parameters that share a buffer as aliases), it is ``torch.cat``.
 """

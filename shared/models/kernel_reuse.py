@@ -21,10 +21,11 @@ that needs the weights' gradients; one built with its graph serves every later f
 pad's and the concatenation's backward keep no tensors, so the weight step's backward may run
 through the graph that the alpha step's forward recorded (whose own backward, asked for the
 mixing weights' gradients only, did not enter it). Only parameters are reused, never tensors
-substituted for them (the second-order step's unrolled weights, ``functional_call``), nor
-inside ``torch.compile``. The values are the same tensors the forward would build: results do
-not change by a bit. A step recorded as a CUDA graph records the built kernel's first use and
-its reuses alike.
+substituted for them (``torch.func.functional_call``), nor inside ``torch.compile``; the
+second-order step's unrolled forward runs on the parameters themselves, moved to w' and back
+(``architect.virtual_model``), and says :func:`forget` at each move. The values are the same
+tensors the forward would build: results do not change by a bit. A step recorded as a CUDA
+graph records the built kernel's first use and its reuses alike.
 
 Under autocast (``--amp``) a kernel, and a conv's weight the fast path runs as it is
 (:func:`weight`), is also cast to autocast's dtype once per step and kept (autocast casts a

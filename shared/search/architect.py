@@ -7,20 +7,26 @@ grad_alpha = dL_val(w', alpha)/dalpha - eta * H v, where v = dL_val(w')/dw' and 
 Hessian-vector product H v = d^2 L_trn / dalpha dw . v is a central finite difference with
 R = 0.01 / ||v|| (eq. 8).
 
+DARTS builds w' as a new model (``_construct_model_from_theta``); here the supernet's own weights
+are moved to w' and back (:func:`virtual_model`), as its finite difference moves them to w ± R v:
+the same forward on the same values, without swapping ~1,400 weights and ~2,800 buffers into
+the modules by name (``torch.func.functional_call``: 56 ms of host time a step on the 2-core
+CPU, for the 8-cell DARTS supernet, which an eager GPU step waits for).
+
 It is the bilevel strategy of ``shared.search.alpha_update``: the loop calls ``step_alpha``
 with the step's context, before the weight step (DARTS' order) or after it (AutoDL's).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import contextlib
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from torch.func import functional_call
 
 from shared.models import kernel_reuse
 from shared.search.alpha_update import AlphaUpdate, arch_adam
 from shared.search.data_parallel import ONE_PROCESS
-from shared.search.tensor_lists import copies, mirrored
+from shared.search.tensor_lists import copies, copy_back, mirrored
 
 if TYPE_CHECKING:
     from shared.search.context import StepContext
@@ -91,43 +97,37 @@ class Architect(AlphaUpdate):
     def unrolled_gradient(self, x_trn, y_trn, x_val, y_val, eta: float,
                           network_optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
         model = self.model
-        names, weights = zip(*model.named_weight_parameters())
+        weights = model.weight_parameters()
         alphas = model.arch_parameters()
 
         loss = model.loss(x_trn, y_trn)
         dtheta = self.data_parallel.averaged(torch.autograd.grad(loss, weights))
-        unrolled = self.virtual_step(weights, dtheta, eta, network_optimizer)
-
-        # The unrolled model is a copy in DARTS: its BN running statistics must not leak into
-        # the real model, so it gets copied buffers.
-        params = dict(zip(names, unrolled))
-        buffers = dict(model.named_buffers())
-        params.update(zip(buffers, copies(list(buffers.values()))))
+        saved = copies(weights)  # w: restored after the unrolled forward and the difference
+        step = self.virtual_step(weights, dtheta, eta, network_optimizer)
         cells = self._cell_copies() if self.record_cell_grads else []
-        logits = functional_call(model, params, (x_val,),
-                                 {"cell_weights": cells} if cells else None)
-        unrolled_loss = torch.nn.functional.cross_entropy(logits, y_val)
-        grads = self.data_parallel.averaged(
-            torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells))
+        with virtual_model(model, weights, step, saved):
+            unrolled_loss = model.loss(x_val, y_val, cell_weights=cells or None)
+            grads = self.data_parallel.averaged(
+                torch.autograd.grad(unrolled_loss, list(alphas) + weights + cells))
         dalpha = grads[:len(alphas)]
-        vector = grads[len(alphas):len(alphas) + len(unrolled)]
+        vector = grads[len(alphas):len(alphas) + len(weights)]
         if cells:
-            self.cell_grads = list(grads[len(alphas) + len(unrolled):])
+            self.cell_grads = list(grads[len(alphas) + len(weights):])
 
-        implicit = self.hessian_vector_product(vector, x_trn, y_trn, self.fd_step)
+        implicit = self.hessian_vector_product(vector, x_trn, y_trn, self.fd_step, saved)
         return [g - eta * ig for g, ig in zip(dalpha, implicit)]
 
     def virtual_step(self, weights: Sequence[torch.Tensor], dtheta: Sequence[torch.Tensor],
                      eta: float, network_optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-        """w' = w - eta (momentum_buffer * momentum + dL_trn/dw + wd w), DARTS'
+        """w' - w = -eta (momentum_buffer * momentum + dL_trn/dw + wd w), DARTS'
         ``_compute_unrolled_model``, as the same element-wise operations in the same order
-        over the whole list (``torch._foreach_*``: a few kernels, not ~6 per weight)."""
+        over the whole list (``torch._foreach_*``: a few kernels, not ~6 per weight); w plus
+        it is DARTS' w' bit for bit (IEEE addition commutes, negation is exact)."""
         detached = [p.detach() for p in weights]
         state = network_optimizer.state
         buffers = [state.get(p, {}).get("momentum_buffer") for p in weights]
-        # w' laid out as the weights are (tensor_lists.mirrored): where a group's kernels lie
-        # back to back (joined_weights), so do the unrolled ones, and the unrolled forward
-        # reads their concatenation as a view, not a copy (240 launches a step, s5, 8 cells)
+        # one allocation per storage, not per weight (a group's kernels lie in one:
+        # joined_weights), and the multi-tensor operations read alike-strided lists
         step = mirrored(detached)
         held = [i for i, b in enumerate(buffers) if b is not None]
         unheld = [i for i, b in enumerate(buffers) if b is None]
@@ -138,19 +138,20 @@ class Architect(AlphaUpdate):
             torch._foreach_zero_([step[i] for i in unheld])
         torch._foreach_add_(step, list(dtheta))                       # moment + g
         torch._foreach_add_(step, torch._foreach_mul(detached, self.network_weight_decay))
-        # -eta (moment + g + wd w), then + w: w - eta (...), bit for bit (negation is exact)
-        torch._foreach_mul_(step, -eta)
-        torch._foreach_add_(step, detached)
-        return [w.requires_grad_() for w in step]
+        torch._foreach_mul_(step, -eta)                               # -eta (moment + g + wd w)
+        return step
 
     def hessian_vector_product(self, vector: Sequence[torch.Tensor], x: torch.Tensor,
-                               y: torch.Tensor, r: float = 1e-2) -> list[torch.Tensor]:
-        """(dL/dalpha at w + R v  -  dL/dalpha at w - R v) / 2R, R = r / ||v||."""
+                               y: torch.Tensor, r: float = 1e-2,
+                               saved: Sequence[torch.Tensor] | None = None
+                               ) -> list[torch.Tensor]:
+        """(dL/dalpha at w + R v  -  dL/dalpha at w - R v) / 2R, R = r / ||v||; ``saved``: a
+        copy of w already made (else one is)."""
         weights = list(self.model.weight_parameters())
         alphas = self.model.arch_parameters()
         # R stays a tensor (no read back to the host): the step never waits for the device
         R = r / torch.cat([v.reshape(-1) for v in vector]).norm()
-        saved = copies(weights)
+        saved = copies(weights) if saved is None else list(saved)
         with torch.no_grad():  # over the whole list at once (shared.search.tensor_lists)
             shift = torch._foreach_mul(list(vector), R)  # R v
             torch._foreach_add_(weights, shift)
@@ -165,3 +166,25 @@ class Architect(AlphaUpdate):
             torch._foreach_copy_(weights, saved)
         kernel_reuse.forget()
         return [(gp - gn) / (2 * R) for gp, gn in zip(grads_p, grads_n)]
+
+
+@contextlib.contextmanager
+def virtual_model(model: torch.nn.Module, weights: Sequence[torch.Tensor],
+                  step: Sequence[torch.Tensor], saved: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Inside, ``model``'s ``weights`` are w + ``step`` (DARTS' unrolled model w'); after, they
+    are ``saved`` (w, bit for bit) and every buffer is as it was before: the unrolled forward's
+    BN running statistics do not leak into the model (DARTS runs it on a copy). The kernels
+    built of the weights (``kernel_reuse``) are dropped at each write. ``weights`` must be
+    ``model``'s own parameters and ``saved`` a copy of them (``tensor_lists.copies``)."""
+    buffers = list(model.buffer_list())
+    kept = copies(buffers)
+    with torch.no_grad():
+        torch._foreach_add_(list(weights), list(step))
+    kernel_reuse.forget()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(list(weights), list(saved))
+            copy_back(buffers, kept)
+        kernel_reuse.forget()

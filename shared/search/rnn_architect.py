@@ -32,9 +32,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from torch.func import functional_call
 
-from shared.search.architect import Architect
+from shared.search.architect import Architect, virtual_model
+from shared.search.tensor_lists import copies
 
 if TYPE_CHECKING:
     from shared.search.context import StepContext
@@ -55,18 +55,6 @@ def _clip_coef(grads: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
     # a true division (``float / tensor`` would be ``reciprocal() * float``: other rounding)
     coef = torch.full_like(norm, max_norm) / (norm + 1e-6)
     return torch.where(coef < 1.0, coef, torch.ones_like(coef))
-
-
-class _LossOf(torch.nn.Module):
-    """``model._loss`` as a forward, so ``functional_call`` can swap the weights in."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, hidden: Hidden, x: torch.Tensor, y: torch.Tensor,
-                cell_weights: Sequence[torch.Tensor] | None = None):
-        return self.model._loss(hidden, x, y, cell_weights=cell_weights)
 
 
 class RNNArchitect(Architect):
@@ -107,30 +95,30 @@ class RNNArchitect(Architect):
                               x_val, y_val, eta: float
                               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         model = self.model
-        names, weights = zip(*model.named_weight_parameters())
+        weights = model.weight_parameters()
         alphas = model.arch_parameters()
 
         loss, _ = model._loss(hidden_trn, x_trn, y_trn)
         dtheta = self.data_parallel.averaged(torch.autograd.grad(loss, weights))
         coef = _clip_coef(dtheta, self.clip)
-        unrolled = [(p.detach() - eta * (coef * g + self.network_weight_decay * p.detach()))
-                    .requires_grad_() for p, g in zip(weights, dtheta)]
-
-        params = dict(zip(names, unrolled))
-        params.update({n: b.clone() for n, b in model.named_buffers()})
-        # the virtual model w' (the original builds a copy): its BN statistics are cloned too
+        # the virtual model w' = w - eta (coef g + wd w) (the original builds a copy; here the
+        # weights move there and back, and its BN statistics are restored: virtual_model)
+        step = [-(eta * (coef * g + self.network_weight_decay * p.detach()))
+                for p, g in zip(weights, dtheta)]
+        saved = copies(weights)
         cells = self._cell_copies() if self.record_cell_grads else []
-        unrolled_loss, hidden_next = functional_call(
-            _LossOf(model), {f"model.{k}": v for k, v in params.items()},
-            (hidden_val, x_val, y_val), {"cell_weights": cells or None})
-        grads = self.data_parallel.averaged(
-            torch.autograd.grad(unrolled_loss, list(alphas) + unrolled + cells))
+        with virtual_model(model, weights, step, saved):
+            unrolled_loss, hidden_next = model._loss(hidden_val, x_val, y_val,
+                                                     cell_weights=cells or None)
+            grads = self.data_parallel.averaged(
+                torch.autograd.grad(unrolled_loss, list(alphas) + weights + cells))
         dalpha = grads[:len(alphas)]
-        vector = list(grads[len(alphas):len(alphas) + len(unrolled)])
+        vector = list(grads[len(alphas):len(alphas) + len(weights)])
         if cells:  # each layer's dL_val(w')/dA_l (Λ-DARTS' valid_corr)
-            self.cell_grads = list(grads[len(alphas) + len(unrolled):])
+            self.cell_grads = list(grads[len(alphas) + len(weights):])
         v_coef = _clip_coef(vector, self.clip)
         vector = [v * v_coef for v in vector]
 
-        implicit = self.hessian_vector_product(vector, (x_trn, hidden_trn), y_trn, self.fd_step)
+        implicit = self.hessian_vector_product(vector, (x_trn, hidden_trn), y_trn, self.fd_step,
+                                               saved)
         return [g - eta * coef * ig for g, ig in zip(dalpha, implicit)], list(hidden_next)

@@ -35,6 +35,14 @@ def copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return out  # type: ignore[return-value]
 
 
+def copy_back(targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]) -> None:
+    """``targets[i].copy_(sources[i])`` for all, as one multi-tensor copy per dtype and device
+    (a list of mixed dtypes, as a model's float statistics and integer counters, would take
+    the multi-tensor operation's slow path: one copy per tensor)."""
+    for index in same_kind(targets):
+        torch._foreach_copy_([targets[i] for i in index], [sources[i] for i in index])
+
+
 def mirrored(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Uninitialised tensors laid out as ``tensors`` are: each in a new storage of its own
     storage's size, at its offset with its strides, so that tensors sharing a storage (weights
