@@ -10,7 +10,7 @@ import torch
 
 from shared.models.search_cnn import Network
 from shared.search.architect import Architect, virtual_model
-from shared.search.tensor_lists import assign_where, copies, copy_back, mirrored
+from shared.search.tensor_lists import assign_where, copies, copy_back, mirrored, restored
 from shared.spaces import get_space
 
 
@@ -97,11 +97,19 @@ def test_the_virtual_model_is_w_prime_inside_and_the_model_as_it_was_after(group
         assert all(torch.equal(b, c) for b, c in zip(model.buffers(), buffers))
 
 
-def test_copy_back_copies_each_kind_of_tensor() -> None:
+def test_copy_back_copies_each_kind_and_restored_undoes_changes_made_inside() -> None:
     targets = [torch.zeros(3), torch.zeros(2, dtype=torch.int64), torch.zeros(4)]
     sources = [torch.randn(3), torch.tensor([5, -7]), torch.randn(4)]
     copy_back(targets, sources)
     assert all(torch.equal(t, s) for t, s in zip(targets, sources))
+    for fail in (False, True):
+        with pytest.raises(RuntimeError) if fail else contextlib.nullcontext():
+            with restored(targets):
+                for t in targets:
+                    t.add_(1)
+                if fail:
+                    raise RuntimeError("a forward that fails")
+        assert all(torch.equal(t, s) for t, s in zip(targets, sources))
 
 
 def test_assign_where_takes_the_values_or_keeps_the_targets_without_a_host_read() -> None:

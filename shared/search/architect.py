@@ -26,7 +26,7 @@ import torch
 from shared.models import kernel_reuse
 from shared.search.alpha_update import AlphaUpdate, arch_adam
 from shared.search.data_parallel import ONE_PROCESS
-from shared.search.tensor_lists import copies, copy_back, mirrored
+from shared.search.tensor_lists import copies, mirrored, restored
 
 if TYPE_CHECKING:
     from shared.search.context import StepContext
@@ -176,15 +176,13 @@ def virtual_model(model: torch.nn.Module, weights: Sequence[torch.Tensor],
     BN running statistics do not leak into the model (DARTS runs it on a copy). The kernels
     built of the weights (``kernel_reuse``) are dropped at each write. ``weights`` must be
     ``model``'s own parameters and ``saved`` a copy of them (``tensor_lists.copies``)."""
-    buffers = list(model.buffer_list())
-    kept = copies(buffers)
-    with torch.no_grad():
-        torch._foreach_add_(list(weights), list(step))
-    kernel_reuse.forget()
-    try:
-        yield
-    finally:
+    with restored(model.buffer_list()):
         with torch.no_grad():
-            torch._foreach_copy_(list(weights), list(saved))
-            copy_back(buffers, kept)
+            torch._foreach_add_(list(weights), list(step))
         kernel_reuse.forget()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(list(weights), list(saved))
+            kernel_reuse.forget()

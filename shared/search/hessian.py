@@ -21,6 +21,7 @@ import torch
 
 from shared.compile import compiled
 from shared.models.global_batch_norm import local_batch_norm
+from shared.search.tensor_lists import restored
 
 
 def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -28,8 +29,7 @@ def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
     """d^2 (L(x, y) + wd/2 ||alpha||^2) / d alpha^2 over all of ``model.arch_parameters()``
     flattened in order; an (n x n) float64 tensor on the CPU."""
     alphas = list(model.arch_parameters())
-    saved = {n: b.detach().clone() for n, b in model.named_buffers()}
-    try:
+    with restored(model.buffer_list()):  # the passes' BN statistics do not stay
         # torch._dynamo's import (~3 s) only where the network is compiled
         eager = torch.compiler.set_stance("force_eager") if compiled(model) else nullcontext()
         with eager:
@@ -44,10 +44,6 @@ def alpha_hessian(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
             rows.append(torch.cat([(r if r is not None else torch.zeros_like(a)).reshape(-1)
                                    for r, a in zip(row, alphas)]))
         return torch.stack(rows).detach().to("cpu", torch.float64)
-    finally:
-        with torch.no_grad():
-            for n, b in model.named_buffers():
-                b.copy_(saved[n])
 
 
 def dominant_eigenvalue(hessian: torch.Tensor) -> float:

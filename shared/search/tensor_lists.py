@@ -9,7 +9,8 @@ use), for tensors of one dtype and device.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 
@@ -41,6 +42,19 @@ def copy_back(targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor]) 
     the multi-tensor operation's slow path: one copy per tensor)."""
     for index in same_kind(targets):
         torch._foreach_copy_([targets[i] for i in index], [sources[i] for i in index])
+
+
+@contextlib.contextmanager
+def restored(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """While inside, ``tensors`` may change in place (a training forward's BN running
+    statistics and counters); after, also on an exception, each is as it was, bit for bit."""
+    tensors = list(tensors)
+    kept = copies(tensors)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            copy_back(tensors, kept)
 
 
 def mirrored(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
