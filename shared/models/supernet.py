@@ -72,7 +72,8 @@ class Supernet(nn.Module):
     def buffer_list(self) -> tuple[torch.Tensor, ...]:
         """Every buffer (BN running statistics and counters), found once as the weights are
         (a walk of the 8-cell supernet's modules for its ~2,800 buffers: 15 ms of host time);
-        the second-order step keeps and restores them around its unrolled forward."""
+        the second-order step and the Hessian monitor keep and restore them around forwards
+        whose BN statistics must not stay (``tensor_lists.restored``)."""
         found = self.__dict__.get("_buffer_list")
         if found is None:
             found = self.__dict__["_buffer_list"] = tuple(self.buffers())
