@@ -59,12 +59,10 @@ class Supernet(nn.Module):
         assignment on the supernet finds them anew all the same. Inside a
         ``torch.func.functional_call`` these are the supernet's own parameters, not the
         substitutes."""
-        found = self.__dict__.get("_weight_parameters")
-        if found is None:
+        def walk() -> tuple[tuple[str, nn.Parameter], ...]:
             arch = {id(p) for p in self.arch_parameters()}
-            found = tuple((n, p) for n, p in self.named_parameters() if id(p) not in arch)
-            self.__dict__["_weight_parameters"] = found
-        return iter(found)
+            return tuple((n, p) for n, p in self.named_parameters() if id(p) not in arch)
+        return iter(self._found("_weight_parameters", walk))
 
     def weight_parameters(self) -> list[nn.Parameter]:
         return [p for _, p in self.named_weight_parameters()]
@@ -74,9 +72,16 @@ class Supernet(nn.Module):
         (a walk of the 8-cell supernet's modules for its ~2,800 buffers: 15 ms of host time);
         the second-order step and the Hessian monitor keep and restore them around forwards
         whose BN statistics must not stay (``tensor_lists.restored``)."""
-        found = self.__dict__.get("_buffer_list")
+        return self._found("_buffer_list", lambda: tuple(self.buffers()))
+
+    # what _found keeps, by key: dropped where the modules may have changed
+    _FOUND = ("_weight_parameters", "_buffer_list")
+
+    def _found(self, key: str, walk: Callable[[], tuple]) -> tuple:
+        """``walk()``, kept under ``key`` (one of ``_FOUND``) until :meth:`_forget_found`."""
+        found = self.__dict__.get(key)
         if found is None:
-            found = self.__dict__["_buffer_list"] = tuple(self.buffers())
+            found = self.__dict__[key] = walk()
         return found
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -88,8 +93,8 @@ class Supernet(nn.Module):
         return super()._apply(fn, recurse)
 
     def _forget_found(self) -> None:
-        self.__dict__.pop("_weight_parameters", None)
-        self.__dict__.pop("_buffer_list", None)
+        for key in self._FOUND:
+            self.__dict__.pop(key, None)
 
     # -- mixing weights ---------------------------------------------------------------------
     def mixing_weights(self) -> MixingWeights:

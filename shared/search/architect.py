@@ -176,13 +176,14 @@ def virtual_model(model: torch.nn.Module, weights: Sequence[torch.Tensor],
     BN running statistics do not leak into the model (DARTS runs it on a copy). The kernels
     built of the weights (``kernel_reuse``) are dropped at each write. ``weights`` must be
     ``model``'s own parameters and ``saved`` a copy of them (``tensor_lists.copies``)."""
+    weights = list(weights)
     with restored(model.buffer_list()):
         with torch.no_grad():
-            torch._foreach_add_(list(weights), list(step))
+            torch._foreach_add_(weights, list(step))
         kernel_reuse.forget()
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(list(weights), list(saved))
+                torch._foreach_copy_(weights, list(saved))
             kernel_reuse.forget()
