@@ -129,9 +129,9 @@ def _model(path: str, args) -> Network:
                    fast=path != "plain", grouped_edges=path == "grouped")
 
 
-def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(seed: int, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 10, (2,), generator=g)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
 def _foreach(optimizers, layout: str) -> None:
@@ -148,20 +148,28 @@ def count_step(path: str, order: int | str, layout: str, args,
     loop runs it (first-order alpha step, the perturbation of the mixing weights, the weight
     step). ``where``: counted by (name, :func:`origin`); ``amp``: under bf16 autocast (the
     search's ``--amp``)."""
-    with as_on(layout):
-        if order in PERTURBED:
-            return _count_sdarts_step(path, str(order), layout, args, where, amp)
-        runner = Runner(_model(path, args), order == 2, Precision(amp), torch.device("cpu"))
-        _foreach((runner.optimizer, runner.architect.optimizer), layout)
-        batch = (*_batch(1), *_batch(2))
-        runner.step(*batch)
-        with LaunchCount(where) as counter:
-            runner.step(*batch)
+    counter = LaunchCount(where)
+    step_under(counter, path, order, layout, args, amp)
     return counter.counts
 
 
-def _count_sdarts_step(path: str, kind: str, layout: str, args, where: bool,
-                       amp: bool) -> collections.Counter:
+def step_under(mode: TorchDispatchMode, path: str, order: int | str, layout: str, args,
+               amp: bool = False, batch_size: int = 2) -> None:
+    """Run one search step of ``path`` as ``layout`` runs it under ``mode``, after one step
+    outside it (:func:`count_step`), on batches of ``batch_size`` 32x32 images."""
+    with as_on(layout):
+        if order in PERTURBED:
+            return _sdarts_step_under(mode, path, str(order), layout, args, amp, batch_size)
+        runner = Runner(_model(path, args), order == 2, Precision(amp), torch.device("cpu"))
+        _foreach((runner.optimizer, runner.architect.optimizer), layout)
+        batch = (*_batch(1, batch_size), *_batch(2, batch_size))
+        runner.step(*batch)
+        with mode:
+            runner.step(*batch)
+
+
+def _sdarts_step_under(mode: TorchDispatchMode, path: str, kind: str, layout: str, args,
+                       amp: bool, batch_size: int) -> None:
     model = _model(path, args)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
                                 weight_decay=3e-4)
@@ -170,7 +178,8 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args, where: bool,
     with tempfile.TemporaryDirectory() as folder:
         loop = SearchLoop(
             model=model, optimizer=optimizer, scheduler=None, alpha_update=architect,
-            train_queue=[_batch(1)] * 2, valid_queue=[_batch(2)] * 2, valid_eval_queue=None,
+            train_queue=[_batch(1, batch_size)] * 2, valid_queue=[_batch(2, batch_size)] * 2,
+            valid_eval_queue=None,
             epochs=50, device=torch.device("cpu"), logger=logging.getLogger("bench"),
             checkpoint_path=os.path.join(folder, "unused.pth.tar"),
             perturbation=make_perturbation(kind, 0.3, 50), progress=False, report_freq=10 ** 6,
@@ -178,9 +187,8 @@ def _count_sdarts_step(path: str, kind: str, layout: str, args, where: bool,
         steps = loop.batches(10, 0.025, True)
         loop.step(next(steps))
         ctx = next(steps)
-        with LaunchCount(where) as counter:
+        with mode:
             loop.step(ctx)
-    return counter.counts
 
 
 def count_eval_step(layout: str, args, where: bool = False, bf16: bool = False,
@@ -192,6 +200,16 @@ def count_eval_step(layout: str, args, where: bool = False, bf16: bool = False,
     (bf16 autocast, channels-last); ``cast_once``: the weights cast all at once, as a
     recorded step (``--step_capture``) casts them; ``grouped``: each cell's same-shaped
     separable convs together (the network's ``grouped_ops``)."""
+    counter = LaunchCount(where)
+    eval_step_under(counter, layout, args, bf16, cast_once, grouped)
+    return counter.counts
+
+
+def eval_step_under(mode: TorchDispatchMode, layout: str, args, bf16: bool = False,
+                    cast_once: bool = False, grouped: bool = False,
+                    batch_size: int = 2) -> None:
+    """Run one step of evaluation training (:func:`count_eval_step`) under ``mode``, after
+    one step outside it, on a batch of ``batch_size`` 32x32 images."""
     cfg = EvalConfig(auxiliary=True, layers=20, init_channels=args.init_channels)
     precision = Precision(bf16, bf16)
     torch.manual_seed(0)
@@ -210,13 +228,12 @@ def count_eval_step(layout: str, args, where: bool = False, bf16: bool = False,
         device=torch.device("cpu"), criterion=torch.nn.CrossEntropyLoss(),
         scaler=torch.amp.GradScaler("cpu", enabled=False))
     trainer._loss = functools.partial(EvalTrainer._loss, trainer)
-    x, y = _batch(1)
+    x, y = _batch(1, batch_size)
     x = precision.prepare(x)
     with as_on(layout):
         EvalTrainer.train_step(trainer, x, y)
-        with LaunchCount(where) as counter:
+        with mode:
             EvalTrainer.train_step(trainer, x, y)
-    return counter.counts
 
 
 def _print_eval(args) -> None:
