@@ -174,3 +174,24 @@ def test_a_batched_sum_stacks_once_forward_and_only_the_scaled_terms_backward() 
         s.requires_grad_(False)
     out = node_sum.weighted_sum(scales[:3], terms[:3], terms[3:])
     assert _calls_in(lambda: torch.autograd.grad(out, terms, g)) == 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_batched_backward_hands_the_plain_terms_the_nodes_gradient(channels_last) -> None:
+    # a plain term's gradient is g times ones: g itself where g lies as the terms do (no
+    # product, no copy), else the product's rows; the same values bit for bit either way
+    terms, scales = _terms(5, channels_last)
+    node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    dense = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+    wide = torch.randn(2, 6, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+    for g, shared in ((dense, True), (wide[:, 1:4], False)):  # a cat's slice is not dense
+        out = node_sum.weighted_sum(scales[:3], terms[:3], terms[3:])
+        grads = torch.autograd.grad(out, terms, g)
+        for plain in grads[3:]:
+            assert torch.equal(plain, g)
+            assert (plain.data_ptr() == g.data_ptr()) == shared
+            assert shared or plain.is_contiguous(memory_format=fmt)
+        for s, scaled in zip(scales, grads[:3]):
+            assert torch.equal(scaled, g * s.view(3, 1, 1))
+            assert scaled.is_contiguous(memory_format=fmt)

@@ -20,9 +20,11 @@ terms: on the DARTS space's first-order step 16,247 launches became 13,387. A no
 :class:`_BatchedSum` of all its terms, the ``b_j`` with rows of ones in the table of scales:
 a stack of the scales, one of the terms, a product and a reduction forward, whatever their
 number; backward, one product of the node's gradient with the forward's table gives every
-term's gradient, and, where the scales want theirs (the alpha step), the ``t_k`` are stacked
-again for one more product and a reduction (kept from the forward they would hold a copy of
-every term until the backward). The ``b_j`` summed apart (a stack and a reduction) and added
+scaled term's gradient, the plain terms taking the node's gradient itself (times ones: the
+same values, 2% of a grouped first-order step's bytes not written: ``bench/step_floor.py``),
+and, where the scales want theirs (the alpha step), the ``t_k`` are stacked again for one
+more product and a reduction (kept from the forward they would hold a copy of every term
+until the backward). The ``b_j`` summed apart (a stack and a reduction) and added
 to the weighted sum, and the table stacked again backward, cost a grouped first-order step
 256 more of its 4,420 launches (``bench/kernel_count.py``). On the CPU, which is bound by
 the arithmetic and memory traffic, not by launches, a stack is an extra copy of every term
@@ -194,14 +196,19 @@ class _BatchedSum(torch.autograd.Function):
             # cast back at once (autocast: bf16 sums, fp32 scales), not scale by scale
             sums = sums.to(common_dtype(scales)).unbind(0)
             grads[:n] = [x.to(s.dtype).view(s.shape) for x, s in zip(sums, scales)]
-        if want_terms:  # every term's gradient, one product of g with the table
+        if want_terms:  # the scaled terms' gradients, one product of g with their rows
             table = ctx.table
             if table is None or torch.is_grad_enabled() or table.dtype != g.dtype:
                 table = _scale_table(_rows(scales, len(ctx.plain_dtypes)), g.dtype, cl,
                                      grad.dim())
+            # a plain term's gradient is the node's, g times its row of ones: where g lies as
+            # the product's rows would (dense, in the terms' order), g itself for them all,
+            # else the product's rows (one kernel still, not a copy and a product)
+            as_is = g[0].is_contiguous()
+            products = (g * (table[:n] if as_is else table)).unbind(0)
             dtypes = [t.dtype for t in terms] + ctx.plain_dtypes
-            grads[n:] = [_from_order(x, cl).to(d) for x, d in zip((g * table).unbind(0),
-                                                                    dtypes)]
+            grads[n:] = [(grad if i >= len(products) else _from_order(products[i], cl)).to(d)
+                         for i, d in enumerate(dtypes)]
         return (None, *grads)
 
 
