@@ -348,6 +348,34 @@ def test_node_sums_batched_as_on_the_gpu_are_the_plain_path(name, undilate, monk
                          fixed_weights(SPACES[name], torch.float64), **F64)
 
 
+@pytest.mark.parametrize("name", ["s5", "s4"])
+def test_node_sums_declared_uniform_have_uniform_scales(name, monkeypatch):
+    """A node sum read as one matrix-vector product (``uniform``) must have one value per
+    scale: so in training, whose scales are mixing weights expanded (the s4 noise op's
+    too), and not in evaluation mode, whose folded BNs scale each channel apart."""
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    seen = []
+    weighted_sum = node_sum.weighted_sum
+
+    def spy(scales, terms, plain=(), uniform=False):
+        seen.append((uniform, all(bool((s == s.reshape(-1)[0]).all()) for s in scales)))
+        return weighted_sum(scales, terms, plain, uniform)
+    monkeypatch.setattr(node_sum, "weighted_sum", spy)
+    x, _ = data()
+    for grouped in (False, True):
+        _, fast = pair(SPACES[name])
+        fast.grouped_edges = grouped
+        for mode in ("train", "eval"):
+            seen.clear()
+            getattr(fast, mode)()
+            fast(x)
+            assert seen and all(really for declared, really in seen if declared)
+            if mode == "train":
+                assert all(declared for declared, _ in seen)
+            elif name == "s5":  # the poolings' folded BNs' per-channel factors
+                assert not all(really for _, really in seen)
+
+
 @pytest.mark.parametrize("batched", [False, True])
 def test_double_backward_through_the_fast_path(batched, monkeypatch):
     monkeypatch.setattr(node_sum, "BATCHED", {"cpu"} if batched else set())

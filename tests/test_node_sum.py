@@ -195,3 +195,32 @@ def test_a_batched_backward_hands_the_plain_terms_the_nodes_gradient(channels_la
         for s, scaled in zip(scales, grads[:3]):
             assert torch.equal(scaled, g * s.view(3, 1, 1))
             assert scaled.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_uniform_sum_is_one_matrix_vector_product_of_the_stack(channels_last) -> None:
+    # a mixing weight expanded to C values (as in training): batched, the forward is the
+    # stack times the weights, one mv, not a product with the table and a reduction; the
+    # values are the per-channel sum's to rounding and the backward is the same
+    terms, _ = _terms(5, channels_last)
+    weights = torch.randn(3, dtype=torch.float64)
+    scales = [w.expand(3).clone().requires_grad_() for w in weights]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+    runs = {}
+    for uniform in (False, True):
+        out = node_sum.weighted_sum(scales, terms[:3], terms[3:], uniform=uniform)
+        runs[uniform] = out, torch.autograd.grad(out, terms + scales, g)
+    (a, grads_a), (b, grads_b) = runs[False], runs[True]
+    assert torch.allclose(b, a, rtol=0, atol=1e-14) and b.is_contiguous(memory_format=fmt)
+    assert all(torch.equal(x, y) for x, y in zip(grads_a, grads_b))
+    ops = {op: _calls_in(lambda: node_sum.weighted_sum(scales, terms[:3], terms[3:],
+                                                         uniform=True), op)
+           for op in (torch.ops.aten.mv, torch.ops.aten.mul, torch.ops.aten.sum)}
+    if node_sum.is_batched(terms[0]):
+        assert ops == {torch.ops.aten.mv: 1, torch.ops.aten.mul: 0, torch.ops.aten.sum: 0}
+    else:  # term by term: unchanged (a product, then additions of products)
+        assert ops[torch.ops.aten.mv] == 0 and ops[torch.ops.aten.mul] == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the mv stays in the terms' dtype
+        assert node_sum.weighted_sum(scales, terms[:3], terms[3:], uniform=True).dtype == \
+            torch.float64

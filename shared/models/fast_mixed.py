@@ -519,8 +519,9 @@ def _node(adds: list[torch.Tensor], muls: list[tuple[torch.Tensor, torch.Tensor]
         offset = folds.offset(node, node_sum.common_dtype([t for _, t in muls] + adds))
         like = muls[0][1]
         adds = adds + [offset.view(1, -1, *(1,) * (like.dim() - 2)).expand_as(like)]
-    if muls:
-        return node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls], adds)
+    if muls:  # in training (no folds) every scale is a mixing weight expanded: uniform
+        return node_sum.weighted_sum([s for s, _ in muls], [t for _, t in muls], adds,
+                                     uniform=folds is None)
     return node_sum.total(adds) if adds else None
 
 

@@ -19,7 +19,12 @@ by launching ~16,000 small kernels (README, Speed), every sum is batched over a 
 terms: on the DARTS space's first-order step 16,247 launches became 13,387. A node is one
 :class:`_BatchedSum` of all its terms, the ``b_j`` with rows of ones in the table of scales:
 a stack of the scales, one of the terms, a product and a reduction forward, whatever their
-number; backward, one product of the node's gradient with the forward's table gives every
+number. In training every scale is a mixing weight expanded to C values (``uniform``), and
+the product and the reduction are one matrix-vector product of the stack with the weights,
+which reads the stack once where they wrote it again and read it twice (a grouped
+first-order step: 64 launches and 7% of its bytes less, ``bench/step_floor.py``); the
+evaluation mode's folded BNs (``eval_folds``) scale each channel apart and keep the product
+and the reduction. Backward, one product of the node's gradient with the forward's table gives every
 scaled term's gradient, the plain terms taking the node's gradient itself (times ones: the
 same values, 2% of a grouped first-order step's bytes not written: ``bench/step_floor.py``),
 and, where the scales want theirs (the alpha step), the ``t_k`` are stacked again for one
@@ -164,10 +169,11 @@ def _ones_like(scale: torch.Tensor) -> torch.Tensor:
 class _BatchedSum(torch.autograd.Function):
     """``sum_k scales[k] * terms[k] + sum_j plain[j]`` over one stack of all the terms (the
     plain ones scaled by ones): a stack of the scales, one of the terms, a product and a
-    reduction, whatever the number of terms."""
+    reduction, whatever the number of terms; where each scale is one value (``uniform``), a
+    matrix-vector product of the stack with them instead of the product and the reduction."""
 
     @staticmethod
-    def forward(ctx, n: int, *inputs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, n: int, uniform: bool, *inputs: torch.Tensor) -> torch.Tensor:
         scales, terms, plain = inputs[:n], inputs[n:2 * n], inputs[2 * n:]
         every = terms + plain
         dtype = common_dtype(every)
@@ -178,15 +184,24 @@ class _BatchedSum(torch.autograd.Function):
         # the table again for a backward that records no graph (where one does, as SDARTS'
         # Hessian, it is made again from the saved scales, whose graph this copy lacks)
         ctx.table = None if torch.compiler.is_compiling() else table
-        return _from_order((_stack(every, dtype, ctx.cl) * table).sum(0), ctx.cl)
+        stack = _stack(every, dtype, ctx.cl)
+        if not uniform:
+            return _from_order((stack * table).sum(0), ctx.cl)
+        # (S, n) times the n weights (each row's first value): one pass over the stack, where
+        # a product and a reduction write it again and read it twice; in the terms' dtype
+        # (autocast would take a matrix-vector product to bf16)
+        weights = table.reshape(len(every), -1)[:, 0]
+        with torch.autocast(stack.device.type, enabled=False):
+            out = torch.mv(stack.reshape(len(every), -1).t(), weights)
+        return _from_order(out.view(stack.shape[1:]), ctx.cl)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         saved = ctx.saved_tensors
         n, cl = ctx.n, ctx.cl
         scales, terms = saved[:n], saved[n:]
-        want_terms = any(ctx.needs_input_grad[1 + n:])
-        want_scales = any(ctx.needs_input_grad[1:1 + n])
+        want_terms = any(ctx.needs_input_grad[2 + n:])
+        want_scales = any(ctx.needs_input_grad[2:2 + n])
         g = _to_order(grad, cl).unsqueeze(0)  # the stack's order, whatever the strides
         grads: list[torch.Tensor | None] = [None] * (2 * n + len(ctx.plain_dtypes))
         if want_scales:  # the scaled terms' stack again, (n, C) sums of it times g
@@ -209,7 +224,7 @@ class _BatchedSum(torch.autograd.Function):
             dtypes = [t.dtype for t in terms] + ctx.plain_dtypes
             grads[n:] = [(grad if i >= len(products) else _from_order(products[i], cl)).to(d)
                          for i, d in enumerate(dtypes)]
-        return (None, *grads)
+        return (None, None, *grads)
 
 
 def _rows(scales: Sequence[torch.Tensor], plain: int) -> list[torch.Tensor]:
@@ -218,15 +233,18 @@ def _rows(scales: Sequence[torch.Tensor], plain: int) -> list[torch.Tensor]:
 
 
 def weighted_sum(scales: Sequence[torch.Tensor], terms: Sequence[torch.Tensor],
-                 plain: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+                 plain: Sequence[torch.Tensor] = (), uniform: bool = False) -> torch.Tensor:
     """``sum_k scales[k] * terms[k] + sum_j plain[j]``: each scale's C values (any shape of C
     elements) scale the channel axis (1) of its (N, C, H, W) term; terms of several dtypes
     (autocast) are summed in their common one, as ``w * t`` would be with a 0-d ``w``.
-    Batched, all the terms are one stack (a node's three sums in four kernels, not seven);
-    term by term, ``total(plain)`` plus the weighted terms."""
+    Batched, all the terms are one stack (a node's three sums in four kernels, not seven;
+    three with ``uniform``); term by term, ``total(plain)`` plus the weighted terms.
+    ``uniform``: the caller's word that each scale's C values are one value (a mixing weight
+    expanded, ``cell_scales``), which the batched forward then reads once per scale; it is not
+    checked (that would read the device)."""
     if len(terms) != len(scales) or not terms:
         raise ValueError(f"{len(scales)} scales for {len(terms)} terms")
     if is_batched(terms[0]):
-        return _BatchedSum.apply(len(scales), *scales, *terms, *plain)
+        return _BatchedSum.apply(len(scales), uniform, *scales, *terms, *plain)
     weighted = _WeightedSum.apply(len(scales), *scales, *terms)
     return weighted if not plain else total(plain) + weighted
