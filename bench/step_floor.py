@@ -154,7 +154,8 @@ def mutated(func, args: tuple, kwargs: dict) -> list:
 def unit(name: str, args: tuple) -> str:
     """The unit that does ``name``'s FLOPs: tensor cores for convolutions (TF32 in float32)
     and bf16 matrix products, the plain float32 units for depthwise convolutions (one input
-    channel per group) and float32 matrix products (PyTorch leaves TF32 off for them)."""
+    channel per group) and float32 matrix products (PyTorch leaves TF32 off for them). Called
+    for operations with FLOPs only."""
     if name in CONVS:
         weight = args[2] if name == "convolution_backward" else args[1]
         if weight.shape[1] == 1:
@@ -162,7 +163,10 @@ def unit(name: str, args: tuple) -> str:
         return "tf32" if weight.dtype == torch.float32 else "bf16"
     if name in MATMULS:
         return "fp32" if args[-1].dtype == torch.float32 else "bf16"
-    return ""
+    # any other operation torch.utils.flop_counter counts (attention): the tensor cores, the
+    # fastest unit, so that the floor stays a floor
+    first = next(t for t in tree_leaves(args) if isinstance(t, torch.Tensor))
+    return "tf32" if first.dtype == torch.float32 else "bf16"
 
 
 class Traffic(TorchDispatchMode):

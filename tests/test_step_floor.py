@@ -71,6 +71,11 @@ def test_the_floor_is_the_larger_of_memory_and_arithmetic_per_operation() -> Non
     f = step_floor.floor_of([memory, arithmetic], ceilings)
     assert (f.launches, f.memory_ms, f.arithmetic_ms, f.floor_ms) == pytest.approx(
         (2, 2.0, 10.0, 11.0))
+    # an operation with FLOPs that is neither a convolution nor a matrix product (attention)
+    # counts at the tensor cores' rate, the fastest, so that the floor stays one
+    q = torch.zeros(2, 3)
+    assert step_floor.unit("_scaled_dot_product_flash_attention", (q, q, q)) == "tf32"
+    assert step_floor.unit("_scaled_dot_product_flash_attention", (q.bfloat16(),)) == "bf16"
     # the goals: 50 epochs of 390 steps in 20 minutes; 600 of 521 in 2 hours
     assert step_floor.budget_ms(1) == pytest.approx(20 * 60e3 / (50 * 390))
     assert step_floor.budget_ms("eval") == pytest.approx(2 * 3600e3 / (600 * 521))
