@@ -24,14 +24,14 @@ the product and the reduction are one matrix-vector product of the stack with th
 which reads the stack once where they wrote it again and read it twice (a grouped
 first-order step: 64 launches and 7% of its bytes less, ``bench/step_floor.py``); the
 evaluation mode's folded BNs (``eval_folds``) scale each channel apart and keep the product
-and the reduction. Backward, one product of the node's gradient with the forward's table gives every
-scaled term's gradient, the plain terms taking the node's gradient itself (times ones: the
-same values, 2% of a grouped first-order step's bytes not written: ``bench/step_floor.py``),
-and, where the scales want theirs (the alpha step), the ``t_k`` are stacked again for one
-more product and a reduction (kept from the forward they would hold a copy of every term
-until the backward). The ``b_j`` summed apart (a stack and a reduction) and added
-to the weighted sum, and the table stacked again backward, cost a grouped first-order step
-256 more of its 4,420 launches (``bench/kernel_count.py``). On the CPU, which is bound by
+and the reduction. Backward, one product of the node's gradient with the forward's table
+gives every scaled term's gradient, the plain terms taking the node's gradient itself (times
+ones: the same values, 2% of a grouped first-order step's bytes not written), and, where the
+scales want theirs (the alpha step), the ``t_k`` are stacked again for one more product and
+a reduction (kept from the forward they would hold a copy of every term until the
+backward). The ``b_j`` summed apart (a stack and a reduction) and added to the weighted
+sum, and the table stacked again backward, cost a grouped first-order step 256 more of its
+4,420 launches (``bench/kernel_count.py``). On the CPU, which is bound by
 the arithmetic and memory traffic, not by launches, a stack is an extra copy of every term
 and reductions over the stacked axis are slow (2 threads: a 12-term node's stacked sum 1.6 ms
 against 0.44 ms added term by term), so there the sums run term by term, with the same
