@@ -86,7 +86,7 @@ def _args(**kw) -> types.SimpleNamespace:
                                  eval_channels=4, **kw)
 
 
-@pytest.mark.parametrize("path,order", [("grouped", 1), ("fast", "pgd_linf")])
+@pytest.mark.parametrize("path,order", [("grouped", 1), ("fast", "random")])
 def test_a_step_extended_from_two_batches_is_the_step_run_at_that_batch(path, order) -> None:
     args = _args()
     extended = step_floor.search_ops(path, order, False, args, batch=6)
