@@ -20,13 +20,15 @@ operation whose inputs were just written (a fused kernel's gain), so the floor i
 bound on fused kernels; it is the floor of the eager and the recorded step, which launch
 these operations one by one.
 
-Each row's budget is the issue's goal per step: 50 epochs of the DARTS search (CIFAR-10's
-training half, 25,000 images at batch 64: 390 steps an epoch, the last partial batch dropped)
-in 20 minutes for first order, in an hour for second order and SDARTS-ADV; 600 epochs of
-DARTS_V2's evaluation training (50,000 images at batch 96: 521 steps) in 2 hours. ``left per
-launch`` is what the budget leaves each launched operation beyond its floor, (budget - floor)
-/ launches: a GPU that spends more than that on a kernel's start and tail (a replayed CUDA
-graph's is a few microseconds) misses the goal however fast its memory is.
+Each row's budget is the time per step that meets the project's speed goals: 50 epochs of
+the DARTS search (CIFAR-10's training half, 25,000 images at batch 64: 390 steps an epoch,
+the last partial batch dropped) in 20 minutes for first order, in an hour for second order
+and SDARTS-ADV; 600 epochs of DARTS_V2's evaluation training (50,000 images at batch 96: 521
+steps) in 2 hours. ``left per launch`` is what the budget leaves each launched operation
+beyond its floor, (budget - floor) / launches: a GPU that spends more than that on a
+kernel's start and tail misses the goal however fast its memory is (what it spends follows
+from a measured step: ``bench/capture_check.py``'s ms/step less the floor, over the
+launches).
 
 The step runs on the CPU at two small batches and every operation's bytes and FLOPs are
 extended to the row's batch: each is affine in the batch (weights and alpha are fixed in
