@@ -282,6 +282,8 @@ def main(argv=None) -> None:
                    help="then the step of evaluation training (train.py --auxiliary)")
     p.add_argument("--eval_arch", default="DARTS_V2", help="the genotype it trains")
     args = p.parse_args(argv)
+    if not set(o for o in args.orders.split(",") if o) <= {"1", "2", *PERTURBED}:
+        p.error(f"--orders takes 1, 2, {', '.join(PERTURBED)}")
     orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",") if o]
     if orders:
         print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + "

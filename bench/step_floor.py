@@ -308,13 +308,14 @@ def main(argv=None) -> None:
                    help="then, per row, the N (operation, origin) pairs of most floor time")
     args = p.parse_args(argv)
     rows, paths, precisions = _csv(args.rows), _csv(args.paths), _csv(args.precisions)
-    orders = [o if o in PERTURBED else int(o) for o in _csv(args.orders)]
     for name, known in (("rows", {"search", "eval"}), ("paths", {"plain", "fast", "grouped"}),
-                        ("precisions", {"fp32", "bf16"})):
+                        ("precisions", {"fp32", "bf16"}), ("orders", {"1", "2", *PERTURBED})):
         if not set(_csv(getattr(args, name))) <= known:
             p.error(f"--{name} takes {', '.join(sorted(known))}")
-    if not set(orders) <= {1, 2, *PERTURBED}:
-        p.error("--orders takes 1, 2, random, pgd_linf")
+    orders = [o if o in PERTURBED else int(o) for o in _csv(args.orders)]
+    for name in ("bandwidth", "tf32", "bf16", "fp32"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name} must be positive")
     ceilings = Ceilings(args.bandwidth * TERA, {"tf32": args.tf32 * TERA,
                                                 "bf16": args.bf16 * TERA,
                                                 "fp32": args.fp32 * TERA})

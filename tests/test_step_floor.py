@@ -111,5 +111,7 @@ def test_the_table_has_a_row_per_step_path_and_precision(capsys) -> None:
     rows = [line for line in out.splitlines() if line.startswith(("| search", "| eval"))]
     assert len(rows) == 2 + 2  # search: 2 paths; eval: plain and grouped ops
     assert out.count("of most floor time") == len(rows)
-    with pytest.raises(SystemExit):
-        step_floor.main(["--paths", "fast,wide"])
+    for bad in (["--paths", "fast,wide"], ["--orders", "first"], ["--bandwidth", "0"]):
+        with pytest.raises(SystemExit):
+            step_floor.main(bad)
+    assert "--orders takes 1, 2, pgd_linf, random" in capsys.readouterr().err
