@@ -185,5 +185,7 @@ def main(argv=None) -> None:
                       flush=True)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

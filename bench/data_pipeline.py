@@ -121,5 +121,7 @@ def main(argv=None) -> None:
         print(f"{name:<26} {ms:>9.2f} {base / ms:>8.1f}x")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

@@ -74,5 +74,7 @@ def main(argv=None) -> None:
               + f" {acc:>9.2f} {seconds:>8.1f}")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

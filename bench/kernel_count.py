@@ -329,5 +329,7 @@ def by_name(counts: collections.Counter) -> collections.Counter:
         out[name] += n
     return out
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

@@ -196,5 +196,7 @@ def main(argv=None) -> None:
                   f"{t / base:>8.2f}x")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

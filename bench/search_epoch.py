@@ -93,5 +93,7 @@ def main(argv=None) -> None:
     print_epoch_table(rows, 50, "ms/acc batch")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

@@ -138,5 +138,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{epoch:>14.2f}x")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

@@ -53,6 +53,8 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 from bench.kernel_count import NO_KERNEL, PERTURBED, eval_step_under, origin, step_under  # noqa: E402
+from shared.genotypes import load_genotype  # noqa: E402
+from shared.spaces import get_space  # noqa: E402
 
 # operations that write their first argument without reading it
 WRITE_ONLY = {"copy_", "fill_", "zero_", "normal_", "uniform_", "bernoulli_", "random_",
@@ -316,6 +318,10 @@ def main(argv=None) -> None:
     for name in ("bandwidth", "tf32", "bf16", "fp32"):
         if not getattr(args, name) > 0:
             p.error(f"--{name} must be positive")
+    if "search" in rows:
+        get_space(args.space)  # an unknown space or genotype: one line before the table
+    if "eval" in rows:
+        load_genotype(args.eval_arch)
     ceilings = Ceilings(args.bandwidth * TERA, {"tf32": args.tf32 * TERA,
                                                 "bf16": args.bf16 * TERA,
                                                 "fp32": args.fp32 * TERA})
@@ -348,5 +354,7 @@ def main(argv=None) -> None:
             print(f"| {name} | {where} | {n} | {gb:.3f} | {ms:.2f} |", flush=True)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

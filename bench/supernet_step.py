@@ -325,5 +325,7 @@ def profile_step(args, space, batch_size: int, order: int, device: torch.device,
         print(f"CUDA kernels in the step: {len(kernels)}, {busy:.1f} ms of kernel time")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # bad input: one line, no traceback
+    from shared.errors import cli_entry
+
+    cli_entry(main)()

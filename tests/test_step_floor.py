@@ -2,6 +2,7 @@
 step from two small batches to the real one, and the floors it sums. No speed is asserted."""
 from __future__ import annotations
 
+import os
 import types
 
 import pytest
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 
 from bench import step_floor
 from bench.step_floor import Ceilings, Op, Traffic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _recorded(fn) -> list[Op]:
@@ -115,3 +118,19 @@ def test_the_table_has_a_row_per_step_path_and_precision(capsys) -> None:
         with pytest.raises(SystemExit):
             step_floor.main(bad)
     assert "--orders takes 1, 2, pgd_linf, random" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_bench_answers_bad_input_with_one_line() -> None:
+    import subprocess
+    import sys
+
+    for script, bad, want in (("step_floor.py", ["--space", "foo"], "unknown search space"),
+                              ("step_floor.py", ["--rows", "eval", "--eval_arch", "FOO"],
+                               "unknown architecture"),
+                              ("kernel_count.py", ["--space", "foo", "--orders", "1"],
+                               "unknown search space")):
+        done = subprocess.run([sys.executable, f"bench/{script}", *bad], capture_output=True,
+                              text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 2 and want in done.stderr, (script, done.stderr)
+        assert "Traceback" not in done.stderr
