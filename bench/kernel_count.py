@@ -282,9 +282,7 @@ def main(argv=None) -> None:
                    help="then the step of evaluation training (train.py --auxiliary)")
     p.add_argument("--eval_arch", default="DARTS_V2", help="the genotype it trains")
     args = p.parse_args(argv)
-    if not set(o for o in args.orders.split(",") if o) <= {"1", "2", *PERTURBED}:
-        p.error(f"--orders takes 1, 2, {', '.join(PERTURBED)}")
-    orders = [o if o in PERTURBED else int(o) for o in args.orders.split(",") if o]
+    orders = parse_orders(p, args.orders)
     if orders:
         print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + "
               f"weight step; ATen operations that compute)"
@@ -320,6 +318,16 @@ def main(argv=None) -> None:
             print(f"| {n} | {name} | {where} |", flush=True)
     if args.eval:
         _print_eval(args)
+
+
+def parse_orders(parser: argparse.ArgumentParser, text: str) -> list[int | str]:
+    """``--orders``' comma-separated steps: 1, 2 (first, second order) or an SDARTS
+    perturbation; anything else is the parser's error."""
+    names = [o for o in text.split(",") if o]
+    known = {"1", "2", *PERTURBED}
+    if not set(names) <= known:
+        parser.error(f"--orders takes {', '.join(sorted(known))}")
+    return [o if o in PERTURBED else int(o) for o in names]
 
 
 def by_name(counts: collections.Counter) -> collections.Counter:

@@ -44,6 +44,7 @@ import dataclasses
 import os
 import sys
 import types
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,7 +53,13 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_leaves  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
-from bench.kernel_count import NO_KERNEL, PERTURBED, eval_step_under, origin, step_under  # noqa: E402
+from bench.kernel_count import (  # noqa: E402
+    NO_KERNEL,
+    eval_step_under,
+    origin,
+    parse_orders,
+    step_under,
+)
 from shared.genotypes import load_genotype  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
@@ -211,15 +218,22 @@ def extended(small: list[Op], n_small: int, large: list[Op], n_large: int,
             for a, b in zip(small, large)]
 
 
-def search_ops(path: str, order: int | str, bf16: bool, args, where: bool = False,
-               batch: int = SEARCH_BATCH) -> list[Op]:
-    """The operations of one search step of ``path`` at ``batch``, from batches 2 and 4."""
+def _at_batch(run: Callable[[Traffic, int], None], where: bool, batch: int) -> list[Op]:
+    """The operations ``run(mode, batch_size)`` dispatches, extended from batches 2 and 4 to
+    ``batch``."""
     runs = []
     for n in (2, 4):
         traffic = Traffic(where)
-        step_under(traffic, path, order, "cuda", args, amp=bf16, batch_size=n)
+        run(traffic, n)
         runs.append(traffic.ops)
     return extended(runs[0], 2, runs[1], 4, batch)
+
+
+def search_ops(path: str, order: int | str, bf16: bool, args, where: bool = False,
+               batch: int = SEARCH_BATCH) -> list[Op]:
+    """The operations of one search step of ``path`` at ``batch``, from batches 2 and 4."""
+    return _at_batch(lambda mode, n: step_under(mode, path, order, "cuda", args, amp=bf16,
+                                                batch_size=n), where, batch)
 
 
 def eval_ops(bf16: bool, grouped: bool, args, where: bool = False,
@@ -228,13 +242,9 @@ def eval_ops(bf16: bool, grouped: bool, args, where: bool = False,
     bf16 with channels-last and the weights cast at once, as the recorded step runs it."""
     eval_args = types.SimpleNamespace(init_channels=args.eval_channels,
                                       eval_arch=args.eval_arch)
-    runs = []
-    for n in (2, 4):
-        traffic = Traffic(where)
-        eval_step_under(traffic, "cuda", eval_args, bf16=bf16, cast_once=bf16, grouped=grouped,
-                        batch_size=n)
-        runs.append(traffic.ops)
-    return extended(runs[0], 2, runs[1], 4, batch)
+    return _at_batch(lambda mode, n: eval_step_under(mode, "cuda", eval_args, bf16=bf16,
+                                                     cast_once=bf16, grouped=grouped,
+                                                     batch_size=n), where, batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,10 +321,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     rows, paths, precisions = _csv(args.rows), _csv(args.paths), _csv(args.precisions)
     for name, known in (("rows", {"search", "eval"}), ("paths", {"plain", "fast", "grouped"}),
-                        ("precisions", {"fp32", "bf16"}), ("orders", {"1", "2", *PERTURBED})):
+                        ("precisions", {"fp32", "bf16"})):
         if not set(_csv(getattr(args, name))) <= known:
             p.error(f"--{name} takes {', '.join(sorted(known))}")
-    orders = [o if o in PERTURBED else int(o) for o in _csv(args.orders)]
+    orders = parse_orders(p, args.orders)
     for name in ("bandwidth", "tf32", "bf16", "fp32"):
         if not getattr(args, name) > 0:
             p.error(f"--{name} must be positive")
