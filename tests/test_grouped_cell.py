@@ -124,8 +124,13 @@ def test_grouped_ops_launch_fewer_kernels():
     grouped = kernel_count.count_eval_step("cuda", args, grouped=True)
     # 18 cells: 5 ops x 4 convolutions -> 4 (and in the backward, as many fewer again)
     assert plain["convolution"] - grouped["convolution"] == 18 * (5 - 1) * 4
-    # and drop-path: the group's factors stacked once, one product forward and backward
-    assert plain["mul"] - grouped["mul"] == 18 * (5 - 1) * 2
+    # and drop-path: the group's factors stacked once, one product forward and backward,
+    # where op by op (drop_path.dropped_sum) each normal cell's two nodes of two separable
+    # convs take a product and an addcmul forward and one product backward, its node of a
+    # separable conv and a skip an addcmul forward and a product backward (the grouped cell
+    # adds the group's outputs and the skip)
+    assert plain["mul"] - grouped["mul"] == 18 * (2 * 2 + 1 - 2)
+    assert plain["addcmul"] - grouped["addcmul"] == 18 * (2 + 1)
     assert grouped["stack"] - plain["stack"] == 18
     assert sum(grouped.values()) < 0.6 * sum(plain.values())
 
@@ -161,16 +166,18 @@ def test_the_evaluation_doors_take_grouped_ops(door) -> None:
 
 
 def _ddp_steps(dp, folder, grouped: bool = True) -> dict:
-    """Two DDP training steps of DARTS_V2 (3 cells) on this rank's half of a batch of 4, in
-    float64; grouped or op by op."""
+    """Two DDP training steps of DARTS_V2 (3 cells) on this rank's half of a batch of 6, in
+    float64; grouped or op by op. (Three samples a rank: over two, a BN's statistics magnify
+    a rounding apart, as drop-path's ``addcmul`` op by op against the group's product and
+    sum, to 6e-12 in two steps.)"""
     net = _network(layers=3)
     net.grouped_ops = grouped
     ddp = torch.nn.parallel.DistributedDataParallel(net)
     optimizer = torch.optim.SGD(net.parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
     g = torch.Generator().manual_seed(1)
     for _ in range(2):
-        x = torch.randn(4, 3, 32, 32, generator=g, dtype=torch.float64)
-        y = torch.randint(0, 10, (4,), generator=g)
+        x = torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64)
+        y = torch.randint(0, 10, (6,), generator=g)
         x, y = x[dp.rank::dp.world_size], y[dp.rank::dp.world_size]
         optimizer.zero_grad()
         logits, aux = ddp(x)

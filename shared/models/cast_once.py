@@ -1,6 +1,6 @@
 """Under autocast, a network's convolution and linear weights cast to the autocast dtype all
 at once per forward, their gradients back all at once, where autocast casts each weight as its
-layer runs (one cast each way per weight: 895 of the 3,144 operations a bf16 DARTS_V2
+layer runs (one cast each way per weight: 895 of the 3,026 operations a bf16 DARTS_V2
 training step launches, ``bench/kernel_count.py --eval``; on a GPU, launches are the cost).
 
 The weights are concatenated flat in memory order (one launch), cast (one), and cut back into

@@ -18,26 +18,10 @@ from shared.errors import UserError
 from shared.genotypes import Genotype, Pair, PerCellGenotype
 from shared.models.batch_counters import advance_batch_counters, count_batches_together
 from shared.models.candidate import per_module
+from shared.models.drop_path import drop_path_scales, dropped_sum
 from shared.models.grouped_cell import cell_groups, join_cell_groups, run_group
 from shared.ops import FactorizedReduce, Identity, ReLUConvBN, SepConv, make_op
 from shared.spaces import kinds_of_cells
-
-
-def drop_path_scales(count: int, batch: int, drop_prob: float, like: torch.Tensor) -> torch.Tensor:
-    """DARTS' drop-path (``utils.drop_path``) for ``count`` ops at once: each op's output is
-    multiplied by its row, per sample 0 with probability ``drop_prob`` and else
-    1 / (1 - ``drop_prob``), which zeroes whole samples of the op and rescales the rest.
-
-    Shape (count, batch, 1, 1, 1), in ``like``'s dtype and device. The original draws a mask
-    per op and divides and multiplies each op's output (with the backward, five launches per
-    op, 590 of the 2,986 of a DARTS_V2 training step); here one draw and one division serve
-    the whole network, and each op is one multiplication each way. The samples are as
-    independent as the original's, drawn in another order; the product differs from the
-    original's ``x / keep * mask`` by the rounding of 1 / keep."""
-    keep = 1.0 - drop_prob
-    mask = torch.empty(count, batch, 1, 1, 1, device=like.device, dtype=like.dtype)
-    return mask.bernoulli_(keep).div_(keep)
-
 
 CellGene = tuple[Sequence[Pair], Sequence[int]]  # one cell's (op, input) pairs and concat
 
@@ -142,7 +126,7 @@ class Cell(nn.Module):
 
         made: dict[int, torch.Tensor] = {}  # grouped ops' outputs not yet taken
         for i in range(self._steps):
-            h = []
+            h, rows = [], []
             for k in (2 * i, 2 * i + 1):
                 op, j = self._ops[k], self._indices[k]
                 row = self._drop_row[k] if drop_scales is not None else None
@@ -160,10 +144,9 @@ class Cell(nn.Module):
                         out = layer(out)
                 else:
                     out = op(states[j])
-                if row is not None:
-                    out = out * drop_scales[row]
                 h.append(out)
-            states.append(h[0] + h[1])
+                rows.append(row)
+            states.append(dropped_sum(h[0], h[1], drop_scales, tuple(rows)))
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 

@@ -18,7 +18,7 @@ writes them back. The BN counters are the network's (``batch_counters``), advanc
 already.
 
 Equal in exact arithmetic to the per-op cell (two float64 training steps agree to 1e-12,
-``tests/test_grouped_cell.py``); 2,246 launches of a DARTS_V2 step become 1,130 (drop-path's
+``tests/test_grouped_cell.py``); 2,128 launches of a DARTS_V2 step become 1,102 (drop-path's
 products of a group's ops one product, ``run_group``'s ``drop_factors``).
 ``Cell.grouped`` (set by the network's ``grouped_ops``); off by default.
 """
