@@ -157,23 +157,55 @@ def test_plain_terms_join_the_weighted_sum(batched) -> None:
 def test_a_batched_sum_stacks_once_forward_and_only_the_scaled_terms_backward() -> None:
     # one stack of the scales and one of every term forward; backward, the forward's table
     # serves the terms' gradients and only the scales' gradients stack (their terms) again,
-    # unless the backward records a graph (the Hessian's), which makes the table again
+    # unless the backward records a graph (the Hessian's), which makes the table again (a
+    # training node: more plain terms, batch-normalised, than scaled ones)
     terms, scales = _terms(5, True)
     node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
     g = torch.randn(2, 3, 4, 5, dtype=torch.float64)
     out: list = []
-    assert _calls_in(lambda: out.append(node_sum.weighted_sum(scales[:3], terms[:3],
-                                                                terms[3:]))) == 2
+    assert _calls_in(lambda: out.append(node_sum.weighted_sum(scales[:2], terms[:2],
+                                                                terms[2:]))) == 2
     grads: list = []
     assert _calls_in(lambda: grads.extend(
-        torch.autograd.grad(out[0], terms + scales[:3], g))) == 1
-    again = torch.autograd.grad(node_sum.weighted_sum(scales[:3], terms[:3], terms[3:]),
-                                terms + scales[:3], g, create_graph=True)
+        torch.autograd.grad(out[0], terms + scales[:2], g))) == 1
+    again = torch.autograd.grad(node_sum.weighted_sum(scales[:2], terms[:2], terms[2:]),
+                                terms + scales[:2], g, create_graph=True)
     assert all(torch.equal(a, b.detach()) for a, b in zip(grads, again))
     for s in scales:  # only the terms want gradients: nothing is stacked backward
         s.requires_grad_(False)
-    out = node_sum.weighted_sum(scales[:3], terms[:3], terms[3:])
+    out = node_sum.weighted_sum(scales[:2], terms[:2], terms[2:])
     assert _calls_in(lambda: torch.autograd.grad(out, terms, g)) == 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("uniform", [False, True])
+def test_a_batched_sum_of_few_plain_terms_keeps_its_stack_for_the_scales(channels_last,
+                                                                           uniform) -> None:
+    # the evaluation mode's folded nodes (SDARTS-ADV's attack): scaled terms and the BNs'
+    # offset; the scales' gradients read the forward's stack, not a new one, and every value
+    # is the restacking sum's bit for bit; gradients of gradients hold (the stack is the
+    # sum's input, made by autograd's stack)
+    terms, scales = _terms(5, channels_last)
+    if uniform:
+        scales = [s[:1].detach().expand(3).clone().requires_grad_() for s in scales]
+    node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+    out: list = []
+    assert _calls_in(lambda: out.append(node_sum.weighted_sum(
+        scales[:4], terms[:4], terms[4:], uniform=uniform))) == 2
+    grads: list = []
+    assert _calls_in(lambda: grads.extend(
+        torch.autograd.grad(out[0], terms + scales[:4], g))) == 0
+    ref = node_sum._BatchedSum.apply(4, uniform, *scales[:4], *terms)  # stacks again
+    assert torch.equal(out[0], ref) and out[0].is_contiguous(memory_format=fmt)
+    want = torch.autograd.grad(ref, terms + scales[:4], g)
+    assert all(torch.equal(a, b) for a, b in zip(grads, want))
+    assert all(a.is_contiguous(memory_format=fmt) for a in grads[:5])
+
+    def f(*inputs):
+        return node_sum.weighted_sum(inputs[:2], inputs[2:4], inputs[4:], uniform=uniform)
+    assert torch.autograd.gradgradcheck(f, (*scales[:2], *terms[:3]))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -186,13 +218,13 @@ def test_a_batched_backward_hands_the_plain_terms_the_nodes_gradient(channels_la
     dense = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
     wide = torch.randn(2, 6, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
     for g, shared in ((dense, True), (wide[:, 1:4], False)):  # a cat's slice is not dense
-        out = node_sum.weighted_sum(scales[:3], terms[:3], terms[3:])
+        out = node_sum.weighted_sum(scales[:2], terms[:2], terms[2:])
         grads = torch.autograd.grad(out, terms, g)
-        for plain in grads[3:]:
+        for plain in grads[2:]:
             assert torch.equal(plain, g)
             assert (plain.data_ptr() == g.data_ptr()) == shared
             assert shared or plain.is_contiguous(memory_format=fmt)
-        for s, scaled in zip(scales, grads[:3]):
+        for s, scaled in zip(scales, grads[:2]):
             assert torch.equal(scaled, g * s.view(3, 1, 1))
             assert scaled.is_contiguous(memory_format=fmt)
 
