@@ -32,13 +32,15 @@ a reduction (kept from the forward they would hold a copy of every term until th
 backward). Where the plain terms are fewer than the scaled ones (the evaluation mode's folded
 nodes, whose only plain term is the BNs' offset: SDARTS-ADV's attack, seven backwards a step),
 the forward's stack is kept instead (:class:`_StackedSum`, the stack made by autograd's
-``stack`` so that gradients of gradients still reach the terms): the scaled terms are held
-either way, and an SDARTS-ADV step stacks 224 times fewer (17,842 launches grouped, 466 GB
-moved, not 18,066 and 490; bit for bit the same; the CPU's peak memory of that step at batch
-16 3.9 GB, not 4.1). The ``b_j`` summed apart (a stack and a reduction) and added to the weighted
-sum, and the table stacked again backward, cost a grouped first-order step 256 more of its
-4,420 launches (``bench/kernel_count.py``). On the CPU, which is bound by
-the arithmetic and memory traffic, not by launches, a stack is an extra copy of every term
+``stack`` so that gradients of gradients still reach the terms): its rows stand in for the
+scaled terms the backward would hold (which are freed where nothing else holds them, as the
+folded convs' and poolings' outputs; a skip's state is held anyway), and an SDARTS-ADV step
+stacks 224 times fewer (17,842 launches grouped, 466 GB moved, not 18,066 and 490; bit for bit
+the same; the CPU's peak memory of that step at batch 16 3.9 GB, not 4.1). The ``b_j`` summed
+apart (a stack and a reduction) and added to the weighted sum, and the table stacked again
+backward, cost a grouped first-order step 256 more of its 4,420 launches
+(``bench/kernel_count.py``). On the CPU, which is bound by the arithmetic and memory
+traffic, not by launches, a stack is an extra copy of every term
 and reductions over the stacked axis are slow (2 threads: a 12-term node's stacked sum 1.6 ms
 against 0.44 ms added term by term), so there the sums run term by term, with the same
 backward formula. The two give the same values to rounding (another order of addition); the
@@ -310,8 +312,8 @@ def weighted_sum(scales: Sequence[torch.Tensor], terms: Sequence[torch.Tensor],
                 s.requires_grad for s in scales):
             # the scales' gradients read the scaled terms stacked: where the plain terms are
             # fewer (the evaluation mode's folded nodes: only the BNs' offset, as SDARTS-ADV's
-            # attack runs them), the forward's stack, kept, is one copy of every term fewer
-            # for a few plain rows held (the scaled ones are held either way)
+            # attack runs them), the forward's stack, kept in place of the scaled terms, saves
+            # stacking them again for a few plain rows held
             every = [*terms, *plain]
             cl = _channels_last(every[0])
             stack = _stack(every, common_dtype(every), cl)
