@@ -212,9 +212,14 @@ def _saved_table(ctx, scales: Sequence[torch.Tensor], plain: int, g: torch.Tenso
     return table
 
 
-def _keep(table: torch.Tensor) -> torch.Tensor | None:
-    """The table to keep for the backward (none while compiling: a traced graph's tensor)."""
-    return None if torch.compiler.is_compiling() else table
+def _forward_table(ctx, scales: Sequence[torch.Tensor], plain: int, dtype: torch.dtype,
+                   cl: bool, dim: int) -> torch.Tensor:
+    """The table of scales (``plain`` rows of ones after them) against a stack of ``dim``-d
+    terms, also left on ``ctx`` for :func:`_saved_table` (not while compiling: a traced
+    graph's tensor)."""
+    table = _scale_table(_rows(scales, plain), dtype, cl, dim)
+    ctx.table = None if torch.compiler.is_compiling() else table
+    return table
 
 
 class _BatchedSum(torch.autograd.Function):
@@ -232,8 +237,7 @@ class _BatchedSum(torch.autograd.Function):
         ctx.n, ctx.cl = n, _channels_last(every[0])
         ctx.plain_dtypes = [t.dtype for t in plain]
         ctx.save_for_backward(*scales, *terms)  # the plain terms' gradients need no values
-        table = _scale_table(_rows(scales, len(plain)), dtype, ctx.cl, every[0].dim())
-        ctx.table = _keep(table)
+        table = _forward_table(ctx, scales, len(plain), dtype, ctx.cl, every[0].dim())
         return _summed(_stack(every, dtype, ctx.cl), table, uniform, ctx.cl)
 
     @staticmethod
@@ -272,9 +276,8 @@ class _StackedSum(torch.autograd.Function):
                 *scales: torch.Tensor) -> torch.Tensor:
         ctx.n, ctx.cl = n, cl
         ctx.save_for_backward(stack, *scales)
-        table = _scale_table(_rows(scales, stack.shape[0] - n), stack.dtype, cl,
-                             stack.dim() - 1)
-        ctx.table = _keep(table)
+        table = _forward_table(ctx, scales, stack.shape[0] - n, stack.dtype, cl,
+                               stack.dim() - 1)
         return _summed(stack, table, uniform, cl)
 
     @staticmethod
