@@ -5,7 +5,8 @@ perturbation, in one run.
     python bench/capture_check.py [--device cuda] [--kinds first_order,second_order,...]
                                   [--paths graph,compile,compile+graph,reduce-overhead,
                                            grouped,graph+grouped,grouped-by-size,
-                                           term-sums,batched-sums,undilated,dilated]
+                                           term-sums,batched-sums,matmul-sums,
+                                           product-sums,undilated,dilated]
                                   [--steps N] [--batch_size 64] [--layers 8] [--space s5]
 
 Paths (each against the eager step): ``graph`` (``--step_capture cuda_graph``), ``compile``
@@ -18,7 +19,11 @@ own group, the CPU's way; on CUDA the sizes of a kind share one, the smaller ker
 the widest: ``fast_mixed.EMBED``), ``term-sums`` and ``batched-sums`` (eager, a node's sums
 added term by term, the CPU's way, or over a stack of its terms, CUDA's: ``node_sum.BATCHED``,
 which also decides whether the gradients of a state's many readers are summed at once,
-``fan_out``; eager runs the device's own), ``undilated`` and ``dilated`` (eager, dilated convs
+``fan_out``; eager runs the device's own), ``matmul-sums`` and ``product-sums`` (eager, the
+batched sums with a scale per channel, evaluation mode's folded nodes as SDARTS-ADV's attack
+runs them, and every scale's gradient, as batched matrix products over the stack of NCHW
+terms, or as a product and a reduction, the default: ``node_sum.MATMUL``; pgd_linf is the
+kind they change most), ``undilated`` and ``dilated`` (eager, dilated convs
 rewritten undilated, the CPU's way, or run as they are, CUDA's: ``fast_mixed.UNDILATE``).
 ``first s`` is epoch 0's wall time: the warm-up, the recordings and every compilation are in it.
 
@@ -61,7 +66,8 @@ from shared.spaces import get_space  # noqa: E402
 
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
 PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped",
-         "grouped-by-size", "term-sums", "batched-sums", "undilated", "dilated")
+         "grouped-by-size", "term-sums", "batched-sums", "matmul-sums", "product-sums",
+         "undilated", "dilated")
 
 
 def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
@@ -74,15 +80,18 @@ def settings(path: str, device: torch.device) -> tuple[str, str, bool]:
             "grouped": ("off", "off", True), "graph+grouped": (graph, "off", True),
             "grouped-by-size": ("off", "off", True),
             "term-sums": ("off", "off", False), "batched-sums": ("off", "off", False),
+            "matmul-sums": ("off", "off", False), "product-sums": ("off", "off", False),
             "undilated": ("off", "off", False), "dilated": ("off", "off", False)}[path]
 
 
 def device_ways(path: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """A node's sums (``node_sum.BATCHED``), the dilated convs (``fast_mixed.UNDILATE``) and
-    the groups' kernel sizes (``fast_mixed.EMBED``) as ``path`` runs them, the device's own
-    else."""
+    """A node's sums (``node_sum.BATCHED``, ``node_sum.MATMUL``), the dilated convs
+    (``fast_mixed.UNDILATE``) and the groups' kernel sizes (``fast_mixed.EMBED``) as ``path``
+    runs them, the device's own else."""
     if path in ("term-sums", "batched-sums"):
         return node_sum.batched(device.type, path == "batched-sums")
+    if path in ("matmul-sums", "product-sums"):
+        return node_sum.matmul(device.type, path == "matmul-sums")
     if path in ("undilated", "dilated"):
         return fast_mixed.undilated(device.type, path == "undilated")
     if path == "grouped-by-size":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks that decide what is still open (issue "GPU speed"), in order of importance, in
-# one call of at most ~10 minutes (run on a CUDA machine from the repo root; results in $OUT).
+# one call of at most ~11 minutes (run on a CUDA machine from the repo root; results in $OUT).
 # Each step has its own timeout so one slow step cannot eat the others' time. The checks
 # measured in earlier sessions are in bench/gpu_check_more.sh.
 set -uo pipefail
@@ -28,3 +28,6 @@ timeout 120 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_ord
 echo "== 5. torch.compile against the graph (3 cells): compile time (first s) and speed =="
 timeout 100 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
     --layers 3 --paths graph,reduce-overhead,compile+graph | tee "$OUT/compile_check.md"
+echo "== 6. SDARTS-ADV: its attack's per-channel node sums as batched matrix products (cuBLAS) vs a product and a reduction (node_sum.MATMUL) =="
+timeout 60 $PY bench/capture_check.py --device cuda --steps 6 --kinds pgd_linf \
+    --paths matmul-sums | tee "$OUT/matmul_check.md"

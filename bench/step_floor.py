@@ -1,7 +1,7 @@
 """The least time one step can take on a GPU, from the bytes it moves and the arithmetic it
 does: a roofline floor per path, measured on any machine.
 
-    python bench/step_floor.py [--rows search,eval] [--paths fast,grouped]
+    python bench/step_floor.py [--rows search,eval] [--paths fast,grouped,grouped+matmul]
                                [--orders 1,2,pgd_linf] [--precisions fp32,bf16]
                                [--bandwidth 4.8] [--tf32 494.7] [--bf16 989.4] [--fp32 66.9]
                                [--top N]
@@ -61,6 +61,7 @@ from bench.kernel_count import (  # noqa: E402
     step_under,
 )
 from shared.genotypes import load_genotype  # noqa: E402
+from shared.models import node_sum  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
 # operations that write their first argument without reading it
@@ -72,6 +73,7 @@ MATMULS = {"mm", "addmm", "bmm", "baddbmm"}
 BUDGETS = {1: (20 / 60, 50, 390), 2: (1.0, 50, 390), "random": (20 / 60, 50, 390),
            "pgd_linf": (1.0, 50, 390), "eval": (2.0, 600, 521)}
 SEARCH_BATCH, EVAL_BATCH = 64, 96
+SEARCH_PATHS = ("plain", "fast", "grouped", "fast+matmul", "grouped+matmul")
 TERA = 1e12
 
 
@@ -231,9 +233,12 @@ def _at_batch(run: Callable[[Traffic, int], None], where: bool, batch: int) -> l
 
 def search_ops(path: str, order: int | str, bf16: bool, args, where: bool = False,
                batch: int = SEARCH_BATCH) -> list[Op]:
-    """The operations of one search step of ``path`` at ``batch``, from batches 2 and 4."""
-    return _at_batch(lambda mode, n: step_under(mode, path, order, "cuda", args, amp=bf16,
-                                                batch_size=n), where, batch)
+    """The operations of one search step of ``path`` at ``batch``, from batches 2 and 4
+    (``+matmul``: the per-channel node sums as batched matrix products, ``node_sum.MATMUL``)."""
+    base, _, matmul = path.partition("+")
+    with node_sum.matmul("cpu", matmul == "matmul"):
+        return _at_batch(lambda mode, n: step_under(mode, base, order, "cuda", args, amp=bf16,
+                                                    batch_size=n), where, batch)
 
 
 def eval_ops(bf16: bool, grouped: bool, args, where: bool = False,
@@ -302,7 +307,9 @@ def _csv(text: str) -> list[str]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", default="search,eval", help="search, eval or both")
-    p.add_argument("--paths", default="fast,grouped", help="search paths: plain, fast, grouped")
+    p.add_argument("--paths", default="fast,grouped",
+                   help="search paths: plain, fast, grouped, fast+matmul, grouped+matmul "
+                        "(the per-channel node sums as batched matrix products)")
     p.add_argument("--orders", default="1,2,pgd_linf",
                    help="search steps: 1, 2 (first, second order), random, pgd_linf (SDARTS)")
     p.add_argument("--precisions", default="fp32,bf16",
@@ -320,7 +327,7 @@ def main(argv=None) -> None:
                    help="then, per row, the N (operation, origin) pairs of most floor time")
     args = p.parse_args(argv)
     rows, paths, precisions = _csv(args.rows), _csv(args.paths), _csv(args.precisions)
-    for name, known in (("rows", {"search", "eval"}), ("paths", {"plain", "fast", "grouped"}),
+    for name, known in (("rows", {"search", "eval"}), ("paths", set(SEARCH_PATHS)),
                         ("precisions", {"fp32", "bf16"})):
         if not set(_csv(getattr(args, name))) <= known:
             p.error(f"--{name} takes {', '.join(sorted(known))}")

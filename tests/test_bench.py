@@ -154,15 +154,16 @@ def test_the_launch_count_of_evaluation_training() -> None:
     assert 0 < once["_to_copy"] < 10 < bf16["_to_copy"]
 
 
-def _capture_rows(capsys, space: str, size: int, paths: str) -> dict[str, list[str]]:
-    """``bench/capture_check.py`` on the CPU, first order, a small supernet: its rows by path."""
+def _capture_rows(capsys, space: str, size: int, paths: str, kind: str = "first_order"
+                  ) -> dict[str, list[str]]:
+    """``bench/capture_check.py`` on the CPU, a small supernet: its rows by path."""
     from bench import capture_check
 
-    capture_check.main(["--device", "cpu", "--kinds", "first_order", "--layers", "3",
+    capture_check.main(["--device", "cpu", "--kinds", kind, "--layers", "3",
                         "--init_channels", "4", "--batch_size", "8", "--size", str(size),
                         "--steps", "4", "--space", space, "--paths", paths])
     return {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
-            if line.startswith("first_order")}
+            if line.startswith(kind)}
 
 
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
@@ -178,6 +179,24 @@ def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
     # weights' steps follow alpha (here 3e-9 and 1e-7)
     assert float(rows["batched-sums"][6]) < 8 * 2 * 3e-4 and float(rows["batched-sums"][7]) < 0.05
     assert node_sum.BATCHED == {"cuda"}
+
+
+@pytest.mark.slow  # 24 SDARTS-ADV steps (~25 s); the sums themselves: tests/test_node_sum.py
+def test_the_capture_check_compares_the_ways_of_a_per_channel_sum(capsys, monkeypatch) -> None:
+    """``--paths matmul-sums,product-sums`` on an SDARTS-ADV step with CUDA's sums (batched,
+    NCHW) on the CPU: its attack's folded nodes as products and reductions, the default, the
+    eager step bit for bit; as batched matrix products, equal to rounding (the alpha step's
+    scale gradients too); and the default is back after."""
+    from shared.models import fast_mixed, node_sum
+
+    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    monkeypatch.delitem(fast_mixed.DEVICE_FORMAT, "cpu")
+    rows = _capture_rows(capsys, "s5", 8, "matmul-sums,product-sums", kind="pgd_linf")
+    assert float(rows["product-sums"][6]) == float(rows["product-sums"][7]) == 0.0
+    # as above: rounding, through alpha's normalised Adam steps
+    assert 0 < float(rows["matmul-sums"][6]) < 8 * 2 * 3e-4
+    assert float(rows["matmul-sums"][7]) < 0.05
+    assert node_sum.MATMUL == set()
 
 
 def test_the_capture_check_compares_the_ways_of_running_a_dilated_conv(capsys) -> None:

@@ -228,17 +228,29 @@ def test_eval_mode_poolings_fold_their_bns_into_the_node_sums(fold, grouped, mon
     assert sum(pooled_bns) == (0 if fold else NUM_EDGES * 2)  # max and avg on each edge
 
 
+@pytest.mark.parametrize("matmul", [False, True], ids=["products", "NCHW matrix products"])
 @pytest.mark.parametrize("grouped", [False, True], ids=["fast", "grouped as on cuda"])
-def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeypatch):
+def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, matmul, monkeypatch):
     """Where node sums are batched and dilated convs run as they are (CUDA), evaluation mode
     folds each separable and dilated conv's last BN, and each FactorizedReduce candidate's BN,
     into its node's sum as it does the poolings' (``eval_folds``: ``a * y`` a weighted term of
     the op's output before the BN), running none of those BNs (on the grouped path their one
     stacked BN a group either): logits, weight and mixing-weight gradients equal the plain
-    path's in float64."""
+    path's in float64, the per-channel sums computed as products and reductions or as batched
+    matrix products (``node_sum.MATMUL``)."""
     from shared.models import global_batch_norm, grouped_edges
 
     monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
+    monkeypatch.setattr(node_sum, "MATMUL", {"cpu"} if matmul else set())
+    if matmul:  # NCHW, as on CUDA (a channels-last stack has no run of pixels per channel)
+        monkeypatch.delitem(fast_mixed.DEVICE_FORMAT, "cpu")
+    used = set()
+
+    def spied(name):
+        f = getattr(node_sum, name)
+        return lambda *a: (used.add(name), f(*a))[1]
+    for name in ("_per_channel_matmul", "_per_channel_dots"):  # forward, the scales' backward
+        monkeypatch.setattr(node_sum, name, spied(name))
     monkeypatch.setattr(fast_mixed, "EMBED", {"cpu"} if grouped else set())
     monkeypatch.setattr(fast_mixed, "UNDILATE", set())
     space = SPACES["darts"]
@@ -261,6 +273,7 @@ def test_eval_mode_convs_fold_their_last_bns_into_the_node_sums(grouped, monkeyp
     x2, y2 = data(seed=7, dtype=torch.float64)
     assert_same_step(plain, fast, x2, y2, "weights", fixed_weights(space, torch.float64), **F64)
     assert ran and not last & set(ran)  # the middle BNs of separable convs still run
+    assert used == ({"_per_channel_matmul", "_per_channel_dots"} if matmul else set())
 
 
 def test_channels_last_input_gives_the_same_result():

@@ -7,11 +7,16 @@ import torch
 from shared.models import node_sum
 
 
-@pytest.fixture(params=[False, True], ids=["term_by_term", "batched"], autouse=True)
+@pytest.fixture(params=["term_by_term", "batched", "batched_matmul"], autouse=True)
 def batched(request, monkeypatch) -> bool:
-    """Every test runs the sums both ways: term by term (the CPU's) and batched (CUDA's)."""
-    monkeypatch.setattr(node_sum, "BATCHED", {"cpu"} if request.param else set())
-    return request.param
+    """Every test runs the sums three ways: term by term (the CPU's), batched (CUDA's), and
+    batched with the per-channel sums as batched matrix products (``node_sum.MATMUL``; the
+    tests that batch whatever the way take that switch from here)."""
+    monkeypatch.setattr(node_sum, "BATCHED", set() if request.param == "term_by_term"
+                        else {"cpu"})
+    monkeypatch.setattr(node_sum, "MATMUL", {"cpu"} if request.param == "batched_matmul"
+                        else set())
+    return request.param != "term_by_term"
 
 
 def _terms(n: int, channels_last: bool, dtype=torch.float64, seed: int = 0):
@@ -256,3 +261,64 @@ def test_a_uniform_sum_is_one_matrix_vector_product_of_the_stack(channels_last) 
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the mv stays in the terms' dtype
         assert node_sum.weighted_sum(scales, terms[:3], terms[3:], uniform=True).dtype == \
             torch.float64
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_per_channel_sum_as_batched_matrix_products_reads_its_stack_once(channels_last
+                                                                            ) -> None:
+    # node_sum.MATMUL: an NCHW node's per-channel sum (the folded nodes of the evaluation
+    # mode) is one batched product of each (sample, channel)'s scales with its terms' pixel
+    # rows, forward, and its scales' gradients one more with the node's gradient, where a
+    # product wrote the stack out again and a reduction read it; the values are the
+    # products' to rounding, the terms' gradients the same bits; channels-last stacks (no
+    # run of pixels per channel) keep the product and the reduction
+    terms, scales = _terms(5, channels_last)
+    node_sum.BATCHED = {"cpu"}  # restored by the fixture's monkeypatch
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    g = torch.randn(2, 3, 4, 5, dtype=torch.float64).contiguous(memory_format=fmt)
+    runs, calls = {}, {}
+    ops = (torch.ops.aten.bmm, torch.ops.aten.mul, torch.ops.aten.sum)
+    for way in (set(), {"cpu"}):
+        node_sum.MATMUL = way
+        out = node_sum.weighted_sum(scales[:4], terms[:4], terms[4:])
+        runs[bool(way)] = out, torch.autograd.grad(out, terms + scales[:4], g)
+        calls[bool(way)] = (
+            {op: _calls_in(lambda: node_sum.weighted_sum(scales[:4], terms[:4], terms[4:]), op)
+             for op in ops},
+            {op: _calls_in(lambda: torch.autograd.grad(
+                node_sum.weighted_sum(scales[:4], terms[:4], terms[4:]), scales[:4], g), op)
+             for op in ops})
+    (a, grads_a), (b, grads_b) = runs[False], runs[True]
+    assert torch.allclose(b, a, rtol=0, atol=1e-14) and b.is_contiguous(memory_format=fmt)
+    assert all(torch.equal(x, y) for x, y in zip(grads_a[:5], grads_b[:5]))
+    assert all(torch.allclose(x, y, rtol=0, atol=1e-13) for x, y in zip(grads_a[5:],
+                                                                        grads_b[5:]))
+    bmm, mul, add_up = ops
+    if channels_last:
+        assert calls[True] == calls[False] and calls[True][0][bmm] == 0
+    else:
+        forward, backward = calls[True]
+        assert forward == {bmm: 1, mul: 0, add_up: 0}
+        # the forward's bmm and the scales' (then a sum of their dots over the samples); the
+        # one product left is the terms' gradients, g times the table
+        assert (backward[bmm], backward[mul], backward[add_up]) == (2, 1, 1)
+        assert calls[False] == ({bmm: 0, mul: 1, add_up: 1}, {bmm: 0, mul: 3, add_up: 2})
+        # a gradient that is a cat's slice (not dense: read as rows it would be copied) takes
+        # the product and the reduction for the scales, to the same values
+        sliced = torch.randn(2, 6, 4, 5, dtype=torch.float64)[:, 1:4]
+        grads = {}
+        for way in (set(), {"cpu"}):
+            node_sum.MATMUL = way
+            out = node_sum.weighted_sum(scales[:4], terms[:4], terms[4:])
+            grads[bool(way)] = torch.autograd.grad(out, scales[:4], sliced)
+        assert all(torch.allclose(x, y, rtol=0, atol=1e-13) for x, y in zip(*grads.values()))
+        assert _calls_in(lambda: torch.autograd.grad(node_sum.weighted_sum(
+            scales[:4], terms[:4], terms[4:]), scales[:4], sliced), bmm) == 1
+    node_sum.MATMUL = {"cpu"}
+    low = [t.detach().to(torch.bfloat16).requires_grad_() for t in terms]
+    scales32 = [s.detach().float().requires_grad_() for s in scales]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the products stay in the terms' dtype
+        out = node_sum.weighted_sum(scales32[:4], low[:4], low[4:])
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert low[0].grad.dtype == torch.bfloat16 and scales32[0].grad.dtype == torch.float32

@@ -98,6 +98,20 @@ def test_a_step_extended_from_two_batches_is_the_step_run_at_that_batch(path, or
     assert extended == traffic.ops
 
 
+def test_the_matmul_paths_count_the_per_channel_sums_as_batched_matrix_products() -> None:
+    # ``--paths grouped+matmul``: SDARTS-ADV's attack's folded node sums (``node_sum.MATMUL``)
+    # in as many launches and fewer bytes; the default is back after
+    from shared.models import node_sum
+
+    args = _args()
+    products = step_floor.search_ops("grouped", "pgd_linf", False, args)
+    matmuls = step_floor.search_ops("grouped+matmul", "pgd_linf", False, args)
+    assert len(matmuls) == len(products)
+    assert sum(o.bytes for o in matmuls) < 0.95 * sum(o.bytes for o in products)
+    assert not any(o.name == "bmm" for o in products) and any(o.name == "bmm" for o in matmuls)
+    assert node_sum.MATMUL == set()
+
+
 def test_a_step_that_changes_with_the_batch_is_refused() -> None:
     a = [Op("add", "", 8.0, 0.0, "")]
     with pytest.raises(RuntimeError, match="other operations"):

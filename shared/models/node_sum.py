@@ -46,6 +46,20 @@ against 0.44 ms added term by term), so there the sums run term by term, with th
 backward formula. The two give the same values to rounding (another order of addition); the
 tests run both on the CPU.
 
+Where the scales are per channel (the folded nodes) the batched forward writes the product
+of the stack and the table out and reads it again to reduce it, and so does every scale's
+gradient with the node's gradient. With ``MATMUL`` they are batched matrix products instead:
+each (sample, channel)'s (1, n) scales times its terms' (n, pixels) rows, a view of the NCHW
+stack, which reads the stack once and writes only the sum; each scale's gradient one more
+with the node's gradient's row (where that is dense; a cat's slice keeps the product), then
+a sum over the samples. The same launches (the scales expanded over the samples are the
+one small copy), the values to rounding; SDARTS-ADV's grouped step moves 417 GB, not 466
+(fast 396, not 445; first order 92.7, not 93.6: its scales' gradients), as
+``bench/step_floor.py --paths grouped+matmul`` counts it. Off until a GPU shows how fast
+cuBLAS runs these thin products (one row by n, N * C of them; ``bench/capture_check.py
+--paths matmul-sums``, in ``bench/gpu_check.sh``). Channels-last stacks, with no run of
+pixels per channel, keep the product and the reduction.
+
 ``fan_out`` sums the gradients of a tensor's many readers the same way.
 
 Terms are stacked in the first one's memory order (channels-last ones as (N, H, W, C)), so
@@ -65,11 +79,23 @@ from shared.models.device_policy import switched
 # ``batched`` switches one for a while)
 BATCHED: set[str] = {"cuda"}
 
+# device types whose batched sums with a scale per channel (the evaluation mode's folded nodes,
+# as SDARTS-ADV's attack runs them; every scale's gradient) are batched matrix products over
+# the stack's rows, one pass, not a product written out and reduced (NCHW terms; ``matmul``
+# switches one for a while). Off until a GPU measures cuBLAS on these thin products.
+MATMUL: set[str] = set()
+
 
 def batched(device_type: str, on: bool) -> contextlib.AbstractContextManager:
     """Node sums on ``device_type`` batched (``on``) or term by term while inside
     (``device_policy.switched``)."""
     return switched(BATCHED, device_type, on)
+
+
+def matmul(device_type: str, on: bool) -> contextlib.AbstractContextManager:
+    """Per-channel batched sums on ``device_type`` as batched matrix products (``on``) or as
+    a product and a reduction while inside (``device_policy.switched``)."""
+    return switched(MATMUL, device_type, on)
 
 
 def is_batched(t: torch.Tensor) -> bool:
@@ -174,6 +200,43 @@ def _ones_like(scale: torch.Tensor) -> torch.Tensor:
     return _ONES[key]
 
 
+def _by_matmul(stack: torch.Tensor, cl: bool) -> bool:
+    """Does a per-channel sum over ``stack`` run as a batched matrix product (``MATMUL``: an
+    NCHW stack, whose (sample, channel) rows are each one run of pixels)?"""
+    return not cl and stack.dim() >= 4 and stack.device.type in MATMUL
+
+
+def _rows_of(stack: torch.Tensor) -> torch.Tensor:
+    """(n, N, C, *pixels) as (N * C, n, P): each sample's channel a matrix of its n terms'
+    pixel rows, P values each, the rows N * C * P apart; a view of a dense stack (cuBLAS takes
+    the strides as they are)."""
+    n, batch, channels = stack.shape[:3]
+    return stack.reshape(n, batch * channels, -1).transpose(0, 1)
+
+
+def _per_channel_matmul(stack: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``(stack * table).sum(0)`` for an NCHW stack and a (n, 1, C, 1, 1) table, as one
+    batched product of each (sample, channel)'s (1, n) scales with its (n, P) rows: the stack
+    read once, nothing written but the sum (the scales expanded over the samples first, a
+    copy of N * C * n values); in the stack's dtype (autocast would take it to bf16)."""
+    n, batch, channels = stack.shape[:3]
+    weights = table.reshape(n, channels).t().expand(batch, channels, n)
+    with torch.autocast(stack.device.type, enabled=False):
+        out = torch.bmm(weights.reshape(batch * channels, 1, n), _rows_of(stack))
+    return out.view(stack.shape[1:])
+
+
+def _per_channel_dots(scaled: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``(scaled * g).sum`` over all but the stack's and the channel axis, (n, C), for an
+    NCHW stack and the node's dense gradient g (1, N, C, *pixels): each (sample, channel)'s n
+    rows times its gradient's row in one batched product, then a sum over the samples."""
+    n, batch, channels = scaled.shape[:3]
+    column = g[0].to(scaled.dtype).view(batch * channels, -1, 1)
+    with torch.autocast(scaled.device.type, enabled=False):
+        dots = torch.bmm(_rows_of(scaled), column)  # (N * C, n, 1)
+    return dots.view(batch, channels, n).sum(0).t()
+
+
 def _summed(stack: torch.Tensor, table: torch.Tensor, uniform: bool, cl: bool) -> torch.Tensor:
     """The stack's rows times the table's, summed over the stack: a product and a reduction;
     where each scale is one value (``uniform``), a matrix-vector product of the stack with
@@ -181,6 +244,8 @@ def _summed(stack: torch.Tensor, table: torch.Tensor, uniform: bool, cl: bool) -
     write it again and read it twice; in the terms' dtype (autocast would take a
     matrix-vector product to bf16)."""
     if not uniform:
+        if _by_matmul(stack, cl):
+            return _per_channel_matmul(stack, table)
         return _from_order((stack * table).sum(0), cl)
     rows = stack.shape[0]
     weights = table.reshape(rows, -1)[:, 0]
@@ -194,10 +259,14 @@ def _scale_grads(scaled: torch.Tensor, g: torch.Tensor, cl: bool,
     """Each scale's gradient, ``sum(g * t_k)`` over all but the channel axis, from the stack
     of the scaled terms ``scaled`` and the node's gradient ``g`` (1, *a term), both in memory
     order; in each scale's dtype and shape."""
-    channel = g.dim() - 1 if cl else 2
-    reduce = tuple(d for d in range(1, g.dim()) if d != channel)
+    if _by_matmul(scaled, cl) and g[0].is_contiguous():  # (a cat's slice: a copy to read so)
+        products = _per_channel_dots(scaled, g)
+    else:
+        channel = g.dim() - 1 if cl else 2
+        reduce = tuple(d for d in range(1, g.dim()) if d != channel)
+        products = (scaled * g).sum(reduce)
     # cast back at once (autocast: bf16 sums, fp32 scales), not scale by scale
-    sums = (scaled * g).sum(reduce).to(common_dtype(scales)).unbind(0)
+    sums = products.to(common_dtype(scales)).unbind(0)
     return [x.to(s.dtype).view(s.shape) for x, s in zip(sums, scales)]
 
 
