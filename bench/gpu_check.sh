@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks that decide what is still open (issue "GPU speed"), in order of importance, in
-# one call of at most ~11 minutes (run on a CUDA machine from the repo root; results in $OUT).
+# one call of at most ~10 minutes (run on a CUDA machine from the repo root; results in $OUT).
 # Each step has its own timeout so one slow step cannot eat the others' time. The checks
 # measured in earlier sessions are in bench/gpu_check_more.sh.
 set -uo pipefail
@@ -11,9 +11,11 @@ mkdir -p "$OUT"
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 # Each timed epoch is split into its steady ms/step and its fixed cost (bench/epoch_clock.py),
 # so a few steps per path suffice: the fixed cost is paid once per real epoch.
-echo "== 1. the step as a CUDA graph vs eager: agreement and speed (s5, C=16, 8 cells, batch 64) =="
+# matmul-sums: the per-channel node sums (SDARTS-ADV's attack) and every scale's gradient as
+# batched matrix products (node_sum.MATMUL), against eager's products and reductions
+echo "== 1. the step as a CUDA graph vs eager, and node sums as matrix products: agreement and speed (s5, C=16, 8 cells, batch 64) =="
 timeout 150 $PY bench/capture_check.py --device cuda --steps 8 \
-    --kinds first_order,second_order,pgd_linf --paths graph | tee "$OUT/capture_check.md"
+    --kinds first_order,second_order,pgd_linf --paths graph,matmul-sums | tee "$OUT/capture_check.md"
 echo "== 2. epochs per hour at the paper's search settings, first order =="
 timeout 80 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
     --paths device,graph --eval_batches 10 --order 1 | tee "$OUT/search_epoch.md"
@@ -28,6 +30,3 @@ timeout 120 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_ord
 echo "== 5. torch.compile against the graph (3 cells): compile time (first s) and speed =="
 timeout 100 $PY bench/capture_check.py --device cuda --steps 8 --kinds first_order \
     --layers 3 --paths graph,reduce-overhead,compile+graph | tee "$OUT/compile_check.md"
-echo "== 6. SDARTS-ADV: its attack's per-channel node sums as batched matrix products (cuBLAS) vs a product and a reduction (node_sum.MATMUL) =="
-timeout 60 $PY bench/capture_check.py --device cuda --steps 6 --kinds pgd_linf \
-    --paths matmul-sums | tee "$OUT/matmul_check.md"
