@@ -238,11 +238,11 @@ def _per_channel_dots(scaled: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _summed(stack: torch.Tensor, table: torch.Tensor, uniform: bool, cl: bool) -> torch.Tensor:
-    """The stack's rows times the table's, summed over the stack: a product and a reduction;
-    where each scale is one value (``uniform``), a matrix-vector product of the stack with
-    them (each row's first value), one pass over the stack, where a product and a reduction
-    write it again and read it twice; in the terms' dtype (autocast would take a
-    matrix-vector product to bf16)."""
+    """The stack's rows times the table's, summed over the stack: a product and a reduction
+    (``MATMUL``: batched matrix products, :func:`_per_channel_matmul`); where each scale is
+    one value (``uniform``), a matrix-vector product of the stack with them (each row's first
+    value), one pass over the stack, where a product and a reduction write it again and read
+    it twice; in the terms' dtype (autocast would take a matrix-vector product to bf16)."""
     if not uniform:
         if _by_matmul(stack, cl):
             return _per_channel_matmul(stack, table)
@@ -258,7 +258,8 @@ def _scale_grads(scaled: torch.Tensor, g: torch.Tensor, cl: bool,
                  scales: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Each scale's gradient, ``sum(g * t_k)`` over all but the channel axis, from the stack
     of the scaled terms ``scaled`` and the node's gradient ``g`` (1, *a term), both in memory
-    order; in each scale's dtype and shape."""
+    order (``MATMUL``: batched matrix products, :func:`_per_channel_dots`); in each scale's
+    dtype and shape."""
     if _by_matmul(scaled, cl) and g[0].is_contiguous():  # (a cat's slice: a copy to read so)
         products = _per_channel_dots(scaled, g)
     else:
