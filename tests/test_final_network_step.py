@@ -1,7 +1,9 @@
 """The final network's training step with fewer launches: drop-path's factors drawn once per
 forward (``cnn.drop_path_scales``) and the BN batch counters advanced together
 (``shared.models.batch_counters``), against what DARTS' modules do one by one."""
+import contextlib
 import copy
+import functools
 
 import torch
 import torch.nn as nn
@@ -168,3 +170,45 @@ def test_a_states_relu_is_taken_once_for_the_two_cells_that_read_it():
         assert seen == [0, 2 * 2 * 5], (dataset, seen)  # 2 steps, 2 preprocessings a cell
         for key, value in states[1].items():
             assert torch.equal(states[0][key], value), (dataset, key)
+
+
+def test_the_trainer_clips_the_optimizers_list_of_the_models_parameters(monkeypatch):
+    """``EvalTrainer.train_step`` clips the gradients of the optimizer's parameters (listed
+    already, where ``model.parameters()`` walks every module each step): the same weights,
+    bit for bit, as DARTS' ``clip_grad_norm_(model.parameters(), grad_clip)``, with a clip
+    small enough to bind; the step walks no module."""
+    import types
+
+    from shared.evaluation.config import EvalConfig
+    from shared.evaluation.trainer import EvalTrainer
+
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    y = torch.tensor([1, 4, 7])
+    cfg = EvalConfig(auxiliary=True, layers=5, init_channels=4, grad_clip=1e-3)
+    states, walked, walk = [], [], nn.Module.named_modules
+    for ours in (True, False):
+        net = _network()
+        optimizer = torch.optim.SGD(net.parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
+        if ours:
+            trainer = types.SimpleNamespace(
+                cfg=cfg, model=net, net=net, cast_once=False, optimizer=optimizer,
+                precision=types.SimpleNamespace(autocast=lambda device: contextlib.nullcontext()),
+                device=torch.device("cpu"), criterion=nn.CrossEntropyLoss(),
+                scaler=torch.amp.GradScaler("cpu", enabled=False))
+            trainer._loss = functools.partial(EvalTrainer._loss, trainer)
+            monkeypatch.setattr(nn.Module, "named_modules",
+                                lambda *a, **k: (walked.append(1), walk(*a, **k))[1])
+            EvalTrainer.train_step(trainer, x, y)
+            monkeypatch.undo()
+            assert not walked
+        else:
+            optimizer.zero_grad()
+            logits, aux = net(x)
+            (nn.functional.cross_entropy(logits, y) + cfg.auxiliary_weight
+             * nn.functional.cross_entropy(aux, y)).backward()
+            norm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            assert norm > 100 * cfg.grad_clip  # the clip binds
+            optimizer.step()
+        states.append(net.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
