@@ -55,6 +55,7 @@ import torch  # noqa: E402
 
 from bench.epoch_clock import time_epoch  # noqa: E402
 from shared.capture import make_capturable  # noqa: E402
+from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.compile import TRACE_ONLY, reset_compiled  # noqa: E402
 from shared.models import fast_mixed, node_sum  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
@@ -159,6 +160,7 @@ def main(argv=None) -> None:
     p.add_argument("--space", default="s5")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    check_supernet_layers(args.layers)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")

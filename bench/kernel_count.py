@@ -41,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from bench.supernet_step import Runner  # noqa: E402
 from shared import ops  # noqa: E402
+from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.evaluation.config import EvalConfig  # noqa: E402
 from shared.evaluation.trainer import EvalTrainer  # noqa: E402
 from shared.genotypes import load_genotype  # noqa: E402
@@ -282,6 +283,7 @@ def main(argv=None) -> None:
                    help="then the step of evaluation training (train.py --auxiliary)")
     p.add_argument("--eval_arch", default="DARTS_V2", help="the genotype it trains")
     args = p.parse_args(argv)
+    check_supernet_layers(args.layers)
     orders = parse_orders(p, args.orders)
     if orders:
         print(f"launches per search step, {args.space}, {args.layers} cells (alpha step + "

@@ -35,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from shared.cli.checks import check_supernet_layers  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -163,6 +165,7 @@ def random_batches(args: argparse.Namespace, device: torch.device) -> list[torch
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_supernet_layers(args.layers)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -38,6 +38,7 @@ from bench.epoch_clock import (  # noqa: E402
     time_epoch,
     time_paths,
 )
+from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.search.cnn_search import CNNSearchConfig, build_cnn_search  # noqa: E402
 
 PATHS = ("dataloader", "device", "graph", "grouped", "graph+grouped")
@@ -70,6 +71,7 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--init_channels", type=int, default=16)
     args = parse_epoch_arguments(p, argv)
+    check_supernet_layers(args.layers)
     paths = args.paths.split(",")
     unknown = [q for q in paths if q not in PATHS]
     if unknown:

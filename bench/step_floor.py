@@ -60,6 +60,7 @@ from bench.kernel_count import (  # noqa: E402
     parse_orders,
     step_under,
 )
+from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.genotypes import load_genotype  # noqa: E402
 from shared.models import node_sum  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
@@ -337,6 +338,7 @@ def main(argv=None) -> None:
             p.error(f"--{name} must be positive")
     if "search" in rows:
         get_space(args.space)  # an unknown space or genotype: one line before the table
+        check_supernet_layers(args.layers)
     if "eval" in rows:
         load_genotype(args.eval_arch)
     ceilings = Ceilings(args.bandwidth * TERA, {"tf32": args.tf32 * TERA,

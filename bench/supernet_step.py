@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.models import kernel_reuse  # noqa: E402
 from shared.models.mode import set_mode  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
@@ -237,6 +238,7 @@ def check_spaces(device: torch.device) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    check_supernet_layers(args.layers)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available")
     if args.threads:

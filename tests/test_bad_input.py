@@ -62,6 +62,12 @@ def test_search_doors_refuse_bad_numbers(where, extra, message, tmp_path) -> Non
     assert_refused(*door(where, extra, tmp_path), message)
 
 
+def test_a_supernet_of_fewer_than_three_cells_is_refused(tmp_path) -> None:
+    # every cell would reduce (at L//3 and 2L//3): no normal cell for alpha_normal
+    assert_refused(*door(SEARCH, ["--layers", "2", "--unrolled"], tmp_path),
+                   "--layers must be >= 3 (down-sampling at L//3 and 2L//3)")
+
+
 @pytest.mark.parametrize("where", [TRAIN, PT_TRAIN], ids=lambda w: w[0])
 @pytest.mark.parametrize("extra,message", NUMBERS[:4], ids=lambda v: " ".join(v)
                          if isinstance(v, list) else None)

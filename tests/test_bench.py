@@ -227,3 +227,23 @@ def test_the_capture_check_compares_cudas_groups_with_a_group_per_size(capsys,
     for path in ("grouped", "grouped-by-size"):  # as above: rounding, through Adam
         assert float(rows[path][6]) < 8 * 2 * 3e-4 and float(rows[path][7]) < 0.05
     assert fast_mixed.EMBED == {"cpu"}
+
+
+def test_the_supernet_benches_refuse_too_few_cells_as_the_doors_do() -> None:
+    """Below 3 cells every cell reduces (at L//3 and 2L//3) and a second-order step cannot
+    take alpha_normal's gradient: each bench of the DARTS-space supernet says so in one line
+    (``shared.errors.UserError``, printed by ``cli_entry``), as ``train_search.py`` does."""
+    from bench import (
+        capture_check,
+        kernel_count,
+        lambda_step,
+        search_epoch,
+        step_floor,
+        supernet_step,
+    )
+    from shared.errors import UserError
+
+    for bench in (capture_check, kernel_count, lambda_step, search_epoch, step_floor,
+                  supernet_step):
+        with pytest.raises(UserError, match=r"--layers must be >= 3 \(down-sampling"):
+            bench.main(["--layers", "2"])

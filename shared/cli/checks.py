@@ -80,3 +80,13 @@ def check_flags(args: argparse.Namespace, rules: dict[str, Rule] | None = None) 
         from shared.compile import check_compile_flags
 
         check_compile_flags(args.compile, getattr(args, "step_capture", "off"))
+
+
+def check_supernet_layers(layers: int, min_layers: int = 3) -> None:
+    """Refuse a DARTS-space supernet of fewer than ``min_layers`` cells: its reduction cells
+    sit at L//3 and 2L//3, so below 3 every cell reduces and no normal cell uses alpha_normal
+    (whose gradient a second-order step then cannot take)."""
+    from shared.errors import UserError
+
+    if layers < min_layers:
+        raise UserError(f"--layers must be >= {min_layers} (down-sampling at L//3 and 2L//3)")

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from shared.cli.checks import check_flags
+from shared.cli.checks import check_flags, check_supernet_layers
 from shared.cli.config import config_from_args
 from shared.cli.flags import (
     add_compile_flag,
@@ -27,7 +27,6 @@ from shared.cli.flags import (
 )
 from shared.cli.parser import ArgumentParser, parse
 from shared.cli.resume import FREE_ON_RESUME, resolve_run
-from shared.errors import UserError
 
 DATASETS = ("cifar10", "cifar100", "svhn", "digits")
 IDENTITY = ("save", "search_space", "seed", "dataset")  # what a bare --resume matches
@@ -93,8 +92,7 @@ def parse_search(parser: ArgumentParser, argv: Sequence[str] | None, *, min_laye
 
 def check_search_flags(args: argparse.Namespace, min_layers: int) -> None:
     check_flags(args)
-    if args.layers < min_layers:
-        raise UserError(f"--layers must be >= {min_layers} (down-sampling at L//3 and 2L//3)")
+    check_supernet_layers(args.layers, min_layers)
 
 
 def search_config(args: argparse.Namespace, supernet: str, **extra: Any):
