@@ -55,6 +55,27 @@ def test_given_variances_pass_through_and_shared_ones_come_once():
     torch.testing.assert_close(b, torch.tensor([1.0, 4.0]) * 5 / 4)
 
 
+
+def test_traced_variances_recompile_for_no_new_forward(monkeypatch):
+    """Under ``torch.compile`` every forward's statistics are new objects: the variances are
+    traced once (no guard on an object's identity, which recompiled per forward) and equal
+    eager's bit for bit, a shared pooling's repeated."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch._dynamo.reset()
+    traced = torch.compile(lambda stats: unbiased_variances(stats), backend="eager")
+    for seed in range(3):  # a RecompileError on the second call without the fix
+        g = torch.Generator().manual_seed(seed)
+        given = BatchStatistics(torch.zeros(3), torch.rand(3, generator=g), None, 8, 1e-5)
+        shared = BatchStatistics(torch.zeros(2), None, torch.rand(2, generator=g) + 0.5, 5, 1e-5)
+        stats = [given, shared, shared, BatchStatistics(torch.zeros(2), None,
+                                                        torch.rand(2, generator=g) + 0.5, 9, 0.0)]
+        eager, out = unbiased_variances(stats), traced(stats)
+        assert all(torch.equal(a, b) for a, b in zip(eager, out))
+        assert torch.equal(out[1], out[2])
+    torch._dynamo.reset()
+
 def test_data_parallel_statistics_come_from_the_global_batch_norm(monkeypatch):
     """With a data-parallel group the BN is ``global_batch_norm``'s (here one rank, through the
     module's ``data_parallel``), which leaves the variance in a scratch buffer."""

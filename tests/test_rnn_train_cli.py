@@ -89,20 +89,25 @@ def test_train_then_test_a_searched_cell(tmp_path):
         assert message in test.stderr and "Traceback" not in test.stderr
 
 def test_kill_and_resume_is_the_run_never_stopped(tmp_path):
-    """Killed after epoch 2, when SGD has just switched to ASGD (lr 40, nonmono 0 make the
-    switch come early): the resumed run ends with the same weights, averages and numbers."""
-    args = [*TINY, "--arch", "DARTS_V2", "--epochs", "4", "--lr", "40", "--nonmono", "0"]
+    """Killed after the epoch in which SGD switched to ASGD (lr 40, nonmono 0 make the switch
+    come early: epoch 2 with CPython 3.11's embedded corpus, 4 with 3.12's, whose text
+    differs): the resumed run ends with the same weights, averages and numbers."""
+    epochs = 5
+    args = [*TINY, "--arch", "DARTS_V2", "--epochs", str(epochs), "--lr", "40", "--nonmono", "0"]
     ref_root, cut_root = tmp_path / "ref", tmp_path / "cut"
     assert run("train.py", args, ref_root).returncode == 0
-    cut = kill_search_after_epoch(DOOR_DIR, args, cut_root, epoch=2, script="train.py",
+    ref = torch.load(os.path.join(only_run(ref_root), "checkpoint.pth.tar"), weights_only=True)
+    switched = [h["switched_to_asgd"] for h in ref["history"]]
+    assert sum(switched) == 1 and not switched[-1], switched  # ASGD runs after the kill
+    switch = 1 + switched.index(True)
+    assert [h["optimizer"] for h in ref["history"]] == (["sgd"] * switch
+                                                        + ["asgd"] * (epochs - switch))
+    cut = kill_search_after_epoch(DOOR_DIR, args, cut_root, epoch=switch, script="train.py",
                                   prefix="eval-")
     out = run("train.py", ["--resume", cut, "--gpu", "-1", "--no_progress"], cut_root)
     assert out.returncode == 0, out.stderr[-3000:]
-    ref = torch.load(os.path.join(only_run(ref_root), "checkpoint.pth.tar"), weights_only=True)
     got = torch.load(os.path.join(cut, "checkpoint.pth.tar"), weights_only=True)
-    assert got["epoch"] == ref["epoch"] == 4
-    assert [h["optimizer"] for h in ref["history"]] == ["sgd", "sgd", "asgd", "asgd"]
-    assert [h["switched_to_asgd"] for h in ref["history"]] == [False, True, False, False]
+    assert got["epoch"] == ref["epoch"] == epochs
     assert got["optimizer_kind"] == "asgd"
     assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
     for key in ("train_loss", "valid_loss", "best", "averaged"):

@@ -61,7 +61,16 @@ def unbiased_variances(stats: Sequence[BatchStatistics]) -> list[torch.Tensor]:
     """Each one's unbiased batch variance, ``(invstd^-2 - eps) * rows / (rows - 1)`` where it
     is given by ``invstd``, in one batch of ``_foreach`` kernels for them all; clamped at 0,
     where rounding leaves a constant channel's variance a hair below."""
-    unique = {id(s): s for s in stats}  # a shared pooling's, once for all its edges
+    if torch.compiler.is_compiling():
+        # TorchDynamo guards on the identity of an object passed to id(), and every
+        # forward's statistics are new objects: a recompile per call (seen with torch 2.11:
+        # its limit reached, the update ran eagerly). Traced, each entry is computed as it
+        # comes, the same arithmetic on each value (the compiler may merge the repeats).
+        keys = list(range(len(stats)))
+    else:  # a shared pooling's statistics, once for all its edges
+        first: dict[int, int] = {}
+        keys = [first.setdefault(id(s), i) for i, s in enumerate(stats)]
+    unique = {key: stats[key] for key in dict.fromkeys(keys)}
     out = {key: s.var for key, s in unique.items() if s.invstd is None}
     derived = {key: s for key, s in unique.items() if s.invstd is not None}
     if derived:
@@ -70,4 +79,4 @@ def unbiased_variances(stats: Sequence[BatchStatistics]) -> list[torch.Tensor]:
         torch._foreach_clamp_min_(var, 0.0)
         torch._foreach_mul_(var, [s.rows / max(s.rows - 1, 1) for s in derived.values()])
         out.update(zip(derived, var))
-    return [out[id(s)] for s in stats]
+    return [out[key] for key in keys]

@@ -12,7 +12,6 @@ the state's size, the device's rewrites and the candidates that run, so they are
 from __future__ import annotations
 
 import collections
-import itertools
 import weakref
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
@@ -88,7 +87,8 @@ def _groups(leaving: Sequence[Member], merges: Merges) -> dict[tuple, list[Membe
     for edge, k, op in leaving:
         kind = candidate.kind(op)
         if kind in ("sep", "dil") and groupable(op):
-            key = size_free_key(op) if merges[kind == "dil"] else group_key(op)
+            # an int index: TorchDynamo 2.11 refuses a bool one (a graph break per cell)
+            key = size_free_key(op) if merges[1 if kind == "dil" else 0] else group_key(op)
             groups.setdefault(key, []).append((edge, k, op))
     return groups
 
@@ -115,9 +115,20 @@ def groups_of(cell, js: Sequence[int], live: list[list[bool]] | None,
     for members in groups:
         if len(members) > 1:
             members = sorted(members, key=lambda m: (_size(m[2]), state[m[0]], m[0]))
-            runs = itertools.groupby(state[e] for e, _, _ in members)
-            out.append(Group(members, tuple((j, len(list(run))) for j, run in runs)))
+            out.append(Group(members, _runs([state[e] for e, _, _ in members])))
     return out
+
+
+def _runs(states: list[int]) -> Blocks:
+    """(state, how many in a row) of each run of equal states, in order (a loop, not
+    ``itertools.groupby``, which TorchDynamo 2.11 does not trace: a graph break per cell)."""
+    runs: list[list[int]] = []
+    for j in states:
+        if runs and runs[-1][0] == j:
+            runs[-1][1] += 1
+        else:
+            runs.append([j, 1])
+    return tuple((j, n) for j, n in runs)
 
 
 def _size(op: nn.Module) -> int:

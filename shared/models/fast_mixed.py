@@ -138,7 +138,7 @@ class _Ctx:
         # per running-average factor: (running mean, running variance, batch statistics,
         # their channels in them)
         self.updates: dict[float, list[tuple[torch.Tensor, torch.Tensor, BatchStatistics,
-                                             slice]]] = {}
+                                             slice | None]]] = {}
 
     def count(self, m: nn.BatchNorm2d) -> float:
         """Count one training-mode call of ``m``; returns its running-average factor."""
@@ -150,9 +150,10 @@ class _Ctx:
         return m.momentum
 
     def update(self, m: nn.BatchNorm2d, stats: BatchStatistics,
-               part: slice = slice(None)) -> None:
-        """Fold the batch statistics of channels ``part`` of ``stats`` into ``m``'s running
-        statistics (at :meth:`flush`)."""
+               part: slice | None = None) -> None:
+        """Fold the batch statistics of channels ``part`` (None: all) of ``stats`` into
+        ``m``'s running statistics (at :meth:`flush`). None, not ``slice(None)``: TorchDynamo
+        2.11 cannot hold a slice as a default (a graph break at every shared pooling)."""
         self.updates.setdefault(self.count(m), []).append(
             (m.running_mean, m.running_var, stats, part))
 
@@ -176,7 +177,7 @@ class _Ctx:
             return
         for m in modules:
             self.count(m)
-        self.updates.setdefault(modules[0].momentum, []).append((mean, var, stats, slice(None)))
+        self.updates.setdefault(modules[0].momentum, []).append((mean, var, stats, None))
 
     def flush(self) -> None:
         with torch.no_grad():
@@ -196,12 +197,9 @@ class _Ctx:
         self.counters, self.updates = [], {}
 
 
-def _part(t: torch.Tensor, part: slice) -> torch.Tensor:
-    """``t[part]``; ``t`` itself for all of it (no view to make)."""
-    return t if part == _ALL else t[part]
-
-
-_ALL = slice(None)
+def _part(t: torch.Tensor, part: slice | None) -> torch.Tensor:
+    """``t[part]``; ``t`` itself for all of it (None: no view to make)."""
+    return t if part is None else t[part]
 
 
 def _bn(ctx: _Ctx, y: torch.Tensor, m: nn.BatchNorm2d,

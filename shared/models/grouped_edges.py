@@ -213,8 +213,10 @@ def copies(parts: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
 
 
 def widest(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
-    """The conv of the largest kernel: its stride, padding and dilation are the group's."""
-    return max(convs, key=lambda c: c.kernel_size[0])
+    """The conv of the largest kernel (the first of them): its stride, padding and dilation
+    are the group's."""
+    sizes = [c.kernel_size[0] for c in convs]
+    return convs[sizes.index(max(sizes))]  # TorchDynamo 2.11 breaks the graph at max(key=)
 
 
 def kernels(convs: Sequence[nn.Conv2d], cell: CellKernels | None = None) -> torch.Tensor:
