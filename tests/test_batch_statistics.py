@@ -55,7 +55,6 @@ def test_given_variances_pass_through_and_shared_ones_come_once():
     torch.testing.assert_close(b, torch.tensor([1.0, 4.0]) * 5 / 4)
 
 
-
 def test_traced_variances_recompile_for_no_new_forward(monkeypatch):
     """Under ``torch.compile`` every forward's statistics are new objects: the variances are
     traced once (no guard on an object's identity, which recompiled per forward) and equal
@@ -75,6 +74,7 @@ def test_traced_variances_recompile_for_no_new_forward(monkeypatch):
         assert all(torch.equal(a, b) for a, b in zip(eager, out))
         assert torch.equal(out[1], out[2])
     torch._dynamo.reset()
+
 
 def test_data_parallel_statistics_come_from_the_global_batch_norm(monkeypatch):
     """With a data-parallel group the BN is ``global_batch_norm``'s (here one rank, through the
