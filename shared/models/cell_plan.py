@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from shared.models import candidate
-from shared.models.grouped_edges import Member, group_key, groupable, size_free_key
+from shared.models.grouped_edges import Member, group_key, groupable, size_free_key, state_runs
 
 # The states of a group's members, in order: ((state, m), ...), a run of m members that read
 # the state; one state, or the cell's two inputs (``INPUTS``), once per kernel size where a
@@ -115,20 +115,8 @@ def groups_of(cell, js: Sequence[int], live: list[list[bool]] | None,
     for members in groups:
         if len(members) > 1:
             members = sorted(members, key=lambda m: (_size(m[2]), state[m[0]], m[0]))
-            out.append(Group(members, _runs([state[e] for e, _, _ in members])))
+            out.append(Group(members, state_runs([state[e] for e, _, _ in members])))
     return out
-
-
-def _runs(states: list[int]) -> Blocks:
-    """(state, how many in a row) of each run of equal states, in order (a loop, not
-    ``itertools.groupby``, which TorchDynamo 2.11 does not trace: a graph break per cell)."""
-    runs: list[list[int]] = []
-    for j in states:
-        if runs and runs[-1][0] == j:
-            runs[-1][1] += 1
-        else:
-            runs.append([j, 1])
-    return tuple((j, n) for j, n in runs)
 
 
 def _size(op: nn.Module) -> int:

@@ -24,7 +24,6 @@ products of a group's ops one product, ``run_group``'s ``drop_factors``).
 """
 from __future__ import annotations
 
-import itertools
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -32,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.candidate import kind, layers
-from shared.models.grouped_edges import copies, group_key
+from shared.models.grouped_edges import copies, group_key, state_runs
 from shared.models.joined_weights import join, joined, joined_view
 
 
@@ -66,9 +65,8 @@ def cell_groups(cell) -> list[CellGroup]:
     for members in groups.values():
         if len(members) > 1:
             members.sort()
-            states = (j for j, _ in members)
-            runs = tuple((j, len(list(run))) for j, run in itertools.groupby(states))
-            out.append(CellGroup(tuple(k for _, k in members), runs))
+            states = [j for j, _ in members]
+            out.append(CellGroup(tuple(k for _, k in members), state_runs(states)))
     return out
 
 

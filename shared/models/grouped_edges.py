@@ -212,6 +212,19 @@ def copies(parts: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
     return _Copies.apply(tuple(runs), *xs)
 
 
+def state_runs(states: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """(state, how many in a row) of each run of equal states in a group's members, in order
+    (a loop, not ``itertools.groupby``, which TorchDynamo 2.11 does not trace: a graph break
+    per cell)."""
+    runs: list[list[int]] = []
+    for j in states:
+        if runs and runs[-1][0] == j:
+            runs[-1][1] += 1
+        else:
+            runs.append([j, 1])
+    return tuple((j, n) for j, n in runs)
+
+
 def widest(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
     """The conv of the largest kernel (the first of them): its stride, padding and dilation
     are the group's."""
