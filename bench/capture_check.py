@@ -35,7 +35,8 @@ recording, replays) is timed and split (``bench/epoch_clock.py``): ``ms/step`` i
 cost from its third step on (the replays), ``fixed s`` what the epoch cost beyond that (the
 eager step and the recording), which a real epoch of 391 steps pays once.
 ``max |d alpha|`` / ``max |d w|`` compare the runs after both epochs. ``--device cpu`` runs
-the ``emulate`` backend (the bookkeeping without a graph: the numbers must be equal) and
+the ``emulate`` backend (the bookkeeping, and the step's operations replayed without its
+Python, ``shared.op_replay``: the numbers must be equal; its times say nothing) and
 compiles with ``aot_eager`` (traced, no kernels generated: equal too; Inductor's CPU kernels
 take many minutes to compile); ``reduce-overhead`` is CUDA only.
 """

@@ -11,11 +11,12 @@ The training is DARTS' ``train.py --auxiliary --cutout`` (``sdarts/sota/cnn/trai
 20 cells, C=36, batch 96, drop-path 0.2, 600 epochs, so 521 training steps (520 with the data on
 the device, which serves full batches only) and 105 test batches per epoch). Without ``--data``
 the images are random uint8 arrays in CIFAR-10's files and format, read by torchvision's CIFAR10
-class with its md5 check switched off (no download here). The paths: ``dataloader`` (torchvision
-transforms in ``--workers`` DataLoader workers, fp32), ``device`` (``--data_on_device``, fp32),
-``graph`` (data on the device and ``--step_capture cuda_graph``; on the CPU the ``emulate``
-backend runs its bookkeeping without a graph, a check that the path runs, whose times say
-nothing), ``bf16`` (data on the device, ``--amp --channels_last``: bf16 autocast, eager) and
+class with its md5 check switched off (no download here). The paths: ``dataloader``
+(torchvision transforms in ``--workers`` DataLoader workers, fp32), ``device``
+(``--data_on_device``, fp32), ``graph`` (data on the device and ``--step_capture cuda_graph``;
+on the CPU the ``emulate`` backend runs its bookkeeping and replays the step's operations
+without a graph, ``shared.op_replay``: a check that the path runs, whose times say nothing),
+``bf16`` (data on the device, ``--amp --channels_last``: bf16 autocast, eager) and
 ``graph+bf16`` (both); ``+grouped``: with ``--grouped_ops`` (each cell's same-shaped separable
 convs together, ``shared.models.grouped_cell``). Each path trains an untimed epoch of
 ``--warmup`` steps, then a timed one of ``--steps`` steps and ``--eval_batches`` test batches,
@@ -95,7 +96,7 @@ def main(argv=None) -> None:
     def config(path: str, data: str) -> EvalConfig:
         on_device, capture, bf16, grouped = PATHS[path]
         if capture == "cuda_graph" and args.device != "cuda":
-            capture = "emulate"  # the recording's bookkeeping without a graph: a check
+            capture = "emulate"  # the recording's model without a graph: a check
         return EvalConfig(data=data, dataset="cifar10", arch=args.arch,
                           batch_size=args.batch_size, layers=args.layers,
                           init_channels=args.init_channels, epochs=args.epochs, auxiliary=True,

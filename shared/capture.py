@@ -22,11 +22,12 @@ The first ``warmup`` calls of a run (1 of every later epoch) run eagerly on a si
 PyTorch requires before a capture (lazy optimiser state, cuDNN's algorithm choice, autograd's
 accumulation buffers). Every call is a real step: warm-up steps are steps of the epoch.
 
-``backend="emulate"`` runs the same bookkeeping on any device with ``fn`` called again on the
-recorded inputs instead of replaying a graph: the recorded Python objects (the closure, the
-static buffers) are reused exactly as a replay reuses them, so a step that depends on anything
-the graph would freeze gives other numbers than the eager path. The tests check the search
-step's graph-safe structure with it on the CPU.
+``backend="emulate"`` runs the same bookkeeping on any device, and records and replays the
+step's ATen operations in place of a graph (``shared.op_replay``): a replay runs no Python, so
+a step that depends on anything the graph would freeze (a Python number, a branch, a list or
+tensor its Python changes from step to step) gives other numbers than the eager path, and a
+read of a tensor's value on the host is refused while recording, as a graph refuses it. The
+tests check the search and evaluation steps' graph-safe structure with it on the CPU.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from shared.errors import UserError
+from shared.op_replay import OpRecording
 
 BACKENDS = ("cuda_graph", "emulate")
 FIRST_WARMUP = 3  # eager steps before a run's first recording (PyTorch's example: 3)
@@ -90,6 +92,7 @@ class CapturedStep:
         self.logger = logger or logging.getLogger(__name__)
         self.reason: str | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.recording: OpRecording | None = None  # the emulated graph
         self.static_inputs: tuple[Any, ...] | None = None
         self.static_outputs: Any = None
         self.recorded_shapes: tuple[Any, ...] | None = None
@@ -115,7 +118,7 @@ class CapturedStep:
     def fall_back(self, reason: str) -> None:
         """Run eagerly from now on (logged once)."""
         self.reason = reason
-        self.graph = self.static_inputs = self.static_outputs = None
+        self.graph = self.recording = self.static_inputs = self.static_outputs = None
         self.logger.info("step capture: eager from here (%s)", reason)
 
     # -- the three ways a call runs ---------------------------------------------------------
@@ -136,7 +139,8 @@ class CapturedStep:
         self.static_inputs = tuple(None if t is None else t.clone() for t in inputs)
         self.recorded_shapes = _shapes(inputs)
         if self.backend == "emulate":  # recording runs the step once: this call's step
-            self.static_outputs = self.fn(*self.static_inputs)
+            self.recording, self.static_outputs = OpRecording.record(self.fn,
+                                                                     *self.static_inputs)
             return self.static_outputs
         graph = torch.cuda.CUDAGraph()
         try:
@@ -153,7 +157,7 @@ class CapturedStep:
     def _replay(self) -> Any:
         self.replays += 1
         if self.backend == "emulate":
-            self.static_outputs = self.fn(*self.static_inputs)
+            self.recording.replay()
         else:
             self.graph.replay()
         return self.static_outputs

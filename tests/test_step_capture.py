@@ -2,10 +2,11 @@
 
 No GPU here, so the CUDA graph itself is checked by ``bench/capture_check.py`` on a GPU; on the
 CPU the ``emulate`` backend runs the same bookkeeping (warm-up, recording, static buffers,
-replays, one recording per epoch, eager partial batches) and must give the eager path's numbers
-bit for bit, for every alpha update and perturbation the step can hold. A loop whose recording
-kept a stale epoch (its lr, SDARTS' epsilon) is told apart from the eager path, so the test can
-fail where a graph would silently go wrong.
+replays, one recording per epoch, eager partial batches), its replays running the recorded
+operations without the step's Python as a graph does (``shared.op_replay``), and must give the
+eager path's numbers bit for bit, for every alpha update and perturbation the step can hold. A
+loop whose recording kept a stale epoch (its lr, SDARTS' epsilon) is told apart from the eager
+path, so the test can fail where a graph would silently go wrong.
 """
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_captured_step_bookkeeping() -> None:
         out = step(a * i, b)
         assert torch.equal(out.out, a * 2 * i)
     assert step.eager_calls == 2 and step.replays == 2
-    assert calls[2] is calls[3] is calls[4]  # the recorded buffer, refilled per call
+    # the recording called fn with its buffer, refilled per call; a replay runs no Python
+    assert len(calls) == 3 and calls[2] is step.static_inputs[0]
     assert torch.equal(step(torch.ones(4), torch.zeros(4)).out, torch.full((4,), 2.0))
     assert step.eager_calls == 3  # another shape: eager
     with pytest.raises(ValueError, match="CUDA device"):

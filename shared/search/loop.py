@@ -163,7 +163,8 @@ class SearchLoop:
     data_parallel: DataParallel = ONE_PROCESS
     supports_data_parallel = True  # a class attribute: a loop whose step differs says False
     # the step recorded as a CUDA graph and replayed (shared.search.step_capture): "off",
-    # "cuda_graph", or "emulate" (the same bookkeeping without a graph, on any device)
+    # "cuda_graph", or "emulate" (the same bookkeeping, a graph's replay modelled by
+    # shared.op_replay, on any device)
     step_capture: str = "off"
     supports_step_capture = True  # a class attribute: a loop with host state per step says False
     capture: LoopStepCapture | None = field(default=None, init=False, repr=False)
