@@ -26,6 +26,9 @@ terms, or as a product and a reduction, the default: ``node_sum.MATMUL``; pgd_li
 kind they change most), ``undilated`` and ``dilated`` (eager, dilated convs
 rewritten undilated, the CPU's way, or run as they are, CUDA's: ``fast_mixed.UNDILATE``).
 ``first s`` is epoch 0's wall time: the warm-up, the recordings and every compilation are in it.
+Kinds: first and second order DARTS, SDARTS-RS (``random``) and SDARTS-ADV (``pgd_linf``),
+one-level, and Λ-DARTS' regulariser on the first-order step (``lambda``; ``lambda+adv``: with
+SDARTS-ADV's attack).
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -60,13 +63,17 @@ from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.compile import TRACE_ONLY, reset_compiled  # noqa: E402
 from shared.models import fast_mixed, node_sum  # noqa: E402
 from shared.models.search_cnn import Network  # noqa: E402
+from shared.search.alignment import LayerAlignment  # noqa: E402
 from shared.search.alpha_update import OneLevel  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
 from shared.search.loop import SearchLoop  # noqa: E402
 from shared.search.perturbation import make_perturbation  # noqa: E402
 from shared.spaces import get_space  # noqa: E402
 
-KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level")
+# lambda: first order with Λ-DARTS' regulariser (corr, the doors' λ 0.125 and ε₀ 1e-4);
+# lambda+adv: with SDARTS-ADV's attack too
+KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level", "lambda",
+         "lambda+adv")
 PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped",
          "grouped-by-size", "term-sums", "batched-sums", "matmul-sums", "product-sums",
          "undilated", "dilated")
@@ -129,9 +136,11 @@ def run(kind: str, path: str, args, device: torch.device, folder: str) -> dict:
                                                              args.size, device, 2),
         valid_eval_queue=None, epochs=50, device=device, logger=logging.getLogger("bench"),
         checkpoint_path=os.path.join(folder, f"{kind}-{path}.pth.tar"),
-        perturbation=make_perturbation(kind if kind in ("random", "pgd_linf") else "none",
-                                       0.3, 50),
+        perturbation=make_perturbation({"random": "random", "pgd_linf": "pgd_linf",
+                                        "lambda+adv": "pgd_linf"}.get(kind, "none"), 0.3, 50),
         progress=False, step_capture=capture, compile_mode=compile_mode, report_freq=10 ** 6)
+    if kind.startswith("lambda"):
+        LayerAlignment("corr", 0.125, 1e-4, 50, schedule=False).attach(loop)
     start = time.perf_counter()
     loop.train_epoch(0, scheduler.get_last_lr()[0])
     scheduler.step()
@@ -150,7 +159,8 @@ def run(kind: str, path: str, args, device: torch.device, folder: str) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
-    p.add_argument("--kinds", default=",".join(KINDS[:4]))
+    p.add_argument("--kinds", default=",".join(KINDS[:4]),
+                   help=f"comma-separated: {', '.join(KINDS)}")
     p.add_argument("--paths", default="graph",
                    help=f"comma-separated, each against eager: {', '.join(PATHS)}")
     p.add_argument("--steps", type=int, default=20, help="steps per epoch (2 epochs)")
@@ -171,6 +181,9 @@ def main(argv=None) -> None:
     unknown = [q for q in paths if q not in PATHS]
     if unknown:
         sys.exit(f"--paths: unknown {', '.join(unknown)}; one of {', '.join(PATHS)}")
+    unknown = [k for k in args.kinds.split(",") if k not in KINDS]
+    if unknown:
+        sys.exit(f"--kinds: unknown {', '.join(unknown)}; one of {', '.join(KINDS)}")
     if device.type != "cuda" and "reduce-overhead" in paths:
         sys.exit("--paths reduce-overhead: torch.compile's CUDA graphs need --device cuda")
     print(f"search step, {args.space}, {args.layers} cells, C={args.init_channels}, batch "

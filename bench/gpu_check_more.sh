@@ -43,6 +43,9 @@ timeout 100 $PY bench/search_epoch.py --device cuda --steps 12 --warmup 5 \
 echo "== second order and SDARTS-ADV with the wide kernels in the recorded step (their 50 epochs in <= 1 h?) =="
 timeout 240 $PY bench/capture_check.py --device cuda --steps 8 --kinds second_order,pgd_linf \
     --paths graph,graph+grouped | tee "$OUT/capture_grouped_second_adv.md"
+echo "== Λ-DARTS' regulariser in the recorded step (alone and with SDARTS-ADV), fast and grouped =="
+timeout 240 $PY bench/capture_check.py --device cuda --steps 8 --kinds lambda,lambda+adv \
+    --paths graph,graph+grouped | tee "$OUT/capture_lambda.md"
 echo "== data pipeline: DataLoader vs data on the device (CIFAR-10 size) =="
 timeout 120 $PY bench/data_pipeline.py --device cuda --images 50000 --workers 0,4 \
     | tee "$OUT/data_pipeline.md"

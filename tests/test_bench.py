@@ -154,16 +154,28 @@ def test_the_launch_count_of_evaluation_training() -> None:
     assert 0 < once["_to_copy"] < 10 < bf16["_to_copy"]
 
 
-def _capture_rows(capsys, space: str, size: int, paths: str, kind: str = "first_order"
-                  ) -> dict[str, list[str]]:
+def _capture_rows(capsys, space: str, size: int, paths: str, kind: str = "first_order",
+                  layers: int = 3) -> dict[str, list[str]]:
     """``bench/capture_check.py`` on the CPU, a small supernet: its rows by path."""
     from bench import capture_check
 
-    capture_check.main(["--device", "cpu", "--kinds", kind, "--layers", "3",
+    capture_check.main(["--device", "cpu", "--kinds", kind, "--layers", str(layers),
                         "--init_channels", "4", "--batch_size", "8", "--size", str(size),
                         "--steps", "4", "--space", space, "--paths", paths])
     return {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
             if line.startswith(kind)}
+
+
+def test_the_capture_check_records_lambda_darts_step(capsys) -> None:
+    """``--kinds lambda``: Λ-DARTS' regulariser (over the 3 normal cells of 5) in the recorded
+    step, emulated on the CPU: the eager run's alpha and weights exactly, recorded (no note of
+    an eager fallback)."""
+    from bench import capture_check
+
+    rows = _capture_rows(capsys, "s3", 8, "graph", kind="lambda", layers=5)
+    assert rows["graph"][6:8] == ["0.00e+00", "0.00e+00"] and len(rows["graph"]) == 8
+    with pytest.raises(SystemExit, match="--kinds: unknown lambada"):
+        capture_check.main(["--device", "cpu", "--kinds", "lambada"])
 
 
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:

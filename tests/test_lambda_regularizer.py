@@ -238,7 +238,8 @@ def test_a_zero_direction_leaves_the_weights_alone(monkeypatch) -> None:
     hook = LayerAlignment("corr", 1.0, 1e-4, epochs=2)
     hook(ctx)
     assert all(torch.equal(p.grad, b) for p, b in zip(model.weight_parameters(), before))
-    assert torch.equal(hook._train[-1], corr([ctx.cell_weights[i].grad for i in (0, 2)]))
+    assert torch.equal(ctx.records["train_corr"],
+                       corr([ctx.cell_weights[i].grad for i in (0, 2)]))
 
 
 # -- parity with a literal transcription of the released formulas, on the real supernets ------

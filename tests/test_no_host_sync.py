@@ -57,6 +57,7 @@ def guarded_steps(loop, steps: int | None = None) -> int:
     for ctx in loop.batches(0, loop.scheduler.get_last_lr()[0], True):
         with no_host_reads():
             loop.step(ctx)
+            loop.after_step(ctx)
             if ctx.step % loop.report_freq:
                 assert loop.report(ctx, meters) is None
         n += 1
@@ -131,6 +132,7 @@ def test_a_lambda_darts_step_reads_nothing_back(tmp_path, update, regularizer, f
     with no_host_reads():
         for ctx in contexts:
             loop.step(ctx)
+            loop.after_step(ctx)
     assert len(hook._train) == len(hook._valid) == len(contexts)
     assert not bool(hook._undefined)
 
@@ -191,6 +193,7 @@ def test_a_zero_direction_ends_the_step_as_the_early_return_did(tmp_path, monkey
         with no_host_reads():
             for ctx in contexts:
                 loop.step(ctx)
+                loop.after_step(ctx)
         rng.append(torch.get_rng_state())
     _same_state(aligned, recorded)
     assert torch.equal(*rng)
@@ -254,6 +257,7 @@ def test_a_zero_cell_gradient_is_refused_at_the_end_of_the_epoch(tmp_path) -> No
         ctx = next(loop.batches(0, 0.1, True))
         with no_host_reads():
             loop.step(ctx)
+            loop.after_step(ctx)
         steps.append([p.detach().clone() for p in model.parameters()])
         assert bool(hook._undefined) and math.isnan(float(hook._train[0]))
     assert all(torch.equal(a, b) for a, b in zip(*steps))

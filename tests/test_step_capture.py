@@ -21,8 +21,10 @@ from shared.data import get_dataset
 from shared.errors import UserError
 from shared.models.search_cnn import Network
 from shared.search import step_capture
+from shared.search.alignment import LayerAlignment
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha, OneLevel
 from shared.search.architect import Architect
+from shared.search.context import EpochContext
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.loop import SearchLoop
 from shared.search.perturbation import make_perturbation
@@ -47,12 +49,15 @@ def batches(n: int, offset: int, last: int = BATCH) -> list[tuple[torch.Tensor, 
 
 
 def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH,
-        compile_mode: str = "off", nodes: int = 4, perturb: str | None = None
-        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[float], SearchLoop]:
+        compile_mode: str = "off", nodes: int = 4, perturb: str | None = None,
+        regularizer: str | None = None, space: str = "s3"
+        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list, SearchLoop]:
+    """Two epochs; the third element: each epoch's loss (with ``regularizer``, Λ-DARTS' layer
+    alignment over all 3 cells, also its train_corr and valid_corr)."""
     torch.manual_seed(0)
     # s3 (none, skip, sep_conv_3x3): the smallest space with every kind of candidate the
     # fast path treats apart (skipped none, weighted identity, a conv stack)
-    model = Network(4, 10, 3, get_space("s3"), in_channels=1, steps=nodes, multiplier=nodes)
+    model = Network(4, 10, 3, get_space(space), in_channels=1, steps=nodes, multiplier=nodes)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS, eta_min=0.001)
@@ -73,9 +78,19 @@ def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH
         perturbation=make_perturbation(
             perturb or (kind if kind in ("random", "pgd_linf") else "none"), 0.3, EPOCHS),
         progress=False, step_capture=capture, compile_mode=compile_mode)
+    alignment = None
+    if regularizer is not None:  # λ ramps 0, 0.5: each epoch's recording has its own
+        alignment = LayerAlignment(regularizer, 0.5, 1e-3, EPOCHS, cells="all")
+        alignment.attach(loop)
     losses = []
     for epoch in range(EPOCHS):
-        losses.append(loop.train_epoch(epoch, scheduler.get_last_lr()[0])[1])
+        lr = scheduler.get_last_lr()[0]
+        if alignment is not None:
+            alignment.epoch_start(EpochContext(loop, epoch, lr))
+        losses.append(loop.train_epoch(epoch, lr)[1])
+        if alignment is not None:
+            losses[-1] = (losses[-1], *(torch.stack(values).mean().item()
+                                        for values in (alignment._train, alignment._valid)))
         scheduler.step()
     return ([a.detach().clone() for a in model.arch_parameters()],
             {k: v.clone() for k, v in model.state_dict().items()}, losses, loop)
@@ -195,8 +210,55 @@ def test_blockers_name_what_stays_eager() -> None:
         "AlphaUpdate is not graph-safe"]
 
 
+@pytest.mark.parametrize("regularizer,kind", [("corr", "first_order"),
+                                              ("signcorr", "pgd_linf")])
+def test_lambda_darts_recorded_equals_eager(regularizer: str, kind: str, tmp_path) -> None:
+    """Λ-DARTS' regulariser inside the recorded step (its ± passes, the device flags, the
+    gradients it adds; λ 0 in epoch 0, 0.5 in epoch 1), its correlations read after each step
+    (``step_report``): the eager run's alpha, weights, statistics, losses and train_/valid_corr
+    bit for bit; with SDARTS-ADV's attack too."""
+    eager = run(kind, "off", tmp_path, regularizer=regularizer)
+    emulated = run(kind, "emulate", tmp_path, regularizer=regularizer)
+    assert_same(eager, emulated)
+    capture = emulated[3].capture
+    assert capture.reason is None and capture.recorded_epochs == EPOCHS
+    assert capture.current.replays == STEPS - 2  # epoch 1: an eager step, a recording
+
+
+def test_lambda_darts_leaves_the_rng_alone_only_where_nothing_draws(tmp_path,
+                                                                   monkeypatch) -> None:
+    """The ± passes put the RNG state back only where the supernet's forward draws (S4's noise,
+    dropout; a supernet that does not say); on s3 nothing draws, and the numbers are those of
+    the run that puts the state back anyway."""
+    for space, fresh, needs in (("s3", False, False), ("s4", False, True), ("s4", True, False)):
+        loop = SimpleNamespace(model=Network(4, 10, 5, get_space(space)), alpha_update=None,
+                               weight_grad_hooks=[], epoch_start_hooks=[], step_end_hooks=[],
+                               step_report_hooks=[], epoch_end_hooks=[], publish_hooks=[],
+                               scalar_tags={}, data_parallel=ONE_PROCESS)
+        hook = LayerAlignment("corr", 0.5, 1e-3, 2, fresh_noise=fresh)
+        hook.attach(loop)
+        assert (hook.needs_rng_state, hook.graph_safe) == (needs, not needs), (space, fresh)
+    left_alone = run("first_order", "off", tmp_path, steps=2, regularizer="corr")
+    monkeypatch.setattr(Network, "forward_draws_random", lambda self: True)
+    put_back = run("first_order", "off", tmp_path, steps=2, regularizer="corr")
+    assert put_back[3].weight_grad_hooks[0].needs_rng_state
+    assert_same(left_alone, put_back)
+
+
+def test_lambda_darts_with_a_noise_op_stays_eager(tmp_path, caplog) -> None:
+    """S4's noise op draws in the forward, so the ± passes put the RNG state back: not in a
+    graph. The step runs eagerly, the log says why, and the numbers are the eager run's."""
+    caplog.set_level(logging.INFO, logger="capture")
+    eager = run("first_order", "off", tmp_path, steps=2, regularizer="corr", space="s4")
+    blocked = run("first_order", "emulate", tmp_path, steps=2, regularizer="corr", space="s4")
+    assert ("step capture: eager (the hook LayerAlignment is not graph-safe: its ± passes put "
+            "back the RNG state") in caplog.text
+    assert blocked[3].capture.recorded_epochs == 0
+    assert_same(eager, blocked)
+
+
 def test_blocked_loop_runs_eagerly_and_says_why(tmp_path, caplog, monkeypatch) -> None:
-    """Λ-DARTS' hook is not graph-safe: the emulated run is the eager run, and the log says
+    """A hook that is not graph-safe: the emulated run is the eager run, and the log says
     why."""
     def alignment_like(ctx):
         pass

@@ -21,7 +21,7 @@ from shared.genotypes import (
     per_cell_genotype_from_alpha,
 )
 from shared.models import fast_mixed
-from shared.models.supernet import Supernet
+from shared.models.supernet import Supernet, draws_in_modules
 from shared.ops import FactorizedReduce, ReLUConvBN, make_op
 from shared.spaces import STEPS, CellSpace, PerCellSpace, kinds_of_cells
 
@@ -200,6 +200,9 @@ class Network(Supernet):
         if self.per_cell:
             return self.cell_types
         return tuple("reduce" if c.reduction else "normal" for c in self.cells)
+
+    def forward_draws_random(self) -> bool:
+        return draws_in_modules(self)
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, weights: MixingWeights | None = None,

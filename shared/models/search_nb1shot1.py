@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from shared.models.supernet import CellWeights, Supernet
+from shared.models.supernet import CellWeights, Supernet, draws_in_modules
 from shared.nb1shot1_arch import NB1Shot1Arch
 from shared.ops import ReLUConvBN
 from shared.spaces import NB1Shot1Space, get_nb1shot1_space
@@ -131,6 +131,9 @@ class NB1Shot1Network(Supernet):
 
     def cell_kinds(self) -> tuple[str, ...]:
         return tuple("cell" for c in self.cells if isinstance(c, NB1Shot1Cell))
+
+    def forward_draws_random(self) -> bool:
+        return draws_in_modules(self)
 
     def expand_weights(self, weights: Sequence[torch.Tensor]) -> list[CellWeights]:
         """Every cell reads all alpha tensors: the whole tuple, once per cell."""

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from shared.models.nb201 import build_skeleton
-from shared.models.supernet import Supernet
+from shared.models.supernet import Supernet, draws_in_modules
 from shared.nb201_arch import NB201Arch
 from shared.ops import make_op
 from shared.spaces import NB201Space, get_nb201_space, nb201_edge_key
@@ -81,6 +81,9 @@ class TinyNetworkDarts(Supernet):
 
     def cell_kinds(self) -> tuple[str, ...]:
         return tuple("cell" for c in self.cells if isinstance(c, NB201SearchCell))
+
+    def forward_draws_random(self) -> bool:
+        return draws_in_modules(self)
 
     # -- forward ----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, weights: Sequence[torch.Tensor] | None = None,

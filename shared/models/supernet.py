@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.ops import NoiseOp
+
 MixingWeights = tuple[torch.Tensor, ...]
 # One cell's mixing weights: a tensor (DARTS, NAS-Bench-201, the recurrent cell), or the whole
 # tuple where every cell reads several alpha tensors (NAS-Bench-1Shot1).
@@ -108,6 +110,12 @@ class Supernet(nn.Module):
         """For each search cell, in forward order, the ``cell_types`` entry it reads."""
         raise NotImplementedError
 
+    def forward_draws_random(self) -> bool:
+        """Whether a training forward draws random numbers (noise ops, dropout masks), so
+        that a second forward on the same batch differs unless the RNG state is put back
+        (Λ-DARTS' ± passes do). True unless a supernet knows better (``draws_in_modules``)."""
+        return True
+
     def expand_weights(self, weights: Sequence[torch.Tensor]) -> list[CellWeights]:
         """One mixing-weight entry per search cell (the same tensor object for cells of one
         kind, so a forward with the expansion equals one with the shared weights)."""
@@ -140,3 +148,11 @@ class Supernet(nn.Module):
 
     def genotype(self) -> Any:
         raise NotImplementedError
+
+
+def draws_in_modules(model: nn.Module) -> bool:
+    """``forward_draws_random`` of a network whose random draws are all its modules': a noise
+    op (RobustDARTS' S4) or a dropout that drops something."""
+    return any(isinstance(m, NoiseOp)
+               or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)
+               for m in model.modules())

@@ -25,7 +25,15 @@ into the history (``train_corr``, ``valid_corr``, ``lambda``) and logged as the 
 
 Randomness in the ± passes (S4's noise op, dropout): by default both replay the random state of
 the base pass, so (g₋ - g₊) / 2ε is a clean finite difference; ``fresh_noise`` draws new noise
-as the released CNN code did (a noise term of order 1/ε then enters the weight gradient).
+as the released CNN code did (a noise term of order 1/ε then enters the weight gradient). A
+supernet whose forward draws nothing (``forward_draws_random``: every CNN space but S4) has
+nothing to replay, and the state is left alone (the same numbers).
+
+The step can be recorded as a CUDA graph (``--step_capture cuda_graph``,
+``shared.search.step_capture``), whose replays run none of this Python: the hooks leave the
+step's correlations and zero-gradient flags in ``ctx.records``, and ``step_report``, which the
+loop runs after the step, outside the graph, folds them into the epoch's (``graph_safe``; not
+where the RNG state is put back, which a graph cannot).
 
 Nothing here reads a tensor back to the host inside a step (``tests/test_no_host_sync.py``):
 * whether to align at all (p = 0: the cells' gradients are already parallel, ε = ε₀/‖p‖ would
@@ -123,6 +131,7 @@ class LayerAlignment:
             raise UserError("Λ-DARTS' λ ramps as λ·e/(epochs-1): pass --epochs >= 2")
         self.regularizer, self.lambda_, self.epsilon_0 = regularizer, lambda_, epsilon_0
         self.epochs, self.cells, self.schedule = epochs, cells, schedule
+        self.fresh_noise = fresh_noise
         self.needs_rng_state = regularizer is not None and not fresh_noise
         self.lam = self.lambda_at(0) if regularizer is not None else 0.0  # epoch_start sets it
         self._drawn = time.monotonic()  # as the other live plots (shared.search.outputs)
@@ -140,9 +149,14 @@ class LayerAlignment:
             if self.regularizer is None:
                 return
             raise
+        # the ± passes replay the base pass's random draws: nothing to replay where the
+        # forward draws none (every space but S4), and then the step can be recorded
+        self.needs_rng_state = (self.regularizer is not None and not self.fresh_noise
+                                and getattr(loop.model, "forward_draws_random", lambda: True)())
         loop.weight_grad_hooks.append(self)
         loop.epoch_start_hooks.append(self.epoch_start)
         loop.step_end_hooks.append(self.step_end)
+        loop.step_report_hooks.append(self.step_report)
         loop.epoch_end_hooks.append(self.epoch_end)
         loop.publish_hooks.append(self.plot)
         loop.scalar_tags.update(TENSORBOARD_TAGS)
@@ -150,6 +164,16 @@ class LayerAlignment:
             loop.alpha_update.record_cell_grads = True
         if loop.data_parallel.enabled:  # the loop shared its group before these hooks came
             loop.share_data_parallel()
+
+    @property
+    def graph_safe(self) -> bool:
+        """The step can be recorded as a graph (``shared.search.step_capture``): everything it
+        computes stays on the device, and its numbers reach the epoch through ``ctx.records``
+        (``step_report``); not where the ± passes restore an RNG state, which a graph cannot."""
+        return not self.needs_rng_state
+
+    graph_unsafe_reason = ("its ± passes put back the RNG state the forward drew from (a noise "
+                           "op, dropout), which a graph cannot")
 
     # -- epochs ----------------------------------------------------------------------------------
     def lambda_at(self, epoch: int) -> float:
@@ -189,9 +213,20 @@ class LayerAlignment:
         grads = getattr(ctx.loop.alpha_update, "cell_grads", None)
         if ctx.update_alpha and grads is not None:
             chosen = [grads[i] for i in self._cells]
-            self._note_undefined(chosen)
-            self._valid.append(corr(chosen, check=False).detach())
+            ctx.records["valid_corr"] = corr(chosen, check=False).detach()
+            ctx.records["valid_undefined"] = undefined(chosen)
             ctx.loop.alpha_update.cell_grads = None
+
+    def step_report(self, ctx: StepContext) -> None:
+        """After the step (outside it where it is recorded): the step's correlations into the
+        epoch's lists (copies: a recorded step's outputs are overwritten by the next replay)
+        and its zero-gradient flags into the epoch's, all on the device."""
+        for key, values in (("train", self._train), ("valid", self._valid)):
+            if f"{key}_corr" in ctx.records:
+                values.append(ctx.records[f"{key}_corr"].clone())
+                flag = ctx.records[f"{key}_undefined"]
+                self._undefined = flag.clone() if self._undefined is None \
+                    else self._undefined | flag
 
     def __call__(self, ctx: StepContext) -> None:
         """The weight-gradient hook: after the training backward, before the clip."""
@@ -200,8 +235,8 @@ class LayerAlignment:
         # place, as the loop averages the weights' gradients; one process: nothing to do), so
         # Λ, p, ε and the flags below are the same numbers on every rank
         grads = list(self.data_parallel.averaged([ctx.cell_weights[i].grad for i in cells]))
-        self._note_undefined(grads)
-        self._train.append(corr(grads, check=False).detach())
+        ctx.records["train_corr"] = corr(grads, check=False).detach()
+        ctx.records["train_undefined"] = undefined(grads)
         if self.regularizer is None:
             return
         directions = REGULARIZERS[self.regularizer][1](grads, check=False)
@@ -239,10 +274,6 @@ class LayerAlignment:
             if added:
                 grads = [g for g, _ in added]
                 assign_where(apply, grads, torch._foreach_add(grads, [r for _, r in added]))
-
-    def _note_undefined(self, grads: list[torch.Tensor]) -> None:
-        flag = undefined(grads)
-        self._undefined = flag if self._undefined is None else self._undefined | flag
 
     def _weight_grads(self, ctx: StepContext, cell_weights: list[torch.Tensor],
                       params: list[torch.nn.Parameter]) -> tuple[torch.Tensor | None, ...]:

@@ -27,7 +27,9 @@ class StepContext:
     (after any perturbation), ``cell_weights`` (one leaf per search cell; their ``.grad`` is
     dL/dA_l after the backward) and ``rng_state`` only when a weight-gradient hook asks for
     them (``needs_cell_grads``, ``needs_rng_state``), ``loss`` and ``logits`` after the
-    forward.
+    forward. ``records``: numbers a hook computed in the step for its epoch's summary
+    (Λ-DARTS' train_/valid_corr), which its ``step_report`` part reads after the step: outside
+    a recorded step, whose replays run no Python (``shared.search.step_capture``).
     """
 
     loop: "SearchLoop"
@@ -45,6 +47,7 @@ class StepContext:
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     rng_state: dict[str, torch.Tensor] | None = None  # RNG state right before the forward
+    records: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> a device tensor
     extra: dict[str, Any] = field(default_factory=dict)  # a loop subclass's own (RNN: hidden)
 
 

@@ -20,7 +20,10 @@ AutoDL's DARTS-V1 on NAS-Bench-201, which Lambda-DARTS builds on, uses ``"weight
    weights' gradients (Lambda-DARTS);
 6. gradient clipping of the weights and the weight optimiser's step;
 7. ``alpha_update.after_weight_backward`` (one-level: alpha steps on the same backward);
-8. **step_end_hooks** (``hook(ctx)``): after both updates.
+8. **step_end_hooks** (``hook(ctx)``): after both updates;
+9. **step_report_hooks** (``hook(ctx)``): after the step, outside it when it is recorded as a
+   graph (whose replays run no Python): they fold what the step's hooks left in
+   ``ctx.records`` into their epoch's numbers, with device operations only.
 
 Around the epochs: **epoch_start_hooks** (``hook(EpochContext)``, before any step: DARTS-PT
 projects here), **epoch_end_hooks** (``hook(EpochContext)`` with ``ctx.result``: log, plot,
@@ -141,6 +144,7 @@ class SearchLoop:
     perturbation: Perturbation | None = None
     weight_grad_hooks: list[StepHook] = field(default_factory=list)
     step_end_hooks: list[StepHook] = field(default_factory=list)
+    step_report_hooks: list[StepHook] = field(default_factory=list)  # after step(), outside it
     epoch_start_hooks: list[EpochHook] = field(default_factory=list)
     epoch_end_hooks: list[EpochHook] = field(default_factory=list)
     publish_hooks: list[EpochHook] = field(default_factory=list)  # after the checkpoint
@@ -236,6 +240,12 @@ class SearchLoop:
                 self.alpha_step(ctx)
             for hook in self.step_end_hooks:
                 hook(ctx)
+
+    def after_step(self, ctx: StepContext) -> None:
+        """What follows a step outside it (a recorded step's replays run no Python): the
+        ``step_report_hooks``."""
+        for hook in self.step_report_hooks:
+            hook(ctx)
 
     def alpha_step(self, ctx: StepContext) -> None:
         if ctx.update_alpha and not self.alpha_update.one_level:
@@ -343,6 +353,7 @@ class SearchLoop:
                 else self.capture.for_epoch(epoch, lr, update_alpha))
         for ctx in bar:
             step(ctx)
+            self.after_step(ctx)
             postfix = self.report(ctx, meters)
             if postfix is not None:
                 bar.set_postfix(postfix)

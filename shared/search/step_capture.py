@@ -9,9 +9,10 @@ graph bakes in.
 
 What cannot be recorded runs eagerly, and the log says why (``capture_blockers``): a part of
 the step that reads the device on the host (DARTS-PT's skip of zero-weight candidates), a hook
-that is not declared ``graph_safe`` (Λ-DARTS' regulariser restores the RNG state it drew
-from), a data-parallel step (its all-reduces), a loop whose step carries host state between
-steps (the recurrent search's hidden state).
+that is not declared ``graph_safe`` (Λ-DARTS' regulariser where the supernet's forward draws
+random numbers, S4's noise: its ± passes put the RNG state back), a data-parallel step (its
+all-reduces), a loop whose step carries host state between steps (the recurrent search's hidden
+state).
 """
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def _name(part: object) -> str:
     return getattr(part, "__name__", type(part).__name__)
 
 
+def _owner(hook: object) -> object:
+    """A bound method's object (its ``graph_safe`` is the object's), else the hook."""
+    return getattr(hook, "__self__", hook)
+
+
 def capture_blockers(loop: "SearchLoop") -> list[str]:
     """Why this loop's step cannot be recorded (empty: it can)."""
     reasons = []
@@ -40,9 +46,14 @@ def capture_blockers(loop: "SearchLoop") -> list[str]:
     for part in (loop.alpha_update, loop.perturbation):
         if part is not None and not getattr(part, "graph_safe", False):
             reasons.append(f"{_name(part)} is not graph-safe")
+    owners: list[object] = []
     for hook in loop.weight_grad_hooks + loop.step_end_hooks:
-        if not getattr(hook, "graph_safe", False):
-            reasons.append(f"the hook {_name(hook)} is not graph-safe")
+        owner = _owner(hook)
+        if not getattr(owner, "graph_safe", False) and not any(o is owner for o in owners):
+            owners.append(owner)
+            why = getattr(owner, "graph_unsafe_reason", None)
+            reasons.append(f"the hook {_name(owner)} is not graph-safe"
+                           + (f": {why}" if why else ""))
     if getattr(loop.model, "skip_zero_weights", False):
         reasons.append("the skip of zero-weight candidates reads the device on the host")
     return reasons
@@ -83,5 +94,5 @@ class LoopStepCapture(EpochCaptures):
         def run(ctx: StepContext) -> None:
             out = captured(ctx.x, ctx.y, ctx.x_val, ctx.y_val)
             ctx.weights, ctx.cell_weights = out.weights, out.cell_weights
-            ctx.loss, ctx.logits = out.loss, out.logits
+            ctx.loss, ctx.logits, ctx.records = out.loss, out.logits, out.records
         return run
