@@ -50,14 +50,15 @@ def batches(n: int, offset: int, last: int = BATCH) -> list[tuple[torch.Tensor, 
 
 def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH,
         compile_mode: str = "off", nodes: int = 4, perturb: str | None = None,
-        regularizer: str | None = None, space: str = "s3"
+        regularizer: str | None = None, space: str = "s3", grouped: bool = False
         ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list, SearchLoop]:
     """Two epochs; the third element: each epoch's loss (with ``regularizer``, Λ-DARTS' layer
     alignment over all 3 cells, also its train_corr and valid_corr)."""
     torch.manual_seed(0)
     # s3 (none, skip, sep_conv_3x3): the smallest space with every kind of candidate the
     # fast path treats apart (skipped none, weighted identity, a conv stack)
-    model = Network(4, 10, 3, get_space(space), in_channels=1, steps=nodes, multiplier=nodes)
+    model = Network(4, 10, 3, get_space(space), in_channels=1, steps=nodes, multiplier=nodes,
+                    grouped_edges=grouped)
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS, eta_min=0.001)
@@ -116,6 +117,17 @@ def test_emulated_recording_equals_eager(kind: str, tmp_path) -> None:
     assert_same(eager, emulated)
     capture = emulated[3].capture
     assert capture.reason is None and capture.recorded_epochs == EPOCHS
+
+
+@pytest.mark.parametrize("kind", ["first_order", "second_order", "pgd_linf"])
+def test_grouped_edges_recorded_equal_eager(kind: str, tmp_path) -> None:
+    """``--grouped_edges`` (the edges' convs as wide kernels over views of shared buffers, the
+    per-edge BN statistics updated through one call) in the recorded step: the eager grouped
+    run's numbers bit for bit."""
+    eager = run(kind, "off", tmp_path, grouped=True)
+    emulated = run(kind, "emulate", tmp_path, grouped=True)
+    assert_same(eager, emulated)
+    assert emulated[3].capture.reason is None
 
 
 def test_partial_batch_runs_eagerly(tmp_path) -> None:
@@ -307,12 +319,13 @@ def test_doors_refuse_cuda_graph_on_the_cpu(door: str, tmp_path, capsys, monkeyp
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("amp", [False, True])
-def test_evaluation_step_recorded_equals_eager(tmp_path, monkeypatch, amp) -> None:
+@pytest.mark.parametrize("amp,grouped", [(False, False), (True, False), (False, True)])
+def test_evaluation_step_recorded_equals_eager(tmp_path, monkeypatch, amp, grouped) -> None:
     """Evaluation training (auxiliary head, drop-path rising per epoch, Cutout, data on the
     device) with its step recorded: the same weights and history as the eager run; with
     ``--amp --channels_last`` too, where the recorded step casts its weights at once
-    (``cast_once``) and the eager one leaves each cast to autocast."""
+    (``cast_once``) and the eager one leaves each cast to autocast; and with ``--grouped_ops``
+    (each cell's separable convs as wide kernels over shared buffers)."""
     import json
 
     from shared.evaluation.config import EvalConfig
@@ -324,7 +337,7 @@ def test_evaluation_step_recorded_equals_eager(tmp_path, monkeypatch, amp) -> No
                          gpu=-1, auxiliary=True, cutout=True, cutout_length=4, progress=False,
                          num_workers=0, data_on_device=True, steps_per_epoch=5,
                          drop_path_prob=0.3, step_capture=capture, amp=amp,
-                         channels_last=amp)
+                         channels_last=amp, grouped_ops=grouped)
         run_evaluation(cfg, load_genotype("DARTS_V2"), str(tmp_path / capture))
         return str(tmp_path / capture)
 
