@@ -167,6 +167,7 @@ def test_a_killed_search_resumes_bit_identically(tmp_path) -> None:
     (["--arch_nas_dataset", "missing.pth"], "--arch_nas_dataset missing.pth: no such file"),
     (["--dataset", "ImageNet16-120"], "ImageNet16-120-split.txt: no such file"),
     (["--corr_regularization", "dot"], "invalid choice"),
+    (["--step_capture", "cuda_graph"], "run it with --step_capture off"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, args,
                                                   message) -> None:
@@ -179,6 +180,45 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err, err
     assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_recorded_search_equals_the_eager_one(tmp_path, monkeypatch) -> None:
+    """The door's search with its step recorded (the CPU's model of a CUDA graph, the
+    ``emulate`` backend, in place of ``--step_capture cuda_graph``): weights first, the
+    regulariser's passes, AutoDL's pairing on the device; the eager run's weights, alpha and
+    train_/valid_corr bit for bit (alpha's Adam the capturable one in both: a recorded step
+    makes it so, which is equal to rounding, not bit for bit)."""
+    import dataclasses
+
+    from lambda_darts.nasbench201 import darts_v1
+    from shared.capture import make_capturable
+    from shared.search.loop import SearchLoop
+
+    to_config, post_init = darts_v1.to_config, SearchLoop.__post_init__
+
+    def capturable_adam(self):
+        post_init(self)
+        make_capturable(self.alpha_update.optimizer)
+
+    monkeypatch.setattr(SearchLoop, "__post_init__", capturable_adam)
+    args = [*TINY, "--corr_regularization", "--lambda_", "0.5", "--epochs", "2",
+            "--rand_seed", "1", "--data_on_device", "--batch_size", "64"]  # 14 steps an epoch
+    runs = {}
+    for capture in ("off", "emulate"):
+        monkeypatch.setattr(darts_v1, "to_config", lambda *a, capture=capture:
+                            dataclasses.replace(to_config(*a), step_capture=capture))
+        out = run_door([*args, "--save_dir", str(tmp_path / capture)])
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs[capture] = torch.load(tmp_path / capture / "seed-1" / "checkpoint.pth.tar",
+                                   weights_only=True)
+    a, b = runs["off"], runs["emulate"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert [(h["train_corr"], h["valid_corr"], h["genotype"]) for h in a["history"]] == \
+        [(h["train_corr"], h["valid_corr"], h["genotype"]) for h in b["history"]]
+    log = open(tmp_path / "emulate" / "seed-1" / "log.txt").read()
+    assert "step capture = emulate" in log and "step capture: eager" not in log
 
 
 @pytest.mark.slow
