@@ -45,6 +45,8 @@ class OpRecording(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
+        # (operation, args, kwargs, where its results go: None, a tensor, or a list of
+        # tensors and Nones in the order of its output's leaves)
         self.ops: list[tuple[Any, tuple, dict, Any]] = []
 
     @classmethod
@@ -60,7 +62,7 @@ class OpRecording(TorchDispatchMode):
             raise HostReadError("the step reads a tensor's value on the host "
                                 "(.item(), bool(tensor), float(tensor), ...)")
         out = func(*args, **kwargs)
-        self.ops.append((func, args, kwargs, out))
+        self.ops.append((func, args, kwargs, _targets(out, args, kwargs)))
         return out
 
     def replay(self) -> None:
@@ -68,17 +70,33 @@ class OpRecording(TorchDispatchMode):
         # the recorded backward is among the operations, and the recorded casts: neither
         # autograd nor an autocast around the replay may add to them
         with torch.no_grad(), torch._C._DisableAutocast():
-            for func, args, kwargs, out in self.ops:
+            for func, args, kwargs, target in self.ops:
                 fresh = func(*args, **kwargs)
-                for old, new in zip(tree_leaves(out), tree_leaves(fresh)):
-                    if isinstance(old, torch.Tensor) and not _same_memory(old, new):
+                if target is None:
+                    continue
+                if isinstance(target, torch.Tensor):
+                    target.copy_(fresh)
+                    continue
+                for old, new in zip(target, tree_leaves(fresh)):
+                    if old is not None:
                         old.copy_(new)
 
     def __len__(self) -> int:
         return len(self.ops)
 
 
-def _same_memory(old: torch.Tensor, new: torch.Tensor) -> bool:
-    """``new`` is (a view of) ``old``'s memory: a view or an in-place result, nothing to copy."""
-    return (new.untyped_storage().data_ptr() == old.untyped_storage().data_ptr()
-            and new.storage_offset() == old.storage_offset())
+def _targets(out: Any, args: tuple, kwargs: dict) -> Any:
+    """Where a replay writes an operation's results: its output tensors that are new memory
+    (None for one that aliases an argument: a view, an in-place or ``out=`` result, which the
+    replay's own operation refreshes); decided once, while recording (a replay aliases as its
+    recording did). None: nothing to write; a tensor: the one output; else a list."""
+    leaves = tree_leaves(out)
+    if not any(isinstance(t, torch.Tensor) for t in leaves):
+        return None
+    memory = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+              if isinstance(t, torch.Tensor)}
+    targets = [t if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in memory
+               else None for t in leaves]
+    if isinstance(out, torch.Tensor):
+        return targets[0]
+    return targets if any(t is not None for t in targets) else None
