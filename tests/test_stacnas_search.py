@@ -188,3 +188,36 @@ def test_without_alpha_share_every_cell_searches_alone_and_stages_keep_their_dep
     with pytest.raises(Exception, match="drop --alpha_share"):
         check_sharing(genotype, True, "g.json")
 
+
+
+@pytest.mark.slow
+def test_a_recorded_stage_equals_the_eager_one(tmp_path, monkeypatch) -> None:
+    """Stage 1 (one-level, alpha shared) with its step recorded (the CPU's model of a CUDA
+    graph, the ``emulate`` backend, in place of ``--step_capture cuda_graph``): the eager
+    run's weights and alpha bit for bit (alpha's Adam the capturable one in both)."""
+    import dataclasses
+
+    from shared.capture import make_capturable
+    from shared.search.loop import SearchLoop
+
+    config, post_init = search.search_config, SearchLoop.__post_init__
+
+    def capturable_adam(self):
+        post_init(self)
+        make_capturable(self.alpha_update.optimizer)
+
+    monkeypatch.setattr(SearchLoop, "__post_init__", capturable_adam)
+    states = {}
+    for capture in ("off", "emulate"):
+        monkeypatch.setattr(search, "search_config", lambda *a, capture=capture:
+                            dataclasses.replace(config(*a), step_capture=capture))
+        run(["--save_dir", str(tmp_path / capture), "--stage", "search1", "--epochs", "2",
+             "--batch_size", "128"])  # 14 steps an epoch
+        states[capture] = torch.load(tmp_path / capture / "search1" / "checkpoint.pth.tar",
+                                     weights_only=True)["state_dict"]
+        log = (tmp_path / capture / "search1" / "log.txt").read_text()
+        assert ("step capture = emulate" in log) == (capture == "emulate")
+        assert "step capture: eager" not in log
+    assert states["off"].keys() == states["emulate"].keys()
+    for key, value in states["off"].items():
+        assert torch.equal(value, states["emulate"][key]), key
