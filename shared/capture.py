@@ -26,8 +26,10 @@ accumulation buffers). Every call is a real step: warm-up steps are steps of the
 step's ATen operations in place of a graph (``shared.op_replay``): a replay runs no Python, so
 a step that depends on anything the graph would freeze (a Python number, a branch, a list or
 tensor its Python changes from step to step) gives other numbers than the eager path, and a
-read of a tensor's value on the host is refused while recording, as a graph refuses it. The
-tests check the search and evaluation steps' graph-safe structure with it on the CPU.
+read of a tensor's value on the host is refused while recording, as a graph refuses it (a
+graph's refusal leaves the batch to an eager step; the emulation has already run what came
+before the read, so its ``HostReadError`` stops the run instead). The tests check the search
+and evaluation steps' graph-safe structure with it on the CPU.
 """
 from __future__ import annotations
 
