@@ -67,6 +67,12 @@ class EpochContext:
         return self.loop.history[-1]
 
 
+def hook_owner(hook: Any) -> Any:
+    """A bound method's object (a hook's declarations, ``graph_safe``,
+    ``supports_data_parallel``, are its object's), else the hook itself."""
+    return getattr(hook, "__self__", hook)
+
+
 def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
     """The torch RNG state a forward draws from (dropout masks, noise ops), to replay it."""
     state = {"cpu": torch.get_rng_state()}

@@ -75,7 +75,13 @@ from shared.models import kernel_reuse
 from shared.models.mode import set_mode
 from shared.runtime import Precision, rng_state, set_rng_state, to_device
 from shared.search.alpha_update import AlphaUpdate, FixedAlpha
-from shared.search.context import EpochContext, MixingWeights, StepContext, capture_rng
+from shared.search.context import (
+    EpochContext,
+    MixingWeights,
+    StepContext,
+    capture_rng,
+    hook_owner,
+)
 from shared.search.data_parallel import ONE_PROCESS, DataParallel
 from shared.search.meters import DeviceMeters
 from shared.search.step_capture import STEP_CAPTURES, LoopStepCapture
@@ -206,23 +212,19 @@ class SearchLoop:
         when it declares ``supports_data_parallel = True``; it gets ``data_parallel`` and
         averages what it computes itself (Λ-DARTS' ``shared.search.alignment``). Idempotent:
         whoever adds hooks after the loop is built (``LayerAlignment.attach``) calls it again."""
-        import inspect
 
         from shared.models.global_batch_norm import use_global_batch_norm
 
-        def owner(hook: Any) -> Any:  # a bound method's attributes are its object's
-            return hook.__self__ if inspect.ismethod(hook) else hook
-
         hooks = self.weight_grad_hooks + self.step_end_hooks
         unsupported = [getattr(h, "__name__", type(h).__name__) for h in hooks
-                       if not getattr(owner(h), "supports_data_parallel", False)]
+                       if not getattr(hook_owner(h), "supports_data_parallel", False)]
         for part in (self, self.alpha_update, self.perturbation):
             if part is not None and not getattr(part, "supports_data_parallel", False):
                 unsupported.append(type(part).__name__)
         if unsupported:
             raise UserError(f"a data-parallel search does not support {', '.join(unsupported)} "
                             "yet: run it as one process")
-        for part in (self.alpha_update, self.perturbation, *map(owner, hooks)):
+        for part in (self.alpha_update, self.perturbation, *map(hook_owner, hooks)):
             if part is not None:
                 part.data_parallel = self.data_parallel
         use_global_batch_norm(self.model, self.data_parallel)

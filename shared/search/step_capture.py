@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from shared.capture import EpochCaptures, make_capturable
-from shared.search.context import StepContext
+from shared.search.context import StepContext, hook_owner
 
 if TYPE_CHECKING:
     from shared.search.loop import SearchLoop
@@ -29,11 +29,6 @@ STEP_CAPTURES = ("off", "cuda_graph")
 
 def _name(part: object) -> str:
     return getattr(part, "__name__", type(part).__name__)
-
-
-def _owner(hook: object) -> object:
-    """A bound method's object (its ``graph_safe`` is the object's), else the hook."""
-    return getattr(hook, "__self__", hook)
 
 
 def capture_blockers(loop: "SearchLoop") -> list[str]:
@@ -48,7 +43,7 @@ def capture_blockers(loop: "SearchLoop") -> list[str]:
             reasons.append(f"{_name(part)} is not graph-safe")
     owners: list[object] = []
     for hook in loop.weight_grad_hooks + loop.step_end_hooks:
-        owner = _owner(hook)
+        owner = hook_owner(hook)
         if not getattr(owner, "graph_safe", False) and not any(o is owner for o in owners):
             owners.append(owner)
             why = getattr(owner, "graph_unsafe_reason", None)
