@@ -193,17 +193,18 @@ def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
     assert node_sum.BATCHED == {"cuda"}
 
 
-@pytest.mark.slow  # 24 SDARTS-ADV steps (~25 s); the sums themselves: tests/test_node_sum.py
+@pytest.mark.slow  # 24 SDARTS-ADV steps (~14 s); the sums themselves: tests/test_node_sum.py
 def test_the_capture_check_compares_the_ways_of_a_per_channel_sum(capsys, monkeypatch) -> None:
     """``--paths matmul-sums,product-sums`` on an SDARTS-ADV step with CUDA's sums (batched,
-    NCHW) on the CPU: its attack's folded nodes as products and reductions, the default, the
+    NCHW) on the CPU: its attack's folded nodes (s3: the separable convs' last BNs; the
+    poolings' folds: tests/test_fast_path.py) as products and reductions, the default, the
     eager step bit for bit; as batched matrix products, equal to rounding (the alpha step's
     scale gradients too); and the default is back after."""
     from shared.models import fast_mixed, node_sum
 
     monkeypatch.setattr(node_sum, "BATCHED", {"cpu"})
     monkeypatch.delitem(fast_mixed.DEVICE_FORMAT, "cpu")
-    rows = _capture_rows(capsys, "s5", 8, "matmul-sums,product-sums", kind="pgd_linf")
+    rows = _capture_rows(capsys, "s3", 8, "matmul-sums,product-sums", kind="pgd_linf")
     assert float(rows["product-sums"][6]) == float(rows["product-sums"][7]) == 0.0
     # as above: rounding, through alpha's normalised Adam steps
     assert 0 < float(rows["matmul-sums"][6]) < 8 * 2 * 3e-4

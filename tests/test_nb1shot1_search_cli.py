@@ -13,8 +13,10 @@ from tests.conftest import ROOT, kill_inside_checkpoint_write, run_door_here, se
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
 DOOR_DIR = os.path.join(ROOT, "sdarts", "optimizers", "darts")
-TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
-        "--gpu", "-1", "--no_progress"]
+# a tenth of the digits to train on, in batches of 64: 2 steps an epoch (and the Hessian of
+# the epoch's last alpha batch, row by row, on 64 images)
+TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "64",
+        "--train_portion", "0.1", "--gpu", "-1", "--no_progress"]
 
 
 def run_door(args, tmp_path):
@@ -29,18 +31,35 @@ def only_run(root):
     return runs[0]
 
 
-@pytest.mark.parametrize("space", ["1", "2", "3"])
-def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space):
-    """Space 1 is also given a benchmark file (``bench_lookups``); the others say they skip it."""
-    bench = ["--nasbench_file", write_space_1_benchmark(tmp_path)] if space == "1" else []
-    out = run_door([*TINY, "--search_space", space, "--perturb_alpha", "pgd_linf",
-                    "--epochs", "2", "--save", "e2e", *bench], tmp_path / "exp")
+def adv_search_args(space: str) -> list[str]:
+    return [*TINY, "--search_space", space, "--perturb_alpha", "pgd_linf", "--epochs", "2",
+            "--save", "e2e"]
+
+
+@pytest.fixture(scope="module")
+def space_2_run(tmp_path_factory) -> str:
+    """Space 2's search, run once: checked end to end and the reference of the killed one."""
+    root = tmp_path_factory.mktemp("space2") / "exp"
+    out = run_door(adv_search_args("2"), root)
     assert out.returncode == 0, out.stderr[-3000:]
-    run = only_run(tmp_path / "exp")
+    assert "NAS-Bench-101 columns skipped: no --nasbench_file given" in out.stdout
+    return only_run(root)
+
+
+@pytest.mark.parametrize("space", ["1", "2", "3"])
+def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space, request):
+    """Space 1 is also given a benchmark file (``bench_lookups``); the others say they skip it."""
+    bench = ["--nasbench_file", space_1_benchmark(tmp_path)] if space == "1" else []
+    if space == "2":
+        run = request.getfixturevalue("space_2_run")
+    else:
+        out = run_door([*adv_search_args(space), *bench], tmp_path / "exp")
+        assert out.returncode == 0, out.stderr[-3000:]
+        if not bench:
+            assert "NAS-Bench-101 columns skipped: no --nasbench_file given" in out.stdout
+        run = only_run(tmp_path / "exp")
     if bench:
         bench_lookups(run, bench[1])
-    else:
-        assert "NAS-Bench-101 columns skipped: no --nasbench_file given" in out.stdout
     assert os.path.dirname(run).endswith(os.path.join("darts", f"search_space_{space}"))
     assert f"-2-{space}-digits-alpha-pgd_linf-0.3-" in os.path.basename(run)
     history = json.load(open(os.path.join(run, "history.json")))
@@ -69,17 +88,14 @@ def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run, "runs")))
 
 
-def test_kill_and_resume_gives_the_same_alpha(tmp_path):
-    args = [*TINY, "--search_space", "2", "--perturb_alpha", "pgd_linf", "--epochs", "2",
-            "--save", "resume"]
-    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
-    assert run_door(args, ref_dir).returncode == 0
-    run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)  # holds epoch 0
+def test_kill_and_resume_gives_the_same_alpha(tmp_path, space_2_run):
+    cut_dir = tmp_path / "cut"
+    run = kill_inside_checkpoint_write(DOOR_DIR, adv_search_args("2"), cut_dir,
+                                       nth=2)  # holds epoch 0
     out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     assert not any(".tmp" in name for name in os.listdir(run))  # the cut write's is gone
-    ref_run = only_run(ref_dir)
-    ref = torch.load(os.path.join(ref_run, "checkpoint.pth.tar"), weights_only=True)
+    ref = torch.load(os.path.join(space_2_run, "checkpoint.pth.tar"), weights_only=True)
     got = torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)
     assert got["epoch"] == ref["epoch"] == 2
     assert all(torch.equal(got["state_dict"][k], v) for k, v in ref["state_dict"].items())
@@ -89,12 +105,19 @@ def test_kill_and_resume_gives_the_same_alpha(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
 
 
-def write_space_1_benchmark(tmp_path) -> str:
-    """A tfrecord holding every cell of space 1 (a toy fixture in the real format)."""
-    from tests.nb101_fixture import nb1shot1_specs, write_toy_benchmark
+def space_1_benchmark(tmp_path) -> str:
+    """A tfrecord (a toy fixture in the real format) holding the cells a space-1 search visits,
+    among 20 others: the search run once without it (the benchmark is only read, never acted
+    on: the run given it looks each of its epochs' cells up there, ``bench_lookups``).
+    Writing every cell of space 1 (2,685) took ~15 s."""
+    from tests.nb101_fixture import random_valid_specs, run_specs, write_toy_benchmark
 
+    out = run_door(adv_search_args("1"), tmp_path / "plain")
+    assert out.returncode == 0, out.stderr[-3000:]
+    visited = run_specs([only_run(tmp_path / "plain")])
+    assert visited
     tfrecord = str(tmp_path / "nasbench_only108.tfrecord")
-    write_toy_benchmark(tfrecord, nb1shot1_specs("1"))
+    write_toy_benchmark(tfrecord, visited + random_valid_specs(20, seed=4))
     return tfrecord
 
 

@@ -66,7 +66,7 @@ def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
     """Killed inside its second checkpoint write, then resumed on a full disk (a file-size
     limit below the checkpoint's size), then resumed: the run never stopped, bit for bit."""
     args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "2",
-            "--save", "resume"]
+            "--save", "resume", "--batch_size", "64", "--train_portion", "0.1"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)
@@ -83,8 +83,7 @@ def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
     assert not any(".tmp" in name for name in os.listdir(run)), os.listdir(run)
     assert len(json.load(open(os.path.join(run, "history.json")))) == 1  # epoch 1 unpublished
     assert torch.load(os.path.join(run, "checkpoint.pth.tar"), weights_only=True)["epoch"] == 1
-    out = subprocess.run([sys.executable, "train_search.py", *resume], cwd=DOOR_DIR,
-                         env=door_env(), capture_output=True, text=True, timeout=600)
+    out = run_door(resume[:-2], cut_dir)  # in this process: no interpreter to start
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in open(os.path.join(run, "log.txt")).read()
     assert not any(".tmp" in name for name in os.listdir(run))
@@ -154,8 +153,9 @@ def test_missing_cifar10_explains_where_to_get_it(tmp_path, monkeypatch, capsys)
 def test_a_grouped_search_killed_and_resumed_is_the_one_that_never_stopped(tmp_path):
     """``--grouped_edges``: the wide kernels (each group's weights in shared buffers, laid out
     again when the resumed run builds its supernet and loads the checkpoint into it)."""
-    args = [*TINY, "--search_space", "s5", "--epochs", "2", "--save", "grouped",
-            "--batch_size", "64", "--train_portion", "0.1", "--grouped_edges"]
+    # 'debug' in --save: one step an epoch (the original's debug runs)
+    args = [*TINY, "--search_space", "s5", "--epochs", "2", "--save", "debug-grouped",
+            "--batch_size", "128", "--grouped_edges"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)
