@@ -29,13 +29,14 @@ def door_env() -> dict:
     return env
 
 
-def run_door_here(door_dir: str, script: str, args: list[str]):
+def run_door_here(door_dir: str, script: str, args: list[str], run=None):
     """``cd door_dir && python script args``, run in this process: the script's ``__main__``
     through runpy, its stdout, stderr and exit status captured as ``subprocess.run`` returns
     them. A new Python process first spends ~5 s importing torch, TorchDynamo (torch.optim's
     first optimiser imports it) and matplotlib, which this process has already done: the tests
     that only read a door's outputs run it here, and each door keeps tests that run it as a
-    process (killed, resumed, under torchrun)."""
+    process (killed, resumed, under torchrun). ``run``: what to call in place of running
+    ``script`` (``run_module_here``)."""
     import contextlib
     import io
     import runpy
@@ -50,7 +51,10 @@ def run_door_here(door_dir: str, script: str, args: list[str]):
         sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` does
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                runpy.run_path(script, run_name="__main__")
+                if run is None:
+                    runpy.run_path(script, run_name="__main__")
+                else:
+                    run()
             except SystemExit as exit_:
                 if isinstance(exit_.code, int) or exit_.code is None:
                     code = exit_.code or 0
@@ -65,6 +69,16 @@ def run_door_here(door_dir: str, script: str, args: list[str]):
         sys.argv = argv
         sys.path[:] = path
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+
+
+def run_module_here(module: str, args: list[str]):
+    """``python -m module args`` as ``run_door_here`` runs a script: in this process, through
+    runpy, from the repository root; the interpreter's start is most of a command line's cost
+    where it refuses its input or answers from a file."""
+    import runpy
+
+    return run_door_here(ROOT, module, args,
+                         run=lambda: runpy.run_module(module, run_name="__main__", alter_sys=True))
 
 
 def wait_for_checkpoint_epoch(path: str, epoch: int, proc, timeout: float = 600,

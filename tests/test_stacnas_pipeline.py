@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import door_env, kill_inside_checkpoint_write
+from tests.conftest import door_env, kill_inside_checkpoint_write, run_door_here
 
 STACNAS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stacnas")
 TINY = ["--dataset", "digits", "--gpu", "-1", "--num_workers", "0", "--num_cells_search1", "3",
@@ -107,9 +107,9 @@ def test_augment_keeps_the_best_held_out_epoch_and_test_reads_it(pipeline, tmp_p
 ])
 def test_bad_input_is_one_line(tmp_path, door, argv, message) -> None:
     base = [] if door == "run_all.py" else ["--name", "x", "--alpha_share"]
-    out = subprocess.run([sys.executable, door, *base, "--save_dir", str(tmp_path / "x"), *argv],
-                         cwd=STACNAS, env=door_env(), capture_output=True, text=True,
-                         timeout=600)
+    # in this process (conftest.run_door_here): refused before any work, the interpreter's
+    # start would be the whole cost
+    out = run_door_here(STACNAS, door, [*base, "--save_dir", str(tmp_path / "x"), *argv])
     assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, \
         out.stderr
     assert not (tmp_path / "x").exists()

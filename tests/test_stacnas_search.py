@@ -211,9 +211,9 @@ def test_a_recorded_stage_equals_the_eager_one(tmp_path, monkeypatch) -> None:
     for capture in ("off", "emulate"):
         monkeypatch.setattr(search, "search_config", lambda *a, capture=capture:
                             dataclasses.replace(config(*a), step_capture=capture))
-        # 14 steps: 3 eager, the recording, 10 replays
+        # 7 steps: 3 eager, the recording, 3 replays
         run(["--save_dir", str(tmp_path / capture), "--stage", "search1", "--epochs", "1",
-             "--batch_size", "128"])
+             "--batch_size", "256"])
         states[capture] = torch.load(tmp_path / capture / "search1" / "checkpoint.pth.tar",
                                      weights_only=True)["state_dict"]
         log = (tmp_path / capture / "search1" / "log.txt").read_text()

@@ -136,15 +136,19 @@ def test_the_table_has_a_row_per_step_path_and_precision(capsys) -> None:
 
 @pytest.mark.slow
 def test_a_bench_answers_bad_input_with_one_line() -> None:
+    """As ``python bench/SCRIPT ARGS`` exits (the first as a process; the others in this one,
+    conftest.run_door_here: the interpreter's start would be their whole cost)."""
     import subprocess
     import sys
 
-    for script, bad, want in (("step_floor.py", ["--space", "foo"], "unknown search space"),
-                              ("step_floor.py", ["--rows", "eval", "--eval_arch", "FOO"],
-                               "unknown architecture"),
-                              ("kernel_count.py", ["--space", "foo", "--orders", "1"],
-                               "unknown search space")):
-        done = subprocess.run([sys.executable, f"bench/{script}", *bad], capture_output=True,
-                              text=True, timeout=300, cwd=ROOT)
+    from tests.conftest import run_door_here
+
+    cases = (("step_floor.py", ["--space", "foo"], "unknown search space"),
+             ("step_floor.py", ["--rows", "eval", "--eval_arch", "FOO"], "unknown architecture"),
+             ("kernel_count.py", ["--space", "foo", "--orders", "1"], "unknown search space"))
+    for n, (script, bad, want) in enumerate(cases):
+        done = (subprocess.run([sys.executable, f"bench/{script}", *bad], capture_output=True,
+                               text=True, timeout=300, cwd=ROOT) if n == 0 else
+                run_door_here(ROOT, f"bench/{script}", bad))
         assert done.returncode == 2 and want in done.stderr, (script, done.stderr)
         assert "Traceback" not in done.stderr
