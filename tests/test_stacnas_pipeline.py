@@ -89,10 +89,9 @@ def test_augment_keeps_the_best_held_out_epoch_and_test_reads_it(pipeline, tmp_p
     history = read(tmp_path / "augment" / "history.json")
     best = max(range(2), key=lambda e: (history[e]["holdout_acc"], -e))
     assert history[-1]["best_epoch"] == best
-    test = subprocess.run(
-        [sys.executable, "test.py", *common, "--load_model_dir",
-         str(tmp_path / "augment" / "best_weights.pt")],
-        cwd=STACNAS, env=door_env(), capture_output=True, text=True, timeout=600)
+    # test.py in this process (conftest.run_door_here; run_all's "== test" stage runs it too)
+    test = run_door_here(STACNAS, "test.py", [*common, "--load_model_dir",
+                                              str(tmp_path / "augment" / "best_weights.pt")])
     assert test.returncode == 0, test.stderr[-3000:]
     assert f"test_acc {history[best]['valid_acc']:f}" in test.stdout
 
