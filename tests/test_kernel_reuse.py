@@ -119,12 +119,12 @@ def test_under_autocast_a_weight_is_cast_once_per_step_as_autocast_casts_it():
 
 
 def _loop(kind: str) -> SearchLoop:
-    """A grouped S5 supernet (C=4, 5 cells, 8x8) searched as ``kind``: 'first', 'second'
+    """A grouped S5 supernet (C=4, 5 cells of 2 nodes, 8x8) searched as ``kind``: 'first', 'second'
     (second order), 'pgd_linf' (SDARTS-ADV: a first-order alpha step and a 2-step attack) or
     'fused, weights first' (first order, the weights stepped first by a fused SGD, which
     moves no version counter) or 'lambda' (first order with Λ-DARTS' regulariser)."""
     torch.manual_seed(0)
-    model = Network(4, 10, 5, get_space("s5"), grouped_edges=True)
+    model = Network(4, 10, 5, get_space("s5"), steps=2, multiplier=2, grouped_edges=True)
     fused = kind == "fused, weights first"
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
                                 weight_decay=3e-4, fused=fused)

@@ -146,7 +146,7 @@ def test_a_lambda_darts_recurrent_step_reads_nothing_back(tmp_path, unrolled) ->
 
 def _twins(tmp_path, space: str = "s4"):
     """The same DARTS supernet search twice (S4: its noise op draws from the RNG, BatchNorm
-    everywhere): one regularised, one recording only (what the early return left)."""
+    everywhere; 5 cells of 2 nodes): one regularised, one recording only (what the early return left)."""
     from shared.search.architect import Architect
     from shared.search.loop import SearchLoop
 
@@ -156,7 +156,7 @@ def _twins(tmp_path, space: str = "s4"):
     loops = []
     for name, regularizer in (("aligned", "corr"), ("recorded", None)):
         torch.manual_seed(0)
-        model = Network(4, 10, 5, get_space(space), in_channels=1)
+        model = Network(4, 10, 5, get_space(space), in_channels=1, steps=2, multiplier=2)
         optimizer = torch.optim.SGD(model.weight_parameters(), 0.1, momentum=0.9,
                                     weight_decay=3e-4)
         loop = SearchLoop(model=model, optimizer=optimizer,
