@@ -146,7 +146,8 @@ def test_a_lambda_darts_recurrent_step_reads_nothing_back(tmp_path, unrolled) ->
 
 def _twins(tmp_path, space: str = "s4"):
     """The same DARTS supernet search twice (S4: its noise op draws from the RNG, BatchNorm
-    everywhere; 5 cells of 2 nodes): one regularised, one recording only (what the early return left)."""
+    everywhere; 5 cells of 2 nodes): one regularised, one recording only (what the early
+    return left)."""
     from shared.search.architect import Architect
     from shared.search.loop import SearchLoop
 
