@@ -191,8 +191,10 @@ def test_benchmark_queries_each_epoch_and_after_projection(tmp_path, monkeypatch
 
     api = tmp_path / "NAS-Bench-201-v1_0-e61699.pth"
     base = [*TINY, "--batch_size", "512", "--search_space", S10, "--ckpt_interval", "1",
-            "--save", "bench"]
-    # blank (no alpha step) is the cheapest method; what is tested is the query path. No file
+            "--save", "bench", "--data_on_device"]
+    # blank (no alpha step) is the cheapest method; what is tested is the query path (not
+    # --fast, which skips the benchmark, so every epoch is whole: the data on the device, not
+    # augmented one image at a time by DataLoader's transforms, ~7 s here). No file
     # yet at the default --api_path (untyped): the run goes on without benchmark numbers.
     monkeypatch.setattr(door, "DEFAULT_API_PATH", str(api))
     assert run_main([*base, "--method", "blank"], tmp_path) == 0
