@@ -299,6 +299,33 @@ def test_fast_path_skips_exactly_as_the_plain_path() -> None:
                for k in sa)
 
 
+def test_second_order_alpha_gradient_with_candidates_that_do_not_run() -> None:
+    """DARTS' second-order alpha step (``--unrolled``) on DARTS-PT's supernet after projections:
+    the weights of candidates that no longer run take no part in the unrolled step (autograd
+    called them unused, and ``darts-proj --unrolled`` stopped with a traceback at its first
+    tuning step); their gradient is 0, so alpha's gradient is that of the supernet running
+    them times 0 (float64)."""
+    from shared.search.architect import Architect
+
+    grads = []
+    for model in _skipping_pair():
+        state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
+        state.project_op("normal", 0, 3)
+        state.project_edge("normal", 0, [2, 4])  # edge 3 dropped
+        state.project_op("reduce", 2, 0)
+        model.mixing_transform = state.apply
+        optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
+                                    weight_decay=3e-4)
+        architect = Architect(model, 3e-4, 1e-3, 0.9, 3e-4, unrolled=True)
+        g = torch.Generator().manual_seed(1)
+        x, x_val = (torch.randn(8, 3, 8, 8, generator=g, dtype=torch.float64) for _ in "ab")
+        y, y_val = (torch.randint(0, 10, (8,), generator=g) for _ in "ab")
+        grads.append(architect.unrolled_gradient(x, y, x_val, y_val, 0.025, optimizer))
+    for plain, skipping in zip(*grads):
+        assert plain.abs().sum() > 0
+        torch.testing.assert_close(skipping, plain, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("skip", [True, False])
 def test_pgd_cannot_raise_a_weight_clamped_to_zero_when_skipped(skip: bool) -> None:
     """darts-pt's SDARTS attack: an entry at exactly 0 gets no gradient, stays 0; a supernet

@@ -100,15 +100,19 @@ class Architect(AlphaUpdate):
         weights = model.weight_parameters()
         alphas = model.arch_parameters()
 
+        # a weight no candidate of this forward used (DARTS-PT's candidates at weight 0 do not
+        # run) has gradient 0: its virtual step cannot reach the loss, and R v leaves it alone
         loss = model.loss(x_trn, y_trn)
-        dtheta = self.data_parallel.averaged(torch.autograd.grad(loss, weights))
+        dtheta = self.data_parallel.averaged(
+            torch.autograd.grad(loss, weights, allow_unused=True, materialize_grads=True))
         saved = copies(weights)  # w: restored after the unrolled forward and the difference
         step = self.virtual_step(weights, dtheta, eta, network_optimizer)
         cells = self._cell_copies() if self.record_cell_grads else []
         with virtual_model(model, weights, step, saved):
             unrolled_loss = model.loss(x_val, y_val, cell_weights=cells or None)
             grads = self.data_parallel.averaged(
-                torch.autograd.grad(unrolled_loss, list(alphas) + weights + cells))
+                torch.autograd.grad(unrolled_loss, list(alphas) + weights + cells,
+                                    allow_unused=True, materialize_grads=True))
         dalpha = grads[:len(alphas)]
         vector = grads[len(alphas):len(alphas) + len(weights)]
         if cells:
