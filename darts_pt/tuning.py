@@ -9,6 +9,9 @@ where it stopped and ends with the same genotype:
 * alpha keeps training with the supernet's Adam, restored from the checkpoint (``darts-proj``,
   ``sdarts-proj``); ``blank-proj`` never updates alpha;
 * every forward uses the projected mixing weights (``Network.mixing_transform``);
+* ``--step_capture`` records the tuning steps as the supernet's (``shared.search.step_capture``;
+  a projection changes the zeros of the mixing weights only at an epoch's start, before that
+  epoch's recording, ``shared.models.live``); the supernet's compiled model stays compiled;
 * ``sdarts-proj`` perturbs the weight step with the constant ``epsilon_alpha``; projected rows
   stay one-hot (the released model re-projects inside its forward, so does the proxy here);
 * before each projection event ``checkpoint_{epoch}.pth.tar`` is written, as the released code
@@ -186,4 +189,4 @@ def tuning_loop(supernet: SearchLoop, state: ProjectionState, cfg: ProjectionCon
         generators=(*supernet.generators, rng, *queue_generators),
         precision=supernet.precision, config=supernet.config, progress=supernet.progress,
         extra_state={"projection": state}, max_batches=1 if cfg.fast else None,
-        data_parallel=supernet.data_parallel)
+        data_parallel=supernet.data_parallel, step_capture=supernet.step_capture)

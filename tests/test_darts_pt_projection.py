@@ -206,6 +206,43 @@ def test_darts_proj_keeps_training_alpha_during_tuning(tmp_path) -> None:
     assert tune.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)  # lr / 10, constant
 
 
+def _tuned(tmp_path, capture: str, unrolled: bool) -> tuple[dict, dict, str]:
+    """DARTS-PT's tuning (skipping candidates at weight 0) from a fresh supernet, 2 epochs of 7
+    steps, each after a projection (scored on one batch), recorded (``capture``) or not."""
+    from shared.capture import make_capturable
+    from shared.logs import setup_logger
+    from shared.search.cnn_search import CNNSearchConfig, build_cnn_search
+
+    cfg = CNNSearchConfig(dataset="digits", epochs=1, layers=3, init_channels=4, batch_size=128,
+                          gpu=-1, search_space="s2", progress=False, seed=0,
+                          skip_zero_weights=True, step_capture=capture, unrolled=unrolled,
+                          data_on_device=True)
+    out = tmp_path / capture
+    search = build_cnn_search(cfg, str(out), setup_logger(str(out), "log.txt",
+                                                          name=f"test-pt-{capture}"))
+    make_capturable(search.loop.alpha_update.optimizer)  # as a recording makes it, both sides
+    state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
+    tune = tuning_loop(search.loop, state, ProjectionConfig(
+        proj_intv=1, crit={"normal": "acc", "reduce": "loss"}, seed=0, fast=True),
+        str(out / "proj"), batch_size=128)
+    tune.epochs, tune.max_batches = 2, None  # --fast's one-batch scoring, whole epochs
+    tune.run()
+    return tune.model.state_dict(), state.state_dict(), (out / "log.txt").read_text()
+
+
+def test_recorded_tuning_equals_the_eager_one(tmp_path) -> None:
+    """``--step_capture`` in the projection phase (the CPU's emulation of a CUDA graph): each
+    tuning epoch recorded after its projection, with the zeros of the projected rows held
+    (``shared.models.live``), gives the eager tuning's weights, alpha, BN statistics and
+    decisions bit for bit (second order: ``tests/test_step_capture.py``)."""
+    eager_state, eager_proj, _ = _tuned(tmp_path, "off", False)
+    state, proj, log = _tuned(tmp_path, "emulate", False)
+    assert proj == eager_proj and sum(o >= 0 for o in proj["proj_ops"]["normal"]) == 2
+    for key, value in eager_state.items():
+        assert torch.equal(value, state[key]), key
+    assert "step capture = emulate" in log and "step capture: eager" not in log
+
+
 # -- darts-pt's supernet skips candidates of weight exactly 0 -----------------------------------
 def _skipping_pair(space: str = "s5"):
     """The same DARTS supernet twice, float64, one skipping candidates of weight 0."""

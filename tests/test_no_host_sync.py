@@ -15,6 +15,7 @@ import torch
 from shared.data.text import batchify
 from shared.errors import UserError
 from shared.logs import AverageMeter
+from shared.models.live import HeldLive
 from shared.models.search_cnn import Network
 from shared.models.search_rnn import RNNModelSearch
 from shared.search.alignment import LayerAlignment
@@ -278,7 +279,8 @@ def test_a_zero_cell_gradient_is_refused_at_the_end_of_the_epoch(tmp_path) -> No
 # -- DARTS-PT: the one read left ------------------------------------------------------------------
 def test_darts_pt_supernet_reads_its_weights_once_per_forward() -> None:
     """Skipping a candidate at weight exactly 0 (no output, no BN statistics, no gradient: see
-    ``fast_mixed.live_candidates``) needs the weights on the host: one read for all cells."""
+    ``shared.models.live.live_candidates``) needs the weights on the host: one read for all
+    cells."""
     torch.manual_seed(0)
     model = Network(4, 10, 5, get_space("s5"), in_channels=1, skip_zero_weights=True)
     normal, reduce = (w.detach().clone() for w in model.mixing_weights())
@@ -302,3 +304,13 @@ def test_darts_pt_supernet_reads_its_weights_once_per_forward() -> None:
     model.skip_zero_weights = True
     with no_host_reads(), pytest.raises(HostRead):
         model(x, (normal, reduce))
+    # an epoch of recorded steps holds the zeros read at its start: its forwards read nothing,
+    # and queue on the device the check that the zeros are where they were
+    model.held_live = HeldLive(model.per_cell_weights((normal, reduce)))
+    with no_host_reads():
+        model(x, (normal, reduce))
+    assert not model.held_live.broken()
+    normal[0, 4] = 0.0
+    with no_host_reads():
+        model(x, (normal, reduce))
+    assert model.held_live.broken()

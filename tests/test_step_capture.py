@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from darts_pt.projection import ProjectionState, darts_nid2eids
 from shared.capture import CapturedStep, make_capturable
 from shared.data import get_dataset
 from shared.errors import UserError
@@ -50,16 +51,21 @@ def batches(n: int, offset: int, last: int = BATCH) -> list[tuple[torch.Tensor, 
 
 def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH,
         compile_mode: str = "off", nodes: int = 2, perturb: str | None = None,
-        regularizer: str | None = None, space: str = "s3", grouped: bool = False
+        regularizer: str | None = None, space: str = "s3", grouped: bool = False,
+        projected: bool = False, hooks: tuple = ()
         ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list, SearchLoop]:
     """Two epochs; the third element: each epoch's loss (with ``regularizer``, Λ-DARTS' layer
-    alignment over all 3 cells, also its train_corr and valid_corr)."""
+    alignment over all 3 cells, also its train_corr and valid_corr). ``projected``: DARTS-PT's
+    supernet, which skips candidates of weight 0, with some edges projected (``projection``);
+    ``hooks``: step report hooks (run after each step, outside it)."""
     torch.manual_seed(0)
     # s3 (none, skip, sep_conv_3x3): the smallest space with every kind of candidate the
     # fast path treats apart (skipped none, weighted identity, a conv stack); cells of 2
     # nodes (5 edges, one from a node to a node) record what 4 would at less than half the work
     model = Network(4, 10, 3, get_space(space), in_channels=1, steps=nodes, multiplier=nodes,
-                    grouped_edges=grouped)
+                    grouped_edges=grouped, skip_zero_weights=projected)
+    if projected:
+        model.mixing_transform = projection(nodes).apply
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.05, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS, eta_min=0.001)
@@ -79,7 +85,8 @@ def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH
         checkpoint_path=str(tmp_path / f"{kind}-{perturb}-{capture}-{compile_mode}.pth.tar"),
         perturbation=make_perturbation(
             perturb or (kind if kind in ("random", "pgd_linf") else "none"), 0.3, EPOCHS),
-        progress=False, step_capture=capture, compile_mode=compile_mode)
+        progress=False, step_capture=capture, compile_mode=compile_mode,
+        step_report_hooks=list(hooks))
     alignment = None
     if regularizer is not None:  # λ ramps 0, 0.5: each epoch's recording has its own
         alignment = LayerAlignment(regularizer, 0.5, 1e-3, EPOCHS, cells="all")
@@ -96,6 +103,18 @@ def run(kind: str, capture: str, tmp_path, steps: int = STEPS, last: int = BATCH
         scheduler.step()
     return ([a.detach().clone() for a in model.arch_parameters()],
             {k: v.clone() for k, v in model.state_dict().items()}, losses, loop)
+
+
+def projection(nodes: int) -> ProjectionState:
+    """DARTS-PT's decisions on a cell of ``nodes`` nodes (s3): the normal cell's edge 0 projected
+    to sep_conv_3x3, its node 1 keeping edges 2 and 4 (edge 3 dropped: a row of zeros), the
+    reduction cell's edge 1 projected to 'none'."""
+    state = ProjectionState(("normal", "reduce"), sum(2 + i for i in range(nodes)),
+                            darts_nid2eids(nodes))
+    state.project_op("normal", 0, 2)
+    state.project_edge("normal", 0, [2, 4])
+    state.project_op("reduce", 1, 0)
+    return state
 
 
 def assert_same(a, b) -> None:
@@ -129,6 +148,46 @@ def test_grouped_edges_recorded_equal_eager(kind: str, tmp_path) -> None:
     emulated = run(kind, "emulate", tmp_path, grouped=True)
     assert_same(eager, emulated)
     assert emulated[3].capture.reason is None
+
+
+@pytest.mark.parametrize("kind", ["first_order", "second_order"])
+def test_darts_pt_skip_of_zero_weights_recorded_equals_eager(kind: str, tmp_path) -> None:
+    """DARTS-PT's supernet (candidates of weight exactly 0 not run: no output, gradient or BN
+    statistics) with projected and dropped edges: each recorded epoch holds the zeros read at
+    its start (``shared.models.live``) and gives the eager run's numbers bit for bit, the
+    never-run candidates' parameters and statistics untouched alike."""
+    eager = run(kind, "off", tmp_path, projected=True)
+    emulated = run(kind, "emulate", tmp_path, projected=True)
+    assert_same(eager, emulated)
+    loop = emulated[3]
+    assert loop.capture.reason is None and loop.capture.recorded_epochs == EPOCHS
+    assert loop.capture.current.replays == STEPS - 2
+    assert loop.model.held_live is None  # released at the epoch's end
+    # the candidates that never ran (the normal cell's dropped edge 3, the reduction cells'
+    # edge 1 but its 'none') kept their first parameters and BN statistics; the others moved
+    torch.manual_seed(0)
+    start = Network(4, 10, 3, get_space("s3"), in_channels=1, steps=2, multiplier=2).state_dict()
+    never = ("cells.0._ops.3.", "cells.1._ops.1.", "cells.2._ops.1.")
+    for key, value in emulated[1].items():
+        if key.startswith(never):
+            assert torch.equal(value, start[key]), key
+    assert not torch.equal(emulated[1]["cells.0._ops.4._ops.2.0.3.running_mean"],
+                           start["cells.0._ops.4._ops.2.0.3.running_mean"])
+
+
+def test_a_zero_that_moves_during_a_recorded_epoch_stops_the_run(tmp_path) -> None:
+    """A weight that becomes 0 inside a recorded epoch (here alpha pushed far down after the
+    recording, so that softmax gives an exact 0 in the replays) is not the held pattern: the
+    run stops at the epoch's end, before its checkpoint, saying how to redo it eagerly. The
+    eager run reads the new zero and goes on."""
+    def push(ctx) -> None:
+        if ctx.epoch == 1 and ctx.step == 1:  # after epoch 1's recording, before its replays
+            with torch.no_grad():
+                ctx.loop.model.alphas_normal[1, 0] = -1e4
+
+    run("first_order", "off", tmp_path, projected=True, hooks=(push,))
+    with pytest.raises(UserError, match="during epoch 1.*--resume --step_capture off"):
+        run("first_order", "emulate", tmp_path, projected=True, hooks=(push,))
 
 
 def test_partial_batch_runs_eagerly(tmp_path) -> None:
@@ -214,8 +273,10 @@ def test_blockers_name_what_stays_eager() -> None:
         "the hook hook is not graph-safe"]
     hook.graph_safe = True
     assert capture_blockers(_loop_like(step_end_hooks=[hook])) == []
-    assert "reads the device on the host" in capture_blockers(
-        _loop_like(model=SimpleNamespace(skip_zero_weights=True)))[0]
+    assert capture_blockers(_loop_like(model=SimpleNamespace(skip_zero_weights=True))) == []
+    assert "clamps mixing weights to 0 at random" in capture_blockers(
+        _loop_like(model=SimpleNamespace(skip_zero_weights=True),
+                   perturbation=make_perturbation("random", 0.3, EPOCHS)))[0]
     assert "all-reduces" in capture_blockers(
         _loop_like(data_parallel=DataParallel(rank=0, world_size=2)))[0]
     assert "carries host state" in capture_blockers(_loop_like(supports_step_capture=False))[0]

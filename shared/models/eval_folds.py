@@ -69,7 +69,7 @@ def last_bn(op: nn.Module) -> nn.BatchNorm2d:
 def folded_candidates(cell, live: list[list[bool]] | None, kinds: frozenset[str]
                       ) -> list[tuple[int, int, int, nn.BatchNorm2d]]:
     """(edge, candidate, node, last BN) of each candidate of ``cell`` that runs (``live``:
-    ``fast_mixed.live_candidates``' rows, None for all) and is of one of ``kinds``."""
+    ``shared.models.live.live_candidates``' rows, None for all) and is of one of ``kinds``."""
     found, offset = [], 0
     for node in range(cell._steps):
         for edge in range(offset, offset + 2 + node):

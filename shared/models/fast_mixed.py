@@ -17,7 +17,8 @@ agree to rounding, float64 to ~1e-14):
   they run NCHW, see ``DEVICE_FORMAT``);
 * 'none' (``w * 0``) is skipped: its output and its mixing-weight gradient are zero (and with
   ``Network.skip_zero_weights`` so is every candidate of weight exactly 0, as in the plain path,
-  decided by one read of the device per forward: ``live_candidates``);
+  decided by one read of the device per forward, or held for an epoch of recorded steps:
+  ``shared.models.live``);
 * work shared by every edge that reads the same cell state is done once per state, not
   once per edge and op: the ReLU in front of every conv op, the pooling, and (training) the
   batch-normalised pooling, whose batch statistics are the same for every edge; each edge's
@@ -72,6 +73,7 @@ from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import Scale, copies, dil_group, sep_group, widest
 from shared.models.joined_weights import join, joined_view
+from shared.models.live import forward_rows, live_candidates
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
 
 CL = torch.channels_last
@@ -555,30 +557,6 @@ def _eval_folds(cell, scales: CellScales, live: list[list[bool]] | None,
     return None
 
 
-def live_candidates(cell_weights: Sequence[torch.Tensor]) -> list[list[list[bool]]]:
-    """For every cell, edge and candidate: is its mixing weight other than exactly 0? One read
-    of the device for all the cells (``[cell][edge][op]``).
-
-    This read is what DARTS-PT's supernet (``Network.skip_zero_weights``, darts-pt's
-    ``MixedOp``: ``if w != 0``) costs, once per forward of that supernet: its weight steps,
-    alpha steps, SDARTS attacks and Λ-DARTS' ± passes, in the supernet phase and in the
-    projection's tuning and scoring alike (no other supernet skips, and no other forward reads
-    anything). It cannot become a mask on the device without changing results: a candidate at
-    weight 0 is not run at all, so its BatchNorm running statistics do not move, a noise op
-    draws no random numbers, its parameters get no gradient (``grad`` stays None: the weight
-    step, which zeroes with ``set_to_none``, neither decays nor moves them by momentum, see
-    ``SearchLoop.weight_step``) and its mixing weight gets none either (an SDARTS attack cannot
-    raise a weight clamped to 0, alpha's gradient does not see the op). Running it times 0
-    would move the statistics and the RNG, and step those parameters."""
-    flags = torch.cat([(w != 0).reshape(-1) for w in cell_weights]).tolist()
-    out, at = [], 0
-    for w in cell_weights:
-        edges, ops = w.shape
-        out.append([flags[at + e * ops:at + (e + 1) * ops] for e in range(edges)])
-        at += w.numel()
-    return out
-
-
 def _cell_kernels(cell, live: list[list[bool]] | None, device_type: str) -> CellKernels:
     """A new :class:`CellKernels` (one per forward) of the cell's embedded stages (made once,
     ``cell_plan.memo``)."""
@@ -647,8 +625,8 @@ def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor
                  live: list[list[bool]] | None = None) -> torch.Tensor:
     """``SearchCell.forward``, fast. Node-major like the plain path, so random ops draw in
     the same order. ``skip_zero``: candidates of weight exactly 0 do not run; ``live`` (this
-    cell's rows of :func:`live_candidates`) says which, else one host read of the cell's
-    weights decides."""
+    cell's rows of ``shared.models.live.live_candidates``) says which, else one host read of
+    the cell's weights decides."""
     own = ctx is None
     if skip_zero and live is None:
         live = live_candidates([weights])[0]
@@ -720,10 +698,9 @@ def network_forward(net, x: torch.Tensor, cell_weights: Sequence[torch.Tensor]) 
                else torch.contiguous_format, getattr(net, "grouped_edges", False))
     if x.dim() == 4:
         x = x.contiguous(memory_format=DEVICE_FORMAT.get(x.device.type, torch.contiguous_format))
-    # DARTS-PT's skip of candidates at weight 0: one read for every cell (live_candidates),
-    # made before the stem and the cells are queued
-    lives = (live_candidates(cell_weights) if net.skip_zero_weights
-             else [None] * len(cell_weights))
+    # DARTS-PT's skip of candidates at weight 0: one read for every cell, made before the stem
+    # and the cells are queued, or the rows held for a recorded epoch (shared.models.live)
+    lives = forward_rows(net, cell_weights)
     s0 = s1 = net.stem(x)
     try:
         for cell, w, live in zip(net.cells, cell_weights, lives):

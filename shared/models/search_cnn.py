@@ -21,6 +21,7 @@ from shared.genotypes import (
     per_cell_genotype_from_alpha,
 )
 from shared.models import fast_mixed
+from shared.models.live import HeldLive, forward_rows
 from shared.models.supernet import Supernet, draws_in_modules
 from shared.ops import FactorizedReduce, ReLUConvBN, make_op
 from shared.spaces import STEPS, CellSpace, PerCellSpace, kinds_of_cells
@@ -44,11 +45,14 @@ class MixedOp(nn.Module):
             ops.append(op)
         self._ops = nn.ModuleList(ops)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                skip_zero: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, skip_zero: bool = False,
+                live: Sequence[bool] | None = None) -> torch.Tensor:
         """``skip_zero``: candidates whose weight is exactly 0 do not run (darts-pt's
-        ``MixedOp``: no output, no gradient, no BN statistics update)."""
-        terms = [w * op(x) for w, op in zip(weights, self._ops) if not (skip_zero and w == 0)]
+        ``MixedOp``: no output, no gradient, no BN statistics update); ``live`` says which
+        run without reading the weights (``shared.models.live``)."""
+        if live is None:
+            live = [not (skip_zero and w == 0) for w in weights]
+        terms = [w * op(x) for w, op, run in zip(weights, self._ops, live) if run]
         if not terms:  # every candidate masked: the edge is removed
             return torch.zeros_like(x[:, :, ::self.stride, ::self.stride])
         return sum(terms)
@@ -79,11 +83,15 @@ class SearchCell(nn.Module):
                 e += 1
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                skip_zero: bool = False) -> torch.Tensor:
+                skip_zero: bool = False, live: Sequence[Sequence[bool]] | None = None
+                ) -> torch.Tensor:
+        """``live``: per edge, which candidates run (else all, or with ``skip_zero`` those of
+        weight other than 0)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
-            s = sum(self._ops[offset + j](h, weights[offset + j], skip_zero)
+            s = sum(self._ops[offset + j](h, weights[offset + j], skip_zero,
+                                          None if live is None else live[offset + j])
                     for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
@@ -117,6 +125,8 @@ class Network(Supernet):
     darts-pt's supernet (``sota/cnn/model_search.py``, ``if w != 0``): an op DARTS-PT masks or
     projects away then updates no BN running statistics, and an SDARTS attack cannot move a
     weight clamped to 0 (it gets no gradient). SmoothDARTS' supernet runs every candidate.
+    Each forward reads which weights are 0 on the host, once for all cells, unless an epoch of
+    recorded steps holds them (``held_live``, ``shared.models.live``).
     """
 
     cell_types = ("normal", "reduce")
@@ -134,6 +144,7 @@ class Network(Supernet):
         self.fast = fast
         self.grouped_edges = grouped_edges
         self.skip_zero_weights = skip_zero_weights
+        self.held_live: HeldLive | None = None  # set for an epoch of recorded steps
         self._C, self._num_classes, self._layers = C, num_classes, layers
         self._steps, self._multiplier = steps, multiplier
         C_curr = stem_multiplier * C
@@ -213,9 +224,10 @@ class Network(Supernet):
         cell_weights = self.per_cell_weights(weights, cell_weights)
         if self.fast:
             return fast_mixed.network_forward(self, x, cell_weights)
+        lives = forward_rows(self, cell_weights)  # DARTS-PT's skip: one read, or held rows
         s0 = s1 = self.stem(x)
-        for cell, w in zip(self.cells, cell_weights):
-            s0, s1 = s1, cell(s0, s1, w, self.skip_zero_weights)
+        for cell, w, live in zip(self.cells, cell_weights, lives):
+            s0, s1 = s1, cell(s0, s1, w, live=live)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def genotype(self) -> Genotype | PerCellGenotype:

@@ -360,6 +360,8 @@ class SearchLoop:
             if postfix is not None:
                 bar.set_postfix(postfix)
         bar.close()
+        if self.capture is not None:
+            self.capture.end_epoch(epoch)
         return self.summarize(meters)
 
     @torch.no_grad()

@@ -7,8 +7,13 @@ backward, the clipping and both optimisers' steps. One graph per epoch: the lear
 unrolled step's eta too), SDARTS' epsilon and whether alpha moves are per-epoch numbers the
 graph bakes in.
 
+DARTS-PT's supernet, which skips the candidates of weight exactly 0, runs a recorded epoch with
+the pattern of zeros read at its start, and checks on the device that it held
+(``shared.models.live``): ``end_epoch`` stops the run before the epoch's checkpoint if not.
+
 What cannot be recorded runs eagerly, and the log says why (``capture_blockers``): a part of
-the step that reads the device on the host (DARTS-PT's skip of zero-weight candidates), a hook
+the step that reads the device on the host (DARTS-PT's skip of zero-weight candidates under an
+SDARTS perturbation, whose clamp moves the zeros step by step), a hook
 that is not declared ``graph_safe`` (Λ-DARTS' regulariser where the supernet's forward draws
 random numbers, S4's noise: its ± passes put the RNG state back), a data-parallel step (its
 all-reduces), a loop whose step carries host state between steps (the recurrent search's hidden
@@ -18,7 +23,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+import torch
+
 from shared.capture import EpochCaptures, make_capturable
+from shared.errors import UserError
+from shared.models.live import HeldLive
 from shared.search.context import StepContext, hook_owner
 
 if TYPE_CHECKING:
@@ -49,8 +58,10 @@ def capture_blockers(loop: "SearchLoop") -> list[str]:
             why = getattr(owner, "graph_unsafe_reason", None)
             reasons.append(f"the hook {_name(owner)} is not graph-safe"
                            + (f": {why}" if why else ""))
-    if getattr(loop.model, "skip_zero_weights", False):
-        reasons.append("the skip of zero-weight candidates reads the device on the host")
+    if getattr(loop.model, "skip_zero_weights", False) and loop.perturbation is not None:
+        reasons.append("the skip of zero-weight candidates reads the device on the host: "
+                       "SDARTS' perturbation clamps mixing weights to 0 at random, so which "
+                       "candidates run changes from step to step")
     return reasons
 
 
@@ -85,9 +96,27 @@ class LoopStepCapture(EpochCaptures):
         captured = self.captured(step)
         if captured is None:
             return loop.step
+        if getattr(loop.model, "skip_zero_weights", False):  # outside any recording
+            with torch.no_grad():
+                loop.model.held_live = HeldLive(loop.model.per_cell_weights())
 
         def run(ctx: StepContext) -> None:
             out = captured(ctx.x, ctx.y, ctx.x_val, ctx.y_val)
             ctx.weights, ctx.cell_weights = out.weights, out.cell_weights
             ctx.loss, ctx.logits, ctx.records = out.loss, out.logits, out.records
         return run
+
+    def end_epoch(self, epoch: int) -> None:
+        """After the epoch's last step: a supernet that skips zero weights must have kept the
+        pattern held for the epoch (one read), else the run stops before its checkpoint."""
+        model = self.owner.model
+        held = getattr(model, "held_live", None)
+        if held is None:
+            return
+        model.held_live = None
+        if held.broken():
+            raise UserError(
+                f"step capture: a mixing weight became 0, or stopped being 0, during epoch "
+                f"{epoch}, whose recorded steps ran the candidates of its start (DARTS-PT's "
+                f"skip of zero weights); that epoch is not the eager one and was not saved: "
+                f"rerun it with --resume --step_capture off")
