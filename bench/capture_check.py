@@ -27,8 +27,10 @@ kind they change most), ``undilated`` and ``dilated`` (eager, dilated convs
 rewritten undilated, the CPU's way, or run as they are, CUDA's: ``fast_mixed.UNDILATE``).
 ``first s`` is epoch 0's wall time: the warm-up, the recordings and every compilation are in it.
 Kinds: first and second order DARTS, SDARTS-RS (``random``) and SDARTS-ADV (``pgd_linf``),
-one-level, and Λ-DARTS' regulariser on the first-order step (``lambda``; ``lambda+adv``: with
-SDARTS-ADV's attack).
+one-level, Λ-DARTS' regulariser on the first-order step (``lambda``; ``lambda+adv``: with
+SDARTS-ADV's attack), and DARTS-PT's first-order tuning step (``darts_pt``: its supernet skips
+the candidates of weight 0, here with a third of the edges projected and node 0's topology
+decided, ``mid_projection``; a recorded epoch holds those zeros, ``shared.models.live``).
 
 Both runs start from the same parameters and see the same random CIFAR-sized batches (held on
 the device, as with ``--data_on_device``); alpha's Adam is the capturable (fused) one in both,
@@ -58,6 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from bench.epoch_clock import time_epoch  # noqa: E402
+from darts_pt.projection import ProjectionState, darts_nid2eids  # noqa: E402
 from shared.capture import make_capturable  # noqa: E402
 from shared.cli.checks import check_supernet_layers  # noqa: E402
 from shared.compile import TRACE_ONLY, reset_compiled  # noqa: E402
@@ -68,12 +71,12 @@ from shared.search.alpha_update import OneLevel  # noqa: E402
 from shared.search.architect import Architect  # noqa: E402
 from shared.search.loop import SearchLoop  # noqa: E402
 from shared.search.perturbation import make_perturbation  # noqa: E402
-from shared.spaces import get_space  # noqa: E402
+from shared.spaces import NUM_EDGES, get_space  # noqa: E402
 
 # lambda: first order with Λ-DARTS' regulariser (corr, the doors' λ 0.125 and ε₀ 1e-4);
-# lambda+adv: with SDARTS-ADV's attack too
+# lambda+adv: with SDARTS-ADV's attack too; darts_pt: DARTS-PT's tuning, first order
 KINDS = ("first_order", "second_order", "random", "pgd_linf", "one_level", "lambda",
-         "lambda+adv")
+         "lambda+adv", "darts_pt")
 PATHS = ("graph", "compile", "compile+graph", "reduce-overhead", "grouped", "graph+grouped",
          "grouped-by-size", "term-sums", "batched-sums", "matmul-sums", "product-sums",
          "undilated", "dilated")
@@ -115,6 +118,17 @@ def batches(n: int, batch: int, size: int, device: torch.device, seed: int
              torch.randint(0, 10, (batch,), generator=g).to(device)) for _ in range(n)]
 
 
+def mid_projection(model: Network) -> ProjectionState:
+    """DARTS-PT's decisions a third of the way into its projection (DARTS cell, 14 edges): each
+    cell type's edges 0-4 projected to one op each, node 0's inputs 2 and 4 kept (3 dropped)."""
+    state = ProjectionState(("normal", "reduce"), NUM_EDGES, darts_nid2eids())
+    for cell, alpha in zip(state.cell_types, model.arch_parameters()):
+        for edge in range(5):
+            state.project_op(cell, edge, (edge + 3) % alpha.shape[1])
+    state.project_edge("normal", 0, [2, 4])
+    return state
+
+
 def run(kind: str, path: str, args, device: torch.device, folder: str) -> dict:
     capture, compile_mode, grouped = settings(path, device)
     reset_compiled()  # every compiled path compiles from cold: its cost is in "first s"
@@ -122,7 +136,9 @@ def run(kind: str, path: str, args, device: torch.device, folder: str) -> dict:
     if device.type == "cuda":
         torch.cuda.manual_seed_all(args.seed)
     model = Network(args.init_channels, 10, args.layers, get_space(args.space),
-                    grouped_edges=grouped).to(device)
+                    grouped_edges=grouped, skip_zero_weights=kind == "darts_pt").to(device)
+    if kind == "darts_pt":
+        model.mixing_transform = mid_projection(model).apply
     optimizer = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9,
                                 weight_decay=3e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 50, eta_min=0.001)

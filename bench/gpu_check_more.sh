@@ -46,6 +46,9 @@ timeout 240 $PY bench/capture_check.py --device cuda --steps 8 --kinds second_or
 echo "== Λ-DARTS' regulariser in the recorded step (alone and with SDARTS-ADV), fast and grouped =="
 timeout 240 $PY bench/capture_check.py --device cuda --steps 8 --kinds lambda,lambda+adv \
     --paths graph,graph+grouped | tee "$OUT/capture_lambda.md"
+echo "== DARTS-PT's tuning step recorded (its zeros held per epoch), fast and grouped =="
+timeout 150 $PY bench/capture_check.py --device cuda --steps 8 --kinds darts_pt \
+    --paths graph,graph+grouped | tee "$OUT/capture_darts_pt.md"
 echo "== data pipeline: DataLoader vs data on the device (CIFAR-10 size) =="
 timeout 120 $PY bench/data_pipeline.py --device cuda --images 50000 --workers 0,4 \
     | tee "$OUT/data_pipeline.md"

@@ -178,6 +178,13 @@ def test_the_capture_check_records_lambda_darts_step(capsys) -> None:
         capture_check.main(["--device", "cpu", "--kinds", "lambada"])
 
 
+def test_the_capture_check_records_darts_pt_tuning_step(capsys) -> None:
+    """``--kinds darts_pt``: DARTS-PT's supernet mid-projection (candidates of weight 0 not run)
+    recorded, emulated on the CPU: the eager run's alpha and weights exactly, no eager note."""
+    rows = _capture_rows(capsys, "s3", 8, "graph", kind="darts_pt")
+    assert rows["graph"][6:8] == ["0.00e+00", "0.00e+00"] and len(rows["graph"]) == 8
+
+
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
     """``bench/capture_check.py --paths term-sums,batched-sums``: on the CPU eager sums term by
     term, the same numbers as ``term-sums`` bit for bit; batched, equal to rounding; and
