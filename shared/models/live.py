@@ -7,8 +7,9 @@ weights on the host (``live_candidates``). A recorded step (a CUDA graph) cannot
 replays the candidates its recording ran. Without an SDARTS perturbation those zeros do not
 change within an epoch: they are the projection's (a projected edge's one-hot row, a dropped
 edge's zero row, decided on the host at an epoch's start: darts-pt ``sota/cnn/projection.py``),
-and softmax(alpha) is nowhere 0 in float32 unless a row of alpha spans more than ~100 (alpha's
-Adam moves an entry by about its lr, 3e-4, a step).
+and softmax(alpha) is nowhere 0 in float32 unless a row of alpha spans more than ~104 (alpha's
+Adam moves an entry by about its lr, 3e-4, in a typical step: ~6 over a 50-epoch search of 391
+steps an epoch); should it happen, the check below stops the run.
 
 So a recorded epoch reads the pattern once, before its first step (``HeldLive``), and every
 forward of the epoch runs the candidates it names. Each forward also compares, on the device,
