@@ -206,7 +206,7 @@ def test_darts_proj_keeps_training_alpha_during_tuning(tmp_path) -> None:
     assert tune.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)  # lr / 10, constant
 
 
-def _tuned(tmp_path, capture: str, unrolled: bool) -> tuple[dict, dict, str]:
+def _tuned(tmp_path, capture: str) -> tuple[dict, dict, str]:
     """DARTS-PT's tuning (skipping candidates at weight 0) from a fresh supernet, 2 epochs of 7
     steps, each after a projection (scored on one batch), recorded (``capture``) or not."""
     from shared.capture import make_capturable
@@ -215,8 +215,7 @@ def _tuned(tmp_path, capture: str, unrolled: bool) -> tuple[dict, dict, str]:
 
     cfg = CNNSearchConfig(dataset="digits", epochs=1, layers=3, init_channels=4, batch_size=128,
                           gpu=-1, search_space="s2", progress=False, seed=0,
-                          skip_zero_weights=True, step_capture=capture, unrolled=unrolled,
-                          data_on_device=True)
+                          skip_zero_weights=True, step_capture=capture, data_on_device=True)
     out = tmp_path / capture
     search = build_cnn_search(cfg, str(out), setup_logger(str(out), "log.txt",
                                                           name=f"test-pt-{capture}"))
@@ -235,8 +234,8 @@ def test_recorded_tuning_equals_the_eager_one(tmp_path) -> None:
     tuning epoch recorded after its projection, with the zeros of the projected rows held
     (``shared.models.live``), gives the eager tuning's weights, alpha, BN statistics and
     decisions bit for bit (second order: ``tests/test_step_capture.py``)."""
-    eager_state, eager_proj, _ = _tuned(tmp_path, "off", False)
-    state, proj, log = _tuned(tmp_path, "emulate", False)
+    eager_state, eager_proj, _ = _tuned(tmp_path, "off")
+    state, proj, log = _tuned(tmp_path, "emulate")
     assert proj == eager_proj and sum(o >= 0 for o in proj["proj_ops"]["normal"]) == 2
     for key, value in eager_state.items():
         assert torch.equal(value, state[key]), key
