@@ -73,7 +73,7 @@ from shared.models.fan_out import Readers
 from shared.models.global_batch_norm import batch_norm
 from shared.models.grouped_edges import Scale, copies, dil_group, sep_group, widest
 from shared.models.joined_weights import join, joined_view
-from shared.models.live import forward_rows, live_candidates
+from shared.models.live import forward_rows
 from shared.ops import FactorizedReduce, NoiseOp, SepConv
 
 CL = torch.channels_last
@@ -621,17 +621,12 @@ def _grouped_scales(cell, weights: torch.Tensor, channels: int,
 
 
 def cell_forward(cell, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                 ctx: _Ctx | None = None, skip_zero: bool = False,
-                 live: list[list[bool]] | None = None) -> torch.Tensor:
+                 ctx: _Ctx | None = None, live: list[list[bool]] | None = None
+                 ) -> torch.Tensor:
     """``SearchCell.forward``, fast. Node-major like the plain path, so random ops draw in
-    the same order. ``skip_zero``: candidates of weight exactly 0 do not run; ``live`` (this
-    cell's rows of ``shared.models.live.live_candidates``) says which, else one host read of
-    the cell's weights decides."""
+    the same order. ``live``: per edge, which candidates run (this cell's rows of
+    ``shared.models.live.forward_rows``); None: all of them."""
     own = ctx is None
-    if skip_zero and live is None:
-        live = live_candidates([weights])[0]
-    elif not skip_zero:
-        live = None
     ctx = ctx or _Ctx(torch.contiguous_format)
     stride = 2 if cell.reduction else 1
     inputs = [_preprocess(ctx, m, s) for m, s in ((cell.preprocess0, s0), (cell.preprocess1, s1))]
@@ -704,7 +699,7 @@ def network_forward(net, x: torch.Tensor, cell_weights: Sequence[torch.Tensor]) 
     s0 = s1 = net.stem(x)
     try:
         for cell, w, live in zip(net.cells, cell_weights, lives):
-            s0, s1 = s1, cell_forward(cell, s0, s1, w, ctx, net.skip_zero_weights, live)
+            s0, s1 = s1, cell_forward(cell, s0, s1, w, ctx, live)
     finally:
         ctx.flush()
     return net.classifier(net.global_pooling(s1).flatten(1))
