@@ -83,15 +83,14 @@ class SearchCell(nn.Module):
                 e += 1
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
-                skip_zero: bool = False, live: Sequence[Sequence[bool]] | None = None
-                ) -> torch.Tensor:
-        """``live``: per edge, which candidates run (else all, or with ``skip_zero`` those of
-        weight other than 0)."""
+                live: Sequence[Sequence[bool]] | None = None) -> torch.Tensor:
+        """``live``: per edge, which candidates run (else all; ``Network.forward`` decides it
+        once for every cell, ``shared.models.live.forward_rows``)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self._steps):
-            s = sum(self._ops[offset + j](h, weights[offset + j], skip_zero,
-                                          None if live is None else live[offset + j])
+            s = sum(self._ops[offset + j](h, weights[offset + j],
+                                          live=None if live is None else live[offset + j])
                     for j, h in enumerate(states))
             offset += len(states)
             states.append(s)
