@@ -54,7 +54,7 @@ def _draw_trajectories(fig: Figure, axes: Any, history: Sequence[dict[str, Any]]
             _plot_edge(ax, epochs, [h["alphas"][r][e] for h in history], rows[e], colors)
             if zoomed:
                 _set_ylim(ax, lims[r][e], _YTICKS)
-            ax.set_title(title)
+            ax.set_title(title, y=1.0)  # placed, not measured: nothing sits above a panel
             if r == len(tables) - 1:
                 ax.set_xlabel("epoch")
         axes[r][0].set_ylabel(f"{cell}\nsoftmax(α)", fontsize=9)
