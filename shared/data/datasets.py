@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import torchvision.datasets as tvd
 from torch.utils.data import Dataset
 
 from shared.errors import UserError
@@ -30,6 +29,10 @@ _MNIST_PAGES = {"mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchv
 
 
 def _default_class(name: str) -> type:
+    # imported here, not with the module: digits runs never need torchvision (~0.6 s per
+    # process; see shared.data.tensor_transforms)
+    import torchvision.datasets as tvd
+
     return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "svhn": tvd.SVHN,
             "mnist": tvd.MNIST, "fashionmnist": tvd.FashionMNIST}[name]
 
@@ -61,7 +64,9 @@ def get_dataset(
         return DigitsDataset(train=train, transform=transform)
     root = Path(root).expanduser().resolve()
     if name == "imagenet":
-        return _imagenet(root, train, transform, dataset_cls or tvd.ImageFolder)
+        if dataset_cls is None:
+            from torchvision.datasets import ImageFolder as dataset_cls
+        return _imagenet(root, train, transform, dataset_cls)
     if name == "imagenet16-120":
         # Never downloaded (Google Drive only); ImageNet16 raises the UserError itself.
         return (dataset_cls or ImageNet16)(root / IMAGENET16_FOLDER, train=train,

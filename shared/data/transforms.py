@@ -1,17 +1,22 @@
 """Train / eval preprocessing pipelines per dataset (DARTS defaults; StacNAS' released
-``data_loader.py`` for MNIST, Fashion-MNIST and ``--auto_aug``)."""
+``data_loader.py`` for MNIST, Fashion-MNIST and ``--auto_aug``).
+
+torchvision is imported where a pipeline needs it, not with this module: the embedded digits
+take ``shared.data.tensor_transforms`` (torch ops), so a digits run never pays torchvision's
+import (~0.6 s per process)."""
 from __future__ import annotations
 
-from typing import Callable
-
-import torchvision.transforms as T
+from typing import TYPE_CHECKING, Callable
 
 from shared.errors import UserError
 
-from .autoaugment import FloatTensorAutoAugment, cifar10_policy
+from . import tensor_transforms
 from .cutout import Cutout
 from .names import check_dataset
 from .stats import DATASET_STATS, IMAGE_SIZE
+
+if TYPE_CHECKING:
+    import torchvision.transforms as T
 
 # Where ``auto_augment`` applies: the release's data_loader.py appends its CIFAR10Policy for
 # cifar10 and cifar100 only (its mnist / fashionmnist branches ignore --auto_aug); digits is the
@@ -20,14 +25,28 @@ AUTO_AUGMENT_DATASETS = ("cifar10", "cifar100", "digits")
 
 
 def _normalize(dataset: str) -> T.Normalize:
+    import torchvision.transforms as T
+
     mean, std = DATASET_STATS[dataset]
     return T.Normalize(mean, std)
+
+
+def _digits_train(size: int, auto_augment: bool) -> list[Callable]:
+    """Tensor in, no ToTensor; no flips: a mirrored 2 or 7 is not a 2 or 7."""
+    steps: list[Callable] = [tensor_transforms.RandomCrop(size, padding=1)]
+    if auto_augment:
+        from .autoaugment import FloatTensorAutoAugment
+
+        steps.append(FloatTensorAutoAugment(channels=1))
+    return steps + [tensor_transforms.Normalize(*DATASET_STATS["digits"])]
 
 
 def _mnist_steps(dataset: str) -> list[Callable]:
     """StacNAS' data_loader.py for mnist / fashionmnist: a random affine map (torchvision reads
     ``shear=0.1`` as +-0.1 degrees, a negligible shear, kept as released), plus a vertical
     flip for Fashion-MNIST only, as released; no crop."""
+    import torchvision.transforms as T
+
     steps: list[Callable] = [T.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1),
                                             shear=0.1)]
     if dataset == "fashionmnist":
@@ -61,6 +80,14 @@ def train_transform(
                         f"{', '.join(AUTO_AUGMENT_DATASETS)}, not {dataset}: StacNAS' "
                         f"data_loader.py applies it to CIFAR-10/100 only")
     size = IMAGE_SIZE[dataset]
+    if dataset == "digits":
+        digits = _digits_train(size, auto_augment)
+        cut = [Cutout(cutout_length, cutout_prob)] if cutout else []
+        return tensor_transforms.Compose(digits + cut)
+    import torchvision.transforms as T
+
+    from .autoaugment import cifar10_policy
+
     steps: list[Callable]
     if dataset == "imagenet":
         steps = [
@@ -80,12 +107,6 @@ def train_transform(
         ]
     elif dataset in ("mnist", "fashionmnist"):
         steps = _mnist_steps(dataset)
-    elif dataset == "digits":
-        # Tensor-in: no ToTensor. No flips: a mirrored 2 or 7 is not a 2 or 7.
-        steps = [T.RandomCrop(size, padding=1)]
-        if auto_augment:
-            steps.append(FloatTensorAutoAugment(channels=1))
-        steps.append(_normalize(dataset))
     else:
         # Flip is kept for SVHN too, as in the original code, even though digits
         # are not mirror-symmetric; changing it would change published numbers.
@@ -101,10 +122,12 @@ def train_transform(
 def eval_transform(dataset: str) -> Callable:
     """Deterministic transform for test-set evaluation."""
     dataset = check_dataset(dataset)
+    if dataset == "digits":
+        return tensor_transforms.Compose([tensor_transforms.Normalize(*DATASET_STATS[dataset])])
+    import torchvision.transforms as T
+
     if dataset == "imagenet":
         return T.Compose(
             [T.Resize(256), T.CenterCrop(IMAGE_SIZE[dataset]), T.ToTensor(), _normalize(dataset)]
         )
-    if dataset == "digits":
-        return T.Compose([_normalize(dataset)])
     return T.Compose([T.ToTensor(), _normalize(dataset)])
