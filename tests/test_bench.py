@@ -167,6 +167,7 @@ def _capture_rows(capsys, space: str, size: int, paths: str, kind: str = "first_
             if line.startswith(kind)}
 
 
+@pytest.mark.slow  # bench/capture_check.py's main, end to end
 def test_the_capture_check_records_lambda_darts_step(capsys) -> None:
     """``--kinds lambda``: Λ-DARTS' regulariser (over the 3 normal cells of 5) in the recorded
     step, emulated on the CPU: the eager run's alpha and weights exactly, recorded (no note of
@@ -179,6 +180,7 @@ def test_the_capture_check_records_lambda_darts_step(capsys) -> None:
         capture_check.main(["--device", "cpu", "--kinds", "lambada"])
 
 
+@pytest.mark.slow  # bench/capture_check.py's main, end to end
 def test_the_capture_check_records_darts_pt_tuning_step(capsys) -> None:
     """``--kinds darts_pt``: DARTS-PT's supernet mid-projection (candidates of weight 0 not run)
     recorded, emulated on the CPU: the eager run's alpha and weights exactly, no eager note."""
@@ -186,6 +188,7 @@ def test_the_capture_check_records_darts_pt_tuning_step(capsys) -> None:
     assert rows["graph"][6:8] == ["0.00e+00", "0.00e+00"] and len(rows["graph"]) == 8
 
 
+@pytest.mark.slow  # bench/capture_check.py's main, end to end
 def test_the_capture_check_compares_the_ways_of_summing_a_node(capsys) -> None:
     """``bench/capture_check.py --paths term-sums,batched-sums``: on the CPU eager sums term by
     term, the same numbers as ``term-sums`` bit for bit; batched, equal to rounding; and
@@ -220,6 +223,7 @@ def test_the_capture_check_compares_the_ways_of_a_per_channel_sum(capsys, monkey
     assert node_sum.MATMUL == set()
 
 
+@pytest.mark.slow  # bench/capture_check.py's main, end to end
 def test_the_capture_check_compares_the_ways_of_running_a_dilated_conv(capsys) -> None:
     """``--paths undilated,dilated``: on the CPU eager rewrites dilated convs undilated, the
     same numbers as ``undilated`` bit for bit; run as they are (CUDA's way), equal to
@@ -233,6 +237,7 @@ def test_the_capture_check_compares_the_ways_of_running_a_dilated_conv(capsys) -
     assert fast_mixed.UNDILATE == {"cpu"}
 
 
+@pytest.mark.slow  # bench/capture_check.py's main, end to end
 def test_the_capture_check_compares_cudas_groups_with_a_group_per_size(capsys,
                                                                         monkeypatch) -> None:
     """``--paths grouped,graph+grouped,grouped-by-size`` with CUDA's grouping on the CPU (both

@@ -270,6 +270,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow  # whole runs, killed and resumed
 def test_search_on_device_data_resumes_bit_identically(tmp_path) -> None:
     """A search that holds digits on the device: killed after its first epoch and resumed, it
     ends where an uninterrupted one ends; resuming it through the DataLoader is refused."""
@@ -305,6 +306,7 @@ def test_search_on_device_data_resumes_bit_identically(tmp_path) -> None:
     assert "data on device = True" in (tmp_path / "whole" / "log.txt").read_text()
 
 
+@pytest.mark.slow  # whole runs, killed and resumed
 def test_evaluation_on_device_data_resumes_bit_identically(tmp_path) -> None:
     """Evaluation training from the device copy (a held-out tenth too): killed after its first
     epoch and resumed, the same weights as an uninterrupted run; the other data path refused."""

@@ -34,6 +34,7 @@ def stage1(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # the search door's main, end to end
 def test_stage1_writes_its_alpha_space_and_best_genotype(stage1) -> None:
     folder = stage1 / "search1"
     for name in ("checkpoint.pth.tar", "history.json", "genotype.json", "genotype_best.json",
@@ -52,6 +53,7 @@ def test_stage1_writes_its_alpha_space_and_best_genotype(stage1) -> None:
     assert load_genotype(str(folder / "genotype_best.json")) == expected
 
 
+@pytest.mark.slow  # the search door's main, end to end
 def test_stage2_searches_the_groups_stage1_chose_and_resumes_without_stage1(
         stage1, tmp_path) -> None:
     run(["--save_dir", str(stage1), "--stage", "search2", "--epochs", "2"])
@@ -117,6 +119,7 @@ def test_the_best_epoch_is_the_first_of_the_highest_validation_accuracy() -> Non
     assert vars(restored) == vars(best)
 
 
+@pytest.mark.slow  # the search door's main, end to end
 def test_feature_analysis_of_stage1(stage1, capsys) -> None:
     feature.main(["--name", "t", "--dataset", "digits", "--save_dir", str(stage1),
                   "--alpha_share", "--gpu", "-1", "--num_workers", "0", "--total_samples", "40",
@@ -168,6 +171,7 @@ def test_a_stage2_from_a_stage1_over_all_ops_is_refused(tmp_path, capsys) -> Non
     assert not (tmp_path / "search2").exists()
 
 
+@pytest.mark.slow  # the search door's main, end to end
 def test_without_alpha_share_every_cell_searches_alone_and_stages_keep_their_depth(
         tmp_path, capsys) -> None:
     per_cell = [a for a in TINY if a != "--alpha_share"]
