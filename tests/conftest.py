@@ -145,17 +145,91 @@ def wait_for_run(root, proc, timeout: float = 300, prefix: str = "search-") -> s
     raise AssertionError(f"no run folder under {root} in {timeout} s")
 
 
+# What a door imports before its first step (torch, TorchDynamo through torch.optim, matplotlib,
+# the search and training engines): ~7 s of CPU in a new interpreter. The processes a test
+# kills, and the ranks of ``run_ranks``, are forked from a server that imported these once
+# (multiprocessing's forkserver: a single-threaded process, so a fork is safe), so each starts
+# where a new ``python`` would be after its imports.
+PRELOAD = ["pytest", "torch", "torch._dynamo", "matplotlib.pyplot", "shared.plots",
+           "shared.logs", "shared.search.cnn_search", "shared.search.rnn_search",
+           "shared.rnn_evaluation", "shared.evaluation.run", "tests.conftest"]
+
+
+def _forkserver():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def _door_child(door_dir: str, script: str, argv: list[str], env: dict, log: str,
+                nth: int) -> None:
+    """``cd door_dir && python script argv`` in a forked process with the environment ``env``
+    (the starting test's, not the server's), its output in ``log``; with ``nth`` > 0, its
+    ``nth`` ``torch.save`` writes a few bytes and SIGKILLs the process."""
+    import runpy
+    import signal
+
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.clear()
+    os.environ.update(env)
+    if nth > 0:
+        real, calls = torch.save, []
+
+        def save(obj, f, *a, **k):
+            calls.append(f)
+            if len(calls) == nth:
+                with open(f, "wb") as half:
+                    half.write(b"PK half a checkpoint")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(obj, f, *a, **k)
+        torch.save = save
+    os.chdir(door_dir)
+    sys.argv = [script, *map(str, argv)]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` does
+    runpy.run_path(script, run_name="__main__")
+
+
+class DoorProcess:
+    """A door started as a process forked from the preloaded server (``PRELOAD``), with the
+    part of ``subprocess.Popen`` the kill helpers use: ``poll``, ``send_signal``, ``wait``."""
+
+    def __init__(self, door_dir: str, script: str, argv: list[str], nth: int = 0,
+                 env: dict | None = None) -> None:
+        import tempfile
+
+        self.log = tempfile.NamedTemporaryFile(prefix="door-", suffix=".log", delete=False).name
+        env = door_env() if env is None else env
+        self.proc = _forkserver().Process(target=_door_child, args=(
+            door_dir, script, list(argv), env, self.log, nth))
+        self.proc.start()
+
+    def poll(self) -> int | None:
+        return None if self.proc.is_alive() else self.proc.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.proc.join(timeout)
+        return self.proc.exitcode
+
+    def output(self) -> str:
+        with open(self.log) as f:
+            return f.read()
+
+
 def kill_search_after_epoch(door_dir: str, args: list[str], root, epoch: int = 1,
                             script: str = "train_search.py", prefix: str = "search-") -> str:
-    """Start ``python SCRIPT ARGS --experiments ROOT`` in ``door_dir``, SIGKILL it once its
-    checkpoint has reached ``epoch``, and return the run folder (``{prefix}*``) it left (to
-    ``--resume``)."""
+    """Start ``python SCRIPT ARGS --experiments ROOT`` in ``door_dir`` (``DoorProcess``),
+    SIGKILL it once its checkpoint has reached ``epoch``, and return the run folder
+    (``{prefix}*``) it left (to ``--resume``)."""
     import signal
-    import subprocess
 
-    proc = subprocess.Popen([sys.executable, script, *args, "--experiments", str(root)],
-                            cwd=door_dir, env=door_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = DoorProcess(door_dir, script, [*args, "--experiments", str(root)])
     try:
         run = wait_for_run(root, proc, prefix=prefix)
         wait_for_checkpoint_epoch(os.path.join(run, "checkpoint.pth.tar"), epoch, proc)
@@ -169,26 +243,12 @@ def kill_inside_checkpoint_write(door_dir: str, args: list[str], root, nth: int 
                                  script: str = "train_search.py",
                                  root_flag: str = "--experiments", prefix: str = "search-"
                                  ) -> str:
-    """Run ``python SCRIPT ARGS --experiments ROOT`` (``root_flag``) in ``door_dir`` with its
-    ``nth`` ``torch.save`` cut half-way (a few bytes written) by a SIGKILL; returns the run
-    folder (``{prefix}*``) it left, holding the temp file of the interrupted write."""
-    import subprocess
-
-    code = ("import os, runpy, signal, sys, torch\n"
-            "real, calls = torch.save, []\n"
-            "def save(obj, f, *a, **k):\n"
-            "    calls.append(f)\n"
-            f"    if len(calls) == {nth}:\n"
-            "        open(f, 'wb').write(b'PK half a checkpoint')\n"
-            "        os.kill(os.getpid(), signal.SIGKILL)\n"
-            "    return real(obj, f, *a, **k)\n"
-            "torch.save = save\n"
-            f"sys.argv = [{script!r}] + sys.argv[1:]\n"
-            f"runpy.run_path({script!r}, run_name='__main__')\n")
-    out = subprocess.run([sys.executable, "-c", code, *args, root_flag, str(root)],
-                         cwd=door_dir, env=door_env(), capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == -9, out.stderr[-2000:]
+    """Run ``python SCRIPT ARGS --experiments ROOT`` (``root_flag``) in ``door_dir``
+    (``DoorProcess``) with its ``nth`` ``torch.save`` cut half-way (a few bytes written) by a
+    SIGKILL; returns the run folder (``{prefix}*``) it left, holding the temp file of the
+    interrupted write."""
+    proc = DoorProcess(door_dir, script, [*args, root_flag, str(root)], nth=nth)
+    assert proc.wait(600) == -9, proc.output()[-2000:]
     runs = search_runs(root, prefix)
     assert len(runs) == 1, runs
     return runs[0]
@@ -240,15 +300,11 @@ def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float]
 
 
 def run_ranks(work, tmp, world: int = 2) -> list:
-    """``work(dp, folder)`` in ``world`` spawned processes joined in a gloo group (``dp`` the
-    process's ``DataParallel``, ``folder`` = ``tmp``, one thread each); every rank's result, in
-    rank order. ``work`` is a module-level function (spawn pickles it by name)."""
-    import multiprocessing
-
-    import torch
-
+    """``work(dp, folder)`` in ``world`` processes joined in a gloo group (``dp`` the process's
+    ``DataParallel``, ``folder`` = ``tmp``, one thread each); every rank's result, in rank
+    order. ``work`` is a module-level function (the forkserver pickles it by name)."""
     out, init = str(tmp / "ranks.pt"), str(tmp / "init")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = _forkserver()  # forked from the preloaded server: no new interpreter per rank
     procs = [ctx.Process(target=_rank, args=(work, r, world, init, out)) for r in range(world)]
     for p in procs:
         p.start()

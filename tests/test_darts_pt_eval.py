@@ -21,7 +21,7 @@ from darts_pt.sota.cnn import train as door
 from shared.errors import UserError
 from shared.evaluation.config import CHECKPOINT, WEIGHTS
 from shared.genotypes import published
-from tests.conftest import run_door_here
+from tests.conftest import DoorProcess, run_door_here
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -144,9 +144,7 @@ def test_resume_epoch_and_expid_continue_bit_identically(full: Path, tmp_path: P
 
 def test_killed_and_resumed_run_equals_uninterrupted(full: Path, tmp_path: Path) -> None:
     root, snapshot = tmp_path / "killed", tmp_path / "epoch1.pth.tar"
-    proc = subprocess.Popen([sys.executable, "train.py", *E2E, "--experiments", str(root)],
-                            cwd=DOOR, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = DoorProcess(DOOR, "train.py", [*E2E, "--experiments", str(root)], env=_env())
     deadline = time.time() + 240
     try:  # the rolling checkpoint is published atomically: the first one seen is epoch 1's
         while not snapshot.exists():
@@ -154,12 +152,12 @@ def test_killed_and_resumed_run_equals_uninterrupted(full: Path, tmp_path: Path)
             if found:
                 shutil.copy(found[0], snapshot)
             elif proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"run ended without a checkpoint: {proc.stderr.read()[-3000:]}")
+                pytest.fail(f"run ended without a checkpoint: {proc.output()[-3000:]}")
             else:
                 time.sleep(0.02)
     finally:
         try:
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.send_signal(signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()

@@ -19,7 +19,7 @@ import torch
 from darts_pt.nasbench201 import train_search as door
 from shared.nb201_arch import NB201Arch
 from shared.spaces import get_nb201_space
-from tests.conftest import ROOT, door_env, wait_for_checkpoint_epoch
+from tests.conftest import ROOT, DoorProcess, door_env, wait_for_checkpoint_epoch
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -123,9 +123,7 @@ def test_projection_makes_6_op_projections_and_an_nb201_cell(projected):
 def test_killed_projection_resumes_to_the_same_arch(projected, no_plots, capsys):
     cut_args = [*PROJ, "--log_tag", "_cut"]
     cut = os.path.join(run_dir(projected), PROJ_NAME + "_cut")
-    proc = subprocess.Popen([sys.executable, "train_search.py", *cut_args, "--experiments",
-                             str(projected)], cwd=DOOR_DIR, env=door_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = DoorProcess(DOOR_DIR, "train_search.py", [*cut_args, "--experiments", str(projected)])
     try:
         wait_for_checkpoint_epoch(os.path.join(cut, "checkpoint.pth.tar"), 3, proc, timeout=300,
                                   poll=0.05)

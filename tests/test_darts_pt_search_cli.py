@@ -4,13 +4,11 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, door_env, run_door_here, wait_for_checkpoint_epoch
+from tests.conftest import ROOT, DoorProcess, run_door_here, wait_for_checkpoint_epoch
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -86,9 +84,7 @@ def test_killed_projection_resumes_to_the_same_genotype(projected, tmp_path):
     cut_exp = tmp_path / "cut"
     shutil.copytree(run_dir(exp), run_dir(cut_exp),
                     ignore=shutil.ignore_patterns("log_resume-*"))
-    proc = subprocess.Popen([sys.executable, "train_search.py", *PROJ, "--experiments",
-                             str(cut_exp)], cwd=DOOR_DIR, env=door_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = DoorProcess(DOOR_DIR, "train_search.py", [*PROJ, "--experiments", str(cut_exp)])
     cut = os.path.join(run_dir(cut_exp), PROJ_NAME)
     try:
         wait_for_checkpoint_epoch(os.path.join(cut, "checkpoint.pth.tar"), 4, proc)

@@ -25,7 +25,14 @@ from shared.cli import door as door_module
 from shared.cli.resume import find_run
 from shared.cli.run_folder import LOCK, RunLock, claim_run, holder, inside
 from shared.errors import UserError, cli_entry
-from tests.conftest import ROOT, door_env, run_door_here, search_runs, wait_for_checkpoint_epoch
+from tests.conftest import (
+    ROOT,
+    DoorProcess,
+    door_env,
+    run_door_here,
+    search_runs,
+    wait_for_checkpoint_epoch,
+)
 
 
 def tree(root) -> dict[str, str]:
@@ -240,14 +247,13 @@ def test_two_evaluations_started_together_get_their_own_folders(tmp_path) -> Non
     args = ["train.py", "--dataset", "digits", "--layers", "3", "--init_channels", "4",
             "--batch_size", "256", "--epochs", "1", "--arch", "DARTS_V2", "--gpu", "-1",
             "--no_progress", "--num_workers", "0", "--experiments", str(tmp_path)]
-    procs = [subprocess.Popen([sys.executable, *args], cwd=SEARCH_DIR, env=door_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    procs = [DoorProcess(SEARCH_DIR, args[0], args[1:]) for _ in range(2)]
+    codes = [p.wait(600) for p in procs]
+    outs = [p.output() for p in procs]
+    assert codes == [0, 0], [o[-2000:] for o in outs]
     runs = sorted(search_runs(tmp_path, prefix="eval-"))
     assert len(runs) == 2, runs
-    weights = {line.split("weights: ")[1] for o in outs for line in o[0].splitlines()
+    weights = {line.split("weights: ")[1] for o in outs for line in o.splitlines()
                if "weights: " in line}
     assert weights == {os.path.abspath(os.path.join(r, "weights.pt")) for r in runs}
     for run in runs:  # one run per log
