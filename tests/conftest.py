@@ -200,8 +200,10 @@ class DoorProcess:
     def __init__(self, door_dir: str, script: str, argv: list[str], nth: int = 0,
                  env: dict | None = None) -> None:
         import tempfile
+        import weakref
 
         self.log = tempfile.NamedTemporaryFile(prefix="door-", suffix=".log", delete=False).name
+        weakref.finalize(self, os.unlink, self.log)  # the output lives as long as the object
         env = door_env() if env is None else env
         self.proc = _forkserver().Process(target=_door_child, args=(
             door_dir, script, list(argv), env, self.log, nth))

@@ -5,11 +5,11 @@ torchvision.
 imports ``torch._dynamo.utils``, i.e. all of TorchDynamo (~3 s). A training process imports
 TorchDynamo anyway (torch.optim's first optimiser does), so what a digits run saves is
 torchvision's own part: measured 0.6 s of a 12 s one-epoch door run, in every process of every
-test, demo and torchrun rank. The digits are already 1x8x8 float tensors
-and need only a padded random crop and a normalisation, so these two are written here, drawing
-the same random numbers in the same order as torchvision's ``RandomCrop`` and returning the
-same floats as its ``Normalize`` (``tests/test_tensor_transforms.py`` compares them bit for
-bit). Every other data set keeps torchvision's transforms.
+test, demo and torchrun rank. The digits are already 1x8x8 float tensors and need only a
+padded random crop and a normalisation, so these two are written here, drawing the same random
+numbers in the same order as torchvision's ``RandomCrop`` and returning the same floats as its
+``Normalize`` (``tests/test_tensor_transforms.py`` compares them bit for bit). Every other data
+set keeps torchvision's transforms.
 """
 from __future__ import annotations
 
