@@ -7,9 +7,9 @@ case "$BENCH" in
     sota)
         parse_args "dataset seed gpu space resume_epoch resume_expid crit
                     epochs init_channels layers batch_size data experiments num_workers log_tag
-                    proj_intv fast no_progress resume" -- "$@"
+                    proj_intv fast no_progress no_plots resume" -- "$@"
         add_flags epochs init_channels layers batch_size data experiments num_workers log_tag
-        add_switches fast no_progress resume
+        add_switches fast no_progress no_plots resume
         show_vars id seed dataset space resume_epoch resume_expid crit gpu
         run_door darts_pt/sota/cnn train_search.py \
             "${METHOD[@]}" \
@@ -23,9 +23,9 @@ case "$BENCH" in
     201)
         parse_args "dataset seed gpu resume_epoch resume_expid crit
                     epochs init_channels batch_size data experiments num_workers log_tag api_path
-                    proj_intv fast no_progress resume" -- "$@"
+                    proj_intv fast no_progress no_plots resume" -- "$@"
         add_flags epochs init_channels batch_size data experiments num_workers log_tag api_path
-        add_switches fast no_progress resume
+        add_switches fast no_progress no_plots resume
         show_vars id seed dataset resume_epoch resume_expid crit gpu
         run_door darts_pt/nasbench201 train_search.py \
             "${METHOD[@]}" \

@@ -14,10 +14,11 @@ case "$BENCH" in
     sota)
         parse_args "dataset seed gpu space
                     epochs init_channels layers batch_size data experiments num_workers
-                    ckpt_interval expid_tag fast no_progress resume $LAMBDA_NAMES" -- "$@"
+                    ckpt_interval expid_tag fast no_progress no_plots resume
+                    $LAMBDA_NAMES" -- "$@"
         add_flags epochs init_channels layers batch_size data experiments num_workers \
             ckpt_interval expid_tag $LAMBDA_FLAGS
-        add_switches fast no_progress resume fresh_noise
+        add_switches fast no_progress no_plots resume fresh_noise
         show_vars id seed dataset space gpu
         run_door darts_pt/sota/cnn train_search.py \
             "${METHOD[@]}" \
@@ -27,10 +28,10 @@ case "$BENCH" in
     201)
         parse_args "dataset seed gpu
                     epochs init_channels batch_size data experiments num_workers ckpt_interval
-                    expid_tag api_path fast no_progress resume $LAMBDA_NAMES" -- "$@"
+                    expid_tag api_path fast no_progress no_plots resume $LAMBDA_NAMES" -- "$@"
         add_flags epochs init_channels batch_size data experiments num_workers ckpt_interval \
             expid_tag api_path $LAMBDA_FLAGS
-        add_switches fast no_progress resume fresh_noise
+        add_switches fast no_progress no_plots resume fresh_noise
         show_vars id seed dataset gpu
         run_door darts_pt/nasbench201 train_search.py \
             "${METHOD[@]}" \

@@ -5,7 +5,7 @@ passed silently, and creates ``{save_dir}/{stage}`` at import. Here each door
 (``search.py``, ``augment.py``, ``test.py``, ``feature.py``) takes the released flags that
 mean something to it, with the released defaults, and refuses any other flag; nothing is
 created before the flags are checked. Added: ``--dataset digits`` (embedded, no download),
-``--resume``, ``--no_progress``.
+``--resume``, ``--no_progress`` (and ``search.py``'s ``--no_plots``).
 
 Paths: the release's defaults were ``/home/user/datasets/`` and ``/home/user/results/``; here
 ``--data_dir`` defaults to ``../data`` and ``--save_dir`` to ``../experiments/stacnas/{name}``

@@ -92,6 +92,7 @@ def build_parser() -> ArgumentParser:
     add_grouped_edges_flag(p)
     add_grouped_ops_flag(p)
     add("--no_progress", dest="progress", action="store_false")
+    add("--no_plots", dest="plots", action="store_false", help="the searches draw no figures")
     return p
 
 
@@ -131,7 +132,8 @@ def stage_commands(a: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
               str(a.init_channels_search), "--epochs", str(a.epochs_search), "--grad_clip",
               str(a.grad_clip_search), "--train_ratio", str(a.train_ratio), *power,
               *data_on_device(a), "--step_capture", a.step_capture,
-              "--compile", a.compile, *(["--grouped_edges"] if a.grouped_edges else [])]
+              "--compile", a.compile, *(["--grouped_edges"] if a.grouped_edges else []),
+              *([] if a.plots else ["--no_plots"])]
     net = ["--batch_size", str(a.batch_size_augment), "--init_channels",
            str(a.init_channels_augment), "--num_cells", str(a.num_cells_augment)]
     out = [("search1", "search", [*common(a, "search1", s_seed), *search, "--num_cells",

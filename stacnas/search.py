@@ -28,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from shared.cli.flags import add_grouped_edges_flag  # noqa: E402
+from shared.cli.flags import add_grouped_edges_flag, add_plots_flag  # noqa: E402
 from shared.cli.resume import FREE_ON_RESUME, load_resumed  # noqa: E402
 from shared.cli.run_folder import claim_run, main_process  # noqa: E402
 from shared.errors import UserError, cli_entry  # noqa: E402
@@ -49,6 +49,7 @@ def build_parser():
     p = base_parser("search.py", stage=SEARCH_STAGES)
     add_training_flags(p)
     add_grouped_edges_flag(p)
+    add_plots_flag(p)
     p.add_argument("--train_ratio", type=float, default=1.0,
                    help="fraction of the training set that trains α and the weights; the "
                         "rest only picks the best epoch (1: no validation split)")

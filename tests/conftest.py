@@ -285,9 +285,11 @@ def perturb(perturbation, model, weights, x, y, epoch: int = 0):
     return perturbation(ctx)
 
 
-def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float]) -> str:
+def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float],
+                      plots: bool = True) -> str:
     """What every Λ-DARTS search leaves (2+ epochs): the log lines, λ per epoch and
-    train_corr/valid_corr in [-1, 1] in history.json, and correlation.png; returns the log."""
+    train_corr/valid_corr in [-1, 1] in history.json, and correlation.png (``plots``: a run
+    without ``--no_plots``); returns the log."""
     import json
 
     log = open(os.path.join(run, "log.txt")).read()
@@ -296,8 +298,11 @@ def assert_lambda_run(run: str, log_lines: tuple[str, ...], lambdas: list[float]
     history = json.load(open(os.path.join(run, "history.json")))
     assert [h["lambda"] for h in history] == lambdas
     assert all(-1 <= h[k] <= 1 for h in history for k in ("train_corr", "valid_corr"))
-    with open(os.path.join(run, "correlation.png"), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    if plots:
+        with open(os.path.join(run, "correlation.png"), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not os.path.exists(os.path.join(run, "correlation.png"))
     return log
 
 

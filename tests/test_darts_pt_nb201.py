@@ -43,14 +43,6 @@ def run_main(args, experiments):
     return 0
 
 
-@pytest.fixture
-def no_plots(monkeypatch):
-    """The plots cost a second per epoch; tests that do not look at them skip them."""
-    from shared.search import outputs
-
-    monkeypatch.setattr(outputs, "_write_plots", lambda *a, **k: None)
-
-
 @pytest.fixture(scope="module")
 def supernet(tmp_path_factory):
     exp = tmp_path_factory.mktemp("nb201")
@@ -120,8 +112,8 @@ def test_projection_makes_6_op_projections_and_an_nb201_cell(projected):
         assert os.path.isfile(os.path.join(proj, f)), f
 
 
-def test_killed_projection_resumes_to_the_same_arch(projected, no_plots, capsys):
-    cut_args = [*PROJ, "--log_tag", "_cut"]
+def test_killed_projection_resumes_to_the_same_arch(projected, capsys):
+    cut_args = [*PROJ, "--log_tag", "_cut", "--no_plots"]
     cut = os.path.join(run_dir(projected), PROJ_NAME + "_cut")
     proc = DoorProcess(DOOR_DIR, "train_search.py", [*cut_args, "--experiments", str(projected)])
     try:
@@ -144,12 +136,12 @@ def test_killed_projection_resumes_to_the_same_arch(projected, no_plots, capsys)
     assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
 
 
-def test_blank_never_moves_alpha(tmp_path, no_plots):
+def test_blank_never_moves_alpha(tmp_path):
     import logging
 
     from shared.search.cnn_search import build_cnn_search
 
-    args = [*TINY, "--fast", "--ckpt_interval", "1", "--save", "blank-201"]
+    args = [*TINY, "--fast", "--ckpt_interval", "1", "--save", "blank-201", "--no_plots"]
     assert run_main([*args, "--method", "blank"], tmp_path) == 0
     run = os.path.join(tmp_path, "nasbench201", "search-blank-201-2-digits")
     assert run_main([*args, "--method", "blank-proj", "--dev", "proj", "--resume_epoch", "-1",
@@ -184,12 +176,12 @@ def _benchmark(path: Path, monkeypatch) -> list[str]:
     return archs
 
 
-def test_benchmark_queries_each_epoch_and_after_projection(tmp_path, monkeypatch, no_plots):
+def test_benchmark_queries_each_epoch_and_after_projection(tmp_path, monkeypatch):
     from tests import test_nb201 as nb201
 
     api = tmp_path / "NAS-Bench-201-v1_0-e61699.pth"
     base = [*TINY, "--batch_size", "512", "--search_space", S10, "--ckpt_interval", "1",
-            "--save", "bench", "--data_on_device"]
+            "--save", "bench", "--data_on_device", "--no_plots"]
     # blank (no alpha step) is the cheapest method; what is tested is the query path (not
     # --fast, which skips the benchmark, so every epoch is whole: the data on the device, not
     # augmented one image at a time by DataLoader's transforms, ~7 s here). No file

@@ -19,7 +19,7 @@ SUPERNET = [*TINY, "--method", "darts", "--epochs", "2", "--ckpt_interval", "1",
             "--save", "darts-sota"]
 EXPID = "search-darts-sota-s2-2"
 PROJ = [*TINY, "--method", "darts-proj", "--dev", "proj", "--resume_epoch", "2",
-        "--resume_expid", EXPID, "--proj_intv", "1", "--save", "darts-proj-sota"]
+        "--resume_expid", EXPID, "--proj_intv", "1", "--save", "darts-proj-sota", "--no_plots"]
 # No --epochs: the projection takes the supernet's 2 from its checkpoint (not the default 50).
 PROJ_NAME = "log_resume-2_dev-proj_intv-1_ED-random_PCN-acc_PCR-acc_seed-2"
 

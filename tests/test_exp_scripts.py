@@ -179,8 +179,9 @@ def test_original_names_and_additions_reach_the_door() -> None:
              "--data", "d", "--experiments", "e", "--num_workers", "0", "--ckpt_interval", "1",
              "--expid_tag", "t"]
     _, args = _dry("sdarts-rs-sota", *extra, "--fast", "1", "--no_progress", "1",
-                   "--resume", "1")
-    assert args[-len(extra) - 3:] == [*extra, "--fast", "--no_progress", "--resume"]
+                   "--no_plots", "1", "--resume", "1")
+    assert args[-len(extra) - 4:] == [*extra, "--fast", "--no_progress", "--no_plots",
+                                      "--resume"]
     _, args = _dry("blank-proj-sota", "--proj_intv", "1", "--log_tag", "x", "--crit", "loss",
                    "--fast", "0")
     cmd = " ".join(args)
@@ -220,7 +221,8 @@ def test_other_bad_arguments() -> None:
 
 # -- end to end: digits, CPU, tiny ---------------------------------------------------------------
 TINY = ["--dataset", "digits", "--epochs", "1", "--init_channels", "4", "--batch_size", "64",
-        "--fast", "1", "--gpu", "-1", "--no_progress", "1", "--num_workers", "0"]
+        "--fast", "1", "--gpu", "-1", "--no_progress", "1", "--no_plots", "1", "--num_workers",
+        "0"]
 TINY_SOTA = [*TINY, "--layers", "3", "--space", "s2"]  # 2 ops per edge: a cheap projection
 PROJ_LOG = "log_resume-1_dev-proj_intv-1_ED-random_PCN-acc_PCR-acc_seed-2"
 

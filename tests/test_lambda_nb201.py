@@ -17,7 +17,7 @@ SPLIT = os.path.join(HOME, "configs", "nas-benchmark", "cifar-split.txt")
 # D-X-Y/AutoDL-Projects configs/nas-benchmark/cifar-split.txt at a84f483 (LF line endings)
 SPLIT_SHA256 = "986da6174822048d4c5a25ee8ebdb7e754cd5372b51c633ffd4898ace8db9e32"
 TINY = ["--dataset", "digits", "--channel", "2", "--num_cells", "1", "--batch_size", "256",
-        "--workers", "0", "--gpu", "-1", "--no_progress"]
+        "--workers", "0", "--gpu", "-1", "--no_progress", "--no_plots"]
 
 
 def _write(path, obj) -> str:

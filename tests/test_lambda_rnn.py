@@ -299,7 +299,7 @@ def test_run_sh_searches_the_embedded_corpus_end_to_end(tmp_path):
 def test_killed_in_a_checkpoint_write_and_resumed_is_the_run_never_stopped(tmp_path):
     """With SDARTS-RS, second order and dropout (the ± passes replay its masks)."""
     args = [*TINY, "--perturb_alpha", "random", "--unrolled", "--lambda_scheduling",
-            "--epochs", "2", "--save", "debug-resume"]
+            "--epochs", "2", "--save", "debug-resume", "--no_plots"]
     assert run_door(args, tmp_path / "ref").returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, tmp_path / "cut", nth=2)
     out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], tmp_path / "cut")

@@ -90,7 +90,8 @@ def test_a_darts_pt_supernet_takes_the_regulariser_by_configuration(tmp_path):
     assert "--corr_regularization signcorr --lambda_ 0.25 --fresh_noise" in dry.stdout
     out = subprocess.run(["bash", script, "--dataset", "digits", "--space", "s2", "--epochs",
                           "2", "--layers", "5", "--init_channels", "4", "--batch_size", "256",
-                          "--gpu", "-1", "--fast", "1", "--no_progress", "1", "--expid_tag",
+                          "--gpu", "-1", "--fast", "1", "--no_progress", "1", "--no_plots", "1",
+                          "--expid_tag",
                           "lambda", "--corr_regularization", "corr", "--ckpt_interval", "1",
                           "--experiments",
                           str(tmp_path)], env=door_env(), capture_output=True, text=True,
@@ -109,7 +110,7 @@ def test_killed_in_a_checkpoint_write_and_resumed_is_the_run_never_stopped(tmp_p
     from tests.conftest import kill_inside_checkpoint_write
 
     args = [*TINY, "--search_space", "s4", "--corr_regularization", "corr", "--epochs", "3",
-            "--save", "debug-resume"]  # 'debug': one step per epoch, as the original
+            "--save", "debug-resume", "--no_plots"]  # 'debug': one step per epoch
     assert run_door(args, tmp_path / "ref").returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, tmp_path / "cut", nth=2)
     out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], tmp_path / "cut")

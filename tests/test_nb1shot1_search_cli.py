@@ -48,12 +48,14 @@ def space_2_run(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("space", ["1", "2", "3"])
 def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space, request):
-    """Space 1 is also given a benchmark file (``bench_lookups``); the others say they skip it."""
+    """Space 1 is also given a benchmark file (``bench_lookups``); the others say they skip it.
+    Space 2 draws its figures; 1 and 3 run with ``--no_plots`` (the same figures, seconds
+    each)."""
     bench = ["--nasbench_file", space_1_benchmark(tmp_path)] if space == "1" else []
     if space == "2":
         run = request.getfixturevalue("space_2_run")
     else:
-        out = run_door([*adv_search_args(space), *bench], tmp_path / "exp")
+        out = run_door([*adv_search_args(space), *bench, "--no_plots"], tmp_path / "exp")
         assert out.returncode == 0, out.stderr[-3000:]
         if not bench:
             assert "NAS-Bench-101 columns skipped: no --nasbench_file given" in out.stdout
@@ -83,6 +85,9 @@ def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space, request):
         assert line in log, line
     assert json.load(open(os.path.join(run, "config.json")))["search_space"] == space
     for png in ("alpha_trajectories.png", "accuracy.png", "genotype_cell.png"):
+        if space != "2":
+            assert not os.path.exists(os.path.join(run, png))
+            continue
         with open(os.path.join(run, png), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run, "runs")))
@@ -90,7 +95,7 @@ def test_sdarts_adv_search_on_each_space_end_to_end(tmp_path, space, request):
 
 def test_kill_and_resume_gives_the_same_alpha(tmp_path, space_2_run):
     cut_dir = tmp_path / "cut"
-    run = kill_inside_checkpoint_write(DOOR_DIR, adv_search_args("2"), cut_dir,
+    run = kill_inside_checkpoint_write(DOOR_DIR, [*adv_search_args("2"), "--no_plots"], cut_dir,
                                        nth=2)  # holds epoch 0
     out = run_door(["--resume", run, "--gpu", "-1", "--no_progress"], cut_dir)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -112,7 +117,7 @@ def space_1_benchmark(tmp_path) -> str:
     Writing every cell of space 1 (2,685) took ~15 s."""
     from tests.nb101_fixture import random_valid_specs, run_specs, write_toy_benchmark
 
-    out = run_door(adv_search_args("1"), tmp_path / "plain")
+    out = run_door([*adv_search_args("1"), "--no_plots"], tmp_path / "plain")
     assert out.returncode == 0, out.stderr[-3000:]
     visited = run_specs([only_run(tmp_path / "plain")])
     assert visited

@@ -282,7 +282,7 @@ def test_search_on_device_data_resumes_bit_identically(tmp_path) -> None:
     def cfg(**kw):
         return CNNSearchConfig(dataset="digits", epochs=2, layers=3, init_channels=4,
                                batch_size=128, gpu=-1, search_space="s3", progress=False,
-                               cutout=True, cutout_length=4, data_on_device=True, **kw)
+                               plots=False, cutout=True, cutout_length=4, data_on_device=True, **kw)
 
     run_cnn_search(cfg(), str(tmp_path / "whole"))
 

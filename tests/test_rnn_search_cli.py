@@ -55,7 +55,8 @@ def test_sdarts_adv_rnn_search_on_the_embedded_corpus(tmp_path):
 
 
 def test_kill_and_resume_gives_the_same_alpha(tmp_path):
-    args = [*TINY, "--perturb_alpha", "random", "--epochs", "3", "--save", "debug-resume"]
+    args = [*TINY, "--perturb_alpha", "random", "--epochs", "3", "--save", "debug-resume",
+            "--no_plots"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)  # holds epoch 0

@@ -192,10 +192,10 @@ def test_a_failed_checkpoint_write_keeps_the_previous_and_no_temp(tmp_path, monk
 # -- through the doors -----------------------------------------------------------------------
 SEARCH_DIR = os.path.join(ROOT, "sdarts", "sota", "cnn")
 TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
-        "--gpu", "-1", "--no_progress"]
+        "--gpu", "-1", "--no_progress", "--no_plots"]
 PT_DIR = os.path.join(ROOT, "darts_pt", "sota", "cnn")
 PT_TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "256",
-           "--no_progress", "--method", "darts", "--epochs", "1", "--fast"]
+           "--no_progress", "--no_plots", "--method", "darts", "--epochs", "1", "--fast"]
 
 
 def door(where: str, args: list[str], experiments, script: str = "train_search.py",

@@ -66,7 +66,7 @@ def test_kill_and_resume_gives_the_same_alpha_and_genotype(tmp_path):
     """Killed inside its second checkpoint write, then resumed on a full disk (a file-size
     limit below the checkpoint's size), then resumed: the run never stopped, bit for bit."""
     args = [*TINY, "--search_space", "s3", "--perturb_alpha", "random", "--epochs", "2",
-            "--save", "resume", "--batch_size", "64", "--train_portion", "0.1"]
+            "--save", "resume", "--batch_size", "64", "--train_portion", "0.1", "--no_plots"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)
@@ -155,7 +155,7 @@ def test_a_grouped_search_killed_and_resumed_is_the_one_that_never_stopped(tmp_p
     again when the resumed run builds its supernet and loads the checkpoint into it)."""
     # 'debug' in --save: one step an epoch (the original's debug runs)
     args = [*TINY, "--search_space", "s5", "--epochs", "2", "--save", "debug-grouped",
-            "--batch_size", "128", "--grouped_edges"]
+            "--batch_size", "128", "--grouped_edges", "--no_plots"]
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
     assert run_door(args, ref_dir).returncode == 0
     run = kill_inside_checkpoint_write(DOOR_DIR, args, cut_dir, nth=2)

@@ -16,7 +16,7 @@ TINY = ["--dataset", "digits", "--gpu", "-1", "--num_workers", "0", "--num_cells
         "--num_cells_search2", "3", "--num_cells_augment", "3", "--init_channels_search", "4",
         "--init_channels_augment", "4", "--batch_size_search", "256",
         "--batch_size_augment", "256", "--epochs_search", "2", "--epochs_augment", "1",
-        "--aux_weight", "0", "--cutout_length", "0", "--no_progress"]
+        "--aux_weight", "0", "--cutout_length", "0", "--no_progress", "--no_plots"]
 
 pytestmark = pytest.mark.slow
 

@@ -56,7 +56,7 @@ def test_stage1_writes_its_alpha_space_and_best_genotype(stage1) -> None:
 @pytest.mark.slow  # the search door's main, end to end
 def test_stage2_searches_the_groups_stage1_chose_and_resumes_without_stage1(
         stage1, tmp_path) -> None:
-    run(["--save_dir", str(stage1), "--stage", "search2", "--epochs", "2"])
+    run(["--save_dir", str(stage1), "--stage", "search2", "--epochs", "2", "--no_plots"])
     full = stage1 / "search2"
     best1 = read(stage1 / "search1" / "alphas_best.json")
     space = stage2_space(torch.tensor(best1["alphas"]["normal"]),
@@ -83,7 +83,8 @@ def test_stage2_searches_the_groups_stage1_chose_and_resumes_without_stage1(
     search_stage.publish_alphas = stop_after_first_epoch
     try:
         with pytest.raises(SystemExit) as stopped:
-            run(["--save_dir", str(other), "--stage", "search2", "--epochs", "2"])
+            run(["--save_dir", str(other), "--stage", "search2", "--epochs", "2",
+                 "--no_plots"])
     finally:
         search_stage.publish_alphas = publish
     assert stopped.value.code == 130
@@ -175,7 +176,8 @@ def test_a_stage2_from_a_stage1_over_all_ops_is_refused(tmp_path, capsys) -> Non
 def test_without_alpha_share_every_cell_searches_alone_and_stages_keep_their_depth(
         tmp_path, capsys) -> None:
     per_cell = [a for a in TINY if a != "--alpha_share"]
-    search.main([*per_cell, "--save_dir", str(tmp_path), "--stage", "search1", "--epochs", "1"])
+    search.main([*per_cell, "--save_dir", str(tmp_path), "--stage", "search1", "--epochs", "1",
+                 "--no_plots"])
     best = read(tmp_path / "search1" / "alphas_best.json")
     assert sorted(best["alphas"]) == [f"cell{i}" for i in range(5)]
     genotype = load_genotype(str(tmp_path / "search1" / "genotype_best.json"))
@@ -217,7 +219,7 @@ def test_a_recorded_stage_equals_the_eager_one(tmp_path, monkeypatch) -> None:
                             dataclasses.replace(config(*a), step_capture=capture))
         # 7 steps: 3 eager, the recording, 3 replays
         run(["--save_dir", str(tmp_path / capture), "--stage", "search1", "--epochs", "1",
-             "--batch_size", "256"])
+             "--batch_size", "256", "--no_plots"])
         states[capture] = torch.load(tmp_path / capture / "search1" / "checkpoint.pth.tar",
                                      weights_only=True)["state_dict"]
         log = (tmp_path / capture / "search1" / "log.txt").read_text()

@@ -16,7 +16,8 @@ from tests.test_torchrun_search import TORCHRUN, _env, _history
 
 DARTS_PT = os.path.join(ROOT, "darts_pt", "sota", "cnn")
 PT_TINY = ["--dataset", "digits", "--layers", "3", "--init_channels", "4", "--batch_size", "64",
-           "--gpu", "-1", "--no_progress", "--fast", "--search_space", "s2", "--data_on_device"]
+           "--gpu", "-1", "--no_progress", "--no_plots", "--fast", "--search_space", "s2",
+           "--data_on_device"]
 PT_PROJ = [*PT_TINY, "--method", "darts-proj", "--dev", "proj", "--resume_epoch", "1",
            "--resume_expid", "search-darts-sota-s2-2", "--proj_intv", "1"]
 
@@ -93,7 +94,7 @@ def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
     tests/test_data_parallel_search.py)."""
     common = ["train_search.py", "--dataset", "digits", "--gpu", "-1", "--layers", "3",
               "--init_channels", "4", "--batch_size", "256", "--epochs", "1", "--no_progress",
-              "--search_space", "2", "--warm_start_epochs", "1"]
+              "--no_plots", "--search_space", "2", "--warm_start_epochs", "1"]
     run, single = two_ranks_and_one(os.path.join(ROOT, "sdarts", "optimizers", "darts"),
                                     common, tmp_path, one_extra=("--data_on_device",),
                                     line="architecture = ")
@@ -109,7 +110,7 @@ RUN_ALL = ["run_all.py", "--dataset", "digits", "--gpu", "-1", "--num_workers", 
            "--init_channels_search", "4", "--init_channels_augment", "4",
            "--batch_size_search", "256", "--batch_size_augment", "256", "--epochs_search", "1",
            "--epochs_augment", "1", "--aux_weight", "0", "--cutout_length", "0",
-           "--no_progress"]
+           "--no_progress", "--no_plots"]
 
 
 @pytest.mark.slow

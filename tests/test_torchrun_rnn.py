@@ -20,8 +20,8 @@ def test_lambda_rnn_searches_data_parallel(tmp_path) -> None:
     and train_corr those of one process with the whole batch (float32: to rounding)."""
     common = ["train_search.py", "--data", "embedded", "--emsize", "8", "--nhid", "8",
               "--nhidlast", "8", "--batch_size", "32", "--bptt", "10", "--gpu", "-1",
-              "--epochs", "1", "--no_progress", "--save", "debug", "--corr_regularization",
-              "corr"]
+              "--epochs", "1", "--no_progress", "--no_plots", "--save", "debug",
+              "--corr_regularization", "corr"]
     run, single = two_ranks_and_one(os.path.join(ROOT, "lambda_darts", "sota", "rnn"), common,
                                     tmp_path)
     assert "data-parallel search: 2 processes, batch 32 = 16 per process" in open(

@@ -25,7 +25,7 @@ from tests.conftest import (
 
 SDARTS = os.path.join(ROOT, "sdarts", "sota", "cnn")
 TINY = ["--dataset", "digits", "--gpu", "-1", "--layers", "3", "--init_channels", "4",
-        "--batch_size", "64", "--epochs", "2", "--no_progress"]
+        "--batch_size", "64", "--epochs", "2", "--no_progress", "--no_plots"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
             "2"]
 

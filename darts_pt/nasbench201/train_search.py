@@ -74,6 +74,7 @@ from darts_pt.doors import add_pt_flags, resolve, search_config, validate_common
 from shared.cli.flags import (  # noqa: E402
     add_compile_flag,
     add_data_on_device_flag,
+    add_plots_flag,
     add_runtime_flags,
     add_step_capture_flag,
 )
@@ -104,6 +105,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--api_path", type=str, default=DEFAULT_API_PATH,
                    help="the NAS-Bench-201 benchmark file (queried unless --fast)")
     add_runtime_flags(p, "flags", num_workers=0, experiments="../experiments")
+    add_plots_flag(p)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)

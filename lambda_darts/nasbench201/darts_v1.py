@@ -44,10 +44,10 @@ Differences from the released code, each on purpose:
 * ``--corr_regularization`` alone is ``corr`` as released; ``signcorr`` may be named too.
 * Added: ``--dataset digits`` (embedded, DARTS' halves: AutoDL has no split for it),
   ``--split_path`` (another AutoDL split file), ``--epochs`` / ``--batch_size`` over the
-  config's, ``--resume``, ``--no_progress``, ``--data_on_device`` (the pairing drawn on the
-  device, ``shared.data.autodl.device_paired_queues``; the default on CUDA), ``--step_capture
-  cuda_graph`` (the whole step, the regulariser's passes included, recorded as a CUDA graph
-  once per epoch and replayed: ``shared.search.step_capture``).
+  config's, ``--resume``, ``--no_progress``, ``--no_plots``, ``--data_on_device`` (the pairing
+  drawn on the device, ``shared.data.autodl.device_paired_queues``; the default on CUDA),
+  ``--step_capture cuda_graph`` (the whole step, the regulariser's passes included, recorded
+  as a CUDA graph once per epoch and replayed: ``shared.search.step_capture``).
 * ``torchrun --nproc_per_node N exps/algos/DARTS-V1.py ... --rand_seed S`` runs one
   data-parallel search (``shared.search.data_parallel``: each rank its rows of every global
   batch, held on the device; rank 0 writes and queries the benchmark); a drawn seed is refused
@@ -66,7 +66,12 @@ import random
 import sys
 from typing import Any, Sequence
 
-from shared.cli.flags import add_data_on_device_flag, add_step_capture_flag, refuse_lambda_prefix
+from shared.cli.flags import (
+    add_data_on_device_flag,
+    add_plots_flag,
+    add_step_capture_flag,
+    refuse_lambda_prefix,
+)
 from shared.cli.parser import ArgumentParser, parse
 from shared.cli.resume import FREE_ON_RESUME, resolve_run
 from shared.cli.run_folder import claim_run
@@ -126,6 +131,7 @@ def build_parser() -> ArgumentParser:
     add("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
         help="continue a run (default: the one of --rand_seed in --save_dir)")
     add("--no_progress", dest="progress", action="store_false", help="no progress bars")
+    add_plots_flag(p)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     return p

@@ -7,6 +7,7 @@
 * ``add_gpu_flag``: ``--gpu N``, ``-1`` for the CPU, ``auto`` (DARTS-PT's default);
 * ``add_runtime_flags``: what this repository adds to every long-running door (``--resume``,
   ``--experiments``, workers, AMP, channels-last, progress bars);
+* ``add_plots_flag``: ``--no_plots``, for the doors that draw figures of a search;
 * ``settings_suffix``: the folder-name suffixes the family's search scripts append;
 * ``refuse_lambda_prefix``: the released Λ-DARTS scripts' ``--lambda``, named, not
   prefix-matched.
@@ -124,6 +125,15 @@ def add_runtime_flags(parser: argparse.ArgumentParser, resume_default_run: str,
                         help="channels-last memory format")
     parser.add_argument("--no_progress", dest="progress", action="store_false",
                         help="no tqdm progress bars")
+
+
+def add_plots_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no_plots``: a search draws no figures (``shared.search.outputs``); what they show
+    stays in ``history.json`` and ``genotype.json``, which ``shared.plots`` draws from."""
+    parser.add_argument("--no_plots", dest="plots", action="store_false",
+                        help="draw no figures (alpha trajectories, accuracy or perplexity "
+                             "curves, cell diagrams); history.json and genotype.json hold "
+                             "what they show")
 
 
 def add_data_on_device_flag(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 
 from shared.cli.checks import check_flags
-from shared.cli.flags import add_perturbation_flags
+from shared.cli.flags import add_perturbation_flags, add_plots_flag
 from shared.cli.parser import ArgumentParser
 from shared.errors import UserError
 
@@ -75,12 +75,14 @@ def build_lm_parser(prog: str, *, emsize: int, epochs: int, batch_size: int, dro
 
 
 def add_rnn_search_flags(p: argparse.ArgumentParser) -> None:
-    """DARTS ``rnn/train_search.py``'s alpha flags and SDARTS' ``--perturb_alpha``."""
+    """DARTS ``rnn/train_search.py``'s alpha flags, SDARTS' ``--perturb_alpha`` and the
+    searches' ``--no_plots``."""
     p.add_argument("--unrolled", action="store_true", default=False,
                    help="second order: one-step unrolled validation loss")
     p.add_argument("--arch_wdecay", type=float, default=1e-3, help="weight decay for alpha")
     p.add_argument("--arch_lr", type=float, default=3e-3, help="learning rate for alpha")
     add_perturbation_flags(p)
+    add_plots_flag(p)
 
 
 def check_rnn_search_flags(args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ CHECKPOINT = "checkpoint.pth.tar"
 # adds its own (a benchmark file's path) or removes one (the recurrent searches: --data names
 # the corpus, which is what the run computes).
 FREE_ON_RESUME = frozenset({"resume", "gpu", "num_workers", "data", "report_freq", "progress",
-                            "experiments", "step_capture", "compile"})
+                            "plots", "experiments", "step_capture", "compile"})
 
 
 def saved_flags(state: dict[str, Any]) -> dict[str, Any]:

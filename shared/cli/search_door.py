@@ -21,6 +21,7 @@ from shared.cli.flags import (
     add_data_on_device_flag,
     add_grouped_edges_flag,
     add_perturbation_flags,
+    add_plots_flag,
     add_runtime_flags,
     add_step_capture_flag,
     settings_suffix,
@@ -47,6 +48,7 @@ def build_search_parser(prog: str, *, batch_size: int, epochs: int, layers: int,
     p.add_argument("--search_space", type=str, default=default_space, choices=list(spaces))
     add_perturbation_flags(p)
     add_runtime_flags(p, "/".join(f"--{k}" for k in IDENTITY), num_workers=0)
+    add_plots_flag(p)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)

@@ -113,7 +113,8 @@ def regularised_cells(kinds: Sequence[str], which: str) -> list[int]:
 
 class LayerAlignment:
     """The regulariser (``regularizer`` None: only ``train_corr``/``valid_corr`` are recorded,
-    the released code's ``--corr_regularization none``). ``attach(loop)`` plugs it in."""
+    the released code's ``--corr_regularization none``). ``attach(loop)`` plugs it in;
+    ``plot``: it also draws them, ``correlation.png`` (False: ``--no_plots``)."""
 
     needs_cell_grads = True
     # a data-parallel search (``shared.search.data_parallel``): the loop hands its process
@@ -124,14 +125,14 @@ class LayerAlignment:
 
     def __init__(self, regularizer: str | None, lambda_: float, epsilon_0: float, epochs: int,
                  cells: str = "normal", fresh_noise: bool = False,
-                 schedule: bool = True) -> None:
+                 schedule: bool = True, plot: bool = True) -> None:
         if regularizer is not None and regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer {regularizer!r}: one of {', '.join(REGULARIZERS)}")
         if regularizer is not None and schedule and epochs < 2:
             raise UserError("Λ-DARTS' λ ramps as λ·e/(epochs-1): pass --epochs >= 2")
         self.regularizer, self.lambda_, self.epsilon_0 = regularizer, lambda_, epsilon_0
         self.epochs, self.cells, self.schedule = epochs, cells, schedule
-        self.fresh_noise = fresh_noise
+        self.fresh_noise, self.draws_plot = fresh_noise, plot
         self.needs_rng_state = regularizer is not None and not fresh_noise
         self.lam = self.lambda_at(0) if regularizer is not None else 0.0  # epoch_start sets it
         self._drawn = time.monotonic()  # as the other live plots (shared.search.outputs)
@@ -158,7 +159,8 @@ class LayerAlignment:
         loop.step_end_hooks.append(self.step_end)
         loop.step_report_hooks.append(self.step_report)
         loop.epoch_end_hooks.append(self.epoch_end)
-        loop.publish_hooks.append(self.plot)
+        if self.draws_plot:
+            loop.publish_hooks.append(self.plot)
         loop.scalar_tags.update(TENSORBOARD_TAGS)
         if hasattr(loop.alpha_update, "record_cell_grads"):
             loop.alpha_update.record_cell_grads = True

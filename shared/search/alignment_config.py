@@ -16,12 +16,12 @@ CHOICES = ("none", *REGULARIZERS)
 
 def make_layer_alignment(corr_regularization: str, *, lambda_: float, epsilon_0: float,
                          epochs: int, cells: str, fresh_noise: bool = False,
-                         record_corr: bool = False, schedule: bool = True
+                         record_corr: bool = False, schedule: bool = True, plot: bool = True
                          ) -> LayerAlignment | None:
     """The regulariser (``corr``/``signcorr``), only its records (``none`` with
     ``record_corr``: train_corr and valid_corr, the released ``--corr_regularization none``),
     or None. Refuses, as one UserError, a name it does not know, λ < 0, ε₀ <= 0 and a ramp
-    over fewer than 2 epochs."""
+    over fewer than 2 epochs. ``plot``: draw ``correlation.png`` (``--no_plots``: not)."""
     if corr_regularization not in CHOICES:
         raise UserError(f"corr_regularization {corr_regularization!r}: one of "
                         f"{', '.join(CHOICES)}")
@@ -34,4 +34,4 @@ def make_layer_alignment(corr_regularization: str, *, lambda_: float, epsilon_0:
             raise UserError(f"--epsilon_0 must be > 0, got {epsilon_0}")
     regularizer = None if corr_regularization == "none" else corr_regularization
     return LayerAlignment(regularizer, lambda_, epsilon_0, epochs, cells=cells,
-                          fresh_noise=fresh_noise, schedule=schedule)
+                          fresh_noise=fresh_noise, schedule=schedule, plot=plot)

@@ -90,6 +90,7 @@ class CNNSearchConfig:
     channels_last: bool = False
     debug: bool = False  # one step per epoch, as the original's 'debug' in --save
     progress: bool = True
+    plots: bool = True  # the figures of shared.search.outputs (--no_plots: none)
     supernet: str = "darts"  # a key of SUPERNETS
     skip_zero_weights: bool = False  # darts: candidates of weight exactly 0 not run (DARTS-PT)
     # darts: the convs of the edges leaving a cell state as one kernel per stage
@@ -370,7 +371,7 @@ def make_alignment(cfg: CNNSearchConfig) -> LayerAlignment | None:
     return make_layer_alignment(cfg.corr_regularization, lambda_=cfg.lambda_,
                                 epsilon_0=cfg.epsilon_0, epochs=cfg.epochs,
                                 cells=cfg.lambda_cells, fresh_noise=cfg.fresh_noise,
-                                record_corr=cfg.record_corr)
+                                record_corr=cfg.record_corr, plot=cfg.plots)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """What a search writes besides its checkpoints, refreshed every epoch: TensorBoard events
 (``runs/``), ``history.json`` and the plots (alpha trajectories, accuracy or perplexity curves,
-the cell), and at the end ``genotype.json``. The same for every supernet and every method.
+the cell), and at the end ``genotype.json``. The same for every supernet and every method;
+``--no_plots`` (a config's ``plots`` False) leaves the plots out, the rest unchanged.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from shared.search.context import EpochContext
 from shared.search.loop import EpochResult, SearchLoop
 
 
-def attach_outputs(loop: SearchLoop, out_dir: str, space) -> Any:
-    """TensorBoard (``out_dir/runs``), ``history.json`` and the plots, refreshed every epoch.
+def attach_outputs(loop: SearchLoop, out_dir: str, space, plots: bool = True) -> Any:
+    """TensorBoard (``out_dir/runs``), ``history.json`` and the plots (``plots``), refreshed
+    every epoch.
 
     They are publish hooks: they run once the epoch's checkpoint is written, after the
     epoch-end hooks, so what those add to the epoch's history entry (e.g. a benchmark query's
@@ -26,13 +28,14 @@ def attach_outputs(loop: SearchLoop, out_dir: str, space) -> Any:
     epoch that was not checkpointed. Returns the SummaryWriter (the caller closes it)."""
     writer = tensorboard_writer(out_dir, purge_step=loop.start_epoch)
     loop.publish_hooks = [*loop.publish_hooks, _tensorboard_hook(writer),
-                          _outputs_hook(out_dir, space)]
+                          _outputs_hook(out_dir, space, plots)]
     return writer
 
 
 def write_outputs(out_dir: str, space, history: list[dict], genotype: Any, cfg: Any,
                   extra: dict[str, Any] | None = None) -> None:
-    """``genotype.json`` (with ``extra``, e.g. benchmark numbers) and the final plots.
+    """``genotype.json`` (with ``extra``, e.g. benchmark numbers) and the final plots (none
+    where ``cfg.plots`` is False).
 
     A DARTS genotype is stored as ``{"genotype": {...}, ...}``; an NB201 cell as
     ``NB201Arch.to_dict()`` (``{"arch": "|...|"}``) plus the same context keys."""
@@ -43,7 +46,8 @@ def write_outputs(out_dir: str, space, history: list[dict], genotype: Any, cfg: 
         save_genotype(genotype, path, **context)
     else:
         write_json(path, {**genotype.to_dict(), **context})
-    _write_plots(out_dir, space, history, genotype)
+    if cfg.plots:
+        _write_plots(out_dir, space, history, genotype)
 
 
 _RESULT_FIELDS = set(EpochResult.__dataclass_fields__)
@@ -91,13 +95,13 @@ def _tensorboard_hook(writer) -> Callable[[EpochContext], None]:
 PLOT_INTERVAL_S = 60.0
 
 
-def _outputs_hook(save_dir: str, space) -> Callable[[EpochContext], None]:
+def _outputs_hook(save_dir: str, space, plots: bool) -> Callable[[EpochContext], None]:
     last_drawn = [time.monotonic()]
 
     def hook(ctx: EpochContext) -> None:
         write_json(os.path.join(save_dir, "history.json"), ctx.loop.history, indent=None)
         now = time.monotonic()
-        if now - last_drawn[0] >= PLOT_INTERVAL_S:  # the final plots: write_outputs
+        if plots and now - last_drawn[0] >= PLOT_INTERVAL_S:  # the final: write_outputs
             _write_plots(save_dir, space, ctx.loop.history, ctx.result.genotype)
             last_drawn[0] = time.monotonic()
     return hook

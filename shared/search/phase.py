@@ -24,7 +24,7 @@ def run_phase(loop: SearchLoop, out_dir: str, space: Any, cfg: Any, *,
     they add to an epoch's history entry reach ``history.json`` and TensorBoard."""
     if not loop.data_parallel.is_main:  # rank 0 writes every output
         return loop.run()
-    writer = attach_outputs(loop, out_dir, space)
+    writer = attach_outputs(loop, out_dir, space, cfg.plots)
     try:
         genotype = loop.run()
         extra = finish(genotype, writer) if finish is not None else None

@@ -67,6 +67,7 @@ class RNNSearchConfig:
     arch_wdecay: float = 1e-3
     arch_lr: float = 3e-3
     progress: bool = True
+    plots: bool = True  # the figures of shared.search.outputs (--no_plots: none)
     max_batches: int | None = None  # per epoch ('debug' runs: 1)
     perturb_alpha: str = "none"  # SDARTS: none | random | pgd_linf (shared.search.perturbation)
     epsilon_alpha: float = 0.3
@@ -92,7 +93,7 @@ def rnn_alignment(cfg: RNNSearchConfig) -> LayerAlignment | None:
     return make_layer_alignment(cfg.corr_regularization, lambda_=cfg.lambda_,
                                 epsilon_0=cfg.epsilon_0, epochs=cfg.epochs, cells="all",
                                 fresh_noise=cfg.fresh_noise, record_corr=cfg.record_corr,
-                                schedule=cfg.lambda_scheduling)
+                                schedule=cfg.lambda_scheduling, plot=cfg.plots)
 
 
 def build_rnn_search(cfg: RNNSearchConfig, save_dir: str, logger, *,

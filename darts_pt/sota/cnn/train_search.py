@@ -57,6 +57,7 @@ from shared.cli.flags import (  # noqa: E402
     add_compile_flag,
     add_data_on_device_flag,
     add_grouped_edges_flag,
+    add_plots_flag,
     add_runtime_flags,
     add_step_capture_flag,
     settings_suffix,
@@ -87,6 +88,7 @@ def build_parser() -> ArgumentParser:
         p.add_argument(f"--proj_crit_{cell}", type=str, default="acc", choices=("loss", "acc"))
     p.add_argument("--proj_mode_edge", type=str, default="reg", choices=("reg",))
     add_runtime_flags(p, "flags", num_workers=0)
+    add_plots_flag(p)
     add_data_on_device_flag(p)
     add_step_capture_flag(p)
     add_compile_flag(p)

@@ -28,7 +28,8 @@ Flags (the released ones first):
 * ``--perturb_alpha random|pgd_linf``, ``--epsilon_alpha`` (SDARTS-RS/ADV): the gradients
   aligned are those at the perturbed mixing weights the weight step trains on;
 * ``--unrolled`` (second order): ``valid_corr`` then comes from the unrolled validation loss;
-* ``--resume [RUN_DIR]``, ``--experiments``, ``--no_progress`` as on every door.
+* ``--resume [RUN_DIR]``, ``--experiments``, ``--no_progress``, ``--no_plots`` as on every
+  search door.
 
 Outputs in ``{experiments}/sota/penn/search-{save}-{time}[-unrolled][-lmdaSch]`` (the released
 name; then ``-alpha-{perturb}-{eps}``, ``-{corr_regularization}`` when not ``corr``)

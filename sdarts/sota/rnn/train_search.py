@@ -7,7 +7,7 @@ Flags and defaults are the original's: emsize = nhid = nhidlast 300,
 SGD lr 20 (constant), clip 0.25, 50 epochs, batch 256, bptt 35, dropouts 0.75/0.25/0.75/0.2/0,
 TAR 1e-3, Adam 3e-3 for alpha, seed 3. ``--data embedded`` searches on the corpus built from
 Python's own documentation (no download). Additions: ``--resume [RUN_DIR]``,
-``--experiments``, ``--no_progress``.
+``--experiments``, ``--no_progress``, ``--no_plots``.
 
 Refused instead of silently ignored: ``--small_batch_size`` other than the batch size (the
 original corrupted alpha then: its ``train()`` softmaxes alpha once per small batch but restores
