@@ -195,7 +195,8 @@ def _door_child(door_dir: str, script: str, argv: list[str], env: dict, log: str
 
 class DoorProcess:
     """A door started as a process forked from the preloaded server (``PRELOAD``), with the
-    part of ``subprocess.Popen`` the kill helpers use: ``poll``, ``send_signal``, ``wait``."""
+    part of ``subprocess.Popen`` the kill helpers use: ``pid``, ``poll``, ``send_signal``,
+    ``wait``."""
 
     def __init__(self, door_dir: str, script: str, argv: list[str], nth: int = 0,
                  env: dict | None = None) -> None:
@@ -208,6 +209,10 @@ class DoorProcess:
         self.proc = _forkserver().Process(target=_door_child, args=(
             door_dir, script, list(argv), env, self.log, nth))
         self.proc.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
     def poll(self) -> int | None:
         return None if self.proc.is_alive() else self.proc.exitcode

@@ -29,7 +29,7 @@ from shared.evaluation.config import CHECKPOINT, WEIGHTS
 from shared.evaluation.trainer import linear_lr_factor
 from shared.genotypes import load_genotype, save_genotype
 from shared.models.cnn import build_final_network
-from tests.conftest import run_door_here
+from tests.conftest import DoorProcess, run_door_here
 
 pytestmark = pytest.mark.slow  # runs the doors (subprocesses or their main)
 
@@ -46,6 +46,11 @@ def _env() -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("WORLD_SIZE", None)
     return env
+
+
+def _door(script: str, *args: str) -> DoorProcess:
+    """The door started as a process (forked from the preloaded server) to be killed."""
+    return DoorProcess(str(DOORS), script, list(args), env=_env())
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -143,11 +148,10 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def _kill_after_epoch_1(cmd: list[str], root: Path, snapshot: Path) -> Path:
-    """Start ``cmd``, SIGKILL it (and its workers) once its first checkpoint appears, and
+def _kill_after_epoch_1(proc: subprocess.Popen | DoorProcess, root: Path,
+                        snapshot: Path) -> Path:
+    """SIGKILL the started ``proc`` (and its workers) once its first checkpoint appears, and
     leave its run folder as a run killed after epoch 1. Returns the run folder."""
-    proc = subprocess.Popen(cmd, cwd=DOORS, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     try:
         # The checkpoint is published atomically after each epoch, so the first file seen is
@@ -157,7 +161,8 @@ def _kill_after_epoch_1(cmd: list[str], root: Path, snapshot: Path) -> Path:
             if ckpts:
                 shutil.copy(ckpts[0], snapshot)
             elif proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"run ended without a checkpoint: {proc.stderr.read()[-3000:]}")
+                errors = proc.output() if isinstance(proc, DoorProcess) else proc.stderr.read()
+                pytest.fail(f"run ended without a checkpoint: {errors[-3000:]}")
             else:
                 time.sleep(0.02)
     finally:
@@ -183,7 +188,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 def test_killed_and_resumed_run_equals_uninterrupted(trained: Path, tmp_path: Path) -> None:
     root = tmp_path / "killed"
-    run = _kill_after_epoch_1([sys.executable, "train.py", *E2E, "--experiments", str(root)],
+    run = _kill_after_epoch_1(_door("train.py", *E2E, "--experiments", str(root)),
                               root, tmp_path / "epoch1.pth.tar")
     # Bare --resume finds the newest matching run; typed flags equal to the saved ones pass.
     resumed = _run("train.py", "--resume", "--experiments", str(root), "--dataset", "digits",
@@ -391,8 +396,10 @@ def test_torchrun_two_cpu_processes_and_resume(tmp_path: Path) -> None:
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     assert not any(k.startswith("module.") for k in _weights(run / WEIGHTS))
 
-    killed = _kill_after_epoch_1([*TORCHRUN, *DDP_RUN, "--experiments", str(tmp_path / "k")],
-                                 tmp_path / "k", tmp_path / "epoch1.pth.tar")
+    launch = subprocess.Popen([*TORCHRUN, *DDP_RUN, "--experiments", str(tmp_path / "k")],
+                              cwd=DOORS, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    killed = _kill_after_epoch_1(launch, tmp_path / "k", tmp_path / "epoch1.pth.tar")
     resumed = subprocess.run([*TORCHRUN, "train.py", "--resume", str(killed)], cwd=DOORS,
                              env=_env(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -421,8 +428,8 @@ def test_a_grouped_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path:
     ref_root, root = tmp_path / "ref", tmp_path / "killed"
     assert _run("train.py", *grouped, "--experiments", str(ref_root)).returncode == 0
     ref = _only_run_dir(ref_root)
-    run = _kill_after_epoch_1([sys.executable, "train.py", *grouped, "--experiments",
-                               str(root)], root, tmp_path / "epoch1.pth.tar")
+    run = _kill_after_epoch_1(_door("train.py", *grouped, "--experiments", str(root)), root,
+                              tmp_path / "epoch1.pth.tar")
     resumed = _run("train.py", "--resume", str(run), "--gpu", "-1", "--no_progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (run / "log.txt").read_text()
