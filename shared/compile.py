@@ -29,9 +29,14 @@ that its buffers (BN running statistics) and gradients come out as in the eager 
 The cost is the compilation: one graph per way the step calls the network (a first-order step
 has two: the alpha step's forward from alpha, the weight step's from detached mixing weights;
 SDARTS-ADV four: its attack adds a no-grad and a grad-of-weights call; evaluation mode one
-more), each traced through every edge and candidate. Tracing the DARTS search supernet (s5,
-8 cells, C=16) took 325 s for its first forward and backward on the 2-core CPU, before any
-kernel was generated (``aot_eager``); a 3-cell supernet of 3 candidates, 25 s.
+more), each traced through every edge and candidate. What each candidate is and where its
+layers are (``shared.models.candidate``) is asked before tracing (``candidate.learn``) and read
+by the trace as attributes of the modules: traced, working it out again cost TorchDynamo more
+than the tensors (indexing an ``nn.Sequential`` walks its children). Tracing the DARTS search
+supernet (s5, 8 cells, C=16, 32x32) took 299 s for its first forward and backward on the
+2-core CPU (515 s when the trace worked out the candidates), before any kernel was generated
+(``aot_eager``); what is left is TorchDynamo's and AOTAutograd's work on the ~1,240
+operations each DARTS-space cell's forward traces to.
 
 What is not compiled, the reason logged: a supernet that skips zero-weight candidates (DARTS-PT:
 one host read per forward decides which ops run, and every new mask would be a recompilation),
@@ -86,6 +91,9 @@ def compile_network(model: nn.Module, mode: str, logger: logging.Logger, *,
     if blockers:
         logger.info("compile: eager (%s)", "; ".join(blockers))
         return False
+    from shared.models.candidate import learn
+
+    learn(model)  # the structure's answers, read by the trace instead of traced
     if mode == TRACE_ONLY:
         model.compile(backend=TRACE_ONLY, dynamic=False)
     else:  # Inductor, the default backend; its "default" mode is mode=None

@@ -42,3 +42,31 @@ def test_an_answer_is_kept_per_module_while_it_lives() -> None:
     del a
     gc.collect()
     assert count(nn.ReLU()) == 3  # a new module (another may reuse a's address)
+
+
+def test_a_copy_answers_for_itself_and_learn_asks_before_a_trace() -> None:
+    """The answers live on the modules: a deep copy's layers are its own modules, and
+    ``learn`` has every candidate's answers in place before ``torch.compile`` traces."""
+    import copy
+
+    import shared.models.cnn  # noqa: F401  (its question, after_relu, is asked of every module)
+
+    model = Network(4, 10, 2, SPACES["darts"])
+    sep = next(op for mixed in model.cells[0]._ops for op in mixed._ops
+               if candidate.kind(op) == "sep")
+    layers = candidate.layers(sep)
+    twin = copy.deepcopy(sep)
+    assert candidate.layers(twin)[0] is twin[0][1] and candidate.layers(twin)[0] is not layers[0]
+    fresh = Network(4, 10, 2, SPACES["darts"])
+    candidate.learn(fresh)
+    for mixed in fresh.cells[1]._ops:
+        for op in mixed._ops:
+            asked = {name for name in vars(op) if name.startswith("_per_module_")}
+            want = {"_per_module_candidate_kind", "_per_module_cnn_after_relu"}
+            if candidate.kind(op) in ("sep", "dil"):
+                want |= {"_per_module_candidate_layers", "_per_module_grouped_edges_group_key",
+                         "_per_module_grouped_edges_size_free_key",
+                         "_per_module_grouped_edges_groupable"}
+            elif candidate.kind(op) == "pool":
+                want.add("_per_module_candidate_layers")
+            assert asked == want, (candidate.kind(op), asked)

@@ -95,17 +95,22 @@ def test_compiled_evaluation_equals_eager(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("embed", [True, False])
-def test_a_grouped_supernet_traces_whole(embed) -> None:
+def test_a_grouped_supernet_traces_whole(embed, monkeypatch) -> None:
     """``--grouped_edges`` compiled: the network traces without a graph break (the copies'
     backward, ``grouped_edges._Copies``, sums each run of copies through a plain view there,
     not a strided one, whose storage offset TorchDynamo cannot trace: it broke the graph at
     every group and fell back to eager piece by piece), and its gradients and BN statistics
     are the eager ones bit for bit; the kernel sizes of a kind in one group as on CUDA
-    (``embed``, the cell's kernels built at once) or a group per size."""
+    (``embed``, the cell's kernels built at once) or a group per size. The trace reads what
+    each candidate is (``candidate.learn``, asked before compiling) and never works it out."""
     from torch._dynamo.utils import counters
 
-    from shared.models import fast_mixed
+    from shared.models import candidate, fast_mixed
 
+    traced_questions = []
+    is_dil = candidate._is_dil
+    monkeypatch.setattr(candidate, "_is_dil", lambda op: (
+        traced_questions.append(torch.compiler.is_compiling()), is_dil(op))[1])
     results = []
     counters["graph_break"].clear()
     with fast_mixed.embedded("cpu", embed), fast_mixed.undilated("cpu", False):
@@ -119,6 +124,7 @@ def test_a_grouped_supernet_traces_whole(embed) -> None:
             results.append({**{n: p.grad for n, p in net.named_parameters()},
                             **dict(net.named_buffers())})
     assert not counters["graph_break"]
+    assert traced_questions and not any(traced_questions)  # asked eagerly only
     for key, want in results[0].items():
         got = results[1][key]
         assert (got is None and want is None) or torch.equal(got, want), key

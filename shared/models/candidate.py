@@ -6,14 +6,14 @@ group it joins (``grouped_edges.group_key``). Reading that from nested ``nn.Sequ
 modules (indexing one walks its children) took ~10 µs a candidate, and the DARTS space's
 8-cell supernet has 784 candidates, run in two forwards a step: ~16 ms of host time per step
 for the kinds alone, which a GPU running the step eagerly waits for. A module's structure
-does not change after it is built, so each answer is kept, per module, for as long as the
-module lives (:func:`per_module`).
+does not change after it is built, so each answer is kept on the module itself
+(:func:`per_module`); :func:`learn` asks them all before ``torch.compile`` traces a network,
+so that the trace reads them instead of working them out again.
 """
 from __future__ import annotations
 
 import functools
-import weakref
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.nn as nn
@@ -23,25 +23,61 @@ from shared.ops import DilConv, FactorizedReduce, Identity, NoiseOp, SepConv, Ze
 T = TypeVar("T")
 
 
-def per_module(fn: Callable[[nn.Module], T]) -> Callable[[nn.Module], T]:
-    """``fn(module)``, computed once per module (for a function of its structure only)."""
-    memo: weakref.WeakKeyDictionary[nn.Module, T] = weakref.WeakKeyDictionary()
+# The questions ``learn`` asks: (question, which modules it is asked of)
+_QUESTIONS: list[tuple[Callable[[nn.Module], object], Callable[[nn.Module], bool]]] = []
+
+
+def per_module(fn: Callable[[nn.Module], T] | None = None, *,
+               asked_of: Callable[[nn.Module], bool] | None = None) -> Any:
+    """``fn(module)``, computed once per module (for a function of its structure only) and
+    kept on the module itself: a module's copy (``copy.deepcopy``) is asked anew, and a
+    traced forward (``torch.compile``) reads the answer as an attribute of the module, which
+    TorchDynamo guards by value (the same for every network of the same structure) instead
+    of tracing ``fn`` again (~1000 bytecodes a candidate: indexing an ``nn.Sequential`` walks
+    its children; tracing a DARTS cell's questions took longer than its tensors). Traced
+    before it was asked eagerly, the answer is computed and not kept (keeping it would change
+    what the trace guarded on); ``learn`` asks first. ``asked_of``: the modules ``learn`` asks
+    it of (None: none, a question not asked inside a traced forward)."""
+    if fn is None:
+        return functools.partial(per_module, asked_of=asked_of)
+    name = f"_per_module_{fn.__module__.rsplit('.', 1)[-1]}_{fn.__name__}"
 
     @functools.wraps(fn)
     def once(op: nn.Module) -> T:
-        if torch.compiler.is_compiling():
-            # traced once, so the memo buys nothing there, and TorchDynamo would guard on its
-            # keys (these modules): a new network of the same shapes would recompile
-            return fn(op)
-        try:
-            return memo[op]
-        except KeyError:
-            value = memo[op] = fn(op)
-            return value
+        value = getattr(op, name, _UNKNOWN)
+        if value is _UNKNOWN:
+            value = fn(op)
+            if not torch.compiler.is_compiling():
+                op.__dict__[name] = value  # not nn.Module.__setattr__: never a submodule
+        return value
+
+    if asked_of is not None:
+        _QUESTIONS.append((once, asked_of))
     return once
 
 
-@per_module
+_UNKNOWN = object()
+
+
+def learn(model: nn.Module) -> None:
+    """Ask each ``per_module`` question of every module of ``model`` it is asked of, eagerly:
+    before ``torch.compile`` traces the model, so that the trace reads the answers."""
+    for module in model.modules():
+        for question, asked_of in _QUESTIONS:
+            if asked_of(module):
+                question(module)
+
+
+def every_module(_: nn.Module) -> bool:
+    return True
+
+
+def of_kind(*kinds: str) -> Callable[[nn.Module], bool]:
+    """``asked_of`` the candidates of these kinds."""
+    return lambda op: kind(op) in kinds
+
+
+@per_module(asked_of=every_module)
 def kind(op: nn.Module) -> str:
     """How the fast path runs ``op``: ``none``, ``skip``, ``noise``, ``fr`` (FactorizedReduce),
     ``sep`` (separable conv), ``dil`` (dilated conv), ``pool`` (pooling and BN) or, for any
@@ -64,7 +100,7 @@ def kind(op: nn.Module) -> str:
     return "generic"
 
 
-@per_module
+@per_module(asked_of=of_kind("sep", "dil", "pool"))
 def layers(op: nn.Module) -> tuple[nn.Module, ...]:
     """The layers the fast path runs of a ``sep``, ``dil`` or ``pool`` candidate:
     (depthwise conv, 1x1 conv, BN) once (``dil``) or twice (``sep``), (pooling, BN)."""

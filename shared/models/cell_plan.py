@@ -61,7 +61,7 @@ _POOL_ATTRS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "cou
                "divisor_override", "return_indices")
 
 
-@candidate.per_module
+@candidate.per_module(asked_of=lambda m: isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)))
 def pool_key(pool: nn.Module) -> tuple:
     """Poolings with equal keys compute the same thing (found once per pooling)."""
     return (type(pool),) + tuple(getattr(pool, a, None) for a in _POOL_ATTRS)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from shared.errors import UserError
 from shared.genotypes import Genotype, Pair, PerCellGenotype
 from shared.models.batch_counters import advance_batch_counters, count_batches_together
-from shared.models.candidate import per_module
+from shared.models.candidate import every_module, per_module
 from shared.models.drop_path import drop_path_scales, dropped_sum
 from shared.models.grouped_cell import cell_groups, join_cell_groups, run_group
 from shared.ops import FactorizedReduce, Identity, ReLUConvBN, SepConv, make_op
@@ -26,7 +26,7 @@ from shared.spaces import kinds_of_cells
 CellGene = tuple[Sequence[Pair], Sequence[int]]  # one cell's (op, input) pairs and concat
 
 
-@per_module
+@per_module(asked_of=every_module)
 def after_relu(op: nn.Module) -> tuple[nn.Module, ...] | None:
     """The layers of ``op`` after the ReLU it begins with (``op(x)`` is them applied in turn
     to ``relu(x)``): a ``ReLUConvBN``, ``DilConv`` or ``FactorizedConv``, or a ``SepConv``,

@@ -65,7 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.models.batch_statistics import normalised
-from shared.models.candidate import kind, layers, per_module
+from shared.models.candidate import kind, layers, of_kind, per_module
 from shared.models.embedded_kernels import CellKernels, embedded
 from shared.models.global_batch_norm import batch_norm
 from shared.models.joined_weights import joined
@@ -82,7 +82,7 @@ Member = tuple[int, int, nn.Module]  # (edge index in the cell, candidate index,
 Scale = torch.Tensor
 
 
-@per_module
+@per_module(asked_of=of_kind("sep", "dil"))
 def group_key(op: nn.Module) -> tuple:
     """Separable convs (kind ``sep``) or dilated convs (``dil``) with equal keys run as one
     group; the kind leads the key, so the two never share one. Found once per op
@@ -97,7 +97,7 @@ def group_key(op: nn.Module) -> tuple:
             pw.out_channels, bn.eps, bn.momentum)
 
 
-@per_module
+@per_module(asked_of=of_kind("sep", "dil"))
 def size_free_key(op: nn.Module) -> tuple:
     """:func:`group_key` without the kernel size (and the 'same' padding that follows from
     it): where a group takes convs of every kernel size of its kind (``fast_mixed.EMBED``)."""
@@ -110,7 +110,7 @@ def size_free_key(op: nn.Module) -> tuple:
             bn.momentum)
 
 
-@per_module
+@per_module(asked_of=of_kind("sep", "dil"))
 def groupable(op: nn.Module) -> bool:
     """Affine-free BNs that track running statistics with a momentum (every search op)."""
     bns = [m for m in layers(op) if isinstance(m, nn.BatchNorm2d)]
