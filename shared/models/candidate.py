@@ -30,11 +30,12 @@ _QUESTIONS: list[tuple[Callable[[nn.Module], object], Callable[[nn.Module], bool
 def per_module(fn: Callable[[nn.Module], T] | None = None, *,
                asked_of: Callable[[nn.Module], bool] | None = None) -> Any:
     """``fn(module)``, computed once per module (for a function of its structure only) and
-    kept on the module itself: a module's copy (``copy.deepcopy``) is asked anew, and a
-    traced forward (``torch.compile``) reads the answer as an attribute of the module, which
-    TorchDynamo guards by value (the same for every network of the same structure) instead
-    of tracing ``fn`` again (~1000 bytecodes a candidate: indexing an ``nn.Sequential`` walks
-    its children; tracing a DARTS cell's questions took longer than its tensors). Traced
+    kept on the module itself: a module's deep copy carries the answers (of its own copied
+    submodules, ``copy.deepcopy`` maps them), and a traced forward (``torch.compile``) reads
+    each answer as an attribute of the module, which TorchDynamo guards by value (the same
+    for every network of the same structure) instead of tracing ``fn`` again (indexing an
+    ``nn.Sequential`` walks its children: one DARTS cell's first compiled forward interpreted
+    616,000 bytecodes in 73 s on the CPU tracing the questions, 97,000 in 42 s reading them). Traced
     before it was asked eagerly, the answer is computed and not kept (keeping it would change
     what the trace guarded on); ``learn`` asks first. ``asked_of``: the modules ``learn`` asks
     it of (None: none, a question not asked inside a traced forward)."""
