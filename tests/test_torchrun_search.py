@@ -77,9 +77,9 @@ def _descendants(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_two_ranks_search_as_one_process_and_resume_as_one(tmp_path) -> None:
     """``torchrun --nproc_per_node 2`` (gloo): one run folder, and after its first epoch the
-    alpha of a one-process search of the same global batch (float32: to rounding); killed then
-    and resumed as ONE process (the same global batches), it finishes. (Over further epochs
-    float32 rounding differences grow, as between any two summation orders; the float64
+    alpha of a one-process search of the same global batch (float32: rounding, grown over the
+    epoch); killed then and resumed as ONE process (the same global batches), it finishes.
+    (Float32 rounding differences grow, as between any two summation orders; the float64
     comparison of tests/test_data_parallel_search.py holds them to 1e-12.)"""
     root = tmp_path / "dp"
     proc = subprocess.Popen([*TORCHRUN, "train_search.py", *TINY, "--experiments", str(root)],
@@ -104,10 +104,16 @@ def test_two_ranks_search_as_one_process_and_resume_as_one(tmp_path) -> None:
     assert one.returncode == 0, one.stderr[-2000:]
     (single,) = search_runs(tmp_path / "one")
     reference = _history(single)
-    assert first_epoch["train_acc"] == reference[0]["train_acc"]
-    assert first_epoch["valid_acc"] == pytest.approx(reference[0]["valid_acc"], abs=1e-9)
-    assert torch.allclose(torch.tensor(first_epoch["alphas"]),
-                          torch.tensor(reference[0]["alphas"]), rtol=0, atol=1e-5)
+    # float32: the ranks' shard sums round otherwise than one process's whole-batch sums, and
+    # the alpha optimiser (Adam) steps by a gradient's sign first, so over an epoch the
+    # difference grows past rounding: measured 4% of alpha's distance from uniform on an
+    # AVX-512 CPU (bitwise 0 with AVX2 kernels), against 50% when the ranks leave alpha's
+    # gradients unaveraged; 2 of 704 training predictions flipped (the float64 equality:
+    # tests/test_data_parallel_search.py)
+    alphas, ref = torch.tensor(first_epoch["alphas"]), torch.tensor(reference[0]["alphas"])
+    assert (alphas - ref).norm() <= 0.15 * (ref - 1 / ref.shape[-1]).norm()
+    for acc in ("train_acc", "valid_acc"):
+        assert first_epoch[acc] == pytest.approx(reference[0][acc], abs=1.0)
 
     resumed = run_door_here(SDARTS, "train_search.py", ["--resume", run, "--gpu", "-1",
                                                         "--no_progress"])
