@@ -101,7 +101,10 @@ def test_nb1shot1_searches_data_parallel(tmp_path) -> None:
     assert "data-parallel search: 2 processes" in open(os.path.join(run, "log.txt")).read()
     assert os.path.isfile(os.path.join(run, "config.json"))
     eigenvalues = [_history(r)[0]["hessian_eigenvalue"] for r in (single, run)]
-    assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-5)
+    # the weights the epoch left round otherwise on the ranks, and the eigenvalue of the float32
+    # Hessian moves more than they do: measured rel. 2.8e-5 apart with ATen's scalar kernels
+    # (ATEN_CPU_CAPABILITY=default), under 1e-5 with AVX2's and AVX-512's
+    assert eigenvalues[0] > 0 and eigenvalues[0] == pytest.approx(eigenvalues[1], rel=1e-4)
 
 
 STACNAS = os.path.join(ROOT, "stacnas")
