@@ -58,7 +58,10 @@ def leaves(model: RNNModelSearch) -> list[torch.Tensor]:
 
 def test_one_layer_is_the_model_as_it_was() -> None:
     """nlayers=1 (the default) computes what the one-layer model computed before the option
-    existed: these numbers were printed by the code of commit ccd9611, same seeds, float64."""
+    existed: these numbers were printed by the code of commit ccd9611, same seeds, float64
+    after a float32 initialisation, whose ``uniform_`` rounds the last bit otherwise on ATen's
+    scalar kernels than on its AVX2/AVX-512 ones, half the draws 1 ulp apart: measured rel.
+    1.2e-7 apart with ATEN_CPU_CAPABILITY=default, 8e-16 with AVX2, 0 with AVX-512."""
     g = torch.Generator().manual_seed(1)
     x, y = torch.randint(0, NTOKEN, (6, 4), generator=g), torch.randint(0, NTOKEN, (24,),
                                                                          generator=g)
@@ -76,7 +79,7 @@ def test_one_layer_is_the_model_as_it_was() -> None:
            log_prob.sum().item(), final_hidden[0].abs().sum().item())
     want = (3.4310289036302, 0.00039215407613374127, 26.75749551852524, -2448.9196529767532,
             4.761248360304052)
-    assert got == pytest.approx(want, rel=1e-10)
+    assert got == pytest.approx(want, rel=1e-6)
     assert len(search.rnns) == len(final.rnns) == 1 and search.cell_kinds() == ("recurrent",)
     assert not any(k.startswith("rnns.1.") for k in search.state_dict())
 
