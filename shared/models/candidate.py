@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 # The questions ``learn`` asks: (question, which modules it is asked of)
 _QUESTIONS: list[tuple[Callable[[nn.Module], object], Callable[[nn.Module], bool]]] = []
+_UNKNOWN = object()  # a question not asked of a module yet (None can be an answer)
 
 
 def per_module(fn: Callable[[nn.Module], T] | None = None, *,
@@ -55,9 +56,6 @@ def per_module(fn: Callable[[nn.Module], T] | None = None, *,
     if asked_of is not None:
         _QUESTIONS.append((once, asked_of))
     return once
-
-
-_UNKNOWN = object()
 
 
 def learn(model: nn.Module) -> None:
